@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "rss-poller": ("socketlab.rss.poller", "main", "poll feeds and print new entries once"),
     "health": ("socketlab.health", "main", "healthcheck probes used by docker-compose.yml"),
     "idle": ("socketlab.health", "idle_main", "wait for SIGTERM (keeps the client up)"),
+    "shaper": ("socketlab.shaper.loop", "main", "NFQUEUE verdict loop impairing one link"),
 }
 
 

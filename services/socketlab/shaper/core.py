@@ -1,0 +1,181 @@
+"""Scheduling core of the NFQUEUE verdict loop: no sockets, no clocks, no netlink.
+
+Every queued packet gets a fate when it arrives: dropped now, or held until a
+release time. Release times are drawn per packet (delay plus uniform jitter),
+so two packets can swap places exactly as they would on a jittery link; an
+explicit ``reorder`` share is released at once, overtaking the held ones (the
+netem meaning of ``reorder``). A duplicate is a copy of the payload released
+at its own time through the injector; a corrupted packet has one bit of its
+transport part flipped, so the receiver's checksum sees it, like netem.
+
+The caller supplies ``now`` (seconds, monotonic) and a seeded ``random.Random``,
+which is what makes the core testable with a fake clock and fake packets.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+# Marks copies we inject ourselves, so the NFQUEUE rule lets them pass instead
+# of queueing them again (lab.shaping.builders adds the matching RETURN rule).
+INJECT_MARK = 0x50C1AB
+
+_IPV4_MIN_HEADER = 20
+
+
+class QueuedPacket(Protocol):
+    """What the core needs from a queued packet (``netfilterqueue.Packet`` fits)."""
+
+    def get_payload(self) -> bytes: ...
+
+    def set_payload(self, payload: bytes) -> None: ...
+
+
+P = TypeVar("P", bound=QueuedPacket)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Impairment:
+    """What the verdict loop does to one link's packets; shares are 0..1."""
+
+    delay: float = 0.0  # seconds
+    jitter: float = 0.0  # seconds, uniform +/- around delay
+    loss: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    corrupt: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("delay", "jitter"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        for name in ("loss", "duplicate", "reorder", "corrupt"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a share between 0 and 1")
+
+    @property
+    def is_noop(self) -> bool:
+        """True when the loop would pass every packet untouched."""
+        return not any(
+            (self.delay, self.jitter, self.loss, self.duplicate, self.reorder, self.corrupt)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Accept(Generic[P]):
+    """Give the queued packet its ACCEPT verdict now."""
+
+    packet: P
+
+
+@dataclass(frozen=True, slots=True)
+class Inject:
+    """Send this copy of a packet (a full IPv4 datagram) through the injector now."""
+
+    payload: bytes
+
+
+@dataclass(slots=True)
+class Counters:
+    """Running totals, logged by the loop and useful in tests."""
+
+    received: int = 0
+    dropped: int = 0
+    duplicated: int = 0
+    corrupted: int = 0
+    reordered: int = 0
+    released: int = 0
+    injected: int = 0
+
+
+def corrupt_payload(payload: bytes, rng: random.Random) -> bytes:
+    """Flip one random bit after the IPv4 header (in the transport header or data).
+
+    The IP header stays intact so the packet is still routed and delivered;
+    the receiver's TCP/UDP checksum is what notices, as on a real bad link.
+    A packet with nothing after its header is returned unchanged.
+    """
+    if len(payload) < _IPV4_MIN_HEADER:
+        return payload
+    header_len = (payload[0] & 0x0F) * 4
+    if header_len < _IPV4_MIN_HEADER or header_len >= len(payload):
+        return payload
+    position = rng.randrange(header_len, len(payload))
+    flipped = payload[position] ^ (1 << rng.randrange(8))
+    return payload[:position] + bytes((flipped,)) + payload[position + 1 :]
+
+
+class ImpairmentScheduler(Generic[P]):
+    """Decide each packet's fate and hand back verdicts when they fall due."""
+
+    def __init__(self, impairment: Impairment, *, rng: random.Random) -> None:
+        self.impairment = impairment
+        self.counters = Counters()
+        self._rng = rng
+        self._held: list[tuple[float, int, Accept[P] | Inject]] = []
+        # Tie-breaker: equal release times leave in arrival order.
+        self._sequence = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def admit(self, packet: P, now: float) -> bool:
+        """Take a newly queued packet; False means the caller must drop it now."""
+        imp, rng, counters = self.impairment, self._rng, self.counters
+        counters.received += 1
+        if imp.loss and rng.random() < imp.loss:
+            counters.dropped += 1
+            return False
+        if imp.corrupt and rng.random() < imp.corrupt:
+            packet.set_payload(corrupt_payload(packet.get_payload(), rng))
+            counters.corrupted += 1
+        self._hold(Accept(packet), self._release_time(now))
+        if imp.duplicate and rng.random() < imp.duplicate:
+            # The copy gets its own release time, so it may even arrive first.
+            self._hold(Inject(packet.get_payload()), self._release_time(now))
+            counters.duplicated += 1
+        return True
+
+    def pop_due(self, now: float) -> list[Accept[P] | Inject]:
+        """Remove and return every held verdict whose release time has come, in order."""
+        due: list[Accept[P] | Inject] = []
+        held = self._held
+        while held and held[0][0] <= now:
+            due.append(heapq.heappop(held)[2])
+        self._count(due)
+        return due
+
+    def drain(self) -> list[Accept[P] | Inject]:
+        """Remove and return everything still held (on shutdown: release, don't lose)."""
+        due = [entry[2] for entry in sorted(self._held)]
+        self._held.clear()
+        self._count(due)
+        return due
+
+    def next_release(self) -> float | None:
+        """When the earliest held verdict falls due, or None when nothing is held."""
+        return self._held[0][0] if self._held else None
+
+    def _hold(self, verdict: Accept[P] | Inject, at: float) -> None:
+        heapq.heappush(self._held, (at, next(self._sequence), verdict))
+
+    def _release_time(self, now: float) -> float:
+        imp = self.impairment
+        if imp.reorder and self._rng.random() < imp.reorder:
+            self.counters.reordered += 1
+            return now
+        delay = imp.delay
+        if imp.jitter:
+            delay += self._rng.uniform(-imp.jitter, imp.jitter)
+        return now + max(0.0, delay)
+
+    def _count(self, due: list[Accept[P] | Inject]) -> None:
+        for verdict in due:
+            if isinstance(verdict, Inject):
+                self.counters.injected += 1
+            else:
+                self.counters.released += 1

@@ -1,0 +1,177 @@
+"""``socketlab shaper``: the NFQUEUE verdict loop run by a netkit helper container.
+
+The helper shares the source service's network namespace. ``lab.shaping``
+installs an iptables rule sending the link's packets to queue ``--queue`` with
+``--queue-bypass``, so when this process dies the link fails open (unshaped)
+instead of going dark, and ``lab status`` reports the dead helper.
+
+One thread: poll the queue's netlink socket with a timeout that ends at the
+next release time, feed packets to the scheduling core, and hand out the
+verdicts and injected copies it returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+from socketlab.config import env_float, env_int
+from socketlab.errors import ServiceError
+from socketlab.shaper.core import INJECT_MARK, Accept, Impairment, ImpairmentScheduler, Inject
+
+log = logging.getLogger("socketlab.shaper")
+
+# How often the loop looks at the stop flag when nothing is due (seconds).
+STOP_POLL = env_float("SOCKETLAB_SHAPER_STOP_POLL", 0.2)
+# Packets the kernel may hold for us; delay x packet rate must stay below it.
+QUEUE_MAXLEN = env_int("SOCKETLAB_SHAPER_QUEUE_MAXLEN", 16384)
+INJECT_TIMEOUT = env_float("SOCKETLAB_SHAPER_INJECT_TIMEOUT", 1.0)
+STATS_INTERVAL = env_float("SOCKETLAB_SHAPER_STATS_INTERVAL", 10.0)
+
+
+class ShaperError(ServiceError):
+    """The verdict loop could not bind its queue or open its injector."""
+
+
+def _injector() -> socket.socket:
+    # IPPROTO_RAW implies IP_HDRINCL: we send whole IPv4 datagrams as queued.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, INJECT_MARK)
+    sock.settimeout(INJECT_TIMEOUT)
+    return sock
+
+
+def _destination(datagram: bytes) -> str:
+    return socket.inet_ntoa(datagram[16:20])
+
+
+def run(
+    queue: int,
+    impairment: Impairment,
+    *,
+    stop: threading.Event,
+    seed: int | None = None,
+    max_len: int = QUEUE_MAXLEN,
+) -> None:
+    """Impair the packets of NFQUEUE ``queue`` until ``stop`` is set."""
+    try:
+        from netfilterqueue import NetfilterQueue  # noqa: PLC0415 - only in the netkit image
+    except ImportError as exc:
+        raise ShaperError("NetfilterQueue is not installed (run this in the netkit image)") from exc
+
+    scheduler: ImpairmentScheduler[Any] = ImpairmentScheduler(
+        impairment,
+        rng=random.Random(seed),  # noqa: S311 - impairment, not crypto
+    )
+    injector = _injector()
+
+    def release(verdicts: list[Accept[Any] | Inject]) -> None:
+        for verdict in verdicts:
+            if isinstance(verdict, Inject):
+                try:
+                    injector.sendto(verdict.payload, (_destination(verdict.payload), 0))
+                except OSError as exc:
+                    # A lost duplicate is still a faithful impairment; keep going.
+                    log.warning("event=inject_failed error=%s", exc)
+            else:
+                verdict.packet.accept()
+
+    def on_packet(packet: Any) -> None:
+        now = time.monotonic()
+        if not scheduler.admit(packet, now):
+            packet.drop()
+        # Release inside the callback too: a long burst must not starve due verdicts.
+        release(scheduler.pop_due(now))
+
+    nfq = NetfilterQueue()
+    try:
+        nfq.bind(queue, on_packet, max_len=max_len)
+    except OSError as exc:
+        injector.close()
+        raise ShaperError(f"cannot bind NFQUEUE {queue}: {exc}") from exc
+    poller = select.poll()
+    poller.register(nfq.get_fd(), select.POLLIN)
+    log.info("event=shaper_started queue=%d impairment=%s", queue, impairment)
+    next_stats = time.monotonic() + STATS_INTERVAL
+    try:
+        while not stop.is_set():
+            now = time.monotonic()
+            release(scheduler.pop_due(now))
+            due = scheduler.next_release()
+            wait = STOP_POLL if due is None else min(STOP_POLL, max(0.0, due - now))
+            if poller.poll(wait * 1000.0):
+                nfq.run(block=False)
+            if now >= next_stats:
+                log.info(
+                    "event=shaper_stats queue=%d held=%d %s", queue, len(scheduler), _kv(scheduler)
+                )
+                next_stats = now + STATS_INTERVAL
+    finally:
+        # Stopping releases what we hold rather than losing it.
+        release(scheduler.drain())
+        nfq.unbind()
+        injector.close()
+        log.info("event=shaper_stopped queue=%d %s", queue, _kv(scheduler))
+
+
+def _kv(scheduler: ImpairmentScheduler[Any]) -> str:
+    c = scheduler.counters
+    return (
+        f"received={c.received} dropped={c.dropped} duplicated={c.duplicated} "
+        f"corrupted={c.corrupted} reordered={c.reordered} released={c.released} "
+        f"injected={c.injected}"
+    )
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share between 0 and 1")
+    return value
+
+
+def parse_args(argv: list[str]) -> tuple[int, Impairment, int | None]:
+    """Parse the helper's command line (plain numbers: the controller did the units)."""
+    parser = argparse.ArgumentParser(prog="socketlab shaper", description=__doc__)
+    parser.add_argument("--queue", type=int, required=True, help="NFQUEUE number")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds")
+    parser.add_argument("--jitter", type=float, default=0.0, help="seconds")
+    for name in ("loss", "duplicate", "reorder", "corrupt"):
+        parser.add_argument(f"--{name}", type=_share, default=0.0, help="share 0..1")
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+    try:
+        impairment = Impairment(
+            delay=args.delay,
+            jitter=args.jitter,
+            loss=args.loss,
+            duplicate=args.duplicate,
+            reorder=args.reorder,
+            corrupt=args.corrupt,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args.queue, impairment, args.seed
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``socketlab shaper``: run until SIGTERM or SIGINT."""
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+    queue, impairment, seed = parse_args(argv)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        run(queue, impairment, stop=stop, seed=seed)
+    except ShaperError as exc:
+        log.error("event=shaper_failed error=%s", exc)  # noqa: TRY400 - one line, cause logged
+        return 1
+    return 0
