@@ -1,0 +1,49 @@
+"""The lab controller's exception tree.
+
+Everything the controller raises on purpose derives from :class:`LabError`;
+the CLI turns it into a one-line message and a non-zero exit code::
+
+    LabError
+    ├── DockerUnavailable       no Docker engine answers
+    ├── ComposeError            the Compose CLI is missing or a compose command failed
+    ├── ImageBuildError         base image, wheels or image build failed
+    ├── NotReady                a service did not become healthy before its deadline
+    ├── ServiceNotFound         no running container for a service in this project
+    ├── CommandTimeout          a command in a container ran past its timeout
+    ├── ShapingError            lab.shaping: shaping could not be applied or did not take effect
+    ├── ScenarioError           a scenario file is invalid
+    └── CheckFailed             a scenario check did not hold
+
+Lower-layer errors (docker SDK, subprocess) are translated where they happen,
+keeping the cause with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class LabError(Exception):
+    """Root of every error the lab controller raises on purpose."""
+
+
+class DockerUnavailable(LabError):
+    """No Docker engine answers at the configured address."""
+
+
+class ComposeError(LabError):
+    """The Compose CLI is missing, or a Compose command failed."""
+
+
+class ImageBuildError(LabError):
+    """Building the base image, the wheels or a lab image failed."""
+
+
+class NotReady(LabError):
+    """A service did not become healthy before its deadline."""
+
+
+class ServiceNotFound(LabError):
+    """There is no container for that service in this lab project."""
+
+
+class CommandTimeout(LabError):
+    """A command run in a container did not finish before its timeout."""
