@@ -1,0 +1,62 @@
+# socketlab — common tasks. `make help` lists them.
+#
+# The controller and the tests run from a virtualenv (.venv) created on first
+# use; the lab itself runs in Docker (Compose v2 or v1.29, detected).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROJECT ?= socketlab
+PYTEST_ARGS ?=
+
+.PHONY: help venv images lab-up lab-down lab-status test test-unit test-integration check fmt clean
+
+help:
+	@echo "make lab-up            build images if needed, start the lab, wait until healthy"
+	@echo "make lab-down          remove the lab's containers, networks and volumes"
+	@echo "make lab-status        services, health, IPs"
+	@echo "make test              unit + integration tests (integration needs Docker)"
+	@echo "make test-unit         unit tests only (no Docker, seconds)"
+	@echo "make check             ruff (lint + format check) and mypy --strict"
+	@echo "make images            build (or reuse) the lab images"
+
+$(BIN)/lab: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/lab
+
+images: venv
+	$(BIN)/lab -p $(PROJECT) build
+
+lab-up: venv
+	$(BIN)/lab -p $(PROJECT) up
+
+lab-down: venv
+	$(BIN)/lab -p $(PROJECT) down
+
+lab-status: venv
+	$(BIN)/lab -p $(PROJECT) status
+
+test: venv
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: venv
+	$(BIN)/pytest tests/integration -m integration $(PYTEST_ARGS)
+
+check: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf build .mypy_cache .ruff_cache .pytest_cache results

@@ -1,0 +1,61 @@
+"""A missing Docker engine is a one-line error, from the API and from the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lab import engine
+from lab.api import Lab, find_repo_root, wrap_with_timeout
+from lab.cli import main
+from lab.errors import DockerUnavailable, LabError
+
+
+@pytest.fixture
+def no_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    address = f"unix://{tmp_path}/nothing-listens-here.sock"
+    monkeypatch.setenv("DOCKER_HOST", address)
+    return address
+
+
+def test_connect_reports_the_address_and_asks_about_the_daemon(no_engine: str) -> None:
+    with pytest.raises(DockerUnavailable) as caught:
+        engine.connect()
+    message = str(caught.value)
+    assert message.startswith(f"cannot reach Docker at {no_engine}: is the daemon running?")
+
+
+def test_cli_prints_one_line_and_exits_1(
+    no_engine: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status"]) == 1
+    err = capsys.readouterr().err
+    assert "lab: error: cannot reach Docker at" in err
+    assert "Traceback" not in err
+
+
+def test_bad_project_name_is_refused() -> None:
+    with pytest.raises(LabError, match="project name"):
+        Lab(project="Has Spaces")
+
+
+def test_commands_in_containers_are_bounded() -> None:
+    assert wrap_with_timeout(["socketlab", "client", "hello"], 30) == [
+        "timeout",
+        "-k",
+        "5",
+        "30",
+        "socketlab",
+        "client",
+        "hello",
+    ]
+
+
+def test_repo_root_is_found_from_a_subfolder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SOCKETLAB_ROOT", raising=False)
+    (tmp_path / "services" / "x").mkdir(parents=True)
+    (tmp_path / "docker-compose.yml").write_text("services: {}\n")
+    assert find_repo_root(tmp_path / "services" / "x") == tmp_path.resolve()
