@@ -1,79 +1,461 @@
-"""HTTP feed server on 8080 (runs inside the ``server`` container).
+"""HTTP feed server on 8080 (a component of the ``server`` container).
 
-Foundation version: one RSS 2.0 feed at ``/feeds/news.rss`` with a few
-generated entries. Growing feeds, caching headers and fault feeds replace this.
+Routes::
+
+    GET  /feeds/NAME.rss | /feeds/NAME.atom   growing feed (ETag, Last-Modified, 304)
+    GET  /feeds/NAME/entries/SLUG             an entry's page (its <link>)
+    GET  /faults/KIND.rss                     slow, drip, huge, malformed, error,
+                                              billion-laughs, xxe (?path=FILE)
+    GET  /stats                               per-path requests, 200s, 304s, bytes (JSON)
+    GET  /health                              liveness
+    POST /admin/feeds/NAME/entries            publish {"title": ..., "summary": ...}
+    POST /admin/feeds/NAME/schedule           {"every": SECONDS} (0 stops)
+
+Feeds live in memory (:class:`~socketlab.rss.feeds.FeedRegistry`); ``news`` is
+seeded with a few entries so the default poller has something at start.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import threading
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
+import urllib.parse
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from xml.sax.saxutils import escape
 
-from socketlab.config import FEED_HTTP_PORT, env_float, env_int
+from socketlab.config import FEED_HTTP_PORT, SERVER_HOST, env_float, env_int, env_str
+from socketlab.errors import ServiceError
+from socketlab.rss import faults
+from socketlab.rss.feeds import FeedRegistry, http_date, is_not_modified, valid_feed_name
 
 log = logging.getLogger("socketlab.feeds")
 
-START = datetime(2026, 1, 1, tzinfo=UTC)
+MAX_REQUEST_BODY = 64 * 1024
+_FEED_PATH = re.compile(r"^/feeds/([^/]+)\.(rss|atom)$")
+_ENTRY_PATH = re.compile(r"^/feeds/([^/]+)/entries/([0-9a-z-]+)$")
+_FAULT_PATH = re.compile(r"^/faults/([a-z-]+)\.rss$")
+_ADMIN_PATH = re.compile(r"^/admin/feeds/([^/]+)/(entries|schedule)$")
 
 
-def render_rss(count: int) -> bytes:
-    items = []
-    for number in range(count, 0, -1):
-        published = format_datetime(START + timedelta(hours=number))
-        items.append(
-            "<item>"
-            f"<title>Lab bulletin {number}</title>"
-            f"<link>http://server:{FEED_HTTP_PORT}/news/{number}</link>"
-            f'<guid isPermaLink="false">socketlab-news-{number}</guid>'
-            f"<description>{escape(f'Bulletin number {number} from the socketlab server.')}</description>"
-            f"<pubDate>{published}</pubDate>"
-            "</item>"
+@dataclass(frozen=True)
+class ServerOptions:
+    """Feed server configuration (environment variables in :func:`options_from_env`)."""
+
+    host: str = "0.0.0.0"
+    port: int = FEED_HTTP_PORT
+    base_url: str = f"http://{SERVER_HOST}:{FEED_HTTP_PORT}"
+    window: int = 50  # newest entries listed in a feed document
+    seed_entries: int = 3
+    request_timeout: float = 10.0
+    slow_seconds: float = 30.0
+    drip_every: float = 0.5
+    huge_bytes: int = 1 << 30
+    schedule_every: float = 0.0  # publish to "news" every N seconds; 0 = never
+
+
+def options_from_env() -> ServerOptions:
+    """Server options from ``SOCKETLAB_FEED_*`` environment variables."""
+    port = env_int("SOCKETLAB_FEED_PORT", FEED_HTTP_PORT)
+    return ServerOptions(
+        port=port,
+        base_url=env_str("SOCKETLAB_FEED_BASE_URL", f"http://{SERVER_HOST}:{port}"),
+        window=env_int("SOCKETLAB_FEED_WINDOW", 50),
+        seed_entries=env_int("SOCKETLAB_FEED_ENTRIES", 3),
+        request_timeout=env_float("SOCKETLAB_FEED_TIMEOUT", 10.0),
+        slow_seconds=env_float("SOCKETLAB_FEED_SLOW_SECONDS", 30.0),
+        drip_every=env_float("SOCKETLAB_FEED_DRIP_EVERY", 0.5),
+        huge_bytes=env_int("SOCKETLAB_FEED_HUGE_BYTES", 1 << 30),
+        schedule_every=env_float("SOCKETLAB_FEED_SCHEDULE", 0.0),
+    )
+
+
+@dataclass
+class PathCounters:
+    requests: int = 0
+    ok: int = 0
+    not_modified: int = 0
+    errors: int = 0
+    bytes_sent: int = 0
+
+
+class ServerStats:
+    """Per-path counters; tests read them at ``/stats`` to see the 304 path."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._paths: dict[str, PathCounters] = {}
+
+    def count(self, path: str, *, status: int, body_bytes: int) -> None:
+        with self._lock:
+            counters = self._paths.setdefault(path, PathCounters())
+            counters.requests += 1
+            counters.bytes_sent += body_bytes
+            if status == 304:
+                counters.not_modified += 1
+            elif 200 <= status < 300:
+                counters.ok += 1
+            else:
+                counters.errors += 1
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            return {path: asdict(counters) for path, counters in sorted(self._paths.items())}
+
+
+class Scheduler:
+    """Publishes one entry every N seconds to a feed, one thread per scheduled feed."""
+
+    def __init__(self, registry: FeedRegistry, stop: threading.Event) -> None:
+        self._registry = registry
+        self._stop = stop
+        self._lock = threading.Lock()
+        self._cancels: dict[str, threading.Event] = {}
+
+    def set(self, name: str, every: float) -> None:
+        with self._lock:
+            previous = self._cancels.pop(name, None)
+            if previous is not None:
+                previous.set()
+            if every <= 0:
+                return
+            cancel = threading.Event()
+            self._cancels[name] = cancel
+        thread = threading.Thread(
+            target=self._loop, args=(name, every, cancel), name=f"schedule-{name}", daemon=True
         )
-    return (
-        '<?xml version="1.0" encoding="utf-8"?>'
-        '<rss version="2.0"><channel><title>socketlab news</title>'
-        f"<link>http://server:{FEED_HTTP_PORT}/</link>"
-        "<description>Entries published by the lab server</description>"
-        f"{''.join(items)}</channel></rss>"
-    ).encode()
+        thread.start()
+        log.info("event=scheduled feed=%s every=%g", name, every)
+
+    def _loop(self, name: str, every: float, cancel: threading.Event) -> None:
+        number = 0
+        while not cancel.wait(every) and not self._stop.is_set():
+            number += 1
+            stamp = datetime.now(UTC).strftime("%H:%M:%S")
+            self._registry.publish(
+                name,
+                title=f"Scheduled bulletin {number} ({stamp})",
+                summary=f"Published automatically every {every:g} s.",
+            )
+
+    def stop_all(self) -> None:
+        with self._lock:
+            for cancel in self._cancels.values():
+                cancel.set()
+            self._cancels.clear()
+
+
+class _BadRequest(Exception):
+    """A request we answer with 400 and this message."""
+
+
+class _ClientGone(Exception):
+    """The client closed the connection while we were still sending."""
+
+
+class FeedServer:
+    """The feed HTTP server: ``start()`` it, read ``port``, ``close()`` it."""
+
+    def __init__(self, options: ServerOptions, *, registry: FeedRegistry | None = None) -> None:
+        self.options = options
+        self.registry = registry or FeedRegistry(
+            base_url=options.base_url, window=options.window, seed_entries=options.seed_entries
+        )
+        self.stats = ServerStats()
+        self.stopping = threading.Event()
+        self.scheduler = Scheduler(self.registry, self.stopping)
+        try:
+            self._httpd = ThreadingHTTPServer((options.host, options.port), self._handler_class())
+        except OSError as exc:
+            raise ServiceError(f"feed server cannot listen on {options.port}: {exc}") from exc
+        self._httpd.daemon_threads = True
+        self.port: int = self._httpd.server_address[1]
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.5},
+            name="feed-http",
+            daemon=True,
+        )
+        self._thread.start()
+        if self.options.schedule_every > 0:
+            self.scheduler.set("news", self.options.schedule_every)
+        log.info("event=listening service=feeds port=%d", self.port)
+
+    def close(self) -> None:
+        self.stopping.set()  # wakes stalled fault handlers
+        self.scheduler.stop_all()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(_FeedHandler):
+            feed_server = server
+            timeout = server.options.request_timeout
+
+        return Handler
+
+
+class _FeedHandler(BaseHTTPRequestHandler):
+    feed_server: FeedServer
+    server_version = "socketlab-feeds/0.1"
+    _sent: int = 0
+    _status: int = 0
+    _head: bool = False
+
+    # -- plumbing -------------------------------------------------------------
+
+    def log_message(self, format: str, *args: Any) -> None:
+        del format, args  # counters and event logs replace the access log
+
+    def _send_body(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if status != 304:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if status != 304 and not self._head:
+            self.wfile.write(body)
+            self._sent = len(body)
+
+    def _stream(self, status: int, chunks: Iterable[bytes], content_type: str) -> None:
+        """Send a body of unknown length; the end is the connection closing."""
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self._head:
+            return
+        try:
+            for chunk in chunks:
+                if self.feed_server.stopping.is_set():
+                    return
+                self.wfile.write(chunk)
+                self._sent += len(chunk)
+        except OSError as exc:
+            raise _ClientGone from exc
+
+    def _json(self, status: int, document: object) -> None:
+        body = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+        self._send_body(status, body, {"Content-Type": "application/json"})
+
+    def _text(self, status: int, text: str) -> None:
+        self._send_body(status, text.encode(), {"Content-Type": "text/plain; charset=utf-8"})
+
+    def _dispatch(self, route: Any) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        self._sent = 0
+        self._status = 0
+        try:
+            route(url.path, urllib.parse.parse_qs(url.query))
+        except (_ClientGone, ConnectionError) as exc:
+            # Pollers give up on slow and huge feeds by closing: expected, not a crash.
+            log.info("event=client_gone path=%s sent=%d error=%r", url.path, self._sent, exc)
+        finally:
+            if url.path != "/health":
+                self.feed_server.stats.count(url.path, status=self._status, body_bytes=self._sent)
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._status = code
+        super().send_response(code, message)
+
+    def do_GET(self) -> None:
+        self._head = False
+        self._dispatch(self._get)
+
+    def do_HEAD(self) -> None:
+        self._head = True
+        self._dispatch(self._get)
+
+    def do_POST(self) -> None:
+        self._head = False
+        self._dispatch(self._post)
+
+    # -- routes ----------------------------------------------------------------
+
+    def _get(self, path: str, query: dict[str, list[str]]) -> None:
+        if path == "/health":
+            self._text(200, "ok\n")
+        elif path == "/stats":
+            registry = self.feed_server.registry
+            self._json(
+                200,
+                {
+                    "paths": self.feed_server.stats.snapshot(),
+                    "feeds": {name: registry.entry_count(name) for name in registry.names()},
+                },
+            )
+        elif match := _FEED_PATH.match(path):
+            self._feed(match.group(1), match.group(2))
+        elif match := _ENTRY_PATH.match(path):
+            self._entry_page(match.group(1), match.group(2))
+        elif match := _FAULT_PATH.match(path):
+            self._fault(match.group(1), query)
+        else:
+            self._text(404, "not found\n")
+
+    def _feed(self, name: str, fmt: str) -> None:
+        rendered = self.feed_server.registry.render(name, "rss" if fmt == "rss" else "atom")
+        if rendered is None:
+            self._text(404, f"no feed {name!r}\n")
+            return
+        headers = {
+            "ETag": rendered.etag,
+            "Last-Modified": http_date(rendered.last_modified),
+            "Cache-Control": "no-cache",
+        }
+        not_modified = is_not_modified(
+            etag=rendered.etag,
+            last_modified=rendered.last_modified,
+            if_none_match=self.headers.get("If-None-Match"),
+            if_modified_since=self.headers.get("If-Modified-Since"),
+        )
+        if not_modified:
+            self._send_body(304, b"", headers)
+        else:
+            self._send_body(200, rendered.body, {**headers, "Content-Type": rendered.content_type})
+
+    def _entry_page(self, name: str, slug: str) -> None:
+        entry = self.feed_server.registry.entry(name, slug)
+        if entry is None:
+            self._text(404, "no such entry\n")
+            return
+        page = (
+            f"<!doctype html><title>{escape(entry.title)}</title>"
+            f"<h1>{escape(entry.title)}</h1><p>{escape(entry.summary)}</p>"
+            f"<p><small>{escape(entry.published.isoformat())}</small></p>\n"
+        )
+        self._send_body(200, page.encode(), {"Content-Type": "text/html; charset=utf-8"})
+
+    def _fault(self, kind: str, query: dict[str, list[str]]) -> None:
+        options = self.feed_server.options
+        stopping = self.feed_server.stopping
+        rss = "application/rss+xml; charset=utf-8"
+
+        def number(name: str, default: float, upper: float) -> float:
+            try:
+                return min(upper, max(0.0, float(query.get(name, [default])[0])))
+            except ValueError:
+                return default
+
+        if kind == "slow":
+            # Nothing at all (not even headers) until the stall is over.
+            stopping.wait(number("seconds", options.slow_seconds, 600.0))
+            self._send_body(200, faults.small_feed("slow"), {"Content-Type": rss})
+        elif kind == "drip":
+            body = faults.small_feed("drip")
+            every = number("every", options.drip_every, 60.0)
+            self.send_response(200)
+            self.send_header("Content-Type", rss)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+
+            def drops() -> Iterable[bytes]:
+                for index in range(len(body)):
+                    if index and stopping.wait(every):
+                        return
+                    yield body[index : index + 1]
+
+            try:
+                for drop in drops():
+                    self.wfile.write(drop)
+                    self.wfile.flush()
+                    self._sent += 1
+            except OSError as exc:
+                raise _ClientGone from exc
+        elif kind == "huge":
+            self._stream(200, faults.huge_feed_chunks(limit=options.huge_bytes), rss)
+        elif kind == "malformed":
+            self._send_body(200, faults.malformed_feed(), {"Content-Type": rss})
+        elif kind == "error":
+            self._text(500, "simulated server error\n")
+        elif kind == "billion-laughs":
+            self._send_body(200, faults.billion_laughs_feed(), {"Content-Type": rss})
+        elif kind == "xxe":
+            target = query.get("path", ["/etc/passwd"])[0]
+            self._send_body(200, faults.xxe_feed(target), {"Content-Type": rss})
+        else:
+            self._text(404, f"no fault {kind!r}; known: {', '.join(faults.FAULTS)}\n")
+
+    def _post(self, path: str, query: dict[str, list[str]]) -> None:
+        del query
+        match = _ADMIN_PATH.match(path)
+        if match is None:
+            self._text(404, "not found\n")
+            return
+        name, action = match.groups()
+        if not valid_feed_name(name):
+            self._json(400, {"error": f"invalid feed name {name!r}"})
+            return
+        try:
+            document = self._read_json()
+            if action == "schedule":
+                self._schedule(name, document)
+            else:
+                self._publish(name, document)
+        except _BadRequest as exc:
+            self._json(400, {"error": str(exc)})
+
+    def _read_json(self) -> dict[str, Any]:
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            length = -1
+        if not 0 < length <= MAX_REQUEST_BODY:
+            raise _BadRequest(f"need a JSON body of 1..{MAX_REQUEST_BODY} bytes")
+        try:
+            document = json.loads(self.rfile.read(length))
+        except ValueError as exc:
+            raise _BadRequest("body is not JSON") from exc
+        if not isinstance(document, dict):
+            raise _BadRequest("body must be a JSON object")
+        return document
+
+    def _schedule(self, name: str, document: dict[str, Any]) -> None:
+        every = document.get("every")
+        if isinstance(every, bool) or not isinstance(every, int | float) or every < 0:
+            raise _BadRequest('"every" must be a number of seconds >= 0')
+        self.feed_server.scheduler.set(name, float(every))
+        self._json(200, {"feed": name, "every": every})
+
+    def _publish(self, name: str, document: dict[str, Any]) -> None:
+        title, summary = document.get("title", ""), document.get("summary", "")
+        if not isinstance(title, str) or not isinstance(summary, str):
+            raise _BadRequest('"title" and "summary" must be strings')
+        try:
+            entry = self.feed_server.registry.publish(name, title=title, summary=summary)
+        except ValueError as exc:
+            raise _BadRequest(str(exc)) from exc
+        base = self.feed_server.registry.base_url
+        log.info("event=published feed=%s guid=%s", name, entry.guid)
+        self._json(
+            201,
+            {
+                "feed": name,
+                "guid": entry.guid,
+                "link": f"{base}/feeds/{name}/entries/{entry.slug}",
+                "title": entry.title,
+                "summary": entry.summary,
+                "published": entry.published.isoformat(),
+            },
+        )
 
 
 def serve(stop: threading.Event) -> None:
-    port = env_int("SOCKETLAB_FEED_PORT", FEED_HTTP_PORT)
-    entries = env_int("SOCKETLAB_FEED_ENTRIES", 3)
-
-    class Handler(BaseHTTPRequestHandler):
-        timeout = env_float("SOCKETLAB_FEED_TIMEOUT", 10.0)
-
-        def do_GET(self) -> None:
-            if self.path == "/health":
-                body, content_type = b"ok\n", "text/plain"
-            elif self.path == "/feeds/news.rss":
-                body, content_type = render_rss(entries), "application/rss+xml"
-            else:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            del format, args
-
-    httpd = ThreadingHTTPServer(("0.0.0.0", port), Handler)
-    httpd.daemon_threads = True
-    log.info("event=listening service=feeds port=%d", port)
-    thread = threading.Thread(
-        target=httpd.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True
-    )
-    thread.start()
-    stop.wait()
-    httpd.shutdown()
-    httpd.server_close()
+    """Run the feed server until ``stop`` is set (a ``server`` container component)."""
+    server = FeedServer(options_from_env())
+    server.start()
+    try:
+        stop.wait()
+    finally:
+        server.close()

@@ -1,62 +1,389 @@
-"""``socketlab rss-poller``: poll feeds and print each new entry once.
+"""``socketlab rss-poller``: poll feeds and print each new entry exactly once.
 
-Foundation version: fetch with a timeout and a size cap, parse with
-feedparser, print entries not seen before in this process. Persistent state,
-conditional GET and per-feed backoff replace this.
+Each feed has its own thread, so a slow or failing feed (timeouts, backoff)
+never delays the others. A poll is: conditional GET with a deadline and a size
+cap (:mod:`~socketlab.rss.fetch`), neutralise and parse
+(:mod:`~socketlab.rss.entries`), then for each entry not seen before: claim it
+in SQLite, print it, append it as a JSON line to the output file, confirm it
+(:mod:`~socketlab.rss.state`). Per-feed state is written to ``status.json``
+next to the database after every poll, for tests and ``lab``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import signal
 import sys
 import threading
-import urllib.request
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
 
-import feedparser
-
-from socketlab.config import FEED_HTTP_PORT, SERVER_HOST, env_float, env_str
+from socketlab.config import FEED_HTTP_PORT, SERVER_HOST, env_float, env_int, env_str
+from socketlab.rss.entries import Item, ParsedFeed, display_text, parse_feed
+from socketlab.rss.errors import FetchError, HttpStatusError, RssError, StateError, UnsafeFeed
+from socketlab.rss.fetch import fetch
+from socketlab.rss.state import StateStore
 
 log = logging.getLogger("socketlab.rss")
 
-MAX_FEED_BYTES = 5 * 1024 * 1024
 DEFAULT_FEED = f"http://{SERVER_HOST}:{FEED_HTTP_PORT}/feeds/news.rss"
+DEFAULT_DIR = "/var/lib/socketlab/rss"
+MAX_FEED_BYTES = 5 * 1024 * 1024
+STOP_GRACE = 2.0
 
 
-def fetch(url: str, *, timeout: float) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - feed URLs
-        body: bytes = response.read(MAX_FEED_BYTES + 1)
-    if len(body) > MAX_FEED_BYTES:
-        raise OSError(f"feed larger than {MAX_FEED_BYTES} bytes")
-    return body
+@dataclass(frozen=True)
+class PollerOptions:
+    """Everything a poller run needs besides its feed list."""
+
+    interval: float = 30.0
+    timeout: float = 10.0
+    max_bytes: int = MAX_FEED_BYTES
+    backoff_max: float = 300.0
+    output: Path = Path(DEFAULT_DIR) / "entries.jsonl"
+    state: Path = Path(DEFAULT_DIR) / "state.sqlite3"
+    status: Path = Path(DEFAULT_DIR) / "status.json"
+
+
+def backoff_delay(failures: int, *, interval: float, cap: float) -> float:
+    """Seconds until the next poll after ``failures`` consecutive failures (pure).
+
+    No failure: the interval. Then the interval doubled per failure, capped at
+    ``cap`` (but never below the interval itself).
+    """
+    if failures <= 0:
+        return interval
+    delay: float = interval * 2.0 ** min(failures, 32)
+    return min(max(cap, interval), delay)
+
+
+@dataclass
+class FeedStatus:
+    """What the poller knows about one feed; serialised into status.json."""
+
+    url: str
+    state: str = "pending"  # pending | ok | degraded | failing
+    polls: int = 0
+    fetched: int = 0
+    not_modified: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    new_entries: int = 0
+    entries_in_feed: int = 0
+    last_status: int | None = None
+    last_error: str | None = None
+    bozo_reason: str | None = None
+    removed: list[str] = field(default_factory=list)
+    last_poll_at: str | None = None
+    last_success_at: str | None = None
+    next_poll_at: str | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Sink:
+    """Prints new entries and appends them to the output file, each exactly once."""
+
+    def __init__(self, output: Path, store: StateStore, *, stdout: TextIO | None = None) -> None:
+        self._store = store
+        self._stdout = stdout if stdout is not None else sys.stdout
+        self._lock = threading.Lock()
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            self._file = output.open("a+b")
+            # A crash mid-write leaves a partial last line; never glue the next one to it.
+            self._file.seek(0, os.SEEK_END)
+            if self._file.tell() > 0:
+                self._file.seek(-1, os.SEEK_END)
+                if self._file.read(1) != b"\n":
+                    self._file.write(b"\n")
+        except OSError as exc:
+            raise StateError(f"cannot open output file {output}: {exc}") from exc
+        self.output = output
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+    def _write(self, record: dict[str, Any], line: str) -> None:
+        print(
+            f"{record['title'] or '(untitled)'} | {record['link'] or '-'} | "
+            f"{display_text(record['summary']) or '-'}",
+            file=self._stdout,
+            flush=True,
+        )
+        self._file.write(line.encode() + b"\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def emit(self, feed: str, items: Sequence[Item]) -> int:
+        """Print and record the items not seen before; return how many were new."""
+        new = 0
+        with self._lock:
+            for item in items:
+                record = {"feed": feed, **asdict(item), "seen_at": _now().isoformat()}
+                line = json.dumps(record, ensure_ascii=False, sort_keys=True)
+                if not self._store.claim(feed, item.key, line):
+                    continue
+                self._write(record, line)
+                self._store.mark_done(feed, item.key)
+                new += 1
+        return new
+
+    def recover(self) -> int:
+        """Finish entries claimed before a crash: re-emit only those not in the file."""
+        pending = self._store.pending()
+        if not pending:
+            return 0
+        written: set[tuple[str, str]] = set()
+        with self.output.open("rb") as existing:
+            for raw in existing:
+                try:
+                    record = json.loads(raw)
+                    written.add((record["feed"], record["key"]))
+                except (ValueError, KeyError, TypeError):
+                    continue  # the partial line of the crash
+        emitted = 0
+        with self._lock:
+            for entry in pending:
+                if (entry.feed, entry.key) not in written:
+                    self._write(json.loads(entry.record), entry.record)
+                    emitted += 1
+                self._store.mark_done(entry.feed, entry.key)
+        log.info("event=recovered pending=%d reemitted=%d", len(pending), emitted)
+        return emitted
+
+
+class Poller:
+    """Polls a set of feeds, one thread each, until ``stop`` is set."""
+
+    def __init__(
+        self, feeds: Sequence[str], options: PollerOptions, *, stdout: TextIO | None = None
+    ):
+        self.feeds = list(dict.fromkeys(feeds))
+        self.options = options
+        self.store = StateStore(options.state)
+        self.sink = Sink(options.output, self.store, stdout=stdout)
+        self.status = {url: FeedStatus(url) for url in self.feeds}
+        self._status_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.sink.close()
+        self.store.close()
+
+    def _write_status(self) -> None:
+        with self._status_lock:
+            document = {
+                "updated_at": _now().isoformat(),
+                "pid": os.getpid(),
+                "interval": self.options.interval,
+                "feeds": {url: asdict(status) for url, status in self.status.items()},
+            }
+            path = self.options.status
+            temporary = path.with_name(path.name + ".tmp")
+            try:
+                temporary.write_text(json.dumps(document, indent=2, sort_keys=True))
+                temporary.replace(path)  # readers never see half a file
+            except OSError as exc:
+                log.warning("event=status_write_failed path=%s error=%s", path, exc)
+
+    def poll(self, url: str) -> bool:
+        """Poll ``url`` once; True unless the fetch failed (then the caller backs off)."""
+        status = self.status[url]
+        status.polls += 1
+        status.last_poll_at = _now().isoformat()
+        started = time.monotonic()
+        try:
+            result = fetch(
+                url,
+                validators=self.store.validators(url),
+                timeout=self.options.timeout,
+                max_bytes=self.options.max_bytes,
+            )
+            status.last_status = result.status
+            if result.status == 304:
+                status.not_modified += 1
+                self._succeeded(status)
+                log.info("event=not_modified feed=%s", url)
+                return True
+            parsed = parse_feed(result.body, url=result.url, content_type=result.content_type)
+        except (FetchError, UnsafeFeed) as exc:
+            if isinstance(exc, HttpStatusError):
+                status.last_status = exc.status
+            self._failed(status, exc)
+            return False
+        new = self.sink.emit(url, parsed.items)
+        self.store.save_validators(url, result.validators)
+        status.fetched += 1
+        status.new_entries += new
+        self._succeeded(status, parsed)
+        log.info(
+            "event=polled feed=%s status=200 entries=%d new=%d bozo=%s ms=%d",
+            url,
+            len(parsed.items),
+            new,
+            parsed.bozo,
+            (time.monotonic() - started) * 1000,
+        )
+        return True
+
+    def _succeeded(self, status: FeedStatus, parsed: ParsedFeed | None = None) -> None:
+        status.consecutive_failures = 0
+        status.last_error = None
+        status.last_success_at = _now().isoformat()
+        if parsed is None:  # 304: the version we hold is still current
+            if status.state in {"pending", "failing"}:
+                status.state = "ok"
+            return
+        status.entries_in_feed = len(parsed.items)
+        status.removed = list(parsed.removed)
+        status.bozo_reason = parsed.bozo_reason if parsed.bozo else None
+        degraded = parsed.bozo or bool(parsed.removed)
+        if degraded and status.state != "degraded":
+            log.warning(
+                "event=degraded feed=%s reason=%r removed=%s",
+                status.url,
+                parsed.bozo_reason,
+                ",".join(parsed.removed) or "-",
+            )
+        status.state = "degraded" if degraded else "ok"
+
+    def _failed(self, status: FeedStatus, exc: RssError) -> None:
+        status.failures += 1
+        status.consecutive_failures += 1
+        status.last_error = f"{type(exc).__name__}: {exc}"
+        status.state = "failing"
+        log.warning(
+            "event=poll_failed feed=%s error=%r consecutive=%d",
+            status.url,
+            status.last_error,
+            status.consecutive_failures,
+        )
+
+    def _run_feed(self, url: str, stop: threading.Event) -> None:
+        status = self.status[url]
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self.poll(url)
+            except Exception as exc:
+                # A bug or an unexpected library error must not end this feed's thread.
+                log.exception("event=poll_crashed feed=%s", url)
+                self._failed(status, RssError(repr(exc)))
+            delay = backoff_delay(
+                status.consecutive_failures,
+                interval=self.options.interval,
+                cap=self.options.backoff_max,
+            )
+            status.next_poll_at = (_now() + timedelta(seconds=delay)).isoformat()
+            self._write_status()
+            # Interval counts from the start of this poll, so polls stay on schedule.
+            stop.wait(max(0.0, started + delay - time.monotonic()))
+
+    def run(self, stop: threading.Event, *, once: bool = False) -> None:
+        """Poll every feed concurrently until ``stop`` is set (or one round if ``once``)."""
+        self.sink.recover()
+        self._write_status()
+        log.info(
+            "event=polling feeds=%s interval=%g timeout=%g",
+            ",".join(self.feeds),
+            self.options.interval,
+            self.options.timeout,
+        )
+        if once:
+            threads = [
+                threading.Thread(target=self.poll, args=(url,), daemon=True) for url in self.feeds
+            ]
+        else:
+            threads = [
+                threading.Thread(target=self._run_feed, args=(url, stop), daemon=True)
+                for url in self.feeds
+            ]
+        for thread in threads:
+            thread.start()
+        while any(thread.is_alive() for thread in threads) and not stop.wait(0.2):
+            pass
+        # A thread inside a fetch notices stop only when the fetch ends; do not let
+        # it hold up shutdown. Half-emitted entries are finished by recover().
+        for thread in threads:
+            thread.join(timeout=STOP_GRACE)
+        self._write_status()
+
+
+def feed_list(args: Sequence[str]) -> list[str]:
+    """Feeds from arguments, else ``SOCKETLAB_FEED_URLS`` (comma-separated), else the lab feed."""
+    if args:
+        return list(args)
+    raw = env_str("SOCKETLAB_FEED_URLS", "") or env_str("SOCKETLAB_FEED_URL", DEFAULT_FEED)
+    return [url.strip() for url in raw.split(",") if url.strip()]
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="socketlab rss-poller")
-    parser.add_argument("feeds", nargs="*", default=[env_str("SOCKETLAB_FEED_URL", DEFAULT_FEED)])
+    parser = argparse.ArgumentParser(
+        prog="socketlab rss-poller", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("feeds", nargs="*", help="feed URLs (default: $SOCKETLAB_FEED_URLS)")
     parser.add_argument(
         "--interval", type=float, default=env_float("SOCKETLAB_POLL_INTERVAL", 30.0)
     )
     parser.add_argument("--timeout", type=float, default=env_float("SOCKETLAB_FETCH_TIMEOUT", 10.0))
+    parser.add_argument(
+        "--max-bytes", type=int, default=env_int("SOCKETLAB_FEED_MAX_BYTES", MAX_FEED_BYTES)
+    )
+    parser.add_argument(
+        "--backoff-max", type=float, default=env_float("SOCKETLAB_POLL_BACKOFF_MAX", 300.0)
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(env_str("SOCKETLAB_RSS_DIR", DEFAULT_DIR)),
+        help="state directory: state.sqlite3, status.json and (default) entries.jsonl",
+    )
+    parser.add_argument("--output", type=Path, help="JSON-lines output (default DIR/entries.jsonl)")
     parser.add_argument("--once", action="store_true", help="poll every feed once and exit")
+    parser.add_argument("--run-for", type=float, help="stop after this many seconds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    if args.interval <= 0 or args.timeout <= 0 or args.max_bytes <= 0:
+        parser.error("--interval, --timeout and --max-bytes must be positive")
+    options = PollerOptions(
+        interval=args.interval,
+        timeout=args.timeout,
+        max_bytes=args.max_bytes,
+        backoff_max=args.backoff_max,
+        output=args.output or args.dir / "entries.jsonl",
+        state=args.dir / "state.sqlite3",
+        status=args.dir / "status.json",
+    )
+    stop = threading.Event()
 
-    seen: set[str] = set()
-    wakeup = threading.Event()
-    while True:
-        for url in args.feeds:
-            try:
-                parsed = feedparser.parse(fetch(url, timeout=args.timeout))
-            except OSError as exc:
-                log.warning("event=fetch_failed feed=%s error=%s", url, exc)
-                continue
-            for entry in reversed(parsed.entries):
-                key = entry.get("id") or entry.get("link") or entry.get("title", "")
-                if key in seen:
-                    continue
-                seen.add(key)
-                print(f"{entry.get('title', '(untitled)')} | {entry.get('link', '')}", flush=True)
-        if args.once:
-            return 0
-        wakeup.wait(args.interval)
+    def on_signal(signum: int, frame: object) -> None:
+        del frame
+        log.info("event=stopping signal=%s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if args.run_for is not None:
+        timer = threading.Timer(args.run_for, stop.set)
+        timer.daemon = True
+        timer.start()
+    try:
+        poller = Poller(feed_list(args.feeds), options)
+    except RssError as exc:
+        print(f"rss-poller: {exc}", file=sys.stderr)
+        return 2
+    try:
+        poller.run(stop, once=args.once)
+    finally:
+        poller.close()
+    return 0

@@ -1,0 +1,99 @@
+"""``socketlab feed``: publish entries, set schedules and read counters on the feed server.
+
+Runs inside the ``server`` container (default target ``http://127.0.0.1:8080``)
+or anywhere with ``--server URL``::
+
+    socketlab feed publish --feed news --title "Hello" --summary "First post"
+    socketlab feed schedule --feed news --every 5
+    socketlab feed stats
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+from socketlab.config import FEED_HTTP_PORT, env_float, env_str
+from socketlab.rss.errors import PublishError
+
+
+def request_json(
+    server: str, method: str, path: str, document: object | None, *, timeout: float
+) -> Any:
+    """Send a JSON request to the feed server and return its JSON answer."""
+    data = None if document is None else json.dumps(document).encode()
+    request = urllib.request.Request(  # noqa: S310 - lab admin URL, http(s) only below
+        server.rstrip("/") + path,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    if not request.full_url.startswith(("http://", "https://")):
+        raise PublishError(f"feed server URL must be http(s): {server!r}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace").strip()
+        raise PublishError(f"{method} {path}: HTTP {exc.code}: {detail}") from exc
+    except (OSError, ValueError) as exc:
+        raise PublishError(f"{method} {path}: {exc}") from exc
+
+
+def publish(
+    server: str, feed: str, *, title: str, summary: str, timeout: float = 5.0
+) -> dict[str, Any]:
+    """Publish one entry; returns the server's description of it (guid, link, ...)."""
+    answer: dict[str, Any] = request_json(
+        server,
+        "POST",
+        f"/admin/feeds/{feed}/entries",
+        {"title": title, "summary": summary},
+        timeout=timeout,
+    )
+    return answer
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="socketlab feed", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--server",
+        default=env_str("SOCKETLAB_FEED_ADMIN_URL", f"http://127.0.0.1:{FEED_HTTP_PORT}"),
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=env_float("SOCKETLAB_FEED_ADMIN_TIMEOUT", 5.0)
+    )
+    sub = parser.add_subparsers(dest="action", required=True)
+    pub = sub.add_parser("publish", help="add one entry to a feed (created if missing)")
+    pub.add_argument("--feed", default="news")
+    pub.add_argument("--title", required=True)
+    pub.add_argument("--summary", default="")
+    sched = sub.add_parser("schedule", help="publish one entry every N seconds (0 stops)")
+    sched.add_argument("--feed", default="news")
+    sched.add_argument("--every", type=float, required=True)
+    sub.add_parser("stats", help="per-path request, 304 and byte counters")
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "publish":
+            answer: Any = publish(
+                args.server, args.feed, title=args.title, summary=args.summary, timeout=args.timeout
+            )
+        elif args.action == "schedule":
+            answer = request_json(
+                args.server,
+                "POST",
+                f"/admin/feeds/{args.feed}/schedule",
+                {"every": args.every},
+                timeout=args.timeout,
+            )
+        else:
+            answer = request_json(args.server, "GET", "/stats", None, timeout=args.timeout)
+    except PublishError as exc:
+        print(f"socketlab feed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer, indent=2, sort_keys=True))
+    return 0
