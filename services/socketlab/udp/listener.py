@@ -1,8 +1,19 @@
-"""``socketlab udp-listener``: receive datagrams on 37020/udp and report counts.
+"""``socketlab udp-listener``: account for every datagram arriving on 37020/udp.
 
-Foundation version: counts datagrams and serves ``GET /stats`` (JSON) on the
-status port. Per-sender accounting (loss, reorder, duplicates, jitter)
-replaces this.
+Three threads in one process:
+
+* the receive loop: a large ``SO_RCVBUF``; one ``poll`` per batch, then the
+  socket is drained without blocking, and the batch is accounted under one
+  lock (:mod:`socketlab.udp.accounting`);
+* the status server on 37021/tcp (HTTP): ``GET /stats`` (JSON: top-level
+  totals incl. ``datagrams``, per-session counters, the kernel's UDP drop
+  counters of this network namespace beside the application's own loss),
+  ``GET /health``, ``POST /reset`` (clear the counters, answer the last stats);
+* the TCP sink (:mod:`socketlab.udp.tcp_sink`) for ``socketlab tcp-vs-udp``.
+
+A log line ``event=stats ...`` is written every ``--log-interval`` seconds
+while datagrams arrive, and ``event=session_start ...`` when a sender session
+starts (with ``missed_at_start`` when its first sequence number is above 1).
 """
 
 from __future__ import annotations
@@ -10,45 +21,249 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import select
+import signal
 import socket
 import sys
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
-from socketlab.config import UDP_PORT, UDP_STATUS_PORT, env_float
+from socketlab.config import UDP_PORT, UDP_STATUS_PORT, env_float, env_int, env_str
+from socketlab.errors import ServiceError
+from socketlab.udp import tcp_sink
+from socketlab.udp.accounting import Accounting, Event, Rejected, kernel_delta, parse_udp_snmp
+from socketlab.udp.datagram import MAX_DATAGRAM
 
 log = logging.getLogger("socketlab.udp")
 
-RECV_POLL = 0.5
-MAX_DATAGRAM = 65535
+RECV_POLL = env_float("SOCKETLAB_UDP_POLL", 0.5)
+STATUS_TIMEOUT = env_float("SOCKETLAB_STATUS_TIMEOUT", 5.0)
+DEFAULT_RCVBUF = env_int("SOCKETLAB_UDP_RCVBUF", 8 << 20)
+DEFAULT_LOG_INTERVAL = env_float("SOCKETLAB_UDP_LOG_INTERVAL", 10.0)
+SNMP_PATH = env_str("SOCKETLAB_UDP_SNMP", "/proc/net/snmp")
+# Datagrams accounted per lock acquisition; bounds how long /stats waits.
+BATCH = 512
 
 
-class Counter:
-    """Datagram and byte counts, shared between the receive loop and the status server."""
+@dataclass(frozen=True, kw_only=True)
+class ListenerOptions:
+    """Where the listener binds and how it reports."""
 
-    def __init__(self) -> None:
+    port: int = UDP_PORT
+    status_port: int = UDP_STATUS_PORT
+    tcp_port: int = tcp_sink.TCP_SINK_PORT
+    rcvbuf: int = DEFAULT_RCVBUF
+    log_interval: float = DEFAULT_LOG_INTERVAL
+    snmp_path: str = SNMP_PATH
+
+
+def read_kernel_counters(path: str) -> dict[str, int]:
+    """The ``Udp:`` counters of this network namespace, or {} where /proc is missing."""
+    try:
+        return parse_udp_snmp(Path(path).read_text())
+    except OSError:
+        return {}
+
+
+def set_receive_buffer(sock: socket.socket, size: int) -> int:
+    """Ask for ``size`` bytes of receive buffer; return what the kernel granted.
+
+    ``SO_RCVBUFFORCE`` passes ``net.core.rmem_max`` but needs CAP_NET_ADMIN,
+    which service containers do not have; plain ``SO_RCVBUF`` is capped there.
+    """
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    forced = False
+    if force is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+            forced = True
+        except PermissionError:
+            pass
+    if not forced:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    granted: int = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    return granted
+
+
+class Listener:
+    """The shared state of the receive loop, status server and TCP sink."""
+
+    def __init__(self, options: ListenerOptions) -> None:
+        self.options = options
         self._lock = threading.Lock()
-        self.datagrams = 0
-        self.bytes = 0
+        self.accounting = Accounting()
+        self.kernel_baseline = read_kernel_counters(options.snmp_path)
+        self.started = time.time()
+        self.reset_at = self.started
+        self.rcvbuf = 0
+        self.sink = tcp_sink.SinkTotals()
 
-    def add(self, size: int) -> None:
+    def stats(self) -> dict[str, Any]:
+        """Everything ``GET /stats`` answers."""
         with self._lock:
-            self.datagrams += 1
-            self.bytes += size
+            snapshot = self.accounting.snapshot()
+            baseline = self.kernel_baseline
+            reset_at = self.reset_at
+        kernel = kernel_delta(baseline, read_kernel_counters(self.options.snmp_path))
+        now = time.time()
+        return {
+            **snapshot,
+            "kernel": kernel,
+            "kernel_drops": kernel.get("RcvbufErrors", 0) + kernel.get("InErrors", 0),
+            "rcvbuf": self.rcvbuf,
+            "tcp_sink": self.sink.snapshot(),
+            "uptime_s": now - self.started,
+            "since_reset_s": now - reset_at,
+        }
 
-    def snapshot(self) -> dict[str, Any]:
+    def reset(self) -> dict[str, Any]:
+        """Clear every counter; return the stats as they were."""
+        before = self.stats()
+        baseline = read_kernel_counters(self.options.snmp_path)
         with self._lock:
-            return {"datagrams": self.datagrams, "bytes": self.bytes}
+            self.accounting = Accounting()
+            self.kernel_baseline = baseline
+            self.reset_at = time.time()
+        self.sink.reset()
+        log.info("event=reset datagrams_before=%d", before["datagrams"])
+        return before
+
+    def account(self, batch: list[tuple[bytes, tuple[str, int], int]]) -> list[Event]:
+        events: list[Event] = []
+        with self._lock:
+            receive = self.accounting.receive
+            for data, (host, port), arrival_ns in batch:
+                event = receive(data, host=host, port=port, arrival_ns=arrival_ns)
+                if event is not None:
+                    events.append(event)
+        return events
+
+    def serve_udp(self, stop: threading.Event) -> None:
+        """Receive and account datagrams until ``stop`` is set."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            self.rcvbuf = set_receive_buffer(sock, self.options.rcvbuf)
+            try:
+                sock.bind(("0.0.0.0", self.options.port))
+            except OSError as exc:
+                raise ServiceError(f"cannot bind {self.options.port}/udp: {exc}") from exc
+            # Non-blocking, with poll() carrying the timeout: one poll per batch
+            # instead of one per datagram keeps up with high rates.
+            sock.setblocking(False)
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            log.info(
+                "event=listening port=%d rcvbuf=%d status_port=%d tcp_port=%d",
+                self.options.port,
+                self.rcvbuf,
+                self.options.status_port,
+                self.options.tcp_port,
+            )
+            next_log = time.monotonic() + self.options.log_interval
+            logged = 0
+            while not stop.is_set():
+                if poller.poll(RECV_POLL * 1000):
+                    for event in self.account(_drain(sock)):
+                        _log_event(event)
+                if time.monotonic() >= next_log:
+                    next_log = time.monotonic() + self.options.log_interval
+                    logged = self._log_stats(logged)
+
+    def _log_stats(self, logged: int) -> int:
+        stats = self.stats()
+        if stats["datagrams"] != logged:
+            log.info(
+                "event=stats datagrams=%d valid=%d lost=%d missed_at_start=%d duplicates=%d "
+                "reordered=%d foreign=%d malformed=%d kernel_rcvbuf_errors=%d sessions=%d",
+                stats["datagrams"],
+                stats["valid"],
+                stats["lost"],
+                stats["missed_at_start"],
+                stats["duplicates"],
+                stats["reordered"],
+                stats["foreign"],
+                stats["malformed"],
+                stats["kernel"].get("RcvbufErrors", 0),
+                stats["session_count"],
+            )
+        count: int = stats["datagrams"]
+        return count
+
+    def serve_status(self, stop: threading.Event) -> None:
+        """Serve ``/stats``, ``/health`` and ``/reset`` until ``stop`` is set."""
+        server = ThreadingHTTPServer(("0.0.0.0", self.options.status_port), _handler(self))
+        server.timeout = STATUS_TIMEOUT
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, args=(0.5,), daemon=True)
+        thread.start()
+        try:
+            stop.wait()
+        finally:
+            server.shutdown()
+            server.server_close()
+
+    def serve_tcp_sink(self, stop: threading.Event) -> None:
+        tcp_sink.serve(stop, totals=self.sink, port=self.options.tcp_port)
 
 
-def status_server(counter: Counter, port: int) -> ThreadingHTTPServer:
+def _drain(sock: socket.socket) -> list[tuple[bytes, tuple[str, int], int]]:
+    batch: list[tuple[bytes, tuple[str, int], int]] = []
+    recvfrom = sock.recvfrom
+    clock = time.time_ns
+    for _ in range(BATCH):
+        try:
+            data, addr = recvfrom(MAX_DATAGRAM)
+        except (BlockingIOError, InterruptedError):
+            break
+        batch.append((data, addr, clock()))
+    return batch
+
+
+def _log_event(event: Event) -> None:
+    if isinstance(event, Rejected):
+        log.info(
+            "event=%s_datagram source=%s reason=%r sample=%r",
+            event.kind.value,
+            event.source,
+            event.reason,
+            event.sample[:32],
+        )
+        return
+    log.info(
+        "event=session_start session=%s source=%s sender_id=%08x first_seq=%d "
+        "missed_at_start=%d restarted=%s",
+        event.name,
+        event.source,
+        event.sender_id,
+        event.first_seq,
+        event.first_seq - 1,
+        str(event.restarted).lower(),
+    )
+
+
+def _handler(listener: Listener) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path.rstrip("/") not in {"/stats", "/health"}:
+            path = self.path.split("?", 1)[0].rstrip("/")
+            if path == "/stats":
+                self._json(listener.stats())
+            elif path == "/health":
+                self._json({"status": "ok"})
+            else:
                 self.send_error(404)
-                return
-            body = json.dumps(counter.snapshot()).encode()
+
+        def do_POST(self) -> None:
+            if self.path.split("?", 1)[0].rstrip("/") == "/reset":
+                self._json(listener.reset())
+            else:
+                self.send_error(404)
+
+        def _json(self, payload: dict[str, Any]) -> None:
+            body = json.dumps(payload).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -56,35 +271,68 @@ def status_server(counter: Counter, port: int) -> ThreadingHTTPServer:
             self.wfile.write(body)
 
         def log_message(self, format: str, *args: Any) -> None:
-            del format, args
+            del format, args  # status polling would drown the datagram logs
 
-    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
-    server.timeout = env_float("SOCKETLAB_STATUS_TIMEOUT", 5.0)
-    return server
+    return Handler
+
+
+def run(options: ListenerOptions, stop: threading.Event) -> list[str]:
+    """Run the three components until ``stop``; return the names of any that crashed."""
+    listener = Listener(options)
+    failed: list[str] = []
+    components: dict[str, Callable[[threading.Event], None]] = {
+        "udp": listener.serve_udp,
+        "status": listener.serve_status,
+        "tcp-sink": listener.serve_tcp_sink,
+    }
+
+    def guard(name: str, component: Callable[[threading.Event], None]) -> None:
+        try:
+            component(stop)
+        except Exception:
+            log.exception("event=component_crashed component=%s", name)
+            failed.append(name)
+        finally:
+            stop.set()  # one component down takes the listener down
+
+    threads = [
+        threading.Thread(target=guard, args=item, name=item[0], daemon=True)
+        for item in components.items()
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return failed
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="socketlab udp-listener")
+    parser = argparse.ArgumentParser(prog="socketlab udp-listener", description=__doc__)
     parser.add_argument("--port", type=int, default=UDP_PORT)
     parser.add_argument("--status-port", type=int, default=UDP_STATUS_PORT)
+    parser.add_argument("--tcp-port", type=int, default=tcp_sink.TCP_SINK_PORT)
+    parser.add_argument("--rcvbuf", type=int, default=DEFAULT_RCVBUF, help="bytes")
+    parser.add_argument("--log-interval", type=float, default=DEFAULT_LOG_INTERVAL)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    options = ListenerOptions(
+        port=args.port,
+        status_port=args.status_port,
+        tcp_port=args.tcp_port,
+        rcvbuf=args.rcvbuf,
+        log_interval=args.log_interval,
+    )
+    stop = threading.Event()
 
-    counter = Counter()
-    status = status_server(counter, args.status_port)
-    threading.Thread(target=status.serve_forever, name="status", daemon=True).start()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("0.0.0.0", args.port))
-        sock.settimeout(RECV_POLL)
-        log.info("event=listening port=%d status_port=%d", args.port, args.status_port)
-        try:
-            while True:
-                try:
-                    data = sock.recv(MAX_DATAGRAM)
-                except TimeoutError:
-                    continue
-                counter.add(len(data))
-        except KeyboardInterrupt:
-            return 0
-        finally:
-            status.shutdown()
+    def on_signal(signum: int, frame: object) -> None:
+        del frame
+        log.info("event=stopping signal=%s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    failed = run(options, stop)
+    if failed:
+        print(f"socketlab udp-listener: {', '.join(failed)} failed", file=sys.stderr)
+        return 1
+    return 0

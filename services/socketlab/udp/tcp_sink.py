@@ -1,0 +1,100 @@
+"""A TCP byte-counting receiver: the TCP side of ``socketlab tcp-vs-udp``.
+
+Runs inside the ``udp-listener`` process so the comparison needs nothing
+else. Protocol, one transfer per connection: the client sends its bytes and
+shuts down its writing side; the sink counts everything up to EOF, answers
+one JSON line ``{"bytes": N, "duration_s": T}`` (first byte to EOF) and closes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+
+from socketlab.config import env_float, env_int
+
+log = logging.getLogger("socketlab.udp")
+
+TCP_SINK_PORT = env_int("SOCKETLAB_TCP_SINK_PORT", 37022)
+# A transfer under heavy loss can stall for a while; this bounds the silence.
+SINK_IDLE_TIMEOUT = env_float("SOCKETLAB_TCP_SINK_TIMEOUT", 60.0)
+ACCEPT_POLL = 0.5
+RECV_BUFFER = 1 << 20
+MAX_CONNECTIONS = 16
+
+
+class SinkTotals:
+    """Connections and bytes the sink has counted (for ``GET /stats``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.connections = 0
+        self.bytes = 0
+
+    def add(self, size: int) -> None:
+        with self._lock:
+            self.connections += 1
+            self.bytes += size
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {"connections": self.connections, "bytes": self.bytes}
+
+    def reset(self) -> None:
+        with self._lock:
+            self.connections = 0
+            self.bytes = 0
+
+
+def count_until_eof(conn: socket.socket) -> tuple[int, float]:
+    """Read ``conn`` to EOF; return (bytes, seconds from first byte to EOF)."""
+    buffer = bytearray(RECV_BUFFER)
+    view = memoryview(buffer)
+    total = 0
+    first: float | None = None
+    while True:
+        size = conn.recv_into(view)
+        if size == 0:
+            break
+        if first is None:
+            first = time.monotonic()
+        total += size
+    return total, (time.monotonic() - first) if first is not None else 0.0
+
+
+def _handle(conn: socket.socket, peer: str, totals: SinkTotals, slots: threading.Semaphore) -> None:
+    try:
+        with conn:
+            conn.settimeout(SINK_IDLE_TIMEOUT)
+            total, duration = count_until_eof(conn)
+            totals.add(total)
+            conn.sendall(json.dumps({"bytes": total, "duration_s": duration}).encode() + b"\n")
+            log.info("event=tcp_sink_done peer=%s bytes=%d duration_s=%.3f", peer, total, duration)
+    except OSError as exc:
+        log.warning("event=tcp_sink_failed peer=%s error=%r", peer, exc)
+    finally:
+        slots.release()
+
+
+def serve(stop: threading.Event, *, totals: SinkTotals, port: int = TCP_SINK_PORT) -> None:
+    """Accept transfers on ``port`` until ``stop`` is set."""
+    slots = threading.Semaphore(MAX_CONNECTIONS)
+    with socket.create_server(("0.0.0.0", port), backlog=MAX_CONNECTIONS) as server:
+        server.settimeout(ACCEPT_POLL)
+        log.info("event=tcp_sink_listening port=%d", port)
+        while not stop.is_set():
+            try:
+                conn, addr = server.accept()
+            except TimeoutError:
+                continue
+            if not slots.acquire(blocking=False):
+                log.warning("event=tcp_sink_busy peer=%s:%s", *addr[:2])
+                conn.close()
+                continue
+            peer = f"{addr[0]}:{addr[1]}"
+            threading.Thread(
+                target=_handle, args=(conn, peer, totals, slots), name=f"sink-{peer}", daemon=True
+            ).start()
