@@ -161,6 +161,14 @@ class FrameDecoder:
         """Bytes received but not yet turned into events."""
         return len(self._buffer) - self._pos
 
+    @property
+    def trailing_data(self) -> tuple[bytes, bool]:
+        """Unparsed bytes and whether EOF was seen, for switching protocols (like h11).
+
+        Only meaningful between messages, after the MessageEnd of the last one.
+        """
+        return bytes(self._buffer[self._pos :]), self._eof
+
     def receive_data(self, data: bytes) -> None:
         """Add bytes from the peer; ``b""`` means the peer closed its side."""
         if self._eof:
