@@ -18,7 +18,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "tcp-vs-udp": ("socketlab.udp.compare", "main", "same payload over TCP and UDP: table"),
     "udp-stats": ("socketlab.udp.status", "main", "print (or --reset) the UDP listener's stats"),
     "rss-poller": ("socketlab.rss.poller", "main", "poll feeds and print new entries once"),
-    "feed": ("socketlab.rss.publish", "main", "publish entries / schedules / stats on the feed server"),
+    "feed": (
+        "socketlab.rss.publish",
+        "main",
+        "publish entries / schedules / stats on the feed server",
+    ),
     "health": ("socketlab.health", "main", "healthcheck probes used by docker-compose.yml"),
     "idle": ("socketlab.health", "idle_main", "wait for SIGTERM (keeps the client up)"),
     "shaper": ("socketlab.shaper.loop", "main", "NFQUEUE verdict loop impairing one link"),
