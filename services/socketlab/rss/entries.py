@@ -119,10 +119,17 @@ def parse_feed(body: bytes, *, url: str, content_type: str | None = None) -> Par
             seen.add(item.key)
             items.append(item)
     reason = parsed.get("bozo_exception")
+    # A feed served as text/plain, or whose declared encoding was overridden by
+    # the HTTP charset, parsed fine: feedparser flags it, we do not degrade it.
+    benign = isinstance(reason, feedparser.NonXMLContentType | feedparser.CharacterEncodingOverride)
+    bozo = bool(parsed.get("bozo")) and not benign
+    described = f"{type(reason).__name__}: {reason}" if reason is not None else None
+    if not parsed.get("version"):
+        bozo, described = True, described or "not a recognised RSS or Atom document"
     return ParsedFeed(
         items=tuple(items),
-        bozo=bool(parsed.get("bozo")),
-        bozo_reason=f"{type(reason).__name__}: {reason}" if reason is not None else None,
+        bozo=bozo,
+        bozo_reason=described,
         removed=safe.removed,
         title=_text(parsed.get("feed", {}).get("title")),
     )

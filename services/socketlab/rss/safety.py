@@ -137,10 +137,16 @@ def neutralise(data: bytes, *, declared_charset: str | None = None) -> Neutralis
         data = _to_utf8(data, encoding, skip)
         transcoded_from = encoding
     cleaned, removed = strip_declarations(data)
+    kinds = list(removed)
+    # Removing one declaration can join its neighbours into a new one
+    # ("<!<!X>DOCTYPE ..."): repeat until nothing is left. Each pass shrinks the data.
+    while removed:
+        cleaned, removed = strip_declarations(cleaned)
+        kinds.extend(removed)
     try:
         SafeET.fromstring(cleaned, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except defusedxml.DefusedXmlException as exc:
         raise UnsafeFeed(f"a DTD survived neutralisation: {exc!r}") from exc
     except (StdET.ParseError, LookupError, ValueError):
         pass  # malformed or in an encoding expat lacks: feedparser's lenient parser copes
-    return Neutralised(cleaned, removed, transcoded_from)
+    return Neutralised(cleaned, tuple(dict.fromkeys(kinds)), transcoded_from)
