@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 PROJECT ?= socketlab
 PYTEST_ARGS ?=
 
-.PHONY: help venv images lab-up lab-down lab-status test test-unit test-integration check fmt clean
+.PHONY: help venv images lab-up lab-down lab-status test test-unit test-integration bench check fmt clean
 
 help:
 	@echo "make lab-up            build images if needed, start the lab, wait until healthy"
@@ -17,6 +17,7 @@ help:
 	@echo "make lab-status        services, health, IPs"
 	@echo "make test              unit + integration tests (integration needs Docker)"
 	@echo "make test-unit         unit tests only (no Docker, seconds)"
+	@echo "make bench             benchmarks (reported against iperf3, not asserted)"
 	@echo "make check             ruff (lint + format check) and mypy --strict"
 	@echo "make images            build (or reuse) the lab images"
 
@@ -40,14 +41,19 @@ lab-down: venv
 lab-status: venv
 	$(BIN)/lab -p $(PROJECT) status
 
+# Benchmarks measure and report (ratios against iperf3); they are not
+# pass/fail tests and run only with `make bench`.
 test: venv
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not benchmark" $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/pytest -m benchmark -s $(PYTEST_ARGS)
 
 test-unit: venv
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 test-integration: venv
-	$(BIN)/pytest tests/integration -m integration $(PYTEST_ARGS)
+	$(BIN)/pytest tests/integration -m "integration and not benchmark" $(PYTEST_ARGS)
 
 check: venv
 	$(BIN)/ruff check .
