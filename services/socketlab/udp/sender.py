@@ -33,6 +33,7 @@ SEND_TIMEOUT = env_float("SOCKETLAB_UDP_SEND_TIMEOUT", 5.0)
 DEFAULT_INTERVAL = 5.0
 # Below this rate a human is watching: log every datagram like the seed does.
 CHATTY_RATE = 10.0
+RESOLVE_INTERVAL = env_float("SOCKETLAB_UDP_RESOLVE_INTERVAL", 1.0)
 UNREACHABLE = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN}
 
 
@@ -68,17 +69,41 @@ class SendReport:
     interrupted: bool
 
 
-def open_socket(host: str, port: int) -> socket.socket:
-    """A UDP socket connected to ``host:port`` (one name lookup, not one per datagram)."""
+def resolve(host: str, port: int) -> tuple[str, int]:
+    """The IPv4 address of ``host:port``; PeerUnavailable when the name does not resolve."""
     try:
-        address = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)[0][4]
+        info = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
     except OSError as exc:
         raise PeerUnavailable(f"cannot resolve {host}: {exc}") from exc
+    address = info[0][4]
+    return str(address[0]), int(address[1])
+
+
+def open_socket(host: str, port: int) -> socket.socket:
+    """A UDP socket connected to ``host:port`` (one name lookup, not one per datagram)."""
+    address = resolve(host, port)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.connect(address)
     # Non-blocking; a full send buffer is waited for with poll() and a timeout.
     sock.setblocking(False)
     return sock
+
+
+def follow(sock: socket.socket, host: str) -> None:
+    """Reconnect ``sock`` when ``host`` now resolves to another address.
+
+    A listener container that is stopped and started again may come back on
+    a new address under the same name; while it is down the name may not
+    resolve at all, and then the old address is kept.
+    """
+    current = sock.getpeername()
+    try:
+        address = resolve(host, current[1])
+    except PeerUnavailable:
+        return
+    if address != (current[0], current[1]):
+        sock.connect(address)
+        log.info("event=target_moved host=%s old=%s new=%s", host, current[0], address[0])
 
 
 def _send(sock: socket.socket, data: bytes, poller: select.poll, timeout: float) -> None:
@@ -92,12 +117,18 @@ def _send(sock: socket.socket, data: bytes, poller: select.poll, timeout: float)
             return
 
 
-def send_stream(sock: socket.socket, options: SendOptions) -> SendReport:
-    """Send the datagrams described by ``options`` on connected ``sock``."""
+def send_stream(
+    sock: socket.socket, options: SendOptions, *, host: str | None = None
+) -> SendReport:
+    """Send the datagrams described by ``options`` on connected ``sock``.
+
+    With ``host``, ICMP errors make the sender look the name up again (at most
+    every :data:`RESOLVE_INTERVAL` seconds) and follow the listener to a new address.
+    """
     pacing = Pacing(rate=options.rate, count=options.count)
     poller = select.poll()
     poller.register(sock, select.POLLOUT)
-    peer = sock.getpeername()
+    next_resolve = 0.0
     sent = unreachable = buffer_full = total_bytes = seq = 0
     last_ns = 0
     interrupted = False
@@ -124,6 +155,9 @@ def send_stream(sock: socket.socket, options: SendOptions) -> SendReport:
                     # gone) or a full device queue: this datagram is lost, go on.
                     if exc.errno in UNREACHABLE:
                         unreachable += 1
+                        if host is not None and time.monotonic() >= next_resolve:
+                            next_resolve = time.monotonic() + RESOLVE_INTERVAL
+                            follow(sock, host)
                     elif exc.errno == errno.ENOBUFS:
                         buffer_full += 1
                     else:
@@ -136,6 +170,7 @@ def send_stream(sock: socket.socket, options: SendOptions) -> SendReport:
     except KeyboardInterrupt:
         interrupted = True
     duration = time.monotonic() - start
+    peer = sock.getpeername()
     return SendReport(
         target=f"{peer[0]}:{peer[1]}",
         sender_id=options.sender_id,
@@ -203,7 +238,7 @@ def main(argv: list[str]) -> int:
     try:
         options = options_from_args(args)
         with open_socket(args.host, args.port) as sock:
-            report = send_stream(sock, options)
+            report = send_stream(sock, options, host=args.host)
     except SocketlabError as exc:
         print(f"socketlab udp-send: {exc}", file=sys.stderr)
         return 1
