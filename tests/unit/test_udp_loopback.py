@@ -1,0 +1,131 @@
+"""Listener, sender, status and TCP sink together over loopback (no Docker, ~1 s)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from socketlab.errors import PeerUnavailable
+from socketlab.udp import compare, status
+from socketlab.udp.datagram import encode
+from socketlab.udp.listener import Listener, ListenerOptions, run
+from socketlab.udp.sender import SendOptions, open_socket, send_stream
+
+SNMP = """\
+Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors
+Udp: 10 0 0 10 {drops} 0 0
+"""
+
+
+def free_port(kind: socket.SocketKind) -> int:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_for(probe: Any, *, timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = probe()
+        except PeerUnavailable:
+            value = None
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)  # polling interval of a deadline-bounded wait
+
+
+@pytest.fixture
+def listener(tmp_path: Path) -> Iterator[ListenerOptions]:
+    snmp = tmp_path / "snmp"
+    snmp.write_text(SNMP.format(drops=5))
+    options = ListenerOptions(
+        port=free_port(socket.SOCK_DGRAM),
+        status_port=free_port(socket.SOCK_STREAM),
+        tcp_port=free_port(socket.SOCK_STREAM),
+        rcvbuf=1 << 20,
+        log_interval=0.1,
+        snmp_path=str(snmp),
+    )
+    stop = threading.Event()
+    failed: list[str] = []
+    thread = threading.Thread(target=lambda: failed.extend(run(options, stop)), daemon=True)
+    thread.start()
+    wait_for(lambda: status.fetch_stats("127.0.0.1", options.status_port))
+    yield options
+    stop.set()
+    thread.join(timeout=5)
+    assert not thread.is_alive(), "every component notices stop within about a second"
+    assert failed == []
+
+
+def test_sender_to_listener_counts_everything(listener: ListenerOptions) -> None:
+    with open_socket("127.0.0.1", listener.port) as sock:
+        report = send_stream(sock, SendOptions(count=2000, rate=0, size=100, sender_id=42))
+        sock.send(b"plain text\n")
+    assert (report.sent, report.bytes, report.last_seq) == (2000, 200_000, 2000)
+
+    def settled() -> dict[str, Any] | None:
+        stats = status.fetch_stats("127.0.0.1", listener.status_port)
+        return stats if stats["datagrams"] == 2001 else None
+
+    stats = wait_for(settled)
+    session = status.find_session(stats, 42)
+    assert session is not None
+    assert (session["received"], session["lost"], session["first_seq"]) == (2000, 0, 1)
+    assert (stats["valid"], stats["foreign"]) == (2000, 1)
+    assert stats["kernel"]["RcvbufErrors"] == 0  # the fake /proc file did not move
+    assert stats["rcvbuf"] > 0
+
+
+def test_reset_clears_counters_and_moves_the_kernel_baseline(
+    listener: ListenerOptions, tmp_path: Path
+) -> None:
+    with open_socket("127.0.0.1", listener.port) as sock:
+        send_stream(sock, SendOptions(count=10, rate=0, size=64, sender_id=1))
+    wait_for(lambda: status.fetch_stats("127.0.0.1", listener.status_port)["datagrams"] == 10)
+    (tmp_path / "snmp").write_text(SNMP.format(drops=12))
+    before = status.reset_stats("127.0.0.1", listener.status_port)
+    assert before["datagrams"] == 10
+    assert before["kernel"]["RcvbufErrors"] == 7
+    assert before["kernel_drops"] == 7
+    after = status.fetch_stats("127.0.0.1", listener.status_port)
+    assert (after["datagrams"], after["sessions"], after["kernel_drops"]) == (0, [], 0)
+
+
+def test_tcp_sink_counts_the_bytes(listener: ListenerOptions) -> None:
+    outcome = compare.run_tcp("127.0.0.1", listener.tcp_port, 3_000_001)
+    assert (outcome.bytes_sent, outcome.bytes_delivered, outcome.loss) == (
+        3_000_001,
+        3_000_001,
+        0.0,
+    )
+    stats = status.fetch_stats("127.0.0.1", listener.status_port)
+    assert stats["tcp_sink"] == {"connections": 1, "bytes": 3_000_001}
+
+
+def test_udp_side_of_the_comparison(listener: ListenerOptions) -> None:
+    outcome = compare.run_udp(
+        "127.0.0.1", listener.port, listener.status_port, 120_000, size=1200, rate=0
+    )
+    assert (outcome.datagrams_sent, outcome.bytes_sent) == (100, 120_000)
+    assert outcome.bytes_delivered == 120_000
+    assert "udp" in compare.format_table([outcome])
+
+
+def test_account_reports_session_start_with_missed_count() -> None:
+    listener = Listener(ListenerOptions(snmp_path="/nonexistent"))
+    events = listener.account(
+        [(encode(sender_id=5, seq=17, sent_ns=1), ("10.0.0.9", 999), 2)],
+    )
+    assert [getattr(e, "first_seq", None) for e in events] == [17]
+    assert listener.stats()["missed_at_start"] == 16
+    assert listener.stats()["kernel"] == {}
