@@ -1,0 +1,368 @@
+"""Feed server and poller together in one process over 127.0.0.1 (no Docker)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from socketlab.rss import poller as poller_module
+from socketlab.rss import publish as publish_module
+from socketlab.rss.errors import FeedTooLarge, FetchError, FetchTimeout, HttpStatusError
+from socketlab.rss.feed_server import FeedServer, ServerOptions
+from socketlab.rss.fetch import Validators, fetch
+from socketlab.rss.poller import Poller, PollerOptions
+
+SENTINEL = "SOCKETLAB-LOOPBACK-SENTINEL-41c2"
+DEADLINE = 15.0
+
+
+def wait_for(condition: Callable[[], bool], what: str, *, timeout: float = DEADLINE) -> None:
+    """Poll ``condition`` until it holds or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def server() -> Iterator[FeedServer]:
+    feed_server = FeedServer(
+        ServerOptions(
+            host="127.0.0.1",
+            port=0,
+            slow_seconds=60.0,
+            drip_every=0.05,
+            huge_bytes=200 * 1024 * 1024,
+        )
+    )
+    feed_server.start()
+    try:
+        yield feed_server
+    finally:
+        feed_server.close()
+
+
+def base(server: FeedServer) -> str:
+    return f"http://127.0.0.1:{server.port}"
+
+
+def stats(server: FeedServer, path: str) -> dict[str, int]:
+    return server.stats.snapshot().get(path, {"requests": 0, "ok": 0, "not_modified": 0})
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Running:
+    def __init__(self, poller: Poller, out: io.StringIO) -> None:
+        self.poller = poller
+        self.out = out
+
+    def status(self, url: str) -> poller_module.FeedStatus:
+        return self.poller.status[url]
+
+
+@contextmanager
+def running_poller(
+    feeds: list[str], directory: Path, *, interval: float = 0.1, timeout: float = 2.0
+) -> Iterator[Running]:
+    options = PollerOptions(
+        interval=interval,
+        timeout=timeout,
+        max_bytes=1024 * 1024,
+        backoff_max=1.0,
+        output=directory / "entries.jsonl",
+        state=directory / "state.sqlite3",
+        status=directory / "status.json",
+    )
+    out = io.StringIO()
+    poller = Poller(feeds, options, stdout=out)
+    stop = threading.Event()
+    thread = threading.Thread(target=poller.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield Running(poller, out)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        poller.close()
+
+
+def publish(server: FeedServer, title: str, *, feed: str = "news") -> dict[str, Any]:
+    return publish_module.publish(base(server), feed, title=title, summary=f"About {title}")
+
+
+def test_publish_three_restart_publish_one_exactly_once(server: FeedServer, tmp_path: Path) -> None:
+    url = base(server) + "/feeds/news.rss"
+    output = tmp_path / "entries.jsonl"
+    with running_poller([url], tmp_path) as run:
+        wait_for(lambda: len(records(output)) == 3, "the seeded entries")
+        published = [publish(server, f"Story {n}") for n in (1, 2, 3)]
+        wait_for(lambda: len(records(output)) == 6, "three published entries")
+        polls = run.status(url).polls
+        wait_for(lambda: run.status(url).polls >= polls + 3, "more polls of the unchanged feed")
+    after_first = records(output)
+    assert [r["key"] for r in after_first[3:]] == ["guid:" + p["guid"] for p in published]
+    assert [r["title"] for r in after_first[3:]] == ["Story 1", "Story 2", "Story 3"]
+    assert stats(server, "/feeds/news.rss")["not_modified"] >= 3
+
+    with running_poller([url], tmp_path) as run:  # a restarted poller: same state
+        wait_for(lambda: run.status(url).polls >= 3, "polls after the restart")
+        assert run.out.getvalue() == "", "nothing already printed is printed again"
+        extra = publish(server, "Story 4")
+        wait_for(lambda: len(records(output)) == 7, "the fourth entry")
+        polls = run.status(url).polls
+        wait_for(lambda: run.status(url).polls >= polls + 3, "more polls")
+        assert run.out.getvalue().count("Story 4 |") == 1
+        assert run.status(url).state == "ok"
+    assert records(output)[-1]["key"] == "guid:" + extra["guid"]
+    assert len(records(output)) == 7
+
+
+def test_unchanged_feed_is_answered_with_304_and_no_body(
+    server: FeedServer, tmp_path: Path
+) -> None:
+    url = base(server) + "/feeds/news.atom"
+    with running_poller([url], tmp_path) as run:
+        wait_for(lambda: run.status(url).not_modified >= 3, "conditional polls")
+    counters = stats(server, "/feeds/news.atom")
+    assert counters["ok"] == 1
+    assert counters["not_modified"] == counters["requests"] - 1
+    full = server.registry.render("news", "atom")
+    assert full is not None
+    assert counters["bytes_sent"] == len(full.body), "304 answers carry no body"
+
+
+def test_hostile_feeds_do_not_crash_or_leak_and_others_keep_polling(
+    server: FeedServer, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SENTINEL)
+    root = base(server)
+    news = root + "/feeds/news.rss"
+    hostile = {
+        "malformed": root + "/faults/malformed.rss",
+        "laughs": root + "/faults/billion-laughs.rss",
+        "xxe": f"{root}/faults/xxe.rss?path={secret}",
+        "error": root + "/faults/error.rss",
+        "huge": root + "/faults/huge.rss",
+        "drip": root + "/faults/drip.rss",
+    }
+    state_dir = tmp_path / "state"
+    with running_poller([news, *hostile.values()], state_dir, timeout=0.5) as run:
+        wait_for(lambda: all(run.status(u).polls >= 2 for u in hostile.values()), "fault polls")
+        publish(server, "Still flowing")
+        wait_for(lambda: "Still flowing" in run.out.getvalue(), "news despite hostile feeds")
+        status = {name: run.status(u) for name, u in hostile.items()}
+        assert status["malformed"].state == "degraded"
+        assert status["laughs"].state == "degraded"
+        assert status["xxe"].state == "degraded"
+        assert "DOCTYPE" in status["xxe"].removed
+        assert status["error"].state == "failing"
+        assert status["error"].last_status == 500
+        assert status["error"].consecutive_failures >= 2, "backs off but keeps polling"
+        assert "FeedTooLarge" in (status["huge"].last_error or "")
+        assert "FetchTimeout" in (status["drip"].last_error or "")
+        assert run.status(news).state == "ok"
+    everything = (
+        run.out.getvalue()
+        + (state_dir / "entries.jsonl").read_text()
+        + (state_dir / "status.json").read_text()
+    )
+    assert SENTINEL not in everything
+    assert "lollollol" not in everything
+    status_file = json.loads((state_dir / "status.json").read_text())
+    assert status_file["feeds"][hostile["malformed"]]["state"] == "degraded"
+
+
+def test_a_stalled_feed_does_not_delay_the_others(server: FeedServer, tmp_path: Path) -> None:
+    root = base(server)
+    news, slow = root + "/feeds/news.rss", root + "/faults/slow.rss"
+    # The fetch timeout outlasts the test: the slow feed's poll is in flight throughout.
+    with running_poller([news, slow], tmp_path, timeout=30.0) as run:
+        wait_for(lambda: run.status(news).polls >= 10, "ten polls of news")
+        publish(server, "While slow stalls")
+        wait_for(lambda: "While slow stalls" in run.out.getvalue(), "entry during the stall")
+        assert run.status(slow).polls == 1
+        assert run.status(slow).last_poll_at is not None
+        assert run.status(slow).last_success_at is None
+
+
+def test_scheduled_publishing_grows_the_feed(server: FeedServer) -> None:
+    answer = publish_module.request_json(
+        base(server), "POST", "/admin/feeds/ticker/schedule", {"every": 0.05}, timeout=5
+    )
+    assert answer == {"feed": "ticker", "every": 0.05}
+    wait_for(lambda: server.registry.entry_count("ticker") >= 3, "scheduled entries")
+    publish_module.request_json(
+        base(server), "POST", "/admin/feeds/ticker/schedule", {"every": 0}, timeout=5
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        pytest.param("GET", "/feeds/nope.rss", None, 404, id="unknown-feed"),
+        pytest.param("GET", "/nothing", None, 404, id="unknown-path"),
+        pytest.param("GET", "/faults/unknown.rss", None, 404, id="unknown-fault"),
+        pytest.param("POST", "/admin/feeds/news/entries", b"not json", 400, id="bad-json"),
+        pytest.param("POST", "/admin/feeds/news/entries", b"[1]", 400, id="not-an-object"),
+        pytest.param("POST", "/admin/feeds/Bad/entries", b"{}", 400, id="bad-name"),
+        pytest.param("POST", "/admin/feeds/news/entries", b'{"title": 3}', 400, id="bad-title"),
+        pytest.param("POST", "/admin/feeds/news/schedule", b'{"every": -1}', 400, id="bad-every"),
+        pytest.param("GET", "/health", None, 200, id="health"),
+        pytest.param("HEAD", "/feeds/news.rss", None, 200, id="head"),
+    ],
+)
+def test_server_answers(
+    server: FeedServer, method: str, path: str, body: bytes | None, status: int
+) -> None:
+    request = urllib.request.Request(base(server) + path, data=body, method=method)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            got, payload = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        got, payload = exc.code, exc.read()
+    assert got == status
+    if method == "HEAD":
+        assert payload == b""
+
+
+def test_entry_links_resolve_to_a_page(server: FeedServer) -> None:
+    server.registry.base_url = base(server)
+    entry = publish(server, "Linked <story>")
+    with urllib.request.urlopen(entry["link"], timeout=5) as response:  # noqa: S310
+        page = response.read().decode()
+    assert "Linked &lt;story&gt;" in page
+
+
+def test_poller_and_feed_clis(
+    server: FeedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        publish_module.main(
+            ["--server", base(server), "publish", "--feed", "cli", "--title", "From CLI"]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["title"] == "From CLI"
+    url = base(server) + "/feeds/cli.rss"
+    argv = ["--once", "--dir", str(tmp_path), "--timeout", "5", url]
+    assert poller_module.main(argv) == 0
+    assert poller_module.main(argv) == 0
+    assert capsys.readouterr().out.count("From CLI") == 1
+    assert publish_module.main(["--server", base(server), "stats"]) == 0
+    counters = json.loads(capsys.readouterr().out)["paths"]["/feeds/cli.rss"]
+    assert counters["not_modified"] == 1
+    assert publish_module.main(["--server", "http://127.0.0.1:9", "--timeout", "1", "stats"]) == 1
+
+
+class _Tricky(BaseHTTPRequestHandler):
+    """Answers that the lab feed server never gives: gzip, redirects, lies about size."""
+
+    feed = (
+        b'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
+        b"<item><guid>tricky-1</guid><title>compressed</title></item></channel></rss>"
+    )
+
+    def do_GET(self) -> None:
+        if self.path == "/gzip":
+            self._answer(200, gzip.compress(self.feed), {"Content-Encoding": "gzip"})
+        elif self.path == "/gzip-bomb":
+            self._answer(
+                200, gzip.compress(b"<" * (20 * 1024 * 1024)), {"Content-Encoding": "gzip"}
+            )
+        elif self.path == "/redirect":
+            self._answer(301, b"", {"Location": "/gzip"})
+        elif self.path == "/loop":
+            self._answer(302, b"", {"Location": "/loop"})
+        elif self.path == "/to-file":
+            self._answer(302, b"", {"Location": "file:///etc/passwd"})
+        elif self.path == "/declared-huge":
+            self.send_response(200)
+            self.send_header("Content-Length", str(10**12))
+            self.end_headers()
+        else:
+            self._answer(404, b"", {})
+
+    def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        del format, args
+
+
+@pytest.fixture(scope="module")
+def tricky() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Tricky)
+    httpd.daemon_threads = True
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+    )
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_fetch_follows_redirects_and_decompresses(tricky: str) -> None:
+    result = fetch(tricky + "/redirect", validators=Validators(), timeout=5, max_bytes=1 << 20)
+    assert result.status == 200
+    assert result.url == tricky + "/gzip"
+    assert b"compressed" in result.body
+
+
+@pytest.mark.parametrize(
+    ("path", "error", "message"),
+    [
+        pytest.param("/gzip-bomb", FeedTooLarge, "cap", id="gzip-bomb"),
+        pytest.param("/declared-huge", FeedTooLarge, "declared", id="declared-length"),
+        pytest.param("/loop", HttpStatusError, "redirects", id="redirect-loop"),
+        pytest.param("/to-file", FetchError, "http and https only", id="redirect-to-file"),
+        pytest.param("/missing", HttpStatusError, "404", id="not-found"),
+    ],
+)
+def test_fetch_refusals(tricky: str, path: str, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        fetch(tricky + path, validators=Validators(), timeout=5, max_bytes=1 << 20)
+
+
+def test_fetch_refuses_local_files_outright() -> None:
+    with pytest.raises(FetchError, match="http and https only"):
+        fetch("file:///etc/passwd", validators=Validators(), timeout=1, max_bytes=10)
+
+
+def test_the_deadline_covers_a_server_that_trickles(server: FeedServer) -> None:
+    started = time.monotonic()
+    with pytest.raises(FetchTimeout):
+        fetch(
+            base(server) + "/faults/drip.rss",
+            validators=Validators(),
+            timeout=0.5,
+            max_bytes=1 << 20,
+        )
+    # Each byte arrives within any per-read timeout; only the overall deadline ends it.
+    assert time.monotonic() - started < 10.0
