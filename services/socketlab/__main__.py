@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "health": ("socketlab.health", "main", "healthcheck probes used by docker-compose.yml"),
     "idle": ("socketlab.health", "idle_main", "wait for SIGTERM (keeps the client up)"),
     "shaper": ("socketlab.shaper.loop", "main", "NFQUEUE verdict loop impairing one link"),
+    "probe": ("socketlab.shaper.probe", "main", "ICMP echo probes: loss and RTT as JSON"),
 }
 
 

@@ -1,0 +1,51 @@
+"""Network impairment between lab services: shaping, partitions, status, self-check.
+
+Python API (scenarios use it; ``lab shape``/``partition``/... call it)::
+
+    from lab.shaping import shape, unshape, partition, heal, link_status, resolve_spec
+    result = shape(lab, "client", "server", resolve_spec(options={"delay": "40ms"}), check=True)
+    result.engine, result.checks       # which engine shaped it, measured vs requested
+
+Modules: ``spec`` (units, LinkSpec, profiles), ``builders`` (tc/iptables
+argument lists and status parsing, pure), ``measure`` (self-check arithmetic,
+pure), ``runner`` (helpers and namespaces: the I/O), ``cli`` (subcommands).
+"""
+
+from lab.shaping.builders import Engine
+from lab.shaping.errors import ShapingError, SpecError
+from lab.shaping.measure import CheckRow
+from lab.shaping.runner import (
+    LinkState,
+    ShapeResult,
+    heal,
+    link_rows,
+    link_status,
+    measure_loss,
+    measure_rate,
+    measure_rtt,
+    partition,
+    shape,
+    unshape,
+)
+from lab.shaping.spec import LinkSpec, load_profiles, resolve_spec
+
+__all__ = [
+    "CheckRow",
+    "Engine",
+    "LinkSpec",
+    "LinkState",
+    "ShapeResult",
+    "ShapingError",
+    "SpecError",
+    "heal",
+    "link_rows",
+    "link_status",
+    "load_profiles",
+    "measure_loss",
+    "measure_rate",
+    "measure_rtt",
+    "partition",
+    "resolve_spec",
+    "shape",
+    "unshape",
+]

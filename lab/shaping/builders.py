@@ -1,0 +1,400 @@
+"""Pure builders: shaping specs -> ``tc`` / ``iptables`` argument lists, and back.
+
+Everything a helper runs in a service's network namespace is built here as
+data (:class:`Step`), rendered to one ``sh`` script, and unit-tested without
+Docker. The matching parsers read what is in force (``iptables -S``,
+``tc filter show``) so ``lab status`` can compare it with the helpers.
+
+Layout inside a source's namespace:
+
+* iptables chain ``SOCKETLAB`` (filter table), jumped to from INPUT and
+  OUTPUT, so ``iptables -F SOCKETLAB`` undoes everything at once. It holds a
+  RETURN for packets the verdict loop injects itself (``INJECT_MARK``), one
+  ``-d PEER -j NFQUEUE --queue-num N --queue-bypass`` per impaired link
+  (bypass: a dead verdict loop fails open, never blackholes), and one
+  ``-s PEER -j DROP`` per partition. A partition drops on INPUT in both
+  namespaces: a DROP on OUTPUT would fail the sender at once with EPERM,
+  while a real partition makes it wait for its timeout.
+* ``tc``: an htb root (``1:``, unclassified traffic passes unshaped) with one
+  class ``1:N`` per destination, picked by a u32 filter on the peer's IP; it
+  carries the rate, and with the netem engine a netem qdisc below it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from lab.shaping.errors import ShapingError
+from lab.shaping.spec import LinkSpec, format_duration, format_percent
+from socketlab.shaper.core import INJECT_MARK
+
+CHAIN = "SOCKETLAB"
+IPTABLES = ("iptables", "-w", "5")
+# An htb class needs a rate; this one stands for "no limit" under the netem engine.
+UNLIMITED_RATE = 10 * 10**9
+MAX_QUEUE = 0xFFFF
+
+# Labels on helper containers, so status and unshape can find each link.
+LABEL_KIND = "io.socketlab.shaping.kind"
+LABEL_SOURCE = "io.socketlab.shaping.source"
+LABEL_DEST = "io.socketlab.shaping.dest"
+LABEL_PEER = "io.socketlab.shaping.peer-ip"
+LABEL_SPEC = "io.socketlab.shaping.spec"
+LABEL_ENGINE = "io.socketlab.shaping.engine"
+LABEL_QUEUE = "io.socketlab.shaping.queue"
+LABEL_DEV = "io.socketlab.shaping.dev"
+
+
+class Engine(StrEnum):
+    """Which mechanism impairs packets (rate and partitions are htb/iptables in both)."""
+
+    NETEM = "netem"
+    NFQUEUE = "nfqueue"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command for the helper's shell; ``unless`` skips it when that check succeeds."""
+
+    argv: tuple[str, ...]
+    unless: tuple[str, ...] | None = None
+    may_fail: bool = False
+
+
+def render_script(steps: Iterable[Step]) -> str:
+    """One ``sh`` script running the steps in order; stops at the first real failure."""
+    lines = ["set -e"]
+    for step in steps:
+        command = shlex.join(step.argv)
+        if step.unless is not None:
+            command = f"{shlex.join(step.unless)} 2>/dev/null || {command}"
+        if step.may_fail:
+            command = f"{command} 2>/dev/null || true"
+        lines.append(command)
+    return "\n".join(lines) + "\n"
+
+
+def _host(ip: str) -> str:
+    try:
+        address = ipaddress.IPv4Address(ip)
+    except ValueError as exc:
+        raise ShapingError(f"{ip!r} is not an IPv4 address") from exc
+    return f"{address}/32"
+
+
+def _check_queue(queue: int) -> None:
+    if not 1 <= queue <= MAX_QUEUE:
+        raise ShapingError(f"queue/class number {queue} is outside 1..{MAX_QUEUE}")
+
+
+# --------------------------------------------------------------------------- iptables
+
+
+def nfqueue_rule(peer_ip: str, queue: int) -> tuple[str, ...]:
+    """The SOCKETLAB rule sending packets for ``peer_ip`` to NFQUEUE ``queue`` (fails open)."""
+    _check_queue(queue)
+    return ("-d", _host(peer_ip), "-j", "NFQUEUE", "--queue-num", str(queue), "--queue-bypass")
+
+
+def partition_rule(peer_ip: str) -> tuple[str, ...]:
+    """The SOCKETLAB rule dropping everything that arrives from ``peer_ip``."""
+    return ("-s", _host(peer_ip), "-j", "DROP")
+
+
+INJECTED_RULE = ("-m", "mark", "--mark", f"{INJECT_MARK:#x}", "-j", "RETURN")
+
+
+def chain_steps() -> list[Step]:
+    """Create the SOCKETLAB chain and its jumps, once per namespace (idempotent)."""
+    steps = [Step((*IPTABLES, "-N", CHAIN), may_fail=True)]
+    for hook in ("INPUT", "OUTPUT"):
+        steps.append(
+            Step(
+                (*IPTABLES, "-I", hook, "1", "-j", CHAIN),
+                unless=(*IPTABLES, "-C", hook, "-j", CHAIN),
+            )
+        )
+    steps.append(
+        Step(
+            (*IPTABLES, "-I", CHAIN, "1", *INJECTED_RULE),
+            unless=(*IPTABLES, "-C", CHAIN, *INJECTED_RULE),
+        )
+    )
+    return steps
+
+
+def ensure_rule(rule: Sequence[str]) -> Step:
+    return Step((*IPTABLES, "-A", CHAIN, *rule), unless=(*IPTABLES, "-C", CHAIN, *rule))
+
+
+def delete_rule(rule: Sequence[str]) -> Step:
+    return Step((*IPTABLES, "-D", CHAIN, *rule), may_fail=True)
+
+
+def partition_steps(peer_ip: str) -> list[Step]:
+    """Run in one side's namespace: drop everything arriving from ``peer_ip``."""
+    return [*chain_steps(), ensure_rule(partition_rule(peer_ip))]
+
+
+def heal_steps(peer_ip: str) -> list[Step]:
+    return [delete_rule(partition_rule(peer_ip))]
+
+
+def clear_shaping_steps(rules_queues: Mapping[str, int]) -> list[Step]:
+    """Remove every NFQUEUE rule and every tc root in a namespace; partitions stay."""
+    steps = [delete_rule(nfqueue_rule(ip, queue)) for ip, queue in sorted(rules_queues.items())]
+    steps.append(
+        Step(
+            (
+                "sh",
+                "-c",
+                'for dev in $(ls /sys/class/net); do [ "$dev" = lo ] || '
+                'tc qdisc del dev "$dev" root 2>/dev/null || true; done',
+            )
+        )
+    )
+    return steps
+
+
+def teardown_steps(devices: Iterable[str]) -> list[Step]:
+    """Remove everything socketlab put in a namespace (one flush, one qdisc delete)."""
+    steps = [
+        Step((*IPTABLES, "-F", CHAIN), may_fail=True),
+        Step((*IPTABLES, "-D", "INPUT", "-j", CHAIN), may_fail=True),
+        Step((*IPTABLES, "-D", "OUTPUT", "-j", CHAIN), may_fail=True),
+        Step((*IPTABLES, "-X", CHAIN), may_fail=True),
+    ]
+    steps += [Step(("tc", "qdisc", "del", "dev", dev, "root"), may_fail=True) for dev in devices]
+    return steps
+
+
+# --------------------------------------------------------------------------- tc
+
+
+def classid(queue: int) -> str:
+    """htb class of a link: ``1:`` plus the queue number in hex, as tc reads it."""
+    _check_queue(queue)
+    return f"1:{queue:x}"
+
+
+def netem_args(spec: LinkSpec) -> list[str]:
+    """``netem`` options for the per-packet part of ``spec`` (empty when none)."""
+    args: list[str] = []
+    if spec.delay or spec.jitter:
+        args += ["delay", format_duration(spec.delay)]
+        if spec.jitter:
+            args.append(format_duration(spec.jitter))
+    for name in ("loss", "duplicate", "reorder", "corrupt"):
+        if value := getattr(spec, name):
+            args += [name, format_percent(value)]
+    return args
+
+
+def _tc(command: str, *extra: str, may_fail: bool = False) -> Step:
+    # device names and tc tokens never contain spaces: one string reads like the tc manual
+    return Step(("tc", *command.split(), *extra), may_fail=may_fail)
+
+
+def htb_steps(
+    *, dev: str, peer_ip: str, queue: int, rate: int, netem: Sequence[str] = ()
+) -> list[Step]:
+    """htb root (if absent), class 1:N at ``rate``, optional netem leaf, u32 filter on the peer."""
+    klass = classid(queue)
+    steps = [
+        # default 0: unclassified traffic bypasses htb, so other links stay untouched
+        Step(
+            ("tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "0"),
+            unless=("sh", "-c", f"tc qdisc show dev {shlex.quote(dev)} root | grep -q 'htb 1:'"),
+        ),
+        _tc(f"class replace dev {dev} parent 1: classid {klass} htb rate {rate}bit ceil {rate}bit"),
+    ]
+    if netem:
+        steps.append(_tc(f"qdisc replace dev {dev} parent {klass} handle {queue:x}: netem", *netem))
+    steps += [
+        _tc(f"filter del dev {dev} parent 1: protocol ip prio {queue}", may_fail=True),
+        _tc(
+            f"filter add dev {dev} parent 1: protocol ip prio {queue} u32"
+            f" match ip dst {_host(peer_ip)} flowid {klass}"
+        ),
+    ]
+    return steps
+
+
+def remove_htb_steps(*, dev: str, queue: int) -> list[Step]:
+    return [
+        _tc(f"filter del dev {dev} parent 1: protocol ip prio {queue}", may_fail=True),
+        _tc(f"class del dev {dev} classid {classid(queue)}", may_fail=True),
+    ]
+
+
+# --------------------------------------------------------------------------- links
+
+
+def needs_verdict_loop(spec: LinkSpec, engine: Engine) -> bool:
+    """Only the nfqueue engine with a per-packet impairment needs a live helper."""
+    return engine is Engine.NFQUEUE and not spec.impairment.is_noop
+
+
+def uses_htb(spec: LinkSpec, engine: Engine) -> bool:
+    return spec.rate is not None or (engine is Engine.NETEM and not spec.impairment.is_noop)
+
+
+def shape_steps(
+    *, engine: Engine, dev: str, peer_ip: str, queue: int, spec: LinkSpec
+) -> list[Step]:
+    """Everything that shapes source -> ``peer_ip`` in the source's namespace."""
+    steps = [*unshape_steps(dev=dev, peer_ip=peer_ip, queue=queue)]
+    if needs_verdict_loop(spec, engine):
+        steps += [*chain_steps(), ensure_rule(nfqueue_rule(peer_ip, queue))]
+    if uses_htb(spec, engine):
+        netem = netem_args(spec) if engine is Engine.NETEM else []
+        steps += htb_steps(
+            dev=dev, peer_ip=peer_ip, queue=queue, rate=spec.rate or UNLIMITED_RATE, netem=netem
+        )
+    return steps
+
+
+def unshape_steps(*, dev: str, peer_ip: str, queue: int) -> list[Step]:
+    """Remove one link's shaping (either engine); partitions are left alone."""
+    return [delete_rule(nfqueue_rule(peer_ip, queue)), *remove_htb_steps(dev=dev, queue=queue)]
+
+
+def shaper_command(*, queue: int, spec: LinkSpec, seed: int | None = None) -> list[str]:
+    """The helper's main process for the nfqueue engine: ``socketlab shaper ...``."""
+    imp = spec.impairment
+    argv = ["socketlab", "shaper", "--queue", str(queue)]
+    for name in ("delay", "jitter", "loss", "duplicate", "reorder", "corrupt"):
+        if value := getattr(imp, name):
+            argv += [f"--{name}", repr(value)]
+    if seed is not None:
+        argv += ["--seed", str(seed)]
+    return argv
+
+
+def free_queue(used: Iterable[int]) -> int:
+    """Smallest queue/class number not used by another link of the same source."""
+    taken = set(used)
+    for queue in range(1, MAX_QUEUE + 1):
+        if queue not in taken:
+            return queue
+    raise ShapingError("no free NFQUEUE number left")  # 65535 links from one host
+
+
+# --------------------------------------------------------------------------- probes
+
+
+def probe_script(peer_ip: str) -> str:
+    """Find the device towards ``peer_ip`` and whether this kernel has netem."""
+    peer = shlex.quote(str(ipaddress.IPv4Address(peer_ip)))
+    return (
+        f'echo "route=$(ip -o route get {peer} | head -n 1)"\n'
+        "if out=$(tc qdisc add dev lo root handle 5ec: netem delay 0ms 2>&1); then\n"
+        "  tc qdisc del dev lo root handle 5ec: 2>/dev/null || true\n"
+        "  echo netem=ok\n"
+        "else\n"
+        '  echo "netem=$out" | head -n 1\n'
+        "fi\n"
+    )
+
+
+@dataclass(frozen=True)
+class Probe:
+    dev: str
+    netem: bool
+    netem_error: str
+
+
+_ROUTE_DEV = re.compile(r"\bdev\s+(\S+)")
+
+
+def parse_probe(text: str) -> Probe:
+    """Read :func:`probe_script`'s output."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key in {"route", "netem"} and key not in values:
+            values[key] = value.strip()
+    match = _ROUTE_DEV.search(values.get("route", ""))
+    if not match or "netem" not in values:
+        raise ShapingError(f"could not read the namespace probe: {text.strip()[:200]!r}")
+    netem = values["netem"] == "ok"
+    return Probe(dev=match.group(1), netem=netem, netem_error="" if netem else values["netem"])
+
+
+def choose_engine(requested: Engine | None, probe: Probe) -> Engine:
+    """``requested`` if possible, else netem when present, else nfqueue."""
+    if requested is Engine.NETEM and not probe.netem:
+        raise ShapingError(
+            f"--engine netem: this kernel has no sch_netem ({probe.netem_error}); "
+            "use --engine nfqueue or leave --engine out"
+        )
+    if requested is not None:
+        return requested
+    return Engine.NETEM if probe.netem else Engine.NFQUEUE
+
+
+# --------------------------------------------------------------------------- status
+
+
+STATUS_SCRIPT = (
+    f"echo '%%iptables'\n{shlex.join(IPTABLES)} -S {CHAIN} 2>/dev/null || true\n"
+    "echo '%%tc'\n"
+    "for dev in $(ls /sys/class/net); do\n"
+    '  [ "$dev" = lo ] || tc filter show dev "$dev" 2>/dev/null || true\n'
+    "done\n"
+)
+
+
+@dataclass(frozen=True)
+class RulesInForce:
+    """What one namespace actually has: peer IP -> queue, DROP sources, peer IP -> class."""
+
+    queues: Mapping[str, int] = field(default_factory=dict)
+    drops: frozenset[str] = frozenset()
+    classes: Mapping[str, int] = field(default_factory=dict)
+    injected_return: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not (self.queues or self.drops or self.classes)
+
+
+_NFQ = re.compile(r"^-A SOCKETLAB -d (\S+?)(?:/32)? .*-j NFQUEUE --queue-num (\d+)")
+_DROP = re.compile(r"^-A SOCKETLAB -s (\S+?)(?:/32)? -j DROP")
+_FLOWID = re.compile(r"\bflowid 1:([0-9a-f]+)")
+_MATCH_DST = re.compile(r"^\s*match ([0-9a-f]{8})/ffffffff at 16")
+
+
+def parse_status(text: str) -> RulesInForce:
+    """Read :data:`STATUS_SCRIPT` output (``iptables -S`` and ``tc filter show``)."""
+    queues: dict[str, int] = {}
+    drops: set[str] = set()
+    classes: dict[str, int] = {}
+    injected = False
+    section = ""
+    flow: int | None = None
+    for line in text.splitlines():
+        if line.startswith("%%"):
+            section = line[2:].strip()
+            continue
+        if section == "iptables":
+            if m := _NFQ.match(line):
+                queues[m.group(1)] = int(m.group(2))
+            elif m := _DROP.match(line):
+                drops.add(m.group(1))
+            elif "-j RETURN" in line and "--mark" in line:
+                injected = True
+        elif section == "tc":
+            if m := _FLOWID.search(line):
+                flow = int(m.group(1), 16)
+            elif (m := _MATCH_DST.match(line)) and flow is not None:
+                classes[str(ipaddress.IPv4Address(int(m.group(1), 16)))] = flow
+                flow = None
+    return RulesInForce(
+        queues=queues, drops=frozenset(drops), classes=classes, injected_return=injected
+    )

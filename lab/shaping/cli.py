@@ -1,0 +1,122 @@
+"""``lab shape | unshape | partition | heal``: registered by ``lab.cli``.
+
+``lab status`` shows the links table through ``lab.shaping.link_rows``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from lab.shaping.builders import Engine
+from lab.shaping.errors import ShapingError
+from lab.shaping.spec import OPTIONS, resolve_spec
+
+_HELP = {
+    "delay": "added one-way delay, e.g. 40ms",
+    "jitter": "uniform +/- variation of the delay, e.g. 5ms",
+    "loss": "share of packets dropped, e.g. 2%%",
+    "duplicate": "share of packets sent twice, e.g. 1%%",
+    "reorder": "share of packets that skip the delay (needs --delay), e.g. 10%%",
+    "corrupt": "share of packets with one flipped bit, e.g. 0.1%%",
+    "rate": "rate limit in bits per second, e.g. 20mbit",
+}
+
+
+def _pair(parser: argparse.ArgumentParser, *, optional: bool) -> None:
+    nargs: dict[str, Any] = {"nargs": "?", "default": None} if optional else {}
+    parser.add_argument("source", help="service packets leave from", **nargs)
+    parser.add_argument("dest", help="service packets go to", **nargs)
+
+
+def _pair_or_none(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    if (args.source is None) != (args.dest is None):
+        raise ShapingError("give two services, or none for all")
+    return args.source, args.dest
+
+
+def cmd_shape(args: argparse.Namespace) -> int:
+    from lab.cli import make_lab, out_console, print_rows  # noqa: PLC0415 - lab.cli imports us
+    from lab.shaping.runner import shape  # noqa: PLC0415 - keep `lab --help` fast
+
+    spec = resolve_spec(
+        profile=args.profile, options={name: getattr(args, name) for name in OPTIONS}
+    )
+    result = shape(
+        make_lab(args), args.source, args.dest, spec, engine=args.engine, check=args.check
+    )
+    out_console.print(
+        f"shaped {result.source} -> {result.dest}: {result.spec.describe()} "
+        f"(engine {result.engine}, helper {result.helper})",
+        highlight=False,
+    )
+    if result.checks:
+        print_rows("self-check", [row.as_row() for row in result.checks])
+    return 0
+
+
+def cmd_unshape(args: argparse.Namespace) -> int:
+    from lab.cli import make_lab, out_console  # noqa: PLC0415
+    from lab.shaping.runner import unshape  # noqa: PLC0415
+
+    source, dest = _pair_or_none(args)
+    removed = unshape(make_lab(args), source, dest)
+    out_console.print(f"unshaped: {', '.join(removed) if removed else 'nothing was shaped'}")
+    return 0
+
+
+def cmd_partition(args: argparse.Namespace) -> int:
+    from lab.cli import make_lab, out_console  # noqa: PLC0415
+    from lab.shaping.runner import partition  # noqa: PLC0415
+
+    partition(make_lab(args), args.source, args.dest)
+    out_console.print(f"partitioned {args.source} <-> {args.dest} (both directions)")
+    return 0
+
+
+def cmd_heal(args: argparse.Namespace) -> int:
+    from lab.cli import make_lab, out_console  # noqa: PLC0415
+    from lab.shaping.runner import heal  # noqa: PLC0415
+
+    source, dest = _pair_or_none(args)
+    healed = heal(make_lab(args), source, dest)
+    out_console.print(f"healed: {', '.join(healed) if healed else 'no partition in force'}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add the shaping subcommands to ``lab``'s subparsers."""
+    shape = subparsers.add_parser(
+        "shape",
+        help="impair one direction of a link (delay, loss, rate, ...)",
+        description="Impair packets from SOURCE to DEST (one direction). "
+        "Replaces earlier shaping of that link.",
+    )
+    _pair(shape, optional=False)
+    for name in OPTIONS:
+        shape.add_argument(f"--{name}", metavar="VALUE", default=None, help=_HELP[name])
+    shape.add_argument("--profile", help="named profile from lab/profiles.yaml (lan, 3g, ...)")
+    shape.add_argument(
+        "--engine",
+        choices=[str(e) for e in Engine],
+        default=None,
+        help="force an engine (default: netem when the kernel has it, else nfqueue)",
+    )
+    shape.add_argument(
+        "--check",
+        action="store_true",
+        help="measure the link afterwards; print measured vs requested",
+    )
+    shape.set_defaults(func=cmd_shape)
+
+    unshape = subparsers.add_parser("unshape", help="remove shaping from one link, or all")
+    _pair(unshape, optional=True)
+    unshape.set_defaults(func=cmd_unshape)
+
+    part = subparsers.add_parser("partition", help="block all traffic between two services")
+    _pair(part, optional=False)
+    part.set_defaults(func=cmd_partition)
+
+    heal = subparsers.add_parser("heal", help="remove one partition, or all")
+    _pair(heal, optional=True)
+    heal.set_defaults(func=cmd_heal)

@@ -1,0 +1,162 @@
+"""Self-check arithmetic: parse probe/iperf3 output, expected values, tolerances.
+
+Pure. The runner measures a link after shaping it; this module turns the raw
+tool output into numbers and decides whether they match what was requested.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from lab.shaping.errors import ShapingError
+from lab.shaping.spec import LinkSpec, format_duration, format_percent
+
+# z for a two-sided 99 % interval
+Z_99 = 2.576
+DELAY_TOLERANCE = 0.15
+# Below this much requested delay, relative tolerance means nothing: allow this slack.
+DELAY_SLACK = 0.001
+RATE_TOLERANCE = 0.15
+# iperf3 reports TCP goodput; htb counts whole frames. With a 1500-byte MTU and
+# TCP timestamps a full segment carries 1448 payload bytes in a 1514-byte frame.
+GOODPUT_PER_WIRE = 1448 / 1514
+
+
+@dataclass(frozen=True)
+class PingStats:
+    transmitted: int
+    received: int
+    rtt_avg: float | None  # seconds; None when nothing came back
+
+    @property
+    def lost(self) -> int:
+        return self.transmitted - self.received
+
+    @property
+    def loss(self) -> float:
+        return self.lost / self.transmitted if self.transmitted else 0.0
+
+
+def parse_probe(text: str) -> PingStats:
+    """Read the JSON line ``socketlab probe`` prints."""
+    try:
+        report = json.loads(text.strip().splitlines()[-1])
+        return PingStats(
+            transmitted=int(report["sent"]),
+            received=int(report["received"]),
+            rtt_avg=None if report["rtt_avg"] is None else float(report["rtt_avg"]),
+        )
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ShapingError(f"cannot read the probe report: {text.strip()[-200:]!r}") from exc
+
+
+def parse_iperf3(text: str) -> float:
+    """Received bits per second from ``iperf3 -J`` (TCP)."""
+    try:
+        report = json.loads(text)
+        if "error" in report:
+            raise ShapingError(f"iperf3: {report['error']}")
+        return float(report["end"]["sum_received"]["bits_per_second"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ShapingError(f"cannot read iperf3 JSON output: {text.strip()[:200]!r}") from exc
+
+
+def mean_one_way_delay(spec: LinkSpec) -> float:
+    """Mean added delay of one direction: uniform jitter clamped at 0, reorder skips it."""
+    d, j = spec.delay, spec.jitter
+    # with jitter above the delay, E[max(0, d + U(-j, j))] = (d + j)^2 / (4 j)
+    mean = d if j <= d else (d + j) ** 2 / (4 * j)
+    return (1.0 - spec.reorder) * mean
+
+
+def lost_share(spec: LinkSpec | None) -> float:
+    """Share of probes one direction loses: dropped, or corrupted (checksum fails)."""
+    if spec is None:
+        return 0.0
+    return 1.0 - (1.0 - spec.loss) * (1.0 - spec.corrupt)
+
+
+def round_trip_loss(forward: LinkSpec, reverse: LinkSpec | None) -> float:
+    return 1.0 - (1.0 - lost_share(forward)) * (1.0 - lost_share(reverse))
+
+
+def binomial_interval(n: int, p: float, *, z: float = Z_99) -> tuple[float, float]:
+    """Counts inside the two-sided interval of Binomial(n, p) (normal approximation)."""
+    mean = n * p
+    spread = z * math.sqrt(n * p * (1.0 - p)) + 1.0  # +1: continuity, and p = 0
+    return max(0.0, mean - spread), min(float(n), mean + spread)
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """One measured quantity beside what was requested."""
+
+    metric: str
+    requested: str
+    measured: str
+    ok: bool
+    note: str = ""
+
+    def as_row(self) -> dict[str, str]:
+        return {
+            "metric": self.metric,
+            "requested": self.requested,
+            "measured": self.measured,
+            "result": "ok" if self.ok else "FAIL",
+            "note": self.note,
+        }
+
+
+def check_delay(
+    *, expected_added: float, baseline: float, stats: PingStats, jitter: float = 0.0
+) -> CheckRow:
+    """Added RTT (measured minus the unshaped baseline) within 15 % (+1 ms) of expected.
+
+    ``jitter`` (both directions' together) widens the band: averages of a few
+    dozen jittered samples, baseline and measurement, each wander by about that.
+    """
+    if stats.rtt_avg is None:
+        return CheckRow("added RTT", format_duration(expected_added), "no reply", ok=False)
+    added = stats.rtt_avg - baseline
+    allowed = DELAY_TOLERANCE * expected_added + DELAY_SLACK + jitter
+    return CheckRow(
+        "added RTT",
+        format_duration(expected_added),
+        f"{added * 1000:.2f}ms",
+        ok=abs(added - expected_added) <= allowed,
+        note=f"baseline {baseline * 1000:.2f}ms, allowed ±{allowed * 1000:.2f}ms",
+    )
+
+
+def check_loss(*, expected: float, stats: PingStats) -> CheckRow:
+    """Lost probes inside the 99 % binomial interval of the expected share."""
+    low, high = binomial_interval(stats.transmitted, expected)
+    return CheckRow(
+        "round-trip loss",
+        format_percent(expected),
+        f"{stats.loss * 100:.2f}% ({stats.lost}/{stats.transmitted})",
+        ok=low <= stats.lost <= high,
+        note=f"99% interval {low:.0f}..{high:.0f} lost",
+    )
+
+
+def check_rate(*, requested: int, goodput: float) -> CheckRow:
+    """Wire rate (goodput scaled by header overhead) within 15 % of the requested rate."""
+    wire = goodput / GOODPUT_PER_WIRE
+    return CheckRow(
+        "rate",
+        f"{requested / 1e6:g}Mbit/s",
+        f"{wire / 1e6:.2f}Mbit/s",
+        ok=abs(wire - requested) <= RATE_TOLERANCE * requested,
+        note=f"TCP goodput {goodput / 1e6:.2f}Mbit/s",
+    )
+
+
+def rate_is_checkable(spec: LinkSpec, reverse: LinkSpec | None) -> bool:
+    """A TCP bulk transfer only shows the rate when nothing else throttles it."""
+    for side in (spec, reverse):
+        if side is not None and (side.loss or side.corrupt or side.duplicate or side.reorder):
+            return False
+    return True

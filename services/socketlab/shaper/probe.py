@@ -1,0 +1,102 @@
+"""``socketlab probe HOST``: ICMP echo probes for the shaping self-check.
+
+Unlike ``ping -c``, it waits for every outstanding reply (up to ``--linger``
+after the last send), so packets still in flight on a slow link are not
+counted as lost; and it prints one JSON line for the controller to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import socket
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+from socketlab.config import env_float
+from socketlab.shaper.icmp import echo_request, parse_echo_reply
+
+SOCKET_TIMEOUT = env_float("SOCKETLAB_PROBE_SOCKET_TIMEOUT", 1.0)
+PAYLOAD = b"socketlab-probe!" * 3  # 48 bytes: a ping-sized datagram
+RECV_SIZE = 65535
+
+
+@dataclass(frozen=True)
+class ProbeReport:
+    sent: int
+    received: int
+    duplicates: int
+    rtt_avg: float | None  # seconds
+    rtt_min: float | None
+    rtt_max: float | None
+    rtt_median: float | None
+
+
+def probe(host: str, *, count: int, interval: float, linger: float) -> ProbeReport:
+    """Send ``count`` echo requests ``interval`` apart; collect replies until ``linger``."""
+    address = socket.gethostbyname(host)
+    identifier = os.getpid() & 0xFFFF
+    sent_at: dict[int, float] = {}
+    rtts: dict[int, float] = {}
+    duplicates = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
+        sock.settimeout(SOCKET_TIMEOUT)
+        start = time.monotonic()
+        deadline: float | None = None
+        sequence = 0
+        while True:
+            now = time.monotonic()
+            if sequence < count and now >= start + sequence * interval:
+                sent_at[sequence] = now
+                sock.sendto(echo_request(identifier, sequence, PAYLOAD), (address, 0))
+                sequence += 1
+                if sequence == count:
+                    deadline = now + linger
+                continue
+            if deadline is not None and (len(rtts) == count or now >= deadline):
+                break
+            next_event = start + sequence * interval if sequence < count else deadline
+            assert next_event is not None  # noqa: S101 - set once everything is sent
+            readable, _, _ = select.select([sock], [], [], max(0.0, next_event - now))
+            if not readable:
+                continue
+            datagram = sock.recv(RECV_SIZE)
+            arrived = time.monotonic()
+            seq = parse_echo_reply(datagram, identifier)
+            if seq is None or seq not in sent_at:
+                continue
+            if seq in rtts:
+                duplicates += 1
+            else:
+                rtts[seq] = arrived - sent_at[seq]
+    values = list(rtts.values())
+    return ProbeReport(
+        sent=count,
+        received=len(rtts),
+        duplicates=duplicates,
+        rtt_avg=statistics.fmean(values) if values else None,
+        rtt_min=min(values) if values else None,
+        rtt_max=max(values) if values else None,
+        rtt_median=statistics.median(values) if values else None,
+    )
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``socketlab probe``: prints one JSON object on stdout."""
+    parser = argparse.ArgumentParser(prog="socketlab probe", description=__doc__)
+    parser.add_argument("host")
+    parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--interval", type=float, default=0.01, help="seconds between probes")
+    parser.add_argument("--linger", type=float, default=2.0, help="seconds to wait after the last")
+    args = parser.parse_args(argv)
+    try:
+        report = probe(args.host, count=args.count, interval=args.interval, linger=args.linger)
+    except OSError as exc:
+        print(f"event=probe_failed host={args.host} error={exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(asdict(report)))
+    return 0
