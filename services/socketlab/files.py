@@ -126,8 +126,16 @@ def sha256_file(path: Path, *, limit: int | None = None) -> str:
 
 
 def local_name(name: str) -> str:
-    """The file name a download of ``name`` is saved under (its last component)."""
-    return check_name(name).name
+    """The file name a download of ``name`` is saved under: its last component, tamed.
+
+    The client asks the server for any name (the server decides what is
+    allowed); locally it only ever writes a plain file name inside ``dest``.
+    """
+    last = PurePosixPath(name.replace("\\", "/")).name
+    tamed = "".join("_" if ord(ch) < 32 else ch for ch in last)
+    if tamed in {"", ".", ".."} or len(tamed) > MAX_NAME:
+        raise PathRefused(f"cannot save {name!r} under a safe local name")
+    return tamed
 
 
 @dataclass

@@ -147,8 +147,26 @@ def test_unexpected_resume_offset_is_an_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param("../evil", id="dotdot"), pytest.param("/abs", id="absolute")]
+    "name",
+    [
+        pytest.param("..", id="dotdot"),
+        pytest.param("/", id="root"),
+        pytest.param("a/..", id="trailing-dotdot"),
+    ],
 )
 def test_download_refuses_unsafe_local_names(tmp_path: Path, name: str) -> None:
     with pytest.raises(PathRefused):
         _ = PartialDownload(tmp_path, name).final_path
+
+
+@pytest.mark.parametrize(
+    ("name", "local"),
+    [
+        pytest.param("../evil", "evil", id="dotdot"),
+        pytest.param("/etc/passwd", "passwd", id="absolute"),
+        pytest.param("..\\x", "x", id="backslash"),
+        pytest.param("a\x00b", "a_b", id="nul"),
+    ],
+)
+def test_download_local_name_stays_in_dest(tmp_path: Path, name: str, local: str) -> None:
+    assert PartialDownload(tmp_path, name).final_path == tmp_path / local
