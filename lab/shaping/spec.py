@@ -88,9 +88,11 @@ def format_percent(share: float) -> str:
 
 
 def format_rate(bits: int) -> str:
+    """20_000_000 -> ``20mbit``: the largest unit that still says the exact number."""
     for unit, size in (("gbit", 10**9), ("mbit", 10**6), ("kbit", 10**3)):
-        if bits >= size and bits % (size // 1000) == 0:
-            return f"{bits / size:g}{unit}"
+        text = f"{bits / size:.12g}"
+        if bits >= size and round(float(text) * size) == bits:
+            return f"{text}{unit}"
     return f"{bits}bit"
 
 

@@ -1,0 +1,256 @@
+"""Pure builders: tc/iptables argument lists for both engines, probes, status parsing."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from lab.shaping.builders import (
+    CHAIN,
+    IPTABLES,
+    Engine,
+    Probe,
+    Step,
+    choose_engine,
+    classid,
+    free_queue,
+    heal_steps,
+    netem_args,
+    nfqueue_rule,
+    parse_probe,
+    parse_status,
+    partition_steps,
+    render_script,
+    shape_steps,
+    shaper_command,
+    teardown_steps,
+    unshape_steps,
+)
+from lab.shaping.errors import ShapingError
+from lab.shaping.spec import LinkSpec, spec_from_options
+from socketlab.shaper.core import INJECT_MARK
+from socketlab.shaper.loop import parse_args
+
+PEER = "172.20.0.3"
+
+
+def spec(**options: str) -> LinkSpec:
+    return spec_from_options(options)
+
+
+def argvs(steps: list[Step]) -> list[tuple[str, ...]]:
+    return [step.argv for step in steps]
+
+
+def test_nfqueue_rule_fails_open() -> None:
+    assert nfqueue_rule(PEER, 3) == (
+        "-d", "172.20.0.3/32", "-j", "NFQUEUE", "--queue-num", "3", "--queue-bypass",
+    )  # fmt: skip
+
+
+def test_nfqueue_engine_queues_the_peer_and_limits_rate_with_htb() -> None:
+    steps = shape_steps(
+        engine=Engine.NFQUEUE,
+        dev="eth0",
+        peer_ip=PEER,
+        queue=2,
+        spec=spec(delay="40ms", loss="2%", rate="20mbit"),
+    )
+    commands = argvs(steps)
+    assert (*IPTABLES, "-A", CHAIN, *nfqueue_rule(PEER, 2)) in commands
+    assert (*IPTABLES, "-I", CHAIN, "1", "-m", "mark", "--mark", f"{INJECT_MARK:#x}",
+            "-j", "RETURN") in commands  # fmt: skip
+    assert ("tc", "class", "replace", "dev", "eth0", "parent", "1:", "classid", "1:2", "htb",
+            "rate", "20000000bit", "ceil", "20000000bit") in commands  # fmt: skip
+    assert ("tc", "filter", "add", "dev", "eth0", "parent", "1:", "protocol", "ip", "prio", "2",
+            "u32", "match", "ip", "dst", "172.20.0.3/32", "flowid", "1:2") in commands  # fmt: skip
+    assert not any("netem" in command for command in commands)
+
+
+def test_nfqueue_rule_is_added_after_the_injected_return() -> None:
+    steps = shape_steps(
+        engine=Engine.NFQUEUE, dev="eth0", peer_ip=PEER, queue=2, spec=spec(duplicate="1%")
+    )
+    commands = argvs(steps)
+    returns = commands.index(
+        (*IPTABLES, "-I", CHAIN, "1", "-m", "mark", "--mark", f"{INJECT_MARK:#x}", "-j", "RETURN")
+    )
+    assert returns < commands.index((*IPTABLES, "-A", CHAIN, *nfqueue_rule(PEER, 2)))
+
+
+def test_nfqueue_engine_rate_only_needs_no_queue() -> None:
+    commands = argvs(
+        shape_steps(
+            engine=Engine.NFQUEUE, dev="eth0", peer_ip=PEER, queue=1, spec=spec(rate="1mbit")
+        )
+    )
+    assert not any("-A" in command and "NFQUEUE" in command for command in commands)
+    assert any(command[:3] == ("tc", "class", "replace") for command in commands)
+
+
+def test_netem_engine_puts_netem_under_the_peer_class() -> None:
+    commands = argvs(
+        shape_steps(
+            engine=Engine.NETEM,
+            dev="eth0",
+            peer_ip=PEER,
+            queue=10,
+            spec=spec(delay="40ms", jitter="5ms", loss="2%"),
+        )
+    )
+    assert ("tc", "qdisc", "replace", "dev", "eth0", "parent", "1:a", "handle", "a:", "netem",
+            "delay", "40ms", "5ms", "loss", "2%") in commands  # fmt: skip
+    # no rate asked: the class must not limit anything
+    assert any("10000000000bit" in command for command in commands)
+    assert not any("-A" in command and "NFQUEUE" in command for command in commands)
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        pytest.param({"delay": "40ms"}, ["delay", "40ms"], id="delay"),
+        pytest.param({"jitter": "5ms"}, ["delay", "0s", "5ms"], id="jitter-only"),
+        pytest.param(
+            {"delay": "100ms", "reorder": "25%", "duplicate": "1%", "corrupt": "0.1%"},
+            ["delay", "100ms", "duplicate", "1%", "reorder", "25%", "corrupt", "0.1%"],
+            id="all-shares",
+        ),
+        pytest.param({"rate": "1mbit"}, [], id="rate-is-not-netem"),
+    ],
+)
+def test_netem_args(options: dict[str, str], expected: list[str]) -> None:
+    assert netem_args(spec(**options)) == expected
+
+
+def test_shaping_starts_by_removing_the_links_old_rules() -> None:
+    steps = shape_steps(
+        engine=Engine.NFQUEUE, dev="eth0", peer_ip=PEER, queue=4, spec=spec(delay="1ms")
+    )
+    assert steps[: len(unshape_steps(dev="eth0", peer_ip=PEER, queue=4))] == unshape_steps(
+        dev="eth0", peer_ip=PEER, queue=4
+    )
+    assert all(step.may_fail for step in unshape_steps(dev="eth0", peer_ip=PEER, queue=4))
+
+
+def test_partition_drops_inbound_from_the_peer_and_heal_removes_it() -> None:
+    commands = argvs(partition_steps(PEER))
+    assert (*IPTABLES, "-I", "INPUT", "1", "-j", CHAIN) in commands
+    assert (*IPTABLES, "-A", CHAIN, "-s", "172.20.0.3/32", "-j", "DROP") in commands
+    assert argvs(heal_steps(PEER)) == [
+        (*IPTABLES, "-D", CHAIN, "-s", "172.20.0.3/32", "-j", "DROP")
+    ]
+
+
+def test_teardown_is_one_flush_and_one_qdisc_delete_per_device() -> None:
+    commands = argvs(teardown_steps(["eth0"]))
+    assert (*IPTABLES, "-F", CHAIN) in commands
+    assert ("tc", "qdisc", "del", "dev", "eth0", "root") in commands
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [pytest.param("server", id="hostname"), pytest.param("10.0.0.300", id="octet")],
+)
+def test_peer_must_be_an_ipv4_address(bad: str) -> None:
+    with pytest.raises(ShapingError, match="not an IPv4 address"):
+        nfqueue_rule(bad, 1)
+
+
+def test_queue_numbers() -> None:
+    assert classid(255) == "1:ff"
+    assert free_queue([]) == 1
+    assert free_queue([1, 2, 4]) == 3
+    with pytest.raises(ShapingError):
+        classid(0)
+
+
+def test_render_script_runs_in_sh() -> None:
+    script = render_script(
+        [
+            Step(("true",)),
+            Step(("false",), may_fail=True),
+            Step(("echo", "skipped"), unless=("true",)),
+            Step(("echo", "it's", "run"), unless=("false",)),
+        ]
+    )
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout == "it's run\n"
+
+
+def test_render_script_stops_at_a_real_failure() -> None:
+    script = render_script([Step(("false",)), Step(("echo", "not reached"))])
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert result.stdout == ""
+
+
+def test_shaper_command_round_trips_through_the_helpers_parser() -> None:
+    link = spec(delay="40ms", jitter="5ms", loss="2%", duplicate="1%", rate="1mbit")
+    argv = shaper_command(queue=7, spec=link, seed=42)
+    assert argv[:2] == ["socketlab", "shaper"]
+    queue, impairment, seed = parse_args(argv[2:])
+    assert (queue, seed) == (7, 42)
+    assert impairment == link.impairment
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        pytest.param(
+            "route=172.20.0.3 dev eth0 src 172.20.0.2 uid 0 \nnetem=ok\n",
+            Probe(dev="eth0", netem=True, netem_error=""),
+            id="netem",
+        ),
+        pytest.param(
+            "route=172.20.0.3 dev eth1 src 172.20.0.2 uid 0\n"
+            "netem=Error: Specified qdisc kind is unknown.\n",
+            Probe(dev="eth1", netem=False, netem_error="Error: Specified qdisc kind is unknown."),
+            id="no-netem",
+        ),
+    ],
+)
+def test_parse_probe(output: str, expected: Probe) -> None:
+    assert parse_probe(output) == expected
+
+
+def test_parse_probe_garbage() -> None:
+    with pytest.raises(ShapingError, match="could not read"):
+        parse_probe("sh: ip: not found\n")
+
+
+def test_engine_choice() -> None:
+    with_netem = Probe(dev="eth0", netem=True, netem_error="")
+    without = Probe(dev="eth0", netem=False, netem_error="unknown qdisc")
+    assert choose_engine(None, with_netem) is Engine.NETEM
+    assert choose_engine(None, without) is Engine.NFQUEUE
+    assert choose_engine(Engine.NFQUEUE, with_netem) is Engine.NFQUEUE
+    with pytest.raises(ShapingError, match="no sch_netem"):
+        choose_engine(Engine.NETEM, without)
+
+
+STATUS_OUTPUT = """\
+%%iptables
+-N SOCKETLAB
+-A SOCKETLAB -m mark --mark 0x50c1ab -j RETURN
+-A SOCKETLAB -d 172.20.0.3/32 -j NFQUEUE --queue-num 1 --queue-bypass
+-A SOCKETLAB -s 172.20.0.5/32 -j DROP
+%%tc
+filter parent 1: protocol ip pref 2 u32 chain 0
+filter parent 1: protocol ip pref 2 u32 chain 0 fh 800: ht divisor 1
+filter parent 1: protocol ip pref 2 u32 chain 0 fh 800::800 order 2048 key ht 800 bkt 0 flowid 1:2 not_in_hw
+  match ac140004/ffffffff at 16
+"""
+
+
+def test_parse_status_reads_queues_drops_and_classes() -> None:
+    rules = parse_status(STATUS_OUTPUT)
+    assert rules.queues == {"172.20.0.3": 1}
+    assert rules.drops == {"172.20.0.5"}
+    assert rules.classes == {"172.20.0.4": 2}
+    assert rules.injected_return
+    assert not rules.empty
+
+
+def test_parse_status_of_a_clean_namespace() -> None:
+    assert parse_status("%%iptables\n%%tc\n").empty

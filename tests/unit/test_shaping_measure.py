@@ -1,0 +1,171 @@
+"""Self-check arithmetic and the ICMP prober's packets."""
+
+from __future__ import annotations
+
+import json
+import random
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lab.shaping.errors import ShapingError
+from lab.shaping.measure import (
+    GOODPUT_PER_WIRE,
+    PingStats,
+    binomial_interval,
+    check_delay,
+    check_loss,
+    check_rate,
+    mean_one_way_delay,
+    parse_iperf3,
+    parse_probe,
+    rate_is_checkable,
+    round_trip_loss,
+)
+from lab.shaping.spec import spec_from_options
+from socketlab.shaper.icmp import checksum, echo_request, parse_echo_reply
+
+
+def test_parse_probe_report() -> None:
+    line = json.dumps({"sent": 2000, "received": 1900, "duplicates": 0, "rtt_avg": 0.0505})
+    stats = parse_probe("noise\n" + line + "\n")
+    assert stats == PingStats(transmitted=2000, received=1900, rtt_avg=0.0505)
+    assert stats.lost == 100
+    assert stats.loss == pytest.approx(0.05)
+
+
+def test_parse_probe_with_no_replies() -> None:
+    stats = parse_probe(json.dumps({"sent": 5, "received": 0, "rtt_avg": None}))
+    assert stats.rtt_avg is None
+    assert stats.loss == 1.0
+
+
+def test_parse_probe_garbage() -> None:
+    with pytest.raises(ShapingError, match="probe report"):
+        parse_probe("Traceback ...")
+
+
+def test_parse_iperf3() -> None:
+    report = {"end": {"sum_received": {"bits_per_second": 19.1e6}}}
+    assert parse_iperf3(json.dumps(report)) == pytest.approx(19.1e6)
+    with pytest.raises(ShapingError, match="iperf3: unable to connect"):
+        parse_iperf3(json.dumps({"error": "unable to connect"}))
+    with pytest.raises(ShapingError, match="JSON"):
+        parse_iperf3("iperf3: error")
+
+
+@pytest.mark.parametrize(
+    ("options", "mean"),
+    [
+        pytest.param({"delay": "50ms"}, 0.050, id="delay"),
+        pytest.param({"delay": "50ms", "jitter": "10ms"}, 0.050, id="symmetric-jitter"),
+        # jitter beyond the delay is clamped at zero, which raises the mean
+        pytest.param({"delay": "10ms", "jitter": "30ms"}, 0.040**2 / 0.120, id="clamped"),
+        pytest.param({"delay": "100ms", "reorder": "25%"}, 0.075, id="reorder-skips"),
+    ],
+)
+def test_mean_one_way_delay(options: dict[str, str], mean: float) -> None:
+    assert mean_one_way_delay(spec_from_options(options)) == pytest.approx(mean)
+
+
+def test_round_trip_loss_combines_both_directions_and_corruption() -> None:
+    forward = spec_from_options({"loss": "5%", "corrupt": "1%"})
+    reverse = spec_from_options({"loss": "10%"})
+    assert round_trip_loss(forward, None) == pytest.approx(1 - 0.95 * 0.99)
+    assert round_trip_loss(forward, reverse) == pytest.approx(1 - 0.95 * 0.99 * 0.90)
+
+
+def test_binomial_interval_for_the_integration_test_case() -> None:
+    low, high = binomial_interval(2000, 0.05)
+    # mean 100, sd 9.75: about 100 -/+ 26
+    assert 72 < low < 76
+    assert 124 < high < 128
+    assert binomial_interval(100, 0.0) == (0.0, 1.0)
+
+
+def test_binomial_interval_holds_about_99_percent_of_draws() -> None:
+    rng = random.Random(7)
+    low, high = binomial_interval(2000, 0.05)
+    inside = sum(low <= sum(rng.random() < 0.05 for _ in range(2000)) <= high for _ in range(300))
+    assert inside >= 290
+
+
+@pytest.mark.parametrize(
+    ("rtt", "ok"),
+    [
+        pytest.param(0.0502, True, id="close"),
+        pytest.param(0.0580, True, id="edge"),
+        pytest.param(0.0600, False, id="too-slow"),
+        pytest.param(0.0010, False, id="not-shaped"),
+    ],
+)
+def test_check_delay(rtt: float, ok: bool) -> None:
+    row = check_delay(expected_added=0.050, baseline=0.0002, stats=PingStats(100, 100, rtt_avg=rtt))
+    assert row.ok is ok
+    assert row.as_row()["result"] == ("ok" if ok else "FAIL")
+
+
+def test_check_delay_without_replies_fails() -> None:
+    assert not check_delay(expected_added=0.01, baseline=0.0, stats=PingStats(10, 0, None)).ok
+
+
+def test_check_loss() -> None:
+    assert check_loss(expected=0.05, stats=PingStats(2000, 1900, 0.001)).ok
+    assert not check_loss(expected=0.05, stats=PingStats(2000, 2000, 0.001)).ok
+    assert not check_loss(expected=0.0, stats=PingStats(50, 45, 0.001)).ok
+
+
+def test_check_rate_allows_for_header_overhead() -> None:
+    assert check_rate(requested=20_000_000, goodput=20e6 * GOODPUT_PER_WIRE).ok
+    assert check_rate(requested=20_000_000, goodput=17.8e6).ok
+    assert not check_rate(requested=20_000_000, goodput=14e6).ok
+    assert not check_rate(requested=20_000_000, goodput=900e6).ok
+
+
+def test_rate_is_not_checked_through_loss() -> None:
+    assert rate_is_checkable(spec_from_options({"rate": "1mbit", "delay": "5ms"}), None)
+    assert not rate_is_checkable(spec_from_options({"rate": "1mbit", "loss": "1%"}), None)
+    assert not rate_is_checkable(
+        spec_from_options({"rate": "1mbit"}), spec_from_options({"loss": "1%"})
+    )
+
+
+# --------------------------------------------------------------------------- ICMP
+
+
+def ipv4_around(icmp: bytes) -> bytes:
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 1, 0, 64, 1, 0,
+                       bytes(4), bytes(4)) + icmp  # fmt: skip
+
+
+def as_reply(request: bytes) -> bytes:
+    unsummed = b"\0\0\0\0" + request[4:]
+    return b"\0\0" + struct.pack("!H", checksum(unsummed)) + request[4:]
+
+
+def test_echo_request_has_a_valid_checksum() -> None:
+    assert checksum(echo_request(0x1234, 7, b"payload")) == 0
+
+
+@given(
+    identifier=st.integers(0, 0xFFFF), sequence=st.integers(0, 0xFFFF), body=st.binary(max_size=64)
+)
+def test_reply_round_trip(identifier: int, sequence: int, body: bytes) -> None:
+    reply = ipv4_around(as_reply(echo_request(identifier, sequence, body)))
+    assert parse_echo_reply(reply, identifier) == sequence
+    assert parse_echo_reply(reply, identifier ^ 1) is None
+
+
+def test_corrupted_or_foreign_replies_are_ignored() -> None:
+    reply = bytearray(ipv4_around(as_reply(echo_request(1, 2, b"abcdef"))))
+    reply[-1] ^= 0x10
+    assert parse_echo_reply(bytes(reply), 1) is None
+    request = ipv4_around(echo_request(1, 2))
+    assert parse_echo_reply(request, 1) is None  # our own request, seen on a raw socket
+
+
+@given(st.binary(max_size=100))
+def test_parse_echo_reply_never_crashes(data: bytes) -> None:
+    parse_echo_reply(data, 1)

@@ -1,0 +1,95 @@
+"""The truth table behind `lab status`: helpers compared with rules in force."""
+
+from __future__ import annotations
+
+from lab.shaping.builders import Engine, RulesInForce
+from lab.shaping.runner import Helper, evaluate_links
+from lab.shaping.spec import spec_from_options
+
+CLIENT, SERVER, LISTENER = "172.20.0.2", "172.20.0.3", "172.20.0.4"
+NAMES = {CLIENT: "client", SERVER: "server", LISTENER: "udp-listener"}
+
+
+def helper(options: dict[str, str], *, state: str = "running", engine: Engine = Engine.NFQUEUE,
+           started: str = "2026-01-01T10:00:00Z") -> Helper:  # fmt: skip
+    return Helper(
+        name="lab-shaper-client-server",
+        source="client",
+        dest="server",
+        peer_ip=SERVER,
+        spec=spec_from_options(options),
+        engine=engine,
+        queue=1,
+        dev="eth0",
+        state=state,
+        started_at=started,
+        container=None,
+    )
+
+
+def evaluate(
+    helpers: list[Helper], in_client: RulesInForce, **started: str
+) -> list[dict[str, str]]:
+    rules = {"client": in_client, "server": RulesInForce(), "udp-listener": RulesInForce()}
+    states = evaluate_links(helpers, rules, NAMES, source_started=started)
+    return [state.as_row() for state in states]
+
+
+def test_active_link() -> None:
+    rows = evaluate([helper({"delay": "40ms"})], RulesInForce(queues={SERVER: 1}))
+    assert rows == [
+        {
+            "link": "client -> server",
+            "shaping": "delay=40ms",
+            "engine": "nfqueue",
+            "state": "active",
+            "helper": "lab-shaper-client-server: running",
+        }
+    ]
+
+
+def test_dead_verdict_loop_is_reported_as_failing_open() -> None:
+    rows = evaluate([helper({"delay": "40ms"}, state="exited")], RulesInForce(queues={SERVER: 1}))
+    assert "fails open" in rows[0]["state"]
+    assert "helper dead" in rows[0]["helper"]
+
+
+def test_missing_rules_are_reported() -> None:
+    rows = evaluate([helper({"delay": "40ms", "rate": "1mbit"})], RulesInForce())
+    assert "NFQUEUE rule missing" in rows[0]["state"]
+    assert "rate not limited" in rows[0]["state"]
+
+
+def test_rate_only_and_netem_links_do_not_need_a_live_helper() -> None:
+    rate_only = helper({"rate": "1mbit"}, state="exited")
+    assert evaluate([rate_only], RulesInForce(classes={SERVER: 1}))[0]["state"] == "active"
+    netem = helper({"delay": "5ms"}, state="exited", engine=Engine.NETEM)
+    assert evaluate([netem], RulesInForce(classes={SERVER: 1}))[0]["state"] == "active"
+
+
+def test_source_restarted_after_shaping() -> None:
+    rows = evaluate(
+        [helper({"delay": "40ms"})],
+        RulesInForce(queues={SERVER: 1}),
+        client="2026-01-01T11:00:00Z",
+    )
+    assert "restarted after shaping" in rows[0]["state"]
+
+
+def test_rules_without_a_helper_are_orphans() -> None:
+    rows = evaluate([], RulesInForce(queues={SERVER: 3}, classes={LISTENER: 4}))
+    assert [row["link"] for row in rows] == ["client -> server", "client -> udp-listener"]
+    assert all("orphan" in row["state"] for row in rows)
+
+
+def test_partitions_both_ways_and_half() -> None:
+    rules = {
+        "client": RulesInForce(drops=frozenset({SERVER, LISTENER})),
+        "server": RulesInForce(drops=frozenset({CLIENT})),
+        "udp-listener": RulesInForce(),
+    }
+    rows = [s.as_row() for s in evaluate_links([], rules, NAMES, source_started={})]
+    assert [(row["link"], row["state"]) for row in rows] == [
+        ("client <-> server", "blocked both ways"),
+        ("client <-> udp-listener", "half: only udp-listener -> client blocked"),
+    ]
