@@ -180,10 +180,11 @@ class Poller:
         self.sink.close()
         self.store.close()
 
-    def _write_status(self) -> None:
+    def _write_status(self, *, running: bool = True) -> None:
         with self._status_lock:
             document = {
                 "updated_at": _now().isoformat(),
+                "running": running,
                 "pid": os.getpid(),
                 "interval": self.options.interval,
                 "feeds": {url: asdict(status) for url, status in self.status.items()},
@@ -316,7 +317,7 @@ class Poller:
         # it hold up shutdown. Half-emitted entries are finished by recover().
         for thread in threads:
             thread.join(timeout=STOP_GRACE)
-        self._write_status()
+        self._write_status(running=False)
 
 
 def feed_list(args: Sequence[str]) -> list[str]:
