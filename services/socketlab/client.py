@@ -353,7 +353,9 @@ class FetchResult:
     seconds: float
 
 
-def fetch(endpoint: Endpoint, name: str, dest: Path, *, progress: bool = True) -> FetchResult:
+def fetch(
+    endpoint: Endpoint, name: str, dest: Path, *, progress: bool = True, max_rate: float = 0.0
+) -> FetchResult:
     """Download ``name`` into ``dest`` (resuming a ``.part``), verified, then renamed."""
     download = PartialDownload(dest, name)
     offset, prefix = download.prefix_state()
@@ -372,7 +374,7 @@ def fetch(endpoint: Endpoint, name: str, dest: Path, *, progress: bool = True) -
         download.open(offset=start)
         bar = Progress(name, size, start) if progress else None
         try:
-            _receive_file(conn, download, bar)
+            _receive_file(conn, download, bar, Pacer(max_rate))
         except (PeerUnavailable, RemoteProtocolError) as exc:
             download.close()  # keep (and fsync) what we have: the next run resumes from it
             raise TransferError(
@@ -385,11 +387,31 @@ def fetch(endpoint: Endpoint, name: str, dest: Path, *, progress: bool = True) -
     return FetchResult(name, str(path), size, digest, start, time.monotonic() - started)
 
 
-def _receive_file(conn: LabConnection, download: PartialDownload, bar: Progress | None) -> None:
+class Pacer:
+    """Caps a reader's average rate (a slow reader; TCP flow control slows the sender)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.started = time.monotonic()
+        self.done = 0
+
+    def account(self, size: int) -> None:
+        if self.rate <= 0:
+            return
+        self.done += size
+        ahead = self.done / self.rate - (time.monotonic() - self.started)
+        if ahead > 0:
+            time.sleep(ahead)  # pacing, not waiting for readiness
+
+
+def _receive_file(
+    conn: LabConnection, download: PartialDownload, bar: Progress | None, pacer: Pacer
+) -> None:
     while not isinstance(event := conn.next_event(), MessageEnd):
         if not isinstance(event, Content):
             raise RemoteProtocolError(f"unexpected {type(event).__name__} in a file")
         download.write(event.data)
+        pacer.account(len(event.data))
         if bar:
             bar.update(download.offset)
 
@@ -413,7 +435,9 @@ def _fetch_fields(header: Header) -> tuple[int, str, int]:
 
 
 def cmd_fetch(endpoint: Endpoint, out: Output, args: argparse.Namespace) -> None:
-    result = fetch(endpoint, args.name, Path(args.dest), progress=not args.quiet)
+    result = fetch(
+        endpoint, args.name, Path(args.dest), progress=not args.quiet, max_rate=args.max_rate
+    )
     rate = result.size / result.seconds / 1e6 if result.seconds > 0 else 0.0
     resumed = f", resumed at {result.resumed_from}" if result.resumed_from else ""
     out.say(
@@ -687,6 +711,9 @@ def build_parser() -> argparse.ArgumentParser:
     fetch_p.add_argument("name")
     fetch_p.add_argument("--dest", default=env_str("SOCKETLAB_DEST", DEFAULT_DEST))
     fetch_p.add_argument("--quiet", action="store_true", help="no progress output")
+    fetch_p.add_argument(
+        "--max-rate", type=float, default=0.0, help="read at most this many bytes/s (0: no cap)"
+    )
     blast = sub.add_parser("blast", parents=[common], help="send bytes at the server's sink")
     blast.add_argument(
         "--mode", choices=["blocking", "nonblocking-naive", "nonblocking"], default="blocking"
