@@ -29,6 +29,7 @@ class PingStats:
     transmitted: int
     received: int
     rtt_avg: float | None  # seconds; None when nothing came back
+    duplicates: int = 0
 
     @property
     def lost(self) -> int:
@@ -47,6 +48,7 @@ def parse_probe(text: str) -> PingStats:
             transmitted=int(report["sent"]),
             received=int(report["received"]),
             rtt_avg=None if report["rtt_avg"] is None else float(report["rtt_avg"]),
+            duplicates=int(report.get("duplicates", 0)),
         )
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise ShapingError(f"cannot read the probe report: {text.strip()[-200:]!r}") from exc
@@ -139,6 +141,24 @@ def check_loss(*, expected: float, stats: PingStats) -> CheckRow:
         f"{stats.loss * 100:.2f}% ({stats.lost}/{stats.transmitted})",
         ok=low <= stats.lost <= high,
         note=f"99% interval {low:.0f}..{high:.0f} lost",
+    )
+
+
+def round_trip_duplicates(forward: LinkSpec, reverse: LinkSpec | None) -> float:
+    """Expected extra replies per answered probe: a copy on either way makes one more."""
+    back = reverse.duplicate if reverse is not None else 0.0
+    return 1.0 - (1.0 - forward.duplicate) * (1.0 - back)
+
+
+def check_duplicates(*, expected: float, stats: PingStats) -> CheckRow:
+    """Duplicate replies inside the 99 % binomial interval (per answered probe)."""
+    low, high = binomial_interval(stats.received, expected)
+    return CheckRow(
+        "duplicates",
+        format_percent(expected),
+        f"{stats.duplicates / max(1, stats.received) * 100:.2f}% ({stats.duplicates})",
+        ok=low <= stats.duplicates <= high,
+        note=f"99% interval {low:.0f}..{high:.0f}",
     )
 
 

@@ -600,7 +600,8 @@ def self_check(
     base_rtt = baseline.rtt_avg or 0.0
     expected_loss = measure.round_trip_loss(spec, reverse)
     wait = 2 * (spec.delay + spec.jitter + (reverse.delay + reverse.jitter if reverse else 0.0))
-    probes = CHECK_LOSS_PROBES if expected_loss else CHECK_PINGS
+    statistical = expected_loss or spec.duplicate or (reverse and reverse.duplicate)
+    probes = CHECK_LOSS_PROBES if statistical else CHECK_PINGS
     stats = measure_loss(lab, source, dest, probes=probes, linger=wait + 1.0)
     # ``baseline`` was measured with the reverse link as it is: only ours adds.
     expected_added = measure.mean_one_way_delay(spec)
@@ -613,6 +614,9 @@ def self_check(
         )
     )
     rows.append(measure.check_loss(expected=expected_loss, stats=stats))
+    expected_duplicates = measure.round_trip_duplicates(spec, reverse)
+    if expected_duplicates:
+        rows.append(measure.check_duplicates(expected=expected_duplicates, stats=stats))
     if spec.rate is not None:
         if measure.rate_is_checkable(spec, reverse):
             goodput = measure_rate(lab, source, dest)

@@ -16,12 +16,14 @@ from lab.shaping.measure import (
     PingStats,
     binomial_interval,
     check_delay,
+    check_duplicates,
     check_loss,
     check_rate,
     mean_one_way_delay,
     parse_iperf3,
     parse_probe,
     rate_is_checkable,
+    round_trip_duplicates,
     round_trip_loss,
 )
 from lab.shaping.spec import spec_from_options
@@ -115,6 +117,14 @@ def test_check_loss() -> None:
     assert check_loss(expected=0.05, stats=PingStats(2000, 1900, 0.001)).ok
     assert not check_loss(expected=0.05, stats=PingStats(2000, 2000, 0.001)).ok
     assert not check_loss(expected=0.0, stats=PingStats(50, 45, 0.001)).ok
+
+
+def test_check_duplicates() -> None:
+    forward = spec_from_options({"duplicate": "10%"})
+    expected = round_trip_duplicates(forward, spec_from_options({"duplicate": "10%"}))
+    assert expected == pytest.approx(0.19)
+    assert check_duplicates(expected=0.10, stats=PingStats(1000, 990, 0.01, duplicates=95)).ok
+    assert not check_duplicates(expected=0.10, stats=PingStats(1000, 990, 0.01, duplicates=0)).ok
 
 
 def test_check_rate_allows_for_header_overhead() -> None:
