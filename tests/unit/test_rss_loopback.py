@@ -267,6 +267,10 @@ def test_poller_and_feed_clis(
     assert poller_module.main(argv) == 0
     assert poller_module.main(argv) == 0
     assert capsys.readouterr().out.count("From CLI") == 1
+    assert poller_module.main(["--status", "--dir", str(tmp_path)]) == 1, "that run has ended"
+    table = capsys.readouterr().out
+    assert f"ok             1     0     1     0  {url}" in table, "counters of the last run"
+    assert poller_module.main(["--status", "--dir", str(tmp_path / "none")]) == 1
     assert publish_module.main(["--server", base(server), "stats"]) == 0
     counters = json.loads(capsys.readouterr().out)["paths"]["/feeds/cli.rss"]
     assert counters["not_modified"] == 1

@@ -6,6 +6,7 @@ import io
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -178,3 +179,22 @@ def test_feed_list_from_arguments_or_environment(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("SOCKETLAB_FEED_URLS")
     monkeypatch.delenv("SOCKETLAB_FEED_URL", raising=False)
     assert feed_list([]) == ["http://server:8080/feeds/news.rss"]
+
+
+class _FullDisk(io.BytesIO):
+    def write(self, data: Any) -> int:
+        raise OSError(28, "No space left on device")
+
+
+def test_an_entry_that_could_not_be_written_is_retried(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "s.db")
+    out = io.StringIO()
+    sink = Sink(tmp_path / "entries.jsonl", store, stdout=out)
+    real_file = sink._file
+    sink._file = _FullDisk()  # type: ignore[assignment]
+    with pytest.raises(StateError, match="No space left"):
+        sink.emit(FEED, [item(1)])
+    assert store.pending() == [], "the claim was withdrawn"
+    sink._file = real_file
+    assert sink.emit(FEED, [item(1)]) == 1
+    assert [r["key"] for r in lines(tmp_path / "entries.jsonl")] == ["guid:g1"]

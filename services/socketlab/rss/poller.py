@@ -134,7 +134,13 @@ class Sink:
                 line = json.dumps(record, ensure_ascii=False, sort_keys=True)
                 if not self._store.claim(feed, item.key, line):
                     continue
-                self._write(record, line)
+                try:
+                    self._write(record, line)
+                except OSError as exc:
+                    # Disk full, volume gone: retry this entry on the next poll
+                    # instead of leaving a claim that only a restart would finish.
+                    self._store.unclaim(feed, item.key)
+                    raise StateError(f"cannot write {self.output}: {exc}") from exc
                 self._store.mark_done(feed, item.key)
                 new += 1
         return new
@@ -217,12 +223,12 @@ class Poller:
                 log.info("event=not_modified feed=%s", url)
                 return True
             parsed = parse_feed(result.body, url=result.url, content_type=result.content_type)
-        except (FetchError, UnsafeFeed) as exc:
+            new = self.sink.emit(url, parsed.items)
+        except (FetchError, UnsafeFeed, StateError) as exc:
             if isinstance(exc, HttpStatusError):
                 status.last_status = exc.status
             self._failed(status, exc)
             return False
-        new = self.sink.emit(url, parsed.items)
         self.store.save_validators(url, result.validators)
         status.fetched += 1
         status.new_entries += new
@@ -328,6 +334,25 @@ def feed_list(args: Sequence[str]) -> list[str]:
     return [url.strip() for url in raw.split(",") if url.strip()]
 
 
+def show_status(path: Path) -> int:
+    """Print one line per feed from a status file; 0 while that poller runs, else 1."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"rss-poller: no status at {path}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{'STATE':<9} {'POLLS':>6} {'NEW':>5} {'304':>5} {'FAILS':>5}  FEED")
+    for url, feed in sorted(document.get("feeds", {}).items()):
+        problem = feed.get("last_error") or feed.get("bozo_reason") or ""
+        print(
+            f"{feed['state']:<9} {feed['polls']:>6} {feed['new_entries']:>5} "
+            f"{feed['not_modified']:>5} {feed['failures']:>5}  {url}"
+            + (f"  ({problem})" if problem else "")
+        )
+    print(f"updated {document.get('updated_at')}, running={document.get('running')}")
+    return 0 if document.get("running") else 1
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="socketlab rss-poller", description=__doc__.split("\n")[0]
@@ -352,7 +377,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--output", type=Path, help="JSON-lines output (default DIR/entries.jsonl)")
     parser.add_argument("--once", action="store_true", help="poll every feed once and exit")
     parser.add_argument("--run-for", type=float, help="stop after this many seconds")
+    parser.add_argument(
+        "--status", action="store_true", help="print DIR/status.json as a table and exit"
+    )
     args = parser.parse_args(argv)
+    if args.status:
+        return show_status(args.dir / "status.json")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     if args.interval <= 0 or args.timeout <= 0 or args.max_bytes <= 0:
         parser.error("--interval, --timeout and --max-bytes must be positive")

@@ -103,6 +103,13 @@ class StateStore:
             )
             return cursor.rowcount == 1
 
+    def unclaim(self, feed: str, key: str) -> None:
+        """Forget a pending claim whose output could not be written, so it is retried."""
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM seen WHERE feed = ? AND key = ? AND state = 'pending'", (feed, key)
+            )
+
     def mark_done(self, feed: str, key: str) -> None:
         with self._lock:
             self._db.execute(
