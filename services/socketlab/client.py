@@ -350,7 +350,8 @@ class FetchResult:
     size: int
     sha256: str
     resumed_from: int
-    seconds: float
+    seconds: float  # the whole command: connect, server's hashing, transfer, verify
+    transfer_seconds: float  # first content byte to verified file on disk
 
 
 def fetch(
@@ -371,6 +372,7 @@ def fetch(
             response_result(_finish_message(conn, header))  # raises ServerRefused
             raise RemoteProtocolError("server answered a fetch with JSON but no error")
         size, digest, start = _fetch_fields(header)
+        transfer_started = time.monotonic()
         download.open(offset=start)
         bar = Progress(name, size, start) if progress else None
         try:
@@ -384,7 +386,8 @@ def fetch(
         if bar:
             bar.update(download.offset, final=True)
     path = download.finish(size=size, sha256=digest)
-    return FetchResult(name, str(path), size, digest, start, time.monotonic() - started)
+    now = time.monotonic()
+    return FetchResult(name, str(path), size, digest, start, now - started, now - transfer_started)
 
 
 class Pacer:
@@ -438,7 +441,8 @@ def cmd_fetch(endpoint: Endpoint, out: Output, args: argparse.Namespace) -> None
     result = fetch(
         endpoint, args.name, Path(args.dest), progress=not args.quiet, max_rate=args.max_rate
     )
-    rate = result.size / result.seconds / 1e6 if result.seconds > 0 else 0.0
+    moved = result.size - result.resumed_from
+    rate = moved / result.transfer_seconds / 1e6 if result.transfer_seconds > 0 else 0.0
     resumed = f", resumed at {result.resumed_from}" if result.resumed_from else ""
     out.say(
         f"fetched {result.name} -> {result.path}: {result.size} bytes, sha256 {result.sha256} "
