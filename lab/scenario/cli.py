@@ -1,0 +1,105 @@
+"""``lab scenarios`` and ``lab run``: registered by ``lab.cli``.
+
+``lab run NAME... | --all`` validates every file first, runs them against the
+lab (which must be up), prints progress and a result table, writes
+``results/<run-id>/`` and exits 0 only when every check of every scenario held.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from lab.scenario.errors import ScenarioError
+
+DEFAULT_RESULTS = Path("results")
+
+
+def _folder(args: argparse.Namespace, repo_root: Path) -> Path:
+    folder: Path = args.dir or repo_root / "scenarios"
+    return folder
+
+
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    from lab.cli import make_lab, print_rows  # noqa: PLC0415 - lab.cli imports us
+    from lab.scenario.plan import load_scenario  # noqa: PLC0415 - keep `lab --help` fast
+    from lab.scenario.runner import placeholder_variables, scenario_files  # noqa: PLC0415
+
+    lab = make_lab(args)
+    rows = []
+    invalid = 0
+    for path in scenario_files(_folder(args, lab.repo_root)):
+        try:
+            scenario = load_scenario(
+                path, services=lab.services, variables=placeholder_variables(lab.services)
+            )
+        except ScenarioError as exc:
+            invalid += 1
+            rows.append({"scenario": path.stem, "description": f"INVALID: {exc.problems[0]}"})
+            continue
+        rows.append({"scenario": scenario.name, "description": scenario.description})
+    print_rows("scenarios", rows)
+    return 1 if invalid else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lab.cli import make_lab, out_console, progress_printer  # noqa: PLC0415
+    from lab.scenario.runner import resolve_names, run_files, scenario_files  # noqa: PLC0415
+
+    if bool(args.names) == bool(args.all):
+        raise ScenarioError(["give scenario names (or .yaml paths), or --all"])
+    lab = make_lab(args)
+    folder = _folder(args, lab.repo_root)
+    paths = scenario_files(folder) if args.all else resolve_names(args.names, folder)
+    if not paths:
+        raise ScenarioError([f"no scenario files in {folder}"])
+    report = run_files(lab, paths, results_root=args.results, progress=progress_printer)
+
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title=f"run {report.run_id}", title_justify="left")
+    for column in ("scenario", "result", "checks", "time", "why"):
+        table.add_column(column, overflow="fold")
+    for result in report.results:
+        held = sum(1 for check in result.checks if check.passed)
+        reason = result.reason().splitlines()
+        table.add_row(
+            result.name,
+            "[green]PASS[/]" if result.passed else "[bold red]FAIL[/]",
+            f"{held}/{len(result.checks)}",
+            f"{result.duration:.1f} s",
+            reason[0] if reason else "",
+            end_section=False,
+        )
+    out_console.print(table)
+    out_console.print(f"results: {report.folder}", markup=False)
+    return 0 if report.passed else 1
+
+
+def register(subparsers: Any) -> None:
+    """Add ``scenarios`` and ``run`` to ``lab``'s subparsers."""
+    listing = subparsers.add_parser(
+        "scenarios",
+        help="list scenarios with one-line descriptions",
+        description="List the scenario files (validating each; exit 1 if one is invalid).",
+    )
+    listing.add_argument("--dir", type=Path, help="scenario folder (default: scenarios/)")
+    listing.set_defaults(func=cmd_scenarios)
+
+    run = subparsers.add_parser(
+        "run",
+        help="run scenarios: progress, result table, results/<run-id>/ (exit 0 iff all pass)",
+        description="Run scenarios against the lab (start it with `lab up`). NAME is a "
+        "scenario name from scenarios/ or a path to a .yaml file.",
+    )
+    run.add_argument("names", nargs="*", metavar="NAME")
+    run.add_argument("--all", action="store_true", help="every scenario in the folder")
+    run.add_argument("--dir", type=Path, help="scenario folder (default: scenarios/)")
+    run.add_argument(
+        "--results",
+        type=Path,
+        default=DEFAULT_RESULTS,
+        help="where run folders go (default: ./results)",
+    )
+    run.set_defaults(func=cmd_run)

@@ -1,0 +1,516 @@
+"""Scenario files -> plans: frozen dataclasses, built by pure functions.
+
+``build_scenario`` validates a loaded file against the schema, substitutes
+variables (``${RUN_ID}``), checks every cross-reference (steps, captures,
+services, shaping options) and returns a :class:`Scenario`. Nothing here runs
+anything; :mod:`lab.scenario.runner` does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final
+
+from lab.scenario.errors import ScenarioError
+from lab.scenario.loader import Document, load_file
+from lab.scenario.schema import (
+    FAULT_ACTIONS,
+    PAIR_ACTIONS,
+    SERVICE_ACTIONS,
+    SHAPING_FIELDS,
+    validate,
+)
+from lab.shaping.errors import SpecError
+from lab.shaping.spec import LinkSpec, resolve_spec
+
+DEFAULT_EXPECT_EXIT: Final = 0
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class CheckKind(StrEnum):
+    EXIT_CODE = "exit_code"
+    SAME_FILE = "same_file"
+    JSON_FIELD = "json_field"
+    DURATION = "duration"
+    STDOUT_CONTAINS = "stdout_contains"
+    ORDER = "order"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Link:
+    """Shaping of one direction of one link, in force for the whole scenario."""
+
+    source: str
+    dest: str
+    spec: LinkSpec
+    line: int = 0
+
+    def describe(self) -> str:
+        return f"{self.source} -> {self.dest}: {self.spec.describe()}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    """A command run in a service container."""
+
+    name: str
+    service: str
+    run: tuple[str, ...]
+    timeout: float
+    parallel: str | None = None
+    background: bool = False
+    expect_exit: int | None = DEFAULT_EXPECT_EXIT
+    capture: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    line: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fault:
+    """Something done to the lab ``at`` seconds after the first step started."""
+
+    at: float
+    action: str
+    services: tuple[str, ...] = ()  # one (kill...), a pair (partition, shape), none (heal all)
+    spec: LinkSpec | None = None
+    line: int = 0
+
+    def describe(self) -> str:
+        if self.action in {"shape", "unshape"}:
+            source, dest = self.services
+            detail = f": {self.spec.describe()}" if self.spec is not None else ""
+            return f"{self.action} {source} -> {dest}{detail}"
+        return " ".join([self.action, *self.services]) if self.services else f"{self.action} all"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Source:
+    """Where a check reads text from: a step's captured stdout, a status URL, or logs."""
+
+    kind: str  # "capture" | "url" | "logs"
+    name: str  # capture name, URL, or service
+    via: str | None = None  # the service a URL is fetched from (its network view)
+    stream: str = "stdout"  # which of a container's log streams: stdout, stderr, both
+
+    @property
+    def key(self) -> str:
+        if self.kind == "logs":
+            return f"logs:{self.name}" + ("" if self.stream == "stdout" else f"/{self.stream}")
+        return f"{self.kind}:{self.name}" + (f"@{self.via}" if self.via else "")
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether reading it again can give a different answer (worth polling)."""
+        return self.kind != "capture"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileRef:
+    service: str
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.service}:{self.path}"
+
+    @classmethod
+    def parse(cls, text: str) -> FileRef:
+        service, _, path = text.partition(":")
+        return cls(service=service, path=path)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Check:
+    """One assertion about a run. Which fields matter depends on ``kind``."""
+
+    kind: CheckKind
+    name: str
+    line: int = 0
+    implicit: bool = False  # made from a step's expect_exit, not written as a check
+    step: str | None = None
+    equals: int | None = None
+    files: tuple[FileRef, FileRef] | None = None
+    source: Source | None = None
+    path: str | None = None
+    op: str | None = None
+    value: Any = field(default=None, hash=False)
+    minimum: float | None = None
+    maximum: float | None = None
+    text: str | None = None
+    count: int | None = None
+    lines: tuple[str, ...] = ()
+    within: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    name: str
+    description: str
+    file: str
+    links: tuple[Link, ...] = ()
+    steps: tuple[Step, ...] = ()
+    faults: tuple[Fault, ...] = ()
+    checks: tuple[Check, ...] = ()
+
+    def step(self, name: str) -> Step:
+        return next(step for step in self.steps if step.name == name)
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """Every service the scenario touches, in first-mention order."""
+        names: list[str] = []
+        for link in self.links:
+            names += [link.source, link.dest]
+        names += [step.service for step in self.steps]
+        for fault in self.faults:
+            names += list(fault.services)
+        return tuple(dict.fromkeys(names))
+
+
+def phases(steps: Sequence[Step]) -> list[tuple[Step, ...]]:
+    """Steps grouped for execution: a parallel group is one phase, any other step its own."""
+    grouped: list[tuple[Step, ...]] = []
+    for step in steps:
+        if step.parallel is not None and grouped and grouped[-1][0].parallel == step.parallel:
+            grouped[-1] = (*grouped[-1], step)
+        else:
+            grouped.append((step,))
+    return grouped
+
+
+# --------------------------------------------------------------------------- building
+
+
+class _Problems:
+    """Collects located problems so one run reports all of them."""
+
+    def __init__(self, document: Document) -> None:
+        self.document = document
+        self.messages: list[tuple[int, str]] = []
+
+    def add(self, path: Sequence[str | int], what: str) -> None:
+        self.messages.append((self.document.line(path), f"{self.document.where(path)}: {what}"))
+
+    def raise_if_any(self) -> None:
+        if self.messages:
+            raise ScenarioError([message for _, message in sorted(self.messages)])
+
+
+def substitute(
+    data: Any, variables: Mapping[str, str], problems: _Problems, path: tuple[str | int, ...] = ()
+) -> Any:
+    """Replace ``${NAME}`` in every string; unknown names are problems."""
+    if isinstance(data, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name = match[1]
+            if name not in variables:
+                known = ", ".join(f"${{{v}}}" for v in sorted(variables)) or "none"
+                problems.add(path, f"unknown variable ${{{name}}} (known: {known})")
+                return match[0]
+            return variables[name]
+
+        return _VARIABLE.sub(replace, data)
+    if isinstance(data, list):
+        return [substitute(item, variables, problems, (*path, i)) for i, item in enumerate(data)]
+    if isinstance(data, dict):
+        return {k: substitute(v, variables, problems, (*path, k)) for k, v in data.items()}
+    return data
+
+
+def _spec(raw: Mapping[str, Any], problems: _Problems, path: tuple[str | int, ...]) -> LinkSpec:
+    options = {name: raw[name] for name in SHAPING_FIELDS if name in raw}
+    try:
+        return resolve_spec(profile=raw.get("profile"), options=options)
+    except SpecError as exc:
+        # SpecError talks in CLI flags (--loss); the YAML key is the same word.
+        problems.add(path, str(exc).replace("--", ""))
+        return LinkSpec()
+
+
+def _check_service(
+    name: str, services: Collection[str] | None, problems: _Problems, path: tuple[str | int, ...]
+) -> None:
+    if services is not None and name not in services:
+        problems.add(path, f"no service {name!r} in the lab (services: {', '.join(services)})")
+
+
+def _build_steps(
+    raw_steps: list[dict[str, Any]], services: Collection[str] | None, problems: _Problems
+) -> tuple[Step, ...]:
+    steps: list[Step] = []
+    names: set[str] = set()
+    captures: set[str] = set()
+    closed_groups: set[str] = set()
+    for index, raw in enumerate(raw_steps):
+        path: tuple[str | int, ...] = ("steps", index)
+        name = raw.get("name") or raw.get("capture") or f"step-{index + 1}"
+        if name in names:
+            problems.add((*path, "name"), f"step name {name!r} used twice")
+        names.add(name)
+        capture = raw.get("capture")
+        if capture is not None:
+            if capture in captures:
+                problems.add((*path, "capture"), f"capture name {capture!r} used twice")
+            captures.add(capture)
+        _check_service(raw["service"], services, problems, (*path, "service"))
+        group = raw.get("parallel")
+        if group is not None and raw.get("background"):
+            problems.add((*path, "parallel"), "a step is either in a parallel group or background")
+        previous = steps[-1].parallel if steps else None
+        if group is not None and group in closed_groups and group != previous:
+            problems.add((*path, "parallel"), f"parallel group {group!r} must be consecutive steps")
+        if previous is not None and previous != group:
+            closed_groups.add(previous)
+        steps.append(
+            Step(
+                name=name,
+                service=raw["service"],
+                run=tuple(raw["run"]),
+                timeout=float(raw["timeout"]),
+                parallel=group,
+                background=bool(raw.get("background", False)),
+                expect_exit=raw.get("expect_exit", DEFAULT_EXPECT_EXIT),
+                capture=capture,
+                env=tuple(sorted(raw.get("env", {}).items())),
+                line=problems.document.line(path),
+            )
+        )
+    return tuple(steps)
+
+
+def _build_links(
+    raw_links: list[dict[str, Any]], services: Collection[str] | None, problems: _Problems
+) -> tuple[Link, ...]:
+    links: list[Link] = []
+    seen: set[tuple[str, str]] = set()
+    for index, raw in enumerate(raw_links):
+        path: tuple[str | int, ...] = ("links", index)
+        source, dest = raw["from"], raw["to"]
+        _check_service(source, services, problems, (*path, "from"))
+        _check_service(dest, services, problems, (*path, "to"))
+        if source == dest:
+            problems.add(path, f"a link needs two different services (got {source!r} twice)")
+        if (source, dest) in seen:
+            problems.add(path, f"link {source} -> {dest} given twice")
+        seen.add((source, dest))
+        spec = _spec(raw, problems, path)
+        links.append(Link(source=source, dest=dest, spec=spec, line=problems.document.line(path)))
+    return tuple(links)
+
+
+def _build_faults(
+    raw_faults: list[dict[str, Any]], services: Collection[str] | None, problems: _Problems
+) -> tuple[Fault, ...]:
+    faults: list[Fault] = []
+    for index, raw in enumerate(raw_faults):
+        path: tuple[str | int, ...] = ("faults", index)
+        actions = [name for name in FAULT_ACTIONS if name in raw]
+        if len(actions) != 1:
+            problems.add(
+                path,
+                f"a fault does exactly one of: {', '.join(FAULT_ACTIONS)} (got {len(actions)})",
+            )
+            continue
+        action = actions[0]
+        value = raw[action]
+        spec = None
+        if action in SERVICE_ACTIONS:
+            targets: tuple[str, ...] = (value,)
+        elif action in PAIR_ACTIONS:
+            targets = () if value == "all" else tuple(value)
+            if len(set(targets)) == 1:
+                problems.add((*path, action), f"cannot {action} {targets[0]!r} from itself")
+        else:
+            targets = (value["from"], value["to"])
+            if action == "shape":
+                spec = _spec(value, problems, (*path, action))
+        for target in targets:
+            _check_service(target, services, problems, (*path, action))
+        faults.append(
+            Fault(
+                at=float(raw["at"]),
+                action=action,
+                services=targets,
+                spec=spec,
+                line=problems.document.line(path),
+            )
+        )
+    return tuple(sorted(faults, key=lambda fault: fault.at))
+
+
+def _source(
+    raw: Mapping[str, Any],
+    captures: Collection[str],
+    services: Collection[str] | None,
+    problems: _Problems,
+    path: tuple[str | int, ...],
+) -> Source | None:
+    given = [key for key in ("capture", "url", "logs") if key in raw]
+    if len(given) != 1:
+        problems.add(path, "needs exactly one source: capture, url or logs")
+        return None
+    kind = given[0]
+    if "via" in raw and kind != "url":
+        problems.add((*path, "via"), "'via' goes with 'url' only")
+    if "stream" in raw and kind != "logs":
+        problems.add((*path, "stream"), "'stream' goes with 'logs' only")
+    if "within" in raw and kind == "capture":
+        problems.add((*path, "within"), "a capture does not change: 'within' needs url or logs")
+    if kind == "capture" and raw["capture"] not in captures:
+        known = ", ".join(sorted(captures)) or "none"
+        problems.add((*path, "capture"), f"no step captures {raw['capture']!r} (captures: {known})")
+    if kind == "logs":
+        _check_service(raw["logs"], services, problems, (*path, "logs"))
+    via = raw.get("via", "client") if kind == "url" else None
+    if via is not None:
+        _check_service(via, services, problems, (*path, "via"))
+    return Source(kind=kind, name=str(raw[kind]), via=via, stream=raw.get("stream", "stdout"))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_DEFAULT_NAMES: Final[dict[CheckKind, Callable[[Check, str], str]]] = {
+    CheckKind.EXIT_CODE: lambda c, _: f"{c.step} exits {c.equals}",
+    CheckKind.SAME_FILE: lambda c, _: f"same file {' = '.join(map(str, c.files or ()))}",
+    CheckKind.JSON_FIELD: lambda c, where: f"{where} {c.path} {c.op} {c.value!r}",
+    CheckKind.DURATION: lambda c, _: (
+        f"{c.step} takes {c.minimum or 0:g}..{'inf' if c.maximum is None else f'{c.maximum:g}'} s"
+    ),
+    CheckKind.STDOUT_CONTAINS: lambda c, where: (
+        f"{where} contains {c.text!r}" + ("" if c.count is None else f" {c.count}x")
+    ),
+    CheckKind.ORDER: lambda c, where: f"{where} in order: {' < '.join(c.lines)}",
+}
+
+
+def _default_name(check: Check) -> str:
+    return _DEFAULT_NAMES[check.kind](check, check.source.key if check.source else "")
+
+
+def _kind_values(
+    kind: CheckKind,
+    raw: Mapping[str, Any],
+    services: Collection[str] | None,
+    problems: _Problems,
+    path: tuple[str | int, ...],
+) -> dict[str, Any]:
+    """The fields particular to one check kind, with their semantic checks."""
+    values: dict[str, Any] = {}
+    match kind:
+        case CheckKind.EXIT_CODE:
+            values = {"equals": raw["equals"]}
+        case CheckKind.SAME_FILE:
+            files = (FileRef.parse(raw["a"]), FileRef.parse(raw["b"]))
+            for key, ref in zip(("a", "b"), files, strict=True):
+                _check_service(ref.service, services, problems, (*path, key))
+            values = {"files": files}
+        case CheckKind.JSON_FIELD:
+            op, value = raw["op"], raw["value"]
+            if op == "between" and not (
+                isinstance(value, list) and len(value) == 2 and all(map(_is_number, value))
+            ):
+                problems.add((*path, "value"), "'between' needs [low, high] (two numbers)")
+            elif op == "between" and value[0] > value[1]:
+                problems.add((*path, "value"), f"low {value[0]} is above high {value[1]}")
+            elif op in {"<=", ">=", "<", ">"} and not _is_number(value):
+                problems.add((*path, "value"), f"{op!r} needs a number, not {value!r}")
+            values = {"path": raw["path"], "op": op, "value": value}
+        case CheckKind.DURATION:
+            low, high = raw.get("min"), raw.get("max")
+            if low is not None and high is not None and low > high:
+                problems.add(path, f"min {low} is above max {high}")
+            values = {"minimum": low, "maximum": high}
+        case CheckKind.STDOUT_CONTAINS:
+            values = {"text": raw["text"], "count": raw.get("count")}
+        case CheckKind.ORDER:
+            values = {"lines": tuple(raw["lines"])}
+    return values
+
+
+def _build_check(
+    raw: Mapping[str, Any],
+    steps: Sequence[Step],
+    services: Collection[str] | None,
+    problems: _Problems,
+    path: tuple[str | int, ...],
+) -> Check | None:
+    kind = CheckKind(raw["kind"])
+    step_names = {step.name for step in steps}
+    captures = {step.capture for step in steps if step.capture}
+    values: dict[str, Any] = {"kind": kind, "line": problems.document.line(path)}
+    if "step" in raw:
+        if raw["step"] not in step_names:
+            known = ", ".join(step.name for step in steps)
+            problems.add((*path, "step"), f"no step named {raw['step']!r} (steps: {known})")
+        values["step"] = raw["step"]
+    if kind in {CheckKind.JSON_FIELD, CheckKind.STDOUT_CONTAINS, CheckKind.ORDER}:
+        values["source"] = _source(raw, captures, services, problems, path)
+        values["within"] = float(raw.get("within", 0.0))
+        if values["source"] is None:
+            return None
+    values |= _kind_values(kind, raw, services, problems, path)
+    check = Check(name="", **values)
+    name = raw.get("name") or _default_name(check)
+    return Check(name=name, **values)
+
+
+def build_scenario(
+    document: Document,
+    *,
+    services: Collection[str] | None = None,
+    variables: Mapping[str, str] | None = None,
+) -> Scenario:
+    """Validate ``document`` and turn it into a plan; ScenarioError lists every problem.
+
+    ``services``: the lab's service names, to refuse unknown ones up front
+    (None: not checked). ``variables``: values for ``${NAME}`` in strings.
+    """
+    validate(document)
+    problems = _Problems(document)
+    data = substitute(document.data, variables or {}, problems)
+    steps = _build_steps(data["steps"], services, problems)
+    links = _build_links(data.get("links", []), services, problems)
+    faults = _build_faults(data.get("faults", []), services, problems)
+    implicit = [
+        Check(
+            kind=CheckKind.EXIT_CODE,
+            name=f"step {step.name} exits {step.expect_exit}",
+            line=step.line,
+            implicit=True,
+            step=step.name,
+            equals=step.expect_exit,
+        )
+        for step in steps
+        if step.expect_exit is not None
+    ]
+    written = [
+        _build_check(raw, steps, services, problems, ("checks", index))
+        for index, raw in enumerate(data["checks"])
+    ]
+    problems.raise_if_any()
+    return Scenario(
+        name=data["name"],
+        description=data["description"],
+        file=document.file,
+        links=links,
+        steps=steps,
+        faults=faults,
+        checks=(*implicit, *(check for check in written if check is not None)),
+    )
+
+
+def load_scenario(
+    path: Path,
+    *,
+    label: str | None = None,
+    services: Collection[str] | None = None,
+    variables: Mapping[str, str] | None = None,
+) -> Scenario:
+    """Read, validate and build one scenario file."""
+    return build_scenario(load_file(path, label=label), services=services, variables=variables)

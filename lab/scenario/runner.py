@@ -1,0 +1,570 @@
+"""Running a scenario plan against a lab: links, steps, faults, checks, artifacts.
+
+The thin I/O part of lab.scenario. For each scenario the runner
+
+1. checks the lab is healthy and shapes the declared links (``lab.shaping``);
+2. runs the steps (in order; a ``parallel`` group together; ``background``
+   steps alongside the rest), each bounded by its timeout, while a timeline
+   thread applies the faults at their times;
+3. collects what the checks need (captured output, status URLs, logs, file
+   digests), re-reading URLs and logs until a check holds or its ``within``
+   deadline passes, and evaluates every check (:mod:`lab.scenario.checks`);
+4. keeps artifacts, then undoes what it did: unshape, heal, bring back
+   services it killed, stopped or paused, and wait until the lab is healthy.
+
+It accepts an existing :class:`~lab.api.Lab` (a test session's, or the CLI's).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Final
+
+import docker.errors
+import requests.exceptions
+
+from lab import shaping
+from lab.errors import LabError
+from lab.scenario import checks as verdicts
+from lab.scenario.checks import (
+    CheckResult,
+    FaultRecord,
+    FileFacts,
+    Observations,
+    StepRecord,
+    TextFacts,
+)
+from lab.scenario.errors import ScenarioError
+from lab.scenario.plan import (
+    Check,
+    CheckKind,
+    Fault,
+    FileRef,
+    Scenario,
+    Source,
+    Step,
+    load_scenario,
+    phases,
+)
+from lab.scenario.report import ScenarioResult, new_run_id, write_reports
+from socketlab.config import env_float, env_int
+
+if TYPE_CHECKING:
+    from lab.api import Lab
+
+log = logging.getLogger("lab.scenario")
+
+Progress = Callable[[str], None]
+
+SCENARIO_SUFFIX: Final = ".yaml"
+# A step's exec is bounded in the container by coreutils `timeout -k 5`; this is
+# how much longer we wait for the Docker API call itself before giving up on it.
+EXEC_GRACE = env_float("SOCKETLAB_SCENARIO_EXEC_GRACE", 30.0)
+READY_TIMEOUT = env_float("SOCKETLAB_SCENARIO_READY_TIMEOUT", 30.0)
+RECOVER_TIMEOUT = env_float("SOCKETLAB_SCENARIO_RECOVER_TIMEOUT", 120.0)
+READ_TIMEOUT = env_float("SOCKETLAB_SCENARIO_READ_TIMEOUT", 30.0)
+CHECK_POLL = env_float("SOCKETLAB_SCENARIO_CHECK_POLL", 0.5)
+# Files up to this size are copied into the results (and diffed when they differ).
+FILE_COPY_LIMIT = env_int("SOCKETLAB_SCENARIO_FILE_COPY_LIMIT", 16 * 1024 * 1024)
+RECOVER_ACTIONS: Final = frozenset({"kill", "stop", "pause", "restart"})
+
+_URL_FETCH: Final = (
+    "import sys, urllib.request\n"
+    "with urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])) as answer:\n"
+    "    sys.stdout.write(answer.read().decode('utf-8', 'replace'))\n"
+)
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _quiet(message: str) -> None:
+    log.info("event=scenario_progress %s", message)
+
+
+def _safe(name: str) -> str:
+    return _SAFE_NAME.sub("_", name).strip("_") or "_"
+
+
+# --------------------------------------------------------------------------- finding files
+
+
+def scenario_files(folder: Path) -> list[Path]:
+    """The scenario files of a folder, by name."""
+    return sorted(folder.glob(f"*{SCENARIO_SUFFIX}"))
+
+
+def resolve_names(names: Sequence[str], folder: Path) -> list[Path]:
+    """Scenario names (``hello``) or paths to YAML files -> files; ScenarioError if missing."""
+    found: list[Path] = []
+    missing: list[str] = []
+    for name in names:
+        path = Path(name)
+        if path.suffix in {".yaml", ".yml"} or "/" in name:
+            candidate = path
+        else:
+            candidate = folder / f"{name}{SCENARIO_SUFFIX}"
+        if candidate.is_file():
+            found.append(candidate)
+        else:
+            missing.append(name)
+    if missing:
+        known = ", ".join(path.stem for path in scenario_files(folder)) or "none"
+        raise ScenarioError([f"no scenario {name!r} (known: {known})" for name in missing])
+    return found
+
+
+def _label(path: Path, root: Path) -> str:
+    """How messages name a file: relative to the checkout when inside it."""
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+# --------------------------------------------------------------------------- lab actions
+
+
+def apply_fault(lab: Lab, fault: Fault) -> None:
+    """Do one fault to the lab (the one place the runner calls lab.shaping for faults)."""
+    if fault.action in {"kill", "restart", "pause", "unpause", "stop", "start"}:
+        getattr(lab, fault.action)(fault.services[0])
+    elif fault.action == "partition":
+        shaping.partition(lab, *fault.services)
+    elif fault.action == "heal":
+        if fault.services:
+            shaping.heal(lab, *fault.services)
+        else:
+            shaping.heal(lab)
+    elif fault.action == "shape":
+        assert fault.spec is not None  # noqa: S101 - the plan builder sets it for shape
+        shaping.shape(lab, fault.services[0], fault.services[1], fault.spec)
+    elif fault.action == "unshape":
+        shaping.unshape(lab, fault.services[0], fault.services[1])
+    else:  # pragma: no cover - the schema admits no other action
+        raise ScenarioError([f"unknown fault action {fault.action!r}"])
+
+
+class _Timeline(threading.Thread):
+    """Applies faults at their times after ``t0``; stops early when told."""
+
+    def __init__(self, lab: Lab, faults: Sequence[Fault], *, t0: float, progress: Progress) -> None:
+        super().__init__(name="scenario-faults", daemon=True)
+        self.lab = lab
+        self.faults = list(faults)
+        self.t0 = t0
+        self.progress = progress
+        self.stopped = threading.Event()
+        self.records: list[FaultRecord] = []
+
+    def run(self) -> None:
+        for fault in self.faults:
+            # Event.wait, not sleep: a scheduled time that `stop` can cut short.
+            if self.stopped.wait(max(0.0, fault.at - (time.monotonic() - self.t0))):
+                break
+            applied = time.monotonic() - self.t0
+            try:
+                apply_fault(self.lab, fault)
+            except LabError as exc:
+                self.progress(f"fault at {fault.at:g} s: {fault.describe()} FAILED: {exc}")
+                self.records.append(FaultRecord(fault=fault, applied_at=applied, error=str(exc)))
+                continue
+            self.progress(f"fault at {applied:.2f} s: {fault.describe()}")
+            self.records.append(FaultRecord(fault=fault, applied_at=applied))
+
+    def finish(self) -> list[FaultRecord]:
+        """Stop; faults not reached are recorded as such (the steps ended first)."""
+        ended = time.monotonic() - self.t0
+        self.stopped.set()
+        self.join()
+        done = {id(record.fault) for record in self.records}
+        missed = [
+            FaultRecord(fault=fault, error=f"not reached: the steps had finished at {ended:.2f} s")
+            for fault in self.faults
+            if id(fault) not in done
+        ]
+        return sorted([*self.records, *missed], key=lambda record: record.fault.at)
+
+
+# --------------------------------------------------------------------------- the runner
+
+
+@dataclass
+class RunReport:
+    """A finished ``lab run``: where its reports are and what each scenario did."""
+
+    run_id: str
+    folder: Path
+    results: list[ScenarioResult] = field(default_factory=list)
+    json_path: Path | None = None
+    junit_path: Path | None = None
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(result.passed for result in self.results)
+
+
+class ScenarioRunner:
+    """Runs scenarios against one lab, writing artifacts under ``folder/<scenario>/``."""
+
+    def __init__(self, lab: Lab, *, folder: Path, progress: Progress = _quiet) -> None:
+        self.lab = lab
+        self.folder = folder
+        self.progress = progress
+
+    # ------------------------------------------------------------------ public
+
+    def run(self, scenario: Scenario) -> ScenarioResult:
+        """Run one scenario; never raises LabError (it becomes the result's error)."""
+        say = self._sayer(scenario)
+        started_at = datetime.now(UTC)
+        wall = time.time()
+        clock = time.monotonic()
+        say(f"starting: {scenario.description}")
+        links: list[str] = []
+        steps: list[StepRecord] = []
+        faults: list[FaultRecord] = []
+        results: list[CheckResult] = []
+        files: dict[str, FileFacts] = {}
+        error: str | None = None
+        try:
+            self.lab.wait_healthy(timeout=READY_TIMEOUT)
+            links = self._shape_links(scenario, say)
+            steps, faults = self._run_steps(scenario, say)
+            results = self._evaluate(scenario, steps, faults, files, since=wall, say=say)
+        except LabError as exc:
+            error = str(exc)
+            say(f"error: {exc}")
+        finally:
+            self._keep_artifacts(scenario, steps, files, since=wall)
+            try:
+                self._clean_up(scenario, say)
+            except LabError as exc:
+                error = f"{error + '; ' if error else ''}cleaning up: {exc}"
+                say(f"cleaning up failed: {exc}")
+        result = ScenarioResult(
+            name=scenario.name,
+            description=scenario.description,
+            file=scenario.file,
+            started_at=started_at.isoformat(timespec="seconds"),
+            duration=time.monotonic() - clock,
+            steps=tuple(steps),
+            faults=tuple(faults),
+            checks=tuple(results),
+            links=tuple(links),
+            error=error,
+        )
+        passed = sum(1 for check in result.checks if check.passed)
+        verdict = "PASSED" if result.passed else "FAILED"
+        say(f"{verdict} ({passed}/{len(result.checks)} checks) in {result.duration:.1f} s")
+        return result
+
+    # ------------------------------------------------------------------ phases
+
+    def _sayer(self, scenario: Scenario) -> Progress:
+        def say(message: str) -> None:
+            self.progress(f"[{scenario.name}] {message}")
+
+        return say
+
+    def _shape_links(self, scenario: Scenario, say: Progress) -> list[str]:
+        shaped = []
+        for link in scenario.links:
+            result = shaping.shape(self.lab, link.source, link.dest, link.spec)
+            text = f"{link.describe()} (engine {result.engine})"
+            say(f"shaped {text}")
+            shaped.append(text)
+        return shaped
+
+    def _exec(self, step: Step, t0: float) -> StepRecord:
+        started = time.monotonic()
+        try:
+            answer = self.lab.exec(step.service, step.run, timeout=step.timeout, env=dict(step.env))
+        except LabError as exc:
+            return StepRecord(
+                name=step.name,
+                service=step.service,
+                argv=step.run,
+                timeout=step.timeout,
+                exit_code=None,
+                started=started - t0,
+                duration=time.monotonic() - started,
+                error=str(exc),
+            )
+        return StepRecord(
+            name=step.name,
+            service=step.service,
+            argv=step.run,
+            timeout=step.timeout,
+            exit_code=answer.exit_code,
+            stdout=answer.stdout,
+            stderr=answer.stderr,
+            started=started - t0,
+            duration=time.monotonic() - started,
+        )
+
+    def _await(self, step: Step, future: concurrent.futures.Future[StepRecord]) -> StepRecord:
+        try:
+            return future.result(timeout=step.timeout + EXEC_GRACE)
+        except concurrent.futures.TimeoutError:
+            return StepRecord(
+                name=step.name,
+                service=step.service,
+                argv=step.run,
+                timeout=step.timeout,
+                exit_code=None,
+                duration=step.timeout + EXEC_GRACE,
+                error=f"the exec call did not return within {step.timeout + EXEC_GRACE:g} s",
+            )
+
+    def _run_steps(
+        self, scenario: Scenario, say: Progress
+    ) -> tuple[list[StepRecord], list[FaultRecord]]:
+        records: dict[str, StepRecord] = {}
+        background: list[tuple[Step, concurrent.futures.Future[StepRecord]]] = []
+        pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=len(scenario.steps), thread_name_prefix="scenario-step"
+        )
+        t0 = time.monotonic()
+        timeline = _Timeline(self.lab, scenario.faults, t0=t0, progress=say)
+        timeline.start()
+        try:
+            for phase in phases(scenario.steps):
+                futures = [(step, pool.submit(self._exec, step, t0)) for step in phase]
+                if len(phase) == 1 and phase[0].background:
+                    say(f"step {phase[0].name} started in the background on {phase[0].service}")
+                    background += futures
+                    continue
+                for step, future in futures:
+                    records[step.name] = self._report_step(self._await(step, future), say)
+            for step, future in background:
+                records[step.name] = self._report_step(self._await(step, future), say)
+        finally:
+            faults = timeline.finish()
+            # A step stuck past its grace keeps its thread; do not wait for it here.
+            pool.shutdown(wait=False, cancel_futures=True)
+        ordered = [records[step.name] for step in scenario.steps if step.name in records]
+        return ordered, faults
+
+    def _report_step(self, record: StepRecord, say: Progress) -> StepRecord:
+        if record.error is not None:
+            outcome = f"error: {record.error}"
+        elif record.timed_out:
+            outcome = f"timed out after {record.timeout:g} s"
+        else:
+            outcome = f"exit {record.exit_code}"
+        say(f"step {record.name} ({record.service}): {outcome} in {record.duration:.2f} s")
+        return record
+
+    # ------------------------------------------------------------------ observations
+
+    def _read_url(self, source: Source) -> TextFacts:
+        argv = ["python3", "-c", _URL_FETCH, source.name, f"{READ_TIMEOUT:g}"]
+        try:
+            answer = self.lab.exec(source.via or "client", argv, timeout=READ_TIMEOUT + 5)
+        except LabError as exc:
+            return TextFacts(text=None, error=str(exc))
+        if not answer.ok:
+            tail = " | ".join(answer.stderr.strip().splitlines()[-2:])
+            return TextFacts(text=None, error=f"GET failed (exit {answer.exit_code}): {tail}")
+        return TextFacts(text=answer.stdout)
+
+    def _read_logs(self, service: str, *, since: float, stream: str = "both") -> TextFacts:
+        streams = {"stdout": stream != "stderr", "stderr": stream != "stdout"}
+        try:
+            raw = self.lab.container(service).logs(since=since, **streams)
+        except LabError as exc:
+            return TextFacts(text=None, error=str(exc))
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            return TextFacts(text=None, error=f"cannot read logs of {service}: {exc}")
+        return TextFacts(text=bytes(raw).decode(errors="replace"))
+
+    def _read_file(self, ref: FileRef) -> FileFacts:
+        try:
+            sha256 = self.lab.file_sha256(ref.service, ref.path, timeout=READ_TIMEOUT * 10)
+            size_answer = self.lab.exec(
+                ref.service, ["stat", "-c", "%s", ref.path], timeout=READ_TIMEOUT
+            ).check(f"stat {ref}")
+            size = int(size_answer.stdout.strip())
+            content = self.lab.read_file(ref.service, ref.path) if size <= FILE_COPY_LIMIT else None
+        except (LabError, ValueError) as exc:
+            return FileFacts(ref=str(ref), error=str(exc))
+        return FileFacts(ref=str(ref), sha256=sha256, size=size, content=content)
+
+    def _text(self, source: Source, *, since: float) -> TextFacts:
+        if source.kind == "url":
+            return self._read_url(source)
+        return self._read_logs(source.name, since=since, stream=source.stream)
+
+    def _evaluate(
+        self,
+        scenario: Scenario,
+        steps: list[StepRecord],
+        faults: list[FaultRecord],
+        files: dict[str, FileFacts],
+        *,
+        since: float,
+        say: Progress,
+    ) -> list[CheckResult]:
+        """Evaluate every check; ``files`` is filled with what same_file checks read."""
+        by_name = {record.name: record for record in steps}
+        captures = {step.capture: step.name for step in scenario.steps if step.capture}
+        texts = verdicts.capture_sources(by_name, captures)
+        results = [verdicts.evaluate_fault(record) for record in faults]
+        for check in scenario.checks:
+            if check.kind is CheckKind.SAME_FILE:
+                for ref in check.files or ():
+                    if str(ref) not in files:
+                        files[str(ref)] = self._read_file(ref)
+            result = self._evaluate_one(check, by_name, texts, files, since=since)
+            mark = "PASS" if result.passed else "FAIL"
+            say(f"{mark} {result.name}: {result.detail.splitlines()[0] if result.detail else ''}")
+            results.append(result)
+        return results
+
+    def _evaluate_one(
+        self,
+        check: Check,
+        steps: dict[str, StepRecord],
+        texts: dict[str, TextFacts],
+        files: dict[str, FileFacts],
+        *,
+        since: float,
+    ) -> CheckResult:
+        deadline = time.monotonic() + check.within
+        while True:
+            if check.source is not None and check.source.dynamic:
+                texts[check.source.key] = self._text(check.source, since=since)
+            observed = Observations(steps=steps, texts=texts, files=files)
+            result = verdicts.evaluate(check, observed)
+            if result.passed or time.monotonic() >= deadline:
+                return result
+            time.sleep(CHECK_POLL)  # polling interval of a deadline-bounded wait
+
+    # ------------------------------------------------------------------ artifacts, cleanup
+
+    def _keep_artifacts(
+        self,
+        scenario: Scenario,
+        steps: list[StepRecord],
+        files: dict[str, FileFacts],
+        *,
+        since: float,
+    ) -> None:
+        folder = self.folder / _safe(scenario.name)
+        try:
+            captures = folder / "captures"
+            captures.mkdir(parents=True, exist_ok=True)
+            names = {step.name: step.capture for step in scenario.steps}
+            for record in steps:
+                stem = _safe(names.get(record.name) or record.name)
+                (captures / f"{stem}.stdout").write_text(record.stdout)
+                (captures / f"{stem}.stderr").write_text(record.stderr)
+            logs = folder / "logs"
+            logs.mkdir(exist_ok=True)
+            for service in self.lab.services:
+                log_text = self._read_logs(service, since=since)
+                (logs / f"{_safe(service)}.log").write_text(
+                    log_text.text or f"({log_text.error})\n"
+                )
+            for ref, file_facts in files.items():
+                if file_facts.content is not None:
+                    service, _, path = ref.partition(":")
+                    # Only name parts: a ".." in a scenario's path must not escape the folder.
+                    parts = [
+                        _safe(part)
+                        for part in PurePosixPath(path).parts
+                        if part not in {"/", ".", ".."}
+                    ]
+                    target = folder.joinpath("files", _safe(service), *parts)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(file_facts.content)
+        except OSError as exc:
+            self.progress(f"[{scenario.name}] could not keep artifacts in {folder}: {exc}")
+
+    def _clean_up(self, scenario: Scenario, say: Progress) -> None:
+        """Undo links, shaping and partitions; bring back services the faults took away."""
+        shaped = {(link.source, link.dest) for link in scenario.links}
+        shaped |= {(f.services[0], f.services[1]) for f in scenario.faults if f.action == "shape"}
+        for source, dest in sorted(shaped):
+            shaping.unshape(self.lab, source, dest)
+        partitioned = [f.services for f in scenario.faults if f.action == "partition"]
+        for pair in partitioned:
+            shaping.heal(self.lab, *pair)
+        touched = {f.services[0] for f in scenario.faults if f.action in RECOVER_ACTIONS}
+        for service in sorted(touched):
+            self._revive(service, say)
+        if touched or partitioned:
+            self.lab.wait_healthy(timeout=RECOVER_TIMEOUT)
+
+    def _revive(self, service: str, say: Progress) -> None:
+        container = self.lab.container(service)
+        container.reload()
+        if container.status == "paused":
+            self.lab.unpause(service)
+            say(f"unpaused {service}")
+        elif container.status in {"exited", "created", "dead"}:
+            self.lab.start(service)
+            say(f"started {service} again")
+
+
+def lab_variables(lab: Lab) -> dict[str, str]:
+    """``${RUN_ID}`` (fresh per scenario) and ``${IP_<service>}`` (dashes as underscores)."""
+    variables = {"RUN_ID": secrets.token_hex(4)}
+    for service in lab.services:
+        variables[f"IP_{service.replace('-', '_')}"] = lab.ip(service)
+    return variables
+
+
+def placeholder_variables(services: Sequence[str]) -> dict[str, str]:
+    """The same names with placeholder values, to validate files without a running lab."""
+    names = ["RUN_ID", *(f"IP_{service.replace('-', '_')}" for service in services)]
+    return {name: name for name in names}
+
+
+def run_files(
+    lab: Lab,
+    paths: Sequence[Path],
+    *,
+    results_root: Path,
+    run_id: str | None = None,
+    progress: Progress = _quiet,
+) -> RunReport:
+    """Validate every file first (nothing runs if one is invalid), run them, write reports."""
+    run_id = run_id or new_run_id()
+    scenarios: list[Scenario] = []
+    problems: list[str] = []
+    for path in paths:
+        try:
+            scenarios.append(
+                load_scenario(
+                    path,
+                    label=_label(path, lab.repo_root),
+                    services=lab.services,
+                    variables=lab_variables(lab),
+                )
+            )
+        except ScenarioError as exc:
+            problems += exc.problems
+    if problems:
+        raise ScenarioError(problems)
+    names = [scenario.name for scenario in scenarios]
+    if len(set(names)) != len(names):
+        raise ScenarioError([f"scenario names must be unique in one run: {', '.join(names)}"])
+    folder = results_root / run_id
+    runner = ScenarioRunner(lab, folder=folder, progress=progress)
+    report = RunReport(run_id=run_id, folder=folder)
+    for scenario in scenarios:
+        report.results.append(runner.run(scenario))
+    report.json_path, report.junit_path = write_reports(
+        folder, run_id=run_id, project=lab.project, results=report.results
+    )
+    progress(f"reports: {report.json_path} {report.junit_path}")
+    return report

@@ -1,0 +1,271 @@
+"""The scenario file schema (JSON Schema 2020-12) and line-aware validation.
+
+Structure only; cross-references (a check naming a step that does not exist,
+shaping option values) are checked by :mod:`lab.scenario.plan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Final
+
+import jsonschema
+from jsonschema import Draft202012Validator
+
+from lab.scenario.errors import ScenarioError
+from lab.scenario.loader import Document, format_path
+
+SHAPING_FIELDS: Final = ("delay", "jitter", "loss", "duplicate", "reorder", "corrupt", "rate")
+SERVICE_ACTIONS: Final = ("kill", "restart", "pause", "unpause", "stop", "start")
+PAIR_ACTIONS: Final = ("partition", "heal")
+LINK_ACTIONS: Final = ("shape", "unshape")
+FAULT_ACTIONS: Final = (*SERVICE_ACTIONS, *PAIR_ACTIONS, *LINK_ACTIONS)
+CHECK_KINDS: Final = (
+    "exit_code",
+    "same_file",
+    "json_field",
+    "duration",
+    "stdout_contains",
+    "order",
+)
+OPERATORS: Final = ("==", "!=", "<=", ">=", "<", ">", "between")
+
+_NAME = {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_.-]*$"}
+_SERVICE = {"type": "string", "minLength": 1}
+_NUMBER_VALUE = {"type": ["number", "string"]}
+_SHAPING = {name: _NUMBER_VALUE for name in SHAPING_FIELDS} | {"profile": {"type": "string"}}
+_PAIR = {"type": "array", "items": _SERVICE, "minItems": 2, "maxItems": 2}
+_FILE_REF = {"type": "string", "pattern": r"^[^:/\s]+:/.+$"}
+_POSITIVE = {"type": "number", "exclusiveMinimum": 0}
+
+# Where a check reads text or JSON from: one of these keys.
+_SOURCE_PROPS: dict[str, Any] = {
+    "capture": {"type": "string", "minLength": 1},
+    "url": {"type": "string", "pattern": r"^https?://"},
+    "via": _SERVICE,
+    "logs": _SERVICE,
+    "stream": {"enum": ["stdout", "stderr", "both"]},
+    "within": _POSITIVE,
+}
+
+_COMMON_CHECK = {"kind": {"enum": list(CHECK_KINDS)}, "name": {"type": "string", "minLength": 1}}
+
+_CHECK_KIND_SCHEMAS: dict[str, dict[str, Any]] = {
+    "exit_code": {
+        "required": ["step", "equals"],
+        "properties": {"step": {"type": "string"}, "equals": {"type": "integer"}},
+    },
+    "same_file": {
+        "required": ["a", "b"],
+        "properties": {"a": _FILE_REF, "b": _FILE_REF},
+    },
+    "json_field": {
+        "required": ["path", "op", "value"],
+        "properties": {
+            **_SOURCE_PROPS,
+            "path": {"type": "string"},
+            "op": {"enum": list(OPERATORS)},
+            "value": {},
+        },
+    },
+    "duration": {
+        "required": ["step"],
+        "anyOf": [{"required": ["min"]}, {"required": ["max"]}],
+        "properties": {
+            "step": {"type": "string"},
+            "min": {"type": "number", "minimum": 0},
+            "max": {"type": "number", "minimum": 0},
+        },
+    },
+    "stdout_contains": {
+        "required": ["text"],
+        "properties": {
+            **_SOURCE_PROPS,
+            "text": {"type": "string", "minLength": 1},
+            "count": {"type": "integer", "minimum": 0},
+        },
+    },
+    "order": {
+        "required": ["lines"],
+        "properties": {
+            **_SOURCE_PROPS,
+            "lines": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 2},
+        },
+    },
+}
+
+
+def _check_schema() -> dict[str, Any]:
+    branches = []
+    for kind, spec in _CHECK_KIND_SCHEMAS.items():
+        then = {
+            **spec,
+            "properties": {**_COMMON_CHECK, **spec["properties"]},
+            "additionalProperties": False,
+        }
+        branches.append(
+            {"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]}, "then": then}
+        )
+    return {
+        "type": "object",
+        "required": ["kind"],
+        "properties": _COMMON_CHECK,
+        "allOf": branches,
+    }
+
+
+SCHEMA: Final[dict[str, Any]] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "socketlab scenario",
+    "type": "object",
+    "required": ["name", "description", "steps", "checks"],
+    "additionalProperties": False,
+    "properties": {
+        "name": _NAME,
+        "description": {"type": "string", "minLength": 1},
+        "links": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["from", "to"],
+                "additionalProperties": False,
+                "properties": {"from": _SERVICE, "to": _SERVICE, **_SHAPING},
+            },
+        },
+        "steps": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["service", "run", "timeout"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": _NAME,
+                    "service": _SERVICE,
+                    "run": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                    "timeout": _POSITIVE,
+                    "parallel": _NAME,
+                    "background": {"type": "boolean"},
+                    "expect_exit": {"type": ["integer", "null"]},
+                    "capture": _NAME,
+                    "env": {"type": "object", "additionalProperties": {"type": "string"}},
+                },
+            },
+        },
+        "faults": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["at"],
+                "additionalProperties": False,
+                "properties": {
+                    "at": {"type": "number", "minimum": 0},
+                    **{action: _SERVICE for action in SERVICE_ACTIONS},
+                    "partition": _PAIR,
+                    "heal": {
+                        "anyOf": [_PAIR, {"const": "all"}],
+                        "description": "a pair of services [a, b] or 'all'",
+                    },
+                    "shape": {
+                        "type": "object",
+                        "required": ["from", "to"],
+                        "additionalProperties": False,
+                        "properties": {"from": _SERVICE, "to": _SERVICE, **_SHAPING},
+                    },
+                    "unshape": {
+                        "type": "object",
+                        "required": ["from", "to"],
+                        "additionalProperties": False,
+                        "properties": {"from": _SERVICE, "to": _SERVICE},
+                    },
+                },
+            },
+        },
+        "checks": {"type": "array", "minItems": 1, "items": _check_schema()},
+    },
+}
+
+_TYPE_WORDS: Final = {
+    "number": "a number",
+    "integer": "an integer",
+    "string": "a string",
+    "array": "a list",
+    "object": "a mapping",
+    "boolean": "true or false",
+    "null": "null",
+}
+
+
+def _type_words(expected: Any) -> str:
+    names = [expected] if isinstance(expected, str) else list(expected)
+    return " or ".join(_TYPE_WORDS.get(name, name) for name in names)
+
+
+def _leaf_errors(error: jsonschema.ValidationError) -> Iterator[jsonschema.ValidationError]:
+    """The specific errors under an if/then or anyOf, not the umbrella one."""
+    if error.context and error.validator not in {"anyOf", "oneOf"}:
+        for sub in error.context:
+            yield from _leaf_errors(sub)
+    else:
+        yield error
+
+
+_SIMPLE_MESSAGES: Final[dict[str, Callable[[Any, Any], str]]] = {
+    "type": lambda got, want: f"{got!r} is not {_type_words(want)}",
+    "enum": lambda got, want: f"{got!r} is not one of: {', '.join(map(str, want))}",
+    "minItems": lambda _, want: f"needs at least {want} item(s)",
+    "maxItems": lambda _, want: f"takes at most {want} item(s)",
+    "exclusiveMinimum": lambda got, want: f"{got!r} must be more than {want}",
+    "minimum": lambda got, want: f"{got!r} must be at least {want}",
+    "pattern": lambda got, want: f"{got!r} does not match {want!r}",
+    "minLength": lambda _, __: "must not be empty",
+}
+
+
+def _first(items: Any) -> Any:
+    return next(iter(items))
+
+
+def _describe(error: jsonschema.ValidationError) -> tuple[list[str | int], str]:
+    """Where (document path) and what, in words a scenario author reads easily."""
+    path: list[str | int] = list(error.absolute_path)
+    instance: Any = error.instance
+    wanted: Any = error.validator_value
+    schema: Any = error.schema
+    validator = str(error.validator)
+    if validator in _SIMPLE_MESSAGES:
+        return path, _SIMPLE_MESSAGES[validator](instance, wanted)
+    if validator == "required":
+        missing = [name for name in wanted if name not in instance]
+        return path, f"missing required key {missing[0]!r}" if missing else error.message
+    if validator == "additionalProperties":
+        known = sorted(schema.get("properties", {}))
+        extras = sorted(str(key) for key in instance if key not in known)
+        if extras:
+            return [*path, extras[0]], f"unknown key (known: {', '.join(known)})"
+    context = error.context or []
+    if validator == "anyOf" and context and all(sub.validator == "required" for sub in context):
+        firsts = [_first(sub.validator_value) for sub in context]
+        return path, "needs " + " or ".join(map(repr, firsts))
+    if "description" in schema:
+        return path, f"{instance!r} is not {schema['description']}"
+    return path, error.message
+
+
+def validate(document: Document) -> None:
+    """Raise ScenarioError listing every schema problem, each with file and line."""
+    validator = Draft202012Validator(SCHEMA)
+    problems: list[tuple[int, str]] = []
+    seen: set[str] = set()
+    for error in validator.iter_errors(document.data):
+        for leaf in _leaf_errors(error):
+            path, what = _describe(leaf)
+            label = format_path(path)
+            message = (
+                f"{document.file}:{document.line(path)}: {label + ': ' if label else ''}{what}"
+            )
+            if message not in seen:
+                seen.add(message)
+                problems.append((document.line(path), message))
+    if problems:
+        raise ScenarioError([message for _, message in sorted(problems)])
