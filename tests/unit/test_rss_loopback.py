@@ -204,6 +204,23 @@ def test_a_stalled_feed_does_not_delay_the_others(server: FeedServer, tmp_path: 
         assert run.status(slow).last_success_at is None
 
 
+def test_an_unexpected_error_in_one_poll_does_not_end_the_feed(
+    server: FeedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    def broken_parse(body: bytes, *, url: str, content_type: str | None = None) -> None:
+        calls.append(url)
+        raise RuntimeError("parser bug")
+
+    monkeypatch.setattr(poller_module, "parse_feed", broken_parse)
+    url = base(server) + "/feeds/news.rss"
+    with running_poller([url], tmp_path) as run:
+        wait_for(lambda: len(calls) >= 3, "polls after the crash")
+        assert run.status(url).state == "failing"
+        assert "parser bug" in (run.status(url).last_error or "")
+
+
 def test_scheduled_publishing_grows_the_feed(server: FeedServer) -> None:
     answer = publish_module.request_json(
         base(server), "POST", "/admin/feeds/ticker/schedule", {"every": 0.05}, timeout=5

@@ -79,6 +79,18 @@ def test_wide_encodings_cannot_hide_a_doctype(encoding: str, sentinel_file: Path
     assert [item.key for item in parsed.items] == ["guid:socketlab-xxe-1"]
 
 
+@pytest.mark.parametrize(
+    "encoding",
+    [pytest.param("utf-16-le", id="le"), pytest.param("utf-16-be", id="be")],
+)
+def test_wide_text_without_bom_or_declaration_is_still_scanned(encoding: str) -> None:
+    text = '<!DOCTYPE r [<!ENTITY a "aaaaaaaa">]><rss version="2.0"><channel><title>&a;</title></channel></rss>'
+    result = neutralise(text.encode(encoding))
+    assert result.transcoded_from == encoding
+    assert result.removed == ("DOCTYPE",)
+    assert b"aaaaaaaa" not in result.data
+
+
 def test_stray_entity_declarations_outside_a_doctype_are_removed() -> None:
     data = b'<rss><!ENTITY a "x"><channel><title>t</title></channel></rss>'
     cleaned, removed = strip_declarations(data)

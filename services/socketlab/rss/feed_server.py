@@ -258,8 +258,9 @@ class _FeedHandler(BaseHTTPRequestHandler):
         self._status = 0
         try:
             route(url.path, urllib.parse.parse_qs(url.query))
-        except (_ClientGone, ConnectionError) as exc:
-            # Pollers give up on slow and huge feeds by closing: expected, not a crash.
+        except (_ClientGone, OSError) as exc:
+            # Pollers give up on slow and huge feeds by closing (or stop reading and
+            # our send times out): expected, not a crash.
             log.info("event=client_gone path=%s sent=%d error=%r", url.path, self._sent, exc)
         finally:
             if url.path != "/health":

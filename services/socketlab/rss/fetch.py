@@ -162,7 +162,7 @@ def fetch(url: str, *, validators: Validators, timeout: float, max_bytes: int) -
                 headers = {
                     "User-Agent": USER_AGENT,
                     "Accept": ACCEPT,
-                    "Accept-Encoding": "gzip, deflate",
+                    "Accept-Encoding": "gzip",
                     "Connection": "close",
                     **conditional_headers(validators),
                 }

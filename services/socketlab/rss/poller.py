@@ -276,16 +276,19 @@ class Poller:
             status.consecutive_failures,
         )
 
+    def _poll_guarded(self, url: str) -> None:
+        try:
+            self.poll(url)
+        except Exception as exc:
+            # A bug or an unexpected library error must not end this feed's thread.
+            log.exception("event=poll_crashed feed=%s", url)
+            self._failed(self.status[url], RssError(repr(exc)))
+
     def _run_feed(self, url: str, stop: threading.Event) -> None:
         status = self.status[url]
         while not stop.is_set():
             started = time.monotonic()
-            try:
-                self.poll(url)
-            except Exception as exc:
-                # A bug or an unexpected library error must not end this feed's thread.
-                log.exception("event=poll_crashed feed=%s", url)
-                self._failed(status, RssError(repr(exc)))
+            self._poll_guarded(url)
             delay = backoff_delay(
                 status.consecutive_failures,
                 interval=self.options.interval,
@@ -308,7 +311,8 @@ class Poller:
         )
         if once:
             threads = [
-                threading.Thread(target=self.poll, args=(url,), daemon=True) for url in self.feeds
+                threading.Thread(target=self._poll_guarded, args=(url,), daemon=True)
+                for url in self.feeds
             ]
         else:
             threads = [

@@ -37,6 +37,9 @@ _SIGNATURES: tuple[tuple[bytes, str, int], ...] = (
     (b"\x00<\x00?", "utf-16-be", 0),
     (b"<\x00?\x00", "utf-16-le", 0),
     (b"\x4c\x6f\xa7\x94", "cp037", 0),
+    # No BOM and no declaration: not well-formed XML, but lenient parsers guess.
+    (b"\x00<", "utf-16-be", 0),
+    (b"<\x00", "utf-16-le", 0),
 )
 _WIDE_CHARSETS = {"utf16", "utf16be", "utf16le", "utf32", "utf32be", "utf32le"}
 _DECLARED_ENCODING = re.compile(rb"""^(\s*<\?xml[^>]*?encoding\s*=\s*)(["'])[^"']*\2""")
