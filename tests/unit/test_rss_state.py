@@ -198,3 +198,16 @@ def test_an_entry_that_could_not_be_written_is_retried(tmp_path: Path) -> None:
     sink._file = real_file
     assert sink.emit(FEED, [item(1)]) == 1
     assert [r["key"] for r in lines(tmp_path / "entries.jsonl")] == ["guid:g1"]
+
+
+class _ClosedStdout(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_closed_stdout_neither_loses_nor_repeats_entries(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "s.db")
+    sink = Sink(tmp_path / "entries.jsonl", store, stdout=_ClosedStdout())
+    assert sink.emit(FEED, [item(1)]) == 1
+    assert sink.emit(FEED, [item(1)]) == 0
+    assert [r["key"] for r in lines(tmp_path / "entries.jsonl")] == ["guid:g1"]

@@ -109,21 +109,32 @@ class Sink:
         except OSError as exc:
             raise StateError(f"cannot open output file {output}: {exc}") from exc
         self.output = output
+        self._torn = False
 
     def close(self) -> None:
         with self._lock:
             self._file.close()
 
     def _write(self, record: dict[str, Any], line: str) -> None:
-        print(
-            f"{record['title'] or '(untitled)'} | {record['link'] or '-'} | "
-            f"{display_text(record['summary']) or '-'}",
-            file=self._stdout,
-            flush=True,
-        )
-        self._file.write(line.encode() + b"\n")
+        """Append ``line`` durably (OSError if that fails), then print the entry."""
+        # After a failed write the file may end in a torn line: start a fresh one.
+        prefix = b"\n" if self._torn else b""
+        self._torn = True
+        self._file.write(prefix + line.encode() + b"\n")
         self._file.flush()
         os.fsync(self._file.fileno())
+        self._torn = False
+        try:
+            print(
+                f"{record['title'] or '(untitled)'} | {record['link'] or '-'} | "
+                f"{display_text(record['summary']) or '-'}",
+                file=self._stdout,
+                flush=True,
+            )
+        except OSError as exc:
+            # The file is the record of what was delivered; a closed stdout
+            # must not make the entry count as unwritten and come back later.
+            log.warning("event=print_failed key=%s error=%s", record.get("key"), exc)
 
     def emit(self, feed: str, items: Sequence[Item]) -> int:
         """Print and record the items not seen before; return how many were new."""
@@ -162,7 +173,10 @@ class Sink:
         with self._lock:
             for entry in pending:
                 if (entry.feed, entry.key) not in written:
-                    self._write(json.loads(entry.record), entry.record)
+                    try:
+                        self._write(json.loads(entry.record), entry.record)
+                    except OSError as exc:
+                        raise StateError(f"cannot write {self.output}: {exc}") from exc
                     emitted += 1
                 self._store.mark_done(entry.feed, entry.key)
         log.info("event=recovered pending=%d reemitted=%d", len(pending), emitted)
@@ -419,6 +433,9 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         poller.run(stop, once=args.once)
+    except RssError as exc:
+        print(f"rss-poller: {exc}", file=sys.stderr)
+        return 2
     finally:
         poller.close()
     return 0
