@@ -419,8 +419,17 @@ def iperf3_bits_per_second(lab: Lab, seconds: int = 5) -> float:
     finally:
         listener.join(timeout=seconds + 90)
     assert result.ok, result.stderr
-    report = json.loads(result.stdout[result.stdout.index("{") :])
-    return float(report["end"]["sum_received"]["bits_per_second"])
+    # Failed attempts print their own JSON documents first: take the last complete one.
+    decoder, text, docs, pos = json.JSONDecoder(), result.stdout, [], 0
+    while (start := text.find("{", pos)) != -1:
+        try:
+            doc, pos = decoder.raw_decode(text, start)
+        except ValueError:
+            break
+        docs.append(doc)
+    received = [d["end"]["sum_received"] for d in docs if "sum_received" in d.get("end", {})]
+    assert received, f"no iperf3 result in: {text[-2000:]!r}"
+    return float(received[-1]["bits_per_second"])
 
 
 @pytest.mark.benchmark

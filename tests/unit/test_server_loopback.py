@@ -28,7 +28,7 @@ from socketlab.protocol import (
     encode_request,
 )
 from socketlab.protocol.framing import NEED_DATA
-from socketlab.server import LabServer, ServerConfig
+from socketlab.server import HashCache, LabServer, ServerConfig, _message_deadline
 
 KEY = "loopback-key"
 
@@ -491,3 +491,59 @@ def test_connection_error_type() -> None:
         client.LabConnection.open(
             client.Endpoint(host="127.0.0.1", port=1, timeout=1, read_timeout=1)
         )
+
+
+# --- pure pieces ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        pytest.param(
+            {"elapsed": 0.4, "since_recv": 0.1, "received": 1, "header_pending": True},
+            None,
+            id="header-in-time",
+        ),
+        pytest.param(
+            {"elapsed": 0.6, "since_recv": 0.1, "received": 1, "header_pending": True},
+            "header not complete",
+            id="header-late",
+        ),
+        pytest.param(
+            {"elapsed": 0.6, "since_recv": 1.1, "received": 10**6, "header_pending": False},
+            "stalled",
+            id="stalled",
+        ),
+        pytest.param(
+            {"elapsed": 3.0, "since_recv": 0.5, "received": 100, "header_pending": False},
+            "too slow",
+            id="slow-content",
+        ),
+        pytest.param(
+            {"elapsed": 3.0, "since_recv": 0.5, "received": 10**6, "header_pending": False},
+            None,
+            id="fast-content",
+        ),
+    ],
+)
+def test_message_deadlines(kwargs: dict[str, object], expected: str | None) -> None:
+    reason = _message_deadline(BASE_CONFIG, **kwargs)  # type: ignore[arg-type]
+    assert (reason is None) if expected is None else (expected in str(reason))
+
+
+def test_hash_cache_hashes_once_and_notices_changes(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"a" * 1000)
+    cache = HashCache()
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(cache.sha256(path))) for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(results) == {hashlib.sha256(b"a" * 1000).hexdigest()}
+    assert cache.sha256(path, limit=10) == hashlib.sha256(b"a" * 10).hexdigest()
+    path.write_bytes(b"b" * 1001)
+    assert cache.sha256(path) == hashlib.sha256(b"b" * 1001).hexdigest()
