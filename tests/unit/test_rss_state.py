@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,21 @@ from socketlab.rss.poller import Sink, backoff_delay, feed_list
 from socketlab.rss.state import StateStore
 
 FEED = "http://server:8080/feeds/news.rss"
+
+
+@pytest.fixture
+def sinks() -> Iterator[Callable[[Sink], Sink]]:
+    """Close every sink a test opened (and the store under it), even when it fails."""
+    opened: list[Sink] = []
+
+    def keep(sink: Sink) -> Sink:
+        opened.append(sink)
+        return sink
+
+    yield keep
+    for sink in opened:
+        sink.close()
+        sink._store.close()
 
 
 def item(number: int) -> Item:
@@ -68,18 +84,20 @@ def test_a_database_from_a_future_schema_is_refused(tmp_path: Path) -> None:
         StateStore(path)
 
 
-def test_sink_prints_and_records_each_entry_once_across_restarts(tmp_path: Path) -> None:
+def test_sink_prints_and_records_each_entry_once_across_restarts(
+    tmp_path: Path, sinks: Callable[[Sink], Sink]
+) -> None:
     output = tmp_path / "entries.jsonl"
     out = io.StringIO()
     store = StateStore(tmp_path / "s.db")
-    sink = Sink(output, store, stdout=out)
+    sink = sinks(Sink(output, store, stdout=out))
     assert sink.emit(FEED, [item(1), item(2), item(3)]) == 3
     assert sink.emit(FEED, [item(2), item(3), item(4)]) == 1
     sink.close()
     store.close()
 
     store = StateStore(tmp_path / "s.db")
-    sink = Sink(output, store, stdout=out)  # a restarted poller
+    sink = sinks(Sink(output, store, stdout=out))  # a restarted poller
     assert sink.recover() == 0
     assert sink.emit(FEED, [item(1), item(2), item(3), item(4)]) == 0
     assert [record["title"] for record in lines(output)] == [f"Title {n}" for n in (1, 2, 3, 4)]
@@ -87,7 +105,9 @@ def test_sink_prints_and_records_each_entry_once_across_restarts(tmp_path: Path)
     assert printed == [f"Title {n} | http://server/{n} | Summary {n}" for n in (1, 2, 3, 4)]
 
 
-def test_crash_after_claim_before_write_is_finished_at_restart(tmp_path: Path) -> None:
+def test_crash_after_claim_before_write_is_finished_at_restart(
+    tmp_path: Path, sinks: Callable[[Sink], Sink]
+) -> None:
     output = tmp_path / "entries.jsonl"
     store = StateStore(tmp_path / "s.db")
     record = {
@@ -103,21 +123,23 @@ def test_crash_after_claim_before_write_is_finished_at_restart(tmp_path: Path) -
 
     out = io.StringIO()
     store = StateStore(tmp_path / "s.db")
-    sink = Sink(output, store, stdout=out)
+    sink = sinks(Sink(output, store, stdout=out))
     assert sink.recover() == 1
     assert [r["key"] for r in lines(output)] == ["guid:g9"]
     assert "T9" in out.getvalue()
     assert store.pending() == []
 
 
-def test_crash_after_write_before_confirm_is_not_repeated(tmp_path: Path) -> None:
+def test_crash_after_write_before_confirm_is_not_repeated(
+    tmp_path: Path, sinks: Callable[[Sink], Sink]
+) -> None:
     output = tmp_path / "entries.jsonl"
     line = json.dumps({"feed": FEED, "key": "guid:g5", "title": "T5"})
     output.write_text(line + "\n" + '{"feed": "http://x", "key": "half-writ')  # torn last line
     store = StateStore(tmp_path / "s.db")
     store.claim(FEED, "guid:g5", line)
     out = io.StringIO()
-    sink = Sink(output, store, stdout=out)
+    sink = sinks(Sink(output, store, stdout=out))
     assert sink.recover() == 0
     assert out.getvalue() == ""
     assert store.pending() == []
@@ -186,10 +208,12 @@ class _FullDisk(io.BytesIO):
         raise OSError(28, "No space left on device")
 
 
-def test_an_entry_that_could_not_be_written_is_retried(tmp_path: Path) -> None:
+def test_an_entry_that_could_not_be_written_is_retried(
+    tmp_path: Path, sinks: Callable[[Sink], Sink]
+) -> None:
     store = StateStore(tmp_path / "s.db")
     out = io.StringIO()
-    sink = Sink(tmp_path / "entries.jsonl", store, stdout=out)
+    sink = sinks(Sink(tmp_path / "entries.jsonl", store, stdout=out))
     real_file = sink._file
     sink._file = _FullDisk()  # type: ignore[assignment]
     with pytest.raises(StateError, match="No space left"):
@@ -205,9 +229,11 @@ class _ClosedStdout(io.StringIO):
         raise BrokenPipeError(32, "Broken pipe")
 
 
-def test_a_closed_stdout_neither_loses_nor_repeats_entries(tmp_path: Path) -> None:
+def test_a_closed_stdout_neither_loses_nor_repeats_entries(
+    tmp_path: Path, sinks: Callable[[Sink], Sink]
+) -> None:
     store = StateStore(tmp_path / "s.db")
-    sink = Sink(tmp_path / "entries.jsonl", store, stdout=_ClosedStdout())
+    sink = sinks(Sink(tmp_path / "entries.jsonl", store, stdout=_ClosedStdout()))
     assert sink.emit(FEED, [item(1)]) == 1
     assert sink.emit(FEED, [item(1)]) == 0
     assert [r["key"] for r in lines(tmp_path / "entries.jsonl")] == ["guid:g1"]

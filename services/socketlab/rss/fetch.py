@@ -158,6 +158,7 @@ def fetch(url: str, *, validators: Validators, timeout: float, max_bytes: int) -
         current = url
         for _ in range(MAX_REDIRECTS + 1):
             conn, target = _connection(current, watchdog.remaining())
+            response: http.client.HTTPResponse | None = None
             try:
                 headers = {
                     "User-Agent": USER_AGENT,
@@ -198,7 +199,9 @@ def fetch(url: str, *, validators: Validators, timeout: float, max_bytes: int) -
                     raise FetchTimeout(f"no complete answer within {timeout:g} s") from exc
                 raise FetchError(f"{type(exc).__name__}: {exc}") from exc
             finally:
+                if response is not None:
+                    response.close()  # it owns the socket once the server said "close"
                 conn.close()
-        raise HttpStatusError(f"more than {MAX_REDIRECTS} redirects", status=310)
+        raise HttpStatusError(f"more than {MAX_REDIRECTS} redirects", status=status)
     finally:
         watchdog.cancel()
