@@ -272,7 +272,8 @@ def check_json_field(check: Check, facts: TextFacts | None) -> CheckResult:
         if check.op == "between"
         else f"{check.op} {check.value!r}"
     )
-    if not passed and not isinstance(actual, int | float) and check.op not in {"==", "!="}:
+    is_number = isinstance(actual, int | float) and not isinstance(actual, bool)
+    if not passed and not is_number and check.op not in {"==", "!="}:
         expected += " (not a number)"
     return _result(
         check, passed, f"{check.path} = {actual!r}" + ("" if passed else f", expected {expected}")
