@@ -261,6 +261,21 @@ def test_server_answers(
         assert payload == b""
 
 
+def test_a_handler_bug_is_a_500_and_the_server_keeps_serving(
+    server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(name: str, fmt: str) -> None:
+        raise RuntimeError("render bug")
+
+    monkeypatch.setattr(server.registry, "render", broken)
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(base(server) + "/feeds/news.rss", timeout=5)  # noqa: S310
+    assert caught.value.code == 500
+    caught.value.close()
+    with urllib.request.urlopen(base(server) + "/health", timeout=5) as response:  # noqa: S310
+        assert response.status == 200
+
+
 def test_entry_links_resolve_to_a_page(server: FeedServer) -> None:
     server.registry.base_url = base(server)
     entry = publish(server, "Linked <story>")

@@ -17,6 +17,7 @@ seeded with a few entries so the default poller has something at start.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -262,8 +263,14 @@ class _FeedHandler(BaseHTTPRequestHandler):
             # Pollers give up on slow and huge feeds by closing (or stop reading and
             # our send times out): expected, not a crash.
             log.info("event=client_gone path=%s sent=%d error=%r", url.path, self._sent, exc)
+        except Exception:
+            # One broken request must not take the feed server down; answer 500 if we can.
+            log.exception("event=handler_crashed path=%s", url.path)
+            if not self._status:
+                with contextlib.suppress(OSError):
+                    self._text(500, "internal error\n")
         finally:
-            if url.path != "/health":
+            if url.path not in {"/health", "/stats"}:
                 self.feed_server.stats.count(url.path, status=self._status, body_bytes=self._sent)
 
     def send_response(self, code: int, message: str | None = None) -> None:
