@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from socketlab.rss import faults
 from socketlab.rss.entries import display_text, entry_key, parse_feed
+from socketlab.rss.errors import UnsafeFeed
 
 URL = "http://example.org/blog/feed.xml"
 
@@ -175,3 +178,47 @@ def test_not_a_feed_is_bozo_with_no_items(body: bytes) -> None:
 def test_display_text_is_one_tidy_line() -> None:
     assert display_text("<p>Hello\n  <b>world</b></p>") == "Hello world"
     assert display_text("x" * 500, limit=10) == "x" * 9 + "…"
+
+
+NEWS_SITE = b"""<?xml version="1.0" encoding="utf-8"?>
+<rss version="2.0" xmlns:atom="http://www.w3.org/2005/Atom" xmlns:dc="http://purl.org/dc/elements/1.1/"
+     xmlns:media="http://search.yahoo.com/mrss/">
+<channel>
+<title>Example News - Economic Development</title>
+<link>https://news.example.org/en/news/topic/economic-development</link>
+<atom:link href="https://news.example.org/feed/rss.xml" rel="self" type="application/rss+xml"/>
+<description>Latest stories</description><language>en</language>
+<item>
+  <title>Trade outlook improves</title>
+  <link>https://news.example.org/en/story/2026/11/1</link>
+  <description><![CDATA[<p>Growth is <em>expected</em> to rise &mdash; report.</p>]]></description>
+  <pubDate>Fri, 20 Nov 2026 14:05:00 +0000</pubDate>
+  <dc:creator>Example News</dc:creator>
+  <guid isPermaLink="false">167001 at https://news.example.org</guid>
+  <media:content url="https://news.example.org/img/1.jpg" medium="image"/>
+</item>
+</channel></rss>"""
+
+
+def test_a_news_site_style_feed() -> None:
+    parsed = parse_feed(
+        NEWS_SITE,
+        url="https://news.example.org/feed/rss.xml",
+        content_type="application/rss+xml; charset=utf-8",
+    )
+    assert not parsed.bozo, parsed.bozo_reason
+    (story,) = parsed.items
+    assert story.key == "guid:167001 at https://news.example.org"
+    assert story.link == "https://news.example.org/en/story/2026/11/1"
+    assert story.published == "2026-11-20T14:05:00+00:00"
+    assert display_text(story.summary) == "Growth is expected to rise \u2014 report."
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_parse_feed_never_crashes_on_arbitrary_bytes(data: bytes) -> None:
+    try:
+        parsed = parse_feed(data, url=URL)
+    except UnsafeFeed:
+        return
+    assert all(item.key.startswith(("guid:", "link:", "hash:")) for item in parsed.items)

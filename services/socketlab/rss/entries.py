@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import calendar
 import hashlib
+import html
 import io
 import re
 from collections.abc import Mapping
@@ -136,6 +137,6 @@ def parse_feed(body: bytes, *, url: str, content_type: str | None = None) -> Par
 
 
 def display_text(value: str, *, limit: int = 300) -> str:
-    """One line for a terminal: tags dropped, whitespace collapsed, cut at ``limit``."""
-    text = _SPACE.sub(" ", _TAG.sub(" ", value)).strip()
+    """One line for a terminal: tags dropped, entities decoded, whitespace collapsed."""
+    text = _SPACE.sub(" ", html.unescape(_TAG.sub(" ", value))).strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
