@@ -1,0 +1,84 @@
+"""Scenarios on the real lab: every shipped one passes, reports list them all, and a
+scenario built to fail makes ``lab run`` exit non-zero with the reason in the reports."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from lab.api import Lab
+from lab.cli import main
+from lab.scenario.runner import run_files, scenario_files
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+MUST_FAIL = Path(__file__).resolve().parent / "scenarios" / "must-fail.yaml"
+
+
+def read_reports(folder: Path) -> tuple[dict[str, object], ET.Element]:
+    document = json.loads((folder / "results.json").read_text())
+    junit = ET.parse(folder / "junit.xml").getroot()  # noqa: S314 - written by us just now
+    return document, junit
+
+
+def test_every_shipped_scenario_passes_and_the_reports_list_them_all(
+    lab: Lab, tmp_path: Path
+) -> None:
+    paths = scenario_files(REPO / "scenarios")
+    names = [path.stem for path in paths]
+    assert {"hello", "udp-basic", "rss-basic"} <= set(names)
+
+    report = run_files(lab, paths, results_root=tmp_path, progress=print)
+
+    failed = {r.name: r.reason() for r in report.results if not r.passed}
+    assert not failed, failed
+    assert report.passed
+    document, junit = read_reports(report.folder)
+    assert document["passed"] is True
+    assert document["summary"] == {"scenarios": len(paths), "passed": len(paths), "failed": 0}
+    scenarios = document["scenarios"]
+    assert isinstance(scenarios, list)
+    assert [s["name"] for s in scenarios] == names
+    for scenario in scenarios:
+        assert scenario["checks"], scenario["name"]
+        assert all(check["passed"] for check in scenario["checks"])
+    assert (junit.get("tests"), junit.get("failures")) == (str(len(paths)), "0")
+    assert [case.get("name") for case in junit.iter("testcase")] == names
+    assert not list(junit.iter("failure"))
+    # artifacts: captured output and every service's log, per scenario
+    assert (report.folder / "hello" / "captures" / "greeting.stdout").read_text().strip()
+    assert {p.name for p in (report.folder / "hello" / "logs").iterdir()} == {
+        f"{service}.log" for service in lab.services
+    }
+    if "large-file" in names:
+        copy = report.folder / "large-file" / "files" / "client"
+        assert any(path.name == "sample-text.txt" for path in copy.rglob("*"))
+
+
+def test_a_scenario_built_to_fail_makes_lab_run_exit_1_and_says_why(
+    lab: Lab, tmp_path: Path
+) -> None:
+    code = main(["-p", lab.project, "run", str(MUST_FAIL), "--results", str(tmp_path)])
+
+    assert code == 1
+    (folder,) = tmp_path.iterdir()
+    document, junit = read_reports(folder)
+    assert document["passed"] is False
+    (scenario,) = document["scenarios"]  # type: ignore[misc]
+    assert scenario["name"] == "must-fail"
+    assert scenario["passed"] is False
+    # the fetch itself worked: it is the comparison that failed, and the report says so
+    checks = {check["name"]: check for check in scenario["checks"]}
+    assert checks["step fetch exits 0"]["passed"] is True
+    failed = checks["image on the server = text on the client"]
+    assert failed["passed"] is False
+    assert failed["detail"].startswith("files differ: sha256 ")
+    assert "sizes " in failed["detail"]
+    assert "first difference at byte 0" in failed["detail"]
+    assert "image on the server = text on the client: files differ" in scenario["reason"]
+    (failure,) = junit.iter("failure")
+    assert "files differ" in (failure.get("message") or "")
