@@ -5,19 +5,24 @@ data (:class:`Step`), rendered to one ``sh`` script, and unit-tested without
 Docker. The matching parsers read what is in force (``iptables -S``,
 ``tc filter show``) so ``lab status`` can compare it with the helpers.
 
-Layout inside a source's namespace:
+Layout, for a link SOURCE -> DEST:
 
-* iptables chain ``SOCKETLAB`` (filter table), jumped to from INPUT and
-  OUTPUT, so ``iptables -F SOCKETLAB`` undoes everything at once. It holds a
-  RETURN for packets the verdict loop injects itself (``INJECT_MARK``), one
-  ``-d PEER -j NFQUEUE --queue-num N --queue-bypass`` per impaired link
-  (bypass: a dead verdict loop fails open, never blackholes), and one
-  ``-s PEER -j DROP`` per partition. A partition drops on INPUT in both
-  namespaces: a DROP on OUTPUT would fail the sender at once with EPERM,
-  while a real partition makes it wait for its timeout.
-* ``tc``: an htb root (``1:``, unclassified traffic passes unshaped) with one
-  class ``1:N`` per destination, picked by a u32 filter on the peer's IP; it
-  carries the rate, and with the netem engine a netem qdisc below it.
+* iptables chain ``SOCKETLAB`` (filter table) in each namespace, jumped to
+  from INPUT and OUTPUT, so ``iptables -F SOCKETLAB`` undoes everything at
+  once. Partitions come first: ``-s PEER -j DROP``, on INPUT in both
+  namespaces (a DROP on OUTPUT would fail the sender at once with EPERM,
+  while a real partition makes it wait for its timeout). Then a RETURN for
+  copies the verdict loop injects itself (``INJECT_MARK``), then the nfqueue
+  engine's ``-s SOURCE -j NFQUEUE --queue-num N --queue-bypass`` in DEST's
+  namespace (bypass: a dead verdict loop fails open, never blackholes).
+  The queue sits on DEST's *ingress* on purpose: packets held on the
+  sender's egress stay charged to their socket, and TCP small queues then
+  throttle a 20 ms link to a few Mbit/s (netem avoids that by orphaning
+  the packets, which userspace cannot do).
+* ``tc`` on SOURCE's egress: an htb root (``1:``, unclassified traffic passes
+  unshaped) with one class ``1:N`` per destination, picked by a u32 filter
+  on DEST's IP; it carries the rate, and with the netem engine (which does
+  everything on egress) a netem qdisc below it.
 """
 
 from __future__ import annotations
@@ -43,7 +48,9 @@ MAX_QUEUE = 0xFFFF
 LABEL_KIND = "io.socketlab.shaping.kind"
 LABEL_SOURCE = "io.socketlab.shaping.source"
 LABEL_DEST = "io.socketlab.shaping.dest"
-LABEL_PEER = "io.socketlab.shaping.peer-ip"
+LABEL_SOURCE_IP = "io.socketlab.shaping.source-ip"
+LABEL_DEST_IP = "io.socketlab.shaping.dest-ip"
+LABEL_NETNS = "io.socketlab.shaping.netns"
 LABEL_SPEC = "io.socketlab.shaping.spec"
 LABEL_ENGINE = "io.socketlab.shaping.engine"
 LABEL_QUEUE = "io.socketlab.shaping.queue"
@@ -95,10 +102,10 @@ def _check_queue(queue: int) -> None:
 # --------------------------------------------------------------------------- iptables
 
 
-def nfqueue_rule(peer_ip: str, queue: int) -> tuple[str, ...]:
-    """The SOCKETLAB rule sending packets for ``peer_ip`` to NFQUEUE ``queue`` (fails open)."""
+def nfqueue_rule(source_ip: str, queue: int) -> tuple[str, ...]:
+    """The DEST-side rule sending packets from ``source_ip`` to NFQUEUE ``queue`` (fails open)."""
     _check_queue(queue)
-    return ("-d", _host(peer_ip), "-j", "NFQUEUE", "--queue-num", str(queue), "--queue-bypass")
+    return ("-s", _host(source_ip), "-j", "NFQUEUE", "--queue-num", str(queue), "--queue-bypass")
 
 
 def partition_rule(peer_ip: str) -> tuple[str, ...]:
@@ -128,8 +135,9 @@ def chain_steps() -> list[Step]:
     return steps
 
 
-def ensure_rule(rule: Sequence[str]) -> Step:
-    return Step((*IPTABLES, "-A", CHAIN, *rule), unless=(*IPTABLES, "-C", CHAIN, *rule))
+def ensure_rule(rule: Sequence[str], *, first: bool = False) -> Step:
+    where = ("-I", CHAIN, "1") if first else ("-A", CHAIN)
+    return Step((*IPTABLES, *where, *rule), unless=(*IPTABLES, "-C", CHAIN, *rule))
 
 
 def delete_rule(rule: Sequence[str]) -> Step:
@@ -138,7 +146,8 @@ def delete_rule(rule: Sequence[str]) -> Step:
 
 def partition_steps(peer_ip: str) -> list[Step]:
     """Run in one side's namespace: drop everything arriving from ``peer_ip``."""
-    return [*chain_steps(), ensure_rule(partition_rule(peer_ip))]
+    # First in the chain: a packet an NFQUEUE verdict accepts skips the rest of it.
+    return [*chain_steps(), ensure_rule(partition_rule(peer_ip), first=True)]
 
 
 def heal_steps(peer_ip: str) -> list[Step]:
@@ -146,6 +155,7 @@ def heal_steps(peer_ip: str) -> list[Step]:
 
 
 def clear_shaping_steps(rules_queues: Mapping[str, int]) -> list[Step]:
+    # rules_queues: source IP -> queue, as parse_status reads them
     """Remove every NFQUEUE rule and every tc root in a namespace; partitions stay."""
     steps = [delete_rule(nfqueue_rule(ip, queue)) for ip, queue in sorted(rules_queues.items())]
     steps.append(
@@ -244,24 +254,33 @@ def uses_htb(spec: LinkSpec, engine: Engine) -> bool:
     return spec.rate is not None or (engine is Engine.NETEM and not spec.impairment.is_noop)
 
 
-def shape_steps(
-    *, engine: Engine, dev: str, peer_ip: str, queue: int, spec: LinkSpec
+def egress_steps(
+    *, engine: Engine, dev: str, dest_ip: str, queue: int, spec: LinkSpec
 ) -> list[Step]:
-    """Everything that shapes source -> ``peer_ip`` in the source's namespace."""
-    steps = [*unshape_steps(dev=dev, peer_ip=peer_ip, queue=queue)]
-    if needs_verdict_loop(spec, engine):
-        steps += [*chain_steps(), ensure_rule(nfqueue_rule(peer_ip, queue))]
+    """In SOURCE's namespace: rate (htb) and, with netem, everything else."""
+    steps = remove_htb_steps(dev=dev, queue=queue)
     if uses_htb(spec, engine):
         netem = netem_args(spec) if engine is Engine.NETEM else []
         steps += htb_steps(
-            dev=dev, peer_ip=peer_ip, queue=queue, rate=spec.rate or UNLIMITED_RATE, netem=netem
+            dev=dev, peer_ip=dest_ip, queue=queue, rate=spec.rate or UNLIMITED_RATE, netem=netem
         )
     return steps
 
 
-def unshape_steps(*, dev: str, peer_ip: str, queue: int) -> list[Step]:
-    """Remove one link's shaping (either engine); partitions are left alone."""
-    return [delete_rule(nfqueue_rule(peer_ip, queue)), *remove_htb_steps(dev=dev, queue=queue)]
+def ingress_steps(*, engine: Engine, source_ip: str, queue: int, spec: LinkSpec) -> list[Step]:
+    """In DEST's namespace: the NFQUEUE rule feeding the verdict loop (nfqueue engine)."""
+    steps = unshape_ingress_steps(source_ip=source_ip, queue=queue)
+    if needs_verdict_loop(spec, engine):
+        steps += [*chain_steps(), ensure_rule(nfqueue_rule(source_ip, queue))]
+    return steps
+
+
+def unshape_egress_steps(*, dev: str, queue: int) -> list[Step]:
+    return remove_htb_steps(dev=dev, queue=queue)
+
+
+def unshape_ingress_steps(*, source_ip: str, queue: int) -> list[Step]:
+    return [delete_rule(nfqueue_rule(source_ip, queue))]
 
 
 def shaper_command(*, queue: int, spec: LinkSpec, seed: int | None = None) -> list[str]:
@@ -352,7 +371,7 @@ STATUS_SCRIPT = (
 
 @dataclass(frozen=True)
 class RulesInForce:
-    """What one namespace actually has: peer IP -> queue, DROP sources, peer IP -> class."""
+    """What one namespace has: source IP -> queue (ingress), DROP sources, dest IP -> class."""
 
     queues: Mapping[str, int] = field(default_factory=dict)
     drops: frozenset[str] = frozenset()
@@ -364,7 +383,7 @@ class RulesInForce:
         return not (self.queues or self.drops or self.classes)
 
 
-_NFQ = re.compile(r"^-A SOCKETLAB -d (\S+?)(?:/32)? .*-j NFQUEUE --queue-num (\d+)")
+_NFQ = re.compile(r"^-A SOCKETLAB -s (\S+?)(?:/32)? .*-j NFQUEUE --queue-num (\d+)")
 _DROP = re.compile(r"^-A SOCKETLAB -s (\S+?)(?:/32)? -j DROP")
 _FLOWID = re.compile(r"\bflowid 1:([0-9a-f]+)")
 _MATCH_DST = re.compile(r"^\s*match ([0-9a-f]{8})/ffffffff at 16")

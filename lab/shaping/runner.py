@@ -33,12 +33,14 @@ from lab.errors import LabError
 from lab.shaping import builders, measure
 from lab.shaping.builders import (
     LABEL_DEST,
+    LABEL_DEST_IP,
     LABEL_DEV,
     LABEL_ENGINE,
     LABEL_KIND,
-    LABEL_PEER,
+    LABEL_NETNS,
     LABEL_QUEUE,
     LABEL_SOURCE,
+    LABEL_SOURCE_IP,
     LABEL_SPEC,
     Engine,
     RulesInForce,
@@ -86,7 +88,9 @@ class Helper:
     name: str
     source: str
     dest: str
-    peer_ip: str
+    source_ip: str
+    dest_ip: str
+    netns: str  # the service whose namespace the helper joined
     spec: LinkSpec
     engine: Engine
     queue: int
@@ -106,7 +110,9 @@ class Helper:
             name=container.name,
             source=labels[LABEL_SOURCE],
             dest=labels[LABEL_DEST],
-            peer_ip=labels[LABEL_PEER],
+            source_ip=labels[LABEL_SOURCE_IP],
+            dest_ip=labels[LABEL_DEST_IP],
+            netns=labels[LABEL_NETNS],
             spec=LinkSpec.parse(labels[LABEL_SPEC]),
             engine=Engine(labels[LABEL_ENGINE]),
             queue=int(labels[LABEL_QUEUE]),
@@ -199,43 +205,95 @@ def _wait_helper_ready(container: Any, *, needs_loop: bool) -> None:
         time.sleep(POLL)  # polling interval of a deadline-bounded wait
 
 
-def _start_helper(
-    lab: Lab,
-    *,
-    source: str,
-    dest: str,
-    peer_ip: str,
-    spec: LinkSpec,
-    engine: Engine,
-    queue: int,
-    dev: str,
-    seed: int | None,
-) -> str:
-    needs_loop = builders.needs_verdict_loop(spec, engine)
+@dataclass(frozen=True, kw_only=True)
+class _Link:
+    """Everything needed to put one link's shaping in place or take it away."""
+
+    source: str
+    dest: str
+    source_ip: str
+    dest_ip: str
+    spec: LinkSpec
+    engine: Engine
+    queue: int
+    dev: str
+
+    @property
+    def needs_loop(self) -> bool:
+        return builders.needs_verdict_loop(self.spec, self.engine)
+
+    @property
+    def netns(self) -> str:
+        # The verdict loop sits on DEST's ingress (see builders); a helper that
+        # only records the link stays with the source.
+        return self.dest if self.needs_loop else self.source
+
+    @property
+    def name(self) -> str:
+        return f"{self.source} -> {self.dest}"
+
+
+def _link_of(helper: Helper) -> _Link:
+    return _Link(
+        source=helper.source,
+        dest=helper.dest,
+        source_ip=helper.source_ip,
+        dest_ip=helper.dest_ip,
+        spec=helper.spec,
+        engine=helper.engine,
+        queue=helper.queue,
+        dev=helper.dev,
+    )
+
+
+def _apply(lab: Lab, link: _Link) -> None:
+    egress = builders.egress_steps(
+        engine=link.engine, dev=link.dev, dest_ip=link.dest_ip, queue=link.queue, spec=link.spec
+    )
+    _run_steps(lab, link.source, egress, what=f"shaping {link.name} (egress)")
+    ingress = builders.ingress_steps(
+        engine=link.engine, source_ip=link.source_ip, queue=link.queue, spec=link.spec
+    )
+    _run_steps(lab, link.dest, ingress, what=f"shaping {link.name} (ingress)")
+
+
+def _remove(lab: Lab, link: _Link) -> None:
+    # A service that is gone took its namespace, and the rules in it, along.
+    with contextlib.suppress(LabError):
+        steps = builders.unshape_egress_steps(dev=link.dev, queue=link.queue)
+        _run_steps(lab, link.source, steps, what=f"unshaping {link.name} (egress)")
+    with contextlib.suppress(LabError):
+        steps = builders.unshape_ingress_steps(source_ip=link.source_ip, queue=link.queue)
+        _run_steps(lab, link.dest, steps, what=f"unshaping {link.name} (ingress)")
+
+
+def _start_helper(lab: Lab, link: _Link, *, seed: int | None) -> str:
     command = (
-        builders.shaper_command(queue=queue, spec=spec, seed=seed)
-        if needs_loop
+        builders.shaper_command(queue=link.queue, spec=link.spec, seed=seed)
+        if link.needs_loop
         else ["socketlab", "idle"]
     )
-    name = helper_name(lab.project, source, dest)
+    name = helper_name(lab.project, link.source, link.dest)
     labels = {
         PROJECT_LABEL: lab.project,
         ROLE_LABEL: SHAPER_ROLE,
         LABEL_KIND: "shape",
-        LABEL_SOURCE: source,
-        LABEL_DEST: dest,
-        LABEL_PEER: peer_ip,
-        LABEL_SPEC: spec.describe(),
-        LABEL_ENGINE: str(engine),
-        LABEL_QUEUE: str(queue),
-        LABEL_DEV: dev,
+        LABEL_SOURCE: link.source,
+        LABEL_DEST: link.dest,
+        LABEL_SOURCE_IP: link.source_ip,
+        LABEL_DEST_IP: link.dest_ip,
+        LABEL_NETNS: link.netns,
+        LABEL_SPEC: link.spec.describe(),
+        LABEL_ENGINE: str(link.engine),
+        LABEL_QUEUE: str(link.queue),
+        LABEL_DEV: link.dev,
     }
     try:
         container = lab.docker.containers.run(
             lab.netkit_image,
             command,
             name=name,
-            network_mode=f"container:{lab.container(source).id}",
+            network_mode=f"container:{lab.container(link.netns).id}",
             cap_add=["NET_ADMIN", "NET_RAW"],
             labels=labels,
             detach=True,
@@ -243,7 +301,7 @@ def _start_helper(
     except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
         raise ShapingError(f"cannot start shaping helper {name}: {exc}") from exc
     try:
-        _wait_helper_ready(container, needs_loop=needs_loop)
+        _wait_helper_ready(container, needs_loop=link.needs_loop)
     except ShapingError:
         _remove_container(container)
         raise
@@ -271,48 +329,39 @@ def shape(
     """
     if source == dest:
         raise ShapingError(f"a link needs two different services, not {source!r} twice")
-    requested = Engine(engine) if engine is not None else None
-    peer_ip = lab.ip(dest)
     if spec.is_empty:
         raise ShapingError(f"nothing to shape for {source} -> {dest}: give at least one option")
+    requested = Engine(engine) if engine is not None else None
+    source_ip, dest_ip = lab.ip(source), lab.ip(dest)
     probe = builders.parse_probe(
-        _netns_sh(lab, source, builders.probe_script(peer_ip), what="probe").stdout
+        _netns_sh(lab, source, builders.probe_script(dest_ip), what="probe").stdout
     )
     chosen = builders.choose_engine(requested, probe)
-    existing = {h.dest: h for h in _helpers(lab) if h.source == source}
-    previous = existing.pop(dest, None)
-    queue = (
-        previous.queue
-        if previous is not None
-        else builders.free_queue(h.queue for h in existing.values())
-    )
+    helpers = _helpers(lab)
+    previous = next((h for h in helpers if (h.source, h.dest) == (source, dest)), None)
     if previous is not None:
         # Off first: the self-check baseline must be this link unshaped.
-        _run_steps(
-            lab,
-            source,
-            builders.unshape_steps(dev=previous.dev, peer_ip=previous.peer_ip, queue=queue),
-            what=f"unshaping {source} -> {dest}",
-        )
+        _remove(lab, _link_of(previous))
         _remove_container(previous.container)
-    # The baseline includes whatever shapes the way back, so only this link's
-    # own delay is expected on top of it.
-    baseline = measure_loss(lab, source, dest, probes=BASELINE_PROBES) if check else None
-    steps = builders.shape_steps(
-        engine=chosen, dev=probe.dev, peer_ip=peer_ip, queue=queue, spec=spec
-    )
-    _run_steps(lab, source, steps, what=f"shaping {source} -> {dest}")
-    helper = _start_helper(
-        lab,
+        queue = previous.queue
+    else:
+        # One number space for the whole lab: it names the queue and the htb class.
+        queue = builders.free_queue(h.queue for h in helpers)
+    link = _Link(
         source=source,
         dest=dest,
-        peer_ip=peer_ip,
+        source_ip=source_ip,
+        dest_ip=dest_ip,
         spec=spec,
         engine=chosen,
         queue=queue,
         dev=probe.dev,
-        seed=seed,
     )
+    # The baseline includes whatever shapes the way back, so only this link's
+    # own delay is expected on top of it.
+    baseline = measure_loss(lab, source, dest, probes=BASELINE_PROBES) if check else None
+    _apply(lab, link)
+    helper = _start_helper(lab, link, seed=seed)
     log.info(
         "event=shaped link=%s->%s engine=%s queue=%d spec=%r",
         source,
@@ -354,13 +403,7 @@ def unshape(lab: Lab, source: str | None = None, dest: str | None = None) -> lis
     for helper in _helpers(lab):
         if source is not None and (helper.source, helper.dest) != (source, dest):
             continue
-        with contextlib.suppress(LabError):  # source gone: its namespace (and rules) with it
-            steps = builders.unshape_steps(
-                dev=helper.dev, peer_ip=helper.peer_ip, queue=helper.queue
-            )
-            _run_steps(
-                lab, helper.source, steps, what=f"unshaping {helper.source} -> {helper.dest}"
-            )
+        _remove(lab, _link_of(helper))
         _remove_container(helper.container)
         removed.append(f"{helper.source} -> {helper.dest}")
     if source is None:
@@ -371,11 +414,9 @@ def unshape(lab: Lab, source: str | None = None, dest: str | None = None) -> lis
             if rules.queues or rules.classes:
                 steps = builders.clear_shaping_steps(rules.queues)
                 _run_steps(lab, service, steps, what=f"clearing shaping in {service}")
-                removed += [
-                    f"{service} -> {names.get(ip, ip)} (orphan)"
-                    for ip in sorted({*rules.queues, *rules.classes})
-                    if f"{service} -> {names.get(ip, ip)}" not in removed
-                ]
+                orphans = [f"{names.get(ip, ip)} -> {service}" for ip in rules.queues]
+                orphans += [f"{service} -> {names.get(ip, ip)}" for ip in rules.classes]
+                removed += [f"{o} (orphan)" for o in orphans if o not in removed]
     return removed
 
 
@@ -464,7 +505,7 @@ def evaluate_links(
     for service, in_force in sorted(rules.items()):
         for ip, queue in sorted(in_force.queues.items()):
             if (service, "queue", ip) not in claimed:
-                states.append(_orphan(service, names.get(ip, ip), f"NFQUEUE {queue}, no helper"))
+                states.append(_orphan(names.get(ip, ip), service, f"NFQUEUE {queue}, no helper"))
         for ip in sorted(in_force.classes):
             if (service, "class", ip) not in claimed:
                 states.append(_orphan(service, names.get(ip, ip), "tc class, no helper"))
@@ -479,28 +520,30 @@ def _helper_problems(
     claimed: set[tuple[str, str, str]],
 ) -> list[str]:
     """What is wrong with one shaped link (empty: it is in force as asked)."""
-    in_force = rules.get(helper.source, RulesInForce())
     problems = []
-    if helper.source not in rules:
-        problems.append(f"{helper.source} is not running")
+    for service in {helper.source, helper.dest}:
+        if service not in rules:
+            problems.append(f"{service} is not running")
     if builders.needs_verdict_loop(helper.spec, helper.engine):
-        claimed.add((helper.source, "queue", helper.peer_ip))
-        if in_force.queues.get(helper.peer_ip) != helper.queue:
+        claimed.add((helper.dest, "queue", helper.source_ip))
+        queues = rules.get(helper.dest, RulesInForce()).queues
+        if queues.get(helper.source_ip) != helper.queue:
             problems.append("NFQUEUE rule missing: not impaired")
         if not helper.running:
             problems.append("verdict loop down: link fails open (passes unimpaired)")
     if builders.uses_htb(helper.spec, helper.engine):
-        claimed.add((helper.source, "class", helper.peer_ip))
-        if in_force.classes.get(helper.peer_ip) != helper.queue:
-            problems.append("tc class/filter missing: rate not limited")
-    if helper.started_at and source_started.get(helper.source, "") > helper.started_at:
-        problems.append(f"{helper.source} restarted after shaping: reshape it")
-    return problems
+        claimed.add((helper.source, "class", helper.dest_ip))
+        classes = rules.get(helper.source, RulesInForce()).classes
+        if classes.get(helper.dest_ip) != helper.queue:
+            problems.append("tc class/filter missing: not shaped")
+    if helper.started_at and source_started.get(helper.netns, "") > helper.started_at:
+        problems.append(f"{helper.netns} restarted after shaping: shape again")
+    return sorted(problems)
 
 
-def _orphan(service: str, peer: str, what: str) -> LinkState:
+def _orphan(source: str, dest: str, what: str) -> LinkState:
     return LinkState(
-        link=f"{service} -> {peer}",
+        link=f"{source} -> {dest}",
         shaping="?",
         engine="?",
         state=f"orphan rule ({what}): run lab unshape",
@@ -545,7 +588,8 @@ def _probe(
     argv = ["socketlab", "probe", peer_ip, "--count", str(count),
             "--interval", f"{interval:g}", "--linger", f"{linger:g}"]  # fmt: skip
     timeout = count * interval + linger + 15.0
-    result = lab.netkit_run(source, argv, timeout=timeout, net_admin=False)
+    # NET_ADMIN only lets the prober enlarge its receive buffer beyond rmem_max.
+    result = lab.netkit_run(source, argv, timeout=timeout, net_admin=True)
     if not result.ok:
         raise ShapingError(f"probing {peer_ip} from {source} failed: {result.stderr.strip()}")
     return measure.parse_probe(result.stdout)

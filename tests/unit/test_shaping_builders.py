@@ -14,18 +14,20 @@ from lab.shaping.builders import (
     Step,
     choose_engine,
     classid,
+    egress_steps,
     free_queue,
     heal_steps,
+    ingress_steps,
     netem_args,
     nfqueue_rule,
     parse_probe,
     parse_status,
     partition_steps,
     render_script,
-    shape_steps,
     shaper_command,
     teardown_steps,
-    unshape_steps,
+    unshape_egress_steps,
+    unshape_ingress_steps,
 )
 from lab.shaping.errors import ShapingError
 from lab.shaping.spec import LinkSpec, spec_from_options
@@ -33,6 +35,7 @@ from socketlab.shaper.core import INJECT_MARK
 from socketlab.shaper.loop import parse_args
 
 PEER = "172.20.0.3"
+SOURCE = "172.20.0.2"
 
 
 def spec(**options: str) -> LinkSpec:
@@ -43,67 +46,51 @@ def argvs(steps: list[Step]) -> list[tuple[str, ...]]:
     return [step.argv for step in steps]
 
 
-def test_nfqueue_rule_fails_open() -> None:
-    assert nfqueue_rule(PEER, 3) == (
-        "-d", "172.20.0.3/32", "-j", "NFQUEUE", "--queue-num", "3", "--queue-bypass",
+def test_nfqueue_rule_matches_the_source_and_fails_open() -> None:
+    assert nfqueue_rule(SOURCE, 3) == (
+        "-s", "172.20.0.2/32", "-j", "NFQUEUE", "--queue-num", "3", "--queue-bypass",
     )  # fmt: skip
 
 
-def test_nfqueue_engine_queues_the_peer_and_limits_rate_with_htb() -> None:
-    steps = shape_steps(
-        engine=Engine.NFQUEUE,
-        dev="eth0",
-        peer_ip=PEER,
-        queue=2,
-        spec=spec(delay="40ms", loss="2%", rate="20mbit"),
-    )
-    commands = argvs(steps)
-    assert (*IPTABLES, "-A", CHAIN, *nfqueue_rule(PEER, 2)) in commands
-    assert (*IPTABLES, "-I", CHAIN, "1", "-m", "mark", "--mark", f"{INJECT_MARK:#x}",
-            "-j", "RETURN") in commands  # fmt: skip
+def both_sides(engine: Engine, queue: int, **options: str) -> tuple[list[tuple[str, ...]], ...]:
+    link = spec(**options)
+    egress = egress_steps(engine=engine, dev="eth0", dest_ip=PEER, queue=queue, spec=link)
+    ingress = ingress_steps(engine=engine, source_ip=SOURCE, queue=queue, spec=link)
+    return argvs(egress), argvs(ingress)
+
+
+def test_nfqueue_engine_queues_on_the_destination_and_limits_rate_at_the_source() -> None:
+    egress, ingress = both_sides(Engine.NFQUEUE, 2, delay="40ms", loss="2%", rate="20mbit")
+    assert (*IPTABLES, "-A", CHAIN, *nfqueue_rule(SOURCE, 2)) in ingress
     assert ("tc", "class", "replace", "dev", "eth0", "parent", "1:", "classid", "1:2", "htb",
-            "rate", "20000000bit", "ceil", "20000000bit") in commands  # fmt: skip
+            "rate", "20000000bit", "ceil", "20000000bit") in egress  # fmt: skip
     assert ("tc", "filter", "add", "dev", "eth0", "parent", "1:", "protocol", "ip", "prio", "2",
-            "u32", "match", "ip", "dst", "172.20.0.3/32", "flowid", "1:2") in commands  # fmt: skip
-    assert not any("netem" in command for command in commands)
+            "u32", "match", "ip", "dst", "172.20.0.3/32", "flowid", "1:2") in egress  # fmt: skip
+    assert not any("netem" in command for command in egress)
+    assert not any("NFQUEUE" in command for command in egress)
 
 
-def test_nfqueue_rule_is_added_after_the_injected_return() -> None:
-    steps = shape_steps(
-        engine=Engine.NFQUEUE, dev="eth0", peer_ip=PEER, queue=2, spec=spec(duplicate="1%")
-    )
-    commands = argvs(steps)
-    returns = commands.index(
+def test_injected_copies_return_before_the_queue_rule() -> None:
+    _, ingress = both_sides(Engine.NFQUEUE, 2, duplicate="1%")
+    returns = ingress.index(
         (*IPTABLES, "-I", CHAIN, "1", "-m", "mark", "--mark", f"{INJECT_MARK:#x}", "-j", "RETURN")
     )
-    assert returns < commands.index((*IPTABLES, "-A", CHAIN, *nfqueue_rule(PEER, 2)))
+    assert returns < ingress.index((*IPTABLES, "-A", CHAIN, *nfqueue_rule(SOURCE, 2)))
 
 
 def test_nfqueue_engine_rate_only_needs_no_queue() -> None:
-    commands = argvs(
-        shape_steps(
-            engine=Engine.NFQUEUE, dev="eth0", peer_ip=PEER, queue=1, spec=spec(rate="1mbit")
-        )
-    )
-    assert not any("-A" in command and "NFQUEUE" in command for command in commands)
-    assert any(command[:3] == ("tc", "class", "replace") for command in commands)
+    egress, ingress = both_sides(Engine.NFQUEUE, 1, rate="1mbit")
+    assert not any("-A" in command and "NFQUEUE" in command for command in ingress)
+    assert any(command[:3] == ("tc", "class", "replace") for command in egress)
 
 
-def test_netem_engine_puts_netem_under_the_peer_class() -> None:
-    commands = argvs(
-        shape_steps(
-            engine=Engine.NETEM,
-            dev="eth0",
-            peer_ip=PEER,
-            queue=10,
-            spec=spec(delay="40ms", jitter="5ms", loss="2%"),
-        )
-    )
+def test_netem_engine_does_everything_at_the_source() -> None:
+    egress, ingress = both_sides(Engine.NETEM, 10, delay="40ms", jitter="5ms", loss="2%")
     assert ("tc", "qdisc", "replace", "dev", "eth0", "parent", "1:a", "handle", "a:", "netem",
-            "delay", "40ms", "5ms", "loss", "2%") in commands  # fmt: skip
+            "delay", "40ms", "5ms", "loss", "2%") in egress  # fmt: skip
     # no rate asked: the class must not limit anything
-    assert any("10000000000bit" in command for command in commands)
-    assert not any("-A" in command and "NFQUEUE" in command for command in commands)
+    assert any("10000000000bit" in command for command in egress)
+    assert not any("-A" in command and "NFQUEUE" in command for command in ingress)
 
 
 @pytest.mark.parametrize(
@@ -124,19 +111,20 @@ def test_netem_args(options: dict[str, str], expected: list[str]) -> None:
 
 
 def test_shaping_starts_by_removing_the_links_old_rules() -> None:
-    steps = shape_steps(
-        engine=Engine.NFQUEUE, dev="eth0", peer_ip=PEER, queue=4, spec=spec(delay="1ms")
-    )
-    assert steps[: len(unshape_steps(dev="eth0", peer_ip=PEER, queue=4))] == unshape_steps(
-        dev="eth0", peer_ip=PEER, queue=4
-    )
-    assert all(step.may_fail for step in unshape_steps(dev="eth0", peer_ip=PEER, queue=4))
+    egress, ingress = both_sides(Engine.NFQUEUE, 4, delay="1ms", rate="1mbit")
+    old_egress = argvs(unshape_egress_steps(dev="eth0", queue=4))
+    old_ingress = argvs(unshape_ingress_steps(source_ip=SOURCE, queue=4))
+    assert egress[: len(old_egress)] == old_egress
+    assert ingress[: len(old_ingress)] == old_ingress
+    assert all(s.may_fail for s in unshape_egress_steps(dev="eth0", queue=4))
+    assert all(s.may_fail for s in unshape_ingress_steps(source_ip=SOURCE, queue=4))
 
 
 def test_partition_drops_inbound_from_the_peer_and_heal_removes_it() -> None:
     commands = argvs(partition_steps(PEER))
     assert (*IPTABLES, "-I", "INPUT", "1", "-j", CHAIN) in commands
-    assert (*IPTABLES, "-A", CHAIN, "-s", "172.20.0.3/32", "-j", "DROP") in commands
+    # first in the chain: an NFQUEUE verdict would skip anything after it
+    assert (*IPTABLES, "-I", CHAIN, "1", "-s", "172.20.0.3/32", "-j", "DROP") in commands
     assert argvs(heal_steps(PEER)) == [
         (*IPTABLES, "-D", CHAIN, "-s", "172.20.0.3/32", "-j", "DROP")
     ]
@@ -232,9 +220,9 @@ def test_engine_choice() -> None:
 STATUS_OUTPUT = """\
 %%iptables
 -N SOCKETLAB
--A SOCKETLAB -m mark --mark 0x50c1ab -j RETURN
--A SOCKETLAB -d 172.20.0.3/32 -j NFQUEUE --queue-num 1 --queue-bypass
 -A SOCKETLAB -s 172.20.0.5/32 -j DROP
+-A SOCKETLAB -m mark --mark 0x50c1ab -j RETURN
+-A SOCKETLAB -s 172.20.0.3/32 -j NFQUEUE --queue-num 1 --queue-bypass
 %%tc
 filter parent 1: protocol ip pref 2 u32 chain 0
 filter parent 1: protocol ip pref 2 u32 chain 0 fh 800: ht divisor 1

@@ -131,6 +131,17 @@ def test_corrupt_flips_exactly_one_bit_after_the_ip_header() -> None:
     assert sched.counters.corrupted == 1
 
 
+def test_truncated_copies_are_neither_corrupted_nor_duplicated() -> None:
+    sched = scheduler(corrupt=1.0, duplicate=1.0)
+    whole = ipv4(4, b"y" * 100)
+    packet = FakePacket(4, whole[:60])  # the queue copied only part of it
+    assert sched.admit(packet, now=0.0)
+    assert packet.payload == whole[:60]
+    assert [type(v) for v in sched.pop_due(0.0)] == [Accept]
+    assert sched.counters.untouchable == 2
+    assert sched.counters.corrupted == sched.counters.duplicated == 0
+
+
 @given(payload=st.binary(max_size=80), seed=st.integers(0, 2**32))
 def test_corrupt_payload_never_crashes_and_keeps_the_length(payload: bytes, seed: int) -> None:
     result = corrupt_payload(payload, random.Random(seed))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lab.shaping.builders import Engine, RulesInForce
+from lab.shaping.builders import Engine, RulesInForce, needs_verdict_loop
 from lab.shaping.runner import Helper, evaluate_links
 from lab.shaping.spec import spec_from_options
 
@@ -12,12 +12,15 @@ NAMES = {CLIENT: "client", SERVER: "server", LISTENER: "udp-listener"}
 
 def helper(options: dict[str, str], *, state: str = "running", engine: Engine = Engine.NFQUEUE,
            started: str = "2026-01-01T10:00:00Z") -> Helper:  # fmt: skip
+    link = spec_from_options(options)
     return Helper(
         name="lab-shaper-client-server",
         source="client",
         dest="server",
-        peer_ip=SERVER,
-        spec=spec_from_options(options),
+        source_ip=CLIENT,
+        dest_ip=SERVER,
+        netns="server" if needs_verdict_loop(link, engine) else "client",
+        spec=link,
         engine=engine,
         queue=1,
         dev="eth0",
@@ -28,15 +31,22 @@ def helper(options: dict[str, str], *, state: str = "running", engine: Engine = 
 
 
 def evaluate(
-    helpers: list[Helper], in_client: RulesInForce, **started: str
+    helpers: list[Helper],
+    in_client: RulesInForce,
+    in_server: RulesInForce | None = None,
+    **started: str,
 ) -> list[dict[str, str]]:
-    rules = {"client": in_client, "server": RulesInForce(), "udp-listener": RulesInForce()}
+    rules = {
+        "client": in_client,
+        "server": in_server or RulesInForce(),
+        "udp-listener": RulesInForce(),
+    }
     states = evaluate_links(helpers, rules, NAMES, source_started=started)
     return [state.as_row() for state in states]
 
 
 def test_active_link() -> None:
-    rows = evaluate([helper({"delay": "40ms"})], RulesInForce(queues={SERVER: 1}))
+    rows = evaluate([helper({"delay": "40ms"})], RulesInForce(), RulesInForce(queues={CLIENT: 1}))
     assert rows == [
         {
             "link": "client -> server",
@@ -49,7 +59,11 @@ def test_active_link() -> None:
 
 
 def test_dead_verdict_loop_is_reported_as_failing_open() -> None:
-    rows = evaluate([helper({"delay": "40ms"}, state="exited")], RulesInForce(queues={SERVER: 1}))
+    rows = evaluate(
+        [helper({"delay": "40ms"}, state="exited")],
+        RulesInForce(),
+        RulesInForce(queues={CLIENT: 1}),
+    )
     assert "fails open" in rows[0]["state"]
     assert "helper dead" in rows[0]["helper"]
 
@@ -57,7 +71,7 @@ def test_dead_verdict_loop_is_reported_as_failing_open() -> None:
 def test_missing_rules_are_reported() -> None:
     rows = evaluate([helper({"delay": "40ms", "rate": "1mbit"})], RulesInForce())
     assert "NFQUEUE rule missing" in rows[0]["state"]
-    assert "rate not limited" in rows[0]["state"]
+    assert "tc class/filter missing" in rows[0]["state"]
 
 
 def test_rate_only_and_netem_links_do_not_need_a_live_helper() -> None:
@@ -70,15 +84,16 @@ def test_rate_only_and_netem_links_do_not_need_a_live_helper() -> None:
 def test_source_restarted_after_shaping() -> None:
     rows = evaluate(
         [helper({"delay": "40ms"})],
-        RulesInForce(queues={SERVER: 1}),
-        client="2026-01-01T11:00:00Z",
+        RulesInForce(),
+        RulesInForce(queues={CLIENT: 1}),
+        server="2026-01-01T11:00:00Z",
     )
     assert "restarted after shaping" in rows[0]["state"]
 
 
 def test_rules_without_a_helper_are_orphans() -> None:
     rows = evaluate([], RulesInForce(queues={SERVER: 3}, classes={LISTENER: 4}))
-    assert [row["link"] for row in rows] == ["client -> server", "client -> udp-listener"]
+    assert [row["link"] for row in rows] == ["server -> client", "client -> udp-listener"]
     assert all("orphan" in row["state"] for row in rows)
 
 

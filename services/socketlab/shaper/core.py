@@ -90,6 +90,17 @@ class Counters:
     reordered: int = 0
     released: int = 0
     injected: int = 0
+    untouchable: int = 0  # chosen for corrupt/duplicate but only partly copied to us
+
+
+def is_whole_datagram(payload: bytes) -> bool:
+    """True when ``payload`` is one complete IPv4 datagram (its total length matches).
+
+    The queue copies at most a few KiB of each packet; a coalesced (GRO)
+    packet arrives cut short, and writing a cut copy back, or injecting it,
+    would send a truncated packet. Those are passed on unmodified instead.
+    """
+    return len(payload) >= _IPV4_MIN_HEADER and int.from_bytes(payload[2:4], "big") == len(payload)
 
 
 def corrupt_payload(payload: bytes, rng: random.Random) -> bytes:
@@ -131,13 +142,21 @@ class ImpairmentScheduler(Generic[P]):
             counters.dropped += 1
             return False
         if imp.corrupt and rng.random() < imp.corrupt:
-            packet.set_payload(corrupt_payload(packet.get_payload(), rng))
-            counters.corrupted += 1
+            payload = packet.get_payload()
+            if is_whole_datagram(payload):
+                packet.set_payload(corrupt_payload(payload, rng))
+                counters.corrupted += 1
+            else:
+                counters.untouchable += 1
         self._hold(Accept(packet), self._release_time(now))
         if imp.duplicate and rng.random() < imp.duplicate:
-            # The copy gets its own release time, so it may even arrive first.
-            self._hold(Inject(packet.get_payload()), self._release_time(now))
-            counters.duplicated += 1
+            payload = packet.get_payload()
+            if is_whole_datagram(payload):
+                # The copy gets its own release time, so it may even arrive first.
+                self._hold(Inject(payload), self._release_time(now))
+                counters.duplicated += 1
+            else:
+                counters.untouchable += 1
         return True
 
     def pop_due(self, now: float) -> list[Accept[P] | Inject]:

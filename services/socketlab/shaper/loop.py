@@ -127,7 +127,7 @@ def _kv(scheduler: ImpairmentScheduler[Any]) -> str:
     return (
         f"received={c.received} dropped={c.dropped} duplicated={c.duplicated} "
         f"corrupted={c.corrupted} reordered={c.reordered} released={c.released} "
-        f"injected={c.injected}"
+        f"injected={c.injected} untouchable={c.untouchable}"
     )
 
 

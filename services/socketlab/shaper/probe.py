@@ -23,6 +23,10 @@ from socketlab.shaper.icmp import echo_request, parse_echo_reply
 SOCKET_TIMEOUT = env_float("SOCKETLAB_PROBE_SOCKET_TIMEOUT", 1.0)
 PAYLOAD = b"socketlab-probe!" * 3  # 48 bytes: a ping-sized datagram
 RECV_SIZE = 65535
+# Replies can come in bursts (jitter, a busy host descheduling us): a small
+# receive buffer would drop them and report loss the link did not cause.
+RECV_BUFFER = 4 * 1024 * 1024
+SO_RCVBUFFORCE = 33  # Linux; the socket module does not export it
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,14 @@ class ProbeReport:
     rtt_median: float | None
 
 
+def _grow_receive_buffer(sock: socket.socket) -> None:
+    try:
+        # FORCE ignores net.core.rmem_max but needs CAP_NET_ADMIN
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECV_BUFFER)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
+
+
 def probe(host: str, *, count: int, interval: float, linger: float) -> ProbeReport:
     """Send ``count`` echo requests ``interval`` apart; collect replies until ``linger``."""
     address = socket.gethostbyname(host)
@@ -45,6 +57,7 @@ def probe(host: str, *, count: int, interval: float, linger: float) -> ProbeRepo
     duplicates = 0
     with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
         sock.settimeout(SOCKET_TIMEOUT)
+        _grow_receive_buffer(sock)
         start = time.monotonic()
         deadline: float | None = None
         sequence = 0
