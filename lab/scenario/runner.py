@@ -153,41 +153,59 @@ def apply_fault(lab: Lab, fault: Fault) -> None:
 
 
 class _Timeline(threading.Thread):
-    """Applies faults at their times after ``t0``; stops early when told."""
+    """Applies faults at their times after ``t0``; stops early when told.
 
-    def __init__(self, lab: Lab, faults: Sequence[Fault], *, t0: float, progress: Progress) -> None:
+    Faults at 0 s are applied by :meth:`apply_upfront` before the first step
+    starts, so a scenario can begin in a given state (e.g. partitioned).
+    """
+
+    def __init__(self, lab: Lab, faults: Sequence[Fault], *, progress: Progress) -> None:
         super().__init__(name="scenario-faults", daemon=True)
         self.lab = lab
-        self.faults = list(faults)
-        self.t0 = t0
+        self.upfront = [fault for fault in faults if fault.at <= 0]
+        self.faults = [fault for fault in faults if fault.at > 0]
+        self.t0 = time.monotonic()
         self.progress = progress
         self.stopped = threading.Event()
         self.records: list[FaultRecord] = []
+
+    def apply(self, fault: Fault, applied: float) -> None:
+        try:
+            apply_fault(self.lab, fault)
+        except LabError as exc:
+            self.progress(f"fault at {fault.at:g} s: {fault.describe()} FAILED: {exc}")
+            self.records.append(FaultRecord(fault=fault, applied_at=applied, error=str(exc)))
+            return
+        self.progress(f"fault at {applied:.2f} s: {fault.describe()}")
+        self.records.append(FaultRecord(fault=fault, applied_at=applied))
+
+    def apply_upfront(self) -> None:
+        for fault in self.upfront:
+            self.apply(fault, 0.0)
+
+    def begin(self) -> float:
+        """Start the clock (the first step starts now) and the thread; return ``t0``."""
+        self.t0 = time.monotonic()
+        self.start()
+        return self.t0
 
     def run(self) -> None:
         for fault in self.faults:
             # Event.wait, not sleep: a scheduled time that `stop` can cut short.
             if self.stopped.wait(max(0.0, fault.at - (time.monotonic() - self.t0))):
                 break
-            applied = time.monotonic() - self.t0
-            try:
-                apply_fault(self.lab, fault)
-            except LabError as exc:
-                self.progress(f"fault at {fault.at:g} s: {fault.describe()} FAILED: {exc}")
-                self.records.append(FaultRecord(fault=fault, applied_at=applied, error=str(exc)))
-                continue
-            self.progress(f"fault at {applied:.2f} s: {fault.describe()}")
-            self.records.append(FaultRecord(fault=fault, applied_at=applied))
+            self.apply(fault, time.monotonic() - self.t0)
 
     def finish(self) -> list[FaultRecord]:
         """Stop; faults not reached are recorded as such (the steps ended first)."""
         ended = time.monotonic() - self.t0
         self.stopped.set()
-        self.join()
+        if self.is_alive():
+            self.join()
         done = {id(record.fault) for record in self.records}
         missed = [
             FaultRecord(fault=fault, error=f"not reached: the steps had finished at {ended:.2f} s")
-            for fault in self.faults
+            for fault in [*self.upfront, *self.faults]
             if id(fault) not in done
         ]
         return sorted([*self.records, *missed], key=lambda record: record.fault.at)
@@ -332,10 +350,10 @@ class ScenarioRunner:
         pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=len(scenario.steps), thread_name_prefix="scenario-step"
         )
-        t0 = time.monotonic()
-        timeline = _Timeline(self.lab, scenario.faults, t0=t0, progress=say)
-        timeline.start()
+        timeline = _Timeline(self.lab, scenario.faults, progress=say)
         try:
+            timeline.apply_upfront()
+            t0 = timeline.begin()
             for phase in phases(scenario.steps):
                 futures = [(step, pool.submit(self._exec, step, t0)) for step in phase]
                 if len(phase) == 1 and phase[0].background:
@@ -515,6 +533,17 @@ class ScenarioRunner:
             say(f"started {service} again")
 
 
+def _not_started(scenario: Scenario, error: str) -> ScenarioResult:
+    return ScenarioResult(
+        name=scenario.name,
+        description=scenario.description,
+        file=scenario.file,
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        duration=0.0,
+        error=f"not started: {error}",
+    )
+
+
 def lab_variables(lab: Lab) -> dict[str, str]:
     """``${RUN_ID}`` (fresh per scenario) and ``${IP_<service>}`` (dashes as underscores)."""
     variables = {"RUN_ID": secrets.token_hex(4)}
@@ -539,17 +568,14 @@ def run_files(
 ) -> RunReport:
     """Validate every file first (nothing runs if one is invalid), run them, write reports."""
     run_id = run_id or new_run_id()
+    labels = [_label(path, lab.repo_root) for path in paths]
+    placeholders = placeholder_variables(lab.services)
     scenarios: list[Scenario] = []
     problems: list[str] = []
-    for path in paths:
+    for path, label in zip(paths, labels, strict=True):
         try:
             scenarios.append(
-                load_scenario(
-                    path,
-                    label=_label(path, lab.repo_root),
-                    services=lab.services,
-                    variables=lab_variables(lab),
-                )
+                load_scenario(path, label=label, services=lab.services, variables=placeholders)
             )
         except ScenarioError as exc:
             problems += exc.problems
@@ -561,7 +587,15 @@ def run_files(
     folder = results_root / run_id
     runner = ScenarioRunner(lab, folder=folder, progress=progress)
     report = RunReport(run_id=run_id, folder=folder)
-    for scenario in scenarios:
+    for path, label in zip(paths, labels, strict=True):
+        # Built again just before it runs: a fresh ${RUN_ID}, and addresses as they are
+        # now (an earlier scenario's restart may have moved a service).
+        try:
+            variables = lab_variables(lab)
+        except LabError as exc:
+            report.results.append(_not_started(scenarios[len(report.results)], str(exc)))
+            continue
+        scenario = load_scenario(path, label=label, services=lab.services, variables=variables)
         report.results.append(runner.run(scenario))
     report.json_path, report.junit_path = write_reports(
         folder, run_id=run_id, project=lab.project, results=report.results

@@ -155,17 +155,39 @@ description: kill during a step
 steps:
   - {name: w, service: client, run: [wait-for-kill], timeout: 10}
 faults:
-  - {at: 0, kill: server}
+  - {at: 0.1, kill: server}
 checks:
   - {kind: duration, step: w, max: 10}
 """,
         tmp_path,
     )
     assert result.passed, result.reason()
-    assert result.checks[0].name == "fault at 0 s: kill server"
+    assert result.checks[0].name == "fault at 0.1 s: kill server"
     assert result.faults[0].applied_at is not None
     assert lab.actions == [("kill", "server"), ("start", "server")]  # cleanup revived it
     assert lab.states["server"] == "running"
+
+
+def test_faults_at_zero_happen_before_the_first_step(lab: FakeLab, tmp_path: Path) -> None:
+    result = run(
+        lab,
+        """\
+name: upfront
+description: paused from the start
+steps:
+  - {name: e, service: server, run: [echo, x], timeout: 5}
+faults:
+  - {at: 0, pause: server}
+checks:
+  - {kind: exit_code, step: e, equals: 0}
+""",
+        tmp_path,
+    )
+    # the step ran against a paused server (the fake refuses it): the pause came first
+    assert not result.passed
+    assert result.steps[0].error == "server is paused"
+    assert result.faults[0].applied_at == 0.0
+    assert lab.actions == [("pause", "server"), ("unpause", "server")]
 
 
 def test_a_fault_the_steps_never_reach_fails_the_scenario(lab: FakeLab, tmp_path: Path) -> None:
@@ -361,3 +383,18 @@ def test_unknown_scenario_names_are_listed(tmp_path: Path) -> None:
     (tmp_path / "good.yaml").write_text(GOOD)
     with pytest.raises(ScenarioError, match=r"no scenario 'nope' \(known: good\)"):
         resolve_names(["nope"], tmp_path)
+
+
+def test_a_scenario_that_cannot_start_is_reported_not_skipped(lab: FakeLab, tmp_path: Path) -> None:
+    (tmp_path / "good.yaml").write_text(GOOD)
+
+    def no_address(service: str) -> str:
+        raise LabError(f"{service} has no address on the lab network")
+
+    lab.ip = no_address  # type: ignore[method-assign]
+    report = run_files(lab, [tmp_path / "good.yaml"], results_root=tmp_path, run_id="r")  # type: ignore[arg-type]
+    assert not report.passed
+    (result,) = report.results
+    assert result.error == "not started: server has no address on the lab network"
+    document = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert document["scenarios"][0]["passed"] is False
