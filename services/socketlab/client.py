@@ -58,6 +58,7 @@ from socketlab.protocol.framing import PROTO_HEADER
 from socketlab.protocol.messages import response_result
 
 RECV_SIZE: Final = 1024 * 1024
+WRITER_DEPTH: Final = 16  # chunks (<= RECV_SIZE each) waiting for the disk
 DEFAULT_DEST: Final = "/tmp/socketlab-downloads"  # noqa: S108 - the documented default
 BLAST_CHUNK: Final = 64 * 1024
 DEFAULT_BLAST: Final = 128 * 1024 * 1024
@@ -358,7 +359,7 @@ def fetch(
     endpoint: Endpoint, name: str, dest: Path, *, progress: bool = True, max_rate: float = 0.0
 ) -> FetchResult:
     """Download ``name`` into ``dest`` (resuming a ``.part``), verified, then renamed."""
-    download = PartialDownload(dest, name)
+    download = PartialDownload(dest, name, writer_depth=WRITER_DEPTH)
     offset, prefix = download.prefix_state()
     started = time.monotonic()
     with LabConnection.open(endpoint) as conn:

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -145,13 +147,22 @@ class PartialDownload:
     Call :meth:`open` (which reports where to resume), :meth:`write` the
     content, then :meth:`finish`. Nothing ever appears under the final name
     unless its SHA-256 matched.
+
+    With ``writer_depth`` > 0 the disk writes run in a background thread
+    (hashing stays with the caller), so receiving, hashing and writing overlap;
+    at most ``writer_depth`` chunks wait in memory, and :meth:`close` drains
+    them before it fsyncs.
     """
 
     dest: Path
     name: str
+    writer_depth: int = 0
     _handle: BinaryIO | None = None
     _hasher: hashlib._Hash | None = None
     offset: int = 0
+    _queue: queue.Queue[bytes | None] | None = None
+    _writer: threading.Thread | None = None
+    _writer_error: OSError | ValueError | None = None
 
     @property
     def final_path(self) -> Path:
@@ -184,25 +195,59 @@ class PartialDownload:
         handle.truncate(offset)
         handle.seek(offset)
         self._handle = handle
+        if self.writer_depth > 0:
+            self._queue = queue.Queue(maxsize=self.writer_depth)
+            self._writer = threading.Thread(
+                target=self._write_loop, args=(self._queue, handle), name="part-writer", daemon=True
+            )
+            self._writer.start()
 
     def write(self, data: bytes) -> None:
         if self._handle is None or self._hasher is None:
             raise TransferError("write before open")
-        self._handle.write(data)
         self._hasher.update(data)
         self.offset += len(data)
+        if self._queue is None:
+            self._handle.write(data)
+            return
+        self._check_writer()
+        self._queue.put(data)  # blocks when the disk is behind: back-pressure to the socket
+
+    def _write_loop(self, chunks: queue.Queue[bytes | None], handle: BinaryIO) -> None:
+        while (item := chunks.get()) is not None:
+            if self._writer_error is None:
+                try:
+                    handle.write(item)
+                except (OSError, ValueError) as exc:  # ValueError: the file was closed
+                    self._writer_error = exc  # reported to the caller by _check_writer
+
+    def _check_writer(self) -> None:
+        if self._writer_error is not None:
+            raise TransferError(f"writing {self.part_path} failed: {self._writer_error}") from (
+                self._writer_error
+            )
+
+    def _stop_writer(self) -> None:
+        if self._writer is not None and self._queue is not None:
+            self._queue.put(None)
+            self._writer.join()
+        self._writer, self._queue = None, None
 
     def flush(self) -> None:
         """Make what arrived so far durable, so a later run can resume from it."""
+        self._stop_writer()
         if self._handle is not None:
             self._handle.flush()
             os.fsync(self._handle.fileno())
+        self._check_writer()
 
     def close(self) -> None:
         if self._handle is not None:
-            self.flush()
-            self._handle.close()
-            self._handle = None
+            try:
+                self.flush()
+            finally:
+                self._handle.close()
+                self._handle = None
 
     def finish(self, *, size: int, sha256: str) -> Path:
         """fsync, verify size and hash, rename to the final name; returns it."""

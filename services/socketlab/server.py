@@ -339,10 +339,13 @@ class LabServer:
                         self._on_readable(conn)
                 except OSError as exc:
                     self._close(conn, f"socket error: {exc}")
+                except Exception:  # a bug must cost one connection, not the server
+                    log.exception("event=internal_error peer=%s", conn.peer)
+                    self._close(conn, "internal error")
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:
             _, _, callback = heapq.heappop(self._timers)
-            callback()
+            _guarded(callback)
         self._enforce_deadlines(now)
 
     def _listening(self) -> socket.socket:
@@ -393,7 +396,7 @@ class LabServer:
                 callback = self._done.get_nowait()
             except queue.Empty:
                 return
-            callback()
+            _guarded(callback)
 
     def _update_interest(self, conn: Connection) -> None:
         if conn.sock.fileno() not in self._conns:
@@ -805,6 +808,14 @@ def _message_deadline(
     elif elapsed > cfg.header_timeout and received < cfg.min_rate * (elapsed - cfg.header_timeout):
         reason = f"too slow: {received} bytes in {elapsed:.1f} s"
     return reason
+
+
+def _guarded(callback: Callable[[], None]) -> None:
+    """Run a deferred callback; an unexpected error is logged, the loop carries on."""
+    try:
+        callback()
+    except Exception:
+        log.exception("event=internal_error where=callback")
 
 
 def _type_names(value: Any) -> list[str]:

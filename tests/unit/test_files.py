@@ -78,9 +78,12 @@ def test_sha256_file_with_limit(root: Path) -> None:
     assert sha256_file(root / "a.txt", limit=2) == hashlib.sha256(b"he").hexdigest()
 
 
-def test_download_verifies_then_renames(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "depth", [pytest.param(0, id="inline"), pytest.param(2, id="writer-thread")]
+)
+def test_download_verifies_then_renames(tmp_path: Path, depth: int) -> None:
     data = os.urandom(5000)
-    download = PartialDownload(tmp_path, "dir/file.bin")
+    download = PartialDownload(tmp_path, "dir/file.bin", writer_depth=depth)
     assert download.prefix_state() == (0, hashlib.sha256().hexdigest())
     download.open(offset=0)
     download.write(data[:3000])
@@ -92,9 +95,12 @@ def test_download_verifies_then_renames(tmp_path: Path) -> None:
     assert not download.part_path.exists()
 
 
-def test_download_resumes_from_part(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "depth", [pytest.param(0, id="inline"), pytest.param(2, id="writer-thread")]
+)
+def test_download_resumes_from_part(tmp_path: Path, depth: int) -> None:
     data = os.urandom(5000)
-    first = PartialDownload(tmp_path, "f.bin")
+    first = PartialDownload(tmp_path, "f.bin", writer_depth=depth)
     first.prefix_state()
     first.open(offset=0)
     first.write(data[:1234])
@@ -170,3 +176,14 @@ def test_download_refuses_unsafe_local_names(tmp_path: Path, name: str) -> None:
 )
 def test_download_local_name_stays_in_dest(tmp_path: Path, name: str, local: str) -> None:
     assert PartialDownload(tmp_path, name).final_path == tmp_path / local
+
+
+def test_writer_thread_error_surfaces(tmp_path: Path) -> None:
+    download = PartialDownload(tmp_path, "f.bin", writer_depth=1)
+    download.prefix_state()
+    download.open(offset=0)
+    assert download._handle is not None
+    download._handle.close()  # the disk "fails" under the writer thread
+    download.write(b"x" * 10)
+    with pytest.raises((TransferError, ValueError)):
+        download.finish(size=10, sha256="0")
