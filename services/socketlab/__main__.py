@@ -13,6 +13,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "server": ("socketlab.server_container", "main", "run the server container's services"),
     "client": ("socketlab.client", "main", "client side of the TCP demos (hello, fetch, ...)"),
+    "naive-transfer": ("socketlab.naive", "main", "TEACHING BASELINE: the recv(1024) file loop"),
     "sampledata": ("socketlab.sampledata", "main", "create the sample files (--big: 1 GiB)"),
     "udp-listener": ("socketlab.udp.listener", "main", "count datagrams on 37020/udp"),
     "udp-send": ("socketlab.udp.sender", "main", "send 'Message #n' datagrams"),
