@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import select
 import socket
@@ -547,3 +548,24 @@ def test_hash_cache_hashes_once_and_notices_changes(tmp_path: Path) -> None:
     assert cache.sha256(path, limit=10) == hashlib.sha256(b"a" * 10).hexdigest()
     path.write_bytes(b"b" * 1001)
     assert cache.sha256(path) == hashlib.sha256(b"b" * 1001).hexdigest()
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("stream", "expected"),
+    [
+        pytest.param(_Tty(), ["\r", "ETA", "%", "/s"], id="tty-bar"),
+        pytest.param(io.StringIO(), ["event=progress", "rate_mb_s=", "eta_s="], id="log-lines"),
+    ],
+)
+def test_progress_shows_rate_and_eta(stream: io.StringIO, expected: list[str]) -> None:
+    bar = client.Progress("f.bin", 1000, 0, stream=stream)
+    bar.update(500)
+    bar.update(1000, final=True)
+    text = stream.getvalue()
+    for fragment in expected:
+        assert fragment in text
