@@ -44,11 +44,12 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lab.cli import make_lab, out_console, progress_printer  # noqa: PLC0415
+    from lab.cli import err_console, make_lab, out_console, progress_printer  # noqa: PLC0415
     from lab.scenario.runner import resolve_names, run_files, scenario_files  # noqa: PLC0415
 
     if bool(args.names) == bool(args.all):
-        raise ScenarioError(["give scenario names (or .yaml paths), or --all"])
+        err_console.print("lab run: give scenario names (or .yaml paths), or --all", markup=False)
+        return 2
     lab = make_lab(args)
     folder = _folder(args, lab.repo_root)
     paths = scenario_files(folder) if args.all else resolve_names(args.names, folder)
