@@ -39,7 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from socketlab.udp.datagram import Kind, classify
+from socketlab.udp.datagram import Classified, Kind, parse
 
 DEFAULT_WINDOW = 1 << 16
 DEFAULT_MAX_SESSIONS = 256
@@ -107,18 +107,20 @@ class Session:
     def lost(self) -> int:
         return self.lost_final + len(self.missing)
 
-    def add(self, *, seq: int, sent_ns: int, size: int, arrival_ns: int) -> None:
+    def add(self, seq: int, sent_ns: int, size: int, arrival_ns: int) -> None:
         """Account one valid datagram of this session."""
         self.received += 1
         self.bytes += size
         self.last_arrival_ns = arrival_ns
-        self.max_sent_ns = max(self.max_sent_ns, sent_ns)
+        if sent_ns > self.max_sent_ns:
+            self.max_sent_ns = sent_ns
         transit = arrival_ns - sent_ns
         if self.last_transit_ns is not None:
             self.jitter_ns += (abs(transit - self.last_transit_ns) - self.jitter_ns) / 16
         self.last_transit_ns = transit
         self.transit_sum_ns += transit
-        self.transit_max_ns = max(self.transit_max_ns, transit)
+        if transit > self.transit_max_ns:
+            self.transit_max_ns = transit
         if seq > self.highest_seq:
             self._advance(seq)
         elif seq in self.missing:
@@ -220,46 +222,38 @@ class Accounting:
         """Account one datagram; returns an event worth a log line, if any."""
         self.datagrams += 1
         self.bytes += len(data)
-        result = classify(data)
-        datagram = result.datagram
-        if datagram is None:
-            return self._reject(result.kind, f"{host}:{port}", result.reason, data)
-        key = (host, datagram.sender_id)
+        fields = parse(data)
+        if isinstance(fields, Classified):
+            return self._reject(fields.kind, f"{host}:{port}", fields.reason, data)
+        sender_id, seq, sent_ns = fields
+        key = (host, sender_id)
         session = self.active.get(key)
-        if session is not None and not self._continues(
-            session, port, datagram.seq, datagram.sent_ns
-        ):
+        if session is not None and not self._continues(session, port, seq, sent_ns):
             session = None
         started = None
         if session is None:
             previous = self.active.get(key)
             session = Session(
-                sender_id=datagram.sender_id,
+                sender_id=sender_id,
                 host=host,
                 port=port,
                 number=previous.number + 1 if previous else 1,
-                first_seq=datagram.seq,
-                highest_seq=datagram.seq - 1,
-                max_sent_ns=datagram.sent_ns,
-                first_sent_ns=datagram.sent_ns,
+                first_seq=seq,
+                highest_seq=seq - 1,
+                max_sent_ns=sent_ns,
+                first_sent_ns=sent_ns,
                 first_arrival_ns=arrival_ns,
                 last_arrival_ns=arrival_ns,
                 window=self.window,
-                horizon=datagram.seq,
+                horizon=seq,
             )
             self.active[key] = session
             self.sessions.append(session)
             self._bound_sessions()
             started = SessionStarted(
-                session.name,
-                f"{host}:{port}",
-                datagram.sender_id,
-                datagram.seq,
-                previous is not None,
+                session.name, f"{host}:{port}", sender_id, seq, previous is not None
             )
-        session.add(
-            seq=datagram.seq, sent_ns=datagram.sent_ns, size=len(data), arrival_ns=arrival_ns
-        )
+        session.add(seq, sent_ns, len(data), arrival_ns)
         return started
 
     @staticmethod
