@@ -112,15 +112,13 @@ class Session:
         self.received += 1
         self.bytes += size
         self.last_arrival_ns = arrival_ns
-        if sent_ns > self.max_sent_ns:
-            self.max_sent_ns = sent_ns
+        self.max_sent_ns = max(self.max_sent_ns, sent_ns)
         transit = arrival_ns - sent_ns
         if self.last_transit_ns is not None:
             self.jitter_ns += (abs(transit - self.last_transit_ns) - self.jitter_ns) / 16
         self.last_transit_ns = transit
         self.transit_sum_ns += transit
-        if transit > self.transit_max_ns:
-            self.transit_max_ns = transit
+        self.transit_max_ns = max(self.transit_max_ns, transit)
         if seq > self.highest_seq:
             self._advance(seq)
         elif seq in self.missing:
