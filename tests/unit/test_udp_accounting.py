@@ -262,3 +262,13 @@ def test_kernel_delta() -> None:
     assert delta["RcvbufErrors"] == 15
     assert delta["InErrors"] == 15
     assert delta["InDatagrams"] == 0
+
+
+@given(st.lists(st.binary(max_size=120), max_size=30))
+def test_arbitrary_datagrams_never_crash_and_are_all_counted(datagrams: list[bytes]) -> None:
+    accounting = Accounting()
+    for data in datagrams:
+        accounting.receive(data, host=HOST, port=9, arrival_ns=0)
+    snapshot = accounting.snapshot()
+    assert snapshot["datagrams"] == len(datagrams)
+    assert snapshot["valid"] + snapshot["foreign"] + snapshot["malformed"] == len(datagrams)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from socketlab.udp.datagram import (
     HEADER_SIZE,
+    MAGIC,
     MAX_DATAGRAM,
     Datagram,
     DatagramError,
@@ -124,3 +128,29 @@ def test_any_single_bit_flip_is_never_valid(data: st.DataObject) -> None:
     bit = data.draw(st.integers(0, 7))
     damaged = GOOD[:at] + bytes([GOOD[at] ^ (1 << bit)]) + GOOD[at + 1 :]
     assert classify(damaged).kind is not Kind.VALID
+
+
+def forge(text: bytes, seq: int) -> bytes:
+    """A datagram with any text line and a correct length and CRC."""
+    header = struct.Struct("!4sIQQH")
+    head = text + header.pack(MAGIC, 1, seq, 0, len(text) + HEADER_SIZE)
+    return head + zlib.crc32(head).to_bytes(4, "big")
+
+
+def test_forge_matches_encode() -> None:
+    assert forge(b"Message #7\n", 7) == encode(sender_id=1, seq=7, sent_ns=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "seq"),
+    [
+        pytest.param(b"Message #07\n", 7, id="leading-zero"),
+        pytest.param(b"Message #8\n", 7, id="other-number"),
+        pytest.param(b"message #7\n", 7, id="lower-case"),
+        pytest.param(b"Message #0\n", 0, id="seq-zero"),
+    ],
+)
+def test_text_line_must_be_the_canonical_one(text: bytes, seq: int) -> None:
+    result = classify(forge(text, seq))
+    assert result.kind is Kind.MALFORMED
+    assert "text line" in result.reason
