@@ -1,0 +1,219 @@
+"""Sweep reports: PNG plots (matplotlib, Agg) and one self-contained HTML page.
+
+Everything here works from a :class:`~lab.bench.records.SweepResult`, so a
+report can be rebuilt from a saved ``sweep.json`` without the lab. Plots are
+drawn on ``matplotlib.figure.Figure`` directly (no pyplot state, no display);
+the HTML embeds them as base64 ``data:`` URLs and carries no script, so one
+file is the whole report.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from statistics import median
+from typing import Final
+
+from matplotlib.figure import Figure
+
+from lab.bench.records import SweepResult
+from lab.bench.throughput import MATHIS_C, mathis_bound
+
+GOODPUT_PLOT: Final = "goodput-vs-loss.png"
+DELIVERY_PLOT: Final = "delivery-vs-loss.png"
+RESULT_FILE: Final = "sweep.json"
+REPORT_FILE: Final = "report.html"
+CURVE_POINTS: Final = 60
+DPI: Final = 100
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _delay_label(delay: float) -> str:
+    return f"delay {delay * 1000:g} ms"
+
+
+def plot_goodput(result: SweepResult) -> bytes:
+    """Goodput vs loss, one colour per delay: TCP solid, UDP dotted, Mathis dashed."""
+    figure = Figure(figsize=(8, 5))
+    axes = figure.add_subplot()
+    colours = [f"C{i}" for i in range(10)]
+    positive = []
+    for index, delay in enumerate(result.delays):
+        colour = colours[index % len(colours)]
+        points = result.at_delay(delay)
+        losses = [p.loss * 100 for p in points]
+        tcp = [p.tcp_bits_per_second / 1e6 for p in points]
+        udp = [p.udp_bits_per_second / 1e6 for p in points]
+        positive += [v for v in tcp + udp if v > 0]
+        axes.plot(losses, tcp, "o-", color=colour, label=f"TCP, {_delay_label(delay)}")
+        axes.plot(losses, udp, "s:", color=colour, label=f"UDP, {_delay_label(delay)}")
+        rtts = [p.rtt for p in points if p.rtt]
+        lossy = [p.loss for p in points if p.loss > 0]
+        if rtts and lossy:
+            # A smooth curve at this delay's median measured RTT, over the lossy range.
+            rtt = median(rtts)
+            low, high = min(lossy), max(lossy)
+            shares = [low + (high - low) * i / (CURVE_POINTS - 1) for i in range(CURVE_POINTS)]
+            bound = [(mathis_bound(rtt=rtt, loss=s, mss=result.mss) or 0.0) / 1e6 for s in shares]
+            positive += [b for b in bound if b > 0]
+            axes.plot(
+                [s * 100 for s in shares],
+                bound,
+                "--",
+                color=colour,
+                alpha=0.6,
+                label=f"Mathis bound, RTT {rtt * 1000:.1f} ms",
+            )
+    if positive and all(math.isfinite(v) for v in positive):
+        axes.set_yscale("log")
+    axes.set_xlabel("loss (%)")
+    axes.set_ylabel("goodput (Mbit/s)")
+    axes.set_title(f"{result.scenario}: goodput vs loss ({result.link})")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize="small", ncol=2)
+    return _png(figure)
+
+
+def plot_delivery(result: SweepResult) -> bytes:
+    """Share of the payload delivered vs loss: TCP (all of it) vs UDP (what got through)."""
+    figure = Figure(figsize=(8, 5))
+    axes = figure.add_subplot()
+    all_losses = sorted({p.loss * 100 for p in result.points})
+    axes.plot(all_losses, [100 - x for x in all_losses], "k--", alpha=0.4, label="100% - loss")
+    for index, delay in enumerate(result.delays):
+        colour = f"C{index % 10}"
+        points = result.at_delay(delay)
+        losses = [p.loss * 100 for p in points]
+        axes.plot(
+            losses,
+            [p.tcp_delivered * 100 for p in points],
+            "o-",
+            color=colour,
+            label=f"TCP, {_delay_label(delay)}",
+        )
+        axes.plot(
+            losses,
+            [p.udp_delivered * 100 for p in points],
+            "s:",
+            color=colour,
+            label=f"UDP, {_delay_label(delay)}",
+        )
+    axes.set_xlabel("loss (%)")
+    axes.set_ylabel("payload delivered (%)")
+    axes.set_ylim(bottom=max(0.0, min([p.udp_delivered * 100 for p in result.points] + [80]) - 5))
+    axes.set_title(f"{result.scenario}: TCP vs UDP delivery")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize="small", ncol=2)
+    return _png(figure)
+
+
+def sweep_plots(result: SweepResult) -> dict[str, bytes]:
+    """File name -> PNG bytes for every plot of a sweep."""
+    if not result.points:
+        return {}
+    return {GOODPUT_PLOT: plot_goodput(result), DELIVERY_PLOT: plot_delivery(result)}
+
+
+def _table(rows: Sequence[Mapping[str, str]]) -> str:
+    if not rows:
+        return "<p>No points were measured.</p>"
+    head = "".join(f"<th>{html.escape(column)}</th>" for column in rows[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(value))}</td>" for value in row.values()) + "</tr>"
+        for row in rows
+    )
+    return f'<table id="results"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _definitions(items: Mapping[str, str]) -> str:
+    return (
+        "<dl>"
+        + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in items.items())
+        + "</dl>"
+    )
+
+
+STYLE: Final = """
+body { font-family: sans-serif; margin: 2em; color: #222; max-width: 1100px; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
+th { background: #eee; }
+dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }
+dt { font-weight: bold; }
+img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
+.note { color: #555; font-size: 0.9em; }
+"""
+
+
+def render_html(result: SweepResult, plots: Mapping[str, bytes]) -> str:
+    """The self-contained report: conditions, plots (embedded), table, versions."""
+    conditions = {
+        "scenario": result.scenario,
+        "link shaped": result.link,
+        "engine": ", ".join(result.engines),
+        "delays (one way)": ", ".join(f"{d * 1000:g} ms" for d in result.delays),
+        "losses": ", ".join(f"{p * 100:g}%" for p in sorted({p.loss for p in result.points})),
+        "payload per protocol and point": f"{result.bytes_per_point:,} bytes",
+        "UDP datagrams": f"{result.datagram_size} bytes at {result.datagram_rate:g}/s",
+        "MSS for the Mathis bound": f"{result.mss} bytes",
+        "started": result.started,
+        "finished": result.finished,
+    }
+    images = "".join(
+        f'<figure><img alt="{html.escape(name)}" '
+        f'src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
+        f"<figcaption>{html.escape(name)}</figcaption></figure>"
+        for name, data in plots.items()
+    )
+    title = f"socketlab sweep: {result.scenario}"
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{html.escape(title)}</title>
+<style>{STYLE}</style>
+</head>
+<body>
+<h1>{html.escape(title)}</h1>
+<h2>Conditions</h2>
+{_definitions(conditions)}
+<h2>Plots</h2>
+{images}
+<p class="note">Mathis et al. bound: goodput &le; (MSS / RTT) &middot; C / &radic;p with
+C = &radic;(3/2) &asymp; {MATHIS_C:.2f} (periodic loss, no delayed ACKs), drawn at each
+delay's measured RTT for reference: a model, not a ceiling.</p>
+<h2>Results</h2>
+{_table(result.rows())}
+<h2>Versions</h2>
+{_definitions(dict(result.versions))}
+</body>
+</html>
+"""
+
+
+def write_sweep(result: SweepResult, out_dir: Path) -> list[Path]:
+    """Write ``sweep.json``, the PNGs and ``report.html`` into ``out_dir``; return the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    data_path = out_dir / RESULT_FILE
+    data_path.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    written.append(data_path)
+    plots = sweep_plots(result)
+    for name, data in plots.items():
+        path = out_dir / name
+        path.write_bytes(data)
+        written.append(path)
+    report = out_dir / REPORT_FILE
+    report.write_text(render_html(result, plots), encoding="utf-8")
+    written.append(report)
+    return written
