@@ -12,6 +12,7 @@ import os
 from socketlab.errors import ConfigError
 
 LAB_PROTOCOL_PORT = 4571
+CHAT_PORT = 4572
 FEED_HTTP_PORT = 8080
 UDP_PORT = 37020
 UDP_STATUS_PORT = 37021

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 
 from socketlab import server
+from socketlab.chat import hub as chat_hub
 from socketlab.rss import feed_server
 
 log = logging.getLogger("socketlab.server")
@@ -25,6 +26,7 @@ Component = Callable[[threading.Event], None]
 COMPONENTS: dict[str, Component] = {
     "lab-protocol": server.serve,
     "feeds": feed_server.serve,
+    "chat": chat_hub.serve,
 }
 
 

@@ -1,0 +1,245 @@
+"""The chat hub on :data:`~socketlab.config.CHAT_PORT`: one selectors loop around :class:`ChatHub`.
+
+Sockets are non-blocking; the loop reads what is there, hands it to the core,
+and writes each connection's outbox as far as the kernel takes it (interest in
+``EVENT_WRITE`` only while something is left). Accepted sockets get a modest
+``SO_SNDBUF`` so a slow reader's backlog piles up in the hub's bounded outbox
+(where it is counted and capped) rather than in an unbounded-looking kernel
+buffer, and ``TCP_NODELAY`` because chat lines are small and latency matters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import selectors
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Final
+
+from socketlab.chat.core import ChatHub, HubConfig, Reason
+from socketlab.config import CHAT_PORT, env_float, env_int, env_str
+from socketlab.errors import ServiceError
+
+log = logging.getLogger("socketlab.chat")
+
+RECV_SIZE: Final = 64 * 1024
+READS_PER_EVENT: Final = 4  # bound the work one busy peer gets per loop turn
+ACCEPTS_PER_EVENT: Final = 64
+
+
+@dataclass(frozen=True, kw_only=True)
+class HubServerConfig:
+    """The hub's socket-level settings plus the core's :class:`HubConfig`."""
+
+    host: str = "0.0.0.0"
+    port: int = CHAT_PORT
+    backlog: int = 1024
+    send_buffer: int = 64 * 1024
+    poll_interval: float = 0.25
+    close_grace: float = 1.0
+    core: HubConfig = field(default_factory=HubConfig)
+
+    @classmethod
+    def from_env(cls) -> HubServerConfig:
+        """Configuration from ``SOCKETLAB_CHAT_*`` environment variables."""
+        base = HubConfig()
+        return cls(
+            host=env_str("SOCKETLAB_CHAT_HOST", "0.0.0.0"),
+            port=env_int("SOCKETLAB_CHAT_PORT", CHAT_PORT),
+            send_buffer=env_int("SOCKETLAB_CHAT_SNDBUF", 64 * 1024),
+            core=HubConfig(
+                max_participants=env_int("SOCKETLAB_CHAT_MAX_PARTICIPANTS", base.max_participants),
+                max_text=env_int("SOCKETLAB_CHAT_MAX_TEXT", base.max_text),
+                max_queue_frames=env_int("SOCKETLAB_CHAT_QUEUE_FRAMES", base.max_queue_frames),
+                max_queue_bytes=env_int("SOCKETLAB_CHAT_QUEUE_BYTES", base.max_queue_bytes),
+                heartbeat_interval=env_float("SOCKETLAB_CHAT_HEARTBEAT", base.heartbeat_interval),
+                peer_timeout=env_float("SOCKETLAB_CHAT_PEER_TIMEOUT", base.peer_timeout),
+            ),
+        )
+
+
+class HubServer:
+    """The chat hub's sockets; :meth:`bind` then :meth:`run` (port 0 for tests)."""
+
+    def __init__(self, config: HubServerConfig) -> None:
+        self.config = config
+        self.hub = ChatHub(config=config.core, wall_clock=time.time)
+        self._selector = selectors.DefaultSelector()
+        self._listener: socket.socket | None = None
+        self._socks: dict[int, socket.socket] = {}
+        self._writing: set[int] = set()  # connections registered for EVENT_WRITE
+        self._close_at: dict[int, float] = {}  # closing connections -> hard deadline
+
+    def bind(self) -> int:
+        """Listen; returns the bound port."""
+        try:
+            listener = socket.create_server(
+                (self.config.host, self.config.port), backlog=self.config.backlog
+            )
+        except OSError as exc:
+            raise ServiceError(f"chat hub cannot listen on port {self.config.port}: {exc}") from exc
+        listener.setblocking(False)
+        self._selector.register(listener, selectors.EVENT_READ, None)
+        self._listener = listener
+        port: int = listener.getsockname()[1]
+        log.info("event=chat_listening port=%d", port)
+        return port
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until ``stop`` is set, then say goodbye to everyone."""
+        if self._listener is None:
+            self.bind()
+        last_tick = time.monotonic()
+        try:
+            while not stop.is_set():
+                self._turn()
+                now = time.monotonic()
+                if now - last_tick >= self.config.poll_interval:
+                    last_tick = now
+                    self.hub.tick(now)
+                self._flush_and_close(now)
+            self.hub.shutdown()
+            self._flush_and_close(time.monotonic())
+            self._drain_closing()
+        finally:
+            for conn_id in list(self._socks):
+                self._drop(conn_id)
+            self._selector.close()
+            if self._listener is not None:
+                self._listener.close()
+
+    # ------------------------------------------------------------------ loop
+
+    def _turn(self) -> None:
+        for key, mask in self._selector.select(timeout=self.config.poll_interval):
+            if key.data is None:
+                self._accept()
+                continue
+            conn_id: int = key.data
+            if mask & selectors.EVENT_READ:
+                self._on_readable(conn_id)
+            if mask & selectors.EVENT_WRITE and conn_id in self._socks:
+                self._flush(conn_id)
+
+    def _accept(self) -> None:
+        assert self._listener is not None  # noqa: S101 - run() binds first
+        for _ in range(ACCEPTS_PER_EVENT):
+            try:
+                sock, _addr = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. EMFILE: log, keep serving the others
+                log.warning("event=chat_accept_failed error=%r", exc)
+                return
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.send_buffer)
+            conn_id = self.hub.open(time.monotonic())
+            self._socks[conn_id] = sock
+            self._selector.register(sock, selectors.EVENT_READ, conn_id)
+
+    def _on_readable(self, conn_id: int) -> None:
+        sock = self._socks[conn_id]
+        for _ in range(READS_PER_EVENT):
+            try:
+                data = sock.recv(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.info("event=chat_recv_failed conn=%d error=%r", conn_id, exc)
+                self.hub.connection_lost(conn_id)
+                return
+            self.hub.receive_data(conn_id, data, time.monotonic())
+            if not data:
+                return
+
+    def _flush(self, conn_id: int) -> None:
+        sock = self._socks[conn_id]
+        outbox = self.hub.outbox(conn_id)
+        while len(outbox):
+            try:
+                sent = sock.send(outbox.peek())
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                log.info("event=chat_send_failed conn=%d error=%r", conn_id, exc)
+                outbox.clear()
+                self.hub.connection_lost(conn_id)
+                break
+            outbox.consume(sent)
+        self._want_write(conn_id, bool(len(outbox)))
+
+    def _want_write(self, conn_id: int, want: bool) -> None:
+        if want == (conn_id in self._writing):
+            return
+        # A closing connection is not read any more (an EOF would keep it readable).
+        reading = 0 if conn_id in self._close_at else selectors.EVENT_READ
+        events = reading | (selectors.EVENT_WRITE if want else 0)
+        if events:
+            self._selector.modify(self._socks[conn_id], events, conn_id)
+        if want:
+            self._writing.add(conn_id)
+        else:
+            self._writing.discard(conn_id)
+
+    def _flush_and_close(self, now: float) -> None:
+        # A flush can end a connection (send failure), whose left notice dirties
+        # others: repeat until the core has nothing new.
+        while True:
+            dirty = self.hub.take_dirty()
+            closing = self.hub.take_closing()
+            if not dirty and not closing:
+                break
+            for item in closing:
+                if item.conn_id in self._socks:
+                    self._close_at[item.conn_id] = now + self.config.close_grace
+                    self._log_close(item.conn_id, item.reason)
+                    self._selector.modify(
+                        self._socks[item.conn_id], selectors.EVENT_WRITE, item.conn_id
+                    )
+                    self._writing.add(item.conn_id)
+            for conn_id in dirty:
+                if conn_id in self._socks:
+                    self._flush(conn_id)
+        for conn_id, deadline in list(self._close_at.items()):
+            if conn_id not in self._socks:
+                del self._close_at[conn_id]
+            elif not len(self.hub.outbox(conn_id)) or now >= deadline:
+                self._drop(conn_id)
+
+    def _drain_closing(self) -> None:
+        """At shutdown: give the last words up to ``close_grace`` to go out."""
+        deadline = time.monotonic() + self.config.close_grace
+        while self._close_at and time.monotonic() < deadline:
+            self._selector.select(timeout=0.05)
+            for conn_id in list(self._close_at):
+                if conn_id in self._socks:
+                    self._flush(conn_id)
+            self._flush_and_close(time.monotonic())
+
+    def _log_close(self, conn_id: int, reason: Reason) -> None:
+        log.info(
+            "event=chat_disconnect conn=%d name=%s reason=%r",
+            conn_id,
+            self.hub.name_of(conn_id),
+            str(reason),
+        )
+
+    def _drop(self, conn_id: int) -> None:
+        sock = self._socks.pop(conn_id, None)
+        self._close_at.pop(conn_id, None)
+        self._writing.discard(conn_id)
+        if sock is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(sock)
+            sock.close()
+        self.hub.forget(conn_id)
+
+
+def serve(stop: threading.Event) -> None:
+    """The ``chat`` component of the server container: serve until ``stop`` is set."""
+    HubServer(HubServerConfig.from_env()).run(stop)
