@@ -7,18 +7,19 @@ Docker. The matching parsers read what is in force (``iptables -S``,
 
 Layout, for a link SOURCE -> DEST:
 
-* iptables chain ``SOCKETLAB`` (filter table) in each namespace, jumped to
-  from INPUT and OUTPUT, so ``iptables -F SOCKETLAB`` undoes everything at
-  once. Partitions come first: ``-s PEER -j DROP``, on INPUT in both
-  namespaces (a DROP on OUTPUT would fail the sender at once with EPERM,
-  while a real partition makes it wait for its timeout). Then a RETURN for
-  copies the verdict loop injects itself (``INJECT_MARK``), then the nfqueue
-  engine's ``-s SOURCE -j NFQUEUE --queue-num N --queue-bypass`` in DEST's
-  namespace (bypass: a dead verdict loop fails open, never blackholes).
-  The queue sits on DEST's *ingress* on purpose: packets held on the
-  sender's egress stay charged to their socket, and TCP small queues then
-  throttle a 20 ms link to a few Mbit/s (netem avoids that by orphaning
-  the packets, which userspace cannot do).
+* iptables chains named ``SOCKETLAB``, so one flush per table undoes
+  everything. In the ``filter`` table (from INPUT and OUTPUT): partitions,
+  ``-s PEER -j DROP``, on INPUT in both namespaces (a DROP on OUTPUT would
+  fail the sender at once with EPERM, while a real partition makes it wait
+  for its timeout). In the ``raw`` table (from PREROUTING) of DEST's
+  namespace: a RETURN for copies the verdict loop injects itself
+  (``INJECT_MARK``), then the nfqueue engine's ``-s SOURCE -j NFQUEUE
+  --queue-num N --queue-bypass`` (bypass: a dead verdict loop fails open,
+  never blackholes). Why there: packets held on the sender's egress stay
+  charged to their socket, and TCP small queues then throttle a 20 ms link
+  to a few Mbit/s (netem avoids that by orphaning them, which userspace
+  cannot); and held *before* conntrack, packets of a new flow do not race
+  each other to confirm one conntrack entry (the losers would be dropped).
 * ``tc`` on SOURCE's egress: an htb root (``1:``, unclassified traffic passes
   unshaped) with one class ``1:N`` per destination, picked by a u32 filter
   on DEST's IP; it carries the rate, and with the netem engine (which does
@@ -116,38 +117,45 @@ def partition_rule(peer_ip: str) -> tuple[str, ...]:
 INJECTED_RULE = ("-m", "mark", "--mark", f"{INJECT_MARK:#x}", "-j", "RETURN")
 
 
-def chain_steps() -> list[Step]:
-    """Create the SOCKETLAB chain and its jumps, once per namespace (idempotent)."""
-    steps = [Step((*IPTABLES, "-N", CHAIN), may_fail=True)]
-    for hook in ("INPUT", "OUTPUT"):
+def _table(table: str) -> tuple[str, ...]:
+    return (*IPTABLES, "-t", table)
+
+
+def chain_steps(table: str = "filter") -> list[Step]:
+    """Create SOCKETLAB in ``table`` and the jumps to it, once per namespace (idempotent).
+
+    ``filter`` (partitions) is entered from INPUT and OUTPUT; ``raw`` (the
+    nfqueue engine) from PREROUTING, with a RETURN for our own injected copies.
+    """
+    cmd = _table(table)
+    hooks = ("PREROUTING",) if table == "raw" else ("INPUT", "OUTPUT")
+    steps = [Step((*cmd, "-N", CHAIN), may_fail=True)]
+    steps += [
+        Step((*cmd, "-I", hook, "1", "-j", CHAIN), unless=(*cmd, "-C", hook, "-j", CHAIN))
+        for hook in hooks
+    ]
+    if table == "raw":
         steps.append(
             Step(
-                (*IPTABLES, "-I", hook, "1", "-j", CHAIN),
-                unless=(*IPTABLES, "-C", hook, "-j", CHAIN),
+                (*cmd, "-I", CHAIN, "1", *INJECTED_RULE),
+                unless=(*cmd, "-C", CHAIN, *INJECTED_RULE),
             )
         )
-    steps.append(
-        Step(
-            (*IPTABLES, "-I", CHAIN, "1", *INJECTED_RULE),
-            unless=(*IPTABLES, "-C", CHAIN, *INJECTED_RULE),
-        )
-    )
     return steps
 
 
-def ensure_rule(rule: Sequence[str], *, first: bool = False) -> Step:
-    where = ("-I", CHAIN, "1") if first else ("-A", CHAIN)
-    return Step((*IPTABLES, *where, *rule), unless=(*IPTABLES, "-C", CHAIN, *rule))
+def ensure_rule(rule: Sequence[str], *, table: str = "filter") -> Step:
+    cmd = _table(table)
+    return Step((*cmd, "-A", CHAIN, *rule), unless=(*cmd, "-C", CHAIN, *rule))
 
 
-def delete_rule(rule: Sequence[str]) -> Step:
-    return Step((*IPTABLES, "-D", CHAIN, *rule), may_fail=True)
+def delete_rule(rule: Sequence[str], *, table: str = "filter") -> Step:
+    return Step((*_table(table), "-D", CHAIN, *rule), may_fail=True)
 
 
 def partition_steps(peer_ip: str) -> list[Step]:
     """Run in one side's namespace: drop everything arriving from ``peer_ip``."""
-    # First in the chain: a packet an NFQUEUE verdict accepts skips the rest of it.
-    return [*chain_steps(), ensure_rule(partition_rule(peer_ip), first=True)]
+    return [*chain_steps(), ensure_rule(partition_rule(peer_ip))]
 
 
 def heal_steps(peer_ip: str) -> list[Step]:
@@ -157,7 +165,10 @@ def heal_steps(peer_ip: str) -> list[Step]:
 def clear_shaping_steps(rules_queues: Mapping[str, int]) -> list[Step]:
     # rules_queues: source IP -> queue, as parse_status reads them
     """Remove every NFQUEUE rule and every tc root in a namespace; partitions stay."""
-    steps = [delete_rule(nfqueue_rule(ip, queue)) for ip, queue in sorted(rules_queues.items())]
+    steps = [
+        delete_rule(nfqueue_rule(ip, queue), table="raw")
+        for ip, queue in sorted(rules_queues.items())
+    ]
     steps.append(
         Step(
             (
@@ -173,12 +184,12 @@ def clear_shaping_steps(rules_queues: Mapping[str, int]) -> list[Step]:
 
 def teardown_steps(devices: Iterable[str]) -> list[Step]:
     """Remove everything socketlab put in a namespace (one flush, one qdisc delete)."""
-    steps = [
-        Step((*IPTABLES, "-F", CHAIN), may_fail=True),
-        Step((*IPTABLES, "-D", "INPUT", "-j", CHAIN), may_fail=True),
-        Step((*IPTABLES, "-D", "OUTPUT", "-j", CHAIN), may_fail=True),
-        Step((*IPTABLES, "-X", CHAIN), may_fail=True),
-    ]
+    steps = []
+    for table, hooks in (("filter", ("INPUT", "OUTPUT")), ("raw", ("PREROUTING",))):
+        cmd = _table(table)
+        steps.append(Step((*cmd, "-F", CHAIN), may_fail=True))
+        steps += [Step((*cmd, "-D", hook, "-j", CHAIN), may_fail=True) for hook in hooks]
+        steps.append(Step((*cmd, "-X", CHAIN), may_fail=True))
     steps += [Step(("tc", "qdisc", "del", "dev", dev, "root"), may_fail=True) for dev in devices]
     return steps
 
@@ -271,7 +282,7 @@ def ingress_steps(*, engine: Engine, source_ip: str, queue: int, spec: LinkSpec)
     """In DEST's namespace: the NFQUEUE rule feeding the verdict loop (nfqueue engine)."""
     steps = unshape_ingress_steps(source_ip=source_ip, queue=queue)
     if needs_verdict_loop(spec, engine):
-        steps += [*chain_steps(), ensure_rule(nfqueue_rule(source_ip, queue))]
+        steps += [*chain_steps("raw"), ensure_rule(nfqueue_rule(source_ip, queue), table="raw")]
     return steps
 
 
@@ -280,7 +291,7 @@ def unshape_egress_steps(*, dev: str, queue: int) -> list[Step]:
 
 
 def unshape_ingress_steps(*, source_ip: str, queue: int) -> list[Step]:
-    return [delete_rule(nfqueue_rule(source_ip, queue))]
+    return [delete_rule(nfqueue_rule(source_ip, queue), table="raw")]
 
 
 def shaper_command(*, queue: int, spec: LinkSpec, seed: int | None = None) -> list[str]:
@@ -362,6 +373,7 @@ def choose_engine(requested: Engine | None, probe: Probe) -> Engine:
 
 STATUS_SCRIPT = (
     f"echo '%%iptables'\n{shlex.join(IPTABLES)} -S {CHAIN} 2>/dev/null || true\n"
+    f"echo '%%raw'\n{shlex.join(_table('raw'))} -S {CHAIN} 2>/dev/null || true\n"
     "echo '%%tc'\n"
     "for dev in $(ls /sys/class/net); do\n"
     '  [ "$dev" = lo ] || tc filter show dev "$dev" 2>/dev/null || true\n'
@@ -402,10 +414,11 @@ def parse_status(text: str) -> RulesInForce:
             section = line[2:].strip()
             continue
         if section == "iptables":
+            if m := _DROP.match(line):
+                drops.add(m.group(1))
+        elif section == "raw":
             if m := _NFQ.match(line):
                 queues[m.group(1)] = int(m.group(2))
-            elif m := _DROP.match(line):
-                drops.add(m.group(1))
             elif "-j RETURN" in line and "--mark" in line:
                 injected = True
         elif section == "tc":

@@ -135,7 +135,7 @@ def test_dead_helper_fails_open_and_status_says_so(lab: Lab) -> None:
 
 def test_cli_shape_check_status_unshape(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
     project = ["-p", lab.project]
-    assert lab_main([*project, "shape", "client", "server", "--profile", "lan", "--check"]) == 0
+    assert lab_main([*project, "shape", "client", "server", "--profile", "3g", "--check"]) == 0
     out = capsys.readouterr().out
     assert "self-check" in out
     assert "engine" in out

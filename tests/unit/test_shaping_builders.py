@@ -36,6 +36,8 @@ from socketlab.shaper.loop import parse_args
 
 PEER = "172.20.0.3"
 SOURCE = "172.20.0.2"
+FILTER = (*IPTABLES, "-t", "filter")
+RAW = (*IPTABLES, "-t", "raw")
 
 
 def spec(**options: str) -> LinkSpec:
@@ -61,7 +63,8 @@ def both_sides(engine: Engine, queue: int, **options: str) -> tuple[list[tuple[s
 
 def test_nfqueue_engine_queues_on_the_destination_and_limits_rate_at_the_source() -> None:
     egress, ingress = both_sides(Engine.NFQUEUE, 2, delay="40ms", loss="2%", rate="20mbit")
-    assert (*IPTABLES, "-A", CHAIN, *nfqueue_rule(SOURCE, 2)) in ingress
+    assert (*RAW, "-A", CHAIN, *nfqueue_rule(SOURCE, 2)) in ingress
+    assert (*RAW, "-I", "PREROUTING", "1", "-j", CHAIN) in ingress
     assert ("tc", "class", "replace", "dev", "eth0", "parent", "1:", "classid", "1:2", "htb",
             "rate", "20000000bit", "ceil", "20000000bit") in egress  # fmt: skip
     assert ("tc", "filter", "add", "dev", "eth0", "parent", "1:", "protocol", "ip", "prio", "2",
@@ -73,9 +76,9 @@ def test_nfqueue_engine_queues_on_the_destination_and_limits_rate_at_the_source(
 def test_injected_copies_return_before_the_queue_rule() -> None:
     _, ingress = both_sides(Engine.NFQUEUE, 2, duplicate="1%")
     returns = ingress.index(
-        (*IPTABLES, "-I", CHAIN, "1", "-m", "mark", "--mark", f"{INJECT_MARK:#x}", "-j", "RETURN")
+        (*RAW, "-I", CHAIN, "1", "-m", "mark", "--mark", f"{INJECT_MARK:#x}", "-j", "RETURN")
     )
-    assert returns < ingress.index((*IPTABLES, "-A", CHAIN, *nfqueue_rule(SOURCE, 2)))
+    assert returns < ingress.index((*RAW, "-A", CHAIN, *nfqueue_rule(SOURCE, 2)))
 
 
 def test_nfqueue_engine_rate_only_needs_no_queue() -> None:
@@ -122,17 +125,18 @@ def test_shaping_starts_by_removing_the_links_old_rules() -> None:
 
 def test_partition_drops_inbound_from_the_peer_and_heal_removes_it() -> None:
     commands = argvs(partition_steps(PEER))
-    assert (*IPTABLES, "-I", "INPUT", "1", "-j", CHAIN) in commands
-    # first in the chain: an NFQUEUE verdict would skip anything after it
-    assert (*IPTABLES, "-I", CHAIN, "1", "-s", "172.20.0.3/32", "-j", "DROP") in commands
-    assert argvs(heal_steps(PEER)) == [
-        (*IPTABLES, "-D", CHAIN, "-s", "172.20.0.3/32", "-j", "DROP")
-    ]
+    assert (*FILTER, "-I", "INPUT", "1", "-j", CHAIN) in commands
+    assert (*FILTER, "-A", CHAIN, "-s", "172.20.0.3/32", "-j", "DROP") in commands
+    assert argvs(heal_steps(PEER)) == [(*FILTER, "-D", CHAIN, "-s", "172.20.0.3/32", "-j", "DROP")]
+    # the queue (raw table, PREROUTING) comes before filter INPUT: a partition
+    # still drops packets the verdict loop has accepted
+    assert not any("raw" in command for command in commands)
 
 
 def test_teardown_is_one_flush_and_one_qdisc_delete_per_device() -> None:
     commands = argvs(teardown_steps(["eth0"]))
-    assert (*IPTABLES, "-F", CHAIN) in commands
+    assert (*FILTER, "-F", CHAIN) in commands
+    assert (*RAW, "-F", CHAIN) in commands
     assert ("tc", "qdisc", "del", "dev", "eth0", "root") in commands
 
 
@@ -221,6 +225,8 @@ STATUS_OUTPUT = """\
 %%iptables
 -N SOCKETLAB
 -A SOCKETLAB -s 172.20.0.5/32 -j DROP
+%%raw
+-N SOCKETLAB
 -A SOCKETLAB -m mark --mark 0x50c1ab -j RETURN
 -A SOCKETLAB -s 172.20.0.3/32 -j NFQUEUE --queue-num 1 --queue-bypass
 %%tc
@@ -241,4 +247,4 @@ def test_parse_status_reads_queues_drops_and_classes() -> None:
 
 
 def test_parse_status_of_a_clean_namespace() -> None:
-    assert parse_status("%%iptables\n%%tc\n").empty
+    assert parse_status("%%iptables\n%%raw\n%%tc\n").empty
