@@ -25,7 +25,7 @@ from lab.api import Lab
 from lab.errors import LabError
 
 # Modules adding subcommands: each defines register(subparsers) -> None.
-COMMAND_MODULES: list[str] = ["lab.shaping.cli", "lab.scenario.cli"]
+COMMAND_MODULES: list[str] = ["lab.shaping.cli", "lab.scenario.cli", "lab.bench.cli"]
 
 # Extra sections of `lab status`: title -> "module:function" returning rows.
 STATUS_SECTIONS: dict[str, str] = {"links": "lab.shaping:link_rows"}

@@ -86,6 +86,35 @@ class BenchRun:
             return None
         return ratio(measurement.bits_per_second, reference.bits_per_second)
 
+    @property
+    def title(self) -> str:
+        rtt = self.condition.rtt
+        shown = "-" if rtt is None else f"{rtt * 1000:.2f} ms"
+        return f"link: {self.condition.spec} (engine {self.condition.engine}, RTT {shown})"
+
+    def rows(self) -> list[dict[str, str]]:
+        """One row per measurement: absolute figures, ratio to iperf3, target."""
+        rows = []
+        for m in self.measurements:
+            value = self.ratio(m)
+            target = target_for(m.name, self.condition.spec)
+            met = target.met(value) if target else None
+            rows.append(
+                {
+                    "measurement": m.label,
+                    "Mbit/s": f"{m.bits_per_second / 1e6:.1f}",
+                    "MB": f"{m.bytes / 1e6:.1f}",
+                    "seconds": f"{m.seconds:.2f}",
+                    "loss %": "-" if m.loss is None else f"{m.loss * 100:.2f}",
+                    "verified": {True: "yes", False: "NO", None: "-"}[m.verified],
+                    "x iperf3": "-" if value is None else f"{value:.2f}",
+                    "target": "-"
+                    if target is None
+                    else f">={target.minimum:g} {'met' if met else 'missed'}",
+                }
+            )
+        return rows
+
 
 @dataclass(frozen=True, kw_only=True)
 class BenchReport:
@@ -144,31 +173,7 @@ class BenchReport:
 
     def rows(self) -> list[dict[str, str]]:
         """The result table: one row per measurement, ratios to iperf3 in the same run."""
-        rows = []
-        for run in self.runs:
-            rtt = run.condition.rtt
-            for m in run.measurements:
-                value = run.ratio(m)
-                target = target_for(m.name, run.condition.spec)
-                met = target.met(value) if target else None
-                rows.append(
-                    {
-                        "condition": run.condition.spec,
-                        "engine": run.condition.engine,
-                        "rtt ms": "-" if rtt is None else f"{rtt * 1000:.2f}",
-                        "measurement": m.label,
-                        "Mbit/s": f"{m.bits_per_second / 1e6:.1f}",
-                        "MB": f"{m.bytes / 1e6:.1f}",
-                        "seconds": f"{m.seconds:.2f}",
-                        "loss %": "-" if m.loss is None else f"{m.loss * 100:.2f}",
-                        "verified": {True: "yes", False: "no", None: "-"}[m.verified],
-                        "x iperf3": "-" if value is None else f"{value:.2f}",
-                        "target": "-"
-                        if target is None
-                        else f">= {target.minimum:g} {'met' if met else 'missed'}",
-                    }
-                )
-        return rows
+        return [{"condition": run.condition.spec} | row for run in self.runs for row in run.rows()]
 
 
 # --------------------------------------------------------------------------- sweep

@@ -238,8 +238,13 @@ def test_bench_rows() -> None:
     assert len(rows) == 7
     fetch = next(r for r in rows if r["measurement"] == "fetch")
     assert fetch["x iperf3"] == "0.50"
-    assert fetch["target"] == ">= 0.6 missed"
+    assert fetch["target"] == ">=0.6 missed"
+    assert fetch["condition"] == "none"
     assert fetch["Mbit/s"] == "5000.0"
+
+
+def test_bench_run_title() -> None:
+    assert BENCH.runs[1].title == "link: delay=20ms loss=1% (engine nfqueue, RTT 20.20 ms)"
 
 
 def test_bench_json_errors() -> None:

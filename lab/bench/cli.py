@@ -1,0 +1,109 @@
+"""``lab bench`` and ``lab sweep``: registered by ``lab.cli``.
+
+``lab bench [--quick] [--json FILE] [--condition SPEC ...]`` prints a table of
+absolute figures and ratios to iperf3 (targets are reported, never enforced).
+``lab sweep tcp-vs-udp --loss 0,1,2,5,10 --delay 0,20,80 [--out DIR]`` writes
+``sweep.json``, PNG plots and ``report.html`` into DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lab.bench.errors import GridError
+
+DEFAULT_RESULTS = Path("results")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from lab.bench.runner import BenchOptions, run_bench  # noqa: PLC0415 - keep --help fast
+    from lab.cli import make_lab, out_console, print_rows, progress_printer  # noqa: PLC0415
+    from lab.shaping.spec import LinkSpec  # noqa: PLC0415
+
+    options = BenchOptions.short() if args.quick else BenchOptions.full()
+    if args.condition:
+        conditions = tuple(LinkSpec.parse(text) for text in args.condition)
+        options = BenchOptions(
+            file_bytes=options.file_bytes,
+            iperf_seconds=options.iperf_seconds,
+            udp_bytes=options.udp_bytes,
+            datagram_size=options.datagram_size,
+            datagram_rate=options.datagram_rate,
+            quick=options.quick,
+            conditions=conditions,
+        )
+    report = run_bench(make_lab(args), options, progress=progress_printer)
+    for run in report.runs:
+        print_rows(run.title, run.rows())
+    out_console.print("ratios are against iperf3 on the same link in this run", markup=False)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        out_console.print(f"json: {args.json}", markup=False)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from lab.bench.grid import Grid  # noqa: PLC0415
+    from lab.bench.report import write_sweep  # noqa: PLC0415
+    from lab.bench.runner import SWEEP_SCENARIOS, SweepOptions, run_sweep  # noqa: PLC0415
+    from lab.cli import make_lab, out_console, print_rows, progress_printer  # noqa: PLC0415
+
+    parser: argparse.ArgumentParser = args.sweep_parser
+    if args.scenario not in SWEEP_SCENARIOS:
+        parser.error(
+            f"no sweep scenario {args.scenario!r} (known: {', '.join(sorted(SWEEP_SCENARIOS))})"
+        )
+    try:
+        grid = Grid.parse(loss=args.loss, delay=args.delay)
+    except GridError as exc:
+        parser.error(str(exc))
+    if args.bytes <= 0 or not 64 <= args.size <= 65507 or args.rate <= 0:
+        parser.error("need --bytes > 0, 64 <= --size <= 65507 and --rate > 0")
+    out = args.out or DEFAULT_RESULTS / (
+        f"sweep-{args.scenario}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    )
+    options = SweepOptions(
+        bytes_per_point=args.bytes, datagram_size=args.size, datagram_rate=args.rate
+    )
+    result = run_sweep(make_lab(args), args.scenario, grid, options, progress=progress_printer)
+    print_rows(f"lab sweep {args.scenario} ({result.link})", result.rows())
+    for path in write_sweep(result, out):
+        out_console.print(f"wrote {path}", markup=False)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``bench`` and ``sweep`` to the ``lab`` CLI."""
+    bench_help = "our transfers vs iperf3 on the same link, same run: table and JSON"
+    bench = subparsers.add_parser("bench", help=bench_help, description=bench_help)
+    bench.add_argument(
+        "--quick", action="store_true", help="small transfers, unshaped link only (seconds)"
+    )
+    bench.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
+    bench.add_argument(
+        "--condition",
+        action="append",
+        metavar="SPEC",
+        help='link condition, e.g. "delay=20ms loss=1%%" or none (repeatable; default: '
+        "none and delay=20ms loss=1%%, --quick: none)",
+    )
+    bench.set_defaults(func=cmd_bench)
+
+    sweep_help = "run a scenario over a loss x delay grid: PNG plots and an HTML report"
+    sweep = subparsers.add_parser("sweep", help=sweep_help, description=sweep_help)
+    sweep.add_argument("scenario", metavar="SCENARIO", help="sweep scenario (tcp-vs-udp)")
+    sweep.add_argument("--loss", required=True, help="loss percentages, e.g. 0,1,2,5,10")
+    sweep.add_argument("--delay", required=True, help="one-way delays in ms, e.g. 0,20,80")
+    sweep.add_argument(
+        "--out", type=Path, help="output folder (default: results/sweep-SCENARIO-TIME)"
+    )
+    sweep.add_argument(
+        "--bytes", type=int, default=2_000_000, help="payload per protocol and point"
+    )
+    sweep.add_argument("--size", type=int, default=1200, help="UDP datagram size in bytes")
+    sweep.add_argument("--rate", type=float, default=2000, help="UDP datagrams per second")
+    sweep.set_defaults(func=cmd_sweep, sweep_parser=sweep)

@@ -1,0 +1,582 @@
+"""Running benchmarks and sweeps in the lab: the I/O half of lab.bench.
+
+``run_bench`` measures, per condition and in one run on the same containers:
+
+* **iperf3 TCP**: ``iperf3 -s -1`` in a netkit helper joined to the server's
+  namespace, ``iperf3 -c SERVER -R -J`` in one joined to the client's, so the
+  data flows server -> client like our file transfer;
+* **fetch**: ``socketlab client fetch`` (framed, SHA-256 verified, fsynced);
+* **naive**: ``socketlab naive-transfer`` (the tutorials' ``recv(1024)`` loop,
+  a labelled teaching baseline) of the same file;
+* **iperf3 UDP** and **udp**: the same payload, datagram size and rate from
+  the client to the udp-listener (ours through ``socketlab tcp-vs-udp``).
+
+Shaped conditions shape both links the measurements cross (server -> client
+and client -> udp-listener) and remove that shaping afterwards.
+
+``run_sweep`` runs the ``tcp-vs-udp`` scenario at every point of a grid,
+shaping client -> udp-listener, measuring the RTT, and yields a SweepResult.
+Both refuse to start while the lab has shaping in force they did not make.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+import docker.errors
+import matplotlib
+import requests.exceptions
+
+import lab
+import socketlab
+from lab.api import PROJECT_LABEL, ROLE_LABEL, ExecResult
+from lab.bench.errors import BenchError
+from lab.bench.grid import Grid, GridPoint
+from lab.bench.records import (
+    UNSHAPED,
+    BenchReport,
+    BenchRun,
+    Condition,
+    Measurement,
+    SweepPoint,
+    SweepResult,
+)
+from lab.bench.throughput import DEFAULT_MSS
+from lab.errors import LabError
+from lab.shaping import LinkSpec, link_status, measure_rtt, shape, unshape
+from socketlab.config import env_float, env_int
+from socketlab.naive import NAIVE_PORT
+
+if TYPE_CHECKING:
+    from lab.api import Lab
+
+Progress = Callable[[str], None]
+
+DATA_ROOT: Final = "/srv/socketlab/data"
+# Not the shaping self-check's 5201: a bench may run while someone checks a link.
+IPERF_PORT: Final = env_int("SOCKETLAB_BENCH_IPERF_PORT", 5202)
+READY_TIMEOUT: Final = env_float("SOCKETLAB_BENCH_READY_TIMEOUT", 20.0)
+STEP_TIMEOUT: Final = env_float("SOCKETLAB_BENCH_STEP_TIMEOUT", 300.0)
+RTT_PINGS: Final = env_int("SOCKETLAB_BENCH_RTT_PINGS", 10)
+POLL: Final = 0.1
+
+# A file made of socketlab.sampledata's deterministic blocks, written atomically.
+_MAKE_FILE: Final = """
+import os, sys
+from socketlab.sampledata import big_blocks, data_root
+size, path = int(sys.argv[1]), data_root() / sys.argv[2]
+if not path.exists() or path.stat().st_size != size:
+    tmp = path.with_name("." + path.name + ".tmp")
+    with tmp.open("wb") as handle:
+        for block in big_blocks(size=size):
+            handle.write(block)
+    os.replace(tmp, path)
+"""
+
+
+def _quiet(message: str) -> None:
+    del message
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def versions(lab_: Lab, *, iperf3: str | None = None) -> dict[str, str]:
+    """What produced the figures: our versions, Python, kernel, Docker, tools."""
+    found = {
+        "lab": lab.__version__,
+        "socketlab": socketlab.__version__,
+        "python": platform.python_version(),
+        "matplotlib": matplotlib.__version__,
+        "kernel": platform.release(),
+    }
+    with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
+        found["docker engine"] = str(lab_.docker.version().get("Version", "?"))
+    if iperf3:
+        found["iperf3"] = iperf3
+    return found
+
+
+def refuse_foreign_shaping(lab_: Lab) -> None:
+    """BenchError when links are shaped or partitioned: the figures would lie."""
+    links = link_status(lab_)
+    if links:
+        shown = ", ".join(f"{state.link} ({state.shaping})" for state in links)
+        raise BenchError(
+            f"the lab has shaping or partitions in force: {shown}; "
+            "run `lab unshape` / `lab heal` first (bench and sweep shape links themselves)"
+        )
+
+
+def last_json(text: str, *, what: str) -> dict[str, Any]:
+    """The last line of ``text`` that is a JSON object (our commands end with one)."""
+    for line in reversed(text.splitlines()):
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                parsed = json.loads(line)
+                if isinstance(parsed, dict):
+                    return parsed
+    raise BenchError(f"{what} printed no JSON result: {text.strip()[-300:]!r}")
+
+
+# --------------------------------------------------------------------------- iperf3
+
+
+def parse_iperf3_json(text: str) -> dict[str, Any]:
+    """The ``iperf3 -J`` document; BenchError with iperf3's own message on failure."""
+    try:
+        report = json.loads(text)
+    except ValueError as exc:
+        raise BenchError(f"iperf3 printed no JSON: {text.strip()[:300]!r}") from exc
+    if not isinstance(report, dict):
+        raise BenchError("iperf3 JSON is not an object")
+    if report.get("error"):
+        raise BenchError(f"iperf3: {report['error']}")
+    received = report.get("end", {}).get("sum_received")
+    if not isinstance(received, dict) or "bits_per_second" not in received:
+        raise BenchError("iperf3 JSON has no end.sum_received (iperf3 older than 3.x?)")
+    return report
+
+
+@contextlib.contextmanager
+def iperf3_server(lab_: Lab, service: str, *, port: int = IPERF_PORT) -> Iterator[None]:
+    """``iperf3 -s -1`` in a netkit helper joined to ``service``; ready when it listens."""
+    try:
+        server = lab_.docker.containers.run(
+            lab_.netkit_image,
+            ["iperf3", "-s", "-1", "--forceflush", "-p", str(port)],
+            network_mode=f"container:{lab_.container(service).id}",
+            labels={PROJECT_LABEL: lab_.project, ROLE_LABEL: "netkit-run"},
+            detach=True,
+        )
+    except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+        raise BenchError(f"cannot start the iperf3 server in {service}: {exc}") from exc
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while b"listening" not in server.logs():
+            server.reload()
+            if server.status == "exited" or time.monotonic() >= deadline:
+                log = server.logs().decode(errors="replace").strip()[-300:]
+                raise BenchError(f"iperf3 server in {service} did not start listening: {log!r}")
+            time.sleep(POLL)  # polling interval of a deadline-bounded wait
+        yield
+    finally:
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            server.remove(force=True)
+
+
+def iperf3(
+    lab_: Lab, *, server: str, client: str, args: Sequence[str], timeout: float
+) -> dict[str, Any]:
+    """Run an iperf3 client in ``client``'s namespace against ``server``; the JSON report."""
+    with iperf3_server(lab_, server):
+        argv = ["iperf3", "-c", lab_.ip(server), "-p", str(IPERF_PORT), "-J", *args]
+        result = lab_.netkit_run(client, argv, timeout=timeout)
+    report = parse_iperf3_json(result.stdout)
+    if not result.ok:
+        raise BenchError(f"iperf3 exited with {result.exit_code}: {result.stderr.strip()[-300:]}")
+    return report
+
+
+def iperf3_tcp(
+    lab_: Lab, *, server: str = "server", client: str = "client", seconds: int = 5
+) -> Measurement:
+    """iperf3 TCP goodput server -> client (``-R``), ``-O 1`` omitting slow start's first second."""
+    report = iperf3(
+        lab_,
+        server=server,
+        client=client,
+        args=["-R", "-t", str(seconds), "-O", "1"],
+        timeout=seconds + 60,
+    )
+    received = report["end"]["sum_received"]
+    return Measurement(
+        name="iperf3-tcp",
+        label="iperf3 TCP",
+        transport="tcp",
+        bytes=int(received["bytes"]),
+        seconds=float(received["seconds"]),
+        bits_per_second=float(received["bits_per_second"]),
+        note=str(report.get("start", {}).get("version", "")),
+    )
+
+
+def iperf3_udp(
+    lab_: Lab,
+    *,
+    server: str = "udp-listener",
+    client: str = "client",
+    total: int,
+    size: int,
+    rate: float,
+) -> Measurement:
+    """iperf3 UDP client -> server: ``total`` bytes as ``size``-byte datagrams at ``rate``/s."""
+    bitrate = round(rate * size * 8)
+    report = iperf3(
+        lab_,
+        server=server,
+        client=client,
+        args=["-u", "-b", str(bitrate), "-l", str(size), "-n", str(total)],
+        timeout=total / (rate * size) + 60,
+    )
+    received = report["end"]["sum_received"]
+    return Measurement(
+        name="iperf3-udp",
+        label="iperf3 UDP",
+        transport="udp",
+        bytes=int(received["bytes"]),
+        seconds=float(received["seconds"]),
+        bits_per_second=float(received["bits_per_second"]),
+        loss=float(received.get("lost_percent", 0.0)) / 100,
+        note=f"{size}-byte datagrams at {rate:g}/s",
+    )
+
+
+# --------------------------------------------------------------------------- ours
+
+
+def ensure_bench_file(lab_: Lab, size: int, *, progress: Progress = _quiet) -> tuple[str, str]:
+    """A ``size``-byte file in the server's data root; returns (name, sha256)."""
+    name = f"bench-{size}.bin"
+    progress(f"preparing {name} on the server")
+    lab_.exec("server", ["python3", "-c", _MAKE_FILE, str(size), name], timeout=STEP_TIMEOUT).check(
+        f"creating {name}"
+    )
+    return name, lab_.file_sha256("server", f"{DATA_ROOT}/{name}")
+
+
+@contextlib.contextmanager
+def scratch_dir(lab_: Lab, service: str) -> Iterator[str]:
+    """A fresh folder in ``service`` (so nothing resumes from an old ``.part``), removed after."""
+    path = f"/tmp/socketlab-bench-{uuid.uuid4().hex[:8]}"  # noqa: S108 - inside a container
+    lab_.exec(service, ["mkdir", "-p", path], timeout=30).check(f"mkdir {path}")
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(LabError):
+            lab_.exec(service, ["rm", "-rf", path], timeout=60)
+
+
+def fetch(lab_: Lab, name: str, sha256: str) -> Measurement:
+    """Our verified transfer: ``socketlab client fetch``, first content byte to verified file."""
+    with scratch_dir(lab_, "client") as dest:
+        argv = ["socketlab", "client", "fetch", name, "--dest", dest, "--quiet", "--json"]
+        result = lab_.exec("client", argv, timeout=STEP_TIMEOUT).check("fetch")
+    report = last_json(result.stdout, what="fetch")
+    moved = int(report["size"]) - int(report["resumed_from"])
+    seconds = float(report["transfer_seconds"])
+    return Measurement(
+        name="fetch",
+        label="fetch (verified)",
+        transport="tcp",
+        bytes=moved,
+        seconds=seconds,
+        bits_per_second=moved * 8 / seconds if seconds > 0 else 0.0,
+        reference="iperf3-tcp",
+        verified=report["sha256"] == sha256,
+        note="framed, SHA-256 checked, fsynced, renamed",
+    )
+
+
+def naive(lab_: Lab, name: str, sha256: str, size: int) -> Measurement:
+    """The teaching baseline: ``naive-transfer send`` on the server, ``receive`` on the client."""
+    outcome: dict[str, ExecResult | BaseException] = {}
+
+    def serve() -> None:
+        argv = ["socketlab", "naive-transfer", "send", f"{DATA_ROOT}/{name}",
+                "--port", str(NAIVE_PORT), "--accept-timeout", f"{READY_TIMEOUT + 30:g}"]  # fmt: skip
+        try:
+            outcome["send"] = lab_.exec("server", argv, timeout=STEP_TIMEOUT)
+        except LabError as exc:  # reported by the caller's thread below
+            outcome["send"] = exc
+
+    sender = threading.Thread(target=serve, name="naive-send")
+    sender.start()
+    try:
+        with scratch_dir(lab_, "client") as dest:
+            argv = ["socketlab", "naive-transfer", "receive", f"{dest}/{name}",
+                    "--host", "server", "--port", str(NAIVE_PORT),
+                    "--connect-deadline", f"{READY_TIMEOUT:g}", "--json"]  # fmt: skip
+            received = lab_.exec("client", argv, timeout=STEP_TIMEOUT)
+    finally:
+        sender.join(timeout=STEP_TIMEOUT + 30)
+    sent = outcome.get("send")
+    if isinstance(sent, BaseException):
+        raise BenchError(f"naive sender failed: {sent}") from sent
+    received.check("naive receive")
+    report = last_json(received.stdout, what="naive receive")
+    moved, seconds = int(report["bytes"]), float(report["seconds"])
+    return Measurement(
+        name="naive",
+        label="naive recv(1024)",
+        transport="tcp",
+        bytes=moved,
+        seconds=seconds,
+        bits_per_second=moved * 8 / seconds if seconds > 0 else 0.0,
+        reference="iperf3-tcp",
+        verified=moved == size and report["sha256"] == sha256,
+        note="teaching baseline: no framing, no size, no checksum",
+    )
+
+
+def tcp_vs_udp(
+    lab_: Lab, *, total: int, size: int, rate: float, timeout: float = STEP_TIMEOUT
+) -> dict[str, dict[str, Any]]:
+    """``socketlab tcp-vs-udp --json`` in the client: protocol -> its row."""
+    argv = ["socketlab", "tcp-vs-udp", "--json", "--bytes", str(total),
+            "--size", str(size), "--rate", f"{rate:g}"]  # fmt: skip
+    env = {"SOCKETLAB_TRANSFER_TIMEOUT": f"{timeout:g}"}
+    result = lab_.exec("client", argv, timeout=timeout + 30, env=env).check("tcp-vs-udp")
+    rows = last_json(result.stdout, what="tcp-vs-udp").get("rows", [])
+    found = {row["protocol"]: row for row in rows if isinstance(row, dict)}
+    if set(found) != {"tcp", "udp"}:
+        raise BenchError(f"tcp-vs-udp gave rows for {sorted(found)}, expected tcp and udp")
+    return found
+
+
+def udp(lab_: Lab, *, total: int, size: int, rate: float) -> Measurement:
+    """Our UDP sender to the listener, counted by the listener (through tcp-vs-udp)."""
+    row = tcp_vs_udp(lab_, total=total, size=size, rate=rate)["udp"]
+    return Measurement(
+        name="udp",
+        label="udp-send",
+        transport="udp",
+        bytes=int(row["bytes_delivered"]),
+        seconds=float(row["duration_s"]),
+        bits_per_second=float(row["goodput_mbit_s"]) * 1e6,
+        reference="iperf3-udp",
+        loss=float(row["loss"]),
+        note=f"{size}-byte datagrams at {rate:g}/s; listener kernel drops {row['kernel_drops']}",
+    )
+
+
+# --------------------------------------------------------------------------- bench
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchOptions:
+    """How much to move and under which conditions."""
+
+    file_bytes: int
+    iperf_seconds: int
+    udp_bytes: int
+    datagram_size: int = 1200
+    datagram_rate: float = 10_000
+    quick: bool = False
+    conditions: tuple[LinkSpec, ...] = field(default_factory=lambda: (LinkSpec(),))
+
+    @classmethod
+    def short(cls) -> BenchOptions:
+        """Seconds, not minutes: the unshaped link, small transfers."""
+        return cls(
+            file_bytes=16 * 2**20,
+            iperf_seconds=2,
+            udp_bytes=2_400_000,
+            datagram_rate=5000,
+            quick=True,
+        )
+
+    @classmethod
+    def full(cls) -> BenchOptions:
+        """The issue's two conditions: unshaped, and 20 ms / 1 % loss."""
+        return cls(
+            file_bytes=256 * 2**20,
+            iperf_seconds=5,
+            udp_bytes=24_000_000,
+            conditions=(LinkSpec(), LinkSpec(delay=0.02, loss=0.01)),
+        )
+
+
+BENCH_LINKS: Final = (("server", "client"), ("client", "udp-listener"))
+
+
+@contextlib.contextmanager
+def shaped(
+    lab_: Lab, links: Sequence[tuple[str, str]], spec: LinkSpec, *, progress: Progress
+) -> Iterator[str]:
+    """Shape ``links`` with ``spec`` (none: leave them alone); yields the engine; unshapes after."""
+    if spec.is_empty:
+        yield UNSHAPED
+        return
+    engines = set()
+    try:
+        for source, dest in links:
+            progress(f"shaping {source} -> {dest}: {spec.describe()}")
+            engines.add(str(shape(lab_, source, dest, spec).engine))
+        yield ",".join(sorted(engines))
+    finally:
+        for source, dest in links:
+            with contextlib.suppress(LabError):
+                unshape(lab_, source, dest)
+
+
+def _rtt(lab_: Lab, source: str, dest: str) -> float | None:
+    return measure_rtt(lab_, source, dest, count=RTT_PINGS).rtt_avg
+
+
+def bench_condition(
+    lab_: Lab, spec: LinkSpec, options: BenchOptions, *, name: str, sha256: str, progress: Progress
+) -> BenchRun:
+    """Every measurement under one condition, one after the other."""
+    with shaped(lab_, BENCH_LINKS, spec, progress=progress) as engine:
+        rtt = _rtt(lab_, "client", "server")
+        steps: list[tuple[str, Callable[[], Measurement]]] = [
+            ("iperf3 TCP", lambda: iperf3_tcp(lab_, seconds=options.iperf_seconds)),
+            ("socketlab fetch", lambda: fetch(lab_, name, sha256)),
+            ("naive recv(1024) loop", lambda: naive(lab_, name, sha256, options.file_bytes)),
+            (
+                "iperf3 UDP",
+                lambda: iperf3_udp(
+                    lab_,
+                    total=options.udp_bytes,
+                    size=options.datagram_size,
+                    rate=options.datagram_rate,
+                ),
+            ),
+            (
+                "socketlab UDP",
+                lambda: udp(
+                    lab_,
+                    total=options.udp_bytes,
+                    size=options.datagram_size,
+                    rate=options.datagram_rate,
+                ),
+            ),
+        ]
+        measurements = []
+        for label, step in steps:
+            progress(f"[{spec.describe()}] {label} ...")
+            measurement = step()
+            progress(f"[{spec.describe()}] {label}: {measurement.bits_per_second / 1e6:.1f} Mbit/s")
+            measurements.append(measurement)
+    return BenchRun(
+        condition=Condition(spec=spec.describe(), engine=engine, rtt=rtt),
+        measurements=tuple(measurements),
+    )
+
+
+def run_bench(lab_: Lab, options: BenchOptions, *, progress: Progress = _quiet) -> BenchReport:
+    """``lab bench``: every condition in ``options``, same containers, one run."""
+    started = now_iso()
+    refuse_foreign_shaping(lab_)
+    name, sha256 = ensure_bench_file(lab_, options.file_bytes, progress=progress)
+    runs = [
+        bench_condition(lab_, spec, options, name=name, sha256=sha256, progress=progress)
+        for spec in options.conditions
+    ]
+    iperf_version = next(
+        (m.note for run in runs for m in run.measurements if m.name == "iperf3-tcp"), None
+    )
+    return BenchReport(
+        started=started,
+        finished=now_iso(),
+        quick=options.quick,
+        file_bytes=options.file_bytes,
+        versions=versions(lab_, iperf3=iperf_version),
+        runs=tuple(runs),
+    )
+
+
+# --------------------------------------------------------------------------- sweep
+
+SWEEP_LINK: Final = ("client", "udp-listener")
+SWEEP_SCENARIOS: Final = {"tcp-vs-udp": "the same payload over TCP and UDP, client -> udp-listener"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepOptions:
+    """How much each grid point moves, and how UDP is paced."""
+
+    bytes_per_point: int = 2_000_000
+    datagram_size: int = 1200
+    datagram_rate: float = 2000
+    mss: int = DEFAULT_MSS
+    point_timeout: float = STEP_TIMEOUT
+
+
+def sweep_point(lab_: Lab, point: GridPoint, options: SweepOptions) -> SweepPoint:
+    """Shape the sweep link for ``point`` (or unshape it), measure RTT, run tcp-vs-udp."""
+    started = time.monotonic()
+    source, dest = SWEEP_LINK
+    if point.spec.is_empty:
+        unshape(lab_, source, dest)
+        engine = UNSHAPED
+    else:
+        engine = str(shape(lab_, source, dest, point.spec).engine)
+    rtt = _rtt(lab_, source, dest)
+    rows = tcp_vs_udp(
+        lab_,
+        total=options.bytes_per_point,
+        size=options.datagram_size,
+        rate=options.datagram_rate,
+        timeout=options.point_timeout,
+    )
+    tcp, udp_row = rows["tcp"], rows["udp"]
+    return SweepPoint(
+        delay=point.delay,
+        loss=point.loss,
+        engine=engine,
+        rtt=rtt,
+        tcp_bits_per_second=float(tcp["goodput_mbit_s"]) * 1e6,
+        tcp_delivered=1.0 - float(tcp["loss"]),
+        udp_bits_per_second=float(udp_row["goodput_mbit_s"]) * 1e6,
+        udp_delivered=1.0 - float(udp_row["loss"]),
+        udp_kernel_drops=int(udp_row.get("kernel_drops", 0)),
+        seconds=time.monotonic() - started,
+    )
+
+
+def run_sweep(
+    lab_: Lab,
+    scenario: str,
+    grid: Grid,
+    options: SweepOptions,
+    *,
+    progress: Progress = _quiet,
+) -> SweepResult:
+    """``lab sweep``: every grid point, in delay-major order, with progress lines."""
+    if scenario not in SWEEP_SCENARIOS:
+        raise BenchError(
+            f"no sweep scenario {scenario!r} (known: {', '.join(sorted(SWEEP_SCENARIOS))})"
+        )
+    started = now_iso()
+    refuse_foreign_shaping(lab_)
+    points = grid.points()
+    measured: list[SweepPoint] = []
+    try:
+        for index, point in enumerate(points, start=1):
+            progress(f"[{index}/{len(points)}] {point.describe()} ...")
+            result = sweep_point(lab_, point, options)
+            measured.append(result)
+            rtt = "-" if result.rtt is None else f"{result.rtt * 1000:.1f} ms"
+            progress(
+                f"[{index}/{len(points)}] {point.describe()}: rtt {rtt}, "
+                f"TCP {result.tcp_bits_per_second / 1e6:.2f} Mbit/s, "
+                f"UDP {result.udp_bits_per_second / 1e6:.2f} Mbit/s "
+                f"delivered {result.udp_delivered * 100:.1f}% ({result.seconds:.1f} s)"
+            )
+    finally:
+        with contextlib.suppress(LabError):
+            unshape(lab_, *SWEEP_LINK)
+    return SweepResult(
+        scenario=scenario,
+        link=" -> ".join(SWEEP_LINK),
+        started=started,
+        finished=now_iso(),
+        bytes_per_point=options.bytes_per_point,
+        datagram_size=options.datagram_size,
+        datagram_rate=options.datagram_rate,
+        mss=options.mss,
+        versions=versions(lab_),
+        points=tuple(measured),
+    )
