@@ -163,11 +163,13 @@ class Output:
 
     as_json: bool
     stream: TextIO = field(default_factory=lambda: sys.stdout)
+    printed: bool = False
 
     def say(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
     def result(self, command: str, ok: bool, **fields: Any) -> None:
+        self.printed = True
         if self.as_json:
             line = json.dumps({"command": command, "ok": ok, **fields}, default=str)
             print(line, file=self.stream, flush=True)
@@ -744,7 +746,7 @@ def main(argv: list[str]) -> int:
         COMMANDS[args.command](endpoint, out, args)
     except SocketlabError as exc:
         print(f"client {args.command}: {exc}", file=sys.stderr)
-        if not isinstance(exc, CommandFailed):
+        if not out.printed:
             out.result(args.command, False, error=str(exc))
         return 1
     except OSError as exc:

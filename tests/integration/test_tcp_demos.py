@@ -372,6 +372,22 @@ def test_read_timeout_demo(lab: Lab) -> None:
     assert 1.5 <= result["seconds"] < 5
 
 
+def test_hung_server_gives_a_clear_read_timeout_not_a_hang(lab: Lab) -> None:
+    # A paused server's kernel still completes the handshake, but nothing answers.
+    lab.pause("server")
+    try:
+        started = time.monotonic()
+        result = run(lab, "hello", "--read-timeout", "2", timeout=30)
+        elapsed = time.monotonic() - started
+    finally:
+        lab.unpause("server")
+    assert result.exit_code == 1
+    assert "within 2 s (read timeout)" in result.stderr
+    assert result.stderr.strip().count("\n") == 0, "one line"
+    assert elapsed < 20
+    assert demo(lab, "hello")["ok"] is True  # and it answers again once resumed
+
+
 def test_accept_timeout_demo(lab: Lab) -> None:
     result = demo(lab, "timeout", "accept", "--accept-timeout", "1")
     assert result["kind"] == "accept"
