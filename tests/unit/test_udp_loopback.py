@@ -15,7 +15,7 @@ from socketlab.errors import PeerUnavailable
 from socketlab.udp import compare, status
 from socketlab.udp.datagram import encode
 from socketlab.udp.listener import Listener, ListenerOptions, run
-from socketlab.udp.sender import SendOptions, open_socket, send_stream
+from socketlab.udp.sender import SendOptions, follow, open_socket, send_stream
 
 SNMP = """\
 Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors
@@ -57,9 +57,12 @@ def listener(tmp_path: Path) -> Iterator[ListenerOptions]:
     )
     stop = threading.Event()
     failed: list[str] = []
-    thread = threading.Thread(target=lambda: failed.extend(run(options, stop)), daemon=True)
+    listener = Listener(options)
+    thread = threading.Thread(
+        target=lambda: failed.extend(run(options, stop, listener=listener)), daemon=True
+    )
     thread.start()
-    wait_for(lambda: status.fetch_stats("127.0.0.1", options.status_port))
+    assert listener.wait_ready(timeout=5), f"listener not ready: {failed}"
     yield options
     stop.set()
     thread.join(timeout=5)
@@ -129,3 +132,11 @@ def test_account_reports_session_start_with_missed_count() -> None:
     assert [getattr(e, "first_seq", None) for e in events] == [17]
     assert listener.stats()["missed_at_start"] == 16
     assert listener.stats()["kernel"] == {}
+
+
+def test_sender_follows_a_name_to_its_new_address() -> None:
+    with open_socket("127.0.0.2", 9) as sock:
+        follow(sock, "localhost")  # "the listener came back elsewhere"
+        assert sock.getpeername() == ("127.0.0.1", 9)
+        follow(sock, "name-that-does-not-resolve.invalid")  # down: keep the old address
+        assert sock.getpeername() == ("127.0.0.1", 9)

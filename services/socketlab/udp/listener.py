@@ -102,6 +102,14 @@ class Listener:
         self.reset_at = self.started
         self.rcvbuf = 0
         self.sink = tcp_sink.SinkTotals()
+        self._ready = {name: threading.Event() for name in ("udp", "status", "tcp-sink")}
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until all three components listen; False at the deadline."""
+        deadline = time.monotonic() + timeout
+        return all(
+            event.wait(max(0.0, deadline - time.monotonic())) for event in self._ready.values()
+        )
 
     def stats(self) -> dict[str, Any]:
         """Everything ``GET /stats`` answers."""
@@ -154,6 +162,7 @@ class Listener:
             # Non-blocking, with poll() carrying the timeout: one poll per batch
             # instead of one per datagram keeps up with high rates.
             sock.setblocking(False)
+            self._ready["udp"].set()
             poller = select.poll()
             poller.register(sock, select.POLLIN)
             log.info(
@@ -200,6 +209,7 @@ class Listener:
         server.daemon_threads = True
         thread = threading.Thread(target=server.serve_forever, args=(0.5,), daemon=True)
         thread.start()
+        self._ready["status"].set()  # bound and listening since the constructor
         try:
             stop.wait()
         finally:
@@ -207,7 +217,9 @@ class Listener:
             server.server_close()
 
     def serve_tcp_sink(self, stop: threading.Event) -> None:
-        tcp_sink.serve(stop, totals=self.sink, port=self.options.tcp_port)
+        tcp_sink.serve(
+            stop, totals=self.sink, port=self.options.tcp_port, ready=self._ready["tcp-sink"]
+        )
 
 
 def _drain(sock: socket.socket) -> list[tuple[bytes, tuple[str, int], int]]:
@@ -276,9 +288,11 @@ def _handler(listener: Listener) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def run(options: ListenerOptions, stop: threading.Event) -> list[str]:
+def run(
+    options: ListenerOptions, stop: threading.Event, *, listener: Listener | None = None
+) -> list[str]:
     """Run the three components until ``stop``; return the names of any that crashed."""
-    listener = Listener(options)
+    listener = listener or Listener(options)
     failed: list[str] = []
     components: dict[str, Callable[[threading.Event], None]] = {
         "udp": listener.serve_udp,

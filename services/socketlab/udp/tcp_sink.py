@@ -79,12 +79,20 @@ def _handle(conn: socket.socket, peer: str, totals: SinkTotals, slots: threading
         slots.release()
 
 
-def serve(stop: threading.Event, *, totals: SinkTotals, port: int = TCP_SINK_PORT) -> None:
-    """Accept transfers on ``port`` until ``stop`` is set."""
+def serve(
+    stop: threading.Event,
+    *,
+    totals: SinkTotals,
+    port: int = TCP_SINK_PORT,
+    ready: threading.Event | None = None,
+) -> None:
+    """Accept transfers on ``port`` until ``stop`` is set; ``ready`` is set once listening."""
     slots = threading.Semaphore(MAX_CONNECTIONS)
     with socket.create_server(("0.0.0.0", port), backlog=MAX_CONNECTIONS) as server:
         server.settimeout(ACCEPT_POLL)
         log.info("event=tcp_sink_listening port=%d", port)
+        if ready is not None:
+            ready.set()
         while not stop.is_set():
             try:
                 conn, addr = server.accept()
