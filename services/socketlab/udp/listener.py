@@ -14,6 +14,26 @@ Three threads in one process:
 A log line ``event=stats ...`` is written every ``--log-interval`` seconds
 while datagrams arrive, and ``event=session_start ...`` when a sender session
 starts (with ``missed_at_start`` when its first sequence number is above 1).
+
+``GET /stats`` fields (counts since start or the last ``POST /reset``)::
+
+    datagrams, bytes             everything received, of any kind
+    valid, foreign, malformed    by kind (see socketlab.udp.datagram)
+    lost, missed_at_start,       summed over sessions (see socketlab.udp.accounting)
+    duplicates, reordered, late
+    session_count                sessions seen (the list keeps the newest 256)
+    sessions[]                   per session: session, source, sender_id, number,
+                                 restarted, active, first_seq, highest_seq, expected,
+                                 received, bytes, lost, loss_ratio, duplicates,
+                                 reordered, late, jitter_ms, transit_ms_mean,
+                                 transit_ms_max, first_sent_ns, first/last_arrival_ns
+    foreign_sources, malformed_sources   {"ip:port": count}
+    kernel                       /proc/net/snmp Udp counters of this namespace
+                                 (InDatagrams, NoPorts, InErrors, RcvbufErrors, InCsumErrors)
+    kernel_drops                 RcvbufErrors + InErrors: lost inside this host
+    rcvbuf                       receive buffer the kernel granted (bytes)
+    tcp_sink                     {"connections", "bytes"} of the TCP sink
+    uptime_s, since_reset_s
 """
 
 from __future__ import annotations
