@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "publish entries / schedules / stats on the feed server",
     ),
+    "chat": ("socketlab.chat.client", "main", "chat with --name (interactive, or --script)"),
+    "chat-swarm": ("socketlab.chat.swarm", "main", "many chat participants in one process"),
     "health": ("socketlab.health", "main", "healthcheck probes used by docker-compose.yml"),
     "idle": ("socketlab.health", "idle_main", "wait for SIGTERM (keeps the client up)"),
     "shaper": ("socketlab.shaper.loop", "main", "NFQUEUE verdict loop impairing one link"),

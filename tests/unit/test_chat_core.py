@@ -51,7 +51,7 @@ class Room:
         """Everything queued for ``conn`` so far, decoded (and taken off the outbox)."""
         outbox = self.hub.outbox(conn)
         data = outbox.peek(limit=1 << 30)
-        outbox.consume(len(data))
+        self.hub.sent(conn, len(data), self.now)
         return self.streams[conn].receive_data(data) if data else []
 
 
@@ -230,6 +230,22 @@ def test_silent_peer_is_pinged_then_announced_left_within_the_timeout() -> None:
     assert room.closed[silent] is Reason.TIMEOUT
     assert {"type": "left", "name": "silent", "reason": "heartbeat timeout"} in room.read(alive)
     assert alive not in room.closed
+
+
+def test_a_reader_behind_a_backlog_is_alive_while_it_keeps_reading() -> None:
+    room = Room(HubConfig(heartbeat_interval=1.0, peer_timeout=2.0))
+    talker, busy = room.join("talker"), room.join("busy")
+    for i in range(200):
+        room.send(talker, wire.say(f"m{i}"))
+    # busy takes a little of its backlog every half second but never answers a ping.
+    outbox = room.hub.outbox(busy)
+    for _ in range(20):
+        room.tick(0.5)
+        room.send(talker, wire.pong())
+        room.hub.sent(busy, min(len(outbox), 100), room.now)
+    assert busy not in room.closed
+    room.tick(2.5)  # now it stops reading too
+    assert room.closed[busy] is Reason.TIMEOUT
 
 
 def test_any_bytes_count_as_life() -> None:

@@ -58,6 +58,9 @@ class ClientConfig:
     connect_timeout: float = 5.0
     # The hub pings every few seconds when we are quiet; this much silence means it is gone.
     hub_timeout: float = 15.0
+    # We ping the hub when we have sent nothing for this long: the hub's own
+    # pings may wait behind a backlog we are still reading.
+    keepalive: float = 3.0
     poll_interval: float = 0.25
 
 
@@ -105,6 +108,7 @@ class ChatClient:
         self.errors: list[dict[str, Any]] = []
         self._welcome: dict[str, Any] | None = None
         self._bye_acked = False
+        self._last_sent = time.monotonic()
         self._changed = threading.Condition()
         self._send_lock = threading.Lock()
         self._sock: socket.socket | None = None
@@ -184,8 +188,14 @@ class ChatClient:
                 sock.sendall(frame)
             except OSError as exc:
                 raise HubGone(f"sending to the hub failed: {exc}") from exc
-        if event.get("type") != "pong":
+            self._last_sent = time.monotonic()
+        if event.get("type") not in {"ping", "pong"}:
             self.transcript.record("out", event)
+
+    def _keepalive(self) -> None:
+        if time.monotonic() - self._last_sent >= self.config.keepalive:
+            with contextlib.suppress(ChatError):
+                self._send({"type": "ping"}, wire.ping())
 
     def _set_gone(self, why: str) -> None:
         with self._changed:
@@ -201,11 +211,13 @@ class ChatClient:
                 try:
                     data = sock.recv(RECV_SIZE)
                 except TimeoutError:
+                    self._keepalive()
                     if time.monotonic() - last_heard > self.config.hub_timeout:
                         self._set_gone(f"the hub was silent for {self.config.hub_timeout:g} s")
                         return
                     continue
                 last_heard = time.monotonic()
+                self._keepalive()
                 for event in self._stream.receive_data(data):
                     self._on_event(event)
                 if not data:

@@ -153,6 +153,7 @@ class _Conn:
     outbox: Outbox
     last_heard: float
     last_ping: float
+    last_progress: float  # when the socket last took bytes of a non-empty outbox
     collector: MessageCollector = field(default_factory=MessageCollector)
     name: str | None = None
     sent: int = 0  # this participant's messages so far (their seq)
@@ -226,6 +227,7 @@ class ChatHub:
             ),
             last_heard=now,
             last_ping=now,
+            last_progress=now,
         )
         return conn_id
 
@@ -242,6 +244,13 @@ class ChatHub:
             self._error(conn, "protocol", str(exc))
             self._close(conn, Reason.PROTOCOL)
         self._settle()
+
+    def sent(self, conn_id: int, size: int, now: float) -> None:
+        """The socket took ``size`` bytes from the front of the outbox."""
+        conn = self._conns[conn_id]
+        conn.outbox.consume(size)
+        if size:
+            conn.last_progress = now
 
     def connection_lost(self, conn_id: int) -> None:
         """The socket failed (reset, broken pipe): the participant is gone."""
@@ -265,14 +274,21 @@ class ChatHub:
         self._dirty.discard(conn_id)
 
     def tick(self, now: float) -> None:
-        """Heartbeats: ping the quiet, close the silent."""
+        """Heartbeats: ping the quiet, close the silent.
+
+        A peer that reads what we send is alive even when its ``pong`` is
+        still queued behind a long backlog: only a peer that is silent *and*
+        (has nothing pending, or has taken none of it for ``peer_timeout``)
+        is declared gone.
+        """
         interval, timeout = self.config.heartbeat_interval, self.config.peer_timeout
         ping = wire.ping()
         for conn in list(self._conns.values()):
             if conn.closing is not None:
                 continue
             silent = now - conn.last_heard
-            if silent > timeout:
+            reading = len(conn.outbox) > 0 and now - conn.last_progress <= timeout
+            if silent > timeout and not reading:
                 log.info(
                     "event=chat_peer_timeout conn=%d name=%s silent_s=%.1f",
                     conn.id,

@@ -170,7 +170,7 @@ class HubServer:
                 outbox.clear()
                 self.hub.connection_lost(conn_id)
                 break
-            outbox.consume(sent)
+            self.hub.sent(conn_id, sent, time.monotonic())
         self._want_write(conn_id, bool(len(outbox)))
 
     def _want_write(self, conn_id: int, want: bool) -> None:

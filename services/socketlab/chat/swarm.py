@@ -1,0 +1,405 @@
+"""``socketlab chat-swarm``: many chat participants in one process (load tests, benchmark).
+
+N participants connect and join, wait until everyone is present, then each
+sends M messages (as fast as possible, or ``--rate`` per second each,
+staggered) and reads until it has every other participant's messages. Each
+message's text is ``"<i> <send time>"`` so a receiver checks per-sender order
+(``i`` must equal the hub's ``seq`` and grow by one) and measures delivery
+latency (all participants share this process's clock).
+
+``--slow K`` makes the first K participants deliberately slow readers
+(``--slow-rate`` bytes/s, tiny receive buffer); they are reported apart, and
+the others' delivery is what the load test asserts on.
+
+Prints one JSON object; exit 0 when every normal participant got all
+``(N - 1) * M`` messages in per-sender order before the deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import random
+import selectors
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from socketlab.chat import wire
+from socketlab.config import CHAT_PORT, SERVER_HOST, env_str
+from socketlab.errors import PeerUnavailable
+from socketlab.protocol import ProtocolError
+
+log = logging.getLogger("socketlab.chat")
+
+RECV_SIZE: Final = 256 * 1024
+SLOW_CHUNK: Final = 512
+SLOW_RCVBUF: Final = 4096
+LATENCY_SAMPLES: Final = 500_000  # reservoir size: memory stays bounded at N = 1000
+# Our own pings keep us alive at the hub even when its pings wait behind a long
+# backlog we are still reading; well under the hub's default peer timeout.
+KEEPALIVE: Final = 2.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SwarmConfig:
+    host: str = SERVER_HOST
+    port: int = CHAT_PORT
+    participants: int = 200
+    messages: int = 10
+    rate: float = 0.0  # messages per second per participant; 0 = all at once
+    prefix: str = "swarm"
+    slow: int = 0
+    slow_rate: float = 4096.0
+    connect_timeout: float = 10.0
+    join_deadline: float = 120.0
+    deadline: float = 300.0
+
+
+@dataclass(eq=False)
+class _Peer:
+    index: int
+    name: str
+    sock: socket.socket
+    slow: bool
+    stream: wire.ChatStream = field(default_factory=wire.ChatStream)
+    out: bytearray = field(default_factory=bytearray)
+    welcomed: bool = False
+    present: int = 0
+    sent: int = 0
+    received: int = 0
+    last_seq: dict[str, int] = field(default_factory=dict)
+    order_errors: int = 0
+    next_read: float = 0.0
+    complete_at: float | None = None
+    ended: str | None = None
+    writing: bool = False
+    last_sent: float = 0.0
+
+
+class _Latencies:
+    """A bounded uniform sample of delivery latencies (reservoir sampling)."""
+
+    def __init__(self, size: int = LATENCY_SAMPLES) -> None:
+        self.size = size
+        self.seen = 0
+        self.values: list[float] = []
+        self.worst = 0.0
+        self._random = random.Random(4572)  # noqa: S311 - sampling, not security
+
+    def add(self, value: float) -> None:
+        self.seen += 1
+        self.worst = max(self.worst, value)
+        if len(self.values) < self.size:
+            self.values.append(value)
+        else:
+            slot = self._random.randrange(self.seen)
+            if slot < self.size:
+                self.values[slot] = value
+
+    def summary(self) -> dict[str, float | int | None]:
+        ordered = sorted(self.values)
+
+        def pct(p: float) -> float | None:
+            if not ordered:
+                return None
+            return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 3)
+
+        return {
+            "count": self.seen,
+            "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99),
+            "max_ms": round(self.worst * 1000, 3) if ordered else None,
+        }
+
+
+class Swarm:
+    """The participants and the one selectors loop that drives them."""
+
+    def __init__(self, config: SwarmConfig) -> None:
+        self.config = config
+        self.selector = selectors.DefaultSelector()
+        self.peers: list[_Peer] = []
+        self.names: set[str] = set()
+        self.latency = _Latencies()
+        self.slow_latency = _Latencies(size=50_000)
+        self.start: float | None = None
+        self.last_delivery = 0.0
+        self._last_keepalive = 0.0
+
+    @property
+    def expected(self) -> int:
+        return (self.config.participants - 1) * self.config.messages
+
+    # ------------------------------------------------------------------ phases
+
+    def connect(self) -> None:
+        config = self.config
+        self.names = {f"{config.prefix}-{i}" for i in range(config.participants)}
+        for index in range(config.participants):
+            name = f"{config.prefix}-{index}"
+            slow = index < config.slow
+            try:
+                sock = socket.create_connection(
+                    (config.host, config.port), timeout=config.connect_timeout
+                )
+            except OSError as exc:
+                raise PeerUnavailable(
+                    f"{name}: cannot reach {config.host}:{config.port}: {exc}"
+                ) from exc
+            if slow:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setblocking(False)
+            peer = _Peer(index=index, name=name, sock=sock, slow=slow)
+            self.peers.append(peer)
+            if not slow:  # slow readers are polled on their own schedule, not on readiness
+                self.selector.register(sock, selectors.EVENT_READ, peer)
+            self._queue(peer, wire.join(name))
+
+    def run(self) -> dict[str, Any]:
+        config = self.config
+        t0 = time.monotonic()
+        join_deadline = t0 + config.join_deadline
+        while not all(p.welcomed and p.present >= config.participants for p in self.peers):
+            if time.monotonic() > join_deadline:
+                raise PeerUnavailable(
+                    f"not everyone was present within {config.join_deadline:g} s "
+                    f"({sum(p.welcomed for p in self.peers)} welcomed)"
+                )
+            self._turn(0.05)
+        self.start = time.monotonic()
+        deadline = self.start + config.deadline
+        normal = [p for p in self.peers if not p.slow]
+        while not all(p.complete_at is not None or p.ended for p in normal):
+            now = time.monotonic()
+            if now > deadline:
+                break
+            self._send_due(now)
+            self._turn(0.02)
+        self._leave()
+        return self._report(time.monotonic())
+
+    # ------------------------------------------------------------------ loop
+
+    def _send_due(self, now: float) -> None:
+        assert self.start is not None  # noqa: S101 - set before sending starts
+        config = self.config
+        for peer in self.peers:
+            if peer.ended:
+                continue
+            while peer.sent < config.messages:
+                if config.rate > 0:
+                    offset = peer.index / config.participants / config.rate
+                    due = self.start + offset + peer.sent / config.rate
+                    if now < due:
+                        break
+                peer.sent += 1
+                self._queue(peer, wire.say(f"{peer.sent} {time.time():.6f}"))
+
+    def _turn(self, timeout: float) -> None:
+        now = time.monotonic()
+        if now - self._last_keepalive >= KEEPALIVE / 4:
+            self._last_keepalive = now
+            for peer in self.peers:
+                if now - peer.last_sent >= KEEPALIVE:
+                    self._queue(peer, wire.ping())
+        for peer in self.peers:  # slow readers: a little, now and then
+            if peer.slow and not peer.ended and now >= peer.next_read:
+                peer.next_read = now + SLOW_CHUNK / self.config.slow_rate
+                self._read(peer, SLOW_CHUNK)
+        for key, mask in self.selector.select(timeout=timeout):
+            peer = key.data
+            if mask & selectors.EVENT_READ:
+                self._read(peer, RECV_SIZE)
+            if mask & selectors.EVENT_WRITE:
+                self._flush(peer)
+
+    def _read(self, peer: _Peer, size: int) -> None:
+        try:
+            data = peer.sock.recv(size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._end(peer, f"receive failed: {exc}")
+            return
+        try:
+            events = peer.stream.receive_data(data)
+        except ProtocolError as exc:
+            self._end(peer, f"hub broke the protocol: {exc}")
+            return
+        now_wall = time.time()
+        for event in events:
+            self._on_event(peer, event, now_wall)
+        if not data:
+            self._end(peer, peer.ended or "hub closed the connection")
+
+    def _on_event(self, peer: _Peer, event: dict[str, Any], now_wall: float) -> None:
+        kind = event.get("type")
+        if kind == "message":
+            self._on_message(peer, event, now_wall)
+        elif kind == "ping":
+            self._queue(peer, wire.pong())
+        elif kind == "welcome":
+            peer.welcomed = True
+            peer.present = len(self.names.intersection(event.get("participants", [])))
+        elif kind == "joined" and event.get("name") in self.names:
+            peer.present += 1
+        elif kind == "left" and event.get("name") in self.names:
+            peer.present -= 1
+        elif kind == "error":
+            peer.ended = peer.ended or f"error {event.get('code')}: {event.get('detail')}"
+
+    def _on_message(self, peer: _Peer, event: dict[str, Any], now_wall: float) -> None:
+        sender = str(event.get("from"))
+        if sender not in self.names:
+            return
+        seq = int(event.get("seq", 0))
+        number, _, sent_at = str(event.get("text", "")).partition(" ")
+        previous = peer.last_seq.get(sender, 0)
+        if seq != previous + 1 or number != str(seq):
+            peer.order_errors += 1
+        peer.last_seq[sender] = seq
+        peer.received += 1
+        with contextlib.suppress(ValueError):
+            (self.slow_latency if peer.slow else self.latency).add(now_wall - float(sent_at))
+        self.last_delivery = time.monotonic()
+        if peer.received >= self.expected and peer.complete_at is None:
+            peer.complete_at = self.last_delivery
+
+    def _queue(self, peer: _Peer, frame: bytes) -> None:
+        if peer.ended:
+            return
+        peer.out += frame
+        peer.last_sent = time.monotonic()
+        self._flush(peer)
+
+    def _flush(self, peer: _Peer) -> None:
+        while peer.out:
+            try:
+                sent = peer.sock.send(peer.out)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self._end(peer, f"send failed: {exc}")
+                return
+            del peer.out[:sent]
+        self._interest(peer, want_write=bool(peer.out))
+
+    def _interest(self, peer: _Peer, *, want_write: bool) -> None:
+        if want_write == peer.writing or peer.ended:
+            return
+        peer.writing = want_write
+        events = (0 if peer.slow else selectors.EVENT_READ) | (
+            selectors.EVENT_WRITE if want_write else 0
+        )
+        registered = self._registered(peer)
+        if events == 0:
+            if registered:
+                self.selector.unregister(peer.sock)
+        elif registered:
+            self.selector.modify(peer.sock, events, peer)
+        else:
+            self.selector.register(peer.sock, events, peer)
+
+    def _registered(self, peer: _Peer) -> bool:
+        try:
+            self.selector.get_key(peer.sock)
+        except KeyError:
+            return False
+        return True
+
+    def _end(self, peer: _Peer, why: str) -> None:
+        if peer.ended is None:
+            peer.ended = why
+        if self._registered(peer):
+            self.selector.unregister(peer.sock)
+        peer.writing = False
+
+    def _leave(self) -> None:
+        for peer in self.peers:
+            if not peer.ended:
+                with contextlib.suppress(OSError):
+                    peer.sock.setblocking(True)
+                    peer.sock.settimeout(self.config.connect_timeout)
+                    peer.sock.sendall(bytes(peer.out) + wire.bye())
+        for peer in self.peers:
+            with contextlib.suppress(OSError):
+                peer.sock.close()
+        self.selector.close()
+
+    # ------------------------------------------------------------------ report
+
+    def _report(self, end: float) -> dict[str, Any]:
+        assert self.start is not None  # noqa: S101 - run() sets it
+        normal = [p for p in self.peers if not p.slow]
+        slow = [p for p in self.peers if p.slow]
+        complete = [p for p in normal if p.received >= self.expected]
+        span = max(self.last_delivery - self.start, 1e-9)
+        delivered = sum(p.received for p in self.peers)
+        finished = [p.complete_at - self.start for p in complete if p.complete_at is not None]
+        return {
+            "participants": self.config.participants,
+            "messages_each": self.config.messages,
+            "rate_per_participant": self.config.rate,
+            "expected_per_participant": self.expected,
+            "complete": len(complete),
+            "normal": len(normal),
+            "missing": sum(max(0, self.expected - p.received) for p in normal),
+            "order_errors": sum(p.order_errors for p in self.peers),
+            "ended": {p.name: p.ended for p in normal if p.ended},
+            "delivered": delivered,
+            "delivered_per_s": round(delivered / span, 1),
+            "duration_s": round(end - self.start, 3),
+            "last_complete_s": round(max(finished), 3) if finished else None,
+            "latency": self.latency.summary(),
+            "slow": {
+                "count": len(slow),
+                "received": [p.received for p in slow],
+                "ended": [p.ended for p in slow],
+                "latency": self.slow_latency.summary(),
+            },
+            "ok": len(complete) == len(normal) and not any(p.order_errors for p in self.peers),
+        }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="socketlab chat-swarm", description=__doc__)
+    parser.add_argument("--host", default=env_str("SOCKETLAB_SERVER", SERVER_HOST))
+    parser.add_argument("--port", type=int, default=CHAT_PORT)
+    parser.add_argument("--participants", "-n", type=int, default=200)
+    parser.add_argument("--messages", "-m", type=int, default=10)
+    parser.add_argument("--rate", type=float, default=0.0, help="messages/s per participant")
+    parser.add_argument("--prefix", default="swarm")
+    parser.add_argument("--slow", type=int, default=0, help="how many slow readers")
+    parser.add_argument("--slow-rate", type=float, default=4096.0, help="their bytes/s")
+    parser.add_argument("--join-deadline", type=float, default=120.0)
+    parser.add_argument("--deadline", type=float, default=300.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+    swarm = Swarm(
+        SwarmConfig(
+            host=args.host,
+            port=args.port,
+            participants=args.participants,
+            messages=args.messages,
+            rate=args.rate,
+            prefix=args.prefix,
+            slow=args.slow,
+            slow_rate=args.slow_rate,
+            join_deadline=args.join_deadline,
+            deadline=args.deadline,
+        )
+    )
+    try:
+        swarm.connect()
+        report = swarm.run()
+    except PeerUnavailable as exc:
+        print(f"socketlab chat-swarm: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report))
+    return 0 if report["ok"] else 1
