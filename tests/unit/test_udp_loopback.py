@@ -19,7 +19,7 @@ from socketlab.udp.sender import SendOptions, follow, open_socket, send_stream
 
 SNMP = """\
 Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors
-Udp: 10 0 0 10 {drops} 0 0
+Udp: 10 0 {drops} 10 {drops} 0 0
 """
 
 

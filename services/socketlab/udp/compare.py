@@ -187,5 +187,5 @@ def main(argv: list[str]) -> int:
     else:
         print(format_table(rows))
         if rows[1].kernel_drops:
-            print(f"(listener kernel dropped {rows[1].kernel_drops} datagrams: buffer overflow)")
+            print(f"(the listener's kernel dropped {rows[1].kernel_drops} of them: full buffer)")
     return 0

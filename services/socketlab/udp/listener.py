@@ -29,8 +29,10 @@ starts (with ``missed_at_start`` when its first sequence number is above 1).
                                  transit_ms_max, first_sent_ns, first/last_arrival_ns
     foreign_sources, malformed_sources   {"ip:port": count}
     kernel                       /proc/net/snmp Udp counters of this namespace
-                                 (InDatagrams, NoPorts, InErrors, RcvbufErrors, InCsumErrors)
-    kernel_drops                 RcvbufErrors + InErrors: lost inside this host
+                                 (InDatagrams, NoPorts, InErrors, RcvbufErrors,
+                                 InCsumErrors)
+    kernel_drops                 InErrors (Linux counts RcvbufErrors and checksum
+                                 errors in it too): dropped inside this namespace
     rcvbuf                       receive buffer the kernel granted (bytes)
     tcp_sink                     {"connections", "bytes"} of the TCP sink
     uptime_s, since_reset_s
@@ -142,7 +144,8 @@ class Listener:
         return {
             **snapshot,
             "kernel": kernel,
-            "kernel_drops": kernel.get("RcvbufErrors", 0) + kernel.get("InErrors", 0),
+            # InErrors already includes RcvbufErrors and InCsumErrors: do not add them.
+            "kernel_drops": kernel.get("InErrors", kernel.get("RcvbufErrors", 0)),
             "rcvbuf": self.rcvbuf,
             "tcp_sink": self.sink.snapshot(),
             "uptime_s": now - self.started,
