@@ -347,7 +347,7 @@ def evaluate(check: Check, observations: Observations) -> CheckResult:
 
 def evaluate_fault(record: FaultRecord) -> CheckResult:
     """A fault that could not be applied fails the scenario: its premise did not happen."""
-    name = f"fault at {record.fault.at:g} s: {record.fault.describe()}"
+    name = f"fault {record.fault.when}: {record.fault.describe()}"
     if record.error is not None:
         passed, detail = False, record.error
     elif record.applied_at is None:

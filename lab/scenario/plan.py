@@ -71,13 +71,24 @@ class Step:
 
 @dataclass(frozen=True, kw_only=True)
 class Fault:
-    """Something done to the lab ``at`` seconds after the first step started."""
+    """Something done ``at`` seconds after the first step started, or after ``after`` finished."""
 
     at: float
     action: str
+    after: str | None = None  # the step whose end ``at`` counts from; None: first step's start
     services: tuple[str, ...] = ()  # one (kill...), a pair (partition, shape), none (heal all)
     spec: LinkSpec | None = None
     line: int = 0
+
+    @property
+    def when(self) -> str:
+        """``at 2 s`` or ``at 2 s after fetch``."""
+        return f"at {self.at:g} s" + (f" after {self.after}" if self.after else "")
+
+    @property
+    def upfront(self) -> bool:
+        """Applied before the first step starts (at 0 s, not tied to a later step)."""
+        return self.at <= 0 and self.after is None
 
     def describe(self) -> str:
         if self.action in {"shape", "unshape"}:
@@ -303,9 +314,13 @@ def _build_links(
 
 
 def _build_faults(
-    raw_faults: list[dict[str, Any]], services: Collection[str] | None, problems: _Problems
+    raw_faults: list[dict[str, Any]],
+    steps: Sequence[Step],
+    services: Collection[str] | None,
+    problems: _Problems,
 ) -> tuple[Fault, ...]:
     faults: list[Fault] = []
+    order = {step.name: index for index, step in enumerate(steps)}
     for index, raw in enumerate(raw_faults):
         path: tuple[str | int, ...] = ("faults", index)
         actions = [name for name in FAULT_ACTIONS if name in raw]
@@ -330,16 +345,22 @@ def _build_faults(
                 spec = _spec(value, problems, (*path, action))
         for target in targets:
             _check_service(target, services, problems, (*path, action))
+        after = raw.get("after")
+        if after is not None and after not in order:
+            known = ", ".join(step.name for step in steps)
+            problems.add((*path, "after"), f"no step named {after!r} (steps: {known})")
         faults.append(
             Fault(
                 at=float(raw["at"]),
                 action=action,
+                after=after,
                 services=targets,
                 spec=spec,
                 line=problems.document.line(path),
             )
         )
-    return tuple(sorted(faults, key=lambda fault: fault.at))
+    # One timeline applies them in turn: by the step they count from, then by time.
+    return tuple(sorted(faults, key=lambda f: (order.get(f.after or "", 0), f.at)))
 
 
 def _source(
@@ -476,7 +497,7 @@ def build_scenario(
     data = substitute(document.data, variables or {}, problems)
     steps = _build_steps(data["steps"], services, problems)
     links = _build_links(data.get("links", []), services, problems)
-    faults = _build_faults(data.get("faults", []), services, problems)
+    faults = _build_faults(data.get("faults", []), steps, services, problems)
     implicit = [
         Check(
             kind=CheckKind.EXIT_CODE,

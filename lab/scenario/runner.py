@@ -153,27 +153,37 @@ def apply_fault(lab: Lab, fault: Fault) -> None:
 
 
 class _Timeline(threading.Thread):
-    """Applies faults at their times after ``t0``; stops early when told.
+    """Applies faults in turn, each ``at`` seconds after the first step started or
+    after its ``after`` step finished; stops when told.
 
-    Faults at 0 s are applied by :meth:`apply_upfront` before the first step
-    starts, so a scenario can begin in a given state (e.g. partitioned).
+    Faults at 0 s that are not tied to a step are applied by :meth:`apply_upfront`
+    before the first step starts, so a scenario can begin in a given state
+    (e.g. partitioned). The runner reports each step's end via :meth:`step_finished`.
     """
 
-    def __init__(self, lab: Lab, faults: Sequence[Fault], *, progress: Progress) -> None:
+    def __init__(
+        self, lab: Lab, faults: Sequence[Fault], *, steps: Sequence[str], progress: Progress
+    ) -> None:
         super().__init__(name="scenario-faults", daemon=True)
         self.lab = lab
-        self.upfront = [fault for fault in faults if fault.at <= 0]
-        self.faults = [fault for fault in faults if fault.at > 0]
+        self.upfront = [fault for fault in faults if fault.upfront]
+        self.faults = [fault for fault in faults if not fault.upfront]
         self.t0 = time.monotonic()
         self.progress = progress
         self.stopped = threading.Event()
         self.records: list[FaultRecord] = []
+        self._ends: dict[str, float] = {}
+        self._end_events = {name: threading.Event() for name in steps}
+
+    def step_finished(self, name: str, at: float) -> None:
+        self._ends[name] = at
+        self._end_events[name].set()
 
     def apply(self, fault: Fault, applied: float) -> None:
         try:
             apply_fault(self.lab, fault)
         except LabError as exc:
-            self.progress(f"fault at {fault.at:g} s: {fault.describe()} FAILED: {exc}")
+            self.progress(f"fault {fault.when}: {fault.describe()} FAILED: {exc}")
             self.records.append(FaultRecord(fault=fault, applied_at=applied, error=str(exc)))
             return
         self.progress(f"fault at {applied:.2f} s: {fault.describe()}")
@@ -189,10 +199,19 @@ class _Timeline(threading.Thread):
         self.start()
         return self.t0
 
+    def _base(self, fault: Fault) -> float | None:
+        """When the fault's clock started, or None when the run stopped first."""
+        if fault.after is None:
+            return self.t0
+        # finish() sets every end event, so this wait ends with the steps at the latest.
+        self._end_events[fault.after].wait()
+        return None if self.stopped.is_set() else self._ends[fault.after]
+
     def run(self) -> None:
         for fault in self.faults:
+            base = self._base(fault)
             # Event.wait, not sleep: a scheduled time that `stop` can cut short.
-            if self.stopped.wait(max(0.0, fault.at - (time.monotonic() - self.t0))):
+            if base is None or self.stopped.wait(max(0.0, base + fault.at - time.monotonic())):
                 break
             self.apply(fault, time.monotonic() - self.t0)
 
@@ -200,15 +219,19 @@ class _Timeline(threading.Thread):
         """Stop; faults not reached are recorded as such (the steps ended first)."""
         ended = time.monotonic() - self.t0
         self.stopped.set()
+        for event in self._end_events.values():
+            event.set()
         if self.is_alive():
             self.join()
         done = {id(record.fault) for record in self.records}
+        planned = [*self.upfront, *self.faults]
         missed = [
             FaultRecord(fault=fault, error=f"not reached: the steps had finished at {ended:.2f} s")
-            for fault in [*self.upfront, *self.faults]
+            for fault in planned
             if id(fault) not in done
         ]
-        return sorted([*self.records, *missed], key=lambda record: record.fault.at)
+        position = {id(fault): index for index, fault in enumerate(planned)}
+        return sorted([*self.records, *missed], key=lambda record: position[id(record.fault)])
 
 
 # --------------------------------------------------------------------------- the runner
@@ -301,11 +324,12 @@ class ScenarioRunner:
             shaped.append(text)
         return shaped
 
-    def _exec(self, step: Step, t0: float) -> StepRecord:
+    def _exec(self, step: Step, t0: float, timeline: _Timeline) -> StepRecord:
         started = time.monotonic()
         try:
             answer = self.lab.exec(step.service, step.run, timeout=step.timeout, env=dict(step.env))
         except LabError as exc:
+            timeline.step_finished(step.name, time.monotonic())
             return StepRecord(
                 name=step.name,
                 service=step.service,
@@ -316,6 +340,7 @@ class ScenarioRunner:
                 duration=time.monotonic() - started,
                 error=str(exc),
             )
+        timeline.step_finished(step.name, time.monotonic())
         return StepRecord(
             name=step.name,
             service=step.service,
@@ -350,12 +375,14 @@ class ScenarioRunner:
         pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=len(scenario.steps), thread_name_prefix="scenario-step"
         )
-        timeline = _Timeline(self.lab, scenario.faults, progress=say)
+        timeline = _Timeline(
+            self.lab, scenario.faults, steps=[step.name for step in scenario.steps], progress=say
+        )
         try:
             timeline.apply_upfront()
             t0 = timeline.begin()
             for phase in phases(scenario.steps):
-                futures = [(step, pool.submit(self._exec, step, t0)) for step in phase]
+                futures = [(step, pool.submit(self._exec, step, t0, timeline)) for step in phase]
                 if len(phase) == 1 and phase[0].background:
                     say(f"step {phase[0].name} started in the background on {phase[0].service}")
                     background += futures
@@ -524,7 +551,10 @@ class ScenarioRunner:
 
     def _revive(self, service: str, say: Progress) -> None:
         container = self.lab.container(service)
-        container.reload()
+        try:
+            container.reload()
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            raise LabError(f"cannot inspect {service}: {exc}") from exc
         if container.status == "paused":
             self.lab.unpause(service)
             say(f"unpaused {service}")

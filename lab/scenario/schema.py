@@ -160,6 +160,7 @@ SCHEMA: Final[dict[str, Any]] = {
                 "additionalProperties": False,
                 "properties": {
                     "at": {"type": "number", "minimum": 0},
+                    "after": {"type": "string", "minLength": 1},
                     **{action: _SERVICE for action in SERVICE_ACTIONS},
                     "partition": _PAIR,
                     "heal": {

@@ -254,6 +254,34 @@ def test_plan_problem_names_file_line_and_what(text: str, expected: str) -> None
     assert any(problem.startswith(expected) for problem in found), found
 
 
+def test_faults_after_a_step_are_ordered_by_that_step() -> None:
+    text = """\
+    name: m
+    description: d
+    steps:
+      - {name: a, service: client, run: ["true"], timeout: 5}
+      - {name: b, service: client, run: ["true"], timeout: 5}
+    faults:
+      - {at: 0.5, after: b, start: server}
+      - {at: 0.2, after: b, kill: server}
+      - {at: 3, pause: client}
+    checks:
+      - {kind: duration, step: a, max: 1}
+    """
+    faults = build(text).faults
+    assert [(f.when, f.action) for f in faults] == [
+        ("at 3 s", "pause"),
+        ("at 0.2 s after b", "kill"),
+        ("at 0.5 s after b", "start"),
+    ]
+    assert not any(f.upfront for f in faults)
+
+
+def test_fault_after_an_unknown_step() -> None:
+    text = MINIMAL + "faults:\n  - {at: 1, after: nope, kill: server}\n"
+    assert problems(text) == [f"{FILE}:12: faults[0].after: no step named 'nope' (steps: s)"]
+
+
 def test_parallel_group_must_be_consecutive() -> None:
     text = """\
     name: m

@@ -190,6 +190,30 @@ checks:
     assert lab.actions == [("pause", "server"), ("unpause", "server")]
 
 
+def test_a_fault_counts_from_the_end_of_the_step_it_is_after(lab: FakeLab, tmp_path: Path) -> None:
+    result = run(
+        lab,
+        """\
+name: anchored
+description: kill once the first step has finished
+steps:
+  - {name: first, service: client, run: [echo, x], timeout: 5}
+  - {name: w, service: client, run: [wait-for-kill], timeout: 10}
+faults:
+  - {at: 0, after: first, kill: server}
+checks:
+  - {kind: exit_code, step: w, equals: 0}
+""",
+        tmp_path,
+    )
+    assert result.passed, result.reason()
+    (fault,) = result.faults
+    assert fault.applied_at is not None
+    first = result.steps[0]
+    assert fault.applied_at >= first.started + first.duration
+    assert result.checks[0].name == "fault at 0 s after first: kill server"
+
+
 def test_a_fault_the_steps_never_reach_fails_the_scenario(lab: FakeLab, tmp_path: Path) -> None:
     result = run(
         lab,
