@@ -30,6 +30,7 @@ class PingStats:
     received: int
     rtt_avg: float | None  # seconds; None when nothing came back
     duplicates: int = 0
+    rtt_median: float | None = None
 
     @property
     def lost(self) -> int:
@@ -49,6 +50,7 @@ def parse_probe(text: str) -> PingStats:
             received=int(report["received"]),
             rtt_avg=None if report["rtt_avg"] is None else float(report["rtt_avg"]),
             duplicates=int(report.get("duplicates", 0)),
+            rtt_median=None if report.get("rtt_median") is None else float(report["rtt_median"]),
         )
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise ShapingError(f"cannot read the probe report: {text.strip()[-200:]!r}") from exc
@@ -65,12 +67,17 @@ def parse_iperf3(text: str) -> float:
         raise ShapingError(f"cannot read iperf3 JSON output: {text.strip()[:200]!r}") from exc
 
 
-def mean_one_way_delay(spec: LinkSpec) -> float:
-    """Mean added delay of one direction: uniform jitter clamped at 0, reorder skips it."""
-    d, j = spec.delay, spec.jitter
-    # with jitter above the delay, E[max(0, d + U(-j, j))] = (d + j)^2 / (4 j)
-    mean = d if j <= d else (d + j) ** 2 / (4 * j)
-    return (1.0 - spec.reorder) * mean
+def median_one_way_delay(spec: LinkSpec) -> float:
+    """Median added delay of one direction (what the self-check compares: robust to stalls).
+
+    A share ``reorder`` leaves at once; the rest is uniform in delay +/- jitter,
+    clamped at 0. The median is the matching quantile of that mixture.
+    """
+    r, d, j = spec.reorder, spec.delay, spec.jitter
+    if r >= 0.5:
+        return 0.0
+    quantile = (0.5 - r) / (1.0 - r)
+    return max(0.0, d + j * (2.0 * quantile - 1.0))
 
 
 def lost_share(spec: LinkSpec | None) -> float:
@@ -114,14 +121,16 @@ class CheckRow:
 def check_delay(
     *, expected_added: float, baseline: float, stats: PingStats, jitter: float = 0.0
 ) -> CheckRow:
-    """Added RTT (measured minus the unshaped baseline) within 15 % (+1 ms) of expected.
+    """Added median RTT (measured minus the unshaped baseline) within 15 % (+1 ms).
 
-    ``jitter`` (both directions' together) widens the band: averages of a few
-    dozen jittered samples, baseline and measurement, each wander by about that.
+    Medians, not means: a host too busy to schedule the verdict loop for a
+    moment should not fail a link that is shaped right. ``jitter`` (both
+    directions' together) widens the band, as samples wander by about that.
     """
-    if stats.rtt_avg is None:
+    rtt = stats.rtt_median if stats.rtt_median is not None else stats.rtt_avg
+    if rtt is None:
         return CheckRow("added RTT", format_duration(expected_added), "no reply", ok=False)
-    added = stats.rtt_avg - baseline
+    added = rtt - baseline
     allowed = DELAY_TOLERANCE * expected_added + DELAY_SLACK + jitter
     return CheckRow(
         "added RTT",

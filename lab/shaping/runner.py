@@ -641,14 +641,14 @@ def self_check(
 ) -> list[CheckRow]:
     """Measure the shaped link and compare with ``spec`` (and the reverse link's)."""
     rows = []
-    base_rtt = baseline.rtt_avg or 0.0
+    base_rtt = baseline.rtt_median or baseline.rtt_avg or 0.0
     expected_loss = measure.round_trip_loss(spec, reverse)
     wait = 2 * (spec.delay + spec.jitter + (reverse.delay + reverse.jitter if reverse else 0.0))
     statistical = expected_loss or spec.duplicate or (reverse and reverse.duplicate)
     probes = CHECK_LOSS_PROBES if statistical else CHECK_PINGS
     stats = measure_loss(lab, source, dest, probes=probes, linger=wait + 1.0)
     # ``baseline`` was measured with the reverse link as it is: only ours adds.
-    expected_added = measure.mean_one_way_delay(spec)
+    expected_added = measure.median_one_way_delay(spec)
     rows.append(
         measure.check_delay(
             expected_added=expected_added,

@@ -19,7 +19,7 @@ from lab.shaping.measure import (
     check_duplicates,
     check_loss,
     check_rate,
-    mean_one_way_delay,
+    median_one_way_delay,
     parse_iperf3,
     parse_probe,
     rate_is_checkable,
@@ -33,7 +33,7 @@ from socketlab.shaper.icmp import checksum, echo_request, parse_echo_reply
 def test_parse_probe_report() -> None:
     line = json.dumps({"sent": 2000, "received": 1900, "duplicates": 0, "rtt_avg": 0.0505})
     stats = parse_probe("noise\n" + line + "\n")
-    assert stats == PingStats(transmitted=2000, received=1900, rtt_avg=0.0505)
+    assert stats == PingStats(transmitted=2000, received=1900, rtt_avg=0.0505, duplicates=0)
     assert stats.lost == 100
     assert stats.loss == pytest.approx(0.05)
 
@@ -59,17 +59,22 @@ def test_parse_iperf3() -> None:
 
 
 @pytest.mark.parametrize(
-    ("options", "mean"),
+    ("options", "median"),
     [
-        pytest.param({"delay": "50ms"}, 0.050, id="delay"),
         pytest.param({"delay": "50ms", "jitter": "10ms"}, 0.050, id="symmetric-jitter"),
-        # jitter beyond the delay is clamped at zero, which raises the mean
-        pytest.param({"delay": "10ms", "jitter": "30ms"}, 0.040**2 / 0.120, id="clamped"),
-        pytest.param({"delay": "100ms", "reorder": "25%"}, 0.075, id="reorder-skips"),
+        pytest.param({"delay": "10ms", "jitter": "30ms"}, 0.010, id="clamping-keeps-median"),
+        # a quarter leaves at once: the median is the 1/3 quantile of 100 +/- 30 ms
+        pytest.param({"delay": "100ms", "jitter": "30ms", "reorder": "25%"}, 0.090, id="reorder"),
+        pytest.param({"delay": "100ms", "reorder": "60%"}, 0.0, id="mostly-reordered"),
     ],
 )
-def test_mean_one_way_delay(options: dict[str, str], mean: float) -> None:
-    assert mean_one_way_delay(spec_from_options(options)) == pytest.approx(mean)
+def test_median_one_way_delay(options: dict[str, str], median: float) -> None:
+    assert median_one_way_delay(spec_from_options(options)) == pytest.approx(median)
+
+
+def test_check_delay_prefers_the_median() -> None:
+    stalled = PingStats(100, 100, rtt_avg=0.080, rtt_median=0.0503)
+    assert check_delay(expected_added=0.050, baseline=0.0001, stats=stalled).ok
 
 
 def test_round_trip_loss_combines_both_directions_and_corruption() -> None:
