@@ -47,7 +47,8 @@ def plot_goodput(result: SweepResult) -> bytes:
     figure = Figure(figsize=(8, 5))
     axes = figure.add_subplot()
     colours = [f"C{i}" for i in range(10)]
-    positive = []
+    positive: list[float] = []
+    bounds: list[float] = []
     for index, delay in enumerate(result.delays):
         colour = colours[index % len(colours)]
         points = result.at_delay(delay)
@@ -60,12 +61,17 @@ def plot_goodput(result: SweepResult) -> bytes:
         rtts = [p.rtt for p in points if p.rtt]
         lossy = [p.loss for p in points if p.loss > 0]
         if rtts and lossy:
-            # A smooth curve at this delay's median measured RTT, over the lossy range.
+            # A smooth curve at this delay's median measured RTT; with one lossy
+            # point, start lower so the curve is a curve, not a dot.
             rtt = median(rtts)
-            low, high = min(lossy), max(lossy)
+            high = max(lossy)
+            low = min(lossy) if len(lossy) > 1 else high / 4
             shares = [low + (high - low) * i / (CURVE_POINTS - 1) for i in range(CURVE_POINTS)]
             bound = [(mathis_bound(rtt=rtt, loss=s, mss=result.mss) or 0.0) / 1e6 for s in shares]
-            positive += [b for b in bound if b > 0]
+            at_points = [
+                (mathis_bound(rtt=rtt, loss=s, mss=result.mss) or 0.0) / 1e6 for s in lossy
+            ]
+            bounds += at_points
             axes.plot(
                 [s * 100 for s in shares],
                 bound,
@@ -74,8 +80,12 @@ def plot_goodput(result: SweepResult) -> bytes:
                 alpha=0.6,
                 label=f"Mathis bound, RTT {rtt * 1000:.1f} ms",
             )
+            axes.plot([s * 100 for s in lossy], at_points, "x", color=colour, alpha=0.8)
     if positive and all(math.isfinite(v) for v in positive):
         axes.set_yscale("log")
+        # The bound soars at small loss: keep the measurements readable.
+        drawn = positive + [b for b in bounds if b > 0]
+        axes.set_ylim(min(drawn) / 2, min(max(drawn), max(positive) * 10) * 1.5)
     axes.set_xlabel("loss (%)")
     axes.set_ylabel("goodput (Mbit/s)")
     axes.set_title(f"{result.scenario}: goodput vs loss ({result.link})")
@@ -191,7 +201,9 @@ def render_html(result: SweepResult, plots: Mapping[str, bytes]) -> str:
 {images}
 <p class="note">Mathis et al. bound: goodput &le; (MSS / RTT) &middot; C / &radic;p with
 C = &radic;(3/2) &asymp; {MATHIS_C:.2f} (periodic loss, no delayed ACKs), drawn at each
-delay's measured RTT for reference: a model, not a ceiling.</p>
+delay's measured RTT for reference: a model of steady state, not a ceiling. Short
+transfers spend much of their time in slow start, before losses shape the window, and
+can beat it; raise <code>--bytes</code> to get closer to steady state.</p>
 <h2>Results</h2>
 {_table(result.rows())}
 <h2>Versions</h2>
