@@ -44,13 +44,21 @@ HASH_BLOCK: Final = 1 << 20
 
 def send_once(path: Path, *, port: int, accept_timeout: float, send_timeout: float) -> int:
     """Serve ``path`` to the first client on ``port``, then close (EOF = end of file)."""
+    with socket.create_server(("0.0.0.0", port)) as listener:
+        print(f"event=naive_listening port={port} path={path}", file=sys.stderr, flush=True)
+        return serve_file(listener, path, accept_timeout=accept_timeout, send_timeout=send_timeout)
+
+
+def serve_file(
+    listener: socket.socket, path: Path, *, accept_timeout: float, send_timeout: float
+) -> int:
+    """Accept one client on ``listener``, ``sendfile`` it ``path``, close; bytes sent."""
     try:
         handle = path.open("rb")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    with handle, socket.create_server(("0.0.0.0", port)) as listener:
+    with handle:
         listener.settimeout(accept_timeout)
-        print(f"event=naive_listening port={port} path={path}", file=sys.stderr, flush=True)
         try:
             conn, _ = listener.accept()
         except TimeoutError as exc:
