@@ -9,6 +9,7 @@ absolute figures and ratios to iperf3 (targets are reported, never enforced).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,17 +25,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from lab.shaping.spec import LinkSpec  # noqa: PLC0415
 
     options = BenchOptions.short() if args.quick else BenchOptions.full()
+    options = dataclasses.replace(options, check=args.check)
     if args.condition:
         conditions = tuple(LinkSpec.parse(text) for text in args.condition)
-        options = BenchOptions(
-            file_bytes=options.file_bytes,
-            iperf_seconds=options.iperf_seconds,
-            udp_bytes=options.udp_bytes,
-            datagram_size=options.datagram_size,
-            datagram_rate=options.datagram_rate,
-            quick=options.quick,
-            conditions=conditions,
-        )
+        options = dataclasses.replace(options, conditions=conditions)
     report = run_bench(make_lab(args), options, progress=progress_printer)
     for run in report.runs:
         print_rows(run.title, run.rows())
@@ -67,7 +61,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         f"sweep-{args.scenario}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
     )
     options = SweepOptions(
-        bytes_per_point=args.bytes, datagram_size=args.size, datagram_rate=args.rate
+        bytes_per_point=args.bytes,
+        datagram_size=args.size,
+        datagram_rate=args.rate,
+        check=args.check,
     )
     result = run_sweep(make_lab(args), args.scenario, grid, options, progress=progress_printer)
     print_rows(f"lab sweep {args.scenario} ({result.link})", result.rows())
@@ -91,6 +88,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help='link condition, e.g. "delay=20ms loss=1%%" or none (repeatable; default: '
         "none and delay=20ms loss=1%%, --quick: none)",
     )
+    bench.add_argument(
+        "--check", action="store_true", help="self-check shaped links (measure delay and loss)"
+    )
     bench.set_defaults(func=cmd_bench)
 
     sweep_help = "run a scenario over a loss x delay grid: PNG plots and an HTML report"
@@ -106,4 +106,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     sweep.add_argument("--size", type=int, default=1200, help="UDP datagram size in bytes")
     sweep.add_argument("--rate", type=float, default=2000, help="UDP datagrams per second")
+    sweep.add_argument(
+        "--check", action="store_true", help="self-check the shaping at every shaped point"
+    )
     sweep.set_defaults(func=cmd_sweep, sweep_parser=sweep)

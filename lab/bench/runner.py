@@ -373,6 +373,7 @@ class BenchOptions:
     datagram_size: int = 1200
     datagram_rate: float = 10_000
     quick: bool = False
+    check: bool = False  # run the shaping self-check on shaped links
     conditions: tuple[LinkSpec, ...] = field(default_factory=lambda: (LinkSpec(),))
 
     @classmethod
@@ -402,9 +403,17 @@ BENCH_LINKS: Final = (("server", "client"), ("client", "udp-listener"))
 
 @contextlib.contextmanager
 def shaped(
-    lab_: Lab, links: Sequence[tuple[str, str]], spec: LinkSpec, *, progress: Progress
+    lab_: Lab,
+    links: Sequence[tuple[str, str]],
+    spec: LinkSpec,
+    *,
+    progress: Progress,
+    check: bool = False,
 ) -> Iterator[str]:
-    """Shape ``links`` with ``spec`` (none: leave them alone); yields the engine; unshapes after."""
+    """Shape ``links`` with ``spec`` (none: leave them alone); yields the engine; unshapes after.
+
+    With ``check`` the shaping self-check runs on each link (ShapingError if it fails).
+    """
     if spec.is_empty:
         yield UNSHAPED
         return
@@ -412,7 +421,7 @@ def shaped(
     try:
         for source, dest in links:
             progress(f"shaping {source} -> {dest}: {spec.describe()}")
-            engines.add(str(shape(lab_, source, dest, spec).engine))
+            engines.add(str(shape(lab_, source, dest, spec, check=check).engine))
         yield ",".join(sorted(engines))
     finally:
         for source, dest in links:
@@ -428,7 +437,7 @@ def bench_condition(
     lab_: Lab, spec: LinkSpec, options: BenchOptions, *, name: str, sha256: str, progress: Progress
 ) -> BenchRun:
     """Every measurement under one condition, one after the other."""
-    with shaped(lab_, BENCH_LINKS, spec, progress=progress) as engine:
+    with shaped(lab_, BENCH_LINKS, spec, progress=progress, check=options.check) as engine:
         rtt = _rtt(lab_, "client", "server")
         steps: list[tuple[str, Callable[[], Measurement]]] = [
             ("iperf3 TCP", lambda: iperf3_tcp(lab_, seconds=options.iperf_seconds)),
@@ -502,6 +511,7 @@ class SweepOptions:
     datagram_rate: float = 2000
     mss: int = DEFAULT_MSS
     point_timeout: float = STEP_TIMEOUT
+    check: bool = False  # run the shaping self-check at every shaped point
 
 
 def sweep_point(lab_: Lab, point: GridPoint, options: SweepOptions) -> SweepPoint:
@@ -512,7 +522,7 @@ def sweep_point(lab_: Lab, point: GridPoint, options: SweepOptions) -> SweepPoin
         unshape(lab_, source, dest)
         engine = UNSHAPED
     else:
-        engine = str(shape(lab_, source, dest, point.spec).engine)
+        engine = str(shape(lab_, source, dest, point.spec, check=options.check).engine)
     rtt = _rtt(lab_, source, dest)
     rows = tcp_vs_udp(
         lab_,
