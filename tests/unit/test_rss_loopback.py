@@ -402,3 +402,54 @@ def test_the_deadline_covers_a_server_that_trickles(server: FeedServer) -> None:
         )
     # Each byte arrives within any per-read timeout; only the overall deadline ends it.
     assert time.monotonic() - started < 10.0
+
+
+def test_published_entries_survive_a_server_restart_byte_for_byte(tmp_path: Path) -> None:
+    journal = tmp_path / "feeds" / "entries.jsonl"
+    options = ServerOptions(host="127.0.0.1", port=0, journal=journal)
+    first = FeedServer(options)
+    first.start()
+    try:
+        published = [publish(first, f"Kept {n}") for n in (1, 2)]
+        held = fetch(
+            base(first) + "/feeds/news.rss", validators=Validators(), timeout=5, max_bytes=1 << 20
+        )
+    finally:
+        first.close()
+    with journal.open("ab") as torn:
+        torn.write(b'{"feed": "news", "guid": "urn:uuid:torn-by-a-cra')  # died mid-write
+
+    second = FeedServer(options)
+    second.start()
+    try:
+        assert second.registry.entry_count("news") == 3 + 2
+        again = fetch(
+            base(second) + "/feeds/news.rss",
+            validators=held.validators,
+            timeout=5,
+            max_bytes=1 << 20,
+        )
+        assert again.status == 304, "same entries, same bytes, same ETag"
+        publish(second, "After restart")
+    finally:
+        second.close()
+
+    third = FeedServer(options)
+    try:
+        guids = [entry.guid for entry in third.registry.entries("news")]
+    finally:
+        third.close()
+    assert guids[3:5] == [p["guid"] for p in published]
+    assert len(guids) == 6, "the torn line was skipped, later entries kept"
+
+
+def test_an_unusable_journal_leaves_the_server_in_memory(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    feed_server = FeedServer(ServerOptions(host="127.0.0.1", port=0, journal=blocker / "j.jsonl"))
+    feed_server.start()
+    try:
+        assert feed_server.journal is None
+        assert publish(feed_server, "In memory")["title"] == "In memory"
+    finally:
+        feed_server.close()

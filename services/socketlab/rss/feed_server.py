@@ -13,6 +13,9 @@ Routes::
 
 Feeds live in memory (:class:`~socketlab.rss.feeds.FeedRegistry`); ``news`` is
 seeded with a few entries so the default poller has something at start.
+Published entries are also journalled to ``/var/lib/socketlab/feeds/entries.jsonl``
+(``SOCKETLAB_FEED_JOURNAL``, ``none`` to disable), so a restarted server serves
+the same feeds, byte for byte, and pollers holding its ETag keep getting 304s.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import threading
 import urllib.parse
@@ -27,17 +31,27 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
 from socketlab.config import FEED_HTTP_PORT, SERVER_HOST, env_float, env_int, env_str
 from socketlab.errors import ServiceError
 from socketlab.rss import faults
-from socketlab.rss.feeds import FeedRegistry, http_date, is_not_modified, valid_feed_name
+from socketlab.rss.feeds import (
+    Entry,
+    FeedRegistry,
+    entry_from_json,
+    entry_to_json,
+    http_date,
+    is_not_modified,
+    valid_feed_name,
+)
 
 log = logging.getLogger("socketlab.feeds")
 
 MAX_REQUEST_BODY = 64 * 1024
+DEFAULT_JOURNAL = "/var/lib/socketlab/feeds/entries.jsonl"
 _FEED_PATH = re.compile(r"^/feeds/([^/]+)\.(rss|atom)$")
 _ENTRY_PATH = re.compile(r"^/feeds/([^/]+)/entries/([0-9a-z-]+)$")
 _FAULT_PATH = re.compile(r"^/faults/([a-z-]+)\.rss$")
@@ -58,11 +72,13 @@ class ServerOptions:
     drip_every: float = 0.5
     huge_bytes: int = 1 << 30
     schedule_every: float = 0.0  # publish to "news" every N seconds; 0 = never
+    journal: Path | None = None  # published entries survive restarts when set
 
 
 def options_from_env() -> ServerOptions:
     """Server options from ``SOCKETLAB_FEED_*`` environment variables."""
     port = env_int("SOCKETLAB_FEED_PORT", FEED_HTTP_PORT)
+    journal = env_str("SOCKETLAB_FEED_JOURNAL", DEFAULT_JOURNAL)
     return ServerOptions(
         port=port,
         base_url=env_str("SOCKETLAB_FEED_BASE_URL", f"http://{SERVER_HOST}:{port}"),
@@ -73,6 +89,7 @@ def options_from_env() -> ServerOptions:
         drip_every=env_float("SOCKETLAB_FEED_DRIP_EVERY", 0.5),
         huge_bytes=env_int("SOCKETLAB_FEED_HUGE_BYTES", 1 << 30),
         schedule_every=env_float("SOCKETLAB_FEED_SCHEDULE", 0.0),
+        journal=None if journal == "none" else Path(journal),
     )
 
 
@@ -83,6 +100,52 @@ class PathCounters:
     not_modified: int = 0
     errors: int = 0
     bytes_sent: int = 0
+
+
+class FeedJournal:
+    """Published entries as JSON lines, so a restarted server serves the same feeds.
+
+    Append-only and fsynced per entry; a torn last line (crash mid-write) is
+    skipped on load.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file = path.open("a+b")
+        self._file.seek(0, os.SEEK_END)
+        # After a write that failed part-way, start the next entry on a fresh line.
+        self._torn = self._file.tell() > 0 and self._last_byte() != b"\n"
+
+    def _last_byte(self) -> bytes:
+        self._file.seek(-1, os.SEEK_END)
+        return self._file.read(1)
+
+    def load(self) -> list[tuple[str, Entry]]:
+        restored = []
+        self._file.seek(0)
+        for number, raw in enumerate(self._file, start=1):
+            line = raw.decode("utf-8", errors="replace")
+            if not line.strip():
+                continue
+            try:
+                restored.append(entry_from_json(line))
+            except ValueError as exc:
+                log.warning(
+                    "event=journal_line_skipped path=%s line=%d error=%s", self.path, number, exc
+                )
+        return restored
+
+    def append(self, name: str, entry: Entry) -> None:
+        prefix = b"\n" if self._torn else b""
+        self._torn = True
+        self._file.write(prefix + entry_to_json(name, entry).encode() + b"\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._torn = False
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class ServerStats:
@@ -167,6 +230,7 @@ class FeedServer:
         self.registry = registry or FeedRegistry(
             base_url=options.base_url, window=options.window, seed_entries=options.seed_entries
         )
+        self.journal = self._open_journal(options.journal)
         self.stats = ServerStats()
         self.stopping = threading.Event()
         self.scheduler = Scheduler(self.registry, self.stopping)
@@ -177,6 +241,25 @@ class FeedServer:
         self._httpd.daemon_threads = True
         self.port: int = self._httpd.server_address[1]
         self._thread: threading.Thread | None = None
+
+    def _open_journal(self, path: Path | None) -> FeedJournal | None:
+        if path is None:
+            return None
+        try:
+            journal = FeedJournal(path)
+            restored = journal.load()
+        except OSError as exc:
+            # A read-only or missing volume: still serve, from memory only.
+            log.warning("event=journal_unavailable path=%s error=%s", path, exc)
+            return None
+        for name, entry in restored:
+            try:
+                self.registry.restore(name, entry)
+            except ValueError as exc:
+                log.warning("event=journal_entry_skipped feed=%s error=%s", name, exc)
+        self.registry.on_publish = journal.append
+        log.info("event=journal_loaded path=%s entries=%d", path, len(restored))
+        return journal
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -193,8 +276,12 @@ class FeedServer:
     def close(self) -> None:
         self.stopping.set()  # wakes stalled fault handlers
         self.scheduler.stop_all()
-        self._httpd.shutdown()
+        if self._thread is not None:  # shutdown() waits for serve_forever forever otherwise
+            self._httpd.shutdown()
         self._httpd.server_close()
+        if self.journal is not None:
+            self.registry.on_publish = None
+            self.journal.close()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self

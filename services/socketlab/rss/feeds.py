@@ -7,9 +7,11 @@ and asks it for bodies and validators; everything here is testable without socke
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
@@ -54,6 +56,39 @@ class Feed:
     entries: list[Entry] = field(default_factory=list)
     updated: datetime = SEED_START
     version: int = 0
+
+
+def entry_to_json(name: str, entry: Entry) -> str:
+    """One journal line for ``entry`` of feed ``name``."""
+    return json.dumps(
+        {
+            "feed": name,
+            "guid": entry.guid,
+            "slug": entry.slug,
+            "title": entry.title,
+            "summary": entry.summary,
+            "published": entry.published.isoformat(),
+        },
+        ensure_ascii=False,
+        sort_keys=True,
+    )
+
+
+def entry_from_json(line: str) -> tuple[str, Entry]:
+    """Parse a journal line; ValueError (incl. KeyError/TypeError as ValueError) if broken."""
+    try:
+        record = json.loads(line)
+        published = datetime.fromisoformat(record["published"])
+        entry = Entry(
+            guid=str(record["guid"]),
+            slug=str(record["slug"]),
+            title=str(record["title"]),
+            summary=str(record["summary"]),
+            published=published if published.tzinfo else published.replace(tzinfo=UTC),
+        )
+        return str(record["feed"]), entry
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a journal line: {exc!r}") from exc
 
 
 def valid_feed_name(name: str) -> bool:
@@ -175,9 +210,19 @@ class FeedRegistry:
     poller has already seen.
     """
 
-    def __init__(self, *, base_url: str, window: int, seed_entries: int = 3) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        window: int,
+        seed_entries: int = 3,
+        on_publish: Callable[[str, Entry], None] | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.window = window
+        # Called under the lock before an entry becomes visible (the server's
+        # journal): an entry a client could have seen is always on disk first.
+        self.on_publish = on_publish
         self._lock = threading.Lock()
         self._feeds: dict[str, Feed] = {}
         self._cache: dict[tuple[str, str, int], Rendered] = {}
@@ -224,10 +269,24 @@ class FeedRegistry:
                 summary=summary,
                 published=moment,
             )
+            if self.on_publish is not None:
+                self.on_publish(name, entry)
             feed.entries.append(entry)
             feed.updated = moment
             feed.version += 1
         return entry
+
+    def restore(self, name: str, entry: Entry) -> None:
+        """Re-add an entry an earlier run published (from the journal); repeats are ignored."""
+        if not valid_feed_name(name):
+            raise ValueError(f"invalid feed name {name!r}")
+        with self._lock:
+            feed = self._feeds.setdefault(name, Feed(name=name, title=f"socketlab {name}"))
+            if any(known.guid == entry.guid for known in feed.entries):
+                return
+            feed.entries.append(entry)
+            feed.updated = max(feed.updated, entry.published)
+            feed.version += 1
 
     def entry(self, name: str, slug: str) -> Entry | None:
         with self._lock:
@@ -235,6 +294,12 @@ class FeedRegistry:
             if feed is None:
                 return None
             return next((entry for entry in feed.entries if entry.slug == slug), None)
+
+    def entries(self, name: str) -> list[Entry]:
+        """All entries of feed ``name``, oldest first (empty for an unknown feed)."""
+        with self._lock:
+            feed = self._feeds.get(name)
+            return list(feed.entries) if feed else []
 
     def entry_count(self, name: str) -> int:
         with self._lock:
