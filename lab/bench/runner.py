@@ -107,6 +107,21 @@ def versions(lab_: Lab, *, iperf3: str | None = None) -> dict[str, str]:
     return found
 
 
+def require_services(lab_: Lab, services: Sequence[str]) -> None:
+    """BenchError unless every one of ``services`` runs and is healthy."""
+    rows = {row.service: row for row in lab_.status()}
+    missing = [
+        name
+        for name in services
+        if name not in rows or (rows[name].state, rows[name].health) != ("running", "healthy")
+    ]
+    if missing:
+        raise BenchError(
+            f"lab {lab_.project!r} is not ready ({', '.join(missing)} not running and healthy): "
+            f"run `lab -p {lab_.project} up` first"
+        )
+
+
 def refuse_foreign_shaping(lab_: Lab) -> None:
     """BenchError when links are shaped or partitioned: the figures would lie."""
     links = link_status(lab_)
@@ -477,6 +492,7 @@ def bench_condition(
 def run_bench(lab_: Lab, options: BenchOptions, *, progress: Progress = _quiet) -> BenchReport:
     """``lab bench``: every condition in ``options``, same containers, one run."""
     started = now_iso()
+    require_services(lab_, ("server", "client", "udp-listener"))
     refuse_foreign_shaping(lab_)
     name, sha256 = ensure_bench_file(lab_, options.file_bytes, progress=progress)
     runs = [
@@ -560,6 +576,7 @@ def run_sweep(
             f"no sweep scenario {scenario!r} (known: {', '.join(sorted(SWEEP_SCENARIOS))})"
         )
     started = now_iso()
+    require_services(lab_, ("client", "udp-listener"))
     refuse_foreign_shaping(lab_)
     points = grid.points()
     measured: list[SweepPoint] = []
