@@ -373,18 +373,33 @@ def show_status(path: Path) -> int:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="socketlab rss-poller", description=__doc__.split("\n")[0]
+        prog="socketlab rss-poller",
+        description="Poll feeds and print each new entry exactly once, across restarts.",
     )
     parser.add_argument("feeds", nargs="*", help="feed URLs (default: $SOCKETLAB_FEED_URLS)")
     parser.add_argument(
-        "--interval", type=float, default=env_float("SOCKETLAB_POLL_INTERVAL", 30.0)
+        "--interval",
+        type=float,
+        default=env_float("SOCKETLAB_POLL_INTERVAL", 30.0),
+        help="seconds between polls of each feed (default 30, $SOCKETLAB_POLL_INTERVAL)",
     )
-    parser.add_argument("--timeout", type=float, default=env_float("SOCKETLAB_FETCH_TIMEOUT", 10.0))
     parser.add_argument(
-        "--max-bytes", type=int, default=env_int("SOCKETLAB_FEED_MAX_BYTES", MAX_FEED_BYTES)
+        "--timeout",
+        type=float,
+        default=env_float("SOCKETLAB_FETCH_TIMEOUT", 10.0),
+        help="deadline of one whole fetch in seconds (default 10, $SOCKETLAB_FETCH_TIMEOUT)",
     )
     parser.add_argument(
-        "--backoff-max", type=float, default=env_float("SOCKETLAB_POLL_BACKOFF_MAX", 300.0)
+        "--max-bytes",
+        type=int,
+        default=env_int("SOCKETLAB_FEED_MAX_BYTES", MAX_FEED_BYTES),
+        help="size cap of a feed body after decompression (default 5 MiB)",
+    )
+    parser.add_argument(
+        "--backoff-max",
+        type=float,
+        default=env_float("SOCKETLAB_POLL_BACKOFF_MAX", 300.0),
+        help="longest wait after repeated failures of one feed (default 300 s)",
     )
     parser.add_argument(
         "--dir",
