@@ -8,10 +8,15 @@ one-line message and an exit code instead of a traceback::
     ├── ConfigError                 bad option or environment value
     ├── ProtocolError               socketlab.protocol (framing, limits, objects)
     │   ├── RemoteProtocolError     the peer broke the protocol
-    │   └── LocalProtocolError      we were asked to send something invalid
+    │   │   ├── ServerRefused       (protocol.messages) a request answered with an error
+    │   │   └── UnknownAction       (protocol.messages) no such action
+    │   ├── LocalProtocolError      we were asked to send something invalid
+    │   └── ObjectError             (socketlab.objects) a payload we will not turn into objects
+    │       └── PickleRefused       disabled, unsigned, mis-signed, oversize, forbidden class
     ├── PathRefused                 socketlab.files: a name that escapes the data root
     ├── TransferError               a file transfer could not be completed or verified
     ├── PeerUnavailable             connect refused / timed out / reset
+    ├── CommandFailed               (socketlab.client) a demo ran but did not show what it should
     └── ServiceError                a service could not start (port in use, ...)
 
 Subsystems add their own subclasses next to their code; keep this drawing in step.
