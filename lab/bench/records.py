@@ -104,10 +104,10 @@ class BenchRun:
                     "measurement": m.label,
                     "Mbit/s": f"{m.bits_per_second / 1e6:.1f}",
                     "MB": f"{m.bytes / 1e6:.1f}",
-                    "seconds": f"{m.seconds:.2f}",
-                    "loss %": "-" if m.loss is None else f"{m.loss * 100:.2f}",
-                    "verified": {True: "yes", False: "NO", None: "-"}[m.verified],
-                    "x iperf3": "-" if value is None else f"{value:.2f}",
+                    "s": f"{m.seconds:.2f}",
+                    "loss%": "-" if m.loss is None else f"{m.loss * 100:.2f}",
+                    "intact": {True: "yes", False: "NO", None: "-"}[m.verified],
+                    "ratio": "-" if value is None else f"{value:.2f}",
                     "target": "-"
                     if target is None
                     else f">={target.minimum:g} {'met' if met else 'missed'}",

@@ -237,7 +237,7 @@ def test_bench_rows() -> None:
     rows = BENCH.rows()
     assert len(rows) == 7
     fetch = next(r for r in rows if r["measurement"] == "fetch")
-    assert fetch["x iperf3"] == "0.50"
+    assert fetch["ratio"] == "0.50"
     assert fetch["target"] == ">=0.6 missed"
     assert fetch["condition"] == "none"
     assert fetch["Mbit/s"] == "5000.0"
