@@ -7,6 +7,7 @@ other (or into other test modules).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 
@@ -168,3 +169,47 @@ def test_lab_down_leaves_no_helpers_or_rules() -> None:
     assert scratch.leftovers() == {"containers": [], "networks": [], "volumes": []}
     # rules live in the services' namespaces, which went with their containers
     assert scratch.status() == []
+
+
+BENCH_SECONDS = 5
+MSS = 1448  # TCP payload of a full 1,500-byte packet with timestamps
+
+
+def _loop_received(lab: Lab, helper: str) -> int:
+    container = lab.docker.containers.get(helper)
+    container.stop(timeout=5)
+    logs = container.logs().decode(errors="replace")
+    match = re.search(r"event=shaper_stopped .*\breceived=(\d+)", logs)
+    assert match, logs[-500:]
+    return int(match.group(1))
+
+
+@pytest.mark.benchmark
+def test_benchmark_nfqueue_engine_throughput(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    """iperf3 TCP through one link: unshaped, nfqueue at ~0 ms and at 20 ms, in one run.
+
+    Reported, not asserted. "0 ms" is a 1 us delay: a zero spec would install
+    no queue at all, and this measures the verdict loop itself.
+    """
+    rows = []
+    for label, options in [
+        ("unshaped", None),
+        ("nfqueue 0 ms", {"delay": "1us"}),
+        ("nfqueue 20 ms", {"delay": "20ms"}),
+    ]:
+        unshape(lab)
+        helper = shape(lab, "client", "server", spec(**options)).helper if options else None
+        goodput = measure_rate(lab, "client", "server", seconds=BENCH_SECONDS)
+        # iperf3 runs BENCH_SECONDS plus one omitted second
+        queued = _loop_received(lab, helper) / (BENCH_SECONDS + 1) if helper else None
+        rows.append((label, goodput, goodput / 8 / MSS, queued))
+    assert all(row[1] > 0 for row in rows)
+    with capsys.disabled():
+        print(f"\nnfqueue engine, iperf3 TCP client -> server, {BENCH_SECONDS} s each")
+        print(f"{'link':<16}{'Mbit/s':>10}{'segments/s':>12}{'queued pkt/s':>14}{'ratio':>8}")
+        for label, goodput, segments, queued in rows:
+            print(
+                f"{label:<16}{goodput / 1e6:>10.1f}{segments:>12.0f}"
+                f"{queued if queued is not None else float('nan'):>14.0f}"
+                f"{goodput / rows[0][1]:>8.3f}"
+            )
