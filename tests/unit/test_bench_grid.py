@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lab.bench.errors import GridError
 from lab.bench.grid import MAX_POINTS, Grid, GridPoint, parse_delays, parse_losses
@@ -97,3 +99,27 @@ def test_grid_too_big() -> None:
 def test_grid_names_the_wrong_option() -> None:
     with pytest.raises(GridError, match=r"^--delay"):
         Grid.parse(loss="0,1", delay="x")
+
+
+@given(
+    st.lists(
+        st.integers(min_value=0, max_value=9999).map(lambda n: n / 100),
+        min_size=1,
+        max_size=20,
+        unique=True,
+    )
+)
+def test_any_distinct_percentages_round_trip(percents: list[float]) -> None:
+    text = ",".join(f"{p:g}" for p in percents)
+    assert parse_losses(text) == pytest.approx(sorted(p / 100 for p in percents))
+
+
+@given(st.text(max_size=30))
+def test_arbitrary_text_parses_or_fails_cleanly(text: str) -> None:
+    for parse in (parse_losses, parse_delays):
+        try:
+            values = parse(text)
+        except GridError:
+            continue
+        assert list(values) == sorted(values)
+        assert all(v >= 0 for v in values)
