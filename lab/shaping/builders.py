@@ -43,7 +43,9 @@ CHAIN = "SOCKETLAB"
 IPTABLES = ("iptables", "-w", "5")
 # An htb class needs a rate; this one stands for "no limit" under the netem engine.
 UNLIMITED_RATE = 10 * 10**9
-MAX_QUEUE = 0xFFFF
+# Queue numbers double as htb minors (1:N) and, plus one, as netem majors (N+1:),
+# which must stay clear of the htb root (1:) and below 0xffff.
+MAX_QUEUE = 0xFFFE
 
 # Labels on helper containers, so status and unshape can find each link.
 LABEL_KIND = "io.socketlab.shaping.kind"
@@ -235,7 +237,9 @@ def htb_steps(
         _tc(f"class replace dev {dev} parent 1: classid {klass} htb rate {rate}bit ceil {rate}bit"),
     ]
     if netem:
-        steps.append(_tc(f"qdisc replace dev {dev} parent {klass} handle {queue:x}: netem", *netem))
+        steps.append(
+            _tc(f"qdisc replace dev {dev} parent {klass} handle {queue + 1:x}: netem", *netem)
+        )
     steps += [
         _tc(f"filter del dev {dev} parent 1: protocol ip prio {queue}", may_fail=True),
         _tc(

@@ -89,7 +89,7 @@ def test_nfqueue_engine_rate_only_needs_no_queue() -> None:
 
 def test_netem_engine_does_everything_at_the_source() -> None:
     egress, ingress = both_sides(Engine.NETEM, 10, delay="40ms", jitter="5ms", loss="2%")
-    assert ("tc", "qdisc", "replace", "dev", "eth0", "parent", "1:a", "handle", "a:", "netem",
+    assert ("tc", "qdisc", "replace", "dev", "eth0", "parent", "1:a", "handle", "b:", "netem",
             "delay", "40ms", "5ms", "loss", "2%") in egress  # fmt: skip
     # no rate asked: the class must not limit anything
     assert any("10000000000bit" in command for command in egress)
@@ -155,6 +155,8 @@ def test_queue_numbers() -> None:
     assert free_queue([1, 2, 4]) == 3
     with pytest.raises(ShapingError):
         classid(0)
+    with pytest.raises(ShapingError):
+        classid(0xFFFF)  # its netem handle would overflow
 
 
 def test_render_script_runs_in_sh() -> None:
