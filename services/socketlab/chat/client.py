@@ -184,13 +184,14 @@ class ChatClient:
         if sock is None or self.gone is not None:
             raise HubGone(self.gone or "not connected")
         with self._send_lock:
+            # Recorded before the bytes leave: the reply can arrive before sendall returns.
+            if event.get("type") not in {"ping", "pong"}:
+                self.transcript.record("out", event)
             try:
                 sock.sendall(frame)
             except OSError as exc:
                 raise HubGone(f"sending to the hub failed: {exc}") from exc
             self._last_sent = time.monotonic()
-        if event.get("type") not in {"ping", "pong"}:
-            self.transcript.record("out", event)
 
     def _keepalive(self) -> None:
         if time.monotonic() - self._last_sent >= self.config.keepalive:
@@ -372,8 +373,9 @@ def interactive(client_factory: Callable[..., ChatClient], *, name: str) -> int:
     client = client_factory(on_event=on_event)
     client.join()
     # The hub vanishing must wake a blocked input(): SIGINT does, and is handled below.
+    done = threading.Event()
     watcher = threading.Thread(
-        target=_interrupt_when_gone, args=(client, main_thread_pid), daemon=True
+        target=_interrupt_when_gone, args=(client, main_thread_pid, done), daemon=True
     )
     watcher.start()
     try:
@@ -390,18 +392,22 @@ def interactive(client_factory: Callable[..., ChatClient], *, name: str) -> int:
         pass
     except HubGone:
         pass
-    if client.gone is not None and client.gone != "closed by us":
-        printer.show(f"! {client.gone}")
+    done.set()
+    try:
+        if client.gone is not None:
+            printer.show(f"! {client.gone}")
+            client.close()
+            return 1
+        client.leave()
+        printer.show("* left the chat")
+    except KeyboardInterrupt:  # a second Ctrl-C, or the watcher racing us: we are leaving
         client.close()
-        return 1
-    client.leave()
-    printer.show("* left the chat")
     return 0
 
 
-def _interrupt_when_gone(client: ChatClient, pid: int) -> None:
-    client.wait_until(lambda: client.gone is not None, timeout=float("inf"))
-    if client.gone != "closed by us":
+def _interrupt_when_gone(client: ChatClient, pid: int, done: threading.Event) -> None:
+    client.wait_until(lambda: client.gone is not None or done.is_set(), timeout=float("inf"))
+    if not done.is_set():
         os.kill(pid, signal.SIGINT)
 
 
