@@ -74,7 +74,8 @@ def run_tcp(host: str, port: int, total: int) -> Outcome:
                 conn.sendall(piece)
                 remaining -= len(piece)
             conn.shutdown(socket.SHUT_WR)
-            reply = conn.makefile("rb").readline(4096)
+            with conn.makefile("rb") as reader:
+                reply = reader.readline(4096)
     except OSError as exc:
         raise PeerUnavailable(f"TCP sink {host}:{port}: {exc}") from exc
     duration = time.monotonic() - start
