@@ -12,7 +12,7 @@ pure), ``runner`` (helpers and namespaces: the I/O), ``cli`` (subcommands).
 """
 
 from lab.shaping.builders import Engine
-from lab.shaping.errors import ShapingError, SpecError
+from lab.shaping.errors import SelfCheckFailed, ShapingError, SpecError
 from lab.shaping.measure import CheckRow
 from lab.shaping.runner import (
     LinkState,
@@ -34,6 +34,7 @@ __all__ = [
     "Engine",
     "LinkSpec",
     "LinkState",
+    "SelfCheckFailed",
     "ShapeResult",
     "ShapingError",
     "SpecError",

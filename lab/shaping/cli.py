@@ -9,7 +9,7 @@ import argparse
 from typing import Any
 
 from lab.shaping.builders import Engine
-from lab.shaping.errors import ShapingError
+from lab.shaping.errors import SelfCheckFailed, ShapingError
 from lab.shaping.spec import OPTIONS, resolve_spec
 
 _HELP = {
@@ -42,9 +42,13 @@ def cmd_shape(args: argparse.Namespace) -> int:
     spec = resolve_spec(
         profile=args.profile, options={name: getattr(args, name) for name in OPTIONS}
     )
-    result = shape(
-        make_lab(args), args.source, args.dest, spec, engine=args.engine, check=args.check
-    )
+    try:
+        result = shape(
+            make_lab(args), args.source, args.dest, spec, engine=args.engine, check=args.check
+        )
+    except SelfCheckFailed as exc:
+        print_rows("self-check", list(exc.rows))
+        raise
     out_console.print(
         f"shaped {result.source} -> {result.dest}: {result.spec.describe()} "
         f"(engine {result.engine}, helper {result.helper})",

@@ -16,3 +16,15 @@ class ShapingError(LabError):
 
 class SpecError(ShapingError):
     """A shaping option (``--delay 40xs``) or a profile entry is not valid."""
+
+
+class SelfCheckFailed(ShapingError):
+    """The link was shaped, but the self-check measured something else.
+
+    ``rows`` holds every measurement (metric, requested, measured, result,
+    note), the passing ones too, so a front end can print the whole table.
+    """
+
+    def __init__(self, message: str, *, rows: tuple[dict[str, str], ...]) -> None:
+        super().__init__(message)
+        self.rows = rows

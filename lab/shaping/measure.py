@@ -16,8 +16,9 @@ from lab.shaping.spec import LinkSpec, format_duration, format_percent
 # z for a two-sided 99 % interval
 Z_99 = 2.576
 DELAY_TOLERANCE = 0.15
-# Below this much requested delay, relative tolerance means nothing: allow this slack.
-DELAY_SLACK = 0.001
+# Below this much requested delay, relative tolerance means nothing: allow this
+# slack (a userspace verdict loop on a busy host adds about a millisecond).
+DELAY_SLACK = 0.002
 RATE_TOLERANCE = 0.15
 # iperf3 reports TCP goodput; htb counts whole frames. With a 1500-byte MTU and
 # TCP timestamps a full segment carries 1448 payload bytes in a 1514-byte frame.
@@ -121,7 +122,7 @@ class CheckRow:
 def check_delay(
     *, expected_added: float, baseline: float, stats: PingStats, jitter: float = 0.0
 ) -> CheckRow:
-    """Added median RTT (measured minus the unshaped baseline) within 15 % (+1 ms).
+    """Added median RTT (measured minus the unshaped baseline) within 15 % (+2 ms).
 
     Medians, not means: a host too busy to schedule the verdict loop for a
     moment should not fail a link that is shaped right. ``jitter`` (both

@@ -45,7 +45,7 @@ from lab.shaping.builders import (
     Engine,
     RulesInForce,
 )
-from lab.shaping.errors import ShapingError
+from lab.shaping.errors import SelfCheckFailed, ShapingError
 from lab.shaping.measure import CheckRow
 from lab.shaping.spec import LinkSpec
 from socketlab.config import env_float, env_int
@@ -389,8 +389,9 @@ def shape(
         detail = "; ".join(
             f"{r.metric}: requested {r.requested}, measured {r.measured}" for r in failed
         )
-        raise ShapingError(
-            f"self-check of {source} -> {dest} ({chosen}) failed: {detail} (shaping left in place)"
+        raise SelfCheckFailed(
+            f"self-check of {source} -> {dest} ({chosen}) failed: {detail} (shaping left in place)",
+            rows=tuple(row.as_row() for row in checks),
         )
     return result
 
