@@ -91,6 +91,20 @@ def test_wide_text_without_bom_or_declaration_is_still_scanned(encoding: str) ->
     assert b"aaaaaaaa" not in result.data
 
 
+def test_misaligned_wide_text_is_never_decoded_into_a_bomb() -> None:
+    # Leading space, no BOM, no charset: neither we nor feedparser read it as UTF-16.
+    data = (b" " + faults.billion_laughs_feed()).decode().encode("utf-16-le")
+    tracemalloc.start()
+    try:
+        parsed = parse_feed(data, url="http://lab/x.rss")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert parsed.items == ()
+    assert parsed.bozo
+    assert peak < 50 * 1024 * 1024
+
+
 def test_stray_entity_declarations_outside_a_doctype_are_removed() -> None:
     data = b'<rss><!ENTITY a "x"><channel><title>t</title></channel></rss>'
     cleaned, removed = strip_declarations(data)
