@@ -44,7 +44,7 @@ def _delay_label(delay: float) -> str:
 
 def plot_goodput(result: SweepResult) -> bytes:
     """Goodput vs loss, one colour per delay: TCP solid, UDP dotted, Mathis dashed."""
-    figure = Figure(figsize=(8, 5))
+    figure = Figure(figsize=(10, 5))
     axes = figure.add_subplot()
     colours = [f"C{i}" for i in range(10)]
     positive: list[float] = []
@@ -90,13 +90,14 @@ def plot_goodput(result: SweepResult) -> bytes:
     axes.set_ylabel("goodput (Mbit/s)")
     axes.set_title(f"{result.scenario}: goodput vs loss ({result.link})")
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize="small", ncol=2)
+    # Outside the axes: inside, it hides the points it describes.
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _png(figure)
 
 
 def plot_delivery(result: SweepResult) -> bytes:
     """Share of the payload delivered vs loss: TCP (all of it) vs UDP (what got through)."""
-    figure = Figure(figsize=(8, 5))
+    figure = Figure(figsize=(10, 5))
     axes = figure.add_subplot()
     all_losses = sorted({p.loss * 100 for p in result.points})
     axes.plot(all_losses, [100 - x for x in all_losses], "k--", alpha=0.4, label="100% - loss")
@@ -123,7 +124,8 @@ def plot_delivery(result: SweepResult) -> bytes:
     axes.set_ylim(bottom=max(0.0, min([p.udp_delivered * 100 for p in result.points] + [80]) - 5))
     axes.set_title(f"{result.scenario}: TCP vs UDP delivery")
     axes.grid(True, alpha=0.3)
-    axes.legend(fontsize="small", ncol=2)
+    # Outside the axes: inside, it hides the points it describes.
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _png(figure)
 
 
