@@ -25,14 +25,15 @@ from lab.api import Lab
 from lab.errors import LabError
 
 # Modules adding subcommands: each defines register(subparsers) -> None.
-COMMAND_MODULES: list[str] = ["lab.shaping.cli", "lab.scenario.cli", "lab.bench.cli"]
+COMMAND_MODULES: list[str] = ["lab.shaping.cli", "lab.scenario.cli", "lab.bench.cli", "lab.feeds"]
 
 # Extra sections of `lab status`: title -> "module:function" returning rows.
 STATUS_SECTIONS: dict[str, str] = {"links": "lab.shaping:link_rows"}
 
 # emoji off: ":x:" in /etc/passwd lines must not become a cross mark
 err_console = Console(stderr=True, emoji=False, highlight=False)
-out_console = Console(emoji=False, highlight=False)
+# Piped output (CI logs, tests) gets a wide fixed width so IPs are never cut.
+out_console = Console(emoji=False, highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def progress_printer(message: str) -> None:

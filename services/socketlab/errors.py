@@ -13,6 +13,9 @@ one-line message and an exit code instead of a traceback::
     │   ├── LocalProtocolError      we were asked to send something invalid
     │   └── ObjectError             (socketlab.objects) a payload we will not turn into objects
     │       └── PickleRefused       disabled, unsigned, mis-signed, oversize, forbidden class
+    ├── RssError                    socketlab.rss.errors (FetchError > FetchTimeout,
+    │                               FeedTooLarge, HttpStatusError; UnsafeFeed; StateError;
+    │                               PublishError)
     ├── PathRefused                 socketlab.files: a name that escapes the data root
     ├── TransferError               a file transfer could not be completed or verified
     ├── PeerUnavailable             connect refused / timed out / reset
