@@ -23,6 +23,9 @@ RATE_TOLERANCE = 0.15
 # iperf3 reports TCP goodput; htb counts whole frames. With a 1500-byte MTU and
 # TCP timestamps a full segment carries 1448 payload bytes in a 1514-byte frame.
 GOODPUT_PER_WIRE = 1448 / 1514
+# UDP probes of the rate carry this much payload; a frame adds UDP, IP and Ethernet headers.
+UDP_PAYLOAD = 1400
+UDP_PAYLOAD_PER_WIRE = UDP_PAYLOAD / (UDP_PAYLOAD + 8 + 20 + 14)
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ def parse_probe(text: str) -> PingStats:
 
 
 def parse_iperf3(text: str) -> float:
-    """Received bits per second from ``iperf3 -J`` (TCP)."""
+    """Received (payload) bits per second from ``iperf3 -J``, TCP or UDP."""
     try:
         report = json.loads(text)
         if "error" in report:
@@ -184,8 +187,25 @@ def check_rate(*, requested: int, goodput: float) -> CheckRow:
     )
 
 
+def check_rate_udp(*, requested: int, received: float, forward: LinkSpec) -> CheckRow:
+    """Rate through loss: an over-offered UDP stream arrives at the rate, less what is lost.
+
+    TCP would slow down at the first loss and say nothing about the limit.
+    """
+    share = (1.0 - lost_share(forward)) * (1.0 + forward.duplicate)
+    expected = requested * share
+    wire = received / UDP_PAYLOAD_PER_WIRE
+    return CheckRow(
+        "rate",
+        f"{requested / 1e6:g}Mbit/s",
+        f"{wire / 1e6:.2f}Mbit/s",
+        ok=abs(wire - expected) <= RATE_TOLERANCE * expected,
+        note=f"UDP received; expected {expected / 1e6:.2f} after loss/duplicates",
+    )
+
+
 def rate_is_checkable(spec: LinkSpec, reverse: LinkSpec | None) -> bool:
-    """A TCP bulk transfer only shows the rate when nothing else throttles it."""
+    """A TCP bulk transfer only shows the rate when nothing else throttles it (else: UDP)."""
     for side in (spec, reverse):
         if side is not None and (side.loss or side.corrupt or side.duplicate or side.reorder):
             return False

@@ -13,12 +13,14 @@ from hypothesis import strategies as st
 from lab.shaping.errors import ShapingError
 from lab.shaping.measure import (
     GOODPUT_PER_WIRE,
+    UDP_PAYLOAD_PER_WIRE,
     PingStats,
     binomial_interval,
     check_delay,
     check_duplicates,
     check_loss,
     check_rate,
+    check_rate_udp,
     median_one_way_delay,
     parse_iperf3,
     parse_probe,
@@ -139,7 +141,15 @@ def test_check_rate_allows_for_header_overhead() -> None:
     assert not check_rate(requested=20_000_000, goodput=900e6).ok
 
 
-def test_rate_is_not_checked_through_loss() -> None:
+def test_check_rate_udp_expects_the_rate_less_the_loss() -> None:
+    lossy = spec_from_options({"rate": "20mbit", "loss": "5%"})
+    received = 20e6 * 0.95 * UDP_PAYLOAD_PER_WIRE
+    assert check_rate_udp(requested=20_000_000, received=received, forward=lossy).ok
+    assert not check_rate_udp(requested=20_000_000, received=30e6, forward=lossy).ok
+    assert not check_rate_udp(requested=20_000_000, received=5e6, forward=lossy).ok
+
+
+def test_rate_is_not_checked_with_tcp_through_loss() -> None:
     assert rate_is_checkable(spec_from_options({"rate": "1mbit", "delay": "5ms"}), None)
     assert not rate_is_checkable(spec_from_options({"rate": "1mbit", "loss": "1%"}), None)
     assert not rate_is_checkable(
