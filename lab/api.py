@@ -160,9 +160,11 @@ class Lab:
         env = {"COMPOSE_PROJECT_NAME": self.project}
         if images is not None:
             env |= {"SOCKETLAB_IMAGE": images.runtime, "SOCKETLAB_NETKIT_IMAGE": images.netkit}
+        override = self.compose_file.with_name("docker-compose.override.yml")
         return Compose(
             project=self.project,
             compose_file=self.compose_file,
+            override_file=override if override.is_file() else None,
             command=tuple(detect_compose_command(override=os.environ.get("SOCKETLAB_COMPOSE"))),
             env=env,
         )

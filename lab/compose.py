@@ -64,12 +64,18 @@ class Compose:
     project: str
     compose_file: Path
     command: tuple[str, ...]
+    # Compose loads docker-compose.override.yml only when no -f is given; we
+    # pass -f, so we add the override ourselves when there is one.
+    override_file: Path | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     timeout: float = 600.0
 
     def argv(self, *args: str) -> list[str]:
         """The full argv for ``compose ARGS`` in this project (pure: used by tests)."""
-        return [*self.command, "-f", str(self.compose_file), "-p", self.project, *args]
+        files = ["-f", str(self.compose_file)]
+        if self.override_file is not None:
+            files += ["-f", str(self.override_file)]
+        return [*self.command, *files, "-p", self.project, *args]
 
     def run(self, *args: str, capture: bool = False) -> subprocess.CompletedProcess[str]:
         """Run a Compose subcommand; raise :class:`ComposeError` with its output on failure."""

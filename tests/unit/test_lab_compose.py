@@ -71,6 +71,21 @@ def test_argv_names_file_and_project() -> None:
     ]
 
 
+def test_override_file_follows_the_main_file() -> None:
+    compose = Compose(
+        project="p",
+        compose_file=Path("/x/docker-compose.yml"),
+        override_file=Path("/x/docker-compose.override.yml"),
+        command=("docker", "compose"),
+    )
+    assert compose.argv("config")[2:6] == [
+        "-f",
+        "/x/docker-compose.yml",
+        "-f",
+        "/x/docker-compose.override.yml",
+    ]
+
+
 def test_failed_command_raises_compose_error(tmp_path: Path) -> None:
     compose = Compose(project="p", compose_file=tmp_path / "c.yml", command=("false",))
     with pytest.raises(ComposeError, match="exit code 1"):
