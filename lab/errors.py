@@ -11,6 +11,7 @@ the CLI turns it into a one-line message and a non-zero exit code::
     ├── ServiceNotFound         no running container for a service in this project
     ├── CommandTimeout          a command in a container ran past its timeout
     ├── ShapingError            lab.shaping: shaping could not be applied or did not take effect
+    ├── BenchError              lab.bench: a benchmark or sweep could not run (GridError: bad grid)
     ├── ScenarioError           a scenario file is invalid
     └── CheckFailed             a scenario check did not hold
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import pytest
 
 from lab.api import ExecResult, Lab
+from lab.bench.runner import iperf3_tcp
 
 pytestmark = pytest.mark.integration
 
@@ -417,35 +418,8 @@ def server_rss_kib(lab: Lab) -> int:
 
 
 def iperf3_bits_per_second(lab: Lab, seconds: int = 5) -> float:
-    server_ip = lab.ip("server")
-    outcome: dict[str, ExecResult] = {}
-    listener = threading.Thread(
-        target=lambda: outcome.setdefault(
-            "server", lab.netkit_run("server", ["iperf3", "-s", "-1"], timeout=seconds + 60)
-        )
-    )
-    listener.start()
-    try:
-        # Retry until the iperf3 server in the other container listens (deadline-bounded).
-        client_cmd = (
-            f"for i in $(seq 100); do iperf3 -c {server_ip} -t {seconds} -J && exit 0; "
-            "sleep 0.2; done; exit 1"
-        )
-        result = lab.netkit_run("client", ["sh", "-c", client_cmd], timeout=seconds + 60)
-    finally:
-        listener.join(timeout=seconds + 90)
-    assert result.ok, result.stderr
-    # Failed attempts print their own JSON documents first: take the last complete one.
-    decoder, text, docs, pos = json.JSONDecoder(), result.stdout, [], 0
-    while (start := text.find("{", pos)) != -1:
-        try:
-            doc, pos = decoder.raw_decode(text, start)
-        except ValueError:
-            break
-        docs.append(doc)
-    received = [d["end"]["sum_received"] for d in docs if "sum_received" in d.get("end", {})]
-    assert received, f"no iperf3 result in: {text[-2000:]!r}"
-    return float(received[-1]["bits_per_second"])
+    """iperf3 goodput server -> client on the same link as the fetch (lab.bench measures it)."""
+    return iperf3_tcp(lab, seconds=seconds).bits_per_second
 
 
 @pytest.mark.benchmark
