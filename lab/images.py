@@ -66,6 +66,7 @@ BASE_PACKAGES: tuple[str, ...] = (
     "procps",
     "netbase",
     "libnetfilter-queue1",
+    "ethtool",
 )
 
 WHEEL_SETS: dict[str, tuple[str, ...]] = {

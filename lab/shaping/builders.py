@@ -269,6 +269,24 @@ def uses_htb(spec: LinkSpec, engine: Engine) -> bool:
     return spec.rate is not None or (engine is Engine.NETEM and not spec.impairment.is_noop)
 
 
+def needs_wire_size_packets(spec: LinkSpec) -> bool:
+    """Whether the link impairs packets one by one (loss, delay, duplicate, ...).
+
+    With segmentation offload a veth hands its peer TCP "super-packets" of up
+    to 64 KB; a verdict (or netem) applied to one of them hits ~45 segments
+    at once, so loss would come in bursts and delay, duplication and
+    reordering would act on bursts, not packets. Such links turn the
+    sender's offload off.
+    """
+    return not spec.impairment.is_noop
+
+
+def segmentation_offload_steps(*, dev: str, enabled: bool) -> list[Step]:
+    """In SOURCE's namespace: TCP/generic segmentation offload on or off for ``dev``."""
+    state = "on" if enabled else "off"
+    return [Step(("ethtool", "-K", dev, "tso", state, "gso", state))]
+
+
 def egress_steps(
     *, engine: Engine, dev: str, dest_ip: str, queue: int, spec: LinkSpec
 ) -> list[Step]:

@@ -29,7 +29,7 @@ import docker.errors
 import requests.exceptions
 
 from lab.api import PROJECT_LABEL, ROLE_LABEL, ExecResult
-from lab.errors import LabError
+from lab.errors import LabError, ServiceNotFound
 from lab.shaping import builders, measure
 from lab.shaping.builders import (
     LABEL_DEST,
@@ -259,6 +259,18 @@ def _apply(lab: Lab, link: _Link) -> None:
     _run_steps(lab, link.dest, ingress, what=f"shaping {link.name} (ingress)")
 
 
+def _sync_offload(lab: Lab, source: str, dev: str) -> None:
+    """Segmentation offload off while any link from ``source`` impairs per packet, else on."""
+    wire_size = any(
+        builders.needs_wire_size_packets(h.spec)
+        for h in _helpers(lab)
+        if h.source == source and h.dev == dev and h.running
+    )
+    steps = builders.segmentation_offload_steps(dev=dev, enabled=not wire_size)
+    with contextlib.suppress(ServiceNotFound):  # a stopped service took its namespace along
+        _run_steps(lab, source, steps, what=f"segmentation offload in {source}")
+
+
 def _remove(lab: Lab, link: _Link) -> None:
     # A service that is gone took its namespace, and the rules in it, along.
     with contextlib.suppress(LabError):
@@ -364,6 +376,7 @@ def shape(
     baseline = measure_loss(lab, source, dest, probes=BASELINE_PROBES) if check else None
     _apply(lab, link)
     helper = _start_helper(lab, link, seed=seed)
+    _sync_offload(lab, source, probe.dev)
     log.info(
         "event=shaped link=%s->%s engine=%s queue=%d spec=%r",
         source,
@@ -403,12 +416,16 @@ def unshape(lab: Lab, source: str | None = None, dest: str | None = None) -> lis
     if (source is None) != (dest is None):
         raise ShapingError("give both services of a link, or neither (all links)")
     removed = []
+    touched: set[tuple[str, str]] = set()
     for helper in _helpers(lab):
         if source is not None and (helper.source, helper.dest) != (source, dest):
             continue
         _remove(lab, _link_of(helper))
         _remove_container(helper.container)
         removed.append(f"{helper.source} -> {helper.dest}")
+        touched.add((helper.source, helper.dev))
+    for touched_source, dev in sorted(touched):
+        _sync_offload(lab, touched_source, dev)
     if source is None:
         # Rules whose helper is gone (removed by hand, say) would otherwise linger.
         ips = _service_ips(lab)

@@ -18,12 +18,14 @@ from lab.shaping.builders import (
     free_queue,
     heal_steps,
     ingress_steps,
+    needs_wire_size_packets,
     netem_args,
     nfqueue_rule,
     parse_probe,
     parse_status,
     partition_steps,
     render_script,
+    segmentation_offload_steps,
     shaper_command,
     teardown_steps,
     unshape_egress_steps,
@@ -250,3 +252,26 @@ def test_parse_status_reads_queues_drops_and_classes() -> None:
 
 def test_parse_status_of_a_clean_namespace() -> None:
     assert parse_status("%%iptables\n%%raw\n%%tc\n").empty
+
+
+@pytest.mark.parametrize(
+    ("options", "wire_size"),
+    [
+        pytest.param({"loss": "1%"}, True, id="loss"),
+        pytest.param({"delay": "20ms"}, True, id="delay"),
+        pytest.param({"duplicate": "1%"}, True, id="duplicate"),
+        pytest.param({"rate": "20mbit"}, False, id="rate-only"),
+    ],
+)
+def test_per_packet_impairments_need_wire_size_packets(
+    options: dict[str, str], wire_size: bool
+) -> None:
+    assert needs_wire_size_packets(spec(**options)) is wire_size
+
+
+def test_segmentation_offload_is_switched_with_ethtool() -> None:
+    off = segmentation_offload_steps(dev="eth0", enabled=False)
+    assert [s.argv for s in off] == [("ethtool", "-K", "eth0", "tso", "off", "gso", "off")]
+    assert not off[0].may_fail, "a link that cannot be made per-packet must not pass silently"
+    on = segmentation_offload_steps(dev="eth0", enabled=True)
+    assert [s.argv for s in on] == [("ethtool", "-K", "eth0", "tso", "on", "gso", "on")]
