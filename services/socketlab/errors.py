@@ -16,6 +16,7 @@ one-line message and an exit code instead of a traceback::
     ├── RssError                    socketlab.rss.errors (FetchError > FetchTimeout,
     │                               FeedTooLarge, HttpStatusError; UnsafeFeed; StateError;
     │                               PublishError)
+    ├── DatagramError               socketlab.udp.datagram: a datagram that breaks the UDP format
     ├── PathRefused                 socketlab.files: a name that escapes the data root
     ├── TransferError               a file transfer could not be completed or verified
     ├── PeerUnavailable             connect refused / timed out / reset
