@@ -23,12 +23,11 @@ from rich.table import Table
 from lab import __version__
 from lab.api import Lab
 from lab.errors import LabError
+from lab.shaping import link_rows, link_status
 
 # Modules adding subcommands: each defines register(subparsers) -> None.
 COMMAND_MODULES: list[str] = ["lab.shaping.cli", "lab.scenario.cli", "lab.bench.cli", "lab.feeds"]
 
-# Extra sections of `lab status`: title -> "module:function" returning rows.
-STATUS_SECTIONS: dict[str, str] = {"links": "lab.shaping:link_rows"}
 
 # emoji off: ":x:" in /etc/passwd lines must not become a cross mark
 err_console = Console(stderr=True, emoji=False, highlight=False)
@@ -70,17 +69,7 @@ def print_status(lab: Lab) -> None:
         for s in lab.status()
     ]
     print_rows(f"lab {lab.project}", rows)
-    for title, target in STATUS_SECTIONS.items():
-        module_name, function_name = target.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # that subsystem is not installed in this build
-        section = getattr(module, function_name, None)
-        if section is not None:
-            print_rows(title, section(lab))
+    print_rows("links", link_rows(lab))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -102,8 +91,11 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     lab = make_lab(args)
     print_status(lab)
-    unhealthy = [s for s in lab.status() if (s.state, s.health) != ("running", "healthy")]
-    return 1 if unhealthy or not lab.status() else 0
+    services = lab.status()
+    unhealthy = [s for s in services if (s.state, s.health) != ("running", "healthy")]
+    # A link whose shaping is not what was asked (dead helper, orphan rules) is unhealthy too.
+    broken_links = [link for link in link_status(lab) if not link.healthy]
+    return 1 if unhealthy or broken_links or not services else 0
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ the CLI turns it into a one-line message and a non-zero exit code::
     ├── NotReady                a service did not become healthy before its deadline
     ├── ServiceNotFound         no running container for a service in this project
     ├── CommandTimeout          a command in a container ran past its timeout
-    ├── ShapingError            lab.shaping: shaping could not be applied or did not take effect
+    ├── ShapingError            lab.shaping (defined there: SpecError, SelfCheckFailed)
     ├── BenchError              lab.bench: a benchmark or sweep could not run (GridError: bad grid)
     ├── ScenarioError           a scenario file is invalid
     └── CheckFailed             a scenario check did not hold
