@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 PROJECT ?= socketlab
 PYTEST_ARGS ?=
 
-.PHONY: help venv images lab-up lab-down lab-status test test-unit test-integration bench check fmt clean
+.PHONY: help venv images lab-up lab-down lab-status test test-unit test-integration bench scenarios check fmt clean
 
 help:
 	@echo "make lab-up            build images if needed, start the lab, wait until healthy"
@@ -17,6 +17,7 @@ help:
 	@echo "make lab-status        services, health, IPs"
 	@echo "make test              unit + integration tests (integration needs Docker)"
 	@echo "make test-unit         unit tests only (no Docker, seconds)"
+	@echo "make scenarios         run every scenario against the running lab (results/)"
 	@echo "make bench             benchmarks (reported against iperf3, not asserted)"
 	@echo "make check             ruff (lint + format check) and mypy --strict"
 	@echo "make images            build (or reuse) the lab images"
@@ -54,6 +55,9 @@ test-unit: venv
 
 test-integration: venv
 	$(BIN)/pytest tests/integration -m "integration and not benchmark" $(PYTEST_ARGS)
+
+scenarios: venv
+	$(BIN)/lab -p $(PROJECT) run --all
 
 check: venv
 	$(BIN)/ruff check .

@@ -12,8 +12,10 @@ the CLI turns it into a one-line message and a non-zero exit code::
     ├── CommandTimeout          a command in a container ran past its timeout
     ├── ShapingError            lab.shaping (defined there: SpecError, SelfCheckFailed)
     ├── BenchError              lab.bench: a benchmark or sweep could not run (GridError: bad grid)
-    ├── ScenarioError           a scenario file is invalid
-    └── CheckFailed             a scenario check did not hold
+    └── ScenarioError           lab.scenario: a scenario file is invalid (file, line, what)
+
+A scenario check that does not hold is a result (reported, exit code 1), not
+an exception.
 
 Lower-layer errors (docker SDK, subprocess) are translated where they happen,
 keeping the cause with ``raise ... from exc``.
