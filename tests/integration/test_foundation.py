@@ -3,25 +3,10 @@
 from __future__ import annotations
 
 import re
-import time
 import uuid
-from collections.abc import Callable
-from typing import TypeVar
 
 from lab.api import PROJECT_LABEL, ROLE_LABEL, Lab
-
-T = TypeVar("T")
-
-
-def wait_for(probe: Callable[[], T | None], *, timeout: float, what: str) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.5)
+from lab.waiting import wait_for
 
 
 def test_all_four_services_are_up_and_healthy(lab: Lab) -> None:

@@ -9,34 +9,21 @@ directory, so the compose poller's output stays clean for the exactly-once check
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from lab.api import Lab
 from lab.errors import LabError
+from lab.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 
 NEWS = "http://server:8080/feeds/news.rss"
 POLLER_DIR = "/var/lib/socketlab/rss"
 SENTINEL = "SOCKETLAB-INTEGRATION-SENTINEL-93be"
-
-
-def wait_for(probe: Callable[[], T | None], *, timeout: float, what: str) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.5)
 
 
 def publish(lab: Lab, title: str, *, feed: str = "news") -> dict[str, Any]:

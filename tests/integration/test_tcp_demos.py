@@ -13,16 +13,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from lab.api import ExecResult, Lab
 from lab.bench.runner import iperf3_tcp
+from lab.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 DATA_ROOT = "/srv/socketlab/data"
 TEXT = "sample-text.txt"
 IMAGE = "sample-image.png"
@@ -44,16 +44,6 @@ def demo(lab: Lab, *args: str, timeout: float = 60) -> dict[str, Any]:
     result = run(lab, *args, "--json", timeout=timeout)
     assert result.ok, f"{args}: exit {result.exit_code}: {result.stderr.strip()}"
     return final_json(result)
-
-
-def wait_for(probe: Callable[[], T | None], *, timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.2)  # polling interval of a deadline-bounded wait
 
 
 def file_size(lab: Lab, service: str, path: str) -> int:

@@ -9,7 +9,8 @@ import pytest
 from lab import engine
 from lab.api import Lab, find_repo_root, wrap_with_timeout
 from lab.cli import main
-from lab.errors import DockerUnavailable, LabError
+from lab.errors import DockerUnavailable, LabError, NotReady
+from lab.waiting import wait_for
 
 
 @pytest.fixture
@@ -59,3 +60,15 @@ def test_repo_root_is_found_from_a_subfolder(
     (tmp_path / "services" / "x").mkdir(parents=True)
     (tmp_path / "docker-compose.yml").write_text("services: {}\n")
     assert find_repo_root(tmp_path / "services" / "x") == tmp_path.resolve()
+
+
+def test_wait_for_returns_the_first_truthy_value() -> None:
+    answers = iter([None, 0, "ready"])
+    assert wait_for(lambda: next(answers), timeout=5, what="x", interval=0) == "ready"
+
+
+def test_wait_for_names_what_it_waited_for_at_the_deadline() -> None:
+    calls = []
+    with pytest.raises(NotReady, match="timed out after 0 s waiting for the moon"):
+        wait_for(lambda: calls.append(1), timeout=0, what="the moon", interval=0)
+    assert calls == [1], "the probe gets one try even with no time left"
