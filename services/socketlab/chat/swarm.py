@@ -8,8 +8,8 @@ message's text is ``"<i> <send time>"`` so a receiver checks per-sender order
 latency (all participants share this process's clock).
 
 ``--slow K`` makes the first K participants deliberately slow readers
-(``--slow-rate`` bytes/s, tiny receive buffer); they are reported apart, and
-the others' delivery is what the load test asserts on.
+(``--slow-rate`` bytes/s, tiny receive buffer) that only listen; they are
+reported apart, and the others' delivery is what the load test asserts on.
 
 Prints one JSON object; exit 0 when every normal participant got all
 ``(N - 1) * M`` messages in per-sender order before the deadline.
@@ -133,7 +133,9 @@ class Swarm:
 
     @property
     def expected(self) -> int:
-        return (self.config.participants - 1) * self.config.messages
+        """Messages each normal participant must receive (slow readers send none)."""
+        senders = self.config.participants - self.config.slow
+        return (senders - 1) * self.config.messages
 
     # ------------------------------------------------------------------ phases
 
@@ -190,7 +192,7 @@ class Swarm:
         assert self.start is not None  # noqa: S101 - set before sending starts
         config = self.config
         for peer in self.peers:
-            if peer.ended:
+            if peer.ended or peer.slow:
                 continue
             while peer.sent < config.messages:
                 if config.rate > 0:
