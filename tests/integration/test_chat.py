@@ -332,9 +332,8 @@ def test_interactive_chat_in_a_real_terminal(
         )
     )
     bob_thread.start()
-    _pty_read(fd, lambda text: f"{bob}: hi {alice}" in text, screen)
-    screen.clear()
-    _pty_read(fd, lambda text: text.endswith(f"{alice}> "), screen)
+    # bob's line arrives and alice's prompt is redrawn under it: then alice types.
+    _pty_read(fd, lambda text: f"{bob}: hi {alice}\r\n{alice}> " in text, screen)
     os.write(fd, b"hello from a terminal\r")
     bob_thread.join(timeout=180)
     assert bob_result, "bob did not finish"
