@@ -184,6 +184,27 @@ def test_many_participants_in_process(hub: Running) -> None:
     assert report["delivered"] == 40 * 39 * 10
 
 
+def test_observers_mode_scales_the_count(hub: Running) -> None:
+    config = SwarmConfig(
+        host="127.0.0.1",
+        port=hub.port,
+        participants=30,
+        messages=5,
+        observers=4,
+        deadline=DEADLINE,
+        join_deadline=DEADLINE,
+    )
+    swarm = Swarm(config)
+    swarm.connect()
+    report = swarm.run()
+    assert report["ok"], report
+    assert report["observers"] == 4
+    assert report["complete"] == 4
+    assert report["delivered_estimated"] is True
+    assert report["delivered"] == 30 * 29 * 5
+    assert report["sink_bytes"] > 0
+
+
 def test_slow_reader_overflows_alone(hub_factory: Callable[[HubServerConfig], Running]) -> None:
     core = replace(CORE, max_queue_frames=50, peer_timeout=30.0, heartbeat_interval=10.0)
     running = hub_factory(replace(BASE, core=core, send_buffer=4096))

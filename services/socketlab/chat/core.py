@@ -406,9 +406,22 @@ class ChatHub:
         self._broadcast(frame, exclude=conn)
 
     def _broadcast(self, frame: bytes, *, exclude: _Conn | None) -> None:
+        # The fan-out hot path (N - 1 pushes per message), so _send is inlined;
+        # the rare overflow goes through _send again for the full treatment.
+        dirty = self._dirty
+        overflowed: list[_Conn] = []
+        delivered = 0
         for other in self._names.values():
-            if other is not exclude:
-                self._send(other, frame)
+            if other is exclude or other.closing is not None:
+                continue
+            if other.outbox.push(frame):
+                delivered += 1
+                dirty.add(other.id)
+            else:
+                overflowed.append(other)
+        self.delivered += delivered
+        for conn in overflowed:
+            self._send(conn, frame)
 
     def _send(self, conn: _Conn, frame: bytes) -> None:
         if conn.closing is not None:
