@@ -84,65 +84,93 @@ class Reason(StrEnum):
 
 
 class Outbox:
-    """A bounded FIFO of encoded frames waiting for the socket."""
+    """A bounded FIFO of encoded frames waiting for the socket.
+
+    Frames that go out together are coalesced into one chunk by :meth:`peek`,
+    so a backlog is walked once, not again after every partial send;
+    ``frames`` still counts the messages inside for the bound.
+    """
+
+    __slots__ = ("_bytes", "_chunks", "_counts", "_frames", "_offset", "max_bytes", "max_frames")
 
     def __init__(self, *, max_frames: int, max_bytes: int) -> None:
         self.max_frames = max_frames
         self.max_bytes = max_bytes
-        self._frames: deque[bytes] = deque()
-        self._offset = 0  # bytes of the first frame already sent
+        self._chunks: deque[bytes] = deque()
+        self._counts: deque[int] = deque()  # frames in each chunk
+        self._offset = 0  # bytes of the first chunk already sent
         self._bytes = 0  # unsent bytes in total
+        self._frames = 0
 
     def __len__(self) -> int:
         return self._bytes
 
     @property
     def frames(self) -> int:
-        return len(self._frames)
+        return self._frames
 
     def push(self, frame: bytes) -> bool:
         """Queue ``frame``; False (and nothing queued) when the bounds would be exceeded."""
-        if len(self._frames) >= self.max_frames or self._bytes + len(frame) > self.max_bytes:
+        size = len(frame)
+        if self._frames >= self.max_frames or self._bytes + size > self.max_bytes:
             return False
-        self._frames.append(frame)
-        self._bytes += len(frame)
+        self._chunks.append(frame)
+        self._counts.append(1)
+        self._frames += 1
+        self._bytes += size
         return True
 
     def force(self, frame: bytes) -> None:
         """Queue ``frame`` regardless of the bounds (a last word before closing)."""
-        self._frames.append(frame)
+        self._chunks.append(frame)
+        self._counts.append(1)
+        self._frames += 1
         self._bytes += len(frame)
 
     def clear(self) -> None:
-        self._frames.clear()
+        self._chunks.clear()
+        self._counts.clear()
         self._offset = 0
         self._bytes = 0
+        self._frames = 0
 
     def peek(self, limit: int = PEEK_LIMIT) -> bytes:
-        """Up to ``limit`` bytes from the front, several frames joined (fewer syscalls)."""
-        if not self._frames:
+        """Up to about ``limit`` bytes from the front, several frames joined (fewer syscalls)."""
+        chunks = self._chunks
+        if not chunks:
             return b""
-        first = self._frames[0][self._offset :]
-        if len(first) >= limit or len(self._frames) == 1:
-            return first
-        parts, size = [first], len(first)
-        for frame in itertools.islice(self._frames, 1, None):
-            if size + len(frame) > limit:
+        first = chunks[0]
+        if len(chunks) == 1 or len(first) - self._offset >= limit:
+            return first[self._offset :] if self._offset else first
+        taken, size = 1, len(first) - self._offset
+        for chunk in itertools.islice(chunks, 1, None):
+            if size + len(chunk) > limit:
                 break
-            parts.append(frame)
-            size += len(frame)
-        return b"".join(parts)
+            taken += 1
+            size += len(chunk)
+        if taken == 1:
+            return first[self._offset :] if self._offset else first
+        joined = b"".join(itertools.islice(chunks, 0, taken))
+        count = 0
+        for _ in range(taken):
+            chunks.popleft()
+            count += self._counts.popleft()
+        chunks.appendleft(joined)
+        self._counts.appendleft(count)
+        return joined[self._offset :] if self._offset else joined
 
     def consume(self, size: int) -> None:
         """Drop ``size`` bytes from the front (they reached the socket)."""
         self._bytes -= size
+        chunks = self._chunks
         while size:
-            head = len(self._frames[0]) - self._offset
+            head = len(chunks[0]) - self._offset
             if size < head:
                 self._offset += size
                 return
             size -= head
-            self._frames.popleft()
+            chunks.popleft()
+            self._frames -= self._counts.popleft()
             self._offset = 0
 
 
