@@ -23,6 +23,7 @@ from rich.table import Table
 from lab import __version__
 from lab.api import Lab
 from lab.errors import LabError
+from lab.images import prune_images
 from lab.shaping import link_rows, link_status
 
 # Modules adding subcommands: each defines register(subparsers) -> None.
@@ -108,8 +109,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    images = make_lab(args).build()
+    lab = make_lab(args)
+    images = lab.build()
     out_console.print(f"runtime: {images.runtime}\nnetkit:  {images.netkit}")
+    if args.prune:
+        removed = prune_images(lab.docker, images, progress_printer)
+        out_console.print(f"pruned {len(removed)} images of earlier sources")
     return 0
 
 
@@ -137,7 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     logs = add("logs", cmd_logs, "print service logs")
     logs.add_argument("services", nargs="*", help="services (default: all)")
     logs.add_argument("--tail", type=int, default=None, help="last N lines only")
-    add("build", cmd_build, "build (or reuse) the lab images")
+    build = add("build", cmd_build, "build (or reuse) the lab images")
+    build.add_argument(
+        "--prune", action="store_true", help="also remove lab images of earlier sources"
+    )
 
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(sub)

@@ -216,6 +216,15 @@ def local_base_tag(codename: str, packages: Sequence[str]) -> str:
     return f"{LOCAL_BASE_REPO}:{codename}-{digest(p.encode() for p in sorted(packages))[:12]}"
 
 
+def stale_image_tags(
+    tags: Iterable[str], *, keep: Iterable[str], in_use: Iterable[str]
+) -> list[str]:
+    """Our runtime/netkit tags that are neither the current set nor used by a container."""
+    ours = (f"{RUNTIME_REPO}:", f"{NETKIT_REPO}:")
+    protected = set(keep) | set(in_use)
+    return sorted(t for t in set(tags) if t.startswith(ours) and t not in protected)
+
+
 # --------------------------------------------------------------------------- impure
 
 
@@ -415,3 +424,18 @@ def ensure_images(
             )
         images[target] = tag
     return ImageSet(runtime=images["runtime"], netkit=images["netkit"])
+
+
+def prune_images(client: docker.DockerClient, current: ImageSet, progress: Progress) -> list[str]:
+    """Remove lab images left by earlier sources; keep ``current`` and any in use."""
+    tags = [tag for image in client.images.list() for tag in image.tags]
+    in_use = [tag for container in client.containers.list(all=True) for tag in container.image.tags]
+    removed = []
+    for tag in stale_image_tags(tags, keep=[current.runtime, current.netkit], in_use=in_use):
+        try:
+            client.images.remove(tag)
+        except docker.errors.APIError as exc:
+            progress(f"kept {tag}: {exc.explanation or exc}")
+            continue
+        removed.append(tag)
+    return removed

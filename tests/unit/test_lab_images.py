@@ -15,6 +15,7 @@ from lab.images import (
     mmdebstrap_argv,
     parse_deb822_sources,
     parse_one_line_sources,
+    stale_image_tags,
     tree_digest,
 )
 
@@ -137,3 +138,21 @@ def test_tree_digest_changes_with_content_and_ignores_pycache(tmp_path: Path) ->
     (package / "a.py").write_text("x = 2\n")
     assert tree_digest(tmp_path, [package]) != first
     assert tree_digest(tmp_path, [package], extra=["netkit"]) != tree_digest(tmp_path, [package])
+
+
+def test_prune_keeps_the_current_images_those_in_use_and_other_repositories() -> None:
+    tags = [
+        "socketlab/runtime:new",
+        "socketlab/netkit:new",
+        "socketlab/runtime:old",
+        "socketlab/netkit:old",
+        "socketlab/runtime:running",
+        "socketlab/base:bookworm-abc",
+        "python:3.11-slim",
+    ]
+    stale = stale_image_tags(
+        tags,
+        keep=["socketlab/runtime:new", "socketlab/netkit:new"],
+        in_use=["socketlab/runtime:running"],
+    )
+    assert stale == ["socketlab/netkit:old", "socketlab/runtime:old"]
