@@ -21,21 +21,12 @@ from typing import Any
 import pytest
 
 from lab.api import ExecResult, Lab
+from lab.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 CHAT_PORT = 4572
 HEARTBEAT_DEADLINE = 15.0  # the bound for announcing a vanished peer
-
-
-def wait_for(probe: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.2)  # polling interval of a deadline-bounded wait
 
 
 @pytest.fixture(scope="module")
