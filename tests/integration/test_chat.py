@@ -278,7 +278,8 @@ def terminal(hub: Lab) -> Iterator[Callable[[str], tuple[int, int]]]:
 
     def spawn(name: str) -> tuple[int, int]:
         container = hub.container("client").id
-        argv = ["docker", "exec", "-it", container, "socketlab", "chat", "--name", name]
+        # lab-chat: the image's command for humans (docker compose exec client lab-chat ...)
+        argv = ["docker", "exec", "-it", container, "lab-chat", "--name", name]
         pid, fd = pty.fork()
         if pid == 0:
             os.execvp("docker", argv)  # noqa: S606 - argv list, no shell
