@@ -433,3 +433,59 @@ def test_scripted_cli_writes_a_transcript_and_fails_on_a_missed_expectation(
     )
     assert taken.returncode == 2
     assert "the name 'bob' is taken" in taken.stderr
+
+
+HUB_SCRIPT = """
+import sys, threading
+from socketlab.chat.hub import HubServer, HubServerConfig
+server = HubServer(HubServerConfig(host="127.0.0.1", port=0, poll_interval=0.05))
+print(server.bind(), flush=True)
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+server.run(stop)
+"""
+
+
+def test_hub_out_of_file_descriptors_keeps_serving() -> None:
+    import resource  # noqa: PLC0415 - only this test limits a child's descriptors
+
+    def low_fd_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HUB_SCRIPT],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=low_fd_limit,  # noqa: PLW1509 - a plain setrlimit, no locks involved
+    )
+    socks: list[socket.socket] = []
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        config = ClientConfig(host="127.0.0.1", port=port, hub_timeout=5.0, keepalive=0.3)
+        first = ChatClient("first", config=config)
+        first.join()
+        # More connections than the hub has descriptors: the excess waits in the backlog.
+        socks = [socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) for _ in range(60)]
+        for sock in socks:
+            sock.sendall(wire.join(f"crowd-{sock.getsockname()[1]}"))
+        assert first.wait_until(lambda: len(first.present) > 10, timeout=DEADLINE)
+        for sock in socks:
+            sock.close()
+        socks = []
+        # Descriptors are free again: a newcomer gets in, and the first one never noticed.
+        late = ChatClient("late", config=config)
+        late.join()
+        assert first.wait_until(lambda: "late" in first.present, timeout=DEADLINE)
+        assert first.gone is None
+        late.leave()
+        first.leave()
+        assert proc.poll() is None, "the hub died"
+    finally:
+        for sock in socks:
+            sock.close()
+        proc.kill()
+        _, errors = proc.communicate(timeout=DEADLINE)
+    assert "event=chat_accept_failed" in errors  # the limit was really hit

@@ -72,6 +72,7 @@ class HubServer:
         self._socks: dict[int, socket.socket] = {}
         self._writing: set[int] = set()  # connections registered for EVENT_WRITE
         self._close_at: dict[int, float] = {}  # closing connections -> hard deadline
+        self._accept_resume: float | None = None  # accepting paused (e.g. out of fds) until
 
     def bind(self) -> int:
         """Listen; returns the bound port."""
@@ -100,6 +101,7 @@ class HubServer:
                 if now - last_tick >= self.config.poll_interval:
                     last_tick = now
                     self.hub.tick(now)
+                    self._maybe_resume_accepting(now)
                 self._flush_and_close(now)
             self.hub.shutdown()
             self._flush_and_close(time.monotonic())
@@ -131,8 +133,12 @@ class HubServer:
                 sock, _addr = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # e.g. EMFILE: log, keep serving the others
+            except OSError as exc:  # e.g. EMFILE: keep serving the others, retry later
+                # The pending connection keeps the listener readable: stop watching it
+                # for a moment instead of spinning on the same error.
                 log.warning("event=chat_accept_failed error=%r", exc)
+                self._selector.unregister(self._listener)
+                self._accept_resume = time.monotonic() + self.config.poll_interval
                 return
             sock.setblocking(False)
             with contextlib.suppress(OSError):
@@ -141,6 +147,12 @@ class HubServer:
             conn_id = self.hub.open(time.monotonic())
             self._socks[conn_id] = sock
             self._selector.register(sock, selectors.EVENT_READ, conn_id)
+
+    def _maybe_resume_accepting(self, now: float) -> None:
+        if self._accept_resume is not None and now >= self._accept_resume:
+            assert self._listener is not None  # noqa: S101 - only set after accept()
+            self._accept_resume = None
+            self._selector.register(self._listener, selectors.EVENT_READ, None)
 
     def _on_readable(self, conn_id: int) -> None:
         sock = self._socks[conn_id]
