@@ -55,7 +55,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     paths = scenario_files(folder) if args.all else resolve_names(args.names, folder)
     if not paths:
         raise ScenarioError([f"no scenario files in {folder}"])
-    report = run_files(lab, paths, results_root=args.results, progress=progress_printer)
+    report = run_files(
+        lab, paths, results_root=args.results, progress=progress_printer, capture=args.capture
+    )
 
     from rich.table import Table  # noqa: PLC0415
 
@@ -102,5 +104,10 @@ def register(subparsers: Any) -> None:
         type=Path,
         default=DEFAULT_RESULTS,
         help="where run folders go (default: ./results)",
+    )
+    run.add_argument(
+        "--capture",
+        action="store_true",
+        help="keep a pcap per shaped link (else of the client's traffic) under pcap/",
     )
     run.set_defaults(func=cmd_run)

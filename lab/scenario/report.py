@@ -6,6 +6,7 @@ Layout of ``results/<run-id>/``::
     <scenario>/captures/<capture>.stdout, <step>.stderr
     <scenario>/logs/<service>.log
     <scenario>/files/<service>/<path>     files compared by same_file
+    pcap/<scenario>.<service>-to-<peer>.pcap   with ``--capture`` (lab.scenario.capture)
 """
 
 from __future__ import annotations
@@ -25,6 +26,17 @@ OUTPUT_LIMIT = 64 * 1024  # characters of a step's stdout/stderr kept inline in 
 
 
 @dataclass(frozen=True, kw_only=True)
+class PcapRecord:
+    """One capture of ``lab run --capture``: the file kept (relative to the run folder),
+    or why there is none."""
+
+    link: str  # "client -> server", or "client (all traffic)"
+    file: str | None = None
+    size: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class ScenarioResult:
     """Everything one scenario run produced."""
 
@@ -37,6 +49,7 @@ class ScenarioResult:
     faults: tuple[FaultRecord, ...] = ()
     checks: tuple[CheckResult, ...] = ()
     links: tuple[str, ...] = ()  # "client -> server: loss=5% (engine nfqueue)"
+    pcaps: tuple[PcapRecord, ...] = ()
     error: str | None = None  # the run itself broke (shaping failed, lab not up, ...)
 
     @property
@@ -93,6 +106,10 @@ def scenario_json(result: ScenarioResult) -> dict[str, Any]:
         "error": result.error,
         "reason": result.reason(),
         "links": list(result.links),
+        "pcaps": [
+            {"link": pcap.link, "file": pcap.file, "bytes": pcap.size, "error": pcap.error}
+            for pcap in result.pcaps
+        ],
         "steps": [step_json(record) for record in result.steps],
         "faults": [
             {

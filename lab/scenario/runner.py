@@ -9,6 +9,8 @@ The thin I/O part of lab.scenario. For each scenario the runner
 3. collects what the checks need (captured output, status URLs, logs, file
    digests), re-reading URLs and logs until a check holds or its ``within``
    deadline passes, and evaluates every check (:mod:`lab.scenario.checks`);
+   With ``capture``, a tcpdump helper per shaped link records it meanwhile
+   (:mod:`lab.scenario.capture`), stopped when the steps are done;
 4. keeps artifacts, then undoes what it did: unshape, heal, bring back
    services it killed, stopped or paused, and wait until the lab is healthy.
 
@@ -35,6 +37,7 @@ import requests.exceptions
 from lab import shaping
 from lab.errors import LabError
 from lab.scenario import checks as verdicts
+from lab.scenario.capture import Capturer, capture_targets
 from lab.scenario.checks import (
     CheckResult,
     FaultRecord,
@@ -55,7 +58,7 @@ from lab.scenario.plan import (
     load_scenario,
     phases,
 )
-from lab.scenario.report import ScenarioResult, new_run_id, write_reports
+from lab.scenario.report import PcapRecord, ScenarioResult, new_run_id, write_reports
 from socketlab.config import env_float, env_int
 
 if TYPE_CHECKING:
@@ -255,10 +258,13 @@ class RunReport:
 class ScenarioRunner:
     """Runs scenarios against one lab, writing artifacts under ``folder/<scenario>/``."""
 
-    def __init__(self, lab: Lab, *, folder: Path, progress: Progress = _quiet) -> None:
+    def __init__(
+        self, lab: Lab, *, folder: Path, progress: Progress = _quiet, capture: bool = False
+    ) -> None:
         self.lab = lab
         self.folder = folder
         self.progress = progress
+        self.capture = capture
 
     # ------------------------------------------------------------------ public
 
@@ -274,16 +280,24 @@ class ScenarioRunner:
         faults: list[FaultRecord] = []
         results: list[CheckResult] = []
         files: dict[str, FileFacts] = {}
+        pcaps: list[PcapRecord] = []
+        capturer = Capturer(self.lab, folder=self.folder, prefix=_safe(scenario.name))
         error: str | None = None
         try:
             self.lab.wait_healthy(timeout=READY_TIMEOUT)
             links = self._shape_links(scenario, say)
-            steps, faults = self._run_steps(scenario, say)
+            if self.capture:
+                capturer.start(capture_targets(scenario))
+            try:
+                steps, faults = self._run_steps(scenario, say)
+            finally:
+                pcaps = self._stop_capture(capturer, say)
             results = self._evaluate(scenario, steps, faults, files, since=wall, say=say)
         except LabError as exc:
             error = str(exc)
             say(f"error: {exc}")
         finally:
+            pcaps = pcaps or self._stop_capture(capturer, say)
             self._keep_artifacts(scenario, steps, files, since=wall)
             try:
                 self._clean_up(scenario, say)
@@ -300,6 +314,7 @@ class ScenarioRunner:
             faults=tuple(faults),
             checks=tuple(results),
             links=tuple(links),
+            pcaps=tuple(pcaps),
             error=error,
         )
         passed = sum(1 for check in result.checks if check.passed)
@@ -314,6 +329,15 @@ class ScenarioRunner:
             self.progress(f"[{scenario.name}] {message}")
 
         return say
+
+    def _stop_capture(self, capturer: Capturer, say: Progress) -> list[PcapRecord]:
+        records = capturer.stop()
+        for record in records:
+            if record.error is None:
+                say(f"capture {record.link}: {record.file} ({record.size} bytes)")
+            else:
+                say(f"capture {record.link} FAILED: {record.error}")
+        return records
 
     def _shape_links(self, scenario: Scenario, say: Progress) -> list[str]:
         shaped = []
@@ -595,8 +619,10 @@ def run_files(
     results_root: Path,
     run_id: str | None = None,
     progress: Progress = _quiet,
+    capture: bool = False,
 ) -> RunReport:
-    """Validate every file first (nothing runs if one is invalid), run them, write reports."""
+    """Validate every file first (nothing runs if one is invalid), run them, write reports;
+    with ``capture``, keep a pcap per shaped link under ``pcap/``."""
     run_id = run_id or new_run_id()
     labels = [_label(path, lab.repo_root) for path in paths]
     placeholders = placeholder_variables(lab.services)
@@ -615,7 +641,7 @@ def run_files(
     if len(set(names)) != len(names):
         raise ScenarioError([f"scenario names must be unique in one run: {', '.join(names)}"])
     folder = results_root / run_id
-    runner = ScenarioRunner(lab, folder=folder, progress=progress)
+    runner = ScenarioRunner(lab, folder=folder, progress=progress, capture=capture)
     report = RunReport(run_id=run_id, folder=folder)
     for path, label in zip(paths, labels, strict=True):
         # Built again just before it runs: a fresh ${RUN_ID}, and addresses as they are

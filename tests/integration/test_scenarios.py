@@ -82,3 +82,55 @@ def test_a_scenario_built_to_fail_makes_lab_run_exit_1_and_says_why(
     assert "image on the server = text on the client: files differ" in scenario["reason"]
     (failure,) = junit.iter("failure")
     assert "files differ" in (failure.get("message") or "")
+
+
+LINKED_HELLO = """\
+name: hello-linked
+description: the greeting over a shaped link, captured
+links:
+  - {from: client, to: server, delay: 5ms}
+steps:
+  - {name: hello, service: client, run: [socketlab, client, hello, --json], timeout: 60, capture: hello}
+checks:
+  - {kind: json_field, capture: hello, path: ok, op: "==", value: true}
+"""
+
+
+@pytest.mark.parametrize(
+    ("source", "pcap_name"),
+    [
+        pytest.param("hello", "hello.client.pcap", id="no-link-the-clients-traffic"),
+        pytest.param("linked", "hello-linked.client-to-server.pcap", id="a-shaped-link"),
+    ],
+)
+def test_capture_keeps_a_pcap_with_packets_and_lists_it(
+    lab: Lab, tmp_path: Path, source: str, pcap_name: str
+) -> None:
+    if source == "linked":
+        path = tmp_path / "hello-linked.yaml"
+        path.write_text(LINKED_HELLO)
+    else:
+        path = REPO / "scenarios" / "hello.yaml"
+
+    report = run_files(lab, [path], results_root=tmp_path / "results", capture=True)
+
+    assert report.passed, [r.reason() for r in report.results]
+    pcap = report.folder / "pcap" / pcap_name
+    data = pcap.read_bytes()
+    assert data[:4] in {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4"}  # pcap magic
+    assert len(data) > 24, "only a pcap header: no packet was captured"  # 24: global header
+    document, _ = read_reports(report.folder)
+    scenarios = document["scenarios"]
+    assert isinstance(scenarios, list)
+    (listed,) = scenarios[0]["pcaps"]
+    assert listed["file"] == f"pcap/{pcap_name}"
+    assert listed["bytes"] == len(data)
+    assert listed["error"] is None
+    capture_helpers = [
+        c.name
+        for c in lab.docker.containers.list(
+            all=True,
+            filters={"label": [f"io.socketlab.project={lab.project}", "io.socketlab.role=capture"]},
+        )
+    ]
+    assert capture_helpers == [], "a capture helper was left running"
