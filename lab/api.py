@@ -20,6 +20,7 @@ import io
 import logging
 import os
 import re
+import secrets
 import tarfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -47,6 +48,7 @@ NETKIT_LABEL = "io.socketlab.netkit-image"
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
 DEFAULT_PROJECT = "socketlab"
+PICKLE_KEY_ENV = "SOCKETLAB_PICKLE_KEY"
 TIMEOUT_EXIT_CODE = 124  # what coreutils `timeout` returns when it had to stop a command
 HEALTH_POLL = 0.5
 # Compose turns project names into resource names: keep them to what it accepts.
@@ -110,6 +112,26 @@ def find_repo_root(start: Path | None = None) -> Path:
     )
 
 
+def pickle_key(repo_root: Path) -> str:
+    """The HMAC key the signed-pickle demo's two ends share.
+
+    ``SOCKETLAB_PICKLE_KEY`` wins (set it empty to disable pickle altogether);
+    otherwise a random key made once per checkout in ``build/pickle-key``
+    (mode 0600), so the demo works in any lab started from here while the key
+    never appears in the repository and stays the same across ``lab up``
+    runs (a changed key would recreate every container).
+    """
+    if (configured := os.environ.get(PICKLE_KEY_ENV)) is not None:
+        return configured
+    path = repo_root / "build" / "pickle-key"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as key_file:
+            key_file.write(secrets.token_hex(32) + "\n")
+    return path.read_text().strip()
+
+
 def wrap_with_timeout(argv: Sequence[str], timeout: float) -> list[str]:
     """Run ``argv`` under coreutils ``timeout`` so a hung command cannot hang us."""
     return ["timeout", "-k", "5", f"{timeout:g}", *argv]
@@ -157,7 +179,7 @@ class Lab:
         return list(spec["services"])
 
     def compose(self, images: ImageSet | None = None) -> Compose:
-        env = {"COMPOSE_PROJECT_NAME": self.project}
+        env = {"COMPOSE_PROJECT_NAME": self.project, PICKLE_KEY_ENV: pickle_key(self.repo_root)}
         if images is not None:
             env |= {"SOCKETLAB_IMAGE": images.runtime, "SOCKETLAB_NETKIT_IMAGE": images.netkit}
         override = self.compose_file.with_name("docker-compose.override.yml")

@@ -31,7 +31,7 @@ def lab() -> Iterator[Lab]:
     except DockerUnavailable as exc:
         # Integration tests are the point of this suite: never skip them silently.
         pytest.fail(f"integration tests need a Docker engine: {exc}", pytrace=False)
-    # The signed-pickle demo is opt-in: give this test lab a fresh shared key.
+    # A fresh shared key for the signed-pickle demo, not the checkout's own.
     os.environ.setdefault("SOCKETLAB_PICKLE_KEY", uuid.uuid4().hex)
     try:
         handle.up(timeout=240)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lab import engine
-from lab.api import Lab, find_repo_root, wrap_with_timeout
+from lab.api import Lab, find_repo_root, pickle_key, wrap_with_timeout
 from lab.cli import main
 from lab.errors import DockerUnavailable, LabError, NotReady
 from lab.waiting import wait_for
@@ -72,3 +72,24 @@ def test_wait_for_names_what_it_waited_for_at_the_deadline() -> None:
     with pytest.raises(NotReady, match="timed out after 0 s waiting for the moon"):
         wait_for(lambda: calls.append(1), timeout=0, what="the moon", interval=0)
     assert calls == [1], "the probe gets one try even with no time left"
+
+
+def test_pickle_key_is_made_once_per_checkout_and_kept_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SOCKETLAB_PICKLE_KEY", raising=False)
+    first = pickle_key(tmp_path)
+    assert len(first) == 64
+    assert pickle_key(tmp_path) == first, "stable, or every lab up would recreate containers"
+    assert (tmp_path / "build" / "pickle-key").stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize(
+    "configured", [pytest.param("", id="disabled"), pytest.param("k", id="given")]
+)
+def test_configured_pickle_key_wins(
+    configured: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOCKETLAB_PICKLE_KEY", configured)
+    assert pickle_key(tmp_path) == configured
+    assert not (tmp_path / "build").exists()
