@@ -12,6 +12,7 @@ the CLI turns it into a one-line message and a non-zero exit code::
     ├── CommandTimeout          a command in a container ran past its timeout
     ├── ShapingError            lab.shaping (defined there: SpecError, SelfCheckFailed)
     ├── BenchError              lab.bench: a benchmark or sweep could not run (GridError: bad grid)
+    ├── CaptureError            lab.scenario.capture: a pcap helper could not start, stop or copy
     └── ScenarioError           lab.scenario: a scenario file is invalid (file, line, what)
 
 A scenario check that does not hold is a result (reported, exit code 1), not
