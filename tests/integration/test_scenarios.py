@@ -32,16 +32,18 @@ def test_every_shipped_scenario_passes_and_the_reports_list_them_all(
     names = [path.stem for path in paths]
     assert {"hello", "udp-basic", "rss-basic"} <= set(names)
 
-    report = run_files(lab, paths, results_root=tmp_path, progress=print)
+    # Exactly what a user (and CI) runs: the CLI's `lab run --all`.
+    code = main(["-p", lab.project, "run", "--all", "--results", str(tmp_path)])
 
-    failed = {r.name: r.reason() for r in report.results if not r.passed}
-    assert not failed, failed
-    assert report.passed
-    document, junit = read_reports(report.folder)
-    assert document["passed"] is True
-    assert document["summary"] == {"scenarios": len(paths), "passed": len(paths), "failed": 0}
+    (folder,) = tmp_path.iterdir()
+    document, junit = read_reports(folder)
     scenarios = document["scenarios"]
     assert isinstance(scenarios, list)
+    failed = {s["name"]: s["reason"] for s in scenarios if not s["passed"]}
+    assert not failed, failed
+    assert code == 0
+    assert document["passed"] is True
+    assert document["summary"] == {"scenarios": len(paths), "passed": len(paths), "failed": 0}
     assert [s["name"] for s in scenarios] == names
     for scenario in scenarios:
         assert scenario["checks"], scenario["name"]
@@ -50,12 +52,12 @@ def test_every_shipped_scenario_passes_and_the_reports_list_them_all(
     assert [case.get("name") for case in junit.iter("testcase")] == names
     assert not list(junit.iter("failure"))
     # artifacts: captured output and every service's log, per scenario
-    assert (report.folder / "hello" / "captures" / "greeting.stdout").read_text().strip()
-    assert {p.name for p in (report.folder / "hello" / "logs").iterdir()} == {
+    assert (folder / "hello" / "captures" / "greeting.stdout").read_text().strip()
+    assert {p.name for p in (folder / "hello" / "logs").iterdir()} == {
         f"{service}.log" for service in lab.services
     }
     if "large-file" in names:
-        copy = report.folder / "large-file" / "files" / "client"
+        copy = folder / "large-file" / "files" / "client"
         assert any(path.name == "sample-text.txt" for path in copy.rglob("*"))
 
 
