@@ -407,7 +407,11 @@ def ensure_images(
         "RUNTIME_WHEELS": str(wheels["runtime"].relative_to(repo_root)),
         "NETKIT_WHEELS": str(wheels["netkit"].relative_to(repo_root)),
     }
-    code = [repo_root / "services/Dockerfile", repo_root / "services/socketlab"]
+    code = [
+        repo_root / "services/Dockerfile",
+        repo_root / "services/install-venv.sh",
+        repo_root / "services/socketlab",
+    ]
     images = {}
     for target, repo in (("runtime", RUNTIME_REPO), ("netkit", NETKIT_REPO)):
         base_ids = [client.images.get(choice.image).id, client.images.get(local_base).id]
