@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import select
+import shutil
 import socket
 import struct
 import sys
@@ -75,9 +76,25 @@ def start(config: ServerConfig) -> tuple[Running, threading.Event, threading.Thr
     return Running(port, config.data_root, server), stop, thread
 
 
+@pytest.fixture(scope="session")
+def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample files, generated once per session (the text alone takes ~0.1 s)."""
+    root = tmp_path_factory.mktemp("samples")
+    sampledata.ensure_sample_data(root)
+    return root
+
+
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[Running]:
-    config = replace(BASE_CONFIG, data_root=tmp_path / "data")
+def data_root(sample_root: Path, tmp_path: Path) -> Path:
+    """A per-test copy of the samples, so a test may add files (symlinks) to its own."""
+    root = tmp_path / "data"
+    shutil.copytree(sample_root, root)
+    return root
+
+
+@pytest.fixture
+def running(data_root: Path) -> Iterator[Running]:
+    config = replace(BASE_CONFIG, data_root=data_root)
     lab, stop, thread = start(config)
     yield lab
     stop.set()
@@ -351,9 +368,12 @@ def test_interrupted_fetch_keeps_part_and_resumes(running: Running, tmp_path: Pa
     assert (dest / sampledata.TEXT_NAME).read_bytes() == source
 
 
-def test_big_file_is_created_on_demand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_big_file_is_created_on_demand(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SOCKETLAB_BIG_SIZE", str(3 * 1024 * 1024 + 7))
-    lab, stop, thread = start(replace(BASE_CONFIG, data_root=tmp_path / "data"))
+    assert not (data_root / sampledata.BIG_NAME).exists()
+    lab, stop, thread = start(replace(BASE_CONFIG, data_root=data_root))
     try:
         result = client.fetch(lab.endpoint(), sampledata.BIG_NAME, tmp_path / "dl", progress=False)
     finally:
@@ -428,8 +448,8 @@ def test_idle_connection_is_closed(running: Running) -> None:
         assert 1.0 < time.monotonic() - started < 4
 
 
-def test_too_many_connections_are_refused_politely(tmp_path: Path) -> None:
-    lab, stop, thread = start(replace(BASE_CONFIG, data_root=tmp_path / "d", max_connections=2))
+def test_too_many_connections_are_refused_politely(data_root: Path) -> None:
+    lab, stop, thread = start(replace(BASE_CONFIG, data_root=data_root, max_connections=2))
     try:
         with (
             client.LabConnection.open(lab.endpoint()) as a,
@@ -472,11 +492,9 @@ def open_descriptors(path: Path) -> int:
 
 
 def test_reset_right_after_a_fetch_closes_the_file(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    data_root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The peer resets while the fetch is prepared, so sending the header is what fails.
-    data_root = tmp_path / "data"
-    sampledata.ensure_sample_data(data_root)
     hashes = GatedHashes()
     config = replace(BASE_CONFIG, data_root=data_root, generate_samples=False)
     server = LabServer(config, hashes=hashes)
