@@ -30,8 +30,8 @@ Layout, for a link SOURCE -> DEST:
   the netem engine and a per-packet impairment the leaf is netem, whose own
   queue would hold the delay line and the waiting packets together; there
   the class runs unlimited and netem hands its packets to a ``tbf`` child
-  ``8000+N:`` that carries the rate and the byte limit (and a ``pfifo``
-  below the tbf for a packet limit), netem's usual pairing with tbf.
+  ``3000+N:`` that carries the rate and the byte limit (and a ``pfifo``
+  ``5800+N:`` below the tbf for a packet limit), netem's usual pairing with tbf.
 """
 
 from __future__ import annotations
@@ -54,11 +54,13 @@ CHAIN = "SOCKETLAB"
 IPTABLES = ("iptables", "-w", "5")
 # An htb class needs a rate; this one stands for "no limit" under the netem engine.
 UNLIMITED_RATE = 10 * 10**9
-# Queue numbers double as htb minors (1:N), plus one as the leaf's major (N+1:),
-# and plus 0x8000 as the major of a tbf under netem (8000+N:): majors must stay
-# clear of the htb root (1:), of each other, and below 0xffff.
-MAX_QUEUE = 0x7FFE
-TBF_MAJOR_BASE = 0x8000
+# Queue numbers double as htb minors (1:N) and name each link's qdisc majors: the
+# leaf N+1:, a tbf under netem 3000+N:, a pfifo under that tbf 5800+N:. Majors
+# stay clear of the htb root (1:), of each other, and of 8000: and up, where the
+# kernel picks handles for qdiscs added without one.
+MAX_QUEUE = 0x2000
+TBF_MAJOR_BASE = 0x3000
+TBF_FIFO_MAJOR_BASE = 0x5800
 # A full Ethernet frame as qdiscs count it (1500-byte MTU plus the 14-byte header).
 FRAME_BYTES = 1514
 # The smallest frame, for sizing netem's delay line conservatively.
@@ -322,10 +324,10 @@ def tbf_burst(rate: int) -> int:
 
 
 def netem_queue_steps(*, dev: str, queue: int, rate: int, limit: QueueLimit) -> list[Step]:
-    """Under netem ``N+1:``: a tbf ``8000+N:`` at ``rate`` whose queue is the limit.
+    """Under netem ``N+1:``: a tbf ``3000+N:`` at ``rate`` whose queue is the limit.
 
-    tbf's own limit is in bytes; a packet limit gets a pfifo below the tbf
-    (tbf's class ``8000+N:1``), the tbf limit then only sizing its default.
+    tbf's own limit is in bytes; a packet limit gets a pfifo ``5800+N:`` below
+    the tbf (tbf's class ``3000+N:1``), the tbf limit then only sizing its default.
     """
     _check_queue(queue)
     tbf = TBF_MAJOR_BASE + queue
@@ -337,7 +339,8 @@ def netem_queue_steps(*, dev: str, queue: int, rate: int, limit: QueueLimit) -> 
         )
     ]
     if limit.packets:
-        steps.append(_tc(f"qdisc add dev {dev} parent {tbf:x}:1", *_fifo(limit)))
+        fifo = TBF_FIFO_MAJOR_BASE + queue
+        steps.append(_tc(f"qdisc add dev {dev} parent {tbf:x}:1 handle {fifo:x}:", *_fifo(limit)))
     return steps
 
 

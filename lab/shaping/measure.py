@@ -276,7 +276,10 @@ def check_rate_udp(*, requested: int, received: float, forward: LinkSpec) -> Che
 def rate_is_checkable(spec: LinkSpec, reverse: LinkSpec | None) -> bool:
     """A TCP bulk transfer only shows the rate when nothing else throttles it (else: UDP)."""
     for side in (spec, reverse):
-        if side is not None and (side.loss or side.corrupt or side.duplicate or side.reorder):
+        if side is None:
+            continue
+        lossy = side.loss or side.effective_loss_model is not None or side.corrupt
+        if lossy or side.duplicate or side.reorder:
             return False
     return True
 

@@ -10,6 +10,8 @@ from lab.shaping.builders import (
     CHAIN,
     IPTABLES,
     MAX_QUEUE,
+    TBF_FIFO_MAJOR_BASE,
+    TBF_MAJOR_BASE,
     Engine,
     Probe,
     Step,
@@ -393,17 +395,17 @@ def test_netem_engine_queue_puts_a_tbf_under_netem() -> None:
                           "netem")  # fmt: skip
     assert netem[10:12] == ("limit", str(netem_delay_line_limit(spec(rate="10mbit", delay="20ms",
                                                                       jitter="5ms"))))  # fmt: skip
-    assert ("tc", "qdisc", "add", "dev", "eth0", "parent", "4:1", "handle", "8003:", "tbf", "rate",
+    assert ("tc", "qdisc", "add", "dev", "eth0", "parent", "4:1", "handle", "3003:", "tbf", "rate",
             "10000000bit", "burst", "3028", "limit", "65536") in egress  # fmt: skip
     assert not any(c[-3:-1] == ("pfifo", "limit") for c in egress)
 
 
 def test_netem_engine_packet_queue_adds_a_pfifo_below_the_tbf() -> None:
     egress, _ = both_sides(Engine.NETEM, 3, rate="100mbit", queue_limit="50p", loss="1%")
-    assert ("tc", "qdisc", "add", "dev", "eth0", "parent", "4:1", "handle", "8003:", "tbf", "rate",
+    assert ("tc", "qdisc", "add", "dev", "eth0", "parent", "4:1", "handle", "3003:", "tbf", "rate",
             "100000000bit", "burst", "25000", "limit", str(50 * 1514)) in egress  # fmt: skip
-    assert ("tc", "qdisc", "add", "dev", "eth0", "parent", "8003:1", "pfifo", "limit",
-            "50") in egress  # fmt: skip
+    assert ("tc", "qdisc", "add", "dev", "eth0", "parent", "3003:1", "handle", "5803:", "pfifo",
+            "limit", "50") in egress  # fmt: skip
 
 
 def test_delay_line_limit_holds_the_rate_times_the_longest_delay() -> None:
@@ -412,10 +414,19 @@ def test_delay_line_limit_holds_the_rate_times_the_longest_delay() -> None:
     assert netem_delay_line_limit(spec(rate="1mbit", delay="1ms")) == 1000  # netem's default
 
 
-def test_queue_handles_stay_apart() -> None:
-    assert classid(MAX_QUEUE) == "1:7ffe"
+def test_queue_handles_stay_apart_and_below_the_kernels_own() -> None:
+    assert classid(MAX_QUEUE) == "1:2000"
     with pytest.raises(ShapingError):
-        classid(MAX_QUEUE + 1)  # its tbf major would collide with 0xffff
+        classid(MAX_QUEUE + 1)
+    majors = [
+        {queue + 1 for queue in range(1, MAX_QUEUE + 1)},
+        {TBF_MAJOR_BASE + queue for queue in range(1, MAX_QUEUE + 1)},
+        {TBF_FIFO_MAJOR_BASE + queue for queue in range(1, MAX_QUEUE + 1)},
+    ]
+    assert len(set().union(*majors)) == sum(map(len, majors))  # no two ranges overlap
+    # 1: is the htb root; 8000: and up is where the kernel allocates handles itself
+    assert min(map(min, majors)) > 1
+    assert max(map(max, majors)) < 0x8000
 
 
 def test_queue_limit_and_models_need_wire_size_packets() -> None:

@@ -316,3 +316,8 @@ def test_lost_share_of_a_burst_model_is_its_mean() -> None:
     assert lost_share(spec_from_options({"loss_model": "gemodel:1%,10%,70%,0.1%"})) == (
         pytest.approx(0.0645454545)
     )
+
+
+def test_a_loss_model_makes_the_rate_a_udp_check() -> None:
+    bursty = spec_from_options({"rate": "1mbit", "loss_model": "gemodel:1%,30%"})
+    assert not rate_is_checkable(bursty, None)
