@@ -488,11 +488,22 @@ _REPLACES: Mapping[str, tuple[str, ...]] = {
     "loss_burst": ("loss_model", "loss_correlation"),
     "loss_correlation": ("loss_model", "loss_burst"),
 }
+# An explicit zero also drops the base's options that only qualify it (--loss 0% on
+# a bursty profile turns loss off instead of leaving a burst with nothing to burst).
+_QUALIFIERS: Mapping[str, tuple[str, ...]] = {
+    "loss": ("loss_burst", "loss_correlation"),
+    "jitter": ("delay_distribution", "delay_correlation"),
+    "delay": ("delay_distribution",),
+    "reorder": ("reorder_gap",),
+}
 _CLEARED: Mapping[str, Any] = {
     "loss": 0.0,
     "loss_burst": None,
     "loss_correlation": 0.0,
     "loss_model": None,
+    "delay_distribution": None,
+    "delay_correlation": 0.0,
+    "reorder_gap": None,
 }
 
 
@@ -504,7 +515,8 @@ def spec_from_options(
     Names may use ``_`` or ``-`` (``loss_burst``, ``loss-burst``). Options
     that are None are left as in ``base``; unknown names are an error. An
     explicit loss option drops the base's loss options it cannot combine
-    with (``--loss-model`` over a profile's ``loss``).
+    with (``--loss-model`` over a profile's ``loss``), and an explicit zero
+    drops what only qualified it (``--jitter 0ms`` drops the distribution).
     """
     prefix = f"{where}: " if where else ""
     values: dict[str, Any] = {}
@@ -519,12 +531,11 @@ def spec_from_options(
             values[name] = _parse_option(name, str(raw))
         except SpecError as exc:
             raise SpecError(f"{prefix}{exc}") from None
-    cleared = {
-        other: _CLEARED[other]
-        for name in values
-        for other in _REPLACES.get(name, ())
-        if other not in values
-    }
+    replaced = [other for name in values for other in _REPLACES.get(name, ())]
+    replaced += [
+        other for name, value in values.items() if value == 0 for other in _QUALIFIERS.get(name, ())
+    ]
+    cleared = {other: _CLEARED[other] for other in replaced if other not in values}
     try:
         return replace(base or LinkSpec(), **{**cleared, **values})
     except SpecError as exc:

@@ -418,6 +418,21 @@ def test_an_explicit_loss_option_replaces_the_profiles_loss() -> None:
     assert (plain.loss, plain.loss_burst) == (0.05, 3.0)  # a new mean, same bursts
 
 
+def test_an_explicit_zero_turns_off_what_qualified_it() -> None:
+    profiles = {
+        "rich": spec_from_options(
+            {"delay": "5ms", "jitter": "2ms", "delay_distribution": "normal", "loss": "2%",
+             "loss_burst": "3", "reorder": "5%", "reorder_gap": "4"}
+        )
+    }  # fmt: skip
+    calm = resolve_spec(
+        profile="rich", options={"loss": "0%", "jitter": "0ms", "reorder": "0%"}, profiles=profiles
+    )
+    assert calm == LinkSpec(delay=0.005)
+    with pytest.raises(SpecError, match="--loss-burst: needs --loss"):
+        resolve_spec(profile="rich", options={"loss": "0%", "loss_burst": "2"}, profiles=profiles)
+
+
 def test_shipped_profiles_show_the_newer_options() -> None:
     profiles = load_profiles()
     assert profiles["bufferbloat"].queue_limit == QueueLimit(256 * 1024)
