@@ -11,10 +11,11 @@ a correct link fails rarely and an unshaped one fails.
 * loss: binomial band, widened by the model's dispersion (bursty loss makes
   counts vary more);
 * mean burst length of a loss sequence: the model's mean run, plus or minus
-  z times its standard deviation over the square root of the bursts expected;
+  z times its standard deviation over the square root of the bursts expected
+  (99.99 % both sides);
 * delay percentiles p50/p90/p99: the sample quantile's level lies within
-  ``q +/- z sqrt(q(1-q)/n)``, mapped through the asked distribution, plus 2 ms
-  and 5 % for the host;
+  ``q +/- z sqrt(q(1-q)/n)`` (99.99 % both sides), mapped through the asked
+  distribution, plus 2 ms and 5 % for the host;
 * reorder: share of probes that arrive before an earlier one, binomial band;
 * bufferbloat: RTT under load above idle by at least half a full queue (and
   2 ms), at most a full queue plus the usual tolerance.
@@ -321,9 +322,9 @@ def check_burst_length(
 
     The band is the model's mean run plus or minus z times the run's standard
     deviation over the square root of the number of bursts the model expects
-    in this many probes (not the number seen, which a wrong link would set).
-    The low side is the wider one: extra random loss on a busy host shortens
-    bursts.
+    in this many probes (not the number seen, which a wrong link would set),
+    at 99.99 % on both sides: extra random loss on a busy host shortens
+    bursts, and a correct link should fail one check in ten thousand.
     """
     profile = expected.loss_profile(forward, reverse)
     seen = count_bursts(lost)
@@ -334,7 +335,7 @@ def check_burst_length(
     expected_bursts = max(1.0, seen.probes * profile.share / profile.mean_burst)
     error = profile.burst_sd / math.sqrt(expected_bursts)
     low = max(1.0, profile.mean_burst - Z_SELF_CHECK_HIGH * error)
-    high = profile.mean_burst + Z_99 * error
+    high = profile.mean_burst + Z_SELF_CHECK_HIGH * error
     return CheckRow(
         "mean loss burst",
         requested,
@@ -357,7 +358,7 @@ def quantile_band(
 ) -> tuple[float, float]:
     """Where the sample ``level`` quantile of ``n`` added delays may fall (seconds)."""
     error = math.sqrt(level * (1.0 - level) / n)
-    low_level = max(0.0, level - Z_99 * error)
+    low_level = max(0.0, level - Z_SELF_CHECK_HIGH * error)
     high_level = min(1.0 - 1e-9, level + Z_SELF_CHECK_HIGH * error)
     low, high = expected.added_delay_quantiles(forward, reverse, [low_level, high_level])
     return (
