@@ -4,10 +4,16 @@
 variables (``${RUN_ID}``), checks every cross-reference (steps, captures,
 services, shaping options) and returns a :class:`Scenario`. Nothing here runs
 anything; :mod:`lab.scenario.runner` does.
+
+A ``flap`` fault becomes its timed partition and heal faults here, so the
+runner only ever sees pairs being cut and healed. A scenario ``seed`` gives
+every shaped link (and every shape fault) its own seed, derived from it and
+the link, unless the link names one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,8 +30,9 @@ from lab.scenario.schema import (
     SHAPING_FIELDS,
     validate,
 )
+from lab.shaping.congestion import parse_congestion
 from lab.shaping.errors import SpecError
-from lab.shaping.spec import LinkSpec, resolve_spec
+from lab.shaping.spec import MAX_SEED, SPEC_OPTIONS, LinkSpec, option_flag, resolve_spec
 
 DEFAULT_EXPECT_EXIT: Final = 0
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -79,6 +86,7 @@ class Fault:
     services: tuple[str, ...] = ()  # one (kill...), a pair (partition, shape), none (heal all)
     spec: LinkSpec | None = None
     line: int = 0
+    note: str = ""  # where an expanded fault came from: "flap 2/5"
 
     @property
     def when(self) -> str:
@@ -91,11 +99,14 @@ class Fault:
         return self.at <= 0 and self.after is None
 
     def describe(self) -> str:
+        suffix = f" ({self.note})" if self.note else ""
         if self.action in {"shape", "unshape"}:
             source, dest = self.services
             detail = f": {self.spec.describe()}" if self.spec is not None else ""
-            return f"{self.action} {source} -> {dest}{detail}"
-        return " ".join([self.action, *self.services]) if self.services else f"{self.action} all"
+            return f"{self.action} {source} -> {dest}{detail}{suffix}"
+        if self.services:
+            return " ".join([self.action, *self.services]) + suffix
+        return f"{self.action} all{suffix}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,6 +168,21 @@ class Check:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Congestion:
+    """TCP congestion control asked by a scenario: one for all services, and per service."""
+
+    default: str | None = None
+    services: tuple[tuple[str, str], ...] = ()
+
+    def for_service(self, service: str) -> str | None:
+        return dict(self.services).get(service, self.default)
+
+    @property
+    def asked(self) -> bool:
+        return self.default is not None or bool(self.services)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Scenario:
     name: str
     description: str
@@ -165,6 +191,8 @@ class Scenario:
     steps: tuple[Step, ...] = ()
     faults: tuple[Fault, ...] = ()
     checks: tuple[Check, ...] = ()
+    seed: int | None = None
+    congestion: Congestion = field(default_factory=Congestion)
 
     def step(self, name: str) -> Step:
         return next(step for step in self.steps if step.name == name)
@@ -232,13 +260,38 @@ def substitute(
     return data
 
 
-def _spec(raw: Mapping[str, Any], problems: _Problems, path: tuple[str | int, ...]) -> LinkSpec:
+# Longest first, so --loss-burst is not read as --loss followed by -burst.
+_FLAGS_TO_KEYS = sorted(((option_flag(n), n) for n in SPEC_OPTIONS), key=lambda p: -len(p[0]))
+
+
+def _yaml_words(message: str) -> str:
+    """SpecError talks in CLI flags (``--loss-burst``); a scenario in YAML keys (``loss_burst``)."""
+    for flag, key in _FLAGS_TO_KEYS:
+        message = message.replace(flag, key)
+    return message.replace("--", "")
+
+
+def derive_seed(seed: int, label: str) -> int:
+    """A seed of its own for each link, from the scenario's seed and the link (stable, 64-bit)."""
+    digest = hashlib.sha256(f"{seed}:{label}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % (MAX_SEED + 1)
+
+
+def _spec(
+    raw: Mapping[str, Any],
+    problems: _Problems,
+    path: tuple[str | int, ...],
+    *,
+    seed: int | None = None,
+) -> LinkSpec:
+    """The link's spec; ``seed`` (derived from the scenario's) unless the link names its own."""
     options = {name: raw[name] for name in SHAPING_FIELDS if name in raw}
+    if "seed" not in options and seed is not None:
+        options["seed"] = seed
     try:
         return resolve_spec(profile=raw.get("profile"), options=options)
     except SpecError as exc:
-        # SpecError talks in CLI flags (--loss); the YAML key is the same word.
-        problems.add(path, str(exc).replace("--", ""))
+        problems.add(path, _yaml_words(str(exc)))
         return LinkSpec()
 
 
@@ -294,7 +347,11 @@ def _build_steps(
 
 
 def _build_links(
-    raw_links: list[dict[str, Any]], services: Collection[str] | None, problems: _Problems
+    raw_links: list[dict[str, Any]],
+    services: Collection[str] | None,
+    problems: _Problems,
+    *,
+    seed: int | None = None,
 ) -> tuple[Link, ...]:
     links: list[Link] = []
     seen: set[tuple[str, str]] = set()
@@ -308,9 +365,66 @@ def _build_links(
         if (source, dest) in seen:
             problems.add(path, f"link {source} -> {dest} given twice")
         seen.add((source, dest))
-        spec = _spec(raw, problems, path)
+        link_seed = None if seed is None else derive_seed(seed, f"link {source}->{dest}")
+        spec = _spec(raw, problems, path, seed=link_seed)
         links.append(Link(source=source, dest=dest, spec=spec, line=problems.document.line(path)))
     return tuple(links)
+
+
+def expand_flap(
+    *,
+    at: float,
+    after: str | None,
+    between: tuple[str, str],
+    down: float,
+    up: float,
+    times: int,
+    line: int = 0,
+) -> list[Fault]:
+    """``flap``: cut ``between`` for ``down`` s, then heal for ``up`` s, ``times`` times.
+
+    Cycle k (from 0) partitions at ``at + k (down + up)`` and heals ``down``
+    later; the last heal ends the flapping, so the link is left up.
+    """
+    faults = []
+    for k in range(times):
+        start = at + k * (down + up)
+        note = f"flap {k + 1}/{times}"
+        for action, when in (("partition", start), ("heal", start + down)):
+            faults.append(
+                Fault(at=when, action=action, after=after, services=between, line=line, note=note)
+            )
+    return faults
+
+
+def _fault_targets(
+    action: str,
+    value: Any,
+    problems: _Problems,
+    path: tuple[str | int, ...],
+    *,
+    seed: int | None,
+) -> tuple[tuple[str, ...], LinkSpec | None]:
+    """The services one fault acts on, and for ``shape`` its spec."""
+    if action in SERVICE_ACTIONS:
+        return (value,), None
+    if action in PAIR_ACTIONS:
+        targets = () if value == "all" else tuple(value)
+        if len(set(targets)) == 1:
+            problems.add((*path, action), f"cannot {action} {targets[0]!r} from itself")
+        return targets, None
+    if action == "flap":
+        targets = tuple(value["between"])
+        if len(set(targets)) == 1:
+            problems.add((*path, action, "between"), f"cannot flap {targets[0]!r} with itself")
+        return targets, None
+    targets = (value["from"], value["to"])
+    if action != "shape":
+        return targets, None
+    fault_seed = None
+    if seed is not None:
+        fault_seed = derive_seed(seed, f"fault {path[-1]} {targets[0]}->{targets[1]}")
+    return targets, _spec(value, problems, (*path, action), seed=fault_seed)
 
 
 def _build_faults(
@@ -318,6 +432,8 @@ def _build_faults(
     steps: Sequence[Step],
     services: Collection[str] | None,
     problems: _Problems,
+    *,
+    seed: int | None = None,
 ) -> tuple[Fault, ...]:
     faults: list[Fault] = []
     order = {step.name: index for index, step in enumerate(steps)}
@@ -332,23 +448,24 @@ def _build_faults(
             continue
         action = actions[0]
         value = raw[action]
-        spec = None
-        if action in SERVICE_ACTIONS:
-            targets: tuple[str, ...] = (value,)
-        elif action in PAIR_ACTIONS:
-            targets = () if value == "all" else tuple(value)
-            if len(set(targets)) == 1:
-                problems.add((*path, action), f"cannot {action} {targets[0]!r} from itself")
-        else:
-            targets = (value["from"], value["to"])
-            if action == "shape":
-                spec = _spec(value, problems, (*path, action))
+        targets, spec = _fault_targets(action, value, problems, path, seed=seed)
         for target in targets:
             _check_service(target, services, problems, (*path, action))
         after = raw.get("after")
         if after is not None and after not in order:
             known = ", ".join(step.name for step in steps)
             problems.add((*path, "after"), f"no step named {after!r} (steps: {known})")
+        if action == "flap":
+            faults += expand_flap(
+                at=float(raw["at"]),
+                after=after,
+                between=(targets[0], targets[1]),
+                down=float(value["down"]),
+                up=float(value["up"]),
+                times=int(value["times"]),
+                line=problems.document.line(path),
+            )
+            continue
         faults.append(
             Fault(
                 at=float(raw["at"]),
@@ -481,6 +598,26 @@ def _build_check(
     return Check(name=name, **values)
 
 
+def _build_congestion(
+    raw: Any, services: Collection[str] | None, problems: _Problems
+) -> Congestion:
+    if raw is None:
+        return Congestion()
+    path: tuple[str | int, ...] = ("congestion",)
+    entries = {"": raw} if isinstance(raw, str) else dict(raw)
+    chosen: dict[str, str] = {}
+    for service, name in entries.items():
+        where = path if not service else (*path, service)
+        if service:
+            _check_service(service, services, problems, where)
+        try:
+            chosen[service] = parse_congestion(str(name), option="congestion")
+        except SpecError as exc:
+            problems.add(where, str(exc).removeprefix("congestion: "))
+    default = chosen.pop("", None)
+    return Congestion(default=default, services=tuple(sorted(chosen.items())))
+
+
 def build_scenario(
     document: Document,
     *,
@@ -496,8 +633,10 @@ def build_scenario(
     problems = _Problems(document)
     data = substitute(document.data, variables or {}, problems)
     steps = _build_steps(data["steps"], services, problems)
-    links = _build_links(data.get("links", []), services, problems)
-    faults = _build_faults(data.get("faults", []), steps, services, problems)
+    seed = data.get("seed")
+    links = _build_links(data.get("links", []), services, problems, seed=seed)
+    faults = _build_faults(data.get("faults", []), steps, services, problems, seed=seed)
+    congestion = _build_congestion(data.get("congestion"), services, problems)
     implicit = [
         Check(
             kind=CheckKind.EXIT_CODE,
@@ -523,6 +662,8 @@ def build_scenario(
         steps=steps,
         faults=faults,
         checks=(*implicit, *(check for check in written if check is not None)),
+        seed=seed,
+        congestion=congestion,
     )
 
 

@@ -15,11 +15,29 @@ from jsonschema import Draft202012Validator
 from lab.scenario.errors import ScenarioError
 from lab.scenario.loader import Document, format_path
 
-SHAPING_FIELDS: Final = ("delay", "jitter", "loss", "duplicate", "reorder", "corrupt", "rate")
+SHAPING_FIELDS: Final = (
+    "delay",
+    "jitter",
+    "loss",
+    "duplicate",
+    "reorder",
+    "corrupt",
+    "rate",
+    "loss_burst",
+    "loss_model",
+    "loss_correlation",
+    "delay_distribution",
+    "delay_correlation",
+    "reorder_gap",
+    "queue_limit",
+    "seed",
+)
 SERVICE_ACTIONS: Final = ("kill", "restart", "pause", "unpause", "stop", "start")
 PAIR_ACTIONS: Final = ("partition", "heal")
 LINK_ACTIONS: Final = ("shape", "unshape")
-FAULT_ACTIONS: Final = (*SERVICE_ACTIONS, *PAIR_ACTIONS, *LINK_ACTIONS)
+# Expanded by the plan into timed partition/heal faults; never reaches the runner.
+TIMED_ACTIONS: Final = ("flap",)
+FAULT_ACTIONS: Final = (*SERVICE_ACTIONS, *PAIR_ACTIONS, *LINK_ACTIONS, *TIMED_ACTIONS)
 CHECK_KINDS: Final = (
     "exit_code",
     "same_file",
@@ -33,8 +51,25 @@ OPERATORS: Final = ("==", "!=", "<=", ">=", "<", ">", "between")
 _NAME = {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_.-]*$"}
 _SERVICE = {"type": "string", "minLength": 1}
 _NUMBER_VALUE = {"type": ["number", "string"]}
-_SHAPING = {name: _NUMBER_VALUE for name in SHAPING_FIELDS} | {"profile": {"type": "string"}}
+_SEED = {"type": "integer", "minimum": 0, "maximum": 2**64 - 1}
+_SHAPING = (
+    {name: _NUMBER_VALUE for name in SHAPING_FIELDS}
+    | {"seed": _SEED}
+    | {"profile": {"type": "string"}}
+)
 _PAIR = {"type": "array", "items": _SERVICE, "minItems": 2, "maxItems": 2}
+_CONGESTION_NAME = {"type": "string", "minLength": 1}
+_FLAP = {
+    "type": "object",
+    "required": ["between", "down", "up", "times"],
+    "additionalProperties": False,
+    "properties": {
+        "between": _PAIR,
+        "down": {"type": "number", "exclusiveMinimum": 0},
+        "up": {"type": "number", "exclusiveMinimum": 0},
+        "times": {"type": "integer", "minimum": 1, "maximum": 1000},
+    },
+}
 _FILE_REF = {"type": "string", "pattern": r"^[^:/\s]+:/.+$"}
 _POSITIVE = {"type": "number", "exclusiveMinimum": 0}
 
@@ -123,6 +158,14 @@ SCHEMA: Final[dict[str, Any]] = {
     "properties": {
         "name": _NAME,
         "description": {"type": "string", "minLength": 1},
+        "seed": _SEED,
+        "congestion": {
+            "anyOf": [
+                _CONGESTION_NAME,
+                {"type": "object", "additionalProperties": _CONGESTION_NAME, "minProperties": 1},
+            ],
+            "description": "an algorithm (cubic) or a mapping of service to algorithm",
+        },
         "links": {
             "type": "array",
             "items": {
@@ -179,6 +222,7 @@ SCHEMA: Final[dict[str, Any]] = {
                         "additionalProperties": False,
                         "properties": {"from": _SERVICE, "to": _SERVICE},
                     },
+                    "flap": _FLAP,
                 },
             },
         },
@@ -220,6 +264,8 @@ _SIMPLE_MESSAGES: Final[dict[str, Callable[[Any, Any], str]]] = {
     "minimum": lambda got, want: f"{got!r} must be at least {want}",
     "pattern": lambda got, want: f"{got!r} does not match {want!r}",
     "minLength": lambda _, __: "must not be empty",
+    "maximum": lambda got, want: f"{got!r} must be at most {want}",
+    "minProperties": lambda _, want: f"needs at least {want} entry",
 }
 
 

@@ -23,12 +23,21 @@ Layout, for a link SOURCE -> DEST:
 * ``tc`` on SOURCE's egress: an htb root (``1:``, unclassified traffic passes
   unshaped) with one class ``1:N`` per destination, picked by a u32 filter
   on DEST's IP; it carries the rate, and with the netem engine (which does
-  everything on egress) a netem qdisc below it.
+  everything on egress) a netem qdisc ``N+1:`` below it.
+* ``--queue-limit`` (the bottleneck's buffer, with ``--rate``): a ``bfifo``
+  (bytes) or ``pfifo`` (packets) leaf ``N+1:`` under the htb class, so
+  packets waiting for the rate queue there and the rest are dropped. With
+  the netem engine and a per-packet impairment the leaf is netem, whose own
+  queue would hold the delay line and the waiting packets together; there
+  the class runs unlimited and netem hands its packets to a ``tbf`` child
+  ``3000+N:`` that carries the rate and the byte limit (and a ``pfifo``
+  ``5800+N:`` below the tbf for a packet limit), netem's usual pairing with tbf.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,16 +45,30 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from lab.shaping.errors import ShapingError
-from lab.shaping.spec import LinkSpec, format_duration, format_percent
+from lab.shaping.spec import LinkSpec, QueueLimit, format_duration, format_percent
 from socketlab.shaper.core import INJECT_MARK
+from socketlab.shaper.invocation import ShaperInvocation
+from socketlab.shaper.models import Distribution, FourState, GilbertElliott
 
 CHAIN = "SOCKETLAB"
 IPTABLES = ("iptables", "-w", "5")
 # An htb class needs a rate; this one stands for "no limit" under the netem engine.
 UNLIMITED_RATE = 10 * 10**9
-# Queue numbers double as htb minors (1:N) and, plus one, as netem majors (N+1:),
-# which must stay clear of the htb root (1:) and below 0xffff.
-MAX_QUEUE = 0xFFFE
+# Queue numbers double as htb minors (1:N) and name each link's qdisc majors: the
+# leaf N+1:, a tbf under netem 3000+N:, a pfifo under that tbf 5800+N:. Majors
+# stay clear of the htb root (1:), of each other, and of 8000: and up, where the
+# kernel picks handles for qdiscs added without one.
+MAX_QUEUE = 0x2000
+TBF_MAJOR_BASE = 0x3000
+TBF_FIFO_MAJOR_BASE = 0x5800
+# A full Ethernet frame as qdiscs count it (1500-byte MTU plus the 14-byte header).
+FRAME_BYTES = 1514
+# The smallest frame, for sizing netem's delay line conservatively.
+MIN_FRAME_BYTES = 64
+NETEM_DEFAULT_LIMIT = 1000
+MAX_NETEM_LIMIT = 1_000_000
+# tbf's bucket: this much time at the rate, and at least two full frames.
+TBF_BURST_SECONDS = 0.002
 
 # Labels on helper containers, so status and unshape can find each link.
 LABEL_KIND = "io.socketlab.shaping.kind"
@@ -205,17 +228,120 @@ def classid(queue: int) -> str:
     return f"1:{queue:x}"
 
 
-def netem_args(spec: LinkSpec) -> list[str]:
-    """``netem`` options for the per-packet part of ``spec`` (empty when none)."""
+def _share(value: float) -> str:
+    # netem reads PERCENT with strtod; ten digits keep derived model values exact enough
+    return format_percent(value, digits=10)
+
+
+def netem_args(spec: LinkSpec, *, limit: int | None = None) -> list[str]:
+    """``netem`` options for the per-packet part of ``spec`` (empty when none).
+
+    The syntax of ``tc-netem(8)``: ``limit N``, ``delay D [J [C]]
+    [distribution X]``, ``loss random P [C]`` | ``loss gemodel p r 1-h 1-k``
+    | ``loss state p13 p31 p32 p23 p14``, ``duplicate P``, ``reorder P
+    [gap N]``, ``corrupt P``, ``seed N``. ``uniform`` is netem's default and
+    has no table file (iproute2 ships normal, pareto, paretonormal), so it is
+    never written out. ``seed`` needs a netem that has it: see
+    :func:`engine_gaps`.
+    """
     args: list[str] = []
-    if spec.delay or spec.jitter:
-        args += ["delay", format_duration(spec.delay)]
-        if spec.jitter:
-            args.append(format_duration(spec.jitter))
-    for name in ("loss", "duplicate", "reorder", "corrupt"):
-        if value := getattr(spec, name):
-            args += [name, format_percent(value)]
+    if limit is not None:
+        args += ["limit", str(limit)]
+    args += _netem_delay(spec)
+    args += _netem_loss(spec)
+    if spec.duplicate:
+        args += ["duplicate", format_percent(spec.duplicate)]
+    if spec.reorder:
+        args += ["reorder", format_percent(spec.reorder)]
+        if spec.reorder_gap and spec.reorder_gap > 1:
+            args += ["gap", str(spec.reorder_gap)]
+    if spec.corrupt:
+        args += ["corrupt", format_percent(spec.corrupt)]
+    if spec.seed is not None and args:
+        args += ["seed", str(spec.seed)]
     return args
+
+
+def _netem_delay(spec: LinkSpec) -> list[str]:
+    if not (spec.delay or spec.jitter):
+        return []
+    args = ["delay", format_duration(spec.delay)]
+    if spec.jitter:
+        args.append(format_duration(spec.jitter))
+        if spec.delay_correlation:
+            args.append(_share(spec.delay_correlation))
+        if spec.delay_distribution not in {None, Distribution.UNIFORM}:
+            args += ["distribution", str(spec.delay_distribution)]
+    return args
+
+
+def _netem_loss(spec: LinkSpec) -> list[str]:
+    model = spec.effective_loss_model
+    if isinstance(model, GilbertElliott):
+        values: tuple[float, ...] = (model.p, model.r, model.bad_loss, model.good_loss)
+        return ["loss", "gemodel", *map(_share, values)]
+    if isinstance(model, FourState):
+        values = (model.p13, model.p31, model.p32, model.p23, model.p14)
+        return ["loss", "state", *map(_share, values)]
+    if not spec.loss:
+        return []
+    args = ["loss", "random", format_percent(spec.loss)]
+    if spec.loss_correlation:
+        args.append(_share(spec.loss_correlation))
+    return args
+
+
+def netem_delay_line_limit(spec: LinkSpec) -> int:
+    """netem's ``limit`` (packets) when a tbf after it holds the queue: room for the delay line.
+
+    netem counts every packet it holds, delayed or not; here it holds only
+    the ones in flight, at most the rate times the longest delay, counted in
+    the smallest frames (64 bytes). Never below netem's default of 1000.
+    """
+    longest = spec.delay + 4.0 * spec.jitter  # the tables reach 4 sigma
+    rate = spec.rate or UNLIMITED_RATE
+    in_flight = math.ceil(rate * longest / (8 * MIN_FRAME_BYTES))
+    return max(NETEM_DEFAULT_LIMIT, min(MAX_NETEM_LIMIT, in_flight))
+
+
+def _fifo(limit: QueueLimit) -> tuple[str, ...]:
+    return (
+        ("pfifo", "limit", str(limit.size))
+        if limit.packets
+        else ("bfifo", "limit", str(limit.size))
+    )
+
+
+def queue_leaf_steps(*, dev: str, queue: int, limit: QueueLimit) -> list[Step]:
+    """The bottleneck buffer as the htb class's leaf: ``bfifo`` (bytes) or ``pfifo`` (packets)."""
+    parent = classid(queue)
+    return [_tc(f"qdisc replace dev {dev} parent {parent} handle {queue + 1:x}:", *_fifo(limit))]
+
+
+def tbf_burst(rate: int) -> int:
+    """tbf's bucket in bytes: two milliseconds at ``rate``, at least two full frames."""
+    return max(2 * FRAME_BYTES, math.ceil(rate / 8 * TBF_BURST_SECONDS))
+
+
+def netem_queue_steps(*, dev: str, queue: int, rate: int, limit: QueueLimit) -> list[Step]:
+    """Under netem ``N+1:``: a tbf ``3000+N:`` at ``rate`` whose queue is the limit.
+
+    tbf's own limit is in bytes; a packet limit gets a pfifo ``5800+N:`` below
+    the tbf (tbf's class ``3000+N:1``), the tbf limit then only sizing its default.
+    """
+    _check_queue(queue)
+    tbf = TBF_MAJOR_BASE + queue
+    byte_limit = limit.size * FRAME_BYTES if limit.packets else limit.size
+    steps = [
+        _tc(
+            f"qdisc add dev {dev} parent {queue + 1:x}:1 handle {tbf:x}: tbf rate {rate}bit"
+            f" burst {tbf_burst(rate)} limit {byte_limit}"
+        )
+    ]
+    if limit.packets:
+        fifo = TBF_FIFO_MAJOR_BASE + queue
+        steps.append(_tc(f"qdisc add dev {dev} parent {tbf:x}:1 handle {fifo:x}:", *_fifo(limit)))
+    return steps
 
 
 def _tc(command: str, *extra: str, may_fail: bool = False) -> Step:
@@ -224,9 +350,19 @@ def _tc(command: str, *extra: str, may_fail: bool = False) -> Step:
 
 
 def htb_steps(
-    *, dev: str, peer_ip: str, queue: int, rate: int, netem: Sequence[str] = ()
+    *,
+    dev: str,
+    peer_ip: str,
+    queue: int,
+    rate: int,
+    netem: Sequence[str] = (),
+    below: Sequence[Step] = (),
 ) -> list[Step]:
-    """htb root (if absent), class 1:N at ``rate``, optional netem leaf, u32 filter on the peer."""
+    """htb root (if absent), class 1:N at ``rate``, optional netem leaf, u32 filter on the peer.
+
+    ``below``: more qdiscs under the class (a queue leaf, or a tbf under
+    netem), set up before the filter sends any packet there.
+    """
     klass = classid(queue)
     steps = [
         # default 0: unclassified traffic bypasses htb, so other links stay untouched
@@ -240,6 +376,7 @@ def htb_steps(
         steps.append(
             _tc(f"qdisc replace dev {dev} parent {klass} handle {queue + 1:x}: netem", *netem)
         )
+    steps += below
     steps += [
         _tc(f"filter del dev {dev} parent 1: protocol ip prio {queue}", may_fail=True),
         _tc(
@@ -270,15 +407,15 @@ def uses_htb(spec: LinkSpec, engine: Engine) -> bool:
 
 
 def needs_wire_size_packets(spec: LinkSpec) -> bool:
-    """Whether the link impairs packets one by one (loss, delay, duplicate, ...).
+    """Whether the link impairs or queues packets one by one (loss, delay, a queue limit, ...).
 
     With segmentation offload a veth hands its peer TCP "super-packets" of up
     to 64 KB; a verdict (or netem) applied to one of them hits ~45 segments
     at once, so loss would come in bursts and delay, duplication and
-    reordering would act on bursts, not packets. Such links turn the
-    sender's offload off.
+    reordering would act on bursts, not packets; and a 64 KB queue would
+    hold one of them. Such links turn the sender's offload off.
     """
-    return not spec.impairment.is_noop
+    return not spec.impairment.is_noop or spec.queue_limit is not None
 
 
 def segmentation_offload_steps(*, dev: str, enabled: bool) -> list[Step]:
@@ -290,14 +427,28 @@ def segmentation_offload_steps(*, dev: str, enabled: bool) -> list[Step]:
 def egress_steps(
     *, engine: Engine, dev: str, dest_ip: str, queue: int, spec: LinkSpec
 ) -> list[Step]:
-    """In SOURCE's namespace: rate (htb) and, with netem, everything else."""
+    """In SOURCE's namespace: rate and queue (htb) and, with netem, everything else."""
     steps = remove_htb_steps(dev=dev, queue=queue)
-    if uses_htb(spec, engine):
-        netem = netem_args(spec) if engine is Engine.NETEM else []
-        steps += htb_steps(
-            dev=dev, peer_ip=dest_ip, queue=queue, rate=spec.rate or UNLIMITED_RATE, netem=netem
+    if not uses_htb(spec, engine):
+        return steps
+    with_netem = engine is Engine.NETEM and not spec.impairment.is_noop
+    limit = spec.queue_limit
+    if with_netem and limit is not None and spec.rate is not None:
+        netem = netem_args(spec, limit=netem_delay_line_limit(spec))
+        below = netem_queue_steps(dev=dev, queue=queue, rate=spec.rate, limit=limit)
+        return steps + htb_steps(
+            dev=dev, peer_ip=dest_ip, queue=queue, rate=UNLIMITED_RATE, netem=netem, below=below
         )
-    return steps
+    netem = netem_args(spec) if with_netem else []
+    leaf = queue_leaf_steps(dev=dev, queue=queue, limit=limit) if limit is not None else []
+    return steps + htb_steps(
+        dev=dev,
+        peer_ip=dest_ip,
+        queue=queue,
+        rate=spec.rate or UNLIMITED_RATE,
+        netem=netem,
+        below=leaf,
+    )
 
 
 def ingress_steps(*, engine: Engine, source_ip: str, queue: int, spec: LinkSpec) -> list[Step]:
@@ -317,15 +468,15 @@ def unshape_ingress_steps(*, source_ip: str, queue: int) -> list[Step]:
 
 
 def shaper_command(*, queue: int, spec: LinkSpec, seed: int | None = None) -> list[str]:
-    """The helper's main process for the nfqueue engine: ``socketlab shaper ...``."""
-    imp = spec.impairment
-    argv = ["socketlab", "shaper", "--queue", str(queue)]
-    for name in ("delay", "jitter", "loss", "duplicate", "reorder", "corrupt"):
-        if value := getattr(imp, name):
-            argv += [f"--{name}", repr(value)]
-    if seed is not None:
-        argv += ["--seed", str(seed)]
-    return argv
+    """The helper's main process for the nfqueue engine: ``socketlab shaper ...``.
+
+    The seed is ``seed`` if given, else the spec's. The flags are
+    :meth:`ShaperInvocation.argv`; ``socketlab.shaper.invocation.parse_invocation``
+    reads them back (a link with only the older options gives the older flags).
+    """
+    chosen = seed if seed is not None else spec.seed
+    invocation = ShaperInvocation(queue=queue, impairment=spec.impairment, seed=chosen)
+    return ["socketlab", "shaper", *invocation.argv()]
 
 
 def free_queue(used: Iterable[int]) -> int:
@@ -341,13 +492,23 @@ def free_queue(used: Iterable[int]) -> int:
 
 
 def probe_script(peer_ip: str) -> str:
-    """Find the device towards ``peer_ip`` and whether this kernel has netem."""
+    """Find the device towards ``peer_ip``, whether this kernel has netem, and netem's seed.
+
+    A seed counts only if the kernel reports it back: tc before iproute2 6.6
+    refuses the word, and a kernel without the attribute ignores it.
+    """
     peer = shlex.quote(str(ipaddress.IPv4Address(peer_ip)))
     return (
         f'echo "route=$(ip -o route get {peer} | head -n 1)"\n'
-        "if out=$(tc qdisc add dev lo root handle 5ec: netem delay 0ms 2>&1); then\n"
+        "if tc qdisc add dev lo root handle 5ec: netem delay 0ms seed 7 2>/dev/null; then\n"
+        "  if tc qdisc show dev lo root | grep -q ' seed 7'; then seed=ok; else seed=no; fi\n"
         "  tc qdisc del dev lo root handle 5ec: 2>/dev/null || true\n"
         "  echo netem=ok\n"
+        '  echo "netem-seed=$seed"\n'
+        "elif out=$(tc qdisc add dev lo root handle 5ec: netem delay 0ms 2>&1); then\n"
+        "  tc qdisc del dev lo root handle 5ec: 2>/dev/null || true\n"
+        "  echo netem=ok\n"
+        "  echo netem-seed=no\n"
         "else\n"
         '  echo "netem=$out" | head -n 1\n'
         "fi\n"
@@ -359,6 +520,7 @@ class Probe:
     dev: str
     netem: bool
     netem_error: str
+    netem_seed: bool = False  # netem takes `seed N` and reports it back
 
 
 _ROUTE_DEV = re.compile(r"\bdev\s+(\S+)")
@@ -369,17 +531,22 @@ def parse_probe(text: str) -> Probe:
     values: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
-        if sep and key in {"route", "netem"} and key not in values:
+        if sep and key in {"route", "netem", "netem-seed"} and key not in values:
             values[key] = value.strip()
     match = _ROUTE_DEV.search(values.get("route", ""))
     if not match or "netem" not in values:
         raise ShapingError(f"could not read the namespace probe: {text.strip()[:200]!r}")
     netem = values["netem"] == "ok"
-    return Probe(dev=match.group(1), netem=netem, netem_error="" if netem else values["netem"])
+    return Probe(
+        dev=match.group(1),
+        netem=netem,
+        netem_error="" if netem else values["netem"],
+        netem_seed=netem and values.get("netem-seed") == "ok",
+    )
 
 
-def choose_engine(requested: Engine | None, probe: Probe) -> Engine:
-    """``requested`` if possible, else netem when present, else nfqueue."""
+def choose_engine(requested: Engine | None, probe: Probe, spec: LinkSpec | None = None) -> Engine:
+    """``requested`` if possible, else netem when present (and able to do ``spec``), else nfqueue."""
     if requested is Engine.NETEM and not probe.netem:
         raise ShapingError(
             f"--engine netem: this kernel has no sch_netem ({probe.netem_error}); "
@@ -387,7 +554,76 @@ def choose_engine(requested: Engine | None, probe: Probe) -> Engine:
         )
     if requested is not None:
         return requested
-    return Engine.NETEM if probe.netem else Engine.NFQUEUE
+    if not probe.netem:
+        return Engine.NFQUEUE
+    if spec is not None and any(
+        gap.fatal for gap in engine_gaps(spec, Engine.NETEM, netem_seed=probe.netem_seed)
+    ):
+        return Engine.NFQUEUE
+    return Engine.NETEM
+
+
+@dataclass(frozen=True)
+class EngineGap:
+    """Something ``spec`` asks that an engine cannot do (``fatal``) or does only in part."""
+
+    option: str
+    reason: str
+    fatal: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.option}: {self.reason}"
+
+
+def engine_gaps(spec: LinkSpec, engine: Engine, *, netem_seed: bool) -> list[EngineGap]:
+    """What ``engine`` lacks for ``spec``; the NFQUEUE engine implements every option.
+
+    netem takes the correlated value of ``delay D J C`` modulo the jitter
+    range or the table size (``tabledist`` in ``sch_netem.c``), which leaves
+    successive delays uncorrelated: refused rather than silently ignored.
+    netem's ``seed`` exists only where the probe saw it; it seeds loss,
+    duplication, reordering and delay, but not the position of a corrupted
+    bit nor where a correlation starts.
+    """
+    if engine is not Engine.NETEM:
+        return []
+    gaps = []
+    if spec.delay_correlation:
+        gaps.append(
+            EngineGap(
+                "--delay-correlation",
+                "netem applies it modulo the jitter range, so delays stay uncorrelated; "
+                "use --engine nfqueue",
+            )
+        )
+    if spec.seed is not None:
+        if not netem_seed:
+            gaps.append(
+                EngineGap(
+                    "--seed",
+                    "this kernel's netem has no seed (it needs Linux and iproute2 6.6 or "
+                    "later); use --engine nfqueue",
+                )
+            )
+        elif spec.corrupt or spec.loss_correlation:
+            gaps.append(
+                EngineGap(
+                    "--seed",
+                    "netem does not seed which bit it corrupts or where a correlation starts; "
+                    "use --engine nfqueue for an exact replay",
+                    fatal=False,
+                )
+            )
+    return gaps
+
+
+def require_engine(spec: LinkSpec, engine: Engine, *, netem_seed: bool) -> list[str]:
+    """Raise ShapingError (one line) for what ``engine`` cannot do; return the warnings."""
+    gaps = engine_gaps(spec, engine, netem_seed=netem_seed)
+    fatal = [str(gap) for gap in gaps if gap.fatal]
+    if fatal:
+        raise ShapingError(f"engine {engine}: " + "; ".join(fatal))
+    return [str(gap) for gap in gaps]
 
 
 # --------------------------------------------------------------------------- status

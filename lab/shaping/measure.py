@@ -1,17 +1,36 @@
-"""Self-check arithmetic: parse probe/iperf3 output, expected values, tolerances.
+"""Self-check arithmetic: parse probe/iperf3 output, estimators, statistical bands.
 
 Pure. The runner measures a link after shaping it; this module turns the raw
-tool output into numbers and decides whether they match what was requested.
+tool output into numbers and decides whether they match what was requested
+(the expected figures come from :mod:`lab.shaping.expected`). Every check
+gives a :class:`CheckRow`. The bands are statistical: a count or a sample
+quantile must fall where the model puts it 99 % of the time on the low side
+and 99.99 % on the high side (a busy host only ever adds loss and delay), so
+a correct link fails rarely and an unshaped one fails.
+
+* loss: binomial band, widened by the model's dispersion (bursty loss makes
+  counts vary more);
+* mean burst length of a loss sequence: the model's mean run, plus or minus
+  z times its standard deviation over the square root of the bursts expected
+  (99.99 % both sides);
+* delay percentiles p50/p90/p99: the sample quantile's level lies within
+  ``q +/- z sqrt(q(1-q)/n)`` (99.99 % both sides), mapped through the asked
+  distribution, plus 2 ms and 5 % for the host;
+* reorder: share of probes that arrive before an earlier one, binomial band;
+* bufferbloat: RTT under load above idle by at least half a full queue (and
+  2 ms), at most a full queue plus the usual tolerance.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lab.shaping import expected
 from lab.shaping.errors import ShapingError
-from lab.shaping.spec import LinkSpec, format_duration, format_percent
+from lab.shaping.spec import LinkSpec, format_duration, format_percent, format_rate
 
 # z for a two-sided 99 % interval
 Z_99 = 2.576
@@ -31,6 +50,13 @@ GOODPUT_PER_WIRE = 1448 / 1514
 # UDP probes of the rate carry this much payload; a frame adds UDP, IP and Ethernet headers.
 UDP_PAYLOAD = 1400
 UDP_PAYLOAD_PER_WIRE = UDP_PAYLOAD / (UDP_PAYLOAD + 8 + 20 + 14)
+UDP_FRAME_BYTES = UDP_PAYLOAD + 8 + 20 + 14
+# Percentile bands: the host's share on top of the sampling band.
+PERCENTILE_TOLERANCE = 0.05
+PERCENTILES = (0.5, 0.9, 0.99)
+# Bufferbloat: RTT under load must rise by at least this share of a full queue, and this much.
+BLOAT_MIN_SHARE = 0.5
+BLOAT_MIN_RISE = 0.002
 
 
 @dataclass(frozen=True)
@@ -79,39 +105,65 @@ def parse_iperf3(text: str) -> float:
 def median_one_way_delay(spec: LinkSpec) -> float:
     """Median added delay of one direction (what the self-check compares: robust to stalls).
 
-    A share ``reorder`` leaves at once; the rest is uniform in delay +/- jitter,
-    clamped at 0. The median is the matching quantile of that mixture.
+    A share ``reorder`` leaves at once; the rest follows the asked
+    distribution around the delay, clamped at 0. The median is the matching
+    quantile of that mixture.
     """
-    r, d, j = spec.reorder, spec.delay, spec.jitter
-    if r >= 0.5:
-        return 0.0
-    quantile = (0.5 - r) / (1.0 - r)
-    return max(0.0, d + j * (2.0 * quantile - 1.0))
+    return expected.one_way_quantile(spec, 0.5)
 
 
 def lost_share(spec: LinkSpec | None) -> float:
-    """Share of probes one direction loses: dropped, or corrupted (checksum fails)."""
-    if spec is None:
-        return 0.0
-    return 1.0 - (1.0 - spec.loss) * (1.0 - spec.corrupt)
+    """Share of probes one direction loses in the long run: dropped, or corrupted.
+
+    Gilbert-Elliott and four-state loss give their chain's stationary share;
+    netem's correlated loss loses less than ``--loss`` (see
+    :mod:`lab.shaping.expected`).
+    """
+    return expected.loss_share(spec)
 
 
 def round_trip_loss(forward: LinkSpec, reverse: LinkSpec | None) -> float:
     return 1.0 - (1.0 - lost_share(forward)) * (1.0 - lost_share(reverse))
 
 
-def binomial_interval(n: int, p: float, *, z: float = Z_99) -> tuple[float, float]:
-    """Counts inside the two-sided interval of Binomial(n, p) (normal approximation)."""
+def round_trip_dispersion(forward: LinkSpec, reverse: LinkSpec | None) -> float:
+    """How much more round-trip loss counts vary than independent loss would (1: not at all)."""
+    return expected.loss_profile(forward, reverse).dispersion
+
+
+def binomial_interval(
+    n: int, p: float, *, z: float = Z_99, dispersion: float = 1.0
+) -> tuple[float, float]:
+    """Counts inside the two-sided interval of Binomial(n, p) (normal approximation).
+
+    ``dispersion`` scales the variance, for counts of bursty events.
+    """
     mean = n * p
-    spread = z * math.sqrt(n * p * (1.0 - p)) + 1.0  # +1: continuity, and p = 0
+    # +1: continuity, and p = 0
+    spread = z * math.sqrt(n * p * (1.0 - p) * max(1.0, dispersion)) + 1.0
     return max(0.0, mean - spread), min(float(n), mean + spread)
 
 
-def self_check_band(n: int, p: float) -> tuple[float, float]:
+def self_check_band(n: int, p: float, *, dispersion: float = 1.0) -> tuple[float, float]:
     """The counts the self-check accepts: 99 % interval's low end, 99.99 % interval's high end."""
-    low, _ = binomial_interval(n, p)
-    _, high = binomial_interval(n, p, z=Z_SELF_CHECK_HIGH)
+    low, _ = binomial_interval(n, p, dispersion=dispersion)
+    _, high = binomial_interval(n, p, z=Z_SELF_CHECK_HIGH, dispersion=dispersion)
     return low, high
+
+
+def loss_notes(spec: LinkSpec) -> list[str]:
+    """What a user should know about the loss asked (printed beside the shaping)."""
+    notes = []
+    if spec.loss_correlation and spec.loss and spec.effective_loss_model is None:
+        share = expected.loss_share(
+            spec.__class__(loss=spec.loss, loss_correlation=spec.loss_correlation)
+        )
+        notes.append(
+            f"netem's --loss-correlation {format_percent(spec.loss_correlation)} pulls its "
+            f"draws towards 50%: --loss {format_percent(spec.loss)} loses about "
+            f"{format_percent(share, digits=2)} (for bursts at a given mean use --loss-burst)"
+        )
+    return notes
 
 
 @dataclass(frozen=True)
@@ -157,15 +209,21 @@ def check_delay(
     )
 
 
-def check_loss(*, expected: float, stats: PingStats) -> CheckRow:
-    """Lost probes inside the binomial band of the expected share (99 % low, 99.99 % high)."""
-    low, high = self_check_band(stats.transmitted, expected)
+def check_loss(*, expected: float, stats: PingStats, dispersion: float = 1.0) -> CheckRow:
+    """Lost probes inside the binomial band of the expected share (99 % low, 99.99 % high).
+
+    ``dispersion`` (from :func:`round_trip_dispersion`) widens the band for bursty loss.
+    """
+    low, high = self_check_band(stats.transmitted, expected, dispersion=dispersion)
+    note = f"allowed {low:.0f}..{high:.0f} lost"
+    if dispersion > 1.0:
+        note += f" (bursty: variance x{dispersion:.1f})"
     return CheckRow(
         "round-trip loss",
         format_percent(expected),
         f"{stats.loss * 100:.2f}% ({stats.lost}/{stats.transmitted})",
         ok=low <= stats.lost <= high,
-        note=f"allowed {low:.0f}..{high:.0f} lost",
+        note=note,
     )
 
 
@@ -219,6 +277,195 @@ def check_rate_udp(*, requested: int, received: float, forward: LinkSpec) -> Che
 def rate_is_checkable(spec: LinkSpec, reverse: LinkSpec | None) -> bool:
     """A TCP bulk transfer only shows the rate when nothing else throttles it (else: UDP)."""
     for side in (spec, reverse):
-        if side is not None and (side.loss or side.corrupt or side.duplicate or side.reorder):
+        if side is None:
+            continue
+        lossy = side.loss or side.effective_loss_model is not None or side.corrupt
+        if lossy or side.duplicate or side.reorder:
             return False
     return True
+
+
+# --------------------------------------------------------------------------- burst, delay, reorder
+
+
+@dataclass(frozen=True)
+class Bursts:
+    """Runs of consecutive losses in a sequence of probes (in the order they were sent)."""
+
+    probes: int
+    lost: int
+    bursts: int
+
+    @property
+    def mean(self) -> float | None:
+        return self.lost / self.bursts if self.bursts else None
+
+
+def count_bursts(lost: Sequence[bool]) -> Bursts:
+    """Estimator of burst length: losses over runs of consecutive losses."""
+    runs = expected.burst_lengths(lost)
+    return Bursts(probes=len(lost), lost=sum(runs), bursts=len(runs))
+
+
+def probes_for_bursts(forward: LinkSpec, reverse: LinkSpec | None, *, bursts: int = 40) -> int:
+    """How many probes to send so that about ``bursts`` bursts of loss are expected."""
+    profile = expected.loss_profile(forward, reverse)
+    if not profile.share or not profile.mean_burst or math.isinf(profile.mean_burst):
+        return 0
+    return math.ceil(bursts * profile.mean_burst / profile.share)
+
+
+def check_burst_length(
+    *, lost: Sequence[bool], forward: LinkSpec, reverse: LinkSpec | None
+) -> CheckRow:
+    """Mean burst of the probes' loss sequence within the model's band.
+
+    The band is the model's mean run plus or minus z times the run's standard
+    deviation over the square root of the number of bursts the model expects
+    in this many probes (not the number seen, which a wrong link would set),
+    at 99.99 % on both sides: extra random loss on a busy host shortens
+    bursts, and a correct link should fail one check in ten thousand.
+    """
+    profile = expected.loss_profile(forward, reverse)
+    seen = count_bursts(lost)
+    requested = "none" if profile.mean_burst is None else f"{profile.mean_burst:.2f} packets"
+    measured = "no loss" if seen.mean is None else f"{seen.mean:.2f} ({seen.lost} in {seen.bursts})"
+    if profile.mean_burst is None or profile.burst_sd is None or math.isinf(profile.mean_burst):
+        return CheckRow("mean loss burst", requested, measured, ok=seen.bursts == 0)
+    expected_bursts = max(1.0, seen.probes * profile.share / profile.mean_burst)
+    error = profile.burst_sd / math.sqrt(expected_bursts)
+    low = max(1.0, profile.mean_burst - Z_SELF_CHECK_HIGH * error)
+    high = profile.mean_burst + Z_SELF_CHECK_HIGH * error
+    return CheckRow(
+        "mean loss burst",
+        requested,
+        measured,
+        ok=seen.mean is not None and low <= seen.mean <= high,
+        note=f"allowed {low:.2f}..{high:.2f} ({expected_bursts:.0f} bursts expected)",
+    )
+
+
+def sample_quantile(samples: Sequence[float], level: float) -> float:
+    """Nearest-rank quantile: the smallest sample with at least ``level`` of them at or below."""
+    ordered = sorted(samples)
+    if not ordered:
+        raise ValueError("no samples")
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(level * len(ordered)) - 1))]
+
+
+def quantile_band(
+    *, n: int, level: float, forward: LinkSpec, reverse: LinkSpec | None
+) -> tuple[float, float]:
+    """Where the sample ``level`` quantile of ``n`` added delays may fall (seconds)."""
+    error = math.sqrt(level * (1.0 - level) / n)
+    low_level = max(0.0, level - Z_SELF_CHECK_HIGH * error)
+    high_level = min(1.0 - 1e-9, level + Z_SELF_CHECK_HIGH * error)
+    low, high = expected.added_delay_quantiles(forward, reverse, [low_level, high_level])
+    return (
+        max(0.0, low * (1.0 - PERCENTILE_TOLERANCE) - DELAY_SLACK),
+        high * (1.0 + PERCENTILE_TOLERANCE) + DELAY_SLACK,
+    )
+
+
+def check_delay_percentiles(
+    *,
+    added: Sequence[float],
+    forward: LinkSpec,
+    reverse: LinkSpec | None,
+    levels: Sequence[float] = PERCENTILES,
+) -> list[CheckRow]:
+    """p50/p90/p99 of the measured added delay (RTT minus idle baseline, seconds) vs the model.
+
+    ``forward``'s (and ``reverse``'s) distribution decides the expected
+    quantiles, so a normal link measured as uniform fails at p99.
+    """
+    rows = []
+    wanted = expected.added_delay_quantiles(forward, reverse, levels)
+    for level, value in zip(levels, wanted, strict=True):
+        name = f"delay p{level * 100:g}"
+        if not added:
+            rows.append(CheckRow(name, format_duration(value), "no reply", ok=False))
+            continue
+        measured = sample_quantile(added, level)
+        low, high = quantile_band(n=len(added), level=level, forward=forward, reverse=reverse)
+        rows.append(
+            CheckRow(
+                name,
+                format_duration(value),
+                f"{measured * 1000:.2f}ms",
+                ok=low <= measured <= high,
+                note=f"allowed {low * 1000:.2f}..{high * 1000:.2f}ms ({len(added)} samples, "
+                f"{forward.delay_distribution or 'uniform'})",
+            )
+        )
+    return rows
+
+
+def overtakers(arrivals: Sequence[int]) -> tuple[int, int]:
+    """(packets that arrived before an earlier-sent one, packets received).
+
+    ``arrivals``: sequence numbers in the order they arrived; repeats
+    (duplicates) count once, at their first arrival.
+    """
+    seen: set[int] = set()
+    order = []
+    for number in arrivals:
+        if number not in seen:
+            seen.add(number)
+            order.append(number)
+    count = 0
+    smallest_after = math.inf
+    for number in reversed(order):
+        if number > smallest_after:
+            count += 1
+        smallest_after = min(smallest_after, number)
+    return count, len(order)
+
+
+def check_reorder(*, arrivals: Sequence[int], spec: LinkSpec, interval: float) -> CheckRow:
+    """Share of probes (sent ``interval`` apart over ``spec``) that overtook an earlier one.
+
+    Binomial band around :func:`lab.shaping.expected.overtaking_share`; call
+    it only when :func:`lab.shaping.expected.reorder_unclear` gives None.
+    """
+    share = expected.overtaking_share(spec, interval)
+    count, received = overtakers(arrivals)
+    low, high = self_check_band(received, share)
+    gap = f" gap {spec.reorder_gap}" if spec.reorder_gap and spec.reorder_gap > 1 else ""
+    return CheckRow(
+        "reordered",
+        f"{format_percent(share, digits=3)} (reorder {format_percent(spec.reorder)}{gap})",
+        f"{count / max(1, received) * 100:.2f}% ({count}/{received})",
+        ok=received > 0 and low <= count <= high,
+        note=f"allowed {low:.0f}..{high:.0f} overtaking, probes {interval * 1000:g}ms apart",
+    )
+
+
+def check_bufferbloat(
+    *, idle: PingStats, loaded: PingStats, spec: LinkSpec, frame_bytes: int = UDP_FRAME_BYTES
+) -> CheckRow:
+    """RTT under load (a full bottleneck queue) against idle RTT: the rise a full queue makes.
+
+    The rise must be at least half the queue's drain time (and 2 ms); with a
+    ``--queue-limit`` it must also stay below a full queue plus the delay
+    tolerance. ``frame_bytes``: size of the load's frames, for packet limits.
+    """
+    idle_rtt = idle.rtt_median if idle.rtt_median is not None else idle.rtt_avg
+    loaded_rtt = loaded.rtt_median if loaded.rtt_median is not None else loaded.rtt_avg
+    full = expected.queue_delay(spec, frame_bytes=frame_bytes)
+    requested = "above idle"
+    if full is not None and spec.rate is not None:
+        requested = f"+{full * 1000:.1f}ms (queue {spec.queue_limit} at {format_rate(spec.rate)})"
+    if idle_rtt is None or loaded_rtt is None:
+        return CheckRow("RTT under load", requested, "no reply", ok=False)
+    rise = loaded_rtt - idle_rtt
+    low = max(BLOAT_MIN_RISE, BLOAT_MIN_SHARE * (full or 0.0))
+    high = math.inf if full is None else full * (1.0 + DELAY_TOLERANCE) + DELAY_SLACK
+    allowed = f"+{low * 1000:.1f}ms" + ("" if math.isinf(high) else f"..+{high * 1000:.1f}ms")
+    return CheckRow(
+        "RTT under load",
+        requested,
+        f"{loaded_rtt * 1000:.2f}ms (idle {idle_rtt * 1000:.2f}ms, +{rise * 1000:.2f}ms)",
+        ok=low <= rise <= high,
+        note=f"allowed {allowed}",
+    )

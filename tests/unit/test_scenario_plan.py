@@ -11,7 +11,16 @@ import yaml
 
 from lab.scenario.errors import ScenarioError
 from lab.scenario.loader import parse_text
-from lab.scenario.plan import CheckKind, FileRef, Scenario, build_scenario, load_scenario, phases
+from lab.scenario.plan import (
+    CheckKind,
+    Congestion,
+    FileRef,
+    Scenario,
+    build_scenario,
+    derive_seed,
+    load_scenario,
+    phases,
+)
 from lab.scenario.runner import placeholder_variables, scenario_files
 from lab.shaping.spec import LinkSpec
 
@@ -321,3 +330,181 @@ def test_shipped_scenarios_are_valid_and_unique() -> None:
         assert any(not check.implicit for check in scenario.checks), path
         names.add(scenario.name)
     assert {"hello", "udp-basic", "rss-basic"} <= names
+
+
+# --------------------------------------------------------------------------- impairments
+
+
+def with_faults(faults: str, head: str = "") -> str:
+    return MINIMAL.replace("steps:\n", head + "steps:\n") + "faults:\n" + faults
+
+
+def test_flap_expands_into_timed_partitions_and_heals() -> None:
+    scenario = build(
+        with_faults("  - {at: 2, flap: {between: [client, server], down: 1, up: 3, times: 3}}\n")
+    )
+    assert [(f.at, f.action, f.services) for f in scenario.faults] == [
+        (2.0, "partition", ("client", "server")),
+        (3.0, "heal", ("client", "server")),
+        (6.0, "partition", ("client", "server")),
+        (7.0, "heal", ("client", "server")),
+        (10.0, "partition", ("client", "server")),
+        (11.0, "heal", ("client", "server")),
+    ]
+    assert scenario.faults[2].describe() == "partition client server (flap 2/3)"
+    assert {f.line for f in scenario.faults} == {12}
+
+
+def test_flap_interleaves_with_other_faults_and_follows_a_step() -> None:
+    scenario = build(
+        with_faults(
+            "  - {at: 0.5, after: s, flap: {between: [client, server], down: 0.5, up: 0.5, times: 2}}\n"
+            "  - {at: 1.2, after: s, kill: udp-listener}\n"
+        )
+    )
+    assert [(f.at, f.action) for f in scenario.faults] == [
+        (0.5, "partition"),
+        (1.0, "heal"),
+        (1.2, "kill"),
+        (1.5, "partition"),
+        (2.0, "heal"),
+    ]
+    assert {f.after for f in scenario.faults} == {"s"}
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        pytest.param(
+            "  - {at: 1, flap: {between: [client, client], down: 1, up: 1, times: 2}}\n",
+            f"{FILE}:12: faults[0].flap.between: cannot flap 'client' with itself",
+            id="flap-itself",
+        ),
+        pytest.param(
+            "  - {at: 1, flap: {between: [client, server], down: 0, up: 1, times: 2}}\n",
+            f"{FILE}:12: faults[0].flap.down: 0 must be more than 0",
+            id="flap-zero-down",
+        ),
+        pytest.param(
+            "  - {at: 1, flap: {between: [client, server], down: 1, up: 1, times: 0}}\n",
+            f"{FILE}:12: faults[0].flap.times: 0 must be at least 1",
+            id="flap-no-times",
+        ),
+        pytest.param(
+            "  - {at: 1, flap: {between: [client, server], down: 1, up: 1}}\n",
+            f"{FILE}:12: faults[0].flap: missing required key 'times'",
+            id="flap-incomplete",
+        ),
+        pytest.param(
+            "  - {at: 1, flap: {between: [client, nobody], down: 1, up: 1, times: 1}}\n",
+            f"{FILE}:12: faults[0].flap: no service 'nobody' in the lab",
+            id="flap-unknown-service",
+        ),
+        pytest.param(
+            "  - {at: 1, shape: {from: client, to: server, loss_burst: 3}}\n",
+            f"{FILE}:12: faults[0].shape: loss_burst: needs loss",
+            id="yaml-keys-in-shaping-errors",
+        ),
+        pytest.param(
+            "  - {at: 1, shape: {from: client, to: server, delay: 5ms, delay_distribution: normal}}\n",
+            f"{FILE}:12: faults[0].shape: delay_distribution: needs jitter",
+            id="distribution-without-jitter",
+        ),
+    ],
+)
+def test_impairment_problems_in_yaml_words(fault: str, expected: str) -> None:
+    found = problems(with_faults(fault))
+    assert any(p.startswith(expected) for p in found), found
+
+
+LINKS = """\
+seed: 42
+links:
+  - {from: client, to: server, loss: 5%, loss_burst: 3, delay: 20ms, jitter: 5ms, delay_distribution: normal}
+  - {from: server, to: client, delay: 20ms, seed: 7}
+  - {from: client, to: rss-poller, rate: 10mbit, queue_limit: 64kb}
+"""
+
+
+def test_newer_shaping_keys_and_seeds_per_link() -> None:
+    scenario = build(MINIMAL.replace("steps:\n", LINKS + "steps:\n"))
+    bursty, back, queued = scenario.links
+    assert bursty.spec.loss_burst == 3.0
+    assert bursty.spec.gilbert_elliott is not None
+    assert queued.spec.queue_limit is not None
+    assert scenario.seed == 42
+    # the scenario's seed gives each link its own, stable seed; a link's own seed wins
+    assert back.spec.seed == 7
+    assert bursty.spec.seed == derive_seed(42, "link client->server")
+    assert queued.spec.seed not in {None, bursty.spec.seed}
+    assert build(MINIMAL.replace("steps:\n", LINKS + "steps:\n")).links == scenario.links
+
+
+def test_without_a_seed_links_have_none() -> None:
+    scenario = build(
+        MINIMAL.replace("steps:\n", "links:\n  - {from: client, to: server, loss: 1%}\nsteps:\n")
+    )
+    assert scenario.seed is None
+    assert scenario.links[0].spec.seed is None
+
+
+def test_shape_faults_get_derived_seeds_of_their_own() -> None:
+    scenario = build(
+        with_faults(
+            "  - {at: 1, shape: {from: client, to: server, loss: 1%}}\n"
+            "  - {at: 2, shape: {from: client, to: server, loss: 2%}}\n",
+            head="seed: 5\n",
+        )
+    )
+    first, second = (f.spec.seed for f in scenario.faults if f.spec is not None)
+    assert None not in (first, second)
+    assert first != second
+
+
+def test_derive_seed_is_stable_and_64_bit() -> None:
+    assert derive_seed(1, "link a->b") == derive_seed(1, "link a->b")
+    assert derive_seed(1, "link a->b") != derive_seed(2, "link a->b")
+    assert 0 <= derive_seed(2**64 - 1, "x") < 2**64
+
+
+def test_congestion_for_all_or_per_service() -> None:
+    everyone = build(MINIMAL.replace("steps:\n", "congestion: cubic\nsteps:\n")).congestion
+    assert everyone == Congestion(default="cubic")
+    assert everyone.for_service("server") == "cubic"
+    per = build(
+        MINIMAL.replace("steps:\n", "congestion: {client: cubic, server: bbr}\nsteps:\n")
+    ).congestion
+    assert (
+        per.for_service("client"),
+        per.for_service("server"),
+        per.for_service("rss-poller"),
+    ) == ("cubic", "bbr", None)
+    assert per.asked
+    assert not build(MINIMAL).congestion.asked
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        pytest.param(
+            "congestion: cubicc\n",
+            f"{FILE}:3: congestion: 'cubicc' is not a TCP congestion control (one of: reno, cubic,",
+            id="unknown-algorithm",
+        ),
+        pytest.param(
+            "congestion: {clinet: cubic}\n",
+            f"{FILE}:3: congestion.clinet: no service 'clinet' in the lab",
+            id="unknown-service",
+        ),
+        pytest.param(
+            "congestion: {}\n",
+            f"{FILE}:3: congestion: {{}} is not an algorithm (cubic) or a mapping",
+            id="empty-mapping",
+        ),
+        pytest.param("seed: -1\n", f"{FILE}:3: seed: -1 must be at least 0", id="negative-seed"),
+        pytest.param("seed: lucky\n", f"{FILE}:3: seed: 'lucky' is not an integer", id="word-seed"),
+    ],
+)
+def test_scenario_seed_and_congestion_problems(head: str, expected: str) -> None:
+    found = problems(MINIMAL.replace("steps:\n", head + "steps:\n"))
+    assert any(p.startswith(expected) for p in found), found

@@ -9,6 +9,9 @@ import pytest
 from lab.shaping.builders import (
     CHAIN,
     IPTABLES,
+    MAX_QUEUE,
+    TBF_FIFO_MAJOR_BASE,
+    TBF_MAJOR_BASE,
     Engine,
     Probe,
     Step,
@@ -20,11 +23,14 @@ from lab.shaping.builders import (
     ingress_steps,
     needs_wire_size_packets,
     netem_args,
+    netem_delay_line_limit,
     nfqueue_rule,
     parse_probe,
     parse_status,
     partition_steps,
+    probe_script,
     render_script,
+    require_engine,
     segmentation_offload_steps,
     shaper_command,
     teardown_steps,
@@ -34,6 +40,7 @@ from lab.shaping.builders import (
 from lab.shaping.errors import ShapingError
 from lab.shaping.spec import LinkSpec, spec_from_options
 from socketlab.shaper.core import INJECT_MARK
+from socketlab.shaper.invocation import ShaperInvocation, parse_invocation
 from socketlab.shaper.loop import parse_args
 
 PEER = "172.20.0.3"
@@ -92,7 +99,7 @@ def test_nfqueue_engine_rate_only_needs_no_queue() -> None:
 def test_netem_engine_does_everything_at_the_source() -> None:
     egress, ingress = both_sides(Engine.NETEM, 10, delay="40ms", jitter="5ms", loss="2%")
     assert ("tc", "qdisc", "replace", "dev", "eth0", "parent", "1:a", "handle", "b:", "netem",
-            "delay", "40ms", "5ms", "loss", "2%") in egress  # fmt: skip
+            "delay", "40ms", "5ms", "loss", "random", "2%") in egress  # fmt: skip
     # no rate asked: the class must not limit anything
     assert any("10000000000bit" in command for command in egress)
     assert not any("-A" in command and "NFQUEUE" in command for command in ingress)
@@ -158,7 +165,7 @@ def test_queue_numbers() -> None:
     with pytest.raises(ShapingError):
         classid(0)
     with pytest.raises(ShapingError):
-        classid(0xFFFF)  # its netem handle would overflow
+        classid(0xFFFF)  # its leaf handle would overflow
 
 
 def test_render_script_runs_in_sh() -> None:
@@ -275,3 +282,225 @@ def test_segmentation_offload_is_switched_with_ethtool() -> None:
     assert not off[0].may_fail, "a link that cannot be made per-packet must not pass silently"
     on = segmentation_offload_steps(dev="eth0", enabled=True)
     assert [s.argv for s in on] == [("ethtool", "-K", "eth0", "tso", "on", "gso", "on")]
+
+
+# --------------------------------------------------------------------------- netem models
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        pytest.param(
+            {"loss": "5%", "loss_burst": "3"},
+            # r = 1/3, p = 0.05 * r / 0.95; every Bad packet lost, no Good one
+            ["loss", "gemodel", "1.754385965%", "33.33333333%", "100%", "0%"],
+            id="loss-burst-is-simple-gilbert",
+        ),
+        pytest.param(
+            {"loss_model": "gemodel:1%,10%,70%,0.1%"},
+            ["loss", "gemodel", "1%", "10%", "70%", "0.1%"],
+            id="gemodel-explicit",
+        ),
+        pytest.param(
+            {"loss_model": "gemodel:2%"},
+            # netem's defaults for the omitted values: r = 1 - p, 1-h = 100 %, 1-k = 0 %
+            ["loss", "gemodel", "2%", "98%", "100%", "0%"],
+            id="gemodel-defaults",
+        ),
+        pytest.param(
+            {"loss_model": "state:1%,30%,10%,20%,0.5%"},
+            ["loss", "state", "1%", "30%", "10%", "20%", "0.5%"],
+            id="four-state",
+        ),
+        pytest.param(
+            {"loss": "0.3%", "loss_correlation": "25%"},
+            ["loss", "random", "0.3%", "25%"],
+            id="random-with-correlation",
+        ),
+        pytest.param(
+            {"delay": "100ms", "jitter": "20ms", "delay_distribution": "normal"},
+            ["delay", "100ms", "20ms", "distribution", "normal"],
+            id="distribution",
+        ),
+        pytest.param(
+            {"delay": "100ms", "jitter": "20ms", "delay_distribution": "uniform"},
+            # netem's default; iproute2 ships no uniform.dist, so it is never named
+            ["delay", "100ms", "20ms"],
+            id="uniform-is-the-default",
+        ),
+        pytest.param(
+            {"delay": "100ms", "jitter": "10ms", "delay_correlation": "25%"},
+            ["delay", "100ms", "10ms", "25%"],
+            id="delay-correlation-after-jitter",
+        ),
+        pytest.param(
+            {"delay": "10ms", "reorder": "25%", "reorder_gap": "5"},
+            ["delay", "10ms", "reorder", "25%", "gap", "5"],
+            id="reorder-gap",
+        ),
+        pytest.param(
+            {"delay": "10ms", "reorder": "25%", "reorder_gap": "1"},
+            ["delay", "10ms", "reorder", "25%"],
+            id="gap-1-is-plain-reorder",
+        ),
+        pytest.param(
+            {"delay": "10ms", "loss": "1%", "seed": "42"},
+            ["delay", "10ms", "loss", "random", "1%", "seed", "42"],
+            id="seed-last",
+        ),
+        pytest.param({"seed": "42", "rate": "1mbit"}, [], id="seed-alone-is-no-netem"),
+    ],
+)
+def test_netem_args_for_every_model(options: dict[str, str], expected: list[str]) -> None:
+    assert netem_args(spec(**options)) == expected
+
+
+def test_netem_limit_comes_first() -> None:
+    assert netem_args(spec(delay="1ms"), limit=5000)[:2] == ["limit", "5000"]
+
+
+@pytest.mark.parametrize(
+    ("options", "leaf"),
+    [
+        pytest.param({"queue_limit": "64kb"}, ("bfifo", "limit", "65536"), id="bytes"),
+        pytest.param({"queue_limit": "100p"}, ("pfifo", "limit", "100"), id="packets"),
+    ],
+)
+@pytest.mark.parametrize("engine", [Engine.NFQUEUE, Engine.NETEM])
+def test_queue_limit_is_a_fifo_leaf_under_the_rate_class(
+    options: dict[str, str], leaf: tuple[str, ...], engine: Engine
+) -> None:
+    egress, _ = both_sides(engine, 3, rate="10mbit", **options)
+    klass = ("tc", "class", "replace", "dev", "eth0", "parent", "1:", "classid", "1:3", "htb",
+             "rate", "10000000bit", "ceil", "10000000bit")  # fmt: skip
+    fifo = ("tc", "qdisc", "replace", "dev", "eth0", "parent", "1:3", "handle", "4:", *leaf)
+    filter_add = next(c for c in egress if c[:3] == ("tc", "filter", "add"))
+    assert egress.index(klass) < egress.index(fifo) < egress.index(filter_add)
+
+
+def test_nfqueue_engine_queue_with_delay_keeps_the_fifo_at_the_source() -> None:
+    egress, ingress = both_sides(Engine.NFQUEUE, 3, rate="10mbit", queue_limit="64kb", delay="20ms")
+    assert any(c[-3:] == ("bfifo", "limit", "65536") for c in egress)
+    assert (*RAW, "-A", CHAIN, *nfqueue_rule(SOURCE, 3)) in ingress
+
+
+def test_netem_engine_queue_puts_a_tbf_under_netem() -> None:
+    egress, _ = both_sides(
+        Engine.NETEM, 3, rate="10mbit", queue_limit="64kb", delay="20ms", jitter="5ms"
+    )
+    # the class no longer limits; netem holds only its delay line and hands on to the tbf
+    assert any("10000000000bit" in c for c in egress)
+    netem = next(c for c in egress if "netem" in c)
+    assert netem[:10] == ("tc", "qdisc", "replace", "dev", "eth0", "parent", "1:3", "handle", "4:",
+                          "netem")  # fmt: skip
+    assert netem[10:12] == ("limit", str(netem_delay_line_limit(spec(rate="10mbit", delay="20ms",
+                                                                      jitter="5ms"))))  # fmt: skip
+    assert ("tc", "qdisc", "add", "dev", "eth0", "parent", "4:1", "handle", "3003:", "tbf", "rate",
+            "10000000bit", "burst", "3028", "limit", "65536") in egress  # fmt: skip
+    assert not any(c[-3:-1] == ("pfifo", "limit") for c in egress)
+
+
+def test_netem_engine_packet_queue_adds_a_pfifo_below_the_tbf() -> None:
+    egress, _ = both_sides(Engine.NETEM, 3, rate="100mbit", queue_limit="50p", loss="1%")
+    assert ("tc", "qdisc", "add", "dev", "eth0", "parent", "4:1", "handle", "3003:", "tbf", "rate",
+            "100000000bit", "burst", "25000", "limit", str(50 * 1514)) in egress  # fmt: skip
+    assert ("tc", "qdisc", "add", "dev", "eth0", "parent", "3003:1", "handle", "5803:", "pfifo",
+            "limit", "50") in egress  # fmt: skip
+
+
+def test_delay_line_limit_holds_the_rate_times_the_longest_delay() -> None:
+    # 20 mbit for 100 ms + 4 x 10 ms of jitter, in 64-byte frames
+    assert netem_delay_line_limit(spec(rate="20mbit", delay="100ms", jitter="10ms")) == 5469
+    assert netem_delay_line_limit(spec(rate="1mbit", delay="1ms")) == 1000  # netem's default
+
+
+def test_queue_handles_stay_apart_and_below_the_kernels_own() -> None:
+    assert classid(MAX_QUEUE) == "1:2000"
+    with pytest.raises(ShapingError):
+        classid(MAX_QUEUE + 1)
+    majors = [
+        {queue + 1 for queue in range(1, MAX_QUEUE + 1)},
+        {TBF_MAJOR_BASE + queue for queue in range(1, MAX_QUEUE + 1)},
+        {TBF_FIFO_MAJOR_BASE + queue for queue in range(1, MAX_QUEUE + 1)},
+    ]
+    assert len(set().union(*majors)) == sum(map(len, majors))  # no two ranges overlap
+    # 1: is the htb root; 8000: and up is where the kernel allocates handles itself
+    assert min(map(min, majors)) > 1
+    assert max(map(max, majors)) < 0x8000
+
+
+def test_queue_limit_and_models_need_wire_size_packets() -> None:
+    assert needs_wire_size_packets(spec(rate="10mbit", queue_limit="64kb"))
+    assert needs_wire_size_packets(spec(loss_model="gemodel:1%"))
+    assert not needs_wire_size_packets(spec(rate="10mbit", seed="3"))
+
+
+# --------------------------------------------------------------------------- engines
+
+
+def test_shaper_command_carries_every_model_and_the_seed() -> None:
+    link = spec(delay="40ms", jitter="5ms", delay_distribution="pareto", delay_correlation="30%",
+                loss="5%", loss_burst="3", reorder="10%", reorder_gap="4", seed="99")  # fmt: skip
+    argv = shaper_command(queue=7, spec=link)
+    assert argv[:2] == ["socketlab", "shaper"]
+    invocation = parse_invocation(argv[2:])
+    assert invocation == ShaperInvocation(queue=7, impairment=link.impairment, seed=99)
+    assert shaper_command(queue=7, spec=link, seed=5)[-2:] == ["--seed", "5"]
+
+
+def test_netem_probe_reads_seed_support() -> None:
+    text = "route=172.20.0.3 dev eth0 src 172.20.0.2\nnetem=ok\nnetem-seed=ok\n"
+    assert parse_probe(text) == Probe(dev="eth0", netem=True, netem_error="", netem_seed=True)
+    old = "route=172.20.0.3 dev eth0 src 172.20.0.2\nnetem=ok\nnetem-seed=no\n"
+    assert not parse_probe(old).netem_seed
+
+
+def test_probe_script_tries_the_seed_then_plain_netem() -> None:
+    script = probe_script(PEER)
+    assert script.index("netem delay 0ms seed 7") < script.index("netem delay 0ms 2>&1")
+    assert "grep -q ' seed 7'" in script
+
+
+NETEM_SEED = Probe(dev="eth0", netem=True, netem_error="", netem_seed=True)
+NETEM_OLD = Probe(dev="eth0", netem=True, netem_error="", netem_seed=False)
+
+
+@pytest.mark.parametrize(
+    ("options", "probe", "message"),
+    [
+        pytest.param(
+            {"delay": "10ms", "jitter": "5ms", "delay_correlation": "25%"},
+            NETEM_SEED,
+            "--delay-correlation: netem applies it modulo the jitter range",
+            id="delay-correlation",
+        ),
+        pytest.param(
+            {"delay": "10ms", "seed": "1"},
+            NETEM_OLD,
+            "--seed: this kernel's netem has no seed",
+            id="seed-without-support",
+        ),
+    ],
+)
+def test_netem_refuses_what_it_lacks_in_one_line(
+    options: dict[str, str], probe: Probe, message: str
+) -> None:
+    link = spec(**options)
+    with pytest.raises(ShapingError, match=f"^engine netem: {message}") as caught:
+        require_engine(link, Engine.NETEM, netem_seed=probe.netem_seed)
+    assert "\n" not in str(caught.value)
+    assert require_engine(link, Engine.NFQUEUE, netem_seed=False) == []
+    # left to choose, the lab takes the engine that can do it
+    assert choose_engine(None, probe, link) is Engine.NFQUEUE
+    assert choose_engine(Engine.NETEM, probe, link) is Engine.NETEM  # the runner then refuses
+
+
+def test_netem_seed_warns_where_it_cannot_replay() -> None:
+    link = spec(delay="10ms", corrupt="1%", seed="3")
+    warnings = require_engine(link, Engine.NETEM, netem_seed=True)
+    assert warnings == [
+        "--seed: netem does not seed which bit it corrupts or where a correlation starts; "
+        "use --engine nfqueue for an exact replay"
+    ]
+    assert choose_engine(None, NETEM_SEED, link) is Engine.NETEM
+    assert require_engine(spec(delay="10ms", seed="3"), Engine.NETEM, netem_seed=True) == []

@@ -16,17 +16,25 @@ from lab.shaping.measure import (
     UDP_PAYLOAD_PER_WIRE,
     PingStats,
     binomial_interval,
+    check_bufferbloat,
+    check_burst_length,
     check_delay,
+    check_delay_percentiles,
     check_duplicates,
     check_loss,
     check_rate,
     check_rate_udp,
+    count_bursts,
+    lost_share,
     median_one_way_delay,
+    overtakers,
     parse_iperf3,
     parse_probe,
+    probes_for_bursts,
     rate_is_checkable,
     round_trip_duplicates,
     round_trip_loss,
+    sample_quantile,
     self_check_band,
 )
 from lab.shaping.spec import spec_from_options
@@ -205,3 +213,111 @@ def test_self_check_tolerates_a_busy_host_but_not_an_unshaped_link() -> None:
     assert check_loss(expected=0.01, stats=PingStats(1000, 980, 0.001)).ok
     # shaping that did not take effect still fails
     assert not check_loss(expected=0.01, stats=PingStats(1000, 1000, 0.001)).ok
+
+
+# --------------------------------------------------------------------------- newer checks
+
+
+def test_loss_band_widens_with_dispersion() -> None:
+    narrow = self_check_band(2000, 0.05)
+    wide = self_check_band(2000, 0.05, dispersion=4.7)
+    assert wide[0] < narrow[0]
+    assert wide[1] > narrow[1]
+    assert self_check_band(2000, 0.05, dispersion=0.5) == narrow  # never narrower than binomial
+
+
+def test_count_bursts() -> None:
+    bursts = count_bursts([False, True, True, False, True, False, False, True, True, True])
+    assert (bursts.lost, bursts.bursts, bursts.mean) == (6, 3, 2.0)
+    assert count_bursts([False] * 5).mean is None
+
+
+def test_probes_for_bursts() -> None:
+    # 40 bursts of 3 at 5 % loss: 2400 probes
+    assert probes_for_bursts(spec_from_options({"loss": "5%", "loss_burst": "3"}), None) == 2400
+    assert probes_for_bursts(spec_from_options({"delay": "1ms"}), None) == 0
+
+
+def test_burst_check_without_loss_asked() -> None:
+    calm = spec_from_options({"delay": "1ms"})
+    assert check_burst_length(lost=[False] * 100, forward=calm, reverse=None).ok
+    assert not check_burst_length(lost=[True, False] * 50, forward=calm, reverse=None).ok
+
+
+def test_sample_quantile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert sample_quantile(values, 0.5) == 50.0
+    assert sample_quantile(values, 0.99) == 99.0
+    assert sample_quantile([3.0], 0.99) == 3.0
+    with pytest.raises(ValueError, match="no samples"):
+        sample_quantile([], 0.5)
+
+
+def test_percentiles_without_replies_fail() -> None:
+    link = spec_from_options({"delay": "10ms", "jitter": "1ms"})
+    rows = check_delay_percentiles(added=[], forward=link, reverse=None)
+    assert [row.ok for row in rows] == [False, False, False]
+
+
+@pytest.mark.parametrize(
+    ("arrivals", "expected"),
+    [
+        pytest.param([0, 1, 2, 3], (0, 4), id="in-order"),
+        pytest.param([1, 0, 2, 3], (1, 4), id="one-overtakes"),
+        pytest.param([3, 0, 1, 2], (1, 4), id="one-overtakes-three"),
+        pytest.param([0, 2, 1, 1, 3], (1, 4), id="duplicate-counts-once"),
+        pytest.param([0, 2, 4], (0, 3), id="losses-are-not-reordering"),
+        pytest.param([], (0, 0), id="nothing"),
+    ],
+)
+def test_overtakers(arrivals: list[int], expected: tuple[int, int]) -> None:
+    assert overtakers(arrivals) == expected
+
+
+def stats(rtt: float) -> PingStats:
+    return PingStats(200, 200, rtt_avg=rtt, rtt_median=rtt)
+
+
+@pytest.mark.parametrize(
+    ("loaded", "ok"),
+    [
+        pytest.param(0.0010 + 0.2097, True, id="full-queue"),
+        pytest.param(0.0010 + 0.1200, True, id="mostly-full"),
+        pytest.param(0.0010 + 0.0300, False, id="queue-too-short"),
+        pytest.param(0.0010 + 0.2600, False, id="queue-too-deep"),
+        pytest.param(0.0012, False, id="no-bloat"),
+    ],
+)
+def test_bufferbloat_check(loaded: float, ok: bool) -> None:
+    # 256 kB at 10 Mbit/s drains in 209.7 ms
+    link = spec_from_options({"rate": "10mbit", "queue_limit": "256kb"})
+    row = check_bufferbloat(idle=stats(0.0010), loaded=stats(loaded), spec=link)
+    assert row.ok is ok
+    assert row.requested == "+209.7ms (queue 256kb at 10mbit)"
+
+
+def test_bufferbloat_without_a_limit_only_needs_a_rise() -> None:
+    link = spec_from_options({"rate": "10mbit"})
+    assert check_bufferbloat(idle=stats(0.001), loaded=stats(0.5), spec=link).ok
+    assert not check_bufferbloat(idle=stats(0.001), loaded=stats(0.0015), spec=link).ok
+    silent = PingStats(10, 0, rtt_avg=None)
+    assert not check_bufferbloat(idle=stats(0.001), loaded=silent, spec=link).ok
+
+
+def test_median_follows_the_distribution() -> None:
+    pareto = spec_from_options({"delay": "50ms", "jitter": "10ms", "delay_distribution": "pareto"})
+    assert median_one_way_delay(pareto) == pytest.approx(
+        0.050 + 0.010 * (0.5 ** (-1 / 3) - 1.5) * 4 / 3
+    )
+
+
+def test_lost_share_of_a_burst_model_is_its_mean() -> None:
+    assert lost_share(spec_from_options({"loss": "5%", "loss_burst": "3"})) == pytest.approx(0.05)
+    assert lost_share(spec_from_options({"loss_model": "gemodel:1%,10%,70%,0.1%"})) == (
+        pytest.approx(0.0645454545)
+    )
+
+
+def test_a_loss_model_makes_the_rate_a_udp_check() -> None:
+    bursty = spec_from_options({"rate": "1mbit", "loss_model": "gemodel:1%,30%"})
+    assert not rate_is_checkable(bursty, None)

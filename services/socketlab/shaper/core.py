@@ -1,15 +1,21 @@
 """Scheduling core of the NFQUEUE verdict loop: no sockets, no clocks, no netlink.
 
 Every queued packet gets a fate when it arrives: dropped now, or held until a
-release time. Release times are drawn per packet (delay plus uniform jitter),
-so two packets can swap places exactly as they would on a jittery link; an
-explicit ``reorder`` share is released at once, overtaking the held ones (the
-netem meaning of ``reorder``). A duplicate is a copy of the payload released
-at its own time through the injector; a corrupted packet has one bit of its
-transport part flipped, so the receiver's checksum sees it, like netem.
+release time. Release times are drawn per packet (delay plus jitter from the
+link's distribution), so two packets can swap places exactly as they would on
+a jittery link; an explicit ``reorder`` share (with netem's ``gap``) is
+released at once, overtaking the held ones (the netem meaning of
+``reorder``). Loss is random (optionally with netem's correlation),
+Gilbert-Elliott or netem's four-state chain; :mod:`socketlab.shaper.models`
+holds those models and says how each matches netem. A duplicate is a copy of
+the payload released at its own time through the injector; a corrupted packet
+has one bit of its transport part flipped, so the receiver's checksum sees it,
+like netem.
 
 The caller supplies ``now`` (seconds, monotonic) and a seeded ``random.Random``,
-which is what makes the core testable with a fake clock and fake packets.
+which is what makes the core testable with a fake clock and fake packets: the
+same seed and the same packets give the same verdicts (release times are
+``now`` plus a drawn delay, so they repeat too when ``now`` does).
 """
 
 from __future__ import annotations
@@ -20,11 +26,22 @@ import random
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from socketlab.shaper.models import (
+    DelaySampler,
+    Distribution,
+    FourState,
+    GilbertElliott,
+    LossModel,
+    ReorderGate,
+    loss_process,
+)
+
 # Marks copies we inject ourselves, so the NFQUEUE rule lets them pass instead
 # of queueing them again (lab.shaping.builders adds the matching RETURN rule).
 INJECT_MARK = 0x50C1AB
 
 _IPV4_MIN_HEADER = 20
+SHARES = ("loss", "duplicate", "reorder", "corrupt", "loss_correlation", "delay_correlation")
 
 
 class QueuedPacket(Protocol):
@@ -40,27 +57,50 @@ P = TypeVar("P", bound=QueuedPacket)
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Impairment:
-    """What the verdict loop does to one link's packets; shares are 0..1."""
+    """What the verdict loop does to one link's packets; shares are 0..1.
+
+    ``loss`` is random loss (with ``loss_correlation``, netem's); a
+    ``loss_model`` (Gilbert-Elliott or four-state) replaces it. ``jitter``
+    spreads the delay by ``delay_distribution`` (uniform: +/- jitter).
+    ``reorder_gap`` is netem's ``gap`` (0 or 1: none).
+    """
 
     delay: float = 0.0  # seconds
-    jitter: float = 0.0  # seconds, uniform +/- around delay
+    jitter: float = 0.0  # seconds
     loss: float = 0.0
     duplicate: float = 0.0
     reorder: float = 0.0
     corrupt: float = 0.0
+    loss_correlation: float = 0.0
+    loss_model: LossModel | None = None
+    delay_distribution: Distribution = Distribution.UNIFORM
+    delay_correlation: float = 0.0
+    reorder_gap: int = 0
 
     def __post_init__(self) -> None:
         for name in ("delay", "jitter"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
-        for name in ("loss", "duplicate", "reorder", "corrupt"):
+        for name in SHARES:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a share between 0 and 1")
+        if self.loss_model is not None and not isinstance(
+            self.loss_model, GilbertElliott | FourState
+        ):
+            raise TypeError(f"loss_model must be a loss model, not {self.loss_model!r}")
+        if self.loss_model is not None and (self.loss or self.loss_correlation):
+            raise ValueError("loss_model replaces loss and loss_correlation: give one of them")
+        if not isinstance(self.delay_distribution, Distribution):
+            raise TypeError(f"delay_distribution must be one of {', '.join(Distribution)}")
+        if self.reorder_gap < 0:
+            raise ValueError("reorder_gap must not be negative")
+        if self.reorder_gap > 1 and not self.reorder:
+            raise ValueError("reorder_gap needs a reorder share")
 
     @property
     def is_noop(self) -> bool:
         """True when the loop would pass every packet untouched."""
-        return not any(
+        return self.loss_model is None and not any(
             (self.delay, self.jitter, self.loss, self.duplicate, self.reorder, self.corrupt)
         )
 
@@ -127,6 +167,21 @@ class ImpairmentScheduler(Generic[P]):
         self.impairment = impairment
         self.counters = Counters()
         self._rng = rng
+        # Models with memory draw their starting state from the seed, in this order.
+        self._loss = loss_process(
+            share=impairment.loss,
+            correlation=impairment.loss_correlation,
+            model=impairment.loss_model,
+            rng=rng,
+        )
+        self._delay = DelaySampler(
+            delay=impairment.delay,
+            jitter=impairment.jitter,
+            distribution=impairment.delay_distribution,
+            correlation=impairment.delay_correlation,
+            rng=rng,
+        )
+        self._reorder = ReorderGate(impairment.reorder, impairment.reorder_gap)
         self._held: list[tuple[float, int, Accept[P] | Inject]] = []
         # Tie-breaker: equal release times leave in arrival order.
         self._sequence = itertools.count()
@@ -138,7 +193,7 @@ class ImpairmentScheduler(Generic[P]):
         """Take a newly queued packet; False means the caller must drop it now."""
         imp, rng, counters = self.impairment, self._rng, self.counters
         counters.received += 1
-        if imp.loss and rng.random() < imp.loss:
+        if self._loss is not None and self._loss.lost(rng):
             counters.dropped += 1
             return False
         if imp.corrupt and rng.random() < imp.corrupt:
@@ -183,14 +238,11 @@ class ImpairmentScheduler(Generic[P]):
         heapq.heappush(self._held, (at, next(self._sequence), verdict))
 
     def _release_time(self, now: float) -> float:
-        imp = self.impairment
-        if imp.reorder and self._rng.random() < imp.reorder:
+        if self._reorder.immediate(self._rng):
             self.counters.reordered += 1
             return now
-        delay = imp.delay
-        if imp.jitter:
-            delay += self._rng.uniform(-imp.jitter, imp.jitter)
-        return now + max(0.0, delay)
+        # netem sends a packet whose drawn delay is negative at once, as we do
+        return now + max(0.0, self._delay.sample(self._rng))
 
     def _count(self, due: list[Accept[P] | Inject]) -> None:
         for verdict in due:
