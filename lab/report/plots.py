@@ -72,14 +72,16 @@ def coarsen(
     so lines drop to zero over a stall instead of bridging it."""
     if not bins:
         return []
-    first, last = bins[0].start - origin, bins[-1].start - origin + bin_seconds
-    factor = max(1, math.ceil((last - first) / bin_seconds / max_bins))
+    # Bins start at whole multiples of bin_seconds: count in those units, exactly.
+    keys = [round(item.start / bin_seconds) for item in bins]
+    span = keys[-1] - keys[0] + 1
+    factor = max(1, math.ceil(span / max_bins))
+    count = math.ceil(span / factor)
     width = bin_seconds * factor
-    count = max(1, math.ceil(round((last - first) / width, 9)))
     merged: list[dict[str, int]] = [{} for _ in range(count)]
     counters = [[0, 0, 0, 0] for _ in range(count)]
-    for item in bins:
-        index = min(count - 1, int(round((item.start - origin - first) / bin_seconds, 6)) // factor)
+    for key, item in zip(keys, bins, strict=True):
+        index = (key - keys[0]) // factor
         for label, size in item.goodput.items():
             merged[index][label] = merged[index].get(label, 0) + size
         tally = counters[index]
@@ -87,6 +89,7 @@ def coarsen(
         tally[1] += item.udp_received
         tally[2] += item.udp_gaps
         tally[3] += item.udp_reordered
+    first = keys[0] * bin_seconds - origin
     return [
         PlotBin(
             start=first + index * width,
