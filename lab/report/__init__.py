@@ -8,6 +8,7 @@ and :func:`lab.report.page.write_report`, which read or write one file each::
     packets.py    pcap records -> Packet values (dpkt decodes; sizes and counts bounded)
     analysis.py   Packet values -> CaptureAnalysis (TCP retransmissions, dup ACKs,
                   zero windows, RTT, max segment, goodput and UDP gaps over time)
+    results.py    results.json -> typed records (strict types, errors name the field)
     timeline.py   results.json-shaped data -> Timeline (steps, faults, shaping, checks)
     plots.py      Timeline + analyses -> one PNG per scenario on a shared time axis
     page.py       results.json + analyses + plots -> self-contained report.html

@@ -128,13 +128,14 @@ class PcapWriter:
     def __bytes__(self) -> bytes:
         order = self.byte_order
         magic = 0xA1B23C4D if self.nano else 0xA1B2C3D4
-        out = struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, self.snaplen, self.linktype)
+        parts = [struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, self.snaplen, self.linktype)]
         scale = 10**9 if self.nano else 10**6
         for time, frame, original in self.records:
             seconds = int(time)
             fraction = round((time - seconds) * scale)
-            out += struct.pack(order + "IIII", seconds, fraction, len(frame), original) + frame
-        return out
+            parts.append(struct.pack(order + "IIII", seconds, fraction, len(frame), original))
+            parts.append(frame)
+        return b"".join(parts)
 
     def write(self, path: Path) -> Path:
         path.write_bytes(bytes(self))
