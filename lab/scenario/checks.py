@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from lab.report.metrics import format_metric
 from lab.scenario.plan import Check, CheckKind, Fault, Source
 
 TIMEOUT_EXIT_CODE: Final = 124  # coreutils `timeout`, which bounds every step in its container
@@ -72,10 +73,22 @@ class FileFacts:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PcapFacts:
+    """The metrics computed from one link's capture (lab.report.analysis), or why none."""
+
+    link: str  # "server -> client", as the capture names it
+    metrics: Mapping[str, float | None] | None = None
+    file: str | None = None
+    packets: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Observations:
     steps: Mapping[str, StepRecord] = field(default_factory=dict)
     texts: Mapping[str, TextFacts] = field(default_factory=dict)
     files: Mapping[str, FileFacts] = field(default_factory=dict)
+    pcaps: Mapping[str, PcapFacts] = field(default_factory=dict)  # by link "a -> b"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -322,7 +335,33 @@ def check_order(check: Check, facts: TextFacts | None) -> CheckResult:
     return _result(check, True, "lines " + ", ".join(str(p + 1) for p in positions))
 
 
-def evaluate(check: Check, observations: Observations) -> CheckResult:
+def pcap_key(link: tuple[str, str]) -> str:
+    """How captures name the link ``[from, to]``: ``from -> to``."""
+    return f"{link[0]} -> {link[1]}"
+
+
+def _expected(op: str, value: Any) -> str:
+    return f"between {value[0]} and {value[1]}" if op == "between" else f"{op} {value!r}"
+
+
+def check_pcap(check: Check, facts: PcapFacts | None) -> CheckResult:
+    """A metric of a link's packets against the check's bound, with where it came from."""
+    link = pcap_key(check.link) if check.link else "?"
+    metric = check.metric or "?"
+    if facts is None:
+        return _result(check, False, f"no capture of {link} (a pcap check needs its link captured)")
+    if facts.error is not None or facts.metrics is None:
+        return _result(check, False, f"capture of {link}: {facts.error or 'not analysed'}")
+    where = f" ({facts.file or link}, {facts.packets:,} packets)"
+    value = facts.metrics.get(metric)
+    if value is None:
+        return _result(check, False, format_metric(metric, None) + where)
+    passed = compare(check.op or "==", value, check.value)
+    expected = "" if passed else f", expected {_expected(check.op or '==', check.value)}"
+    return _result(check, passed, format_metric(metric, value) + expected + where)
+
+
+def evaluate(check: Check, observations: Observations) -> CheckResult:  # noqa: PLR0911 - a return per kind
     """The verdict on one check, from what was observed."""
     step = observations.steps.get(check.step) if check.step else None
     text = observations.texts.get(check.source.key) if check.source else None
@@ -342,6 +381,9 @@ def evaluate(check: Check, observations: Observations) -> CheckResult:
             return check_stdout_contains(check, text)
         case CheckKind.ORDER:
             return check_order(check, text)
+        case CheckKind.PCAP:
+            key = pcap_key(check.link) if check.link else ""
+            return check_pcap(check, observations.pcaps.get(key))
     raise AssertionError(f"unknown check kind {check.kind}")  # pragma: no cover
 
 

@@ -45,6 +45,7 @@ class CheckKind(StrEnum):
     DURATION = "duration"
     STDOUT_CONTAINS = "stdout_contains"
     ORDER = "order"
+    PCAP = "pcap"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,6 +166,8 @@ class Check:
     count: int | None = None
     lines: tuple[str, ...] = ()
     within: float = 0.0
+    link: tuple[str, str] | None = None  # pcap: the captured link [from, to]
+    metric: str | None = None  # pcap: a name of lab.report.metrics.PCAP_METRICS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -207,6 +210,13 @@ class Scenario:
         for fault in self.faults:
             names += list(fault.services)
         return tuple(dict.fromkeys(names))
+
+
+def pcap_links(scenario: Scenario) -> tuple[tuple[str, str], ...]:
+    """The links ``[from, to]`` that the scenario's pcap checks read, in order, once each:
+    each must be captured (in ``from``'s namespace, traffic with ``to``) for the run."""
+    pairs = [check.link for check in scenario.checks if check.kind is CheckKind.PCAP and check.link]
+    return tuple(dict.fromkeys(pairs))
 
 
 def phases(steps: Sequence[Step]) -> list[tuple[Step, ...]]:
@@ -524,11 +534,26 @@ _DEFAULT_NAMES: Final[dict[CheckKind, Callable[[Check, str], str]]] = {
         f"{where} contains {c.text!r}" + ("" if c.count is None else f" {c.count}x")
     ),
     CheckKind.ORDER: lambda c, where: f"{where} in order: {' < '.join(c.lines)}",
+    CheckKind.PCAP: lambda c, _: f"pcap {' -> '.join(c.link or ())}: {c.metric} {c.op} {c.value!r}",
 }
 
 
 def _default_name(check: Check) -> str:
     return _DEFAULT_NAMES[check.kind](check, check.source.key if check.source else "")
+
+
+def _check_comparison(
+    op: str, value: Any, problems: _Problems, path: tuple[str | int, ...]
+) -> None:
+    """``value`` fits ``op``: [low, high] for between, a number for an ordering."""
+    if op == "between" and not (
+        isinstance(value, list) and len(value) == 2 and all(map(_is_number, value))
+    ):
+        problems.add((*path, "value"), "'between' needs [low, high] (two numbers)")
+    elif op == "between" and value[0] > value[1]:
+        problems.add((*path, "value"), f"low {value[0]} is above high {value[1]}")
+    elif op in {"<=", ">=", "<", ">"} and not _is_number(value):
+        problems.add((*path, "value"), f"{op!r} needs a number, not {value!r}")
 
 
 def _kind_values(
@@ -550,15 +575,21 @@ def _kind_values(
             values = {"files": files}
         case CheckKind.JSON_FIELD:
             op, value = raw["op"], raw["value"]
-            if op == "between" and not (
-                isinstance(value, list) and len(value) == 2 and all(map(_is_number, value))
-            ):
-                problems.add((*path, "value"), "'between' needs [low, high] (two numbers)")
-            elif op == "between" and value[0] > value[1]:
-                problems.add((*path, "value"), f"low {value[0]} is above high {value[1]}")
-            elif op in {"<=", ">=", "<", ">"} and not _is_number(value):
-                problems.add((*path, "value"), f"{op!r} needs a number, not {value!r}")
+            _check_comparison(op, value, problems, path)
             values = {"path": raw["path"], "op": op, "value": value}
+        case CheckKind.PCAP:
+            op, value = raw["op"], raw["value"]
+            _check_comparison(op, value, problems, path)
+            if op != "between" and not _is_number(value):
+                problems.add((*path, "value"), f"a pcap metric is a number, not {value!r}")
+            source, dest = raw["link"]
+            for index, name in enumerate((source, dest)):
+                _check_service(name, services, problems, (*path, "link", index))
+            if source == dest:
+                problems.add(
+                    (*path, "link"), f"a link needs two different services (got {source!r} twice)"
+                )
+            values = {"link": (source, dest), "metric": raw["metric"], "op": op, "value": value}
         case CheckKind.DURATION:
             low, high = raw.get("min"), raw.get("max")
             if low is not None and high is not None and low > high:

@@ -12,6 +12,7 @@ from typing import Any, Final
 import jsonschema
 from jsonschema import Draft202012Validator
 
+from lab.report.metrics import METRIC_NAMES
 from lab.scenario.errors import ScenarioError
 from lab.scenario.loader import Document, format_path
 
@@ -45,6 +46,7 @@ CHECK_KINDS: Final = (
     "duration",
     "stdout_contains",
     "order",
+    "pcap",
 )
 OPERATORS: Final = ("==", "!=", "<=", ">=", "<", ">", "between")
 
@@ -125,6 +127,16 @@ _CHECK_KIND_SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             **_SOURCE_PROPS,
             "lines": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 2},
+        },
+    },
+    # A metric of the packets captured on a link [from, to] (lab.report.metrics).
+    "pcap": {
+        "required": ["link", "metric", "op", "value"],
+        "properties": {
+            "link": _PAIR,
+            "metric": {"enum": list(METRIC_NAMES)},
+            "op": {"enum": list(OPERATORS)},
+            "value": {"type": ["number", "array"]},
         },
     },
 }

@@ -82,7 +82,7 @@ def test_format_path(path: tuple[str | int, ...], text: str) -> None:
         pytest.param(
             VALID.replace("kind: stdout_contains", "kind: explode"),
             f"{FILE}:9: checks[0].kind: 'explode' is not one of: exit_code, same_file, "
-            "json_field, duration, stdout_contains, order",
+            "json_field, duration, stdout_contains, order, pcap",
             id="unknown-check-kind",
         ),
         pytest.param(
