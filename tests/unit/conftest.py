@@ -370,30 +370,42 @@ def wait_until() -> Callable[..., Any]:
 
 
 class ServerThread:
-    """A server's ``loop(stop)`` in a daemon thread; :meth:`close` stops and joins it."""
+    """A server's ``loop(stop)`` in a daemon thread; :meth:`close` stops and joins it and
+    fails the test when the loop does not notice ``stop`` within ``stop_within`` seconds."""
 
-    def __init__(self, loop: Callable[[threading.Event], object], *, name: str) -> None:
+    def __init__(
+        self, loop: Callable[[threading.Event], object], *, name: str, stop_within: float
+    ) -> None:
         self.stop = threading.Event()
+        self.stop_within = stop_within
         self.thread = threading.Thread(target=loop, args=(self.stop,), name=name, daemon=True)
         self.thread.start()
 
-    def close(self, timeout: float = DEADLINE) -> None:
+    def close(self) -> None:
         self.stop.set()
-        self.thread.join(timeout=timeout)
-        assert not self.thread.is_alive(), f"{self.thread.name} did not stop"
+        self.thread.join(timeout=self.stop_within)
+        assert not self.thread.is_alive(), (
+            f"{self.thread.name} did not notice stop within {self.stop_within:g} s"
+        )
 
 
 @pytest.fixture
 def serve() -> Iterator[Callable[..., ServerThread]]:
-    """``serve(loop, name=...)``: start ``loop(stop_event)`` in a thread; every one
-    started is stopped and joined when the test ends."""
+    """``serve(loop, name=..., stop_within=...)``: start ``loop(stop_event)`` in a thread;
+    every one still running is stopped and joined when the test ends."""
     running: list[ServerThread] = []
 
-    def start(loop: Callable[[threading.Event], object], *, name: str = "server") -> ServerThread:
-        server = ServerThread(loop, name=name)
+    def start(
+        loop: Callable[[threading.Event], object],
+        *,
+        name: str = "server",
+        stop_within: float = DEADLINE,
+    ) -> ServerThread:
+        server = ServerThread(loop, name=name, stop_within=stop_within)
         running.append(server)
         return server
 
     yield start
     for server in reversed(running):
-        server.close()
+        if server.thread.is_alive():
+            server.close()
