@@ -16,16 +16,13 @@ containers started outside Compose are cleaned up too.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import re
 import secrets
-import tarfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import docker
@@ -43,6 +40,14 @@ from lab.errors import (
     NotReady,
     ServiceNotFound,
     ServiceStopped,
+)
+from lab.helpers import (
+    PROJECT_LABEL,
+    ROLE_LABEL,
+    DockerHelper,
+    helper_removed_on_error,
+    helper_run_options,
+    single_file,
 )
 from lab.images import ImageSet, ensure_images
 from lab.interface import TIMEOUT_EXIT_CODE, ExecResult, ServiceStatus
@@ -69,8 +74,6 @@ __all__ = [
 
 log = logging.getLogger("lab")
 
-PROJECT_LABEL = "io.socketlab.project"
-ROLE_LABEL = "io.socketlab.role"
 NETKIT_LABEL = "io.socketlab.netkit-image"
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
@@ -128,122 +131,6 @@ def pickle_key(repo_root: Path, *, configured: str | None = None) -> str:
 def wrap_with_timeout(argv: Sequence[str], timeout: float) -> list[str]:
     """Run ``argv`` under coreutils ``timeout`` so a hung command cannot hang us."""
     return ["timeout", "-k", "5", f"{timeout:g}", *argv]
-
-
-def single_file(archive_bytes: bytes, *, what: str) -> bytes:
-    """The one regular file in a ``get_archive`` tar stream; LabError naming ``what``."""
-    try:
-        with tarfile.open(fileobj=io.BytesIO(archive_bytes)) as archive:
-            member = archive.next()
-            extracted = archive.extractfile(member) if member and member.isfile() else None
-            if extracted is None:
-                raise LabError(f"{what} is not a regular file")
-            return extracted.read()
-    except tarfile.TarError as exc:
-        raise LabError(f"{what}: unreadable archive ({exc})") from exc
-
-
-def helper_run_options(
-    *,
-    project: str,
-    role: str,
-    target_id: str,
-    caps: Sequence[str],
-    name: str | None,
-    labels: Mapping[str, str] | None,
-) -> dict[str, Any]:
-    """The ``containers.run`` options of a helper (pure): joined to the target's
-    network namespace, with exactly ``caps``, labelled so ``lab down`` finds it."""
-    options: dict[str, Any] = {
-        "network_mode": f"container:{target_id}",
-        "cap_add": list(caps),
-        # The project and role labels come last: extra labels cannot hide a helper.
-        "labels": {**(labels or {}), PROJECT_LABEL: project, ROLE_LABEL: role},
-        "detach": True,
-    }
-    if name is not None:
-        options["name"] = name
-    return options
-
-
-class DockerHelper:
-    """A helper container (see :class:`lab.interface.HelperContainer`); Docker errors
-    come out as LabErrors. ``with`` removes it at the end of the block."""
-
-    def __init__(self, container: Any) -> None:
-        self._container = container
-
-    @property
-    def name(self) -> str:
-        return str(self._container.name)
-
-    @property
-    def id(self) -> str:
-        return str(self._container.id)
-
-    @property
-    def labels(self) -> Mapping[str, str]:
-        return dict(self._container.labels)
-
-    @property
-    def status(self) -> str:
-        return str(self._container.status)
-
-    @property
-    def started_at(self) -> str:
-        return str(self._container.attrs.get("State", {}).get("StartedAt", ""))
-
-    def reload(self) -> None:
-        with docker_errors(f"cannot inspect helper {self.name}"):
-            self._container.reload()
-
-    def logs(self, *, stdout: bool = True, stderr: bool = True, tail: int | None = None) -> str:
-        kwargs: dict[str, Any] = {"stdout": stdout, "stderr": stderr}
-        if tail is not None:
-            kwargs["tail"] = tail
-        with docker_errors(f"cannot read logs of helper {self.name}"):
-            raw = self._container.logs(**kwargs)
-        return bytes(raw).decode(errors="replace")
-
-    def signal(self, signal: str) -> None:
-        with docker_errors(f"cannot signal helper {self.name}"):
-            self._container.kill(signal=signal)
-
-    def wait(self, *, timeout: float) -> int:
-        what = f"helper {self.name} did not finish"
-        with docker_errors(what, http_error=CommandTimeout):
-            result = self._container.wait(timeout=timeout)
-        return int(result["StatusCode"])
-
-    def read_file(self, path: str) -> bytes:
-        with docker_errors(f"cannot copy {path} out of helper {self.name}"):
-            chunks, _ = self._container.get_archive(path)
-            data = b"".join(chunks)
-        return single_file(data, what=f"{self.name}:{path}")
-
-    def stop(self, *, timeout: float) -> None:
-        with docker_errors(f"cannot stop helper {self.name}"):
-            self._container.stop(timeout=max(0, round(timeout)))
-
-    def remove(self) -> None:
-        with contextlib.suppress(DockerNotFound), docker_errors(f"cannot remove {self.name}"):
-            self._container.remove(force=True)
-
-    def __enter__(self) -> DockerHelper:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if exc is None:
-            self.remove()
-            return
-        # Already failing: a helper that will not go must not hide why.
-        with contextlib.suppress(LabError):
-            self.remove()
 
 
 class Lab:
@@ -656,17 +543,6 @@ class Lab:
 
     def unpause(self, service: str) -> None:
         self._act(service, "unpause")
-
-
-@contextlib.contextmanager
-def helper_removed_on_error(helper: DockerHelper) -> Iterator[None]:
-    """Remove ``helper`` when the block raises (then re-raise)."""
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(LabError):
-            helper.remove()
-        raise
 
 
 if TYPE_CHECKING:

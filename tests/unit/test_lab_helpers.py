@@ -4,7 +4,9 @@ the one Docker error boundary, and the shared iperf3 server."""
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from lab.errors import (
     LabError,
     NotReady,
 )
+from lab.helpers import single_file
 from lab.images import ImageSet
 from lab.interface import ExecResult
 from lab.iperf3 import SERVER_ROLE, client_argv, run_iperf3, server_argv
@@ -369,3 +372,37 @@ def test_the_shaping_rate_check_uses_the_shared_iperf3_with_its_own_port(fake_la
     assert started["argv"] == server_argv(shaping.iperf_port)
     ((_, argv, _),) = fake_lab.netkit_runs
     assert argv[argv.index("-t") + 1] == str(shaping.check_rate_seconds)
+
+
+# --- copying a file out of a container -------------------------------------------------------
+
+
+def tar_of(name: str, data: bytes | None) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo(name)
+        if data is None:
+            info.type = tarfile.DIRTYPE
+            archive.addfile(info)
+        else:
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_single_file_unpacks_the_one_regular_file() -> None:
+    assert single_file(tar_of("capture.pcap", b"\xd4\xc3\xb2\xa1"), what="x") == b"\xd4\xc3\xb2\xa1"
+
+
+@pytest.mark.parametrize(
+    ("archive", "message"),
+    [
+        pytest.param(tar_of("d", None), "x is not a regular file", id="a-directory"),
+        pytest.param(b"", "x: unreadable archive", id="empty"),
+        pytest.param(b"not a tar at all" * 64, "x: unreadable archive", id="garbage"),
+    ],
+)
+def test_single_file_refuses_anything_else_as_a_lab_error(archive: bytes, message: str) -> None:
+    with pytest.raises(LabError, match=message) as caught:
+        single_file(archive, what="x")
+    assert "\n" not in str(caught.value)
