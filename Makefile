@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 PROJECT ?= socketlab
 PYTEST_ARGS ?=
 
-.PHONY: help venv images lab-up lab-down lab-status test test-unit test-integration bench scenarios check fmt clean
+.PHONY: help venv images lab-up lab-down lab-status test test-unit test-integration bench scenarios check fmt settings-doc clean
 
 help:
 	@echo "make lab-up            build images if needed, start the lab, wait until healthy"
@@ -20,6 +20,7 @@ help:
 	@echo "make scenarios         run every scenario against the running lab (results/)"
 	@echo "make bench             benchmarks (reported against iperf3, not asserted)"
 	@echo "make check             ruff (lint + format check) and mypy --strict"
+	@echo "make settings-doc      rewrite the README's table of every SOCKETLAB_* setting"
 	@echo "make images            build (or reuse) the lab images"
 
 $(BIN)/lab: pyproject.toml
@@ -51,7 +52,7 @@ bench: venv
 	$(BIN)/pytest -m benchmark -s $(PYTEST_ARGS)
 
 test-unit: venv
-	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit -m "not benchmark" $(PYTEST_ARGS)
 
 test-integration: venv
 	$(BIN)/pytest tests/integration -m "integration and not benchmark" $(PYTEST_ARGS)
@@ -63,6 +64,9 @@ check: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+settings-doc: venv
+	$(BIN)/python -m lab.settings_doc
 
 fmt: venv
 	$(BIN)/ruff check --fix .

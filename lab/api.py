@@ -16,41 +16,72 @@ containers started outside Compose are cleaned up too.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import re
 import secrets
-import tarfile
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
-import docker.errors
-import requests.exceptions
 import yaml
 from docker import DockerClient
 
 from lab import engine
 from lab.compose import Compose, detect_compose_command
-from lab.errors import CommandTimeout, LabError, NotReady, ServiceNotFound
+from lab.config import LabConfig
+from lab.engine import docker_errors
+from lab.errors import (
+    CommandTimeout,
+    DockerNotFound,
+    LabError,
+    NotReady,
+    ServiceNotFound,
+    ServiceStopped,
+)
+from lab.helpers import (
+    PROJECT_LABEL,
+    ROLE_LABEL,
+    DockerHelper,
+    helper_removed_on_error,
+    helper_run_options,
+    single_file,
+)
 from lab.images import ImageSet, ensure_images
+from lab.interface import TIMEOUT_EXIT_CODE, ExecResult, ServiceStatus
+from lab.waiting import Stream, wait_for, wait_for_log
+
+if TYPE_CHECKING:
+    from lab import interface
+
+__all__ = [
+    "DEFAULT_PROJECT",
+    "NETKIT_LABEL",
+    "PROJECT_LABEL",
+    "ROLE_LABEL",
+    "TIMEOUT_EXIT_CODE",
+    "DockerHelper",
+    "ExecResult",
+    "Lab",
+    "ServiceStatus",
+    "find_repo_root",
+    "pickle_key",
+    "single_file",
+    "wrap_with_timeout",
+]
 
 log = logging.getLogger("lab")
 
-PROJECT_LABEL = "io.socketlab.project"
-ROLE_LABEL = "io.socketlab.role"
 NETKIT_LABEL = "io.socketlab.netkit-image"
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
 DEFAULT_PROJECT = "socketlab"
-PICKLE_KEY_ENV = "SOCKETLAB_PICKLE_KEY"
-TIMEOUT_EXIT_CODE = 124  # what coreutils `timeout` returns when it had to stop a command
 HEALTH_POLL = 0.5
+NETKIT_RUN_ROLE = "netkit-run"
+# How much longer than its command's own timeout we wait for a netkit helper to end.
+NETKIT_WAIT_GRACE = 30.0
 # Compose turns project names into resource names: keep them to what it accepts.
 PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -61,46 +92,11 @@ def _quiet(message: str) -> None:
     log.info("event=progress %s", message)
 
 
-@dataclass(frozen=True, kw_only=True)
-class ExecResult:
-    """What a command run in a container returned."""
-
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
-
-    @property
-    def timed_out(self) -> bool:
-        return self.exit_code == TIMEOUT_EXIT_CODE
-
-    def check(self, what: str = "command") -> ExecResult:
-        """Return self when the exit code is 0, else raise LabError with stderr."""
-        if not self.ok:
-            tail = " | ".join(self.stderr.strip().splitlines()[-5:])
-            raise LabError(f"{what} failed with exit code {self.exit_code}: {tail}")
-        return self
-
-
-@dataclass(frozen=True, kw_only=True)
-class ServiceStatus:
-    """One service's container as ``lab status`` shows it."""
-
-    service: str
-    state: str
-    health: str
-    ip: str
-    container: str
-    image: str
-
-
-def find_repo_root(start: Path | None = None) -> Path:
-    """The folder holding docker-compose.yml and services/ (env ``SOCKETLAB_ROOT`` wins)."""
-    if root := os.environ.get("SOCKETLAB_ROOT"):
-        return Path(root).resolve()
+def find_repo_root(start: Path | None = None, *, configured: Path | None = None) -> Path:
+    """The folder holding docker-compose.yml and services/ (``configured``,
+    from ``SOCKETLAB_ROOT``, wins)."""
+    if configured is not None:
+        return configured.resolve()
     candidates = [start or Path.cwd(), Path(__file__).resolve().parent]
     for candidate in candidates:
         for folder in [candidate.resolve(), *candidate.resolve().parents]:
@@ -112,16 +108,16 @@ def find_repo_root(start: Path | None = None) -> Path:
     )
 
 
-def pickle_key(repo_root: Path) -> str:
+def pickle_key(repo_root: Path, *, configured: str | None = None) -> str:
     """The HMAC key the signed-pickle demo's two ends share.
 
-    ``SOCKETLAB_PICKLE_KEY`` wins (set it empty to disable pickle altogether);
-    otherwise a random key made once per checkout in ``build/pickle-key``
-    (mode 0600), so the demo works in any lab started from here while the key
-    never appears in the repository and stays the same across ``lab up``
-    runs (a changed key would recreate every container).
+    ``configured`` (``SOCKETLAB_PICKLE_KEY``) wins; empty disables pickle
+    altogether. Otherwise a random key made once per checkout in
+    ``build/pickle-key`` (mode 0600), so the demo works in any lab started
+    from here while the key never appears in the repository and stays the
+    same across ``lab up`` runs (a changed key would recreate every container).
     """
-    if (configured := os.environ.get(PICKLE_KEY_ENV)) is not None:
+    if configured is not None:
         return configured
     path = repo_root / "build" / "pickle-key"
     if not path.is_file():
@@ -138,7 +134,12 @@ def wrap_with_timeout(argv: Sequence[str], timeout: float) -> list[str]:
 
 
 class Lab:
-    """A socketlab lab: one Compose project and the containers it runs."""
+    """A socketlab lab: one Compose project and the containers it runs.
+
+    Implements :class:`lab.interface.Lab`. ``config`` defaults to
+    ``LabConfig.from_env()``, read here once; ``project`` and ``repo_root``
+    win over it.
+    """
 
     def __init__(
         self,
@@ -146,13 +147,15 @@ class Lab:
         project: str | None = None,
         repo_root: Path | None = None,
         progress: Progress = _quiet,
+        config: LabConfig | None = None,
     ) -> None:
-        self.project = project or os.environ.get("SOCKETLAB_PROJECT") or DEFAULT_PROJECT
+        self.config = config if config is not None else LabConfig.from_env()
+        self.project = project or self.config.project or DEFAULT_PROJECT
         if not PROJECT_NAME.match(self.project):
             raise LabError(
                 f"project name {self.project!r} must be lowercase letters, digits, '-' or '_'"
             )
-        self.repo_root = repo_root or find_repo_root()
+        self.repo_root = repo_root or find_repo_root(configured=self.config.root)
         self.progress = progress
         self._images: ImageSet | None = None
 
@@ -160,13 +163,15 @@ class Lab:
 
     @cached_property
     def docker(self) -> DockerClient:
-        return engine.connect()
+        return engine.connect(host=self.config.docker_host)
 
     @cached_property
     def _exec_docker(self) -> DockerClient:
         # exec calls block for the whole command: their HTTP timeout must be long;
         # the command itself is bounded by coreutils `timeout` inside the container.
-        return engine.connect(lambda: docker.from_env(timeout=24 * 3600))
+        return engine.connect(
+            lambda: docker.from_env(timeout=24 * 3600), host=self.config.docker_host
+        )
 
     @cached_property
     def compose_file(self) -> Path:
@@ -179,7 +184,8 @@ class Lab:
         return list(spec["services"])
 
     def compose(self, images: ImageSet | None = None) -> Compose:
-        env = {"COMPOSE_PROJECT_NAME": self.project, PICKLE_KEY_ENV: pickle_key(self.repo_root)}
+        key = pickle_key(self.repo_root, configured=self.config.pickle_key)
+        env = {"COMPOSE_PROJECT_NAME": self.project, "SOCKETLAB_PICKLE_KEY": key}
         if images is not None:
             env |= {"SOCKETLAB_IMAGE": images.runtime, "SOCKETLAB_NETKIT_IMAGE": images.netkit}
         override = self.compose_file.with_name("docker-compose.override.yml")
@@ -187,7 +193,7 @@ class Lab:
             project=self.project,
             compose_file=self.compose_file,
             override_file=override if override.is_file() else None,
-            command=tuple(detect_compose_command(override=os.environ.get("SOCKETLAB_COMPOSE"))),
+            command=tuple(detect_compose_command(override=self.config.compose)),
             env=env,
         )
 
@@ -220,22 +226,25 @@ class Lab:
         removed = {"containers": 0, "networks": 0, "volumes": 0}
         filters = {"label": f"{PROJECT_LABEL}={self.project}"}
         compose_filters = {"label": f"{COMPOSE_PROJECT_LABEL}={self.project}"}
-        containers = {
-            c.id: c
-            for f in (filters, compose_filters)
-            for c in self.docker.containers.list(all=True, filters=f)
-        }
-        # NotFound means it is already gone, which is what we wanted.
+        with docker_errors(f"cannot list what lab {self.project!r} left"):
+            containers = {
+                c.id: c
+                for f in (filters, compose_filters)
+                for c in self.docker.containers.list(all=True, filters=f)
+            }
+            networks = self.docker.networks.list(filters=filters)
+            volumes = self.docker.volumes.list(filters=filters)
+        # Gone already is what we wanted.
         for container in containers.values():
-            with contextlib.suppress(docker.errors.NotFound):
+            with contextlib.suppress(DockerNotFound), docker_errors("removing a container"):
                 container.remove(force=True, v=True)
             removed["containers"] += 1
-        for network in self.docker.networks.list(filters=filters):
-            with contextlib.suppress(docker.errors.NotFound):
+        for network in networks:
+            with contextlib.suppress(DockerNotFound), docker_errors("removing a network"):
                 network.remove()
             removed["networks"] += 1
-        for volume in self.docker.volumes.list(filters=filters):
-            with contextlib.suppress(docker.errors.NotFound):
+        for volume in volumes:
+            with contextlib.suppress(DockerNotFound), docker_errors("removing a volume"):
                 volume.remove(force=True)
             removed["volumes"] += 1
         return removed
@@ -243,39 +252,49 @@ class Lab:
     def leftovers(self) -> dict[str, list[str]]:
         """Names of anything still labelled with this project (empty after ``down``)."""
         filters = {"label": f"{PROJECT_LABEL}={self.project}"}
-        return {
-            "containers": [c.name for c in self.docker.containers.list(all=True, filters=filters)],
-            "networks": [n.name for n in self.docker.networks.list(filters=filters)],
-            "volumes": [v.name for v in self.docker.volumes.list(filters=filters)],
-        }
+        with docker_errors(f"cannot list what lab {self.project!r} left"):
+            return {
+                "containers": [
+                    c.name for c in self.docker.containers.list(all=True, filters=filters)
+                ],
+                "networks": [n.name for n in self.docker.networks.list(filters=filters)],
+                "volumes": [v.name for v in self.docker.volumes.list(filters=filters)],
+            }
 
     def wait_healthy(self, *, timeout: float) -> None:
         """Poll until every service is running and healthy; NotReady at the deadline."""
-        deadline = time.monotonic() + timeout
-        while True:
-            rows = {row.service: row for row in self.status()}
-            waiting = [
+        waiting: list[str] = []
+        rows: dict[str, ServiceStatus] = {}
+
+        def all_healthy() -> bool:
+            rows.clear()
+            rows.update((row.service, row) for row in self.status())
+            waiting[:] = [
                 name
                 for name in self.services
                 if name not in rows
                 or (rows[name].state, rows[name].health) != ("running", "healthy")
             ]
-            if not waiting:
-                return
             dead = [n for n in waiting if n in rows and rows[n].state in {"exited", "dead"}]
             if dead:
-                raise NotReady(f"{', '.join(dead)} stopped: {self._last_log_line(dead[0])}")
-            if time.monotonic() >= deadline:
-                detail = ", ".join(
-                    f"{n} ({rows[n].state}/{rows[n].health})" if n in rows else f"{n} (missing)"
-                    for n in waiting
-                )
-                raise NotReady(f"not healthy after {timeout:.0f} s: {detail}")
-            time.sleep(HEALTH_POLL)  # polling interval of a deadline-bounded wait
+                # It will not get healthy by waiting: say why now.
+                raise ServiceStopped(f"{', '.join(dead)} stopped: {self._last_log_line(dead[0])}")
+            return not waiting
+
+        try:
+            wait_for(all_healthy, timeout=timeout, what="the lab", interval=HEALTH_POLL)
+        except ServiceStopped:
+            raise
+        except NotReady as exc:
+            detail = ", ".join(
+                f"{n} ({rows[n].state}/{rows[n].health})" if n in rows else f"{n} (missing)"
+                for n in waiting
+            )
+            raise NotReady(f"not healthy after {timeout:.0f} s: {detail}") from exc
 
     def _last_log_line(self, service: str) -> str:
         try:
-            lines = self.container(service).logs(tail=5).decode(errors="replace").splitlines()
+            lines = self.logs(service, tail=5).splitlines()
         except LabError:
             return "no logs"
         return lines[-1] if lines else "no logs"
@@ -283,16 +302,18 @@ class Lab:
     # ------------------------------------------------------------------ inspection
 
     def container(self, service: str) -> Any:
-        """The Docker SDK container of ``service`` in this project."""
-        found = self.docker.containers.list(
-            all=True,
-            filters={
-                "label": [
-                    f"{COMPOSE_PROJECT_LABEL}={self.project}",
-                    f"{COMPOSE_SERVICE_LABEL}={service}",
-                ]
-            },
-        )
+        """The Docker SDK container of ``service`` in this project (not part of the
+        :class:`~lab.interface.Lab` protocol: for callers that need Docker itself)."""
+        with docker_errors(f"cannot look up {service}"):
+            found = self.docker.containers.list(
+                all=True,
+                filters={
+                    "label": [
+                        f"{COMPOSE_PROJECT_LABEL}={self.project}",
+                        f"{COMPOSE_SERVICE_LABEL}={service}",
+                    ]
+                },
+            )
         if not found:
             raise ServiceNotFound(f"no container for service {service!r} in lab {self.project!r}")
         return found[0]
@@ -300,51 +321,137 @@ class Lab:
     def ip(self, service: str) -> str:
         """The service's IP address on the lab network."""
         container = self.container(service)
-        container.reload()
+        with docker_errors(f"cannot inspect {service}"):
+            container.reload()
         networks: Mapping[str, Any] = container.attrs["NetworkSettings"]["Networks"]
         for name, settings in networks.items():
             if name.endswith("_lab") and settings.get("IPAddress"):
                 return str(settings["IPAddress"])
         raise ServiceNotFound(f"{service} has no address on the lab network")
 
+    def state(self, service: str) -> str:
+        """Docker's state of the service's container now (running, paused, exited, ...)."""
+        container = self.container(service)
+        with docker_errors(f"cannot inspect {service}"):
+            container.reload()
+        return str(container.status)
+
+    def started_at(self, service: str) -> str:
+        """When the service's container last started, as Docker reports it."""
+        return str(self.container(service).attrs["State"].get("StartedAt", ""))
+
     def status(self) -> list[ServiceStatus]:
         """One row per service container of this project."""
         rows = []
-        containers = self.docker.containers.list(
-            all=True, filters={"label": f"{COMPOSE_PROJECT_LABEL}={self.project}"}
-        )
-        for container in containers:
-            state = container.attrs["State"]
-            networks = container.attrs["NetworkSettings"]["Networks"]
-            ip = next((s.get("IPAddress") for n, s in networks.items() if n.endswith("_lab")), "")
-            rows.append(
-                ServiceStatus(
-                    service=container.labels.get(COMPOSE_SERVICE_LABEL, container.name),
-                    state=state.get("Status", "?"),
-                    health=state.get("Health", {}).get("Status", "none"),
-                    ip=ip or "-",
-                    container=container.short_id,
-                    image=(container.image.tags or [container.image.short_id])[0],
-                )
+        with docker_errors(f"cannot read the status of lab {self.project!r}"):
+            containers = self.docker.containers.list(
+                all=True, filters={"label": f"{COMPOSE_PROJECT_LABEL}={self.project}"}
             )
+            for container in containers:
+                state = container.attrs["State"]
+                networks = container.attrs["NetworkSettings"]["Networks"]
+                ip = next(
+                    (s.get("IPAddress") for n, s in networks.items() if n.endswith("_lab")), ""
+                )
+                rows.append(
+                    ServiceStatus(
+                        service=container.labels.get(COMPOSE_SERVICE_LABEL, container.name),
+                        state=state.get("Status", "?"),
+                        health=state.get("Health", {}).get("Status", "none"),
+                        ip=ip or "-",
+                        container=container.short_id,
+                        image=(container.image.tags or [container.image.short_id])[0],
+                    )
+                )
         order = {name: index for index, name in enumerate(self.services)}
         return sorted(rows, key=lambda row: order.get(row.service, len(order)))
 
-    def logs(self, service: str, *, tail: int | None = None) -> str:
-        kwargs: dict[str, Any] = {"tail": tail} if tail is not None else {}
-        return str(self.container(service).logs(**kwargs).decode(errors="replace"))
+    def logs(
+        self,
+        service: str,
+        *,
+        tail: int | None = None,
+        since: float | None = None,
+        stream: Stream = "both",
+    ) -> str:
+        """The service's logs (``since``: a Unix time; ``stream``: stdout, stderr or both)."""
+        kwargs: dict[str, Any] = {"stdout": stream != "stderr", "stderr": stream != "stdout"}
+        if tail is not None:
+            kwargs["tail"] = tail
+        if since is not None:
+            kwargs["since"] = since
+        container = self.container(service)
+        with docker_errors(f"cannot read logs of {service}"):
+            raw = container.logs(**kwargs)
+        return bytes(raw).decode(errors="replace")
+
+    def engine_version(self) -> str:
+        """The Docker engine's version."""
+        with docker_errors("cannot ask Docker for its version"):
+            return str(self.docker.version().get("Version", "?"))
 
     @property
     def netkit_image(self) -> str:
         """The netkit image this lab was started with (recorded on the lab network)."""
         if self._images is not None:
             return self._images.netkit
-        networks = self.docker.networks.list(filters={"label": f"{PROJECT_LABEL}={self.project}"})
+        with docker_errors(f"cannot list the networks of lab {self.project!r}"):
+            networks = self.docker.networks.list(
+                filters={"label": f"{PROJECT_LABEL}={self.project}"}
+            )
         for network in networks:
             image = network.attrs.get("Labels", {}).get(NETKIT_LABEL)
             if image:
                 return str(image)
         return self.build().netkit
+
+    # ------------------------------------------------------------------ helpers
+
+    def start_helper(
+        self,
+        service: str,
+        argv: Sequence[str],
+        *,
+        role: str,
+        caps: Sequence[str] = (),
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        ready: str | None = None,
+        ready_stream: Stream = "both",
+        ready_timeout: float = 30.0,
+    ) -> DockerHelper:
+        """Start ``argv`` in a netkit helper joined to ``service``'s network namespace.
+
+        The one place a helper container is started: the netkit image (only
+        helpers get ``caps`` such as NET_ADMIN, the services never do), the
+        project and ``role`` labels on top of ``labels`` (so ``lab down`` and
+        :meth:`helpers` find it), and, with ``ready``, a wait until it runs and
+        logs that text; a helper that does not get ready is removed before
+        :class:`~lab.errors.HelperNotReady` is raised.
+        """
+        options = helper_run_options(
+            project=self.project,
+            role=role,
+            target_id=self.container(service).id,
+            caps=caps,
+            name=name,
+            labels=labels,
+        )
+        with docker_errors(f"cannot start a {role} helper in {service}"):
+            helper = DockerHelper(
+                self.docker.containers.run(self.netkit_image, list(argv), **options)
+            )
+        if ready is not None:
+            with helper_removed_on_error(helper):
+                wait_for_log(helper, ready, timeout=ready_timeout, stream=ready_stream)
+        return helper
+
+    def helpers(self, role: str) -> list[DockerHelper]:
+        """This lab's helpers of ``role``, running or not."""
+        labels = [f"{PROJECT_LABEL}={self.project}", f"{ROLE_LABEL}={role}"]
+        with docker_errors(f"cannot list the {role} helpers of lab {self.project!r}"):
+            found = self.docker.containers.list(all=True, filters={"label": labels})
+        return [DockerHelper(container) for container in found]
 
     # ------------------------------------------------------------------ actions
 
@@ -358,14 +465,13 @@ class Lab:
         env: Mapping[str, str] | None = None,
     ) -> ExecResult:
         """Run ``argv`` in the service's container; bounded by ``timeout`` seconds."""
-        container = self._exec_docker.containers.get(self.container(service).id)
+        target = self.container(service).id
         kwargs: dict[str, Any] = {"demux": True, "environment": dict(env or {})}
         if user is not None:
             kwargs["user"] = user
-        try:
+        with docker_errors(f"exec in {service} failed"):
+            container = self._exec_docker.containers.get(target)
             exit_code, (out, err) = container.exec_run(wrap_with_timeout(argv, timeout), **kwargs)
-        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
-            raise LabError(f"exec in {service} failed: {exc}") from exc
         return ExecResult(
             exit_code=int(exit_code),
             stdout=(out or b"").decode(errors="replace"),
@@ -386,40 +492,27 @@ class Lab:
         exactly the service's network. Only with ``net_admin`` does it get
         ``NET_ADMIN``; the service container itself never does.
         """
-        target = self.container(service)
         caps = ["NET_ADMIN", "NET_RAW"] if net_admin else ["NET_RAW"]
-        helper = self.docker.containers.run(
-            self.netkit_image,
-            wrap_with_timeout(argv, timeout),
-            network_mode=f"container:{target.id}",
-            cap_add=caps,
-            labels={PROJECT_LABEL: self.project, ROLE_LABEL: "netkit-run"},
-            detach=True,
-        )
-        try:
-            result = helper.wait(timeout=timeout + 30)
-            out = helper.logs(stdout=True, stderr=False).decode(errors="replace")
-            err = helper.logs(stdout=False, stderr=True).decode(errors="replace")
-        except requests.exceptions.RequestException as exc:
-            raise CommandTimeout(f"netkit command in {service} did not finish: {exc}") from exc
-        finally:
-            with contextlib.suppress(docker.errors.NotFound):
-                helper.remove(force=True)
-        return ExecResult(exit_code=int(result["StatusCode"]), stdout=out, stderr=err)
+        argv = wrap_with_timeout(argv, timeout)
+        with self.start_helper(service, argv, role=NETKIT_RUN_ROLE, caps=caps) as helper:
+            try:
+                exit_code = helper.wait(timeout=timeout + NETKIT_WAIT_GRACE)
+            except CommandTimeout as exc:
+                raise CommandTimeout(f"netkit command in {service} did not finish: {exc}") from exc
+            out = helper.logs(stdout=True, stderr=False)
+            err = helper.logs(stdout=False, stderr=True)
+        return ExecResult(exit_code=exit_code, stdout=out, stderr=err)
 
     def read_file(self, service: str, path: str) -> bytes:
         """Read one (small) file out of a service container."""
+        container = self.container(service)
         try:
-            chunks, _ = self.container(service).get_archive(path)
-        except docker.errors.NotFound as exc:
-            raise LabError(f"{service}:{path} does not exist") from exc
-        with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
-            member = archive.next()
-            if member is None or not member.isfile():
-                raise LabError(f"{service}:{path} is not a regular file")
-            extracted = archive.extractfile(member)
-            assert extracted is not None  # noqa: S101 - isfile() guarantees it
-            return extracted.read()
+            with docker_errors(f"cannot copy {service}:{path}"):
+                chunks, _ = container.get_archive(path)
+                data = b"".join(chunks)
+        except DockerNotFound as exc:
+            raise DockerNotFound(f"{service}:{path} does not exist") from exc
+        return single_file(data, what=f"{service}:{path}")
 
     def file_sha256(self, service: str, path: str, *, timeout: float = 300.0) -> str:
         """SHA-256 of a file inside a service container, computed there (any size)."""
@@ -429,10 +522,9 @@ class Lab:
         return result.stdout.split()[0]
 
     def _act(self, service: str, action: str) -> None:
-        try:
-            getattr(self.container(service), action)()
-        except docker.errors.APIError as exc:
-            raise LabError(f"cannot {action} {service}: {exc.explanation or exc}") from exc
+        container = self.container(service)
+        with docker_errors(f"cannot {action} {service}"):
+            getattr(container, action)()
 
     def stop(self, service: str) -> None:
         self._act(service, "stop")
@@ -451,3 +543,12 @@ class Lab:
 
     def unpause(self, service: str) -> None:
         self._act(service, "unpause")
+
+
+if TYPE_CHECKING:
+    # mypy proves the Docker implementation has the shape the runners depend on.
+    def _is_a_lab(lab: Lab) -> interface.Lab:
+        return lab
+
+    def _is_a_helper(helper: DockerHelper) -> interface.HelperContainer:
+        return helper

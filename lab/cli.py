@@ -1,10 +1,15 @@
 """``lab`` (also ``python -m lab``): the socketlab controller CLI.
 
 Lifecycle commands live here; other command groups (shaping, scenarios,
-benchmarks) live next to their code and register themselves through
-``COMMAND_MODULES`` (each module has ``register(subparsers) -> None``).
+benchmarks, feeds) live next to their code and register themselves through
+``COMMAND_MODULES`` (each module has ``register(subparsers) -> None``). They
+print through :mod:`lab.console` and build their lab with
+:func:`lab.commands.make_lab`; none imports this module.
 
-Exit codes: 0 success, 1 a lab error (one line on stderr), 2 bad usage.
+The settings (:class:`lab.config.LabConfig`) are read once, here, before the
+parser is built, so a bad ``SOCKETLAB_*`` value fails every command, ``--help``
+included, with one line. Exit codes: 0 success, 1 a lab error or a failed
+check (one line on stderr), 2 bad usage or a bad setting, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,49 +17,22 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from lab import __version__
 from lab.api import Lab
+from lab.commands import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, make_lab
+from lab.config import LabConfig
+from lab.console import err_console, out_console, print_error, print_rows, progress_printer
 from lab.errors import LabError
 from lab.images import prune_images
 from lab.shaping import link_rows, link_status
+from socketlab.errors import ConfigError
 
 # Modules adding subcommands: each defines register(subparsers) -> None.
 COMMAND_MODULES: list[str] = ["lab.shaping.cli", "lab.scenario.cli", "lab.bench.cli", "lab.feeds"]
-
-
-# emoji off: ":x:" in /etc/passwd lines must not become a cross mark
-err_console = Console(stderr=True, emoji=False, highlight=False)
-# Piped output (CI logs, tests) gets a wide fixed width so IPs are never cut.
-out_console = Console(emoji=False, highlight=False, width=None if sys.stdout.isatty() else 160)
-
-
-def progress_printer(message: str) -> None:
-    err_console.print(f"• {message}", markup=False)
-
-
-def make_lab(args: argparse.Namespace) -> Lab:
-    return Lab(project=args.project, progress=progress_printer)
-
-
-def print_rows(title: str, rows: Sequence[dict[str, str]]) -> None:
-    """Print rows (dicts with the same keys) as a table."""
-    if not rows:
-        out_console.print(f"{title}: none")
-        return
-    table = Table(title=title, title_justify="left")
-    for column in rows[0]:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(str(value) for value in row.values()))
-    out_console.print(table)
 
 
 def print_status(lab: Lab) -> None:
@@ -77,7 +55,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     lab = make_lab(args)
     lab.up(timeout=args.timeout)
     print_status(lab)
-    return 0
+    return EXIT_OK
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -86,7 +64,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         f"removed {removed['containers']} containers, {removed['networks']} networks, "
         f"{removed['volumes']} volumes left by label"
     )
-    return 0
+    return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -96,7 +74,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     unhealthy = [s for s in services if (s.state, s.health) != ("running", "healthy")]
     # A link whose shaping is not what was asked (dead helper, orphan rules) is unhealthy too.
     broken_links = [link for link in link_status(lab) if not link.healthy]
-    return 1 if unhealthy or broken_links or not services else 0
+    return EXIT_FAILURE if unhealthy or broken_links or not services else EXIT_OK
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -105,7 +83,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         text = lab.logs(service, tail=args.tail)
         for line in text.splitlines():
             sys.stdout.write(f"{service:>12} | {line}\n")
-    return 0
+    return EXIT_OK
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -115,17 +93,21 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.prune:
         removed = prune_images(lab.docker, images, progress_printer)
         out_console.print(f"pruned {len(removed)} images of earlier sources")
-    return 0
+    return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(config: LabConfig | None = None) -> argparse.ArgumentParser:
+    """The ``lab`` parser; ``config`` (default: the built-in defaults, not the
+    environment) gives ``-p`` its default and reaches every command as ``args.config``."""
+    config = config if config is not None else LabConfig()
     parser = argparse.ArgumentParser(prog="lab", description="socketlab controller")
+    parser.set_defaults(config=config)
     parser.add_argument("--version", action="version", version=f"lab {__version__}")
     parser.add_argument(
         "-p",
         "--project",
-        default=os.environ.get("SOCKETLAB_PROJECT", "socketlab"),
-        help="Compose project name (env SOCKETLAB_PROJECT; default socketlab)",
+        default=config.project,
+        help=f"Compose project name (env SOCKETLAB_PROJECT; default {config.project})",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log controller events")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -153,8 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        config = LabConfig.from_env()
+    except ConfigError as exc:
+        # One plain line (no console wrapping), before anything else runs.
+        sys.stderr.write(f"lab: {exc}\n")
+        return EXIT_USAGE
+    args = build_parser(config).parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         stream=sys.stderr,
@@ -163,9 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.func(args)
     except LabError as exc:
-        err_console.print(f"lab: error: {exc}", markup=False, style="bold red")
-        return 1
+        print_error(str(exc))
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         err_console.print("lab: interrupted")
-        return 130
+        return EXIT_INTERRUPTED
     return result

@@ -5,9 +5,13 @@ the CLI turns it into a one-line message and a non-zero exit code::
 
     LabError
     ├── DockerUnavailable       no Docker engine answers
+    ├── DockerError             a Docker API call failed (translated in lab.engine only)
+    │   └── DockerNotFound      the container, network or volume is gone
     ├── ComposeError            the Compose CLI is missing or a compose command failed
     ├── ImageBuildError         base image, wheels or image build failed
     ├── NotReady                a service did not become healthy before its deadline
+    │   ├── ServiceStopped      a service exited while the lab waited for it to be healthy
+    │   └── HelperNotReady      a helper container exited, or did not log what it should, in time
     ├── ServiceNotFound         no running container for a service in this project
     ├── CommandTimeout          a command in a container ran past its timeout
     ├── ShapingError            lab.shaping (defined there: SpecError, SelfCheckFailed)
@@ -18,8 +22,11 @@ the CLI turns it into a one-line message and a non-zero exit code::
 A scenario check that does not hold is a result (reported, exit code 1), not
 an exception.
 
-Lower-layer errors (docker SDK, subprocess) are translated where they happen,
-keeping the cause with ``raise ... from exc``.
+Lower-layer errors are translated in one place each, keeping the cause with
+``raise ... from exc``: Docker SDK and HTTP errors in :func:`lab.engine.docker_errors`,
+the Compose CLI's in :meth:`lab.compose.Compose.run`. A bad setting is a
+:class:`socketlab.errors.ConfigError` (not a LabError: the settings layer is
+shared with the containers); ``lab.cli`` turns it into one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -51,3 +58,32 @@ class ServiceNotFound(LabError):
 
 class CommandTimeout(LabError):
     """A command run in a container did not finish before its timeout."""
+
+
+class DockerError(LabError):
+    """A Docker API call failed (the SDK's error is the cause)."""
+
+
+class DockerNotFound(DockerError):
+    """The container, network or volume a Docker call named no longer exists."""
+
+
+class ServiceStopped(NotReady):
+    """A service the lab waits for has exited: waiting longer cannot help."""
+
+
+class HelperNotReady(NotReady):
+    """A helper container exited, or did not log what it should before its deadline.
+
+    ``exited`` tells the two apart; ``output`` is what the helper had logged.
+    """
+
+    def __init__(self, message: str, *, exited: bool, output: str) -> None:
+        super().__init__(message)
+        self.exited = exited
+        self.output = output
+
+    @property
+    def last_line(self) -> str:
+        lines = self.output.strip().splitlines()
+        return lines[-1] if lines else "no output"

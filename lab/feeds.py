@@ -11,7 +11,8 @@ import argparse
 import sys
 from typing import Any
 
-from lab.api import Lab
+from lab.commands import make_lab
+from lab.interface import Lab
 
 FEED_COMMAND_TIMEOUT = 30.0
 
@@ -24,23 +25,19 @@ def run_feed_command(lab: Lab, argv: list[str]) -> int:
     return result.exit_code
 
 
-def _lab(args: argparse.Namespace) -> Lab:
-    return Lab(project=args.project)
-
-
 def cmd_publish(args: argparse.Namespace) -> int:
     argv = ["publish", "--feed", args.feed, "--title", args.title, "--summary", args.summary]
-    return run_feed_command(_lab(args), argv)
+    return run_feed_command(make_lab(args), argv)
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
     return run_feed_command(
-        _lab(args), ["schedule", "--feed", args.feed, "--every", str(args.every)]
+        make_lab(args), ["schedule", "--feed", args.feed, "--every", str(args.every)]
     )
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    return run_feed_command(_lab(args), ["stats"])
+    return run_feed_command(make_lab(args), ["stats"])
 
 
 def register(subparsers: Any) -> None:

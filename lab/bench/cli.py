@@ -11,32 +11,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from lab.bench.errors import GridError
+from lab.commands import EXIT_OK, make_lab
+from lab.console import out_console, print_figures, progress_printer
 
 DEFAULT_RESULTS = Path("results")
 
 
-def print_table(title: str, rows: Sequence[Mapping[str, str]]) -> None:
-    """Rows as a table; the first column never wraps, figures are right-aligned."""
-    from rich.table import Table  # noqa: PLC0415
-
-    from lab.cli import out_console  # noqa: PLC0415
-
-    table = Table(title=title, title_justify="left")
-    for index, column in enumerate(rows[0] if rows else {}):
-        table.add_column(column, no_wrap=index == 0, justify="left" if index == 0 else "right")
-    for row in rows:
-        table.add_row(*row.values())
-    out_console.print(table)
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     from lab.bench.runner import BenchOptions, run_bench  # noqa: PLC0415 - keep --help fast
-    from lab.cli import make_lab, out_console, progress_printer  # noqa: PLC0415
     from lab.shaping.spec import LinkSpec  # noqa: PLC0415
 
     options = BenchOptions.short() if args.quick else BenchOptions.full()
@@ -46,20 +32,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         options = dataclasses.replace(options, conditions=conditions)
     report = run_bench(make_lab(args), options, progress=progress_printer)
     for run in report.runs:
-        print_table(run.title, run.rows())
+        print_figures(run.title, run.rows())
     out_console.print("ratios are against iperf3 on the same link in this run", markup=False)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
         out_console.print(f"json: {args.json}", markup=False)
-    return 0
+    return EXIT_OK
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from lab.bench.grid import Grid  # noqa: PLC0415
     from lab.bench.report import write_sweep  # noqa: PLC0415
     from lab.bench.runner import SWEEP_SCENARIOS, SweepOptions, run_sweep  # noqa: PLC0415
-    from lab.cli import make_lab, out_console, progress_printer  # noqa: PLC0415
 
     parser: argparse.ArgumentParser = args.sweep_parser
     if args.scenario not in SWEEP_SCENARIOS:
@@ -82,10 +67,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         check=args.check,
     )
     result = run_sweep(make_lab(args), args.scenario, grid, options, progress=progress_printer)
-    print_table(f"lab sweep {args.scenario} ({result.link})", result.rows())
+    print_figures(f"lab sweep {args.scenario} ({result.link})", result.rows())
     for path in write_sweep(result, out):
         out_console.print(f"wrote {path}", markup=False)
-    return 0
+    return EXIT_OK
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -17,6 +17,7 @@ and client -> udp-listener) and remove that shaping afterwards.
 ``run_sweep`` runs the ``tcp-vs-udp`` scenario at every point of a grid,
 shaping client -> udp-listener, measuring the RTT, and yields a SweepResult.
 Both refuse to start while the lab has shaping in force they did not make.
+Ports and timeouts come from ``lab.config.bench`` (:class:`lab.config.BenchConfig`).
 """
 
 from __future__ import annotations
@@ -30,15 +31,13 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-import docker.errors
 import matplotlib
-import requests.exceptions
 
 import lab
 import socketlab
-from lab.api import PROJECT_LABEL, ROLE_LABEL, ExecResult
+from lab import iperf3 as iperf3_tool
 from lab.bench.errors import BenchError
 from lab.bench.grid import Grid, GridPoint
 from lab.bench.records import (
@@ -52,22 +51,13 @@ from lab.bench.records import (
 )
 from lab.bench.throughput import DEFAULT_MSS
 from lab.errors import LabError
+from lab.interface import ExecResult, Lab
 from lab.shaping import LinkSpec, link_status, measure_rtt, shape, unshape
-from socketlab.config import env_float, env_int
 from socketlab.naive import NAIVE_PORT
-
-if TYPE_CHECKING:
-    from lab.api import Lab
 
 Progress = Callable[[str], None]
 
 DATA_ROOT: Final = "/srv/socketlab/data"
-# Not the shaping self-check's 5201: a bench may run while someone checks a link.
-IPERF_PORT: Final = env_int("SOCKETLAB_BENCH_IPERF_PORT", 5202)
-READY_TIMEOUT: Final = env_float("SOCKETLAB_BENCH_READY_TIMEOUT", 20.0)
-STEP_TIMEOUT: Final = env_float("SOCKETLAB_BENCH_STEP_TIMEOUT", 300.0)
-RTT_PINGS: Final = env_int("SOCKETLAB_BENCH_RTT_PINGS", 10)
-POLL: Final = 0.1
 
 # A file made of socketlab.sampledata's deterministic blocks, written atomically.
 _MAKE_FILE: Final = """
@@ -100,8 +90,8 @@ def versions(lab_: Lab, *, iperf3: str | None = None) -> dict[str, str]:
         "matplotlib": matplotlib.__version__,
         "kernel": platform.release(),
     }
-    with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
-        found["docker engine"] = str(lab_.docker.version().get("Version", "?"))
+    with contextlib.suppress(LabError):
+        found["docker engine"] = lab_.engine_version()
     if iperf3:
         found["iperf3"] = iperf3
     return found
@@ -163,40 +153,24 @@ def parse_iperf3_json(text: str) -> dict[str, Any]:
     return report
 
 
-@contextlib.contextmanager
-def iperf3_server(lab_: Lab, service: str, *, port: int = IPERF_PORT) -> Iterator[None]:
-    """``iperf3 -s -1`` in a netkit helper joined to ``service``; ready when it listens."""
-    try:
-        server = lab_.docker.containers.run(
-            lab_.netkit_image,
-            ["iperf3", "-s", "-1", "--forceflush", "-p", str(port)],
-            network_mode=f"container:{lab_.container(service).id}",
-            labels={PROJECT_LABEL: lab_.project, ROLE_LABEL: "netkit-run"},
-            detach=True,
-        )
-    except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
-        raise BenchError(f"cannot start the iperf3 server in {service}: {exc}") from exc
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while b"listening" not in server.logs():
-            server.reload()
-            if server.status == "exited" or time.monotonic() >= deadline:
-                log = server.logs().decode(errors="replace").strip()[-300:]
-                raise BenchError(f"iperf3 server in {service} did not start listening: {log!r}")
-            time.sleep(POLL)  # polling interval of a deadline-bounded wait
-        yield
-    finally:
-        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-            server.remove(force=True)
-
-
 def iperf3(
     lab_: Lab, *, server: str, client: str, args: Sequence[str], timeout: float
 ) -> dict[str, Any]:
-    """Run an iperf3 client in ``client``'s namespace against ``server``; the JSON report."""
-    with iperf3_server(lab_, server):
-        argv = ["iperf3", "-c", lab_.ip(server), "-p", str(IPERF_PORT), "-J", *args]
-        result = lab_.netkit_run(client, argv, timeout=timeout)
+    """Run an iperf3 client in ``client``'s namespace against ``server``; the JSON report.
+
+    The port is the configured ``SOCKETLAB_BENCH_IPERF_PORT``: not the shaping
+    self-check's, so a bench may run while someone checks a link.
+    """
+    config = lab_.config.bench
+    result = iperf3_tool.run_iperf3(
+        lab_,
+        server=server,
+        client=client,
+        port=config.iperf_port,
+        args=args,
+        timeout=timeout,
+        ready_timeout=config.ready_timeout,
+    )
     report = parse_iperf3_json(result.stdout)
     if not result.ok:
         raise BenchError(f"iperf3 exited with {result.exit_code}: {result.stderr.strip()[-300:]}")
@@ -264,9 +238,8 @@ def ensure_bench_file(lab_: Lab, size: int, *, progress: Progress = _quiet) -> t
     """A ``size``-byte file in the server's data root; returns (name, sha256)."""
     name = f"bench-{size}.bin"
     progress(f"preparing {name} on the server")
-    lab_.exec("server", ["python3", "-c", _MAKE_FILE, str(size), name], timeout=STEP_TIMEOUT).check(
-        f"creating {name}"
-    )
+    argv = ["python3", "-c", _MAKE_FILE, str(size), name]
+    lab_.exec("server", argv, timeout=lab_.config.bench.step_timeout).check(f"creating {name}")
     return name, lab_.file_sha256("server", f"{DATA_ROOT}/{name}")
 
 
@@ -286,7 +259,7 @@ def fetch(lab_: Lab, name: str, sha256: str) -> Measurement:
     """Our verified transfer: ``socketlab client fetch``, first content byte to verified file."""
     with scratch_dir(lab_, "client") as dest:
         argv = ["socketlab", "client", "fetch", name, "--dest", dest, "--quiet", "--json"]
-        result = lab_.exec("client", argv, timeout=STEP_TIMEOUT).check("fetch")
+        result = lab_.exec("client", argv, timeout=lab_.config.bench.step_timeout).check("fetch")
     report = last_json(result.stdout, what="fetch")
     moved = int(report["size"]) - int(report["resumed_from"])
     seconds = float(report["transfer_seconds"])
@@ -305,13 +278,14 @@ def fetch(lab_: Lab, name: str, sha256: str) -> Measurement:
 
 def naive(lab_: Lab, name: str, sha256: str, size: int) -> Measurement:
     """The teaching baseline: ``naive-transfer send`` on the server, ``receive`` on the client."""
+    config = lab_.config.bench
     outcome: dict[str, ExecResult | BaseException] = {}
 
     def serve() -> None:
         argv = ["socketlab", "naive-transfer", "send", f"{DATA_ROOT}/{name}",
-                "--port", str(NAIVE_PORT), "--accept-timeout", f"{READY_TIMEOUT + 30:g}"]  # fmt: skip
+                "--port", str(NAIVE_PORT), "--accept-timeout", f"{config.ready_timeout + 30:g}"]  # fmt: skip
         try:
-            outcome["send"] = lab_.exec("server", argv, timeout=STEP_TIMEOUT)
+            outcome["send"] = lab_.exec("server", argv, timeout=config.step_timeout)
         except LabError as exc:  # reported by the caller's thread below
             outcome["send"] = exc
 
@@ -321,10 +295,10 @@ def naive(lab_: Lab, name: str, sha256: str, size: int) -> Measurement:
         with scratch_dir(lab_, "client") as dest:
             argv = ["socketlab", "naive-transfer", "receive", f"{dest}/{name}",
                     "--host", "server", "--port", str(NAIVE_PORT),
-                    "--connect-deadline", f"{READY_TIMEOUT:g}", "--json"]  # fmt: skip
-            received = lab_.exec("client", argv, timeout=STEP_TIMEOUT)
+                    "--connect-deadline", f"{config.ready_timeout:g}", "--json"]  # fmt: skip
+            received = lab_.exec("client", argv, timeout=config.step_timeout)
     finally:
-        sender.join(timeout=STEP_TIMEOUT + 30)
+        sender.join(timeout=config.step_timeout + 30)
     sent = outcome.get("send")
     if isinstance(sent, BaseException):
         raise BenchError(f"naive sender failed: {sent}") from sent
@@ -345,9 +319,11 @@ def naive(lab_: Lab, name: str, sha256: str, size: int) -> Measurement:
 
 
 def tcp_vs_udp(
-    lab_: Lab, *, total: int, size: int, rate: float, timeout: float = STEP_TIMEOUT
+    lab_: Lab, *, total: int, size: int, rate: float, timeout: float | None = None
 ) -> dict[str, dict[str, Any]]:
-    """``socketlab tcp-vs-udp --json`` in the client: protocol -> its row."""
+    """``socketlab tcp-vs-udp --json`` in the client: protocol -> its row
+    (``timeout`` defaults to the configured step timeout)."""
+    timeout = lab_.config.bench.step_timeout if timeout is None else timeout
     argv = ["socketlab", "tcp-vs-udp", "--json", "--bytes", str(total),
             "--size", str(size), "--rate", f"{rate:g}"]  # fmt: skip
     env = {"SOCKETLAB_TRANSFER_TIMEOUT": f"{timeout:g}"}
@@ -445,7 +421,7 @@ def shaped(
 
 
 def _rtt(lab_: Lab, source: str, dest: str) -> float | None:
-    return measure_rtt(lab_, source, dest, count=RTT_PINGS).rtt_avg
+    return measure_rtt(lab_, source, dest, count=lab_.config.bench.rtt_pings).rtt_avg
 
 
 def bench_condition(
@@ -526,7 +502,7 @@ class SweepOptions:
     datagram_size: int = 1200
     datagram_rate: float = 2000
     mss: int = DEFAULT_MSS
-    point_timeout: float = STEP_TIMEOUT
+    point_timeout: float | None = None  # None: the configured step timeout
     check: bool = False  # run the shaping self-check at every shaped point
 
 

@@ -17,33 +17,22 @@ new namespace: its capture ends there.
 from __future__ import annotations
 
 import contextlib
-import io
-import tarfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Final
+from typing import Final
 
-import docker.errors
-import requests.exceptions
-
-from lab.api import PROJECT_LABEL, ROLE_LABEL, Lab
-from lab.errors import LabError
+from lab.errors import HelperNotReady, LabError
+from lab.interface import HelperContainer, Lab
 from lab.scenario.plan import Scenario
 from lab.scenario.report import PcapRecord
-from socketlab.config import env_float, env_int
 
 CAPTURE_ROLE: Final = "capture"
+CAPTURE_CAPS: Final = ("NET_RAW", "NET_ADMIN")
 DEFAULT_SERVICE: Final = "client"
 HELPER_PATH: Final = "/tmp/capture.pcap"  # noqa: S108 - inside the helper's own filesystem
-# Bytes kept per packet: headers and the start of the payload, not whole bulk transfers.
-SNAPLEN = env_int("SOCKETLAB_CAPTURE_SNAPLEN", 256)
-START_TIMEOUT = env_float("SOCKETLAB_CAPTURE_START_TIMEOUT", 30.0)
-STOP_TIMEOUT = env_float("SOCKETLAB_CAPTURE_STOP_TIMEOUT", 20.0)
-# A helper that is never stopped (the controller died) ends by itself after this.
-MAX_SECONDS = env_float("SOCKETLAB_CAPTURE_MAX_SECONDS", 3600.0)
-POLL = 0.2
+# What tcpdump prints on stderr once it captures.
+LISTENING: Final = "listening on"
 # pcap magic numbers (microsecond / nanosecond resolution, either byte order)
 PCAP_MAGICS: Final = frozenset(
     {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"}
@@ -81,11 +70,10 @@ def capture_targets(
     return targets or [CaptureTarget(service=default_service)]
 
 
-def tcpdump_argv(
-    *, peer_ip: str | None, path: str = HELPER_PATH, snaplen: int = SNAPLEN
-) -> list[str]:
+def tcpdump_argv(*, peer_ip: str | None, snaplen: int, path: str = HELPER_PATH) -> list[str]:
     """``tcpdump`` writing a pcap: every interface of the namespace, numeric, as root
-    (``-Z root``: no privilege drop that could not write ``path``).
+    (``-Z root``: no privilege drop that could not write ``path``), ``snaplen``
+    bytes of each packet (headers and the start of the payload, not whole transfers).
 
     ``--immediate-mode``: without it the kernel hands packets over in blocks (up to
     1 s late), and the packets of a short scenario's last second are still in an
@@ -103,26 +91,18 @@ def is_pcap(head: bytes) -> bool:
     return head[:4] in PCAP_MAGICS
 
 
-def pcap_from_archive(archive_bytes: bytes) -> bytes:
-    """The single regular file inside a ``get_archive`` tar stream."""
-    with tarfile.open(fileobj=io.BytesIO(archive_bytes)) as archive:
-        member = archive.next()
-        if member is None or not member.isfile():
-            raise CaptureError("the capture archive holds no regular file")
-        extracted = archive.extractfile(member)
-        if extracted is None:  # pragma: no cover - isfile() rules it out
-            raise CaptureError("the capture archive holds no regular file")
-        return extracted.read()
-
-
 class Capturer:
-    """Runs one tcpdump helper per target for the length of a scenario."""
+    """Runs one tcpdump helper per target for the length of a scenario.
+
+    Settings come from ``lab.config.capture`` (:class:`lab.config.CaptureConfig`).
+    """
 
     def __init__(self, lab: Lab, *, folder: Path, prefix: str) -> None:
         self.lab = lab
+        self.config = lab.config.capture
         self.folder = folder  # results/<run-id>; pcaps go to folder/pcap/
         self.prefix = prefix  # the scenario's name: one run folder holds many scenarios
-        self.helpers: list[tuple[CaptureTarget, Any]] = []
+        self.helpers: list[tuple[CaptureTarget, HelperContainer]] = []
         self.failed: list[PcapRecord] = []
 
     def start(self, targets: Sequence[CaptureTarget]) -> None:
@@ -130,34 +110,26 @@ class Capturer:
         for target in targets:
             try:
                 self.helpers.append((target, self._start_one(target)))
-            except (LabError, docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            except LabError as exc:
                 self.failed.append(PcapRecord(link=target.label, error=f"not started: {exc}"))
 
-    def _start_one(self, target: CaptureTarget) -> Any:
+    def _start_one(self, target: CaptureTarget) -> HelperContainer:
         peer_ip = self.lab.ip(target.peer) if target.peer else None
-        argv = tcpdump_argv(peer_ip=peer_ip)
-        helper = self.lab.docker.containers.run(
-            self.lab.netkit_image,
-            # `timeout` passes our SIGINT on to tcpdump and ends a forgotten helper.
-            ["timeout", "-s", "INT", f"{MAX_SECONDS:g}", *argv],
-            network_mode=f"container:{self.lab.container(target.service).id}",
-            cap_add=["NET_RAW", "NET_ADMIN"],
-            labels={PROJECT_LABEL: self.lab.project, ROLE_LABEL: CAPTURE_ROLE},
-            detach=True,
-        )
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            helper.reload()
-            err = helper.logs(stdout=False, stderr=True).decode(errors="replace")
-            if "listening on" in err:
-                return helper
-            if helper.status in {"exited", "dead"} or time.monotonic() >= deadline:
-                with contextlib.suppress(docker.errors.APIError):
-                    helper.remove(force=True)
-                why = err.strip().splitlines()[-1] if err.strip() else "no output"
-                state = "exited" if helper.status in {"exited", "dead"} else "not listening"
-                raise CaptureError(f"tcpdump for {target.label} {state}: {why}")
-            time.sleep(POLL)  # polling interval of a deadline-bounded wait
+        argv = tcpdump_argv(peer_ip=peer_ip, snaplen=self.config.snaplen)
+        try:
+            return self.lab.start_helper(
+                target.service,
+                # `timeout` passes our SIGINT on to tcpdump and ends a forgotten helper.
+                ["timeout", "-s", "INT", f"{self.config.max_seconds:g}", *argv],
+                role=CAPTURE_ROLE,
+                caps=CAPTURE_CAPS,
+                ready=LISTENING,
+                ready_stream="stderr",
+                ready_timeout=self.config.start_timeout,
+            )
+        except HelperNotReady as exc:
+            state = "exited" if exc.exited else "not listening"
+            raise CaptureError(f"tcpdump for {target.label} {state}: {exc.last_line}") from exc
 
     def stop(self) -> list[PcapRecord]:
         """SIGINT every helper, copy its pcap to ``pcap/``, remove it; what was kept."""
@@ -167,28 +139,23 @@ class Capturer:
         self.helpers, self.failed = [], []
         return records
 
-    def _stop_one(self, target: CaptureTarget, helper: Any) -> PcapRecord:
+    def _stop_one(self, target: CaptureTarget, helper: HelperContainer) -> PcapRecord:
         relative = PurePosixPath("pcap", f"{self.prefix}.{target.file_name}")
         try:
-            with contextlib.suppress(docker.errors.APIError):  # it may have ended already
-                helper.kill(signal="SIGINT")
-            helper.wait(timeout=STOP_TIMEOUT)
-            chunks, _ = helper.get_archive(HELPER_PATH)
-            data = pcap_from_archive(b"".join(chunks))
+            with contextlib.suppress(LabError):  # it may have ended already
+                helper.signal("SIGINT")
+            helper.wait(timeout=self.config.stop_timeout)
+            data = helper.read_file(HELPER_PATH)
             if not is_pcap(data):
                 return PcapRecord(link=target.label, error="tcpdump wrote no pcap header")
             path = self.folder / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
             return PcapRecord(link=target.label, file=str(relative), size=len(data))
-        except (
-            CaptureError,
-            OSError,
-            tarfile.TarError,
-            docker.errors.APIError,
-            requests.exceptions.RequestException,
-        ) as exc:
+        except (LabError, OSError) as exc:
             return PcapRecord(link=target.label, error=f"not kept: {exc}")
         finally:
-            with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
-                helper.remove(force=True)
+            # The pcap is kept or reported either way; a helper that will not go is
+            # left for `lab down` (it carries the project label).
+            with contextlib.suppress(LabError):
+                helper.remove()

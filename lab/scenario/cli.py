@@ -11,6 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from lab.commands import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, make_lab
+from lab.console import err_console, out_console, print_rows, progress_printer
 from lab.scenario.errors import ScenarioError
 
 DEFAULT_RESULTS = Path("results")
@@ -22,7 +24,6 @@ def _folder(args: argparse.Namespace, repo_root: Path) -> Path:
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
-    from lab.cli import make_lab, print_rows  # noqa: PLC0415 - lab.cli imports us
     from lab.scenario.plan import load_scenario  # noqa: PLC0415 - keep `lab --help` fast
     from lab.scenario.runner import placeholder_variables, scenario_files  # noqa: PLC0415
 
@@ -40,16 +41,15 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
             continue
         rows.append({"scenario": scenario.name, "description": scenario.description})
     print_rows("scenarios", rows)
-    return 1 if invalid else 0
+    return EXIT_FAILURE if invalid else EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lab.cli import err_console, make_lab, out_console, progress_printer  # noqa: PLC0415
     from lab.scenario.runner import resolve_names, run_files, scenario_files  # noqa: PLC0415
 
     if bool(args.names) == bool(args.all):
         err_console.print("lab run: give scenario names (or .yaml paths), or --all", markup=False)
-        return 2
+        return EXIT_USAGE
     lab = make_lab(args)
     folder = _folder(args, lab.repo_root)
     paths = scenario_files(folder) if args.all else resolve_names(args.names, folder)
@@ -77,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     out_console.print(table)
     out_console.print(f"results: {report.folder}", markup=False)
-    return 0 if report.passed else 1
+    return EXIT_OK if report.passed else EXIT_FAILURE
 
 
 def register(subparsers: Any) -> None:

@@ -14,7 +14,9 @@ The thin I/O part of lab.scenario. For each scenario the runner
 4. keeps artifacts, then undoes what it did: unshape, heal, bring back
    services it killed, stopped or paused, and wait until the lab is healthy.
 
-It accepts an existing :class:`~lab.api.Lab` (a test session's, or the CLI's).
+It accepts any :class:`lab.interface.Lab` (a test session's, the CLI's, a
+fake); its timeouts come from ``lab.config.scenario``
+(:class:`lab.config.ScenarioConfig`).
 """
 
 from __future__ import annotations
@@ -29,13 +31,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Final
-
-import docker.errors
-import requests.exceptions
+from typing import Final, cast
 
 from lab import shaping
-from lab.errors import LabError
+from lab.errors import LabError, NotReady
+from lab.interface import Lab
 from lab.scenario import checks as verdicts
 from lab.scenario.capture import Capturer, capture_targets
 from lab.scenario.checks import (
@@ -59,25 +59,13 @@ from lab.scenario.plan import (
     phases,
 )
 from lab.scenario.report import PcapRecord, ScenarioResult, new_run_id, write_reports
-from socketlab.config import env_float, env_int
-
-if TYPE_CHECKING:
-    from lab.api import Lab
+from lab.waiting import Stream, wait_for
 
 log = logging.getLogger("lab.scenario")
 
 Progress = Callable[[str], None]
 
 SCENARIO_SUFFIX: Final = ".yaml"
-# A step's exec is bounded in the container by coreutils `timeout -k 5`; this is
-# how much longer we wait for the Docker API call itself before giving up on it.
-EXEC_GRACE = env_float("SOCKETLAB_SCENARIO_EXEC_GRACE", 30.0)
-READY_TIMEOUT = env_float("SOCKETLAB_SCENARIO_READY_TIMEOUT", 30.0)
-RECOVER_TIMEOUT = env_float("SOCKETLAB_SCENARIO_RECOVER_TIMEOUT", 120.0)
-READ_TIMEOUT = env_float("SOCKETLAB_SCENARIO_READ_TIMEOUT", 30.0)
-CHECK_POLL = env_float("SOCKETLAB_SCENARIO_CHECK_POLL", 0.5)
-# Files up to this size are copied into the results (and diffed when they differ).
-FILE_COPY_LIMIT = env_int("SOCKETLAB_SCENARIO_FILE_COPY_LIMIT", 16 * 1024 * 1024)
 RECOVER_ACTIONS: Final = frozenset({"kill", "stop", "pause", "restart"})
 
 _URL_FETCH: Final = (
@@ -262,6 +250,7 @@ class ScenarioRunner:
         self, lab: Lab, *, folder: Path, progress: Progress = _quiet, capture: bool = False
     ) -> None:
         self.lab = lab
+        self.config = lab.config.scenario
         self.folder = folder
         self.progress = progress
         self.capture = capture
@@ -284,7 +273,7 @@ class ScenarioRunner:
         capturer = Capturer(self.lab, folder=self.folder, prefix=_safe(scenario.name))
         error: str | None = None
         try:
-            self.lab.wait_healthy(timeout=READY_TIMEOUT)
+            self.lab.wait_healthy(timeout=self.config.ready_timeout)
             links = self._shape_links(scenario, say)
             if self.capture:
                 capturer.start(capture_targets(scenario))
@@ -378,8 +367,11 @@ class ScenarioRunner:
         )
 
     def _await(self, step: Step, future: concurrent.futures.Future[StepRecord]) -> StepRecord:
+        # A step's exec is bounded in the container by coreutils `timeout -k 5`; the
+        # grace is how much longer we wait for the Docker API call itself.
+        limit = step.timeout + self.config.exec_grace
         try:
-            return future.result(timeout=step.timeout + EXEC_GRACE)
+            return future.result(timeout=limit)
         except concurrent.futures.TimeoutError:
             return StepRecord(
                 name=step.name,
@@ -387,8 +379,8 @@ class ScenarioRunner:
                 argv=step.run,
                 timeout=step.timeout,
                 exit_code=None,
-                duration=step.timeout + EXEC_GRACE,
-                error=f"the exec call did not return within {step.timeout + EXEC_GRACE:g} s",
+                duration=limit,
+                error=f"the exec call did not return within {limit:g} s",
             )
 
     def _run_steps(
@@ -435,9 +427,10 @@ class ScenarioRunner:
     # ------------------------------------------------------------------ observations
 
     def _read_url(self, source: Source) -> TextFacts:
-        argv = ["python3", "-c", _URL_FETCH, source.name, f"{READ_TIMEOUT:g}"]
+        read_timeout = self.config.read_timeout
+        argv = ["python3", "-c", _URL_FETCH, source.name, f"{read_timeout:g}"]
         try:
-            answer = self.lab.exec(source.via or "client", argv, timeout=READ_TIMEOUT + 5)
+            answer = self.lab.exec(source.via or "client", argv, timeout=read_timeout + 5)
         except LabError as exc:
             return TextFacts(text=None, error=str(exc))
         if not answer.ok:
@@ -445,24 +438,23 @@ class ScenarioRunner:
             return TextFacts(text=None, error=f"GET failed (exit {answer.exit_code}): {tail}")
         return TextFacts(text=answer.stdout)
 
-    def _read_logs(self, service: str, *, since: float, stream: str = "both") -> TextFacts:
-        streams = {"stdout": stream != "stderr", "stderr": stream != "stdout"}
+    def _read_logs(self, service: str, *, since: float, stream: Stream = "both") -> TextFacts:
         try:
-            raw = self.lab.container(service).logs(since=since, **streams)
+            return TextFacts(text=self.lab.logs(service, since=since, stream=stream))
         except LabError as exc:
             return TextFacts(text=None, error=str(exc))
-        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
-            return TextFacts(text=None, error=f"cannot read logs of {service}: {exc}")
-        return TextFacts(text=bytes(raw).decode(errors="replace"))
 
     def _read_file(self, ref: FileRef) -> FileFacts:
+        read_timeout = self.config.read_timeout
         try:
-            sha256 = self.lab.file_sha256(ref.service, ref.path, timeout=READ_TIMEOUT * 10)
+            sha256 = self.lab.file_sha256(ref.service, ref.path, timeout=read_timeout * 10)
             size_answer = self.lab.exec(
-                ref.service, ["stat", "-c", "%s", ref.path], timeout=READ_TIMEOUT
+                ref.service, ["stat", "-c", "%s", ref.path], timeout=read_timeout
             ).check(f"stat {ref}")
             size = int(size_answer.stdout.strip())
-            content = self.lab.read_file(ref.service, ref.path) if size <= FILE_COPY_LIMIT else None
+            # Files up to the limit are copied into the results (and diffed when they differ).
+            small = size <= self.config.file_copy_limit
+            content = self.lab.read_file(ref.service, ref.path) if small else None
         except (LabError, ValueError) as exc:
             return FileFacts(ref=str(ref), error=str(exc))
         return FileFacts(ref=str(ref), sha256=sha256, size=size, content=content)
@@ -470,7 +462,8 @@ class ScenarioRunner:
     def _text(self, source: Source, *, since: float) -> TextFacts:
         if source.kind == "url":
             return self._read_url(source)
-        return self._read_logs(source.name, since=since, stream=source.stream)
+        # The schema admits only stdout, stderr and both.
+        return self._read_logs(source.name, since=since, stream=cast(Stream, source.stream))
 
     def _evaluate(
         self,
@@ -507,15 +500,22 @@ class ScenarioRunner:
         *,
         since: float,
     ) -> CheckResult:
-        deadline = time.monotonic() + check.within
-        while True:
+        last: list[CheckResult] = []
+
+        def holds() -> CheckResult | None:
             if check.source is not None and check.source.dynamic:
                 texts[check.source.key] = self._text(check.source, since=since)
-            observed = Observations(steps=steps, texts=texts, files=files)
-            result = verdicts.evaluate(check, observed)
-            if result.passed or time.monotonic() >= deadline:
-                return result
-            time.sleep(CHECK_POLL)  # polling interval of a deadline-bounded wait
+            last[:] = [
+                verdicts.evaluate(check, Observations(steps=steps, texts=texts, files=files))
+            ]
+            return last[0] if last[0].passed else None
+
+        try:
+            return wait_for(
+                holds, timeout=check.within, what=check.name, interval=self.config.check_poll
+            )
+        except NotReady:
+            return last[0]  # the verdict at the deadline, with its reason
 
     # ------------------------------------------------------------------ artifacts, cleanup
 
@@ -571,18 +571,14 @@ class ScenarioRunner:
         for service in sorted(touched):
             self._revive(service, say)
         if touched or partitioned:
-            self.lab.wait_healthy(timeout=RECOVER_TIMEOUT)
+            self.lab.wait_healthy(timeout=self.config.recover_timeout)
 
     def _revive(self, service: str, say: Progress) -> None:
-        container = self.lab.container(service)
-        try:
-            container.reload()
-        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
-            raise LabError(f"cannot inspect {service}: {exc}") from exc
-        if container.status == "paused":
+        state = self.lab.state(service)
+        if state == "paused":
             self.lab.unpause(service)
             say(f"unpaused {service}")
-        elif container.status in {"exited", "created", "dead"}:
+        elif state in {"exited", "created", "dead"}:
             self.lab.start(service)
             say(f"started {service} again")
 

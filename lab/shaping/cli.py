@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from lab.commands import EXIT_OK, make_lab
+from lab.console import out_console, print_rows
 from lab.shaping.builders import Engine
 from lab.shaping.errors import SelfCheckFailed, ShapingError
 from lab.shaping.spec import OPTIONS, resolve_spec
@@ -36,7 +38,6 @@ def _pair_or_none(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 
 def cmd_shape(args: argparse.Namespace) -> int:
-    from lab.cli import make_lab, out_console, print_rows  # noqa: PLC0415 - lab.cli imports us
     from lab.shaping.runner import shape  # noqa: PLC0415 - keep `lab --help` fast
 
     spec = resolve_spec(
@@ -56,36 +57,33 @@ def cmd_shape(args: argparse.Namespace) -> int:
     )
     if result.checks:
         print_rows("self-check", [row.as_row() for row in result.checks])
-    return 0
+    return EXIT_OK
 
 
 def cmd_unshape(args: argparse.Namespace) -> int:
-    from lab.cli import make_lab, out_console  # noqa: PLC0415
     from lab.shaping.runner import unshape  # noqa: PLC0415
 
     source, dest = _pair_or_none(args)
     removed = unshape(make_lab(args), source, dest)
     out_console.print(f"unshaped: {', '.join(removed) if removed else 'nothing was shaped'}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
-    from lab.cli import make_lab, out_console  # noqa: PLC0415
     from lab.shaping.runner import partition  # noqa: PLC0415
 
     partition(make_lab(args), args.source, args.dest)
     out_console.print(f"partitioned {args.source} <-> {args.dest} (both directions)")
-    return 0
+    return EXIT_OK
 
 
 def cmd_heal(args: argparse.Namespace) -> int:
-    from lab.cli import make_lab, out_console  # noqa: PLC0415
     from lab.shaping.runner import heal  # noqa: PLC0415
 
     source, dest = _pair_or_none(args)
     healed = heal(make_lab(args), source, dest)
     out_console.print(f"healed: {', '.join(healed) if healed else 'no partition in force'}")
-    return 0
+    return EXIT_OK
 
 
 def register(subparsers: Any) -> None:

@@ -4,7 +4,7 @@ The thin I/O part of lab.shaping. Every command a namespace gets comes from
 ``lab.shaping.builders``; this module only decides where to run it:
 
 * a throwaway netkit container in the namespace (``Lab.netkit_run``) for
-  probes, rule changes and measurements;
+  probes, rule changes and measurements (iperf3 through :mod:`lab.iperf3`);
 * one long-lived **helper** per shaped link (``<project>-shaper-SRC-DST``),
   joined to the source's namespace and labelled with the link, its spec,
   engine and queue. With the nfqueue engine it runs the verdict loop; with
@@ -13,6 +13,9 @@ The thin I/O part of lab.shaping. Every command a namespace gets comes from
 ``lab down`` removes helpers with everything else carrying the project label.
 ``link_status`` compares the helpers with the rules really in force, so a dead
 helper or a restarted service shows up instead of being papered over.
+
+Timeouts and probe counts come from ``lab.config.shaping``
+(:class:`lab.config.ShapingConfig`).
 """
 
 from __future__ import annotations
@@ -20,16 +23,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
-import docker.errors
-import requests.exceptions
-
-from lab.api import PROJECT_LABEL, ROLE_LABEL, ExecResult
-from lab.errors import LabError, ServiceNotFound
+from lab.errors import DockerError, HelperNotReady, LabError, ServiceNotFound
+from lab.interface import ExecResult, HelperContainer, Lab
+from lab.iperf3 import run_iperf3
 from lab.shaping import builders, measure
 from lab.shaping.builders import (
     LABEL_DEST,
@@ -48,23 +47,13 @@ from lab.shaping.builders import (
 from lab.shaping.errors import SelfCheckFailed, ShapingError
 from lab.shaping.measure import CheckRow
 from lab.shaping.spec import LinkSpec
-from socketlab.config import env_float, env_int
-
-if TYPE_CHECKING:
-    from lab.api import Lab
 
 log = logging.getLogger("lab.shaping")
 
 SHAPER_ROLE = "shaper"
-NETNS_TIMEOUT = env_float("SOCKETLAB_SHAPING_TIMEOUT", 30.0)
-HELPER_READY_TIMEOUT = env_float("SOCKETLAB_SHAPER_READY_TIMEOUT", 20.0)
-HELPER_STOP_TIMEOUT = env_int("SOCKETLAB_SHAPER_STOP_TIMEOUT", 3)
-POLL = 0.1
-CHECK_PINGS = env_int("SOCKETLAB_CHECK_PINGS", 50)
-BASELINE_PROBES = env_int("SOCKETLAB_BASELINE_PROBES", 50)
-CHECK_LOSS_PROBES = env_int("SOCKETLAB_CHECK_LOSS_PROBES", 1000)
-CHECK_RATE_SECONDS = env_int("SOCKETLAB_CHECK_RATE_SECONDS", 4)
-IPERF_PORT = env_int("SOCKETLAB_IPERF_PORT", 5201)
+SHAPER_CAPS = ("NET_ADMIN", "NET_RAW")
+# What the verdict loop logs once it has bound its queue (socketlab.shaper.loop).
+SHAPER_STARTED = "event=shaper_started"
 # Offer UDP this much above the rate, so the limit (not the sender) sets the pace.
 UDP_OVEROFFER = 1.3
 
@@ -99,14 +88,14 @@ class Helper:
     dev: str
     state: str  # docker state: running, exited, ...
     started_at: str
-    container: Any
+    container: HelperContainer | None = None
 
     @property
     def running(self) -> bool:
         return self.state == "running"
 
     @classmethod
-    def from_container(cls, container: Any) -> Helper:
+    def from_container(cls, container: HelperContainer) -> Helper:
         labels = container.labels
         return cls(
             name=container.name,
@@ -120,7 +109,7 @@ class Helper:
             queue=int(labels[LABEL_QUEUE]),
             dev=labels[LABEL_DEV],
             state=container.status,
-            started_at=container.attrs.get("State", {}).get("StartedAt", ""),
+            started_at=container.started_at,
             container=container,
         )
 
@@ -154,12 +143,8 @@ def helper_name(project: str, source: str, dest: str) -> str:
 
 
 def _helpers(lab: Lab) -> list[Helper]:
-    containers = lab.docker.containers.list(
-        all=True,
-        filters={"label": [f"{PROJECT_LABEL}={lab.project}", f"{ROLE_LABEL}={SHAPER_ROLE}"]},
-    )
     helpers = []
-    for container in containers:
+    for container in lab.helpers(SHAPER_ROLE):
         try:
             helpers.append(Helper.from_container(container))
         except (KeyError, ValueError, LabError) as exc:
@@ -169,7 +154,8 @@ def _helpers(lab: Lab) -> list[Helper]:
 
 def _netns_sh(lab: Lab, service: str, script: str, *, what: str) -> ExecResult:
     """Run a shell script with NET_ADMIN in ``service``'s network namespace."""
-    result = lab.netkit_run(service, ["sh", "-c", script], timeout=NETNS_TIMEOUT, net_admin=True)
+    timeout = lab.config.shaping.netns_timeout
+    result = lab.netkit_run(service, ["sh", "-c", script], timeout=timeout, net_admin=True)
     if not result.ok:
         detail = " | ".join((result.stderr or result.stdout).strip().splitlines()[-4:])
         raise ShapingError(f"{what} in {service}'s namespace failed ({result.exit_code}): {detail}")
@@ -181,30 +167,14 @@ def _run_steps(lab: Lab, service: str, steps: Sequence[builders.Step], *, what: 
     _netns_sh(lab, service, builders.render_script(steps), what=what)
 
 
-def _remove_container(container: Any) -> None:
-    with contextlib.suppress(docker.errors.NotFound):
-        if container.status == "running":
-            container.stop(timeout=HELPER_STOP_TIMEOUT)
-        container.remove(force=True)
-
-
-def _wait_helper_ready(container: Any, *, needs_loop: bool) -> None:
-    """Poll until the helper runs (and its loop has bound the queue); deadline-bound."""
-    deadline = time.monotonic() + HELPER_READY_TIMEOUT
-    while True:
-        container.reload()
-        if container.status in {"exited", "dead"}:
-            logs = container.logs(tail=5).decode(errors="replace").strip()
-            raise ShapingError(f"shaping helper {container.name} stopped: {logs}")
-        if container.status == "running" and (
-            not needs_loop or b"event=shaper_started" in container.logs(tail=50)
-        ):
-            return
-        if time.monotonic() >= deadline:
-            raise ShapingError(
-                f"shaping helper {container.name} not ready after {HELPER_READY_TIMEOUT:.0f} s"
-            )
-        time.sleep(POLL)  # polling interval of a deadline-bounded wait
+def _remove_helper(lab: Lab, helper: Helper) -> None:
+    """Stop the helper (a verdict loop takes its queue down cleanly), then remove it."""
+    if helper.container is None:
+        return
+    if helper.running:
+        with contextlib.suppress(LabError):  # it may have ended meanwhile; remove() follows
+            helper.container.stop(timeout=lab.config.shaping.helper_stop_timeout)
+    helper.container.remove()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -289,8 +259,6 @@ def _start_helper(lab: Lab, link: _Link, *, seed: int | None) -> str:
     )
     name = helper_name(lab.project, link.source, link.dest)
     labels = {
-        PROJECT_LABEL: lab.project,
-        ROLE_LABEL: SHAPER_ROLE,
         LABEL_KIND: "shape",
         LABEL_SOURCE: link.source,
         LABEL_DEST: link.dest,
@@ -302,24 +270,27 @@ def _start_helper(lab: Lab, link: _Link, *, seed: int | None) -> str:
         LABEL_QUEUE: str(link.queue),
         LABEL_DEV: link.dev,
     }
+    timeout = lab.config.shaping.helper_ready_timeout
     try:
-        container = lab.docker.containers.run(
-            lab.netkit_image,
+        lab.start_helper(
+            link.netns,
             command,
+            role=SHAPER_ROLE,
+            caps=SHAPER_CAPS,
             name=name,
-            network_mode=f"container:{lab.container(link.netns).id}",
-            cap_add=["NET_ADMIN", "NET_RAW"],
             labels=labels,
-            detach=True,
+            # Ready once it runs; a verdict loop once it has bound the queue, too.
+            ready=SHAPER_STARTED if link.needs_loop else "",
+            ready_timeout=timeout,
         )
-    except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+    except HelperNotReady as exc:
+        if exc.exited:
+            logs = "\n".join(exc.output.strip().splitlines()[-5:])
+            raise ShapingError(f"shaping helper {name} stopped: {logs}") from exc
+        raise ShapingError(f"shaping helper {name} not ready after {timeout:.0f} s") from exc
+    except DockerError as exc:
         raise ShapingError(f"cannot start shaping helper {name}: {exc}") from exc
-    try:
-        _wait_helper_ready(container, needs_loop=link.needs_loop)
-    except ShapingError:
-        _remove_container(container)
-        raise
-    return str(name)
+    return name
 
 
 # --------------------------------------------------------------------------- shaping
@@ -356,7 +327,7 @@ def shape(
     if previous is not None:
         # Off first: the self-check baseline must be this link unshaped.
         _remove(lab, _link_of(previous))
-        _remove_container(previous.container)
+        _remove_helper(lab, previous)
         queue = previous.queue
     else:
         # One number space for the whole lab: it names the queue and the htb class.
@@ -373,7 +344,8 @@ def shape(
     )
     # The baseline includes whatever shapes the way back, so only this link's
     # own delay is expected on top of it.
-    baseline = measure_loss(lab, source, dest, probes=BASELINE_PROBES) if check else None
+    probes = lab.config.shaping.baseline_probes
+    baseline = measure_loss(lab, source, dest, probes=probes) if check else None
     _apply(lab, link)
     helper = _start_helper(lab, link, seed=seed)
     _sync_offload(lab, source, probe.dev)
@@ -421,7 +393,7 @@ def unshape(lab: Lab, source: str | None = None, dest: str | None = None) -> lis
         if source is not None and (helper.source, helper.dest) != (source, dest):
             continue
         _remove(lab, _link_of(helper))
-        _remove_container(helper.container)
+        _remove_helper(lab, helper)
         removed.append(f"{helper.source} -> {helper.dest}")
         touched.add((helper.source, helper.dev))
     for touched_source, dev in sorted(touched):
@@ -495,7 +467,7 @@ def link_status(lab: Lab) -> list[LinkState]:
     started = {}
     for service in ips:
         with contextlib.suppress(LabError):
-            started[service] = lab.container(service).attrs["State"].get("StartedAt", "")
+            started[service] = lab.started_at(service)
     return evaluate_links(_helpers(lab), rules, names, source_started=started)
 
 
@@ -615,8 +587,10 @@ def _probe(
     return measure.parse_probe(result.stdout)
 
 
-def measure_rtt(lab: Lab, source: str, dest: str, *, count: int = CHECK_PINGS) -> measure.PingStats:
-    """ICMP echo ``source -> dest`` from source's namespace (through its shaping), 20 ms apart."""
+def measure_rtt(lab: Lab, source: str, dest: str, *, count: int | None = None) -> measure.PingStats:
+    """ICMP echo ``source -> dest`` from source's namespace (through its shaping), 20 ms
+    apart; ``count`` defaults to the configured ``check_pings``."""
+    count = lab.config.shaping.check_pings if count is None else count
     return _probe(lab, source, lab.ip(dest), count=count, interval=0.02, linger=2.0)
 
 
@@ -632,34 +606,29 @@ def measure_rate(
     source: str,
     dest: str,
     *,
-    seconds: int = CHECK_RATE_SECONDS,
+    seconds: int | None = None,
     udp_offered: int | None = None,
 ) -> float:
     """Received payload bit/s ``source -> dest`` with iperf3 (server in dest's namespace).
 
     TCP by default; with ``udp_offered`` (bit/s) a UDP stream of 1,400-byte datagrams.
+    ``seconds`` defaults to the configured ``check_rate_seconds``.
     """
-    server = lab.docker.containers.run(
-        lab.netkit_image,
-        ["iperf3", "-s", "-1", "--forceflush", "-p", str(IPERF_PORT)],
-        network_mode=f"container:{lab.container(dest).id}",
-        labels={PROJECT_LABEL: lab.project, ROLE_LABEL: "netkit-run"},
-        detach=True,
+    config = lab.config.shaping
+    seconds = config.check_rate_seconds if seconds is None else seconds
+    args = ["-t", str(seconds), "-O", "1"]
+    if udp_offered is not None:
+        args += ["-u", "-b", str(udp_offered), "-l", str(measure.UDP_PAYLOAD)]
+    result = run_iperf3(
+        lab,
+        server=dest,
+        client=source,
+        port=config.iperf_port,
+        args=args,
+        timeout=seconds + 30,
+        ready_timeout=config.helper_ready_timeout,
     )
-    try:
-        deadline = time.monotonic() + HELPER_READY_TIMEOUT
-        while b"listening" not in server.logs():
-            if time.monotonic() >= deadline:
-                raise ShapingError("iperf3 server did not start listening")
-            time.sleep(POLL)  # polling interval of a deadline-bounded wait
-        argv = ["iperf3", "-c", lab.ip(dest), "-p", str(IPERF_PORT), "-t", str(seconds),
-                "-O", "1", "-J"]  # fmt: skip
-        if udp_offered is not None:
-            argv += ["-u", "-b", str(udp_offered), "-l", str(measure.UDP_PAYLOAD)]
-        result = lab.netkit_run(source, argv, timeout=seconds + 30, net_admin=False)
-        return measure.parse_iperf3(result.stdout)
-    finally:
-        _remove_container(server)
+    return measure.parse_iperf3(result.stdout)
 
 
 def self_check(
@@ -677,7 +646,8 @@ def self_check(
     expected_loss = measure.round_trip_loss(spec, reverse)
     wait = 2 * (spec.delay + spec.jitter + (reverse.delay + reverse.jitter if reverse else 0.0))
     statistical = expected_loss or spec.duplicate or (reverse and reverse.duplicate)
-    probes = CHECK_LOSS_PROBES if statistical else CHECK_PINGS
+    config = lab.config.shaping
+    probes = config.check_loss_probes if statistical else config.check_pings
     stats = measure_loss(lab, source, dest, probes=probes, linger=wait + 1.0)
     # ``baseline`` was measured with the reverse link as it is: only ours adds.
     expected_added = measure.median_one_way_delay(spec)

@@ -25,14 +25,15 @@ def _progress(message: str) -> None:
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
     project = os.environ.get("SOCKETLAB_TEST_PROJECT") or f"socketlab-test-{uuid.uuid4().hex[:8]}"
+    # A fresh shared key for the signed-pickle demo, not the checkout's own; set
+    # before the Lab reads its settings.
+    os.environ.setdefault("SOCKETLAB_PICKLE_KEY", uuid.uuid4().hex)
     handle = Lab(project=project, progress=_progress)
     try:
         handle.docker  # noqa: B018 - connect now, so a missing engine fails clearly
     except DockerUnavailable as exc:
         # Integration tests are the point of this suite: never skip them silently.
         pytest.fail(f"integration tests need a Docker engine: {exc}", pytrace=False)
-    # A fresh shared key for the signed-pickle demo, not the checkout's own.
-    os.environ.setdefault("SOCKETLAB_PICKLE_KEY", uuid.uuid4().hex)
     try:
         handle.up(timeout=240)
         yield handle

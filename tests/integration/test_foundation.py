@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from lab.api import PROJECT_LABEL, ROLE_LABEL, Lab
+from lab.api import Lab
 from lab.waiting import wait_for
 
 
@@ -80,13 +80,9 @@ def test_down_leaves_nothing_labelled_behind() -> None:
     try:
         scratch.up(timeout=240)
         # a helper container started outside Compose, as shaping does
-        scratch.docker.containers.run(
-            scratch.netkit_image,
-            ["sleep", "300"],
-            network_mode=f"container:{scratch.container('client').id}",
-            labels={PROJECT_LABEL: scratch.project, ROLE_LABEL: "test-helper"},
-            detach=True,
-        )
+        helper = scratch.start_helper("client", ["sleep", "300"], role="test-helper", ready="")
+        assert [h.name for h in scratch.helpers("test-helper")] == [helper.name]
+        assert helper.name in scratch.leftovers()["containers"], "it carries the project label"
         assert scratch.leftovers()["containers"], "the lab is running before down"
     finally:
         scratch.down()

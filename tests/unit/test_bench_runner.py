@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from lab.api import ServiceStatus
 from lab.bench.errors import BenchError
 from lab.bench.runner import (
     BenchOptions,
@@ -59,28 +58,17 @@ def test_last_json_without_any() -> None:
         last_json("Traceback ...\n", what="fetch")
 
 
-class FakeLab:
-    project = "fake"
-
-    def __init__(self, rows: list[tuple[str, str, str]]) -> None:
-        self.rows = rows
-
-    def status(self) -> list[ServiceStatus]:
-        return [
-            ServiceStatus(service=s, state=state, health=health, ip="-", container="c", image="i")
-            for s, state, health in self.rows
-        ]
+def test_require_services_ok(fake_lab: Any) -> None:
+    require_services(fake_lab, ("server", "client"))
 
 
-def test_require_services_ok() -> None:
-    lab: Any = FakeLab([("server", "running", "healthy"), ("client", "running", "healthy")])
-    require_services(lab, ("server", "client"))
-
-
-def test_require_services_names_what_is_missing() -> None:
-    lab: Any = FakeLab([("server", "running", "starting")])
-    with pytest.raises(BenchError, match=r"server, client not running and healthy.*lab -p fake up"):
-        require_services(lab, ("server", "client"))
+def test_require_services_names_what_is_missing(fake_lab: Any) -> None:
+    fake_lab.health["server"] = "starting"
+    fake_lab.states["client"] = "exited"
+    with pytest.raises(
+        BenchError, match=r"\(server, client, nobody not running and healthy\).*lab -p fake up"
+    ):
+        require_services(fake_lab, ("server", "client", "udp-listener", "nobody"))
 
 
 def test_bench_options_presets() -> None:

@@ -34,13 +34,13 @@ CORE = HubConfig(heartbeat_interval=0.5, peer_timeout=1.5)
 BASE = HubServerConfig(host="127.0.0.1", port=0, poll_interval=0.05, core=CORE)
 
 
-class Running:
-    def __init__(self, config: HubServerConfig) -> None:
+class RunningHub:
+    """A hub serving on a loopback port, and the clients a test made against it."""
+
+    def __init__(self, config: HubServerConfig, serve: Callable[..., Any]) -> None:
         self.server = HubServer(config)
         self.port = self.server.bind()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.server.run, args=(self.stop,), daemon=True)
-        self.thread.start()
+        self.thread = serve(self.server.run, name="hub", stop_within=DEADLINE)
         self.clients: list[ChatClient] = []
 
     def client(self, name: str, **kwargs: Any) -> ChatClient:
@@ -60,17 +60,15 @@ class Running:
     def close(self) -> None:
         for client in self.clients:
             client.close()
-        self.stop.set()
-        self.thread.join(timeout=DEADLINE)
-        assert not self.thread.is_alive(), "the hub did not stop"
+        self.thread.close()
 
 
 @pytest.fixture
-def hub_factory() -> Iterator[Callable[[HubServerConfig], Running]]:
-    started: list[Running] = []
+def hub_factory(serve: Callable[..., Any]) -> Iterator[Callable[[HubServerConfig], RunningHub]]:
+    started: list[RunningHub] = []
 
-    def start(config: HubServerConfig = BASE) -> Running:
-        running = Running(config)
+    def start(config: HubServerConfig = BASE) -> RunningHub:
+        running = RunningHub(config, serve)
         started.append(running)
         return running
 
@@ -80,7 +78,7 @@ def hub_factory() -> Iterator[Callable[[HubServerConfig], Running]]:
 
 
 @pytest.fixture
-def hub(hub_factory: Callable[[HubServerConfig], Running]) -> Running:
+def hub(hub_factory: Callable[[HubServerConfig], RunningHub]) -> RunningHub:
     return hub_factory(BASE)
 
 
@@ -99,7 +97,7 @@ def read_events(
     return events
 
 
-def test_two_clients_converse_and_transcripts_match(hub: Running, tmp_path: Path) -> None:
+def test_two_clients_converse_and_transcripts_match(hub: RunningHub, tmp_path: Path) -> None:
     files = {
         name: (tmp_path / f"{name}.jsonl").open("w", encoding="utf-8") for name in ("alice", "bob")
     }
@@ -156,7 +154,7 @@ def test_two_clients_converse_and_transcripts_match(hub: Running, tmp_path: Path
     ]
 
 
-def test_taken_name_is_refused_clearly(hub: Running) -> None:
+def test_taken_name_is_refused_clearly(hub: RunningHub) -> None:
     hub.joined("alice")
     with pytest.raises(ChatRefused) as info:
         hub.joined("alice")
@@ -164,7 +162,7 @@ def test_taken_name_is_refused_clearly(hub: Running) -> None:
     assert "alice" in info.value.detail
 
 
-def test_many_participants_in_process(hub: Running) -> None:
+def test_many_participants_in_process(hub: RunningHub) -> None:
     swarm = Swarm(
         SwarmConfig(
             host="127.0.0.1",
@@ -184,7 +182,7 @@ def test_many_participants_in_process(hub: Running) -> None:
     assert report["delivered"] == 40 * 39 * 10
 
 
-def test_observers_mode_scales_the_count(hub: Running) -> None:
+def test_observers_mode_scales_the_count(hub: RunningHub) -> None:
     config = SwarmConfig(
         host="127.0.0.1",
         port=hub.port,
@@ -205,7 +203,7 @@ def test_observers_mode_scales_the_count(hub: Running) -> None:
     assert report["sink_bytes"] > 0
 
 
-def test_slow_reader_overflows_alone(hub_factory: Callable[[HubServerConfig], Running]) -> None:
+def test_slow_reader_overflows_alone(hub_factory: Callable[[HubServerConfig], RunningHub]) -> None:
     core = replace(CORE, max_queue_frames=50, peer_timeout=30.0, heartbeat_interval=10.0)
     running = hub_factory(replace(BASE, core=core, send_buffer=4096))
     slow = running.raw()
@@ -234,7 +232,7 @@ def test_slow_reader_overflows_alone(hub_factory: Callable[[HubServerConfig], Ru
     slow.close()
 
 
-def test_silent_peer_is_announced_left_within_the_timeout(hub: Running) -> None:
+def test_silent_peer_is_announced_left_within_the_timeout(hub: RunningHub) -> None:
     watcher = hub.joined("watcher")
     silent = hub.raw()
     silent.sendall(wire.join("silent"))  # and then never a byte more, never reads
@@ -270,7 +268,7 @@ def test_silent_peer_is_announced_left_within_the_timeout(hub: Running) -> None:
     ],
 )
 def test_bad_input_errors_that_client_only(
-    hub: Running, payload: bytes, code: str, closes: bool
+    hub: RunningHub, payload: bytes, code: str, closes: bool
 ) -> None:
     other = hub.joined("other")
     bad = hub.raw()
@@ -293,11 +291,9 @@ def test_bad_input_errors_that_client_only(
     bad.close()
 
 
-def test_stopping_the_hub_tells_clients(hub: Running) -> None:
+def test_stopping_the_hub_tells_clients(hub: RunningHub) -> None:
     alice = hub.joined("alice")
-    hub.stop.set()
-    hub.thread.join(timeout=DEADLINE)
-    assert not hub.thread.is_alive()
+    hub.thread.close()  # fails unless the hub's loop ends
     assert alice.wait_until(lambda: alice.gone is not None, timeout=DEADLINE)
     assert [e["code"] for e in alice.errors] == ["shutdown"]
 
@@ -318,7 +314,7 @@ def _read_pty(fd: int, until: Callable[[str], bool], buffer: list[str]) -> str:
     return "".join(buffer)
 
 
-def test_interactive_in_a_real_pty(hub: Running) -> None:
+def test_interactive_in_a_real_pty(hub: RunningHub) -> None:
     bob = hub.joined("bob")
     pid, fd = pty.fork()
     if pid == 0:  # the child: a human's terminal running socketlab chat
@@ -377,7 +373,7 @@ def test_interactive_in_a_real_pty(hub: Running) -> None:
 
 
 def test_scripted_cli_writes_a_transcript_and_fails_on_a_missed_expectation(
-    hub: Running, tmp_path: Path
+    hub: RunningHub, tmp_path: Path
 ) -> None:
     bob = hub.joined("bob")
     script = tmp_path / "alice.chat"

@@ -9,6 +9,7 @@ import pytest
 from lab import engine
 from lab.api import Lab, find_repo_root, pickle_key, wrap_with_timeout
 from lab.cli import main
+from lab.config import LabConfig
 from lab.errors import DockerUnavailable, LabError, NotReady
 from lab.waiting import wait_for
 
@@ -22,7 +23,7 @@ def no_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
 
 def test_connect_reports_the_address_and_asks_about_the_daemon(no_engine: str) -> None:
     with pytest.raises(DockerUnavailable) as caught:
-        engine.connect()
+        engine.connect(host=LabConfig.from_env().docker_host)
     message = str(caught.value)
     assert message.startswith(f"cannot reach Docker at {no_engine}: is the daemon running?")
 
@@ -53,13 +54,17 @@ def test_commands_in_containers_are_bounded() -> None:
     ]
 
 
-def test_repo_root_is_found_from_a_subfolder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("SOCKETLAB_ROOT", raising=False)
+def test_repo_root_is_found_from_a_subfolder(tmp_path: Path) -> None:
     (tmp_path / "services" / "x").mkdir(parents=True)
     (tmp_path / "docker-compose.yml").write_text("services: {}\n")
     assert find_repo_root(tmp_path / "services" / "x") == tmp_path.resolve()
+
+
+def test_configured_repo_root_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOCKETLAB_ROOT", str(tmp_path))
+    configured = LabConfig.from_env().root
+    assert find_repo_root(Path.cwd(), configured=configured) == tmp_path.resolve()
+    assert Lab(project="x").repo_root == tmp_path.resolve()  # the API reads it too
 
 
 def test_wait_for_returns_the_first_truthy_value() -> None:
@@ -78,7 +83,9 @@ def test_pickle_key_is_made_once_per_checkout_and_kept_private(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("SOCKETLAB_PICKLE_KEY", raising=False)
-    first = pickle_key(tmp_path)
+    configured = LabConfig.from_env().pickle_key
+    assert configured is None
+    first = pickle_key(tmp_path, configured=configured)
     assert len(first) == 64
     assert pickle_key(tmp_path) == first, "stable, or every lab up would recreate containers"
     assert (tmp_path / "build" / "pickle-key").stat().st_mode & 0o077 == 0
@@ -91,5 +98,5 @@ def test_configured_pickle_key_wins(
     configured: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SOCKETLAB_PICKLE_KEY", configured)
-    assert pickle_key(tmp_path) == configured
+    assert pickle_key(tmp_path, configured=LabConfig.from_env().pickle_key) == configured
     assert not (tmp_path / "build").exists()

@@ -10,7 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,16 +25,6 @@ from socketlab.rss.fetch import Validators, fetch
 from socketlab.rss.poller import Poller, PollerOptions
 
 SENTINEL = "SOCKETLAB-LOOPBACK-SENTINEL-41c2"
-DEADLINE = 15.0
-
-
-def wait_for(condition: Callable[[], bool], what: str, *, timeout: float = DEADLINE) -> None:
-    """Poll ``condition`` until it holds or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -69,7 +59,9 @@ def records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-class Running:
+class RunningPoller:
+    """A poller polling in a ``serve`` thread, and what it printed."""
+
     def __init__(self, poller: Poller, out: io.StringIO) -> None:
         self.poller = poller
         self.out = out
@@ -78,57 +70,68 @@ class Running:
         return self.poller.status[url]
 
 
-@contextmanager
+@pytest.fixture
 def running_poller(
-    feeds: list[str], directory: Path, *, interval: float = 0.1, timeout: float = 2.0
-) -> Iterator[Running]:
-    options = PollerOptions(
-        interval=interval,
-        timeout=timeout,
-        max_bytes=1024 * 1024,
-        backoff_max=1.0,
-        output=directory / "entries.jsonl",
-        state=directory / "state.sqlite3",
-        status=directory / "status.json",
-    )
-    out = io.StringIO()
-    poller = Poller(feeds, options, stdout=out)
-    stop = threading.Event()
-    thread = threading.Thread(target=poller.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        yield Running(poller, out)
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-        poller.close()
+    serve: Callable[..., Any],
+) -> Callable[..., AbstractContextManager[RunningPoller]]:
+    """``with running_poller(feeds, directory, interval=, timeout=) as run``: a poller
+    for the block; it is stopped (within 10 s) and closed when the block ends."""
+
+    @contextmanager
+    def start(
+        feeds: list[str], directory: Path, *, interval: float = 0.1, timeout: float = 2.0
+    ) -> Iterator[RunningPoller]:
+        options = PollerOptions(
+            interval=interval,
+            timeout=timeout,
+            max_bytes=1024 * 1024,
+            backoff_max=1.0,
+            output=directory / "entries.jsonl",
+            state=directory / "state.sqlite3",
+            status=directory / "status.json",
+        )
+        out = io.StringIO()
+        poller = Poller(feeds, options, stdout=out)
+        thread = serve(poller.run, name="poller", stop_within=10)
+        try:
+            yield RunningPoller(poller, out)
+        finally:
+            thread.close()
+            poller.close()
+
+    return start
 
 
 def publish(server: FeedServer, title: str, *, feed: str = "news") -> dict[str, Any]:
     return publish_module.publish(base(server), feed, title=title, summary=f"About {title}")
 
 
-def test_publish_three_restart_publish_one_exactly_once(server: FeedServer, tmp_path: Path) -> None:
+def test_publish_three_restart_publish_one_exactly_once(
+    server: FeedServer,
+    tmp_path: Path,
+    wait_until: Callable[..., Any],
+    running_poller: Callable[..., Any],
+) -> None:
     url = base(server) + "/feeds/news.rss"
     output = tmp_path / "entries.jsonl"
     with running_poller([url], tmp_path) as run:
-        wait_for(lambda: len(records(output)) == 3, "the seeded entries")
+        wait_until(lambda: len(records(output)) == 3, "the seeded entries")
         published = [publish(server, f"Story {n}") for n in (1, 2, 3)]
-        wait_for(lambda: len(records(output)) == 6, "three published entries")
+        wait_until(lambda: len(records(output)) == 6, "three published entries")
         polls = run.status(url).polls
-        wait_for(lambda: run.status(url).polls >= polls + 3, "more polls of the unchanged feed")
+        wait_until(lambda: run.status(url).polls >= polls + 3, "more polls of the unchanged feed")
     after_first = records(output)
     assert [r["key"] for r in after_first[3:]] == ["guid:" + p["guid"] for p in published]
     assert [r["title"] for r in after_first[3:]] == ["Story 1", "Story 2", "Story 3"]
     assert stats(server, "/feeds/news.rss")["not_modified"] >= 3
 
     with running_poller([url], tmp_path) as run:  # a restarted poller: same state
-        wait_for(lambda: run.status(url).polls >= 3, "polls after the restart")
+        wait_until(lambda: run.status(url).polls >= 3, "polls after the restart")
         assert run.out.getvalue() == "", "nothing already printed is printed again"
         extra = publish(server, "Story 4")
-        wait_for(lambda: len(records(output)) == 7, "the fourth entry")
+        wait_until(lambda: len(records(output)) == 7, "the fourth entry")
         polls = run.status(url).polls
-        wait_for(lambda: run.status(url).polls >= polls + 3, "more polls")
+        wait_until(lambda: run.status(url).polls >= polls + 3, "more polls")
         assert run.out.getvalue().count("Story 4 |") == 1
         assert run.status(url).state == "ok"
     assert records(output)[-1]["key"] == "guid:" + extra["guid"]
@@ -136,11 +139,14 @@ def test_publish_three_restart_publish_one_exactly_once(server: FeedServer, tmp_
 
 
 def test_unchanged_feed_is_answered_with_304_and_no_body(
-    server: FeedServer, tmp_path: Path
+    server: FeedServer,
+    tmp_path: Path,
+    wait_until: Callable[..., Any],
+    running_poller: Callable[..., Any],
 ) -> None:
     url = base(server) + "/feeds/news.atom"
     with running_poller([url], tmp_path) as run:
-        wait_for(lambda: run.status(url).not_modified >= 3, "conditional polls")
+        wait_until(lambda: run.status(url).not_modified >= 3, "conditional polls")
     counters = stats(server, "/feeds/news.atom")
     assert counters["ok"] == 1
     assert counters["not_modified"] == counters["requests"] - 1
@@ -150,7 +156,10 @@ def test_unchanged_feed_is_answered_with_304_and_no_body(
 
 
 def test_hostile_feeds_do_not_crash_or_leak_and_others_keep_polling(
-    server: FeedServer, tmp_path: Path
+    server: FeedServer,
+    tmp_path: Path,
+    wait_until: Callable[..., Any],
+    running_poller: Callable[..., Any],
 ) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text(SENTINEL)
@@ -166,9 +175,9 @@ def test_hostile_feeds_do_not_crash_or_leak_and_others_keep_polling(
     }
     state_dir = tmp_path / "state"
     with running_poller([news, *hostile.values()], state_dir, timeout=0.5) as run:
-        wait_for(lambda: all(run.status(u).polls >= 2 for u in hostile.values()), "fault polls")
+        wait_until(lambda: all(run.status(u).polls >= 2 for u in hostile.values()), "fault polls")
         publish(server, "Still flowing")
-        wait_for(lambda: "Still flowing" in run.out.getvalue(), "news despite hostile feeds")
+        wait_until(lambda: "Still flowing" in run.out.getvalue(), "news despite hostile feeds")
         status = {name: run.status(u) for name, u in hostile.items()}
         assert status["malformed"].state == "degraded"
         assert status["laughs"].state == "degraded"
@@ -191,21 +200,30 @@ def test_hostile_feeds_do_not_crash_or_leak_and_others_keep_polling(
     assert status_file["feeds"][hostile["malformed"]]["state"] == "degraded"
 
 
-def test_a_stalled_feed_does_not_delay_the_others(server: FeedServer, tmp_path: Path) -> None:
+def test_a_stalled_feed_does_not_delay_the_others(
+    server: FeedServer,
+    tmp_path: Path,
+    wait_until: Callable[..., Any],
+    running_poller: Callable[..., Any],
+) -> None:
     root = base(server)
     news, slow = root + "/feeds/news.rss", root + "/faults/slow.rss"
     # The fetch timeout outlasts the test: the slow feed's poll is in flight throughout.
     with running_poller([news, slow], tmp_path, timeout=30.0) as run:
-        wait_for(lambda: run.status(news).polls >= 10, "ten polls of news")
+        wait_until(lambda: run.status(news).polls >= 10, "ten polls of news")
         publish(server, "While slow stalls")
-        wait_for(lambda: "While slow stalls" in run.out.getvalue(), "entry during the stall")
+        wait_until(lambda: "While slow stalls" in run.out.getvalue(), "entry during the stall")
         assert run.status(slow).polls == 1
         assert run.status(slow).last_poll_at is not None
         assert run.status(slow).last_success_at is None
 
 
 def test_an_unexpected_error_in_one_poll_does_not_end_the_feed(
-    server: FeedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: FeedServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    wait_until: Callable[..., Any],
+    running_poller: Callable[..., Any],
 ) -> None:
     calls: list[str] = []
 
@@ -216,17 +234,19 @@ def test_an_unexpected_error_in_one_poll_does_not_end_the_feed(
     monkeypatch.setattr(poller_module, "parse_feed", broken_parse)
     url = base(server) + "/feeds/news.rss"
     with running_poller([url], tmp_path) as run:
-        wait_for(lambda: len(calls) >= 3, "polls after the crash")
+        wait_until(lambda: len(calls) >= 3, "polls after the crash")
         assert run.status(url).state == "failing"
         assert "parser bug" in (run.status(url).last_error or "")
 
 
-def test_scheduled_publishing_grows_the_feed(server: FeedServer) -> None:
+def test_scheduled_publishing_grows_the_feed(
+    server: FeedServer, wait_until: Callable[..., Any]
+) -> None:
     answer = publish_module.request_json(
         base(server), "POST", "/admin/feeds/ticker/schedule", {"every": 0.05}, timeout=5
     )
     assert answer == {"feed": "ticker", "every": 0.05}
-    wait_for(lambda: server.registry.entry_count("ticker") >= 3, "scheduled entries")
+    wait_until(lambda: server.registry.entry_count("ticker") >= 3, "scheduled entries")
     publish_module.request_json(
         base(server), "POST", "/admin/feeds/ticker/schedule", {"every": 0}, timeout=5
     )

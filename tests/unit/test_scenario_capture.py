@@ -4,10 +4,9 @@ and listed in results.json, and the helper's life cycle (against a fake Docker).
 from __future__ import annotations
 
 import argparse
-import io
+import dataclasses
 import json
 import struct
-import tarfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -121,92 +120,34 @@ def test_is_pcap(head: bytes, expected: bool) -> None:
     assert capture.is_pcap(head) is expected
 
 
-# --- the helper's life cycle, against a fake Docker ----------------------------------------
+# --- the helper's life cycle, against the shared fake lab ---------------------------------
+
+LISTENING = "tcpdump: listening on any, link-type LINUX_SLL2, snapshot length 256 bytes\n"
 
 
-def tar_of(name: str, data: bytes) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-class FakeHelper:
-    def __init__(self, *, stderr: bytes, status: str = "running", pcap: bytes = PCAP_HEADER):
-        self.stderr, self.status, self.pcap = stderr, status, pcap
-        self.calls: list[str] = []
-
-    def reload(self) -> None:
-        self.calls.append("reload")
-
-    def logs(self, *, stdout: bool, stderr: bool) -> bytes:
-        return self.stderr if stderr else b""
-
-    def kill(self, *, signal: str) -> None:
-        self.calls.append(f"kill {signal}")
-        self.status = "exited"
-
-    def wait(self, *, timeout: float) -> dict[str, int]:
-        self.calls.append("wait")
-        return {"StatusCode": 0}
-
-    def get_archive(self, path: str) -> tuple[list[bytes], dict[str, Any]]:
-        self.calls.append(f"get_archive {path}")
-        return [tar_of(Path(path).name, self.pcap)], {}
-
-    def remove(self, *, force: bool) -> None:
-        self.calls.append("remove")
-
-
-class FakeContainers:
-    def __init__(self, helpers: list[FakeHelper]) -> None:
-        self.helpers = helpers
-        self.runs: list[tuple[list[str], dict[str, Any]]] = []
-
-    def run(self, image: str, command: list[str], **kwargs: Any) -> FakeHelper:
-        self.runs.append((command, {"image": image, **kwargs}))
-        return self.helpers[len(self.runs) - 1]
-
-
-class FakeLab:
-    project = "proj-1"
-    netkit_image = "socketlab/netkit:abc"
-
-    def __init__(self, helpers: list[FakeHelper]) -> None:
-        self.docker = argparse.Namespace(containers=FakeContainers(helpers))
-
-    def ip(self, service: str) -> str:
-        return {"server": "10.0.0.2", "client": "10.0.0.3"}[service]
-
-    def container(self, service: str) -> argparse.Namespace:
-        return argparse.Namespace(id=f"id-{service}")
-
-
-LISTENING = b"tcpdump: listening on any, link-type LINUX_SLL2, snapshot length 256 bytes\n"
-
-
-def test_capture_runs_in_the_senders_namespace_and_keeps_the_pcap(tmp_path: Path) -> None:
-    helper = FakeHelper(stderr=LISTENING)
-    lab = FakeLab([helper])
-    capturer = Capturer(lab, folder=tmp_path, prefix="large-file")  # type: ignore[arg-type]
+def test_capture_runs_in_the_senders_namespace_and_keeps_the_pcap(
+    fake_lab: Any, tmp_path: Path
+) -> None:
+    helper = fake_lab.queue_helper(stderr=LISTENING, files={capture.HELPER_PATH: PCAP_HEADER})
+    capturer = Capturer(fake_lab, folder=tmp_path, prefix="large-file")
 
     capturer.start([CaptureTarget(service="server", peer="client")])
     records = capturer.stop()
 
-    ((command, options),) = lab.docker.containers.runs
+    (started,) = fake_lab.started
+    command = started["argv"]
     assert command[:3] == ["timeout", "-s", "INT"]  # forwards our SIGINT to tcpdump
-    assert command[4:] == tcpdump_argv(peer_ip="10.0.0.3")
-    assert options["network_mode"] == "container:id-server"
-    assert options["image"] == "socketlab/netkit:abc"
-    assert options["labels"]["io.socketlab.project"] == "proj-1"  # `lab down` removes it
-    assert options["detach"] is True
+    assert command[3] == f"{fake_lab.config.capture.max_seconds:g}"  # a forgotten one ends
+    snaplen = fake_lab.config.capture.snaplen
+    assert command[4:] == tcpdump_argv(peer_ip=fake_lab.ip("client"), snaplen=snaplen)
+    assert started["service"] == "server"  # the sender's namespace
+    assert started["role"] == capture.CAPTURE_ROLE
+    assert set(started["caps"]) == {"NET_RAW", "NET_ADMIN"}
     # stopped cleanly, then copied out, then removed
     assert helper.calls[-4:] == [
-        "kill SIGINT",
+        "signal SIGINT",
         "wait",
-        f"get_archive {capture.HELPER_PATH}",
+        f"read_file {capture.HELPER_PATH}",
         "remove",
     ]
     assert records == [
@@ -219,10 +160,13 @@ def test_capture_runs_in_the_senders_namespace_and_keeps_the_pcap(tmp_path: Path
     assert (tmp_path / "pcap" / "large-file.server-to-client.pcap").read_bytes() == PCAP_HEADER
 
 
-def test_a_tcpdump_that_dies_at_start_is_reported_and_removed(tmp_path: Path) -> None:
-    dead = FakeHelper(stderr=b"tcpdump: any: You don't have permission\n", status="exited")
-    lab = FakeLab([dead])
-    capturer = Capturer(lab, folder=tmp_path, prefix="s")  # type: ignore[arg-type]
+def test_a_tcpdump_that_dies_at_start_is_reported_and_removed(
+    fake_lab: Any, tmp_path: Path
+) -> None:
+    dead = fake_lab.queue_helper(
+        stderr="tcpdump: any: You don't have permission\n", status="exited"
+    )
+    capturer = Capturer(fake_lab, folder=tmp_path, prefix="s")
 
     capturer.start([CaptureTarget(service="client")])
     (record,) = capturer.stop()
@@ -232,19 +176,52 @@ def test_a_tcpdump_that_dies_at_start_is_reported_and_removed(tmp_path: Path) ->
         "not started: tcpdump for client (all traffic) exited: "
         "tcpdump: any: You don't have permission"
     )
-    assert dead.calls[-1] == "remove"
+    assert dead.removed
     assert not (tmp_path / "pcap").exists()
 
 
-def test_a_file_that_is_not_a_pcap_is_not_kept(tmp_path: Path) -> None:
-    helper = FakeHelper(stderr=LISTENING, pcap=b"")
-    capturer = Capturer(FakeLab([helper]), folder=tmp_path, prefix="s")  # type: ignore[arg-type]
+def test_a_tcpdump_that_never_listens_is_reported_at_its_deadline(
+    fake_lab: Any, tmp_path: Path
+) -> None:
+    silent = fake_lab.queue_helper(stderr="tcpdump: starting\n")
+    config = dataclasses.replace(
+        fake_lab.config, capture=dataclasses.replace(fake_lab.config.capture, start_timeout=0.05)
+    )
+    fake_lab.config = config
+    capturer = Capturer(fake_lab, folder=tmp_path, prefix="s")
+
+    capturer.start([CaptureTarget(service="client")])
+    (record,) = capturer.stop()
+
+    assert record.error == "not started: tcpdump for client (all traffic) not listening: " + (
+        "tcpdump: starting"
+    )
+    assert silent.removed
+
+
+def test_a_file_that_is_not_a_pcap_is_not_kept(fake_lab: Any, tmp_path: Path) -> None:
+    helper = fake_lab.queue_helper(stderr=LISTENING, files={capture.HELPER_PATH: b""})
+    capturer = Capturer(fake_lab, folder=tmp_path, prefix="s")
 
     capturer.start([CaptureTarget(service="client")])
     (record,) = capturer.stop()
 
     assert record.error == "tcpdump wrote no pcap header"
-    assert helper.calls[-1] == "remove"
+    assert helper.removed
+
+
+def test_a_pcap_that_cannot_be_copied_is_reported_and_the_helper_removed(
+    fake_lab: Any, tmp_path: Path
+) -> None:
+    helper = fake_lab.queue_helper(stderr=LISTENING)  # no file: the copy fails
+    capturer = Capturer(fake_lab, folder=tmp_path, prefix="s")
+
+    capturer.start([CaptureTarget(service="client")])
+    (record,) = capturer.stop()
+
+    assert record.error is not None
+    assert record.error.startswith("not kept: ")
+    assert helper.removed
 
 
 # --- reports and CLI -----------------------------------------------------------------------
@@ -291,7 +268,9 @@ def test_lab_run_capture_flag_reaches_the_runner(
         return RunReport(run_id="r", folder=tmp_path)
 
     monkeypatch.setattr("lab.scenario.runner.run_files", fake_run_files)
-    monkeypatch.setattr("lab.cli.make_lab", lambda args: argparse.Namespace(repo_root=tmp_path))
+    monkeypatch.setattr(
+        "lab.scenario.cli.make_lab", lambda args: argparse.Namespace(repo_root=tmp_path)
+    )
 
     main(["run", "cap", "--dir", str(tmp_path), *flag])
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lab.api import ExecResult
 from lab.errors import LabError
+from lab.interface import ExecResult
 from lab.scenario.errors import ScenarioError
 from lab.scenario.loader import parse_text
 from lab.scenario.plan import Scenario, build_scenario
@@ -22,71 +21,26 @@ SERVICES = ["server", "client", "udp-listener", "rss-poller"]
 WAIT = 5.0  # generous bound on event waits between the fake lab's threads
 
 
-class FakeContainer:
-    def __init__(self, lab: FakeLab, service: str) -> None:
-        self.lab, self.service = lab, service
-
-    @property
-    def status(self) -> str:
-        return self.lab.states[self.service]
-
-    def reload(self) -> None:
-        pass
-
-    def logs(self, *, since: float, stdout: bool = True, stderr: bool = True) -> bytes:
-        del since
-        self.lab.log_reads += 1
-        text = self.lab.stdout_logs.get(self.service, "") if stdout else ""
-        text += self.lab.stderr_logs.get(self.service, "") if stderr else ""
-        return text.encode()
+def plan(text: str) -> Scenario:
+    document = parse_text(text, file="scenarios/t.yaml")
+    return build_scenario(document, services=SERVICES, variables={"RUN_ID": "r1"})
 
 
-class FakeLab:
-    """Enough of lab.api.Lab for the runner; records what was done to it."""
+@pytest.fixture
+def lab(fake_lab: Any) -> Any:
+    """The shared fake lab, answering the few commands these scenarios run."""
+    signal = threading.Event()
 
-    project = "fake"
-
-    def __init__(self, repo_root: Path) -> None:
-        self.repo_root = repo_root
-        self.services = list(SERVICES)
-        self.states = dict.fromkeys(SERVICES, "running")
-        self.actions: list[tuple[str, str]] = []
-        self.killed = threading.Event()
-        self.signal = threading.Event()
-        self.files: dict[str, bytes] = {}
-        self.stdout_logs: dict[str, str] = {}
-        self.stderr_logs: dict[str, str] = {}
-        self.log_reads = 0
-        self.execs: list[tuple[str, tuple[str, ...]]] = []
-        self.lock = threading.Lock()
-
-    def wait_healthy(self, *, timeout: float) -> None:
-        down = [s for s, state in self.states.items() if state != "running"]
-        if down:
-            raise LabError(f"not healthy: {', '.join(down)}")
-
-    def ip(self, service: str) -> str:
-        return f"10.0.0.{SERVICES.index(service) + 2}"
-
-    def container(self, service: str) -> FakeContainer:
-        return FakeContainer(self, service)
-
-    def exec(  # noqa: PLR0911 - one return per fake command
-        self, service: str, argv: Sequence[str], *, timeout: float, env: Any = None
-    ) -> ExecResult:
-        with self.lock:
-            self.execs.append((service, tuple(argv)))
-        if self.states[service] != "running":
-            raise LabError(f"{service} is {self.states[service]}")
-        match list(argv):
+    def commands(lab: Any, service: str, argv: list[str]) -> ExecResult:  # noqa: PLR0911
+        match argv:
             case ["wait-for-kill"]:
-                ok = self.killed.wait(WAIT)
+                ok = lab.acted["kill"].wait(WAIT)
                 return ExecResult(exit_code=0 if ok else 1, stdout="", stderr="")
             case ["wait-signal"]:
-                ok = self.signal.wait(WAIT)
+                ok = signal.wait(WAIT)
                 return ExecResult(exit_code=0 if ok else 1, stdout="", stderr="")
             case ["signal"]:
-                self.signal.set()
+                signal.set()
                 return ExecResult(exit_code=0, stdout="", stderr="")
             case ["echo", *words]:
                 return ExecResult(exit_code=0, stdout=" ".join(words) + "\n", stderr="")
@@ -95,57 +49,21 @@ class FakeLab:
             case ["hang"]:
                 return ExecResult(exit_code=124, stdout="", stderr="")
             case ["stat", "-c", "%s", path]:
-                return ExecResult(
-                    exit_code=0, stdout=f"{len(self.files[service + ':' + path])}\n", stderr=""
-                )
+                size = len(lab.files[f"{service}:{path}"])
+                return ExecResult(exit_code=0, stdout=f"{size}\n", stderr="")
         raise AssertionError(f"unexpected command {argv}")
 
-    def file_sha256(self, service: str, path: str, *, timeout: float) -> str:
-        import hashlib  # noqa: PLC0415
-
-        key = f"{service}:{path}"
-        if key not in self.files:
-            raise LabError(f"sha256sum {key} failed with exit code 1: No such file")
-        return hashlib.sha256(self.files[key]).hexdigest()
-
-    def read_file(self, service: str, path: str) -> bytes:
-        return self.files[f"{service}:{path}"]
-
-    def _act(self, action: str, service: str, state: str) -> None:
-        self.actions.append((action, service))
-        self.states[service] = state
-
-    def kill(self, service: str) -> None:
-        self._act("kill", service, "exited")
-        self.killed.set()
-
-    def start(self, service: str) -> None:
-        self._act("start", service, "running")
-
-    def pause(self, service: str) -> None:
-        self._act("pause", service, "paused")
-
-    def unpause(self, service: str) -> None:
-        self._act("unpause", service, "running")
+    fake_lab.commands = commands
+    return fake_lab
 
 
-def plan(text: str) -> Scenario:
-    document = parse_text(text, file="scenarios/t.yaml")
-    return build_scenario(document, services=SERVICES, variables={"RUN_ID": "r1"})
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> FakeLab:
-    return FakeLab(tmp_path)
-
-
-def run(lab: FakeLab, text: str, tmp_path: Path) -> Any:
-    runner = ScenarioRunner(lab, folder=tmp_path / "out", progress=lambda _: None)  # type: ignore[arg-type]
+def run(lab: Any, text: str, tmp_path: Path) -> Any:
+    runner = ScenarioRunner(lab, folder=tmp_path / "out", progress=lambda _: None)
     return runner.run(plan(text))
 
 
 def test_fault_fires_during_a_step_and_the_killed_service_is_brought_back(
-    lab: FakeLab, tmp_path: Path
+    lab: Any, tmp_path: Path
 ) -> None:
     result = run(
         lab,
@@ -168,7 +86,7 @@ checks:
     assert lab.states["server"] == "running"
 
 
-def test_faults_at_zero_happen_before_the_first_step(lab: FakeLab, tmp_path: Path) -> None:
+def test_faults_at_zero_happen_before_the_first_step(lab: Any, tmp_path: Path) -> None:
     result = run(
         lab,
         """\
@@ -190,7 +108,7 @@ checks:
     assert lab.actions == [("pause", "server"), ("unpause", "server")]
 
 
-def test_a_fault_counts_from_the_end_of_the_step_it_is_after(lab: FakeLab, tmp_path: Path) -> None:
+def test_a_fault_counts_from_the_end_of_the_step_it_is_after(lab: Any, tmp_path: Path) -> None:
     result = run(
         lab,
         """\
@@ -214,7 +132,7 @@ checks:
     assert result.checks[0].name == "fault at 0 s after first: kill server"
 
 
-def test_a_fault_the_steps_never_reach_fails_the_scenario(lab: FakeLab, tmp_path: Path) -> None:
+def test_a_fault_the_steps_never_reach_fails_the_scenario(lab: Any, tmp_path: Path) -> None:
     result = run(
         lab,
         """\
@@ -237,7 +155,7 @@ checks:
 
 
 def test_failing_and_erroring_steps_fail_with_reasons_and_artifacts_are_kept(
-    lab: FakeLab, tmp_path: Path
+    lab: Any, tmp_path: Path
 ) -> None:
     result = run(
         lab,
@@ -266,7 +184,7 @@ checks:
     )
 
 
-def test_parallel_steps_run_together(lab: FakeLab, tmp_path: Path) -> None:
+def test_parallel_steps_run_together(lab: Any, tmp_path: Path) -> None:
     # `a` exits 0 only if `b` runs while it waits: run one after the other, it would fail.
     result = run(
         lab,
@@ -287,7 +205,7 @@ checks:
     assert result.steps[2].started >= result.steps[0].started + result.steps[0].duration
 
 
-def test_logs_check_is_polled_until_it_holds(lab: FakeLab, tmp_path: Path) -> None:
+def test_logs_check_is_polled_until_it_holds(lab: Any, tmp_path: Path) -> None:
     text = """\
 name: poll
 description: logs appear later
@@ -298,19 +216,18 @@ checks:
 """
     reads = 0
 
-    class SlowLogs(FakeContainer):
-        def logs(self, *, since: float, stdout: bool = True, stderr: bool = True) -> bytes:
-            nonlocal reads
-            reads += 1
-            return b"Bulletin r1 | link\n" if reads >= 3 else b""
+    def slow_logs(service: str, **options: Any) -> str:
+        nonlocal reads
+        reads += 1
+        return "Bulletin r1 | link\n" if reads >= 3 else ""
 
-    lab.container = lambda service: SlowLogs(lab, service)  # type: ignore[method-assign]
+    lab.logs = slow_logs
     result = run(lab, text, tmp_path)
     assert result.passed, result.reason()
     assert reads >= 3
 
 
-def test_same_file_reads_both_sides_and_keeps_copies(lab: FakeLab, tmp_path: Path) -> None:
+def test_same_file_reads_both_sides_and_keeps_copies(lab: Any, tmp_path: Path) -> None:
     lab.files = {"server:/srv/a.txt": b"one\ntwo\n", "client:/tmp/r1/a.txt": b"one\n2\n"}
     result = run(
         lab,
@@ -335,7 +252,7 @@ checks:
 
 
 def test_a_lab_that_is_not_healthy_fails_the_scenario_without_running_steps(
-    lab: FakeLab, tmp_path: Path
+    lab: Any, tmp_path: Path
 ) -> None:
     lab.states["server"] = "exited"
     result = run(
@@ -373,11 +290,11 @@ checks:
 """
 
 
-def test_run_files_writes_reports_that_list_every_scenario(lab: FakeLab, tmp_path: Path) -> None:
+def test_run_files_writes_reports_that_list_every_scenario(lab: Any, tmp_path: Path) -> None:
     (tmp_path / "good.yaml").write_text(GOOD)
     (tmp_path / "bad.yaml").write_text(BAD)
     paths = resolve_names(["good", str(tmp_path / "bad.yaml")], tmp_path)
-    report = run_files(lab, paths, results_root=tmp_path / "results", run_id="r")  # type: ignore[arg-type]
+    report = run_files(lab, paths, results_root=tmp_path / "results", run_id="r")
     assert not report.passed
     assert report.folder == tmp_path / "results" / "r"
     document = json.loads((report.folder / "results.json").read_text())
@@ -390,13 +307,11 @@ def test_run_files_writes_reports_that_list_every_scenario(lab: FakeLab, tmp_pat
     assert [case.get("name") for case in junit.iter("testcase")] == ["good", "bad"]
 
 
-def test_run_files_refuses_everything_when_one_file_is_invalid(
-    lab: FakeLab, tmp_path: Path
-) -> None:
+def test_run_files_refuses_everything_when_one_file_is_invalid(lab: Any, tmp_path: Path) -> None:
     (tmp_path / "good.yaml").write_text(GOOD)
     (tmp_path / "broken.yaml").write_text(GOOD.replace("timeout: 5", "timeout: soon"))
     with pytest.raises(ScenarioError) as caught:
-        run_files(lab, [tmp_path / "good.yaml", tmp_path / "broken.yaml"], results_root=tmp_path)  # type: ignore[arg-type]
+        run_files(lab, [tmp_path / "good.yaml", tmp_path / "broken.yaml"], results_root=tmp_path)
     assert caught.value.problems == [
         "broken.yaml:4: steps[0].timeout: 'soon' is not a number"  # named relative to the checkout
     ]
@@ -409,14 +324,14 @@ def test_unknown_scenario_names_are_listed(tmp_path: Path) -> None:
         resolve_names(["nope"], tmp_path)
 
 
-def test_a_scenario_that_cannot_start_is_reported_not_skipped(lab: FakeLab, tmp_path: Path) -> None:
+def test_a_scenario_that_cannot_start_is_reported_not_skipped(lab: Any, tmp_path: Path) -> None:
     (tmp_path / "good.yaml").write_text(GOOD)
 
     def no_address(service: str) -> str:
         raise LabError(f"{service} has no address on the lab network")
 
-    lab.ip = no_address  # type: ignore[method-assign]
-    report = run_files(lab, [tmp_path / "good.yaml"], results_root=tmp_path, run_id="r")  # type: ignore[arg-type]
+    lab.ip = no_address
+    report = run_files(lab, [tmp_path / "good.yaml"], results_root=tmp_path, run_id="r")
     assert not report.passed
     (result,) = report.results
     assert result.error == "not started: server has no address on the lab network"

@@ -15,9 +15,10 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,7 +41,9 @@ KEY = "loopback-key"
 
 
 @dataclass(frozen=True)
-class Running:
+class RunningServer:
+    """A LabServer serving on a loopback port (its loop runs in a ``serve`` thread)."""
+
     port: int
     data_root: Path
     server: LabServer
@@ -67,13 +70,12 @@ BASE_CONFIG = ServerConfig(
 )
 
 
-def start(config: ServerConfig) -> tuple[Running, threading.Event, threading.Thread]:
+def start(config: ServerConfig, serve: Callable[..., Any]) -> RunningServer:
+    """Serve ``config`` until the test ends; the loop must notice stop within 3 s."""
     server = LabServer(config)
     port = server.bind()
-    stop = threading.Event()
-    thread = threading.Thread(target=server.serve, args=(stop,), daemon=True)
-    thread.start()
-    return Running(port, config.data_root, server), stop, thread
+    serve(server.serve, name="lab-server", stop_within=3)
+    return RunningServer(port, config.data_root, server)
 
 
 @pytest.fixture(scope="session")
@@ -93,17 +95,12 @@ def data_root(sample_root: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def running(data_root: Path) -> Iterator[Running]:
-    config = replace(BASE_CONFIG, data_root=data_root)
-    lab, stop, thread = start(config)
-    yield lab
-    stop.set()
-    thread.join(timeout=3)
-    assert not thread.is_alive(), "server did not notice stop within 3 s"
+def running(data_root: Path, serve: Callable[..., Any]) -> RunningServer:
+    return start(replace(BASE_CONFIG, data_root=data_root), serve)
 
 
 def run_client(
-    capsys: pytest.CaptureFixture[str], running: Running, *args: str
+    capsys: pytest.CaptureFixture[str], running: RunningServer, *args: str
 ) -> tuple[int, dict[str, object], str]:
     code = client.main(running.argv(*args, "--json"))
     captured = capsys.readouterr()
@@ -131,7 +128,7 @@ def read_raw_message(sock: socket.socket) -> tuple[dict[str, object], bytes]:
 # --- plain requests -------------------------------------------------------------------
 
 
-def test_hello_command(capsys: pytest.CaptureFixture[str], running: Running) -> None:
+def test_hello_command(capsys: pytest.CaptureFixture[str], running: RunningServer) -> None:
     code, result, _ = run_client(capsys, running, "hello")
     assert code == 0
     assert result["ok"] is True
@@ -150,19 +147,19 @@ def test_hello_command(capsys: pytest.CaptureFixture[str], running: Running) -> 
         ),
     ],
 )
-def test_json_actions(running: Running, action: str, value: object, check: object) -> None:
+def test_json_actions(running: RunningServer, action: str, value: object, check: object) -> None:
     with client.LabConnection.open(running.endpoint()) as conn:
         assert check(conn.request(action, value))  # type: ignore[operator]
 
 
-def test_unknown_action_is_refused_but_connection_survives(running: Running) -> None:
+def test_unknown_action_is_refused_but_connection_survives(running: RunningServer) -> None:
     with client.LabConnection.open(running.endpoint()) as conn:
         with pytest.raises(ServerRefused, match="invalid action 'nope'"):
             conn.request("nope")
         assert conn.request("echo", "still here") == "still here"
 
 
-def test_tutorial_style_client_works_unchanged(running: Running) -> None:
+def test_tutorial_style_client_works_unchanged(running: RunningServer) -> None:
     # Built the way the Real Python libclient builds requests: sys.byteorder,
     # ensure_ascii=False JSON, "text/json" + "utf-8", action "search".
     def tutorial_message(content: bytes, content_type: str, encoding: str) -> bytes:
@@ -192,7 +189,7 @@ def test_tutorial_style_client_works_unchanged(running: Running) -> None:
     assert content == b"First 10 bytes of request: \x00binary\xffre"
 
 
-def test_pipelined_requests_are_answered_in_order(running: Running) -> None:
+def test_pipelined_requests_are_answered_in_order(running: RunningServer) -> None:
     wire = b"".join(encode_request("echo", n) for n in range(50))
     with client.LabConnection.open(running.endpoint()) as conn:
         conn.send(wire)
@@ -204,7 +201,7 @@ def test_pipelined_requests_are_answered_in_order(running: Running) -> None:
     "extra", [pytest.param([], id="whole"), pytest.param(["--trickle"], id="one-byte-per-send")]
 )
 def test_echo_demo_framing(
-    capsys: pytest.CaptureFixture[str], running: Running, extra: list[str]
+    capsys: pytest.CaptureFixture[str], running: RunningServer, extra: list[str]
 ) -> None:
     size = "300000" if not extra else "2000"
     code, result, _ = run_client(capsys, running, "echo", "--size", size, *extra)
@@ -215,14 +212,14 @@ def test_echo_demo_framing(
 # --- objects --------------------------------------------------------------------------
 
 
-def test_objects_json(capsys: pytest.CaptureFixture[str], running: Running) -> None:
+def test_objects_json(capsys: pytest.CaptureFixture[str], running: RunningServer) -> None:
     code, result, _ = run_client(capsys, running, "objects")
     assert code == 0
     assert result["equal"] is True
     assert result["types"] == ["Product", "dict"]
 
 
-def test_objects_signed_pickle(capsys: pytest.CaptureFixture[str], running: Running) -> None:
+def test_objects_signed_pickle(capsys: pytest.CaptureFixture[str], running: RunningServer) -> None:
     code, result, _ = run_client(capsys, running, "objects", "--pickle", "--pickle-key", KEY)
     assert code == 0
     assert result["equal_to_sample"] is True
@@ -239,7 +236,7 @@ def test_objects_signed_pickle(capsys: pytest.CaptureFixture[str], running: Runn
 )
 def test_malicious_pickles_refused_and_nothing_runs(
     capsys: pytest.CaptureFixture[str],
-    running: Running,
+    running: RunningServer,
     tmp_path: Path,
     args: list[str],
     reason: str,
@@ -254,7 +251,7 @@ def test_malicious_pickles_refused_and_nothing_runs(
     assert not sentinel.exists()
 
 
-def test_oversize_pickle_closes_connection_with_error(running: Running) -> None:
+def test_oversize_pickle_closes_connection_with_error(running: RunningServer) -> None:
     with client.LabConnection.open(running.endpoint()) as conn:
         conn.send(encode_header("application/x-python-pickle", 10**7, extra={"signature": "x"}))
         with pytest.raises(ServerRefused, match="exceeds the limit"):
@@ -264,7 +261,7 @@ def test_oversize_pickle_closes_connection_with_error(running: Running) -> None:
 # --- files ----------------------------------------------------------------------------
 
 
-def test_ls_lists_sample_files(capsys: pytest.CaptureFixture[str], running: Running) -> None:
+def test_ls_lists_sample_files(capsys: pytest.CaptureFixture[str], running: RunningServer) -> None:
     code, result, _ = run_client(capsys, running, "ls")
     assert code == 0
     names = {entry["name"] for entry in result["files"]}  # type: ignore[attr-defined]
@@ -279,7 +276,7 @@ def test_ls_lists_sample_files(capsys: pytest.CaptureFixture[str], running: Runn
     ],
 )
 def test_fetch_is_identical(
-    capsys: pytest.CaptureFixture[str], running: Running, tmp_path: Path, name: str
+    capsys: pytest.CaptureFixture[str], running: RunningServer, tmp_path: Path, name: str
 ) -> None:
     dest = tmp_path / "downloads"
     code, result, err = run_client(capsys, running, "fetch", name, "--dest", str(dest))
@@ -301,7 +298,7 @@ def test_fetch_is_identical(
         pytest.param("link-out", id="symlink-out"),
     ],
 )
-def test_fetch_refuses_escapes(running: Running, tmp_path: Path, name: str) -> None:
+def test_fetch_refuses_escapes(running: RunningServer, tmp_path: Path, name: str) -> None:
     (tmp_path / "secret").write_text("secret")
     (running.data_root / "link-out").symlink_to(tmp_path / "secret")
     with pytest.raises(ServerRefused):
@@ -309,7 +306,7 @@ def test_fetch_refuses_escapes(running: Running, tmp_path: Path, name: str) -> N
     assert not (tmp_path / "dl" / "secret").exists()
 
 
-def test_fetch_resumes_from_a_valid_part(running: Running, tmp_path: Path) -> None:
+def test_fetch_resumes_from_a_valid_part(running: RunningServer, tmp_path: Path) -> None:
     source = (running.data_root / sampledata.TEXT_NAME).read_bytes()
     dest = tmp_path / "dl"
     dest.mkdir()
@@ -319,7 +316,9 @@ def test_fetch_resumes_from_a_valid_part(running: Running, tmp_path: Path) -> No
     assert (dest / sampledata.TEXT_NAME).read_bytes() == source
 
 
-def test_fetch_restarts_when_the_part_is_not_a_prefix(running: Running, tmp_path: Path) -> None:
+def test_fetch_restarts_when_the_part_is_not_a_prefix(
+    running: RunningServer, tmp_path: Path
+) -> None:
     source = (running.data_root / sampledata.TEXT_NAME).read_bytes()
     dest = tmp_path / "dl"
     dest.mkdir()
@@ -329,7 +328,7 @@ def test_fetch_restarts_when_the_part_is_not_a_prefix(running: Running, tmp_path
     assert (dest / sampledata.TEXT_NAME).read_bytes() == source
 
 
-def test_interrupted_fetch_keeps_part_and_resumes(running: Running, tmp_path: Path) -> None:
+def test_interrupted_fetch_keeps_part_and_resumes(running: RunningServer, tmp_path: Path) -> None:
     source = (running.data_root / sampledata.TEXT_NAME).read_bytes()
     digest = hashlib.sha256(source).hexdigest()
     # A server that dies half way through the content.
@@ -369,16 +368,12 @@ def test_interrupted_fetch_keeps_part_and_resumes(running: Running, tmp_path: Pa
 
 
 def test_big_file_is_created_on_demand(
-    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve: Callable[..., Any]
 ) -> None:
     monkeypatch.setenv("SOCKETLAB_BIG_SIZE", str(3 * 1024 * 1024 + 7))
     assert not (data_root / sampledata.BIG_NAME).exists()
-    lab, stop, thread = start(replace(BASE_CONFIG, data_root=data_root))
-    try:
-        result = client.fetch(lab.endpoint(), sampledata.BIG_NAME, tmp_path / "dl", progress=False)
-    finally:
-        stop.set()
-        thread.join(timeout=3)
+    lab = start(replace(BASE_CONFIG, data_root=data_root), serve)
+    result = client.fetch(lab.endpoint(), sampledata.BIG_NAME, tmp_path / "dl", progress=False)
     expected = b"".join(sampledata.big_blocks(size=3 * 1024 * 1024 + 7))
     assert result.sha256 == hashlib.sha256(expected).hexdigest()
     assert (tmp_path / "dl" / sampledata.BIG_NAME).read_bytes() == expected
@@ -395,7 +390,11 @@ def test_big_file_is_created_on_demand(
     ],
 )
 def test_protocol_violation_closes_only_that_connection(
-    capsys: pytest.CaptureFixture[str], running: Running, tmp_path: Path, kind: str, reaction: str
+    capsys: pytest.CaptureFixture[str],
+    running: RunningServer,
+    tmp_path: Path,
+    kind: str,
+    reaction: str,
 ) -> None:
     with client.LabConnection.open(running.endpoint()) as bystander:
         assert bystander.request("echo", 1) == 1
@@ -409,7 +408,7 @@ def test_protocol_violation_closes_only_that_connection(
     )
 
 
-def test_slowloris_is_dropped_while_others_are_served(running: Running) -> None:
+def test_slowloris_is_dropped_while_others_are_served(running: RunningServer) -> None:
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", running.port), timeout=5) as slow:
         wire = encode_request("hello")
@@ -440,7 +439,7 @@ def _readable(sock: socket.socket, timeout: float) -> bool:
     return bool(select.select([sock], [], [], timeout)[0])
 
 
-def test_idle_connection_is_closed(running: Running) -> None:
+def test_idle_connection_is_closed(running: RunningServer) -> None:
     with client.LabConnection.open(running.endpoint(read_timeout=5)) as conn:
         started = time.monotonic()
         with pytest.raises(ServerRefused, match="idle"):
@@ -448,23 +447,21 @@ def test_idle_connection_is_closed(running: Running) -> None:
         assert 1.0 < time.monotonic() - started < 4
 
 
-def test_too_many_connections_are_refused_politely(data_root: Path) -> None:
-    lab, stop, thread = start(replace(BASE_CONFIG, data_root=data_root, max_connections=2))
-    try:
+def test_too_many_connections_are_refused_politely(
+    data_root: Path, serve: Callable[..., Any]
+) -> None:
+    lab = start(replace(BASE_CONFIG, data_root=data_root, max_connections=2), serve)
+    with (
+        client.LabConnection.open(lab.endpoint()) as a,
+        client.LabConnection.open(lab.endpoint()) as b,
+    ):
+        assert a.request("echo", "a") == "a"
+        assert b.request("echo", "b") == "b"
         with (
-            client.LabConnection.open(lab.endpoint()) as a,
-            client.LabConnection.open(lab.endpoint()) as b,
+            client.LabConnection.open(lab.endpoint()) as c,
+            pytest.raises(ServerRefused, match="busy"),
         ):
-            assert a.request("echo", "a") == "a"
-            assert b.request("echo", "b") == "b"
-            with (
-                client.LabConnection.open(lab.endpoint()) as c,
-                pytest.raises(ServerRefused, match="busy"),
-            ):
-                client.response_result(c.read_message())
-    finally:
-        stop.set()
-        thread.join(timeout=3)
+            client.response_result(c.read_message())
 
 
 class GatedHashes(HashCache):
@@ -514,7 +511,7 @@ def test_reset_right_after_a_fetch_closes_the_file(
         )
         assert any("reason=send_failed" in record.getMessage() for record in caplog.records)
         assert open_descriptors(data_root / sampledata.TEXT_NAME) == 0
-        with client.LabConnection.open(Running(port, data_root, server).endpoint()) as conn:
+        with client.LabConnection.open(RunningServer(port, data_root, server).endpoint()) as conn:
             assert conn.request("echo", "after") == "after"
     finally:
         hashes.release.set()
@@ -528,7 +525,7 @@ def test_reset_right_after_a_fetch_closes_the_file(
 @pytest.mark.parametrize(
     "mode", [pytest.param(m, id=m) for m in ["blocking", "nonblocking-naive", "nonblocking"]]
 )
-def test_blast_modes(capsys: pytest.CaptureFixture[str], running: Running, mode: str) -> None:
+def test_blast_modes(capsys: pytest.CaptureFixture[str], running: RunningServer, mode: str) -> None:
     size = 32 * 1024 * 1024
     code, result, _ = run_client(capsys, running, "blast", "--mode", mode, "--size", str(size))
     assert code == 0
@@ -543,13 +540,13 @@ def test_blast_modes(capsys: pytest.CaptureFixture[str], running: Running, mode:
         assert result["lost"] == 0
 
 
-def test_timeout_read_demo(capsys: pytest.CaptureFixture[str], running: Running) -> None:
+def test_timeout_read_demo(capsys: pytest.CaptureFixture[str], running: RunningServer) -> None:
     code, result, _ = run_client(capsys, running, "timeout", "read", "--read-timeout", "0.3")
     assert code == 0
     assert 0.3 <= float(result["seconds"]) < 2  # type: ignore[arg-type]
 
 
-def test_timeout_accept_demo(capsys: pytest.CaptureFixture[str], running: Running) -> None:
+def test_timeout_accept_demo(capsys: pytest.CaptureFixture[str], running: RunningServer) -> None:
     code, result, _ = run_client(capsys, running, "timeout", "accept", "--accept-timeout", "0.2")
     assert code == 0
     assert result["kind"] == "accept"

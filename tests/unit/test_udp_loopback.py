@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import socket
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +21,10 @@ Udp: 10 0 {drops} 10 {drops} 0 0
 """
 
 
-def free_port(kind: socket.SocketKind) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def wait_for(probe: Any, *, timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = probe()
-        except PeerUnavailable:
-            value = None
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)  # polling interval of a deadline-bounded wait
-
-
 @pytest.fixture
-def listener(tmp_path: Path) -> Iterator[ListenerOptions]:
+def listener(
+    tmp_path: Path, free_port: Callable[..., int], serve: Callable[..., Any]
+) -> Iterator[ListenerOptions]:
     snmp = tmp_path / "snmp"
     snmp.write_text(SNMP.format(drops=5))
     options = ListenerOptions(
@@ -55,22 +35,23 @@ def listener(tmp_path: Path) -> Iterator[ListenerOptions]:
         log_interval=0.1,
         snmp_path=str(snmp),
     )
-    stop = threading.Event()
     failed: list[str] = []
     listener = Listener(options)
-    thread = threading.Thread(
-        target=lambda: failed.extend(run(options, stop, listener=listener)), daemon=True
+    # every component notices stop within about a second
+    thread = serve(
+        lambda stop: failed.extend(run(options, stop, listener=listener)),
+        name="udp-listener",
+        stop_within=5,
     )
-    thread.start()
     assert listener.wait_ready(timeout=5), f"listener not ready: {failed}"
     yield options
-    stop.set()
-    thread.join(timeout=5)
-    assert not thread.is_alive(), "every component notices stop within about a second"
+    thread.close()
     assert failed == []
 
 
-def test_sender_to_listener_counts_everything(listener: ListenerOptions) -> None:
+def test_sender_to_listener_counts_everything(
+    listener: ListenerOptions, wait_until: Callable[..., Any]
+) -> None:
     with open_socket("127.0.0.1", listener.port) as sock:
         report = send_stream(sock, SendOptions(count=2000, rate=0, size=100, sender_id=42))
         sock.send(b"plain text\n")
@@ -80,7 +61,7 @@ def test_sender_to_listener_counts_everything(listener: ListenerOptions) -> None
         stats = status.fetch_stats("127.0.0.1", listener.status_port)
         return stats if stats["datagrams"] == 2001 else None
 
-    stats = wait_for(settled)
+    stats = wait_until(settled, "2001 datagrams counted", timeout=5, ignoring=(PeerUnavailable,))
     session = status.find_session(stats, 42)
     assert session is not None
     assert (session["received"], session["lost"], session["first_seq"]) == (2000, 0, 1)
@@ -90,11 +71,16 @@ def test_sender_to_listener_counts_everything(listener: ListenerOptions) -> None
 
 
 def test_reset_clears_counters_and_moves_the_kernel_baseline(
-    listener: ListenerOptions, tmp_path: Path
+    listener: ListenerOptions, tmp_path: Path, wait_until: Callable[..., Any]
 ) -> None:
     with open_socket("127.0.0.1", listener.port) as sock:
         send_stream(sock, SendOptions(count=10, rate=0, size=64, sender_id=1))
-    wait_for(lambda: status.fetch_stats("127.0.0.1", listener.status_port)["datagrams"] == 10)
+    wait_until(
+        lambda: status.fetch_stats("127.0.0.1", listener.status_port)["datagrams"] == 10,
+        "10 datagrams counted",
+        timeout=5,
+        ignoring=(PeerUnavailable,),
+    )
     (tmp_path / "snmp").write_text(SNMP.format(drops=12))
     before = status.reset_stats("127.0.0.1", listener.status_port)
     assert before["datagrams"] == 10

@@ -1,0 +1,223 @@
+"""What the runners need from a lab: the :class:`Lab` and :class:`HelperContainer` protocols.
+
+``lab.shaping``, ``lab.scenario``, ``lab.bench`` and ``lab.feeds`` depend on
+these protocols, not on Docker: :class:`lab.api.Lab` (a Compose project driven
+through the Docker SDK) is one implementation, the unit tests' fake another.
+Every method raises :class:`~lab.errors.LabError` subclasses only; no Docker
+SDK type or error crosses this line.
+
+A service is addressed by its Compose service name. A *helper* is a throwaway
+container from the netkit image joined to a service's network namespace, the
+one way the controller runs tools (``tc``, ``iperf3``, ``tcpdump``) there:
+:meth:`Lab.start_helper` starts one, :meth:`Lab.helpers` finds them again by
+role, ``lab down`` removes every one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+from lab.config import LabConfig
+from lab.errors import LabError
+from lab.waiting import Stream
+
+TIMEOUT_EXIT_CODE = 124  # what coreutils `timeout` returns when it had to stop a command
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecResult:
+    """What a command run in a container returned."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    @property
+    def timed_out(self) -> bool:
+        return self.exit_code == TIMEOUT_EXIT_CODE
+
+    def check(self, what: str = "command") -> ExecResult:
+        """Return self when the exit code is 0, else raise LabError with stderr."""
+        if not self.ok:
+            tail = " | ".join(self.stderr.strip().splitlines()[-5:])
+            raise LabError(f"{what} failed with exit code {self.exit_code}: {tail}")
+        return self
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceStatus:
+    """One service's container as ``lab status`` shows it."""
+
+    service: str
+    state: str
+    health: str
+    ip: str
+    container: str
+    image: str
+
+
+class HelperContainer(Protocol):
+    """A helper container; a context manager that removes it on exit."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+
+    @property
+    def status(self) -> str:
+        """Docker's state as of the last :meth:`reload`: running, exited, ..."""
+        ...
+
+    @property
+    def started_at(self) -> str: ...
+
+    def reload(self) -> None: ...
+
+    def logs(self, *, stdout: bool = True, stderr: bool = True, tail: int | None = None) -> str: ...
+
+    def signal(self, signal: str) -> None:
+        """Send ``signal`` (``"SIGINT"``) to the helper's command."""
+        ...
+
+    def wait(self, *, timeout: float) -> int:
+        """The exit code; :class:`~lab.errors.CommandTimeout` after ``timeout`` seconds."""
+        ...
+
+    def read_file(self, path: str) -> bytes:
+        """One regular file out of the helper's filesystem."""
+        ...
+
+    def stop(self, *, timeout: float) -> None: ...
+
+    def remove(self) -> None:
+        """Remove the helper (killing it); nothing happens if it is gone already."""
+        ...
+
+    def __enter__(self) -> HelperContainer: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+
+
+class Lab(Protocol):
+    """One lab: its services, what runs in them, and helpers in their namespaces."""
+
+    @property
+    def project(self) -> str: ...
+
+    @property
+    def config(self) -> LabConfig: ...
+
+    @property
+    def repo_root(self) -> Path: ...
+
+    @property
+    def services(self) -> Sequence[str]:
+        """Service names, in the order the lab declares them."""
+        ...
+
+    # ---------------------------------------------------------------- inspection
+
+    def status(self) -> list[ServiceStatus]: ...
+
+    def wait_healthy(self, *, timeout: float) -> None:
+        """Return once every service runs and is healthy; NotReady at the deadline."""
+        ...
+
+    def ip(self, service: str) -> str: ...
+
+    def state(self, service: str) -> str:
+        """Docker's state of the service's container now: running, paused, exited, ..."""
+        ...
+
+    def started_at(self, service: str) -> str:
+        """When the service's container last started (ISO 8601, as Docker reports it)."""
+        ...
+
+    def logs(
+        self,
+        service: str,
+        *,
+        tail: int | None = None,
+        since: float | None = None,
+        stream: Stream = "both",
+    ) -> str: ...
+
+    def engine_version(self) -> str: ...
+
+    # ---------------------------------------------------------------- commands and files
+
+    def exec(
+        self,
+        service: str,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> ExecResult: ...
+
+    def netkit_run(
+        self, service: str, argv: Sequence[str], *, timeout: float, net_admin: bool = False
+    ) -> ExecResult:
+        """Run ``argv`` in a throwaway helper in ``service``'s namespace, to completion."""
+        ...
+
+    def read_file(self, service: str, path: str) -> bytes: ...
+
+    def file_sha256(self, service: str, path: str, *, timeout: float = 300.0) -> str: ...
+
+    # ---------------------------------------------------------------- helpers
+
+    def start_helper(
+        self,
+        service: str,
+        argv: Sequence[str],
+        *,
+        role: str,
+        caps: Sequence[str] = (),
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        ready: str | None = None,
+        ready_stream: Stream = "both",
+        ready_timeout: float = 30.0,
+    ) -> HelperContainer:
+        """Start ``argv`` in a helper joined to ``service``'s network namespace.
+
+        With ``ready``, wait until the helper runs and logs that text (``""``:
+        until it runs); if it does not, remove it and raise
+        :class:`~lab.errors.HelperNotReady`.
+        """
+        ...
+
+    def helpers(self, role: str) -> Sequence[HelperContainer]:
+        """This lab's helpers of one role, running or not."""
+        ...
+
+    # ---------------------------------------------------------------- faults
+
+    def stop(self, service: str) -> None: ...
+
+    def start(self, service: str) -> None: ...
+
+    def restart(self, service: str) -> None: ...
+
+    def kill(self, service: str) -> None: ...
+
+    def pause(self, service: str) -> None: ...
+
+    def unpause(self, service: str) -> None: ...

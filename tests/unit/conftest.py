@@ -1,0 +1,411 @@
+"""Shared unit-test helpers: the one fake lab, and loopback helpers for server tests.
+
+* ``fake_lab``: a :class:`FakeLab`, an in-memory :class:`lab.interface.Lab` the
+  runners (scenario, capture, shaping, bench, feeds) run against with no Docker.
+  It records what was done to it; tests script it (``commands``, ``files``,
+  logs, ``queue_helper``).
+* ``free_port``: a port nothing listens on (TCP or UDP).
+* ``wait_until``: poll a probe with a deadline (never a bare sleep).
+* ``serve``: run a server's ``loop(stop_event)`` in a thread, stopped and joined
+  at the end of the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import pytest
+
+from lab.config import BenchConfig, CaptureConfig, LabConfig, ScenarioConfig, ShapingConfig
+from lab.errors import LabError
+from lab.interface import ExecResult, ServiceStatus
+from lab.waiting import Stream, wait_for_log
+
+T = TypeVar("T")
+
+SERVICES = ("server", "client", "udp-listener", "rss-poller")
+DEADLINE = 15.0  # generous bound on waits in tests: the machine is shared
+
+# Short timeouts and polls: a unit test never waits for a real lab's patience.
+FAST_CONFIG = LabConfig(
+    project="fake",
+    shaping=ShapingConfig(netns_timeout=5.0, helper_ready_timeout=2.0),
+    scenario=ScenarioConfig(ready_timeout=1.0, recover_timeout=1.0, check_poll=0.01),
+    capture=CaptureConfig(start_timeout=2.0, stop_timeout=2.0),
+    bench=BenchConfig(ready_timeout=2.0, step_timeout=10.0),
+)
+
+ACTIONS = ("stop", "start", "restart", "kill", "pause", "unpause")
+AFTER_ACTION = {
+    "stop": "exited",
+    "start": "running",
+    "restart": "running",
+    "kill": "exited",
+    "pause": "paused",
+    "unpause": "running",
+}
+
+Command = Callable[["FakeLab", str, list[str]], ExecResult]
+
+
+class FakeHelper:
+    """A helper container with scripted state and output; records what was done to it."""
+
+    def __init__(
+        self,
+        *,
+        name: str = "helper",
+        stdout: str = "",
+        stderr: str = "",
+        status: str = "running",
+        exit_code: int = 0,
+        files: Mapping[str, bytes] | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.stdout, self.stderr = stdout, stderr
+        self.status = status
+        self.exit_code = exit_code
+        self.files = dict(files or {})
+        self.labels: dict[str, str] = dict(labels or {})
+        self.started_at = "2026-01-01T10:00:00Z"
+        self.calls: list[str] = []
+        self.removed = False
+
+    def reload(self) -> None:
+        self.calls.append("reload")
+
+    def logs(self, *, stdout: bool = True, stderr: bool = True, tail: int | None = None) -> str:
+        return (self.stdout if stdout else "") + (self.stderr if stderr else "")
+
+    def signal(self, signal: str) -> None:
+        self.calls.append(f"signal {signal}")
+        self.status = "exited"
+
+    def wait(self, *, timeout: float) -> int:
+        self.calls.append("wait")
+        return self.exit_code
+
+    def read_file(self, path: str) -> bytes:
+        self.calls.append(f"read_file {path}")
+        if path not in self.files:
+            raise LabError(f"{self.name}:{path} does not exist")
+        return self.files[path]
+
+    def stop(self, *, timeout: float) -> None:
+        self.calls.append("stop")
+        self.status = "exited"
+
+    def remove(self) -> None:
+        self.calls.append("remove")
+        self.removed = True
+
+    def __enter__(self) -> FakeHelper:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.remove()
+
+
+class FakeLab:
+    """An in-memory lab (:class:`lab.interface.Lab`): services with states, scripted
+    commands, files, logs and helpers. Everything done to it is recorded."""
+
+    def __init__(
+        self,
+        repo_root: Path,
+        *,
+        services: Sequence[str] = SERVICES,
+        config: LabConfig = FAST_CONFIG,
+    ) -> None:
+        self.project = config.project
+        self.config = config
+        self.repo_root = repo_root
+        self.services = list(services)
+        self.states = dict.fromkeys(self.services, "running")
+        self.health = dict.fromkeys(self.services, "healthy")
+        self.commands: Command | None = None  # answers exec and netkit_run
+        self.files: dict[str, bytes] = {}  # "service:/path" -> content
+        self.stdout_logs: dict[str, str] = {}
+        self.stderr_logs: dict[str, str] = {}
+        self.log_reads = 0
+        self.execs: list[tuple[str, tuple[str, ...]]] = []
+        self.netkit_runs: list[tuple[str, tuple[str, ...], bool]] = []
+        self.actions: list[tuple[str, str]] = []
+        self.acted = {action: threading.Event() for action in ACTIONS}
+        self.started: list[dict[str, Any]] = []  # start_helper's arguments, in order
+        self.started_helpers: list[FakeHelper] = []
+        self._queued: list[FakeHelper] = []
+        self.lock = threading.Lock()
+
+    # ------------------------------------------------------------------ scripting
+
+    def queue_helper(self, **kwargs: Any) -> FakeHelper:
+        """The helper the next ``start_helper`` hands out (else a plain running one)."""
+        helper = FakeHelper(**kwargs)
+        self._queued.append(helper)
+        return helper
+
+    # ------------------------------------------------------------------ inspection
+
+    def status(self) -> list[ServiceStatus]:
+        return [
+            ServiceStatus(
+                service=service,
+                state=self.states[service],
+                health=self.health[service],
+                ip=self.ip(service),
+                container=f"c-{service}",
+                image="fake/runtime",
+            )
+            for service in self.services
+        ]
+
+    def wait_healthy(self, *, timeout: float) -> None:
+        down = [s for s, state in self.states.items() if state != "running"]
+        if down:
+            raise LabError(f"not healthy: {', '.join(down)}")
+
+    def ip(self, service: str) -> str:
+        return f"10.0.0.{self.services.index(service) + 2}"
+
+    def state(self, service: str) -> str:
+        return self.states[service]
+
+    def started_at(self, service: str) -> str:
+        return "2026-01-01T09:00:00Z"
+
+    def logs(
+        self,
+        service: str,
+        *,
+        tail: int | None = None,
+        since: float | None = None,
+        stream: Stream = "both",
+    ) -> str:
+        with self.lock:
+            self.log_reads += 1
+        text = self.stdout_logs.get(service, "") if stream != "stderr" else ""
+        return text + (self.stderr_logs.get(service, "") if stream != "stdout" else "")
+
+    def engine_version(self) -> str:
+        return "0.0-fake"
+
+    # ------------------------------------------------------------------ commands and files
+
+    def _answer(self, service: str, argv: Sequence[str]) -> ExecResult:
+        if self.states[service] != "running":
+            raise LabError(f"{service} is {self.states[service]}")
+        if self.commands is None:
+            raise AssertionError(f"unexpected command {list(argv)} in {service}")
+        return self.commands(self, service, list(argv))
+
+    def exec(
+        self,
+        service: str,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> ExecResult:
+        with self.lock:
+            self.execs.append((service, tuple(argv)))
+        return self._answer(service, argv)
+
+    def netkit_run(
+        self, service: str, argv: Sequence[str], *, timeout: float, net_admin: bool = False
+    ) -> ExecResult:
+        with self.lock:
+            self.netkit_runs.append((service, tuple(argv), net_admin))
+        return self._answer(service, argv)
+
+    def read_file(self, service: str, path: str) -> bytes:
+        key = f"{service}:{path}"
+        if key not in self.files:
+            raise LabError(f"{key} does not exist")
+        return self.files[key]
+
+    def file_sha256(self, service: str, path: str, *, timeout: float = 300.0) -> str:
+        key = f"{service}:{path}"
+        if key not in self.files:
+            raise LabError(f"sha256sum {key} failed with exit code 1: No such file")
+        return hashlib.sha256(self.files[key]).hexdigest()
+
+    # ------------------------------------------------------------------ helpers
+
+    def start_helper(
+        self,
+        service: str,
+        argv: Sequence[str],
+        *,
+        role: str,
+        caps: Sequence[str] = (),
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        ready: str | None = None,
+        ready_stream: Stream = "both",
+        ready_timeout: float = 30.0,
+    ) -> FakeHelper:
+        if service not in self.services:
+            raise LabError(f"no container for service {service!r}")
+        self.started.append(
+            {
+                "service": service,
+                "argv": list(argv),
+                "role": role,
+                "caps": tuple(caps),
+                "name": name,
+                "labels": dict(labels or {}),
+            }
+        )
+        helper = self._queued.pop(0) if self._queued else FakeHelper()
+        helper.name = name or helper.name
+        helper.labels |= {**(labels or {}), "io.socketlab.role": role}
+        self.started_helpers.append(helper)
+        if ready is not None:
+            # The real wait on the fake helper: readiness behaves as with Docker.
+            try:
+                wait_for_log(
+                    helper, ready, timeout=ready_timeout, stream=ready_stream, interval=0.01
+                )
+            except LabError:
+                helper.remove()
+                raise
+        return helper
+
+    def helpers(self, role: str) -> list[FakeHelper]:
+        return [
+            helper
+            for helper in self.started_helpers
+            if helper.labels.get("io.socketlab.role") == role and not helper.removed
+        ]
+
+    # ------------------------------------------------------------------ faults
+
+    def _act(self, action: str, service: str) -> None:
+        self.actions.append((action, service))
+        self.states[service] = AFTER_ACTION[action]
+        self.acted[action].set()
+
+    def stop(self, service: str) -> None:
+        self._act("stop", service)
+
+    def start(self, service: str) -> None:
+        self._act("start", service)
+
+    def restart(self, service: str) -> None:
+        self._act("restart", service)
+
+    def kill(self, service: str) -> None:
+        self._act("kill", service)
+
+    def pause(self, service: str) -> None:
+        self._act("pause", service)
+
+    def unpause(self, service: str) -> None:
+        self._act("unpause", service)
+
+
+@pytest.fixture
+def fake_lab(tmp_path: Path) -> FakeLab:
+    """A fresh :class:`FakeLab` whose checkout is ``tmp_path``."""
+    return FakeLab(tmp_path)
+
+
+# ---------------------------------------------------------------------- loopback helpers
+
+
+def _free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def free_port() -> Callable[..., int]:
+    """``free_port(kind=socket.SOCK_STREAM)``: a loopback port nobody listens on now."""
+    return _free_port
+
+
+def _wait_until(
+    probe: Callable[[], T | None],
+    what: str = "the condition",
+    *,
+    timeout: float = DEADLINE,
+    ignoring: tuple[type[BaseException], ...] = (),
+    interval: float = 0.02,
+) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = None
+        with contextlib.suppress(*ignoring):
+            value = probe()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)  # polling interval of a deadline-bounded wait
+
+
+@pytest.fixture
+def wait_until() -> Callable[..., Any]:
+    """``wait_until(probe, what, *, timeout, ignoring=(Errors,))``: the probe's first
+    truthy value; fails the test naming ``what`` at the deadline."""
+    return _wait_until
+
+
+class ServerThread:
+    """A server's ``loop(stop)`` in a daemon thread; :meth:`close` stops and joins it and
+    fails the test when the loop does not notice ``stop`` within ``stop_within`` seconds."""
+
+    def __init__(
+        self, loop: Callable[[threading.Event], object], *, name: str, stop_within: float
+    ) -> None:
+        self.stop = threading.Event()
+        self.stop_within = stop_within
+        self.thread = threading.Thread(target=loop, args=(self.stop,), name=name, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=self.stop_within)
+        assert not self.thread.is_alive(), (
+            f"{self.thread.name} did not notice stop within {self.stop_within:g} s"
+        )
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., ServerThread]]:
+    """``serve(loop, name=..., stop_within=...)``: start ``loop(stop_event)`` in a thread;
+    every one still running is stopped and joined when the test ends."""
+    running: list[ServerThread] = []
+
+    def start(
+        loop: Callable[[threading.Event], object],
+        *,
+        name: str = "server",
+        stop_within: float = DEADLINE,
+    ) -> ServerThread:
+        server = ServerThread(loop, name=name, stop_within=stop_within)
+        running.append(server)
+        return server
+
+    yield start
+    for server in reversed(running):
+        if server.thread.is_alive():
+            server.close()
