@@ -229,7 +229,8 @@ def settings_table(classes: Iterable[type]) -> str:
     its defaults must agree, which :func:`conflicting_defaults` checks.
     """
     rows: dict[str, SettingDoc] = {}
-    for cls in classes:
+    # Sorted by owner, so the row kept for a shared variable never depends on import order.
+    for cls in sorted(classes, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
         for row in settings_of(cls):
             rows.setdefault(row.name, row)
     lines = ["| variable | default | meaning |", "|---|---|---|"]
