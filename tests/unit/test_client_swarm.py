@@ -7,7 +7,7 @@ import io
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -133,14 +133,9 @@ def test_cli_refuses_a_non_positive_client_count(bad: str) -> None:
 # --- failures are reported, per client -----------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-def test_nobody_listening_fails_every_client_with_the_reason() -> None:
+def test_nobody_listening_fails_every_client_with_the_reason(
+    free_port: Callable[..., int],
+) -> None:
     report = client.run_swarm(endpoint(free_port()), clients=5, requests=2, tag="x")
 
     assert not report.ok
@@ -164,7 +159,7 @@ def test_a_server_that_never_answers_hits_the_read_timeout() -> None:
     ]
 
 
-def test_cli_exits_1_and_says_how_many_clients_failed() -> None:
+def test_cli_exits_1_and_says_how_many_clients_failed(free_port: Callable[..., int]) -> None:
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("sys.stdout", out)
