@@ -30,7 +30,7 @@ log = logging.getLogger("socketlab.supervisor")
 Component = Callable[[threading.Event], None]
 
 STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
-WAKE_INTERVAL: Final = 1.0  # the main thread wakes this often, so signals are handled promptly
+WAKE_INTERVAL: Final = 0.2  # the main thread wakes this often, so signals are handled promptly
 JOIN_TIMEOUT: Final = 5.0  # per component, after stop
 
 

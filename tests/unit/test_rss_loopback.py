@@ -29,9 +29,9 @@ SENTINEL = "SOCKETLAB-LOOPBACK-SENTINEL-41c2"
 DEADLINE = 15.0
 
 
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    feed_server = FeedServer(
+@contextmanager
+def feed_server() -> Iterator[FeedServer]:
+    running = FeedServer(
         ServerOptions(
             host="127.0.0.1",
             port=0,
@@ -40,11 +40,24 @@ def server() -> Iterator[FeedServer]:
             huge_bytes=200 * 1024 * 1024,
         )
     )
-    feed_server.start()
+    running.start()
     try:
-        yield feed_server
+        yield running
     finally:
-        feed_server.close()
+        running.close()
+
+
+@pytest.fixture
+def server() -> Iterator[FeedServer]:
+    with feed_server() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def unchanged_server() -> Iterator[FeedServer]:
+    """One server for tests that only read it or get refused (nothing they do changes it)."""
+    with feed_server() as running:
+        yield running
 
 
 def base(server: FeedServer) -> str:
@@ -260,9 +273,10 @@ def test_scheduled_publishing_grows_the_feed(
     ],
 )
 def test_server_answers(
-    server: FeedServer, method: str, path: str, body: bytes | None, status: int
+    unchanged_server: FeedServer, method: str, path: str, body: bytes | None, status: int
 ) -> None:
-    request = urllib.request.Request(base(server) + path, data=body, method=method)  # noqa: S310
+    before = unchanged_server.registry.entry_count("news")
+    request = urllib.request.Request(base(unchanged_server) + path, data=body, method=method)  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
             got, payload = response.status, response.read()
@@ -271,6 +285,7 @@ def test_server_answers(
     assert got == status
     if method == "HEAD":
         assert payload == b""
+    assert unchanged_server.registry.entry_count("news") == before, "the shared server is unchanged"
 
 
 def test_a_handler_bug_is_a_500_and_the_server_keeps_serving(
