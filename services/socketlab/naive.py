@@ -31,7 +31,7 @@ from typing import Final
 
 from socketlab.commandline import add_setting, command_parser
 from socketlab.config import SERVER_HOST, EnvConfig, env_config, env_field
-from socketlab.errors import ConfigError, ConnectFailed, peer_errors
+from socketlab.errors import ConfigError, ConnectFailed, ServiceError, peer_errors
 
 NAIVE_PORT: Final = 4590
 CONNECT_RETRY: Final = 0.05
@@ -67,7 +67,11 @@ class NaiveConfig(EnvConfig):
 
 def send_once(path: Path, *, port: int, accept_timeout: float, send_timeout: float) -> int:
     """Serve ``path`` to the first client on ``port``, then close (EOF = end of file)."""
-    with socket.create_server(("0.0.0.0", port)) as listener:
+    try:
+        server = socket.create_server(("0.0.0.0", port))
+    except OSError as exc:
+        raise ServiceError(f"cannot listen on port {port}: {exc.strerror or exc}") from exc
+    with server as listener:
         print(f"event=naive_listening port={port} path={path}", file=sys.stderr, flush=True)
         return serve_file(listener, path, accept_timeout=accept_timeout, send_timeout=send_timeout)
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from lab.errors import NotReady
 from lab.waiting import wait_for as lab_wait_for
-from socketlab import sampledata
 
 T = TypeVar("T")
 
@@ -62,19 +59,3 @@ def free_port() -> Callable[..., int]:
 def wait_for() -> Callable[..., Any]:
     """``wait_for(probe, what=..., timeout=..., ignore=(...))``: poll until truthy, or fail."""
     return _wait_for
-
-
-@pytest.fixture(scope="session")
-def sample_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sample files (text and image), generated once per session: copy, do not modify."""
-    root = tmp_path_factory.mktemp("sample-data")
-    sampledata.ensure_sample_data(root)
-    return root
-
-
-@pytest.fixture
-def sample_root(sample_files: Path, tmp_path: Path) -> Path:
-    """A data root of this test's own, holding copies of the session's sample files."""
-    root = tmp_path / "data"
-    shutil.copytree(sample_files, root)
-    return root

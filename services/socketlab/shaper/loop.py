@@ -5,9 +5,11 @@ installs an iptables rule sending the link's packets to queue ``--queue`` with
 ``--queue-bypass``, so when this process dies the link fails open (unshaped)
 instead of going dark, and ``lab status`` reports the dead helper.
 
-One thread: poll the queue's netlink socket with a timeout that ends at the
-next release time, feed packets to the scheduling core, and hand out the
-verdicts and injected copies it returns.
+One verdict thread (the process's only component, under
+:func:`~socketlab.supervisor.run_components`, which handles SIGTERM/SIGINT):
+poll the queue's netlink socket with a timeout that ends at the next release
+time, feed packets to the scheduling core, and hand out the verdicts and
+injected copies it returns.
 """
 
 from __future__ import annotations
