@@ -38,6 +38,7 @@ def feed_server() -> Iterator[FeedServer]:
             slow_seconds=60.0,
             drip_every=0.05,
             huge_bytes=200 * 1024 * 1024,
+            shutdown_poll=0.02,
         )
     )
     running.start()

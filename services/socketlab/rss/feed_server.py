@@ -73,6 +73,9 @@ class ServerOptions:
     huge_bytes: int = 1 << 30
     schedule_every: float = 0.0  # publish to "news" every N seconds; 0 = never
     journal: Path | None = None  # published entries survive restarts when set
+    shutdown_poll: float = (
+        0.1  # how often the HTTP loop looks at shutdown: how fast close() returns
+    )
 
 
 @env_config
@@ -295,7 +298,7 @@ class FeedServer:
     def start(self) -> None:
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.1},  # how fast close() returns
+            kwargs={"poll_interval": self.options.shutdown_poll},
             name="feed-http",
             daemon=True,
         )
