@@ -21,6 +21,7 @@ README's table of every variable from the classes themselves.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import os
 import types
@@ -93,6 +94,38 @@ def registered_configs() -> tuple[type, ...]:
     return tuple(_REGISTRY)
 
 
+# The modules that declare the container side's config classes; a unit test
+# checks that importing every socketlab module finds no others.
+CONTAINER_CONFIG_MODULES: tuple[str, ...] = (
+    "socketlab.chat.client",
+    "socketlab.chat.core",
+    "socketlab.chat.hub",
+    "socketlab.chat.swarm",
+    "socketlab.client.cli",
+    "socketlab.health",
+    "socketlab.naive",
+    "socketlab.rss.feed_server",
+    "socketlab.rss.poller",
+    "socketlab.rss.publish",
+    "socketlab.sampledata",
+    "socketlab.server",
+    "socketlab.shaper.loop",
+    "socketlab.shaper.probe",
+    "socketlab.udp.compare",
+    "socketlab.udp.listener",
+    "socketlab.udp.sender",
+    "socketlab.udp.status",
+    "socketlab.udp.tcp_sink",
+)
+
+
+def container_configs() -> tuple[type, ...]:
+    """Every config class of the in-container package (for the settings table)."""
+    for module in CONTAINER_CONFIG_MODULES:
+        importlib.import_module(module)
+    return tuple(cls for cls in _REGISTRY if cls.__module__.startswith("socketlab."))
+
+
 class EnvConfig:
     """Mixin giving a config dataclass :meth:`from_env`."""
 
@@ -113,7 +146,10 @@ class EnvConfig:
                     values[spec.name] = parse_value(setting.name, raw.strip(), hint)
             elif isinstance(hint, type) and issubclass(hint, EnvConfig):
                 values[spec.name] = hint.from_env(env)
-        return cls(**values, **overrides)
+        try:
+            return cls(**values, **overrides)
+        except ValueError as exc:  # a class's own check of how its values fit together
+            raise ConfigError(f"{cls.__name__}: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- parsing

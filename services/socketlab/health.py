@@ -6,16 +6,23 @@
 
 from __future__ import annotations
 
-import argparse
 import signal
 import socket
 import sys
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 
-from socketlab.config import env_float
+from socketlab.commandline import add_setting, command_parser
+from socketlab.config import EnvConfig, env_config, env_field
 
-PROBE_TIMEOUT = env_float("SOCKETLAB_HEALTH_TIMEOUT", 2.0)
+
+@env_config
+@dataclass(frozen=True, kw_only=True)
+class HealthConfig(EnvConfig):
+    timeout: float = env_field(
+        "SOCKETLAB_HEALTH_TIMEOUT", 2.0, "timeout of one healthcheck probe, seconds"
+    )
 
 
 def probe_tcp(host: str, port: int, *, timeout: float) -> None:
@@ -32,14 +39,15 @@ def probe_http(url: str, *, timeout: float) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="socketlab health", description=__doc__)
+    config = HealthConfig.from_env()
+    parser = command_parser("health", __doc__)
     sub = parser.add_subparsers(dest="kind", required=True)
     tcp = sub.add_parser("tcp")
     tcp.add_argument("host")
     tcp.add_argument("port", type=int)
     http = sub.add_parser("http")
     http.add_argument("url")
-    parser.add_argument("--timeout", type=float, default=PROBE_TIMEOUT)
+    add_setting(parser, "--timeout", config=config, name="timeout")
     args = parser.parse_args(argv)
     try:
         if args.kind == "tcp":

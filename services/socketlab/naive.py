@@ -25,26 +25,53 @@ import json
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from socketlab.config import SERVER_HOST, env_float, env_int, env_str
-from socketlab.errors import ConfigError, PeerUnavailable, SocketlabError
+from socketlab.commandline import add_setting, command_parser
+from socketlab.config import SERVER_HOST, EnvConfig, env_config, env_field
+from socketlab.errors import ConfigError, ConnectFailed, ServiceError, peer_errors
 
-NAIVE_PORT: Final = env_int("SOCKETLAB_NAIVE_PORT", 4590)
-ACCEPT_TIMEOUT: Final = env_float("SOCKETLAB_NAIVE_ACCEPT_TIMEOUT", 60.0)
-CONNECT_TIMEOUT: Final = env_float("SOCKETLAB_TIMEOUT", 5.0)
-READ_TIMEOUT: Final = env_float("SOCKETLAB_READ_TIMEOUT", 30.0)
-# The sender is started separately: the receiver retries refused connects until then.
-CONNECT_DEADLINE: Final = env_float("SOCKETLAB_NAIVE_CONNECT_DEADLINE", 30.0)
+NAIVE_PORT: Final = 4590
 CONNECT_RETRY: Final = 0.05
 NAIVE_RECV_SIZE: Final = 1024  # the tutorials' number; the point of the baseline
 HASH_BLOCK: Final = 1 << 20
 
 
+@env_config
+@dataclass(frozen=True, kw_only=True)
+class NaiveConfig(EnvConfig):
+    """Settings of ``socketlab naive-transfer`` (each is also an option)."""
+
+    host: str = env_field("SOCKETLAB_SERVER", SERVER_HOST, "host name of the server container")
+    port: int = env_field("SOCKETLAB_NAIVE_PORT", NAIVE_PORT, "TCP port of the naive baseline")
+    accept_timeout: float = env_field(
+        "SOCKETLAB_NAIVE_ACCEPT_TIMEOUT", 60.0, "seconds the naive sender waits for its receiver"
+    )
+    connect_timeout: float = env_field(
+        "SOCKETLAB_TIMEOUT", 5.0, "connect timeout of the TCP demo clients, seconds"
+    )
+    read_timeout: float = env_field(
+        "SOCKETLAB_READ_TIMEOUT",
+        30.0,
+        "seconds a TCP demo client waits for the peer to send or take data",
+    )
+    # The sender is started separately: the receiver retries refused connects until then.
+    connect_deadline: float = env_field(
+        "SOCKETLAB_NAIVE_CONNECT_DEADLINE",
+        30.0,
+        "seconds the naive receiver retries refused connects (the sender starts separately)",
+    )
+
+
 def send_once(path: Path, *, port: int, accept_timeout: float, send_timeout: float) -> int:
     """Serve ``path`` to the first client on ``port``, then close (EOF = end of file)."""
-    with socket.create_server(("0.0.0.0", port)) as listener:
+    try:
+        server = socket.create_server(("0.0.0.0", port))
+    except OSError as exc:
+        raise ServiceError(f"cannot listen on port {port}: {exc.strerror or exc}") from exc
+    with server as listener:
         print(f"event=naive_listening port={port} path={path}", file=sys.stderr, flush=True)
         return serve_file(listener, path, accept_timeout=accept_timeout, send_timeout=send_timeout)
 
@@ -62,27 +89,26 @@ def serve_file(
         try:
             conn, _ = listener.accept()
         except TimeoutError as exc:
-            raise PeerUnavailable(f"no receiver connected within {accept_timeout:g} s") from exc
-        with conn:
+            raise ConnectFailed(f"no receiver connected within {accept_timeout:g} s") from exc
+        with conn, peer_errors(f"the receiver of {path}", "send", timeout=send_timeout):
             conn.settimeout(send_timeout)
-            try:
-                return conn.sendfile(handle)
-            except OSError as exc:
-                raise PeerUnavailable(f"sending {path} failed: {exc}") from exc
+            return conn.sendfile(handle)
 
 
-def connect_with_retry(host: str, port: int, *, deadline: float) -> socket.socket:
+def connect_with_retry(
+    host: str, port: int, *, deadline: float, timeout: float = 5.0
+) -> socket.socket:
     """Connect, retrying while refused (the sender may not listen yet) until ``deadline``."""
+    peer = f"{host}:{port}"
     while True:
         try:
-            return socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
-        except ConnectionRefusedError as exc:
+            with peer_errors(peer, "connect", timeout=timeout):
+                return socket.create_connection((host, port), timeout=timeout)
+        except ConnectFailed as exc:
+            if not isinstance(exc.__cause__, ConnectionRefusedError):
+                raise
             if time.monotonic() >= deadline:
-                raise PeerUnavailable(
-                    f"{host}:{port} refused connections until the deadline"
-                ) from exc
-        except OSError as exc:
-            raise PeerUnavailable(f"cannot reach {host}:{port}: {exc}") from exc
+                raise ConnectFailed(f"{peer} refused connections until the deadline") from exc
         time.sleep(CONNECT_RETRY)  # polling interval of a deadline-bounded wait
 
 
@@ -109,52 +135,45 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="socketlab naive-transfer",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def build_parser(config: NaiveConfig | None = None) -> argparse.ArgumentParser:
+    config = config or NaiveConfig()
+    parser = command_parser("naive-transfer", __doc__, raw=True)
     sub = parser.add_subparsers(dest="side", required=True)
     send = sub.add_parser("send", help="serve one file to one receiver, then exit")
     send.add_argument("path", type=Path)
-    send.add_argument("--port", type=int, default=NAIVE_PORT)
-    send.add_argument("--accept-timeout", type=float, default=ACCEPT_TIMEOUT)
-    send.add_argument("--send-timeout", type=float, default=READ_TIMEOUT)
+    add_setting(send, "--port", config=config, name="port")
+    add_setting(send, "--accept-timeout", config=config, name="accept_timeout")
+    add_setting(send, "--send-timeout", config=config, name="read_timeout", dest="send_timeout")
     receive = sub.add_parser("receive", help="the recv(1024) loop into DEST")
     receive.add_argument("dest", type=Path)
-    receive.add_argument("--host", default=env_str("SOCKETLAB_SERVER", SERVER_HOST))
-    receive.add_argument("--port", type=int, default=NAIVE_PORT)
-    receive.add_argument("--read-timeout", type=float, default=READ_TIMEOUT)
-    receive.add_argument("--connect-deadline", type=float, default=CONNECT_DEADLINE)
+    add_setting(receive, "--host", config=config, name="host")
+    add_setting(receive, "--port", config=config, name="port")
+    add_setting(receive, "--read-timeout", config=config, name="read_timeout")
+    add_setting(receive, "--connect-timeout", config=config, name="connect_timeout")
+    add_setting(receive, "--connect-deadline", config=config, name="connect_deadline")
     receive.add_argument("--json", action="store_true", help="print one JSON line")
     return parser
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.side == "send":
-            sent = send_once(
-                args.path,
-                port=args.port,
-                accept_timeout=args.accept_timeout,
-                send_timeout=args.send_timeout,
-            )
-            print(json.dumps({"command": "naive-send", "ok": True, "bytes": sent}), flush=True)
-            return 0
-        deadline = time.monotonic() + args.connect_deadline
-        with connect_with_retry(args.host, args.port, deadline=deadline) as sock:
-            sock.settimeout(args.read_timeout)
-            try:
-                size, calls, seconds = naive_receive(sock, args.dest)
-            except TimeoutError as exc:
-                raise PeerUnavailable(f"nothing for {args.read_timeout:g} s") from exc
-            except OSError as exc:
-                raise PeerUnavailable(f"receiving failed: {exc}") from exc
-    except SocketlabError as exc:
-        print(f"naive-transfer {args.side}: {exc}", file=sys.stderr)
-        return 1
+    args = build_parser(NaiveConfig.from_env()).parse_args(argv)
+    if args.side == "send":
+        sent = send_once(
+            args.path,
+            port=args.port,
+            accept_timeout=args.accept_timeout,
+            send_timeout=args.send_timeout,
+        )
+        print(json.dumps({"command": "naive-send", "ok": True, "bytes": sent}), flush=True)
+        return 0
+    deadline = time.monotonic() + args.connect_deadline
+    peer = f"{args.host}:{args.port}"
+    with connect_with_retry(
+        args.host, args.port, deadline=deadline, timeout=args.connect_timeout
+    ) as sock:
+        sock.settimeout(args.read_timeout)
+        with peer_errors(peer, "read", timeout=args.read_timeout):
+            size, calls, seconds = naive_receive(sock, args.dest)
     result = {
         "command": "naive-receive",
         "ok": True,

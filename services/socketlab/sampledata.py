@@ -11,17 +11,19 @@ download's prefix.
 
 from __future__ import annotations
 
-import argparse
+import functools
 import logging
 import os
 import random
 import struct
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from socketlab.config import env_int, env_str
+from socketlab.commandline import add_setting, command_parser
+from socketlab.config import EnvConfig, env_config, env_field
 
 log = logging.getLogger("socketlab.sampledata")
 
@@ -49,11 +51,25 @@ _WORD_TEXT: Final = (
 _WORDS: Final = tuple(_WORD_TEXT.split())
 
 
+@env_config
+@dataclass(frozen=True, kw_only=True)
+class SampleDataConfig(EnvConfig):
+    data_root: Path = env_field(
+        "SOCKETLAB_DATA_ROOT", Path(DEFAULT_DATA_ROOT), "the server's data root (sample files)"
+    )
+    big_size: int = env_field(
+        "SOCKETLAB_BIG_SIZE", BIG_SIZE, f"size of {BIG_NAME} in bytes, made on demand"
+    )
+
+
 def data_root() -> Path:
-    """The server's data root (``SOCKETLAB_DATA_ROOT``)."""
-    return Path(env_str("SOCKETLAB_DATA_ROOT", DEFAULT_DATA_ROOT))
+    """The server's data root (``SOCKETLAB_DATA_ROOT``), for callers without a config."""
+    return SampleDataConfig.from_env().data_root
 
 
+# Deterministic and a few hundred KB: made once per process (a server regenerates
+# missing files after a restart, tests make many data roots).
+@functools.cache
 def text_bytes(*, size: int = TEXT_SIZE, seed: int = SEED) -> bytes:
     """English-like paragraphs, cut at a line end near ``size`` bytes."""
     rng = random.Random(seed)  # noqa: S311 - reproducible sample text, not security
@@ -89,6 +105,7 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
+@functools.cache
 def png_bytes(*, width: int = 320, height: int = 240) -> bytes:
     """A valid truecolour PNG: colour gradients with concentric rings."""
     rows = bytearray()
@@ -152,7 +169,7 @@ def ensure_sample_data(root: Path, *, big: bool = False, big_size: int | None = 
         _write_atomically(image, [png_bytes()])
         created.append(image)
     if big:
-        wanted = big_size if big_size is not None else env_int("SOCKETLAB_BIG_SIZE", BIG_SIZE)
+        wanted = big_size if big_size is not None else SampleDataConfig.from_env().big_size
         path = root / BIG_NAME
         if not path.exists() or path.stat().st_size != wanted:
             _write_atomically(path, big_blocks(size=wanted))
@@ -164,10 +181,11 @@ def ensure_sample_data(root: Path, *, big: bool = False, big_size: int | None = 
 
 def main(argv: list[str]) -> int:
     """``socketlab sampledata [--root DIR] [--big]``: create the sample files."""
-    parser = argparse.ArgumentParser(prog="socketlab sampledata", description=__doc__)
-    parser.add_argument("--root", type=Path, default=data_root())
+    config = SampleDataConfig.from_env()
+    parser = command_parser("sampledata", __doc__, raw=True)
+    add_setting(parser, "--root", config=config, name="data_root", dest="root")
     parser.add_argument("--big", action="store_true", help=f"also create {BIG_NAME}")
-    parser.add_argument("--big-size", type=int, default=None, help="size of the big file")
+    add_setting(parser, "--big-size", config=config, name="big_size")
     args = parser.parse_args(argv)
     for path in ensure_sample_data(args.root, big=args.big, big_size=args.big_size):
         print(path)

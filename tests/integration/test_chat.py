@@ -125,7 +125,11 @@ def test_taken_name_gets_a_clear_error(hub: Lab) -> None:
     holder.start()
     try:
         taken = wait_for(
-            lambda: (r := chat(hub, name, "--say", "me too", timeout=30)).exit_code == 2 and r,
+            lambda: (
+                (r := chat(hub, name, "--say", "me too", timeout=30)).exit_code == 1
+                and "is taken" in r.stderr
+                and r
+            ),
             timeout=60,
             what="the second join to be refused",
         )

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from socketlab.errors import ConfigError, PeerUnavailable
+from socketlab.__main__ import main
+from socketlab.errors import ConfigError, ConnectFailed
 from socketlab.naive import (
     NAIVE_RECV_SIZE,
     connect_with_retry,
     file_sha256,
-    main,
     naive_receive,
     serve_file,
 )
@@ -77,7 +77,7 @@ def test_connect_gives_up_at_the_deadline() -> None:
     with socket.create_server(("127.0.0.1", 0)) as probe:
         port = probe.getsockname()[1]
     # Nobody listens there any more: refused until the (already passed) deadline.
-    with pytest.raises(PeerUnavailable, match="refused connections until the deadline"):
+    with pytest.raises(ConnectFailed, match="refused connections until the deadline"):
         connect_with_retry("127.0.0.1", port, deadline=time.monotonic())
 
 
@@ -89,7 +89,7 @@ def test_missing_file_is_a_config_error(listener: socket.socket, tmp_path: Path)
 def test_nobody_connects(listener: socket.socket, tmp_path: Path) -> None:
     source = tmp_path / "source.bin"
     source.write_bytes(b"data")
-    with pytest.raises(PeerUnavailable, match="no receiver connected"):
+    with pytest.raises(ConnectFailed, match="no receiver connected"):
         serve_file(listener, source, accept_timeout=0.05, send_timeout=0.05)
 
 
@@ -98,7 +98,9 @@ def test_receive_cli_reports_unreachable_sender(
 ) -> None:
     with socket.create_server(("127.0.0.1", 0)) as probe:
         port = probe.getsockname()[1]
-    argv = ["receive", str(tmp_path / "copy.bin"), "--host", "127.0.0.1", "--port", str(port),
-            "--connect-deadline", "0"]  # fmt: skip
+    argv = ["naive-transfer", "receive", str(tmp_path / "copy.bin"), "--host", "127.0.0.1",
+            "--port", str(port), "--connect-deadline", "0"]  # fmt: skip
     assert main(argv) == 1
-    assert "naive-transfer receive:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("socketlab naive-transfer: ")
+    assert err.count("\n") == 1

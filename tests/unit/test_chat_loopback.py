@@ -427,7 +427,7 @@ def test_scripted_cli_writes_a_transcript_and_fails_on_a_missed_expectation(
         timeout=DEADLINE,
         check=False,
     )
-    assert taken.returncode == 2
+    assert taken.returncode == 1, "a refusal is a failure, not a usage error"
     assert "the name 'bob' is taken" in taken.stderr
 
 

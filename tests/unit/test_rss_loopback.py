@@ -10,13 +10,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from socketlab.__main__ import main as socketlab_main
 from socketlab.rss import poller as poller_module
 from socketlab.rss import publish as publish_module
 from socketlab.rss.errors import FeedTooLarge, FetchError, FetchTimeout, HttpStatusError
@@ -25,24 +26,39 @@ from socketlab.rss.fetch import Validators, fetch
 from socketlab.rss.poller import Poller, PollerOptions
 
 SENTINEL = "SOCKETLAB-LOOPBACK-SENTINEL-41c2"
+DEADLINE = 15.0
 
 
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    feed_server = FeedServer(
+@contextmanager
+def feed_server() -> Iterator[FeedServer]:
+    running = FeedServer(
         ServerOptions(
             host="127.0.0.1",
             port=0,
             slow_seconds=60.0,
             drip_every=0.05,
             huge_bytes=200 * 1024 * 1024,
+            shutdown_poll=0.02,
         )
     )
-    feed_server.start()
+    running.start()
     try:
-        yield feed_server
+        yield running
     finally:
-        feed_server.close()
+        running.close()
+
+
+@pytest.fixture
+def server() -> Iterator[FeedServer]:
+    with feed_server() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def unchanged_server() -> Iterator[FeedServer]:
+    """One server for tests that only read it or get refused (nothing they do changes it)."""
+    with feed_server() as running:
+        yield running
 
 
 def base(server: FeedServer) -> str:
@@ -59,9 +75,7 @@ def records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-class RunningPoller:
-    """A poller polling in a ``serve`` thread, and what it printed."""
-
+class Running:
     def __init__(self, poller: Poller, out: io.StringIO) -> None:
         self.poller = poller
         self.out = out
@@ -70,36 +84,36 @@ class RunningPoller:
         return self.poller.status[url]
 
 
-@pytest.fixture
+@contextmanager
 def running_poller(
-    serve: Callable[..., Any],
-) -> Callable[..., AbstractContextManager[RunningPoller]]:
-    """``with running_poller(feeds, directory, interval=, timeout=) as run``: a poller
-    for the block; it is stopped (within 10 s) and closed when the block ends."""
-
-    @contextmanager
-    def start(
-        feeds: list[str], directory: Path, *, interval: float = 0.1, timeout: float = 2.0
-    ) -> Iterator[RunningPoller]:
-        options = PollerOptions(
-            interval=interval,
-            timeout=timeout,
-            max_bytes=1024 * 1024,
-            backoff_max=1.0,
-            output=directory / "entries.jsonl",
-            state=directory / "state.sqlite3",
-            status=directory / "status.json",
-        )
-        out = io.StringIO()
-        poller = Poller(feeds, options, stdout=out)
-        thread = serve(poller.run, name="poller", stop_within=10)
-        try:
-            yield RunningPoller(poller, out)
-        finally:
-            thread.close()
-            poller.close()
-
-    return start
+    feeds: list[str],
+    directory: Path,
+    *,
+    interval: float = 0.1,
+    timeout: float = 2.0,
+    stop_grace: float = 2.0,
+) -> Iterator[Running]:
+    options = PollerOptions(
+        interval=interval,
+        timeout=timeout,
+        max_bytes=1024 * 1024,
+        backoff_max=1.0,
+        output=directory / "entries.jsonl",
+        state=directory / "state.sqlite3",
+        status=directory / "status.json",
+        stop_grace=stop_grace,
+    )
+    out = io.StringIO()
+    poller = Poller(feeds, options, stdout=out)
+    stop = threading.Event()
+    thread = threading.Thread(target=poller.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield Running(poller, out)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        poller.close()
 
 
 def publish(server: FeedServer, title: str, *, feed: str = "news") -> dict[str, Any]:
@@ -107,31 +121,30 @@ def publish(server: FeedServer, title: str, *, feed: str = "news") -> dict[str, 
 
 
 def test_publish_three_restart_publish_one_exactly_once(
-    server: FeedServer,
-    tmp_path: Path,
-    wait_until: Callable[..., Any],
-    running_poller: Callable[..., Any],
+    server: FeedServer, tmp_path: Path, wait_until: Callable[..., Any]
 ) -> None:
     url = base(server) + "/feeds/news.rss"
     output = tmp_path / "entries.jsonl"
     with running_poller([url], tmp_path) as run:
-        wait_until(lambda: len(records(output)) == 3, "the seeded entries")
+        wait_until(lambda: len(records(output)) == 3, what="the seeded entries")
         published = [publish(server, f"Story {n}") for n in (1, 2, 3)]
-        wait_until(lambda: len(records(output)) == 6, "three published entries")
+        wait_until(lambda: len(records(output)) == 6, what="three published entries")
         polls = run.status(url).polls
-        wait_until(lambda: run.status(url).polls >= polls + 3, "more polls of the unchanged feed")
+        wait_until(
+            lambda: run.status(url).polls >= polls + 3, what="more polls of the unchanged feed"
+        )
     after_first = records(output)
     assert [r["key"] for r in after_first[3:]] == ["guid:" + p["guid"] for p in published]
     assert [r["title"] for r in after_first[3:]] == ["Story 1", "Story 2", "Story 3"]
     assert stats(server, "/feeds/news.rss")["not_modified"] >= 3
 
     with running_poller([url], tmp_path) as run:  # a restarted poller: same state
-        wait_until(lambda: run.status(url).polls >= 3, "polls after the restart")
+        wait_until(lambda: run.status(url).polls >= 3, what="polls after the restart")
         assert run.out.getvalue() == "", "nothing already printed is printed again"
         extra = publish(server, "Story 4")
-        wait_until(lambda: len(records(output)) == 7, "the fourth entry")
+        wait_until(lambda: len(records(output)) == 7, what="the fourth entry")
         polls = run.status(url).polls
-        wait_until(lambda: run.status(url).polls >= polls + 3, "more polls")
+        wait_until(lambda: run.status(url).polls >= polls + 3, what="more polls")
         assert run.out.getvalue().count("Story 4 |") == 1
         assert run.status(url).state == "ok"
     assert records(output)[-1]["key"] == "guid:" + extra["guid"]
@@ -139,14 +152,11 @@ def test_publish_three_restart_publish_one_exactly_once(
 
 
 def test_unchanged_feed_is_answered_with_304_and_no_body(
-    server: FeedServer,
-    tmp_path: Path,
-    wait_until: Callable[..., Any],
-    running_poller: Callable[..., Any],
+    server: FeedServer, tmp_path: Path, wait_until: Callable[..., Any]
 ) -> None:
     url = base(server) + "/feeds/news.atom"
     with running_poller([url], tmp_path) as run:
-        wait_until(lambda: run.status(url).not_modified >= 3, "conditional polls")
+        wait_until(lambda: run.status(url).not_modified >= 3, what="conditional polls")
     counters = stats(server, "/feeds/news.atom")
     assert counters["ok"] == 1
     assert counters["not_modified"] == counters["requests"] - 1
@@ -156,10 +166,7 @@ def test_unchanged_feed_is_answered_with_304_and_no_body(
 
 
 def test_hostile_feeds_do_not_crash_or_leak_and_others_keep_polling(
-    server: FeedServer,
-    tmp_path: Path,
-    wait_until: Callable[..., Any],
-    running_poller: Callable[..., Any],
+    server: FeedServer, tmp_path: Path, wait_until: Callable[..., Any]
 ) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text(SENTINEL)
@@ -175,9 +182,11 @@ def test_hostile_feeds_do_not_crash_or_leak_and_others_keep_polling(
     }
     state_dir = tmp_path / "state"
     with running_poller([news, *hostile.values()], state_dir, timeout=0.5) as run:
-        wait_until(lambda: all(run.status(u).polls >= 2 for u in hostile.values()), "fault polls")
+        wait_until(
+            lambda: all(run.status(u).polls >= 2 for u in hostile.values()), what="fault polls"
+        )
         publish(server, "Still flowing")
-        wait_until(lambda: "Still flowing" in run.out.getvalue(), "news despite hostile feeds")
+        wait_until(lambda: "Still flowing" in run.out.getvalue(), what="news despite hostile feeds")
         status = {name: run.status(u) for name, u in hostile.items()}
         assert status["malformed"].state == "degraded"
         assert status["laughs"].state == "degraded"
@@ -201,18 +210,16 @@ def test_hostile_feeds_do_not_crash_or_leak_and_others_keep_polling(
 
 
 def test_a_stalled_feed_does_not_delay_the_others(
-    server: FeedServer,
-    tmp_path: Path,
-    wait_until: Callable[..., Any],
-    running_poller: Callable[..., Any],
+    server: FeedServer, tmp_path: Path, wait_until: Callable[..., Any]
 ) -> None:
     root = base(server)
     news, slow = root + "/feeds/news.rss", root + "/faults/slow.rss"
-    # The fetch timeout outlasts the test: the slow feed's poll is in flight throughout.
-    with running_poller([news, slow], tmp_path, timeout=30.0) as run:
-        wait_until(lambda: run.status(news).polls >= 10, "ten polls of news")
+    # The fetch timeout outlasts the test: the slow feed's poll is in flight throughout,
+    # and stopping does not wait for it long.
+    with running_poller([news, slow], tmp_path, timeout=30.0, stop_grace=0.2) as run:
+        wait_until(lambda: run.status(news).polls >= 10, what="ten polls of news")
         publish(server, "While slow stalls")
-        wait_until(lambda: "While slow stalls" in run.out.getvalue(), "entry during the stall")
+        wait_until(lambda: "While slow stalls" in run.out.getvalue(), what="entry during the stall")
         assert run.status(slow).polls == 1
         assert run.status(slow).last_poll_at is not None
         assert run.status(slow).last_success_at is None
@@ -223,7 +230,6 @@ def test_an_unexpected_error_in_one_poll_does_not_end_the_feed(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     wait_until: Callable[..., Any],
-    running_poller: Callable[..., Any],
 ) -> None:
     calls: list[str] = []
 
@@ -234,7 +240,7 @@ def test_an_unexpected_error_in_one_poll_does_not_end_the_feed(
     monkeypatch.setattr(poller_module, "parse_feed", broken_parse)
     url = base(server) + "/feeds/news.rss"
     with running_poller([url], tmp_path) as run:
-        wait_until(lambda: len(calls) >= 3, "polls after the crash")
+        wait_until(lambda: len(calls) >= 3, what="polls after the crash")
         assert run.status(url).state == "failing"
         assert "parser bug" in (run.status(url).last_error or "")
 
@@ -246,7 +252,7 @@ def test_scheduled_publishing_grows_the_feed(
         base(server), "POST", "/admin/feeds/ticker/schedule", {"every": 0.05}, timeout=5
     )
     assert answer == {"feed": "ticker", "every": 0.05}
-    wait_until(lambda: server.registry.entry_count("ticker") >= 3, "scheduled entries")
+    wait_until(lambda: server.registry.entry_count("ticker") >= 3, what="scheduled entries")
     publish_module.request_json(
         base(server), "POST", "/admin/feeds/ticker/schedule", {"every": 0}, timeout=5
     )
@@ -268,9 +274,10 @@ def test_scheduled_publishing_grows_the_feed(
     ],
 )
 def test_server_answers(
-    server: FeedServer, method: str, path: str, body: bytes | None, status: int
+    unchanged_server: FeedServer, method: str, path: str, body: bytes | None, status: int
 ) -> None:
-    request = urllib.request.Request(base(server) + path, data=body, method=method)  # noqa: S310
+    before = unchanged_server.registry.entry_count("news")
+    request = urllib.request.Request(base(unchanged_server) + path, data=body, method=method)  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
             got, payload = response.status, response.read()
@@ -279,6 +286,7 @@ def test_server_answers(
     assert got == status
     if method == "HEAD":
         assert payload == b""
+    assert unchanged_server.registry.entry_count("news") == before, "the shared server is unchanged"
 
 
 def test_a_handler_bug_is_a_500_and_the_server_keeps_serving(
@@ -307,26 +315,57 @@ def test_entry_links_resolve_to_a_page(server: FeedServer) -> None:
 def test_poller_and_feed_clis(
     server: FeedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert (
-        publish_module.main(
-            ["--server", base(server), "publish", "--feed", "cli", "--title", "From CLI"]
-        )
-        == 0
-    )
+    feed = ["feed", "--server", base(server)]
+    assert socketlab_main([*feed, "publish", "--feed", "cli", "--title", "From CLI"]) == 0
     assert json.loads(capsys.readouterr().out)["title"] == "From CLI"
     url = base(server) + "/feeds/cli.rss"
-    argv = ["--once", "--dir", str(tmp_path), "--timeout", "5", url]
-    assert poller_module.main(argv) == 0
-    assert poller_module.main(argv) == 0
+    argv = ["rss-poller", "--once", "--dir", str(tmp_path), "--timeout", "5", url]
+    assert socketlab_main(argv) == 0
+    assert socketlab_main(argv) == 0
     assert capsys.readouterr().out.count("From CLI") == 1
-    assert poller_module.main(["--status", "--dir", str(tmp_path)]) == 1, "that run has ended"
+    status = ["rss-poller", "--status", "--dir"]
+    assert socketlab_main([*status, str(tmp_path)]) == 1, "that run has ended"
     table = capsys.readouterr().out
     assert f"ok             1     0     1     0  {url}" in table, "counters of the last run"
-    assert poller_module.main(["--status", "--dir", str(tmp_path / "none")]) == 1
-    assert publish_module.main(["--server", base(server), "stats"]) == 0
+    assert socketlab_main([*status, str(tmp_path / "none")]) == 1
+    assert socketlab_main([*feed, "stats"]) == 0
     counters = json.loads(capsys.readouterr().out)["paths"]["/feeds/cli.rss"]
     assert counters["not_modified"] == 1
-    assert publish_module.main(["--server", "http://127.0.0.1:9", "--timeout", "1", "stats"]) == 1
+    capsys.readouterr()
+    unreachable = ["feed", "--server", "http://127.0.0.1:9", "--timeout", "1", "stats"]
+    assert socketlab_main(unreachable) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("socketlab feed: ")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "variable"),
+    [
+        pytest.param(["rss-poller", "--once"], "SOCKETLAB_POLL_INTERVAL", id="poller"),
+        pytest.param(["feed", "stats"], "SOCKETLAB_FEED_ADMIN_TIMEOUT", id="feed"),
+    ],
+)
+def test_a_bad_environment_value_is_one_line_and_exit_2(
+    argv: list[str],
+    variable: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(variable, "abc")
+    assert socketlab_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"socketlab: {variable}='abc' is not a number\n"
+
+
+def test_a_poller_that_cannot_open_its_state_fails_with_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the state directory should be")
+    argv = ["rss-poller", "--once", "--dir", str(blocker), "http://127.0.0.1:9/x.rss"]
+    assert socketlab_main(argv) == 1, "a failure, not a usage error"
+    assert capsys.readouterr().err.startswith("socketlab rss-poller: ")
 
 
 class _Tricky(BaseHTTPRequestHandler):

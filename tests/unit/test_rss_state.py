@@ -13,10 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from socketlab.errors import ConfigError
 from socketlab.rss.entries import Item
 from socketlab.rss.errors import StateError
 from socketlab.rss.fetch import Validators, conditional_headers
-from socketlab.rss.poller import Sink, backoff_delay, feed_list
+from socketlab.rss.poller import PollerConfig, Sink, backoff_delay, feed_list
 from socketlab.rss.state import StateStore
 
 FEED = "http://server:8080/feeds/news.rss"
@@ -194,13 +195,18 @@ def test_backoff_is_monotonic_and_bounded(failures: int, interval: float, cap: f
     assert backoff_delay(failures + 1, interval=interval, cap=cap) >= delay
 
 
-def test_feed_list_from_arguments_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SOCKETLAB_FEED_URLS", " http://a/1.rss, ,http://b/2.atom ")
-    assert feed_list([]) == ["http://a/1.rss", "http://b/2.atom"]
-    assert feed_list(["http://c/"]) == ["http://c/"]
-    monkeypatch.delenv("SOCKETLAB_FEED_URLS")
-    monkeypatch.delenv("SOCKETLAB_FEED_URL", raising=False)
-    assert feed_list([]) == ["http://server:8080/feeds/news.rss"]
+def test_feed_list_from_arguments_or_environment() -> None:
+    config = PollerConfig.from_env({"SOCKETLAB_FEED_URLS": " http://a/1.rss, ,http://b/2.atom "})
+    assert feed_list([], config) == ["http://a/1.rss", "http://b/2.atom"]
+    assert feed_list(["http://c/"], config) == ["http://c/"]
+    assert feed_list([], PollerConfig.from_env({})) == ["http://server:8080/feeds/news.rss"]
+    one = PollerConfig.from_env({"SOCKETLAB_FEED_URL": "http://d/x.rss"})
+    assert feed_list([], one) == ["http://d/x.rss"]
+
+
+def test_a_bad_poll_interval_is_a_one_line_config_error() -> None:
+    with pytest.raises(ConfigError, match="SOCKETLAB_POLL_INTERVAL='abc' is not a number"):
+        PollerConfig.from_env({"SOCKETLAB_POLL_INTERVAL": "abc"})
 
 
 class _FullDisk(io.BytesIO):

@@ -113,7 +113,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Fakes]:
     queue, injector = FakeQueue(), FakeInjector()
     module = types.SimpleNamespace(NetfilterQueue=lambda: queue)
     monkeypatch.setitem(sys.modules, "netfilterqueue", module)
-    monkeypatch.setattr(loop, "_injector", lambda: injector)
+    monkeypatch.setattr(loop, "_injector", lambda timeout: injector)
     yield queue, injector
     queue.reader.close()
     queue.writer.close()

@@ -12,28 +12,31 @@ import pytest
 from socketlab.errors import PeerUnavailable
 from socketlab.udp import compare, status
 from socketlab.udp.datagram import encode
-from socketlab.udp.listener import Listener, ListenerOptions, run
+from socketlab.udp.listener import Listener, ListenerConfig, run
 from socketlab.udp.sender import SendOptions, follow, open_socket, send_stream
+from socketlab.udp.tcp_sink import TcpSinkConfig
 
 SNMP = """\
 Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors
 Udp: 10 0 {drops} 10 {drops} 0 0
 """
+POLL = 0.05  # how soon the listener's loops notice stop (keeps teardown short)
 
 
 @pytest.fixture
 def listener(
     tmp_path: Path, free_port: Callable[..., int], serve: Callable[..., Any]
-) -> Iterator[ListenerOptions]:
+) -> Iterator[ListenerConfig]:
     snmp = tmp_path / "snmp"
     snmp.write_text(SNMP.format(drops=5))
-    options = ListenerOptions(
+    options = ListenerConfig(
         port=free_port(socket.SOCK_DGRAM),
         status_port=free_port(socket.SOCK_STREAM),
-        tcp_port=free_port(socket.SOCK_STREAM),
+        tcp_sink=TcpSinkConfig(port=free_port(socket.SOCK_STREAM), accept_poll=POLL),
         rcvbuf=1 << 20,
         log_interval=0.1,
         snmp_path=str(snmp),
+        recv_poll=POLL,
     )
     failed: list[str] = []
     listener = Listener(options)
@@ -49,19 +52,31 @@ def listener(
     assert failed == []
 
 
+@pytest.fixture
+def settled(wait_until: Callable[..., Any]) -> Callable[..., Any]:
+    """Wait for the listener's stats to satisfy a probe (status errors: not yet)."""
+
+    def wait(probe: Callable[[], Any]) -> Any:
+        return wait_until(
+            probe, what="the listener's stats", timeout=5.0, ignoring=(PeerUnavailable,)
+        )
+
+    return wait
+
+
 def test_sender_to_listener_counts_everything(
-    listener: ListenerOptions, wait_until: Callable[..., Any]
+    listener: ListenerConfig, settled: Callable[..., Any]
 ) -> None:
     with open_socket("127.0.0.1", listener.port) as sock:
         report = send_stream(sock, SendOptions(count=2000, rate=0, size=100, sender_id=42))
         sock.send(b"plain text\n")
     assert (report.sent, report.bytes, report.last_seq) == (2000, 200_000, 2000)
 
-    def settled() -> dict[str, Any] | None:
+    def counted() -> dict[str, Any] | None:
         stats = status.fetch_stats("127.0.0.1", listener.status_port)
         return stats if stats["datagrams"] == 2001 else None
 
-    stats = wait_until(settled, "2001 datagrams counted", timeout=5, ignoring=(PeerUnavailable,))
+    stats = settled(counted)
     session = status.find_session(stats, 42)
     assert session is not None
     assert (session["received"], session["lost"], session["first_seq"]) == (2000, 0, 1)
@@ -71,16 +86,11 @@ def test_sender_to_listener_counts_everything(
 
 
 def test_reset_clears_counters_and_moves_the_kernel_baseline(
-    listener: ListenerOptions, tmp_path: Path, wait_until: Callable[..., Any]
+    listener: ListenerConfig, tmp_path: Path, settled: Callable[..., Any]
 ) -> None:
     with open_socket("127.0.0.1", listener.port) as sock:
         send_stream(sock, SendOptions(count=10, rate=0, size=64, sender_id=1))
-    wait_until(
-        lambda: status.fetch_stats("127.0.0.1", listener.status_port)["datagrams"] == 10,
-        "10 datagrams counted",
-        timeout=5,
-        ignoring=(PeerUnavailable,),
-    )
+    settled(lambda: status.fetch_stats("127.0.0.1", listener.status_port)["datagrams"] == 10)
     (tmp_path / "snmp").write_text(SNMP.format(drops=12))
     before = status.reset_stats("127.0.0.1", listener.status_port)
     assert before["datagrams"] == 10
@@ -90,8 +100,8 @@ def test_reset_clears_counters_and_moves_the_kernel_baseline(
     assert (after["datagrams"], after["sessions"], after["kernel_drops"]) == (0, [], 0)
 
 
-def test_tcp_sink_counts_the_bytes(listener: ListenerOptions) -> None:
-    outcome = compare.run_tcp("127.0.0.1", listener.tcp_port, 3_000_001)
+def test_tcp_sink_counts_the_bytes(listener: ListenerConfig) -> None:
+    outcome = compare.run_tcp("127.0.0.1", listener.tcp_sink.port, 3_000_001)
     assert (outcome.bytes_sent, outcome.bytes_delivered, outcome.loss) == (
         3_000_001,
         3_000_001,
@@ -101,7 +111,7 @@ def test_tcp_sink_counts_the_bytes(listener: ListenerOptions) -> None:
     assert stats["tcp_sink"] == {"connections": 1, "bytes": 3_000_001}
 
 
-def test_udp_side_of_the_comparison(listener: ListenerOptions) -> None:
+def test_udp_side_of_the_comparison(listener: ListenerConfig) -> None:
     outcome = compare.run_udp(
         "127.0.0.1", listener.port, listener.status_port, 120_000, size=1200, rate=0
     )
@@ -111,7 +121,7 @@ def test_udp_side_of_the_comparison(listener: ListenerOptions) -> None:
 
 
 def test_account_reports_session_start_with_missed_count() -> None:
-    listener = Listener(ListenerOptions(snmp_path="/nonexistent"))
+    listener = Listener(ListenerConfig(snmp_path="/nonexistent"))
     events = listener.account(
         [(encode(sender_id=5, seq=17, sent_ns=1), ("10.0.0.9", 999), 2)],
     )

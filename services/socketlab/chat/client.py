@@ -16,8 +16,8 @@ Scripted (see ``socketlab.chat.script`` for the format)::
         --expect "alice:fine" --deadline 20 --transcript -
 
 The transcript is JSON lines ``{"t": <unix time>, "dir": "in"|"out", "event": {...}}``.
-Exit codes: 0 done, 1 an expectation missed its deadline or the hub went away,
-2 refused (name taken, bad arguments), 130 interrupted while scripted.
+Exit codes: 0 done, 1 an expectation missed its deadline, the hub went away or
+refused us (name taken, hub full), 2 bad arguments or script, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ from typing import IO, Any, Final
 from socketlab.chat import script as chat_script
 from socketlab.chat import wire
 from socketlab.chat.errors import ChatError, ChatRefused, HubGone, ScriptError
-from socketlab.config import CHAT_PORT, SERVER_HOST, env_float, env_int, env_str
-from socketlab.errors import PeerUnavailable, SocketlabError
+from socketlab.commandline import add_setting, command_parser
+from socketlab.config import CHAT_PORT, SERVER_HOST, EnvConfig, env_config, env_field
+from socketlab.errors import ConfigError, peer_errors
 from socketlab.protocol import ProtocolError
 
 log = logging.getLogger("socketlab.chat")
@@ -49,15 +50,22 @@ RECV_SIZE: Final = 64 * 1024
 BYE_GRACE: Final = 2.0  # how long to wait for the hub's bye before closing anyway
 
 
+@env_config
 @dataclass(frozen=True, kw_only=True)
-class ClientConfig:
+class ClientConfig(EnvConfig):
     """Where the hub is and how long to wait for it (all configurable)."""
 
-    host: str = SERVER_HOST
-    port: int = CHAT_PORT
-    connect_timeout: float = 5.0
+    host: str = env_field("SOCKETLAB_SERVER", SERVER_HOST, "host name of the server container")
+    port: int = env_field("SOCKETLAB_CHAT_PORT", CHAT_PORT, "TCP port of the chat hub")
+    connect_timeout: float = env_field(
+        "SOCKETLAB_CONNECT_TIMEOUT", 5.0, "connect timeout of chat and tcp-vs-udp, seconds"
+    )
     # The hub pings every few seconds when we are quiet; this much silence means it is gone.
-    hub_timeout: float = 15.0
+    hub_timeout: float = env_field(
+        "SOCKETLAB_CHAT_HUB_TIMEOUT",
+        15.0,
+        "seconds of silence after which a chat client counts the hub as gone",
+    )
     # We ping the hub when we have sent nothing for this long: the hub's own
     # pings may wait behind a backlog we are still reading.
     keepalive: float = 3.0
@@ -120,12 +128,9 @@ class ChatClient:
     def join(self) -> dict[str, Any]:
         """Connect and join; returns the welcome event. ChatRefused if the hub says no."""
         address = (self.config.host, self.config.port)
-        try:
+        hub = f"the chat hub at {address[0]}:{address[1]}"
+        with peer_errors(hub, "connect", timeout=self.config.connect_timeout):
             sock = socket.create_connection(address, timeout=self.config.connect_timeout)
-        except OSError as exc:
-            raise PeerUnavailable(
-                f"cannot reach the chat hub at {address[0]}:{address[1]}: {exc}"
-            ) from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(self.config.poll_interval)  # the receiver wakes up to check for silence
         self._sock = sock
@@ -414,22 +419,15 @@ def _interrupt_when_gone(client: ChatClient, pid: int, done: threading.Event) ->
 # ---------------------------------------------------------------------- CLI
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="socketlab chat", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+def build_parser(config: ClientConfig | None = None) -> argparse.ArgumentParser:
+    config = config or ClientConfig()
+    parser = command_parser("chat", __doc__)
+    parser.formatter_class = argparse.RawTextHelpFormatter
     parser.add_argument("--name", required=True, help="your name in the room (unique)")
-    parser.add_argument("--host", default=env_str("SOCKETLAB_SERVER", SERVER_HOST))
-    parser.add_argument("--port", type=int, default=env_int("SOCKETLAB_CHAT_PORT", CHAT_PORT))
-    parser.add_argument(
-        "--connect-timeout", type=float, default=env_float("SOCKETLAB_CONNECT_TIMEOUT", 5.0)
-    )
-    parser.add_argument(
-        "--hub-timeout",
-        type=float,
-        default=env_float("SOCKETLAB_CHAT_HUB_TIMEOUT", 15.0),
-        help="seconds of silence after which the hub counts as gone",
-    )
+    add_setting(parser, "--host", config=config, name="host")
+    add_setting(parser, "--port", config=config, name="port")
+    add_setting(parser, "--connect-timeout", config=config, name="connect_timeout")
+    add_setting(parser, "--hub-timeout", config=config, name="hub_timeout")
     scripted = parser.add_argument_group("scripted mode")
     scripted.add_argument("--script", help="script file, or - for stdin")
     scripted.add_argument("--wait-for", action="append", default=[], metavar="NAME")
@@ -469,8 +467,7 @@ def _load_steps(args: argparse.Namespace) -> list[chat_script.Step] | None:
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
-    args = build_parser().parse_args(argv)
+    args = build_parser(ClientConfig.from_env()).parse_args(argv)
     config = ClientConfig(
         host=args.host,
         port=args.port,
@@ -489,19 +486,13 @@ def main(argv: list[str]) -> int:
         if args.transcript == "-":
             stream = sys.stdout
         elif args.transcript:
-            stream = open(args.transcript, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+            try:
+                stream = open(args.transcript, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+            except OSError as exc:
+                raise ConfigError(f"cannot write {args.transcript}: {exc.strerror}") from exc
         return scripted(args.name, config=config, steps=steps, stream=stream)
-    except ChatRefused as exc:
-        print(f"socketlab chat: refused: {exc.detail} ({exc.code})", file=sys.stderr)
-        return 2
     except ScriptError as exc:
-        print(f"socketlab chat: {exc}", file=sys.stderr)
-        return 2
-    except SocketlabError as exc:
-        print(f"socketlab chat: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+        raise ConfigError(str(exc)) from exc  # a bad script is bad input: exit 2
     finally:
         if stream is not None and stream is not sys.stdout:
             stream.close()

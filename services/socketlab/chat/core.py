@@ -36,6 +36,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from socketlab.chat import wire
+from socketlab.config import EnvConfig, env_config, env_field
 from socketlab.protocol import (
     NEED_DATA,
     ConnectionClosed,
@@ -51,18 +52,33 @@ log = logging.getLogger("socketlab.chat")
 PEEK_LIMIT: Final = 256 * 1024  # bytes handed to one send() call at most
 
 
+@env_config
 @dataclass(frozen=True, kw_only=True)
-class HubConfig:
-    """Limits and timers of the hub (the I/O loop reads them from the environment)."""
+class HubConfig(EnvConfig):
+    """Limits and timers of the hub (the container reads them once, from the environment)."""
 
-    max_participants: int = 2000
+    max_participants: int = env_field(
+        "SOCKETLAB_CHAT_MAX_PARTICIPANTS", 2000, "participants the chat hub admits at once"
+    )
     max_name: int = wire.DEFAULT_MAX_NAME
-    max_text: int = wire.DEFAULT_MAX_TEXT
+    max_text: int = env_field(
+        "SOCKETLAB_CHAT_MAX_TEXT", wire.DEFAULT_MAX_TEXT, "longest chat message, in bytes"
+    )
     max_frame: int = wire.DEFAULT_MAX_FRAME
-    max_queue_frames: int = 8192
-    max_queue_bytes: int = 4 * 1024 * 1024
-    heartbeat_interval: float = 3.0
-    peer_timeout: float = 10.0
+    max_queue_frames: int = env_field(
+        "SOCKETLAB_CHAT_QUEUE_FRAMES", 8192, "frames queued for one participant before it is cut"
+    )
+    max_queue_bytes: int = env_field(
+        "SOCKETLAB_CHAT_QUEUE_BYTES",
+        4 * 1024 * 1024,
+        "bytes queued for one participant before it is cut",
+    )
+    heartbeat_interval: float = env_field(
+        "SOCKETLAB_CHAT_HEARTBEAT", 3.0, "seconds of quiet before the hub pings a participant"
+    )
+    peer_timeout: float = env_field(
+        "SOCKETLAB_CHAT_PEER_TIMEOUT", 10.0, "seconds of silence after which a participant is gone"
+    )
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval <= 0 or self.peer_timeout <= self.heartbeat_interval:

@@ -6,7 +6,8 @@
     └── ChatError                   anything the chat client gives up on
         ├── ChatRefused             the hub answered with an error (name taken, hub full)
         ├── HubGone                 the hub closed the connection or went silent
-        └── ScriptError             a chat script cannot be parsed (file, line, why)
+        └── ScriptError             a chat script cannot be parsed (file, line, why);
+                                    the CLI reports it as a ConfigError (exit 2)
 
 The hub itself raises nothing at its peers: a bad client gets an ``error``
 event and, when the stream can no longer be trusted, its connection closed.
@@ -25,7 +26,7 @@ class ChatRefused(ChatError):
     """The hub refused what we asked (e.g. the name is taken)."""
 
     def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
+        super().__init__(f"refused: {detail} ({code})")
         self.code = code
         self.detail = detail
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from socketlab.chat.core import ChatHub, HubConfig, Reason
-from socketlab.config import CHAT_PORT, env_float, env_int, env_str
+from socketlab.config import CHAT_PORT, EnvConfig, env_config, env_field
 from socketlab.errors import ServiceError
 
 log = logging.getLogger("socketlab.chat")
@@ -30,35 +30,20 @@ READS_PER_EVENT: Final = 4  # bound the work one busy peer gets per loop turn
 ACCEPTS_PER_EVENT: Final = 64
 
 
+@env_config
 @dataclass(frozen=True, kw_only=True)
-class HubServerConfig:
+class HubServerConfig(EnvConfig):
     """The hub's socket-level settings plus the core's :class:`HubConfig`."""
 
-    host: str = "0.0.0.0"
-    port: int = CHAT_PORT
+    host: str = env_field("SOCKETLAB_CHAT_HOST", "0.0.0.0", "address the chat hub listens on")
+    port: int = env_field("SOCKETLAB_CHAT_PORT", CHAT_PORT, "TCP port of the chat hub")
     backlog: int = 1024
-    send_buffer: int = 64 * 1024
+    send_buffer: int = env_field(
+        "SOCKETLAB_CHAT_SNDBUF", 64 * 1024, "SO_SNDBUF of each chat connection at the hub, bytes"
+    )
     poll_interval: float = 0.25
     close_grace: float = 1.0
     core: HubConfig = field(default_factory=HubConfig)
-
-    @classmethod
-    def from_env(cls) -> HubServerConfig:
-        """Configuration from ``SOCKETLAB_CHAT_*`` environment variables."""
-        base = HubConfig()
-        return cls(
-            host=env_str("SOCKETLAB_CHAT_HOST", "0.0.0.0"),
-            port=env_int("SOCKETLAB_CHAT_PORT", CHAT_PORT),
-            send_buffer=env_int("SOCKETLAB_CHAT_SNDBUF", 64 * 1024),
-            core=HubConfig(
-                max_participants=env_int("SOCKETLAB_CHAT_MAX_PARTICIPANTS", base.max_participants),
-                max_text=env_int("SOCKETLAB_CHAT_MAX_TEXT", base.max_text),
-                max_queue_frames=env_int("SOCKETLAB_CHAT_QUEUE_FRAMES", base.max_queue_frames),
-                max_queue_bytes=env_int("SOCKETLAB_CHAT_QUEUE_BYTES", base.max_queue_bytes),
-                heartbeat_interval=env_float("SOCKETLAB_CHAT_HEARTBEAT", base.heartbeat_interval),
-                peer_timeout=env_float("SOCKETLAB_CHAT_PEER_TIMEOUT", base.peer_timeout),
-            ),
-        )
 
 
 class HubServer:
@@ -252,6 +237,6 @@ class HubServer:
         self.hub.forget(conn_id)
 
 
-def serve(stop: threading.Event) -> None:
+def serve(stop: threading.Event, config: HubServerConfig) -> None:
     """The ``chat`` component of the server container: serve until ``stop`` is set."""
-    HubServer(HubServerConfig.from_env()).run(stop)
+    HubServer(config).run(stop)

@@ -23,21 +23,20 @@ Prints one JSON object; exit 0 when every normal participant got all
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
 import random
 import selectors
 import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from socketlab.chat import wire
-from socketlab.config import CHAT_PORT, SERVER_HOST, env_str
-from socketlab.errors import PeerUnavailable
+from socketlab.commandline import add_setting, command_parser
+from socketlab.config import CHAT_PORT, SERVER_HOST, EnvConfig, env_config, env_field
+from socketlab.errors import PeerUnavailable, peer_errors
 from socketlab.protocol import ProtocolError
 
 log = logging.getLogger("socketlab.chat")
@@ -51,9 +50,10 @@ LATENCY_SAMPLES: Final = 500_000  # reservoir size: memory stays bounded at N = 
 KEEPALIVE: Final = 2.0
 
 
+@env_config
 @dataclass(frozen=True, kw_only=True)
-class SwarmConfig:
-    host: str = SERVER_HOST
+class SwarmConfig(EnvConfig):
+    host: str = env_field("SOCKETLAB_SERVER", SERVER_HOST, "host name of the server container")
     port: int = CHAT_PORT
     participants: int = 200
     messages: int = 10
@@ -139,6 +139,7 @@ class Swarm:
         self.start: float | None = None
         self.last_delivery = 0.0
         self._last_keepalive = 0.0
+        self._hub = f"the chat hub at {config.host}:{config.port}"
 
     @property
     def expected(self) -> int:
@@ -154,14 +155,11 @@ class Swarm:
         for index in range(config.participants):
             name = f"{config.prefix}-{index}"
             slow = index < config.slow
-            try:
+            hub = f"{config.host}:{config.port} (for {name})"
+            with peer_errors(hub, "connect", timeout=config.connect_timeout):
                 sock = socket.create_connection(
                     (config.host, config.port), timeout=config.connect_timeout
                 )
-            except OSError as exc:
-                raise PeerUnavailable(
-                    f"{name}: cannot reach {config.host}:{config.port}: {exc}"
-                ) from exc
             if slow:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -235,10 +233,12 @@ class Swarm:
 
     def _read(self, peer: _Peer, size: int) -> None:
         try:
-            data = peer.sock.recv(size)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
+            with peer_errors(self._hub, "read"):
+                try:
+                    data = peer.sock.recv(size)
+                except (BlockingIOError, InterruptedError):
+                    return
+        except PeerUnavailable as exc:
             self._end(peer, f"receive failed: {exc}")
             return
         if peer.sink and data:
@@ -302,10 +302,12 @@ class Swarm:
     def _flush(self, peer: _Peer) -> None:
         while peer.out:
             try:
-                sent = peer.sock.send(peer.out)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
+                with peer_errors(self._hub, "send"):
+                    try:
+                        sent = peer.sock.send(peer.out)
+                    except (BlockingIOError, InterruptedError):
+                        break
+            except PeerUnavailable as exc:
                 self._end(peer, f"send failed: {exc}")
                 return
             del peer.out[:sent]
@@ -396,20 +398,24 @@ class Swarm:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="socketlab chat-swarm", description=__doc__)
-    parser.add_argument("--host", default=env_str("SOCKETLAB_SERVER", SERVER_HOST))
-    parser.add_argument("--port", type=int, default=CHAT_PORT)
-    parser.add_argument("--participants", "-n", type=int, default=200)
-    parser.add_argument("--messages", "-m", type=int, default=10)
-    parser.add_argument("--rate", type=float, default=0.0, help="messages/s per participant")
-    parser.add_argument("--prefix", default="swarm")
-    parser.add_argument("--slow", type=int, default=0, help="how many slow readers")
-    parser.add_argument("--slow-rate", type=float, default=4096.0, help="their bytes/s")
-    parser.add_argument("--observers", type=int, default=0, help="decode on K only (bench)")
-    parser.add_argument("--join-deadline", type=float, default=120.0)
-    parser.add_argument("--deadline", type=float, default=300.0)
+    defaults = SwarmConfig.from_env()
+    parser = command_parser("chat-swarm", __doc__, raw=True)
+    add_setting(parser, "--host", config=defaults, name="host")
+    parser.add_argument("--port", type=int, default=defaults.port)
+    parser.add_argument("--participants", "-n", type=int, default=defaults.participants)
+    parser.add_argument("--messages", "-m", type=int, default=defaults.messages)
+    parser.add_argument(
+        "--rate", type=float, default=defaults.rate, help="messages/s per participant"
+    )
+    parser.add_argument("--prefix", default=defaults.prefix)
+    parser.add_argument("--slow", type=int, default=defaults.slow, help="how many slow readers")
+    parser.add_argument("--slow-rate", type=float, default=defaults.slow_rate, help="their bytes/s")
+    parser.add_argument(
+        "--observers", type=int, default=defaults.observers, help="decode on K only (bench)"
+    )
+    parser.add_argument("--join-deadline", type=float, default=defaults.join_deadline)
+    parser.add_argument("--deadline", type=float, default=defaults.deadline)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
     swarm = Swarm(
         SwarmConfig(
             host=args.host,
@@ -425,11 +431,7 @@ def main(argv: list[str]) -> int:
             deadline=args.deadline,
         )
     )
-    try:
-        swarm.connect()
-        report = swarm.run()
-    except PeerUnavailable as exc:
-        print(f"socketlab chat-swarm: {exc}", file=sys.stderr)
-        return 1
+    swarm.connect()
+    report = swarm.run()
     print(json.dumps(report))
     return 0 if report["ok"] else 1

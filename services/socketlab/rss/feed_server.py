@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from socketlab.config import FEED_HTTP_PORT, SERVER_HOST, env_float, env_int, env_str
+from socketlab.config import FEED_HTTP_PORT, SERVER_HOST, EnvConfig, env_config, env_field
 from socketlab.errors import ServiceError
 from socketlab.rss import faults
 from socketlab.rss.feeds import (
@@ -60,7 +60,7 @@ _ADMIN_PATH = re.compile(r"^/admin/feeds/([^/]+)/(entries|schedule)$")
 
 @dataclass(frozen=True)
 class ServerOptions:
-    """Feed server configuration (environment variables in :func:`options_from_env`)."""
+    """What a :class:`FeedServer` runs with (from :class:`FeedServerConfig` in the container)."""
 
     host: str = "0.0.0.0"
     port: int = FEED_HTTP_PORT
@@ -73,24 +73,58 @@ class ServerOptions:
     huge_bytes: int = 1 << 30
     schedule_every: float = 0.0  # publish to "news" every N seconds; 0 = never
     journal: Path | None = None  # published entries survive restarts when set
-
-
-def options_from_env() -> ServerOptions:
-    """Server options from ``SOCKETLAB_FEED_*`` environment variables."""
-    port = env_int("SOCKETLAB_FEED_PORT", FEED_HTTP_PORT)
-    journal = env_str("SOCKETLAB_FEED_JOURNAL", DEFAULT_JOURNAL)
-    return ServerOptions(
-        port=port,
-        base_url=env_str("SOCKETLAB_FEED_BASE_URL", f"http://{SERVER_HOST}:{port}"),
-        window=env_int("SOCKETLAB_FEED_WINDOW", 50),
-        seed_entries=env_int("SOCKETLAB_FEED_ENTRIES", 3),
-        request_timeout=env_float("SOCKETLAB_FEED_TIMEOUT", 10.0),
-        slow_seconds=env_float("SOCKETLAB_FEED_SLOW_SECONDS", 30.0),
-        drip_every=env_float("SOCKETLAB_FEED_DRIP_EVERY", 0.5),
-        huge_bytes=env_int("SOCKETLAB_FEED_HUGE_BYTES", 1 << 30),
-        schedule_every=env_float("SOCKETLAB_FEED_SCHEDULE", 0.0),
-        journal=None if journal == "none" else Path(journal),
+    shutdown_poll: float = (
+        0.1  # how often the HTTP loop looks at shutdown: how fast close() returns
     )
+
+
+@env_config
+@dataclass(frozen=True, kw_only=True)
+class FeedServerConfig(EnvConfig):
+    """The feed server's settings (``SOCKETLAB_FEED_*``); :meth:`options` resolves them."""
+
+    port: int = env_field("SOCKETLAB_FEED_PORT", FEED_HTTP_PORT, "HTTP port of the feed server")
+    base_url: str = env_field(
+        "SOCKETLAB_FEED_BASE_URL",
+        "",
+        f"base URL in the feeds' links (unset: http://{SERVER_HOST}:PORT)",
+    )
+    journal: str = env_field(
+        "SOCKETLAB_FEED_JOURNAL",
+        DEFAULT_JOURNAL,
+        "where published entries are journalled across restarts; none disables it",
+    )
+    window: int = env_field("SOCKETLAB_FEED_WINDOW", 50, "newest entries listed in a feed")
+    seed_entries: int = env_field("SOCKETLAB_FEED_ENTRIES", 3, "entries the news feed starts with")
+    request_timeout: float = env_field(
+        "SOCKETLAB_FEED_TIMEOUT", 10.0, "socket timeout of one feed server connection, seconds"
+    )
+    slow_seconds: float = env_field(
+        "SOCKETLAB_FEED_SLOW_SECONDS", 30.0, "how long /faults/slow.rss stalls, seconds"
+    )
+    drip_every: float = env_field(
+        "SOCKETLAB_FEED_DRIP_EVERY", 0.5, "seconds between the bytes of /faults/drip.rss"
+    )
+    huge_bytes: int = env_field(
+        "SOCKETLAB_FEED_HUGE_BYTES", 1 << 30, "size of /faults/huge.rss in bytes"
+    )
+    schedule_every: float = env_field(
+        "SOCKETLAB_FEED_SCHEDULE", 0.0, "publish to news every N seconds (0: never)"
+    )
+
+    def options(self) -> ServerOptions:
+        return ServerOptions(
+            port=self.port,
+            base_url=self.base_url or f"http://{SERVER_HOST}:{self.port}",
+            window=self.window,
+            seed_entries=self.seed_entries,
+            request_timeout=self.request_timeout,
+            slow_seconds=self.slow_seconds,
+            drip_every=self.drip_every,
+            huge_bytes=self.huge_bytes,
+            schedule_every=self.schedule_every,
+            journal=None if self.journal == "none" else Path(self.journal),
+        )
 
 
 @dataclass
@@ -264,7 +298,7 @@ class FeedServer:
     def start(self) -> None:
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.1},  # how fast close() returns
+            kwargs={"poll_interval": self.options.shutdown_poll},
             name="feed-http",
             daemon=True,
         )
@@ -546,9 +580,9 @@ class _FeedHandler(BaseHTTPRequestHandler):
         )
 
 
-def serve(stop: threading.Event) -> None:
+def serve(stop: threading.Event, config: FeedServerConfig) -> None:
     """Run the feed server until ``stop`` is set (a ``server`` container component)."""
-    server = FeedServer(options_from_env())
+    server = FeedServer(config.options())
     server.start()
     try:
         stop.wait()

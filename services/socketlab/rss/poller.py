@@ -11,11 +11,9 @@ next to the database after every poll, for tests and ``lab``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -25,11 +23,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from socketlab.config import FEED_HTTP_PORT, SERVER_HOST, env_float, env_int, env_str
+from socketlab.commandline import add_setting, command_parser
+from socketlab.config import FEED_HTTP_PORT, SERVER_HOST, EnvConfig, env_config, env_field
+from socketlab.errors import ConfigError
 from socketlab.rss.entries import Item, ParsedFeed, display_text, parse_feed
 from socketlab.rss.errors import FetchError, HttpStatusError, RssError, StateError, UnsafeFeed
 from socketlab.rss.fetch import fetch
 from socketlab.rss.state import StateStore
+from socketlab.supervisor import run_components
 
 log = logging.getLogger("socketlab.rss")
 
@@ -37,6 +38,40 @@ DEFAULT_FEED = f"http://{SERVER_HOST}:{FEED_HTTP_PORT}/feeds/news.rss"
 DEFAULT_DIR = "/var/lib/socketlab/rss"
 MAX_FEED_BYTES = 5 * 1024 * 1024
 STOP_GRACE = 2.0
+
+
+@env_config
+@dataclass(frozen=True, kw_only=True)
+class PollerConfig(EnvConfig):
+    """Settings of ``socketlab rss-poller`` (the options override them)."""
+
+    feed_urls: tuple[str, ...] = env_field(
+        "SOCKETLAB_FEED_URLS", (), "feeds the RSS poller polls, comma-separated"
+    )
+    feed_url: str = env_field(
+        "SOCKETLAB_FEED_URL", DEFAULT_FEED, "the one feed polled when SOCKETLAB_FEED_URLS is unset"
+    )
+    interval: float = env_field(
+        "SOCKETLAB_POLL_INTERVAL", 30.0, "seconds between two polls of one feed"
+    )
+    timeout: float = env_field(
+        "SOCKETLAB_FETCH_TIMEOUT", 10.0, "deadline of one whole feed fetch, seconds"
+    )
+    max_bytes: int = env_field(
+        "SOCKETLAB_FEED_MAX_BYTES", MAX_FEED_BYTES, "size cap of a feed body after decompression"
+    )
+    backoff_max: float = env_field(
+        "SOCKETLAB_POLL_BACKOFF_MAX", 300.0, "longest wait after repeated failures of one feed"
+    )
+    directory: Path = env_field(
+        "SOCKETLAB_RSS_DIR",
+        Path(DEFAULT_DIR),
+        "the poller's state directory: state.sqlite3, status.json, entries.jsonl",
+    )
+
+    def feeds(self) -> list[str]:
+        """``SOCKETLAB_FEED_URLS``, else ``SOCKETLAB_FEED_URL``."""
+        return list(self.feed_urls) or [u.strip() for u in self.feed_url.split(",") if u.strip()]
 
 
 @dataclass(frozen=True)
@@ -50,6 +85,7 @@ class PollerOptions:
     output: Path = Path(DEFAULT_DIR) / "entries.jsonl"
     state: Path = Path(DEFAULT_DIR) / "state.sqlite3"
     status: Path = Path(DEFAULT_DIR) / "status.json"
+    stop_grace: float = STOP_GRACE  # how long a stop waits for fetches in flight
 
 
 def backoff_delay(failures: int, *, interval: float, cap: float) -> float:
@@ -339,17 +375,17 @@ class Poller:
             pass
         # A thread inside a fetch notices stop only when the fetch ends; do not let
         # it hold up shutdown. Half-emitted entries are finished by recover().
+        deadline = time.monotonic() + self.options.stop_grace
         for thread in threads:
-            thread.join(timeout=STOP_GRACE)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self._write_status(running=False)
 
 
-def feed_list(args: Sequence[str]) -> list[str]:
+def feed_list(args: Sequence[str], config: PollerConfig | None = None) -> list[str]:
     """Feeds from arguments, else ``SOCKETLAB_FEED_URLS`` (comma-separated), else the lab feed."""
     if args:
         return list(args)
-    raw = env_str("SOCKETLAB_FEED_URLS", "") or env_str("SOCKETLAB_FEED_URL", DEFAULT_FEED)
-    return [url.strip() for url in raw.split(",") if url.strip()]
+    return (config or PollerConfig()).feeds()
 
 
 def show_status(path: Path) -> int:
@@ -372,41 +408,16 @@ def show_status(path: Path) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="socketlab rss-poller",
-        description="Poll feeds and print each new entry exactly once, across restarts.",
+    config = PollerConfig.from_env()
+    parser = command_parser(
+        "rss-poller", "Poll feeds and print each new entry exactly once, across restarts."
     )
     parser.add_argument("feeds", nargs="*", help="feed URLs (default: $SOCKETLAB_FEED_URLS)")
-    parser.add_argument(
-        "--interval",
-        type=float,
-        default=env_float("SOCKETLAB_POLL_INTERVAL", 30.0),
-        help="seconds between polls of each feed (default 30, $SOCKETLAB_POLL_INTERVAL)",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=env_float("SOCKETLAB_FETCH_TIMEOUT", 10.0),
-        help="deadline of one whole fetch in seconds (default 10, $SOCKETLAB_FETCH_TIMEOUT)",
-    )
-    parser.add_argument(
-        "--max-bytes",
-        type=int,
-        default=env_int("SOCKETLAB_FEED_MAX_BYTES", MAX_FEED_BYTES),
-        help="size cap of a feed body after decompression (default 5 MiB)",
-    )
-    parser.add_argument(
-        "--backoff-max",
-        type=float,
-        default=env_float("SOCKETLAB_POLL_BACKOFF_MAX", 300.0),
-        help="longest wait after repeated failures of one feed (default 300 s)",
-    )
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        default=Path(env_str("SOCKETLAB_RSS_DIR", DEFAULT_DIR)),
-        help="state directory: state.sqlite3, status.json and (default) entries.jsonl",
-    )
+    add_setting(parser, "--interval", config=config, name="interval")
+    add_setting(parser, "--timeout", config=config, name="timeout")
+    add_setting(parser, "--max-bytes", config=config, name="max_bytes")
+    add_setting(parser, "--backoff-max", config=config, name="backoff_max")
+    add_setting(parser, "--dir", config=config, name="directory", dest="dir")
     parser.add_argument("--output", type=Path, help="JSON-lines output (default DIR/entries.jsonl)")
     parser.add_argument("--once", action="store_true", help="poll every feed once and exit")
     parser.add_argument("--run-for", type=float, help="stop after this many seconds")
@@ -416,9 +427,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.status:
         return show_status(args.dir / "status.json")
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     if args.interval <= 0 or args.timeout <= 0 or args.max_bytes <= 0:
-        parser.error("--interval, --timeout and --max-bytes must be positive")
+        raise ConfigError("--interval, --timeout and --max-bytes must be positive")
     options = PollerOptions(
         interval=args.interval,
         timeout=args.timeout,
@@ -428,29 +438,12 @@ def main(argv: list[str]) -> int:
         state=args.dir / "state.sqlite3",
         status=args.dir / "status.json",
     )
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        del frame
-        log.info("event=stopping signal=%s", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    if args.run_for is not None:
-        timer = threading.Timer(args.run_for, stop.set)
-        timer.daemon = True
-        timer.start()
+    poller = Poller(feed_list(args.feeds, config), options)
     try:
-        poller = Poller(feed_list(args.feeds), options)
-    except RssError as exc:
-        print(f"rss-poller: {exc}", file=sys.stderr)
-        return 2
-    try:
-        poller.run(stop, once=args.once)
-    except RssError as exc:
-        print(f"rss-poller: {exc}", file=sys.stderr)
-        return 2
+        stopped = run_components(
+            {"poller": lambda stop: poller.run(stop, once=args.once)}, run_for=args.run_for
+        )
     finally:
         poller.close()
+    stopped.raise_for_failures()
     return 0

@@ -10,15 +10,30 @@ or anywhere with ``--server URL``::
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
-from socketlab.config import FEED_HTTP_PORT, env_float, env_str
+from socketlab.commandline import add_setting, command_parser
+from socketlab.config import FEED_HTTP_PORT, EnvConfig, env_config, env_field
 from socketlab.rss.errors import PublishError
+
+
+@env_config
+@dataclass(frozen=True, kw_only=True)
+class PublishConfig(EnvConfig):
+    """Settings of ``socketlab feed`` (the feed server's admin client)."""
+
+    server: str = env_field(
+        "SOCKETLAB_FEED_ADMIN_URL",
+        f"http://127.0.0.1:{FEED_HTTP_PORT}",
+        "base URL of the feed server's admin API for socketlab feed",
+    )
+    timeout: float = env_field(
+        "SOCKETLAB_FEED_ADMIN_TIMEOUT", 5.0, "timeout of one socketlab feed request, seconds"
+    )
 
 
 def request_json(
@@ -59,14 +74,10 @@ def publish(
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="socketlab feed", description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--server",
-        default=env_str("SOCKETLAB_FEED_ADMIN_URL", f"http://127.0.0.1:{FEED_HTTP_PORT}"),
-    )
-    parser.add_argument(
-        "--timeout", type=float, default=env_float("SOCKETLAB_FEED_ADMIN_TIMEOUT", 5.0)
-    )
+    config = PublishConfig.from_env()
+    parser = command_parser("feed", __doc__.split("\n")[0])
+    add_setting(parser, "--server", config=config, name="server")
+    add_setting(parser, "--timeout", config=config, name="timeout")
     sub = parser.add_subparsers(dest="action", required=True)
     pub = sub.add_parser("publish", help="add one entry to a feed (created if missing)")
     pub.add_argument("--feed", default="news")
@@ -77,23 +88,19 @@ def main(argv: list[str]) -> int:
     sched.add_argument("--every", type=float, required=True)
     sub.add_parser("stats", help="per-path request, 304 and byte counters")
     args = parser.parse_args(argv)
-    try:
-        if args.action == "publish":
-            answer: Any = publish(
-                args.server, args.feed, title=args.title, summary=args.summary, timeout=args.timeout
-            )
-        elif args.action == "schedule":
-            answer = request_json(
-                args.server,
-                "POST",
-                f"/admin/feeds/{args.feed}/schedule",
-                {"every": args.every},
-                timeout=args.timeout,
-            )
-        else:
-            answer = request_json(args.server, "GET", "/stats", None, timeout=args.timeout)
-    except PublishError as exc:
-        print(f"socketlab feed: {exc}", file=sys.stderr)
-        return 1
+    if args.action == "publish":
+        answer: Any = publish(
+            args.server, args.feed, title=args.title, summary=args.summary, timeout=args.timeout
+        )
+    elif args.action == "schedule":
+        answer = request_json(
+            args.server,
+            "POST",
+            f"/admin/feeds/{args.feed}/schedule",
+            {"every": args.every},
+            timeout=args.timeout,
+        )
+    else:
+        answer = request_json(args.server, "GET", "/stats", None, timeout=args.timeout)
     print(json.dumps(answer, indent=2, sort_keys=True))
     return 0

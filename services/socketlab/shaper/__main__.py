@@ -2,6 +2,6 @@
 
 import sys
 
-from socketlab.shaper.loop import main
+from socketlab.__main__ import main
 
-sys.exit(main(sys.argv[1:]))
+sys.exit(main(["shaper", *sys.argv[1:]]))

@@ -5,9 +5,11 @@ installs an iptables rule sending the link's packets to queue ``--queue`` with
 ``--queue-bypass``, so when this process dies the link fails open (unshaped)
 instead of going dark, and ``lab status`` reports the dead helper.
 
-One thread: poll the queue's netlink socket with a timeout that ends at the
-next release time, feed packets to the scheduling core, and hand out the
-verdicts and injected copies it returns.
+One verdict thread (the process's only component, under
+:func:`~socketlab.supervisor.run_components`, which handles SIGTERM/SIGINT):
+poll the queue's netlink socket with a timeout that ends at the next release
+time, feed packets to the scheduling core, and hand out the verdicts and
+injected copies it returns.
 """
 
 from __future__ import annotations
@@ -16,36 +18,53 @@ import argparse
 import logging
 import random
 import select
-import signal
 import socket
-import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from socketlab.config import env_float, env_int
+from socketlab.commandline import command_parser
+from socketlab.config import EnvConfig, env_config, env_field
 from socketlab.errors import ServiceError
 from socketlab.shaper.core import INJECT_MARK, Accept, Impairment, ImpairmentScheduler, Inject
+from socketlab.supervisor import run_components
 
 log = logging.getLogger("socketlab.shaper")
 
-# How often the loop looks at the stop flag when nothing is due (seconds).
-STOP_POLL = env_float("SOCKETLAB_SHAPER_STOP_POLL", 0.2)
-# Packets the kernel may hold for us; delay x packet rate must stay below it.
-QUEUE_MAXLEN = env_int("SOCKETLAB_SHAPER_QUEUE_MAXLEN", 16384)
-INJECT_TIMEOUT = env_float("SOCKETLAB_SHAPER_INJECT_TIMEOUT", 1.0)
-STATS_INTERVAL = env_float("SOCKETLAB_SHAPER_STATS_INTERVAL", 10.0)
+
+@env_config
+@dataclass(frozen=True, kw_only=True)
+class ShaperConfig(EnvConfig):
+    """Settings of the NFQUEUE verdict loop (``socketlab shaper``)."""
+
+    stop_poll: float = env_field(
+        "SOCKETLAB_SHAPER_STOP_POLL",
+        0.2,
+        "seconds between the shaper's looks at its stop flag when nothing is due",
+    )
+    queue_maxlen: int = env_field(
+        "SOCKETLAB_SHAPER_QUEUE_MAXLEN",
+        16384,
+        "packets the kernel may queue for the shaper (delay x packet rate must stay below)",
+    )
+    inject_timeout: float = env_field(
+        "SOCKETLAB_SHAPER_INJECT_TIMEOUT", 1.0, "send timeout of injected duplicates, seconds"
+    )
+    stats_interval: float = env_field(
+        "SOCKETLAB_SHAPER_STATS_INTERVAL", 10.0, "seconds between the shaper's stats log lines"
+    )
 
 
 class ShaperError(ServiceError):
     """The verdict loop could not bind its queue or open its injector."""
 
 
-def _injector() -> socket.socket:
+def _injector(timeout: float) -> socket.socket:
     # IPPROTO_RAW implies IP_HDRINCL: we send whole IPv4 datagrams as queued.
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, INJECT_MARK)
-    sock.settimeout(INJECT_TIMEOUT)
+    sock.settimeout(timeout)
     return sock
 
 
@@ -59,7 +78,7 @@ def run(
     *,
     stop: threading.Event,
     seed: int | None = None,
-    max_len: int = QUEUE_MAXLEN,
+    config: ShaperConfig | None = None,
 ) -> None:
     """Impair the packets of NFQUEUE ``queue`` until ``stop`` is set."""
     try:
@@ -67,11 +86,12 @@ def run(
     except ImportError as exc:
         raise ShaperError("NetfilterQueue is not installed (run this in the netkit image)") from exc
 
+    config = config or ShaperConfig()
     scheduler: ImpairmentScheduler[Any] = ImpairmentScheduler(
         impairment,
         rng=random.Random(seed),  # noqa: S311 - impairment, not crypto
     )
-    injector = _injector()
+    injector = _injector(config.inject_timeout)
 
     def release(verdicts: list[Accept[Any] | Inject]) -> None:
         for verdict in verdicts:
@@ -93,27 +113,27 @@ def run(
 
     nfq = NetfilterQueue()
     try:
-        nfq.bind(queue, on_packet, max_len=max_len)
+        nfq.bind(queue, on_packet, max_len=config.queue_maxlen)
     except OSError as exc:
         injector.close()
         raise ShaperError(f"cannot bind NFQUEUE {queue}: {exc}") from exc
     poller = select.poll()
     poller.register(nfq.get_fd(), select.POLLIN)
     log.info("event=shaper_started queue=%d impairment=%s", queue, impairment)
-    next_stats = time.monotonic() + STATS_INTERVAL
+    next_stats = time.monotonic() + config.stats_interval
     try:
         while not stop.is_set():
             now = time.monotonic()
             release(scheduler.pop_due(now))
             due = scheduler.next_release()
-            wait = STOP_POLL if due is None else min(STOP_POLL, max(0.0, due - now))
+            wait = config.stop_poll if due is None else min(config.stop_poll, max(0.0, due - now))
             if poller.poll(wait * 1000.0):
                 nfq.run(block=False)
             if now >= next_stats:
                 log.info(
                     "event=shaper_stats queue=%d held=%d %s", queue, len(scheduler), _kv(scheduler)
                 )
-                next_stats = now + STATS_INTERVAL
+                next_stats = now + config.stats_interval
     finally:
         # Stopping releases what we hold rather than losing it.
         release(scheduler.drain())
@@ -140,7 +160,7 @@ def _share(text: str) -> float:
 
 def parse_args(argv: list[str]) -> tuple[int, Impairment, int | None]:
     """Parse the helper's command line (plain numbers: the controller did the units)."""
-    parser = argparse.ArgumentParser(prog="socketlab shaper", description=__doc__)
+    parser = command_parser("shaper", __doc__)
     parser.add_argument("--queue", type=int, required=True, help="NFQUEUE number")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds")
     parser.add_argument("--jitter", type=float, default=0.0, help="seconds")
@@ -164,14 +184,11 @@ def parse_args(argv: list[str]) -> tuple[int, Impairment, int | None]:
 
 def main(argv: list[str]) -> int:
     """Entry point of ``socketlab shaper``: run until SIGTERM or SIGINT."""
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+    config = ShaperConfig.from_env()
     queue, impairment, seed = parse_args(argv)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    try:
-        run(queue, impairment, stop=stop, seed=seed)
-    except ShaperError as exc:
-        log.error("event=shaper_failed error=%s", exc)  # noqa: TRY400 - one line, cause logged
-        return 1
+
+    def shaper(stop: threading.Event) -> None:
+        run(queue, impairment, stop=stop, seed=seed, config=config)
+
+    run_components({"shaper": shaper}).raise_for_failures()
     return 0

@@ -7,7 +7,6 @@ counted as lost; and it prints one JSON line for the controller to read.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import select
@@ -17,16 +16,24 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from socketlab.config import env_float
+from socketlab.commandline import add_setting, command_parser
+from socketlab.config import EnvConfig, env_config, env_field
 from socketlab.shaper.icmp import echo_request, parse_echo_reply
 
-SOCKET_TIMEOUT = env_float("SOCKETLAB_PROBE_SOCKET_TIMEOUT", 1.0)
 PAYLOAD = b"socketlab-probe!" * 3  # 48 bytes: a ping-sized datagram
 RECV_SIZE = 65535
 # Replies can come in bursts (jitter, a busy host descheduling us): a small
 # receive buffer would drop them and report loss the link did not cause.
 RECV_BUFFER = 4 * 1024 * 1024
 SO_RCVBUFFORCE = 33  # Linux; the socket module does not export it
+
+
+@env_config
+@dataclass(frozen=True, kw_only=True)
+class ProbeConfig(EnvConfig):
+    socket_timeout: float = env_field(
+        "SOCKETLAB_PROBE_SOCKET_TIMEOUT", 1.0, "timeout of the ICMP probe's socket, seconds"
+    )
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,9 @@ def _grow_receive_buffer(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
 
 
-def probe(host: str, *, count: int, interval: float, linger: float) -> ProbeReport:
+def probe(
+    host: str, *, count: int, interval: float, linger: float, socket_timeout: float = 1.0
+) -> ProbeReport:
     """Send ``count`` echo requests ``interval`` apart; collect replies until ``linger``."""
     address = socket.gethostbyname(host)
     identifier = os.getpid() & 0xFFFF
@@ -56,7 +65,7 @@ def probe(host: str, *, count: int, interval: float, linger: float) -> ProbeRepo
     rtts: dict[int, float] = {}
     duplicates = 0
     with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
-        sock.settimeout(SOCKET_TIMEOUT)
+        sock.settimeout(socket_timeout)
         _grow_receive_buffer(sock)
         start = time.monotonic()
         deadline: float | None = None
@@ -100,14 +109,22 @@ def probe(host: str, *, count: int, interval: float, linger: float) -> ProbeRepo
 
 def main(argv: list[str]) -> int:
     """Entry point of ``socketlab probe``: prints one JSON object on stdout."""
-    parser = argparse.ArgumentParser(prog="socketlab probe", description=__doc__)
+    config = ProbeConfig.from_env()
+    parser = command_parser("probe", __doc__)
     parser.add_argument("host")
     parser.add_argument("--count", type=int, default=20)
     parser.add_argument("--interval", type=float, default=0.01, help="seconds between probes")
     parser.add_argument("--linger", type=float, default=2.0, help="seconds to wait after the last")
+    add_setting(parser, "--socket-timeout", config=config, name="socket_timeout")
     args = parser.parse_args(argv)
     try:
-        report = probe(args.host, count=args.count, interval=args.interval, linger=args.linger)
+        report = probe(
+            args.host,
+            count=args.count,
+            interval=args.interval,
+            linger=args.linger,
+            socket_timeout=args.socket_timeout,
+        )
     except OSError as exc:
         print(f"event=probe_failed host={args.host} error={exc}", file=sys.stderr)
         return 1

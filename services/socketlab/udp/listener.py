@@ -40,48 +40,56 @@ starts (with ``missed_at_start`` when its first sequence number is above 1).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import select
-import signal
 import socket
-import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from socketlab.config import UDP_PORT, UDP_STATUS_PORT, env_float, env_int, env_str
+from socketlab.commandline import add_setting, command_parser
+from socketlab.config import UDP_PORT, UDP_STATUS_PORT, EnvConfig, env_config, env_field
 from socketlab.errors import ServiceError
+from socketlab.supervisor import Component, run_components
 from socketlab.udp import tcp_sink
 from socketlab.udp.accounting import Accounting, Event, Rejected, kernel_delta, parse_udp_snmp
 from socketlab.udp.datagram import MAX_DATAGRAM
 
 log = logging.getLogger("socketlab.udp")
 
-RECV_POLL = env_float("SOCKETLAB_UDP_POLL", 0.5)
-STATUS_TIMEOUT = env_float("SOCKETLAB_STATUS_TIMEOUT", 5.0)
-DEFAULT_RCVBUF = env_int("SOCKETLAB_UDP_RCVBUF", 8 << 20)
-DEFAULT_LOG_INTERVAL = env_float("SOCKETLAB_UDP_LOG_INTERVAL", 10.0)
-SNMP_PATH = env_str("SOCKETLAB_UDP_SNMP", "/proc/net/snmp")
 # Datagrams accounted per lock acquisition; bounds how long /stats waits.
 BATCH = 512
 
 
+@env_config
 @dataclass(frozen=True, kw_only=True)
-class ListenerOptions:
-    """Where the listener binds and how it reports."""
+class ListenerConfig(EnvConfig):
+    """Where the listener binds, how it reports, and its TCP sink."""
 
     port: int = UDP_PORT
     status_port: int = UDP_STATUS_PORT
-    tcp_port: int = tcp_sink.TCP_SINK_PORT
-    rcvbuf: int = DEFAULT_RCVBUF
-    log_interval: float = DEFAULT_LOG_INTERVAL
-    snmp_path: str = SNMP_PATH
+    rcvbuf: int = env_field(
+        "SOCKETLAB_UDP_RCVBUF", 8 << 20, "receive buffer the UDP listener asks for, bytes"
+    )
+    log_interval: float = env_field(
+        "SOCKETLAB_UDP_LOG_INTERVAL", 10.0, "seconds between the UDP listener's stats lines"
+    )
+    snmp_path: str = env_field(
+        "SOCKETLAB_UDP_SNMP", "/proc/net/snmp", "where the kernel's UDP drop counters are read"
+    )
+    recv_poll: float = env_field(
+        "SOCKETLAB_UDP_POLL",
+        0.5,
+        "longest wait of the UDP receive loop, seconds (how soon it notices stop)",
+    )
+    status_timeout: float = env_field(
+        "SOCKETLAB_STATUS_TIMEOUT", 5.0, "timeout of the UDP listener's status HTTP, seconds"
+    )
+    tcp_sink: tcp_sink.TcpSinkConfig = field(default_factory=tcp_sink.TcpSinkConfig)
 
 
 def read_kernel_counters(path: str) -> dict[str, int]:
@@ -115,7 +123,7 @@ def set_receive_buffer(sock: socket.socket, size: int) -> int:
 class Listener:
     """The shared state of the receive loop, status server and TCP sink."""
 
-    def __init__(self, options: ListenerOptions) -> None:
+    def __init__(self, options: ListenerConfig) -> None:
         self.options = options
         self._lock = threading.Lock()
         self.accounting = Accounting()
@@ -193,12 +201,12 @@ class Listener:
                 self.options.port,
                 self.rcvbuf,
                 self.options.status_port,
-                self.options.tcp_port,
+                self.options.tcp_sink.port,
             )
             next_log = time.monotonic() + self.options.log_interval
             logged = 0
             while not stop.is_set():
-                if poller.poll(RECV_POLL * 1000):
+                if poller.poll(self.options.recv_poll * 1000):
                     for event in self.account(_drain(sock)):
                         _log_event(event)
                 if time.monotonic() >= next_log:
@@ -227,10 +235,15 @@ class Listener:
 
     def serve_status(self, stop: threading.Event) -> None:
         """Serve ``/stats``, ``/health`` and ``/reset`` until ``stop`` is set."""
-        server = ThreadingHTTPServer(("0.0.0.0", self.options.status_port), _handler(self))
-        server.timeout = STATUS_TIMEOUT
+        try:
+            server = ThreadingHTTPServer(("0.0.0.0", self.options.status_port), _handler(self))
+        except OSError as exc:
+            raise ServiceError(f"cannot listen on {self.options.status_port}/tcp: {exc}") from exc
+        server.timeout = self.options.status_timeout
         server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, args=(0.5,), daemon=True)
+        thread = threading.Thread(
+            target=server.serve_forever, args=(self.options.recv_poll,), daemon=True
+        )
         thread.start()
         self._ready["status"].set()  # bound and listening since the constructor
         try:
@@ -241,7 +254,7 @@ class Listener:
 
     def serve_tcp_sink(self, stop: threading.Event) -> None:
         tcp_sink.serve(
-            stop, totals=self.sink, port=self.options.tcp_port, ready=self._ready["tcp-sink"]
+            stop, totals=self.sink, config=self.options.tcp_sink, ready=self._ready["tcp-sink"]
         )
 
 
@@ -312,64 +325,41 @@ def _handler(listener: Listener) -> type[BaseHTTPRequestHandler]:
 
 
 def run(
-    options: ListenerOptions, stop: threading.Event, *, listener: Listener | None = None
+    options: ListenerConfig, stop: threading.Event, *, listener: Listener | None = None
 ) -> list[str]:
-    """Run the three components until ``stop``; return the names of any that crashed."""
-    listener = listener or Listener(options)
-    failed: list[str] = []
-    components: dict[str, Callable[[threading.Event], None]] = {
+    """Run the three components until ``stop``; return the names of any that failed.
+
+    Signals are the caller's business here (tests run this in a thread); ``main``
+    lets the supervisor handle SIGTERM and SIGINT.
+    """
+    stopped = run_components(_components(listener or Listener(options)), stop=stop, signals=())
+    return list(stopped.failures)
+
+
+def _components(listener: Listener) -> dict[str, Component]:
+    return {
         "udp": listener.serve_udp,
         "status": listener.serve_status,
         "tcp-sink": listener.serve_tcp_sink,
     }
 
-    def guard(name: str, component: Callable[[threading.Event], None]) -> None:
-        try:
-            component(stop)
-        except Exception:
-            log.exception("event=component_crashed component=%s", name)
-            failed.append(name)
-        finally:
-            stop.set()  # one component down takes the listener down
-
-    threads = [
-        threading.Thread(target=guard, args=item, name=item[0], daemon=True)
-        for item in components.items()
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return failed
-
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="socketlab udp-listener", description=__doc__)
-    parser.add_argument("--port", type=int, default=UDP_PORT)
-    parser.add_argument("--status-port", type=int, default=UDP_STATUS_PORT)
-    parser.add_argument("--tcp-port", type=int, default=tcp_sink.TCP_SINK_PORT)
-    parser.add_argument("--rcvbuf", type=int, default=DEFAULT_RCVBUF, help="bytes")
-    parser.add_argument("--log-interval", type=float, default=DEFAULT_LOG_INTERVAL)
+    config = ListenerConfig.from_env()
+    parser = command_parser("udp-listener", __doc__, raw=True)
+    parser.add_argument("--port", type=int, default=config.port)
+    parser.add_argument("--status-port", type=int, default=config.status_port)
+    parser.add_argument("--tcp-port", type=int, default=config.tcp_sink.port)
+    add_setting(parser, "--rcvbuf", config=config, name="rcvbuf")
+    add_setting(parser, "--log-interval", config=config, name="log_interval")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-    options = ListenerOptions(
+    options = replace(
+        config,
         port=args.port,
         status_port=args.status_port,
-        tcp_port=args.tcp_port,
+        tcp_sink=replace(config.tcp_sink, port=args.tcp_port),
         rcvbuf=args.rcvbuf,
         log_interval=args.log_interval,
     )
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        del frame
-        log.info("event=stopping signal=%s", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    failed = run(options, stop)
-    if failed:
-        print(f"socketlab udp-listener: {', '.join(failed)} failed", file=sys.stderr)
-        return 1
+    run_components(_components(Listener(options))).raise_for_failures()
     return 0

@@ -18,23 +18,43 @@ import logging
 import secrets
 import select
 import socket
-import sys
 import time
 from dataclasses import asdict, dataclass
 
-from socketlab.config import UDP_LISTENER_HOST, UDP_PORT, env_float, env_str
-from socketlab.errors import ConfigError, PeerUnavailable, SocketlabError
+from socketlab.commandline import add_setting, command_parser
+from socketlab.config import UDP_LISTENER_HOST, UDP_PORT, EnvConfig, env_config, env_field
+from socketlab.errors import ConfigError, PeerUnavailable, SendTimeout, peer_errors
 from socketlab.udp.datagram import MAX_DATAGRAM, encode, minimum_size
 from socketlab.udp.pacing import Pacing
 
 log = logging.getLogger("socketlab.udp")
 
-SEND_TIMEOUT = env_float("SOCKETLAB_UDP_SEND_TIMEOUT", 5.0)
+SEND_TIMEOUT = 5.0
 DEFAULT_INTERVAL = 5.0
 # Below this rate a human is watching: log every datagram like the seed does.
 CHATTY_RATE = 10.0
-RESOLVE_INTERVAL = env_float("SOCKETLAB_UDP_RESOLVE_INTERVAL", 1.0)
+RESOLVE_INTERVAL = 1.0
 UNREACHABLE = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN}
+
+
+@env_config
+@dataclass(frozen=True, kw_only=True)
+class SenderConfig(EnvConfig):
+    """Settings of ``socketlab udp-send`` (each is also an option)."""
+
+    host: str = env_field(
+        "SOCKETLAB_UDP_LISTENER", UDP_LISTENER_HOST, "host name of the UDP listener"
+    )
+    send_timeout: float = env_field(
+        "SOCKETLAB_UDP_SEND_TIMEOUT",
+        SEND_TIMEOUT,
+        "seconds a UDP sender waits for room in a full send buffer",
+    )
+    resolve_interval: float = env_field(
+        "SOCKETLAB_UDP_RESOLVE_INTERVAL",
+        RESOLVE_INTERVAL,
+        "least seconds between two lookups of a moved UDP listener",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +67,7 @@ class SendOptions:
     sender_id: int
     verbose: bool = False
     timeout: float = SEND_TIMEOUT
+    resolve_interval: float = RESOLVE_INTERVAL  # after an ICMP error, look the name up again
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,11 +91,9 @@ class SendReport:
 
 
 def resolve(host: str, port: int) -> tuple[str, int]:
-    """The IPv4 address of ``host:port``; PeerUnavailable when the name does not resolve."""
-    try:
+    """The IPv4 address of ``host:port``; ConnectFailed when the name does not resolve."""
+    with peer_errors(f"{host}:{port}", "connect"):
         info = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
-    except OSError as exc:
-        raise PeerUnavailable(f"cannot resolve {host}: {exc}") from exc
     address = info[0][4]
     return str(address[0]), int(address[1])
 
@@ -83,7 +102,12 @@ def open_socket(host: str, port: int) -> socket.socket:
     """A UDP socket connected to ``host:port`` (one name lookup, not one per datagram)."""
     address = resolve(host, port)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.connect(address)
+    try:
+        with peer_errors(f"{host}:{port}", "connect"):
+            sock.connect(address)
+    except PeerUnavailable:
+        sock.close()
+        raise
     # Non-blocking; a full send buffer is waited for with poll() and a timeout.
     sock.setblocking(False)
     return sock
@@ -112,7 +136,9 @@ def _send(sock: socket.socket, data: bytes, poller: select.poll, timeout: float)
             sock.send(data)
         except BlockingIOError:
             if not poller.poll(timeout * 1000):
-                raise PeerUnavailable(f"send buffer still full after {timeout}s") from None
+                raise SendTimeout(
+                    f"send buffer still full after {timeout:g} s (send timeout)"
+                ) from None
         else:
             return
 
@@ -123,7 +149,8 @@ def send_stream(
     """Send the datagrams described by ``options`` on connected ``sock``.
 
     With ``host``, ICMP errors make the sender look the name up again (at most
-    every :data:`RESOLVE_INTERVAL` seconds) and follow the listener to a new address.
+    every ``options.resolve_interval`` seconds) and follow the listener to a new address.
+    Other socket errors end the stream as a :class:`~socketlab.errors.PeerUnavailable`.
     """
     pacing = Pacing(rate=options.rate, count=options.count)
     poller = select.poll()
@@ -136,42 +163,44 @@ def send_stream(
     send, clock = sock.send, time.time_ns
     sender_id, size = options.sender_id, options.size
     start = time.monotonic()
+    target = "{}:{}".format(*sock.getpeername()[:2])
     try:
-        while not pacing.finished(seq):
-            elapsed = time.monotonic() - start
-            burst = pacing.burst(sent=seq, elapsed=elapsed)
-            if burst == 0:
-                time.sleep(max(0.0, pacing.deadline(seq) - elapsed))  # pacing, not readiness
-                continue
-            for _ in range(burst):
-                seq += 1
-                # Strictly increasing send times let the listener tell a restart
-                # (sent later, seq not higher) from reordering and duplicates.
-                now_ns = clock()
-                last_ns = now_ns if now_ns > last_ns else last_ns + 1
-                data = encode(sender_id=sender_id, seq=seq, sent_ns=last_ns, size=size)
-                try:
-                    try:
-                        send(data)
-                    except BlockingIOError:
-                        _send(sock, data, poller, options.timeout)
-                except OSError as exc:
-                    # An ICMP error about an earlier datagram (nobody listening, host
-                    # gone) or a full device queue: this datagram is lost, go on.
-                    if exc.errno in UNREACHABLE:
-                        unreachable += 1
-                        if host is not None and time.monotonic() >= next_resolve:
-                            next_resolve = time.monotonic() + RESOLVE_INTERVAL
-                            follow(sock, host)
-                    elif exc.errno == errno.ENOBUFS:
-                        buffer_full += 1
-                    else:
-                        raise
+        with peer_errors(target, "send", timeout=options.timeout):
+            while not pacing.finished(seq):
+                elapsed = time.monotonic() - start
+                burst = pacing.burst(sent=seq, elapsed=elapsed)
+                if burst == 0:
+                    time.sleep(max(0.0, pacing.deadline(seq) - elapsed))  # pacing, not readiness
                     continue
-                sent += 1
-                total_bytes += len(data)
-                if options.verbose:
-                    log.info("event=sent seq=%d bytes=%d", seq, len(data))
+                for _ in range(burst):
+                    seq += 1
+                    # Strictly increasing send times let the listener tell a restart
+                    # (sent later, seq not higher) from reordering and duplicates.
+                    now_ns = clock()
+                    last_ns = now_ns if now_ns > last_ns else last_ns + 1
+                    data = encode(sender_id=sender_id, seq=seq, sent_ns=last_ns, size=size)
+                    try:
+                        try:
+                            send(data)
+                        except BlockingIOError:
+                            _send(sock, data, poller, options.timeout)
+                    except OSError as exc:
+                        # An ICMP error about an earlier datagram (nobody listening, host
+                        # gone) or a full device queue: this datagram is lost, go on.
+                        if exc.errno in UNREACHABLE:
+                            unreachable += 1
+                            if host is not None and time.monotonic() >= next_resolve:
+                                next_resolve = time.monotonic() + options.resolve_interval
+                                follow(sock, host)
+                        elif exc.errno == errno.ENOBUFS:
+                            buffer_full += 1
+                        else:
+                            raise
+                        continue
+                    sent += 1
+                    total_bytes += len(data)
+                    if options.verbose:
+                        log.info("event=sent seq=%d bytes=%d", seq, len(data))
     except KeyboardInterrupt:
         interrupted = True
     duration = time.monotonic() - start
@@ -194,9 +223,10 @@ def send_stream(
     )
 
 
-def build_parser(prog: str = "socketlab udp-send") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
-    parser.add_argument("--host", default=env_str("SOCKETLAB_UDP_LISTENER", UDP_LISTENER_HOST))
+def build_parser(config: SenderConfig | None = None) -> argparse.ArgumentParser:
+    config = config or SenderConfig()
+    parser = command_parser("udp-send", __doc__)
+    add_setting(parser, "--host", config=config, name="host")
     parser.add_argument("--port", type=int, default=UDP_PORT)
     parser.add_argument("--count", type=int, default=10, help="datagrams to send (0: forever)")
     parser.add_argument("--rate", type=float, help="datagrams per second (overrides --interval)")
@@ -205,12 +235,12 @@ def build_parser(prog: str = "socketlab udp-send") -> argparse.ArgumentParser:
     )
     parser.add_argument("--size", type=int, default=0, help="datagram size in bytes (min ~40)")
     parser.add_argument("--sender-id", type=lambda v: int(v, 0), help="uint32 (default: random)")
-    parser.add_argument("--timeout", type=float, default=SEND_TIMEOUT)
+    add_setting(parser, "--timeout", config=config, name="send_timeout", dest="timeout")
     parser.add_argument("--verbose", action="store_true", help="log every datagram")
     return parser
 
 
-def options_from_args(args: argparse.Namespace) -> SendOptions:
+def options_from_args(args: argparse.Namespace, config: SenderConfig | None = None) -> SendOptions:
     """Validate parsed arguments; raises ConfigError with a one-line reason."""
     if args.count < 0:
         raise ConfigError("--count must be 0 or more")
@@ -234,21 +264,15 @@ def options_from_args(args: argparse.Namespace) -> SendOptions:
         sender_id=sender_id,
         verbose=args.verbose or 0 < rate <= CHATTY_RATE,
         timeout=args.timeout,
+        resolve_interval=(config or SenderConfig()).resolve_interval,
     )
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-    try:
-        options = options_from_args(args)
-        with open_socket(args.host, args.port) as sock:
-            report = send_stream(sock, options, host=args.host)
-    except SocketlabError as exc:
-        print(f"socketlab udp-send: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"socketlab udp-send: {exc}", file=sys.stderr)
-        return 1
+    config = SenderConfig.from_env()
+    args = build_parser(config).parse_args(argv)
+    options = options_from_args(args, config)
+    with open_socket(args.host, args.port) as sock:
+        report = send_stream(sock, options, host=args.host)
     print(json.dumps(asdict(report)))
     return 130 if report.interrupted else 0

@@ -6,36 +6,55 @@ the stats as they were just before clearing them).
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
-from socketlab.config import UDP_LISTENER_HOST, UDP_STATUS_PORT, env_float, env_str
+from socketlab.commandline import add_setting, command_parser
+from socketlab.config import UDP_LISTENER_HOST, UDP_STATUS_PORT, EnvConfig, env_config, env_field
 from socketlab.errors import PeerUnavailable
 
-STATUS_TIMEOUT = env_float("SOCKETLAB_STATUS_TIMEOUT", 5.0)
+STATUS_TIMEOUT = 5.0
 
 
-def _request(url: str, *, method: str) -> dict[str, Any]:
+@env_config
+@dataclass(frozen=True, kw_only=True)
+class StatusConfig(EnvConfig):
+    """Settings of ``socketlab udp-stats`` (the status client)."""
+
+    host: str = env_field(
+        "SOCKETLAB_UDP_LISTENER", UDP_LISTENER_HOST, "host name of the UDP listener"
+    )
+    timeout: float = env_field(
+        "SOCKETLAB_STATUS_TIMEOUT",
+        STATUS_TIMEOUT,
+        "timeout of the UDP listener's status HTTP, seconds",
+    )
+
+
+def _request(url: str, *, method: str, timeout: float) -> dict[str, Any]:
     request = urllib.request.Request(url, method=method)  # noqa: S310 - lab URL
     try:
-        with urllib.request.urlopen(request, timeout=STATUS_TIMEOUT) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             payload: dict[str, Any] = json.load(response)
     except (OSError, ValueError) as exc:
         raise PeerUnavailable(f"listener status {url}: {exc}") from exc
     return payload
 
 
-def fetch_stats(host: str, port: int = UDP_STATUS_PORT) -> dict[str, Any]:
+def fetch_stats(
+    host: str, port: int = UDP_STATUS_PORT, *, timeout: float = STATUS_TIMEOUT
+) -> dict[str, Any]:
     """The listener's ``GET /stats`` answer."""
-    return _request(f"http://{host}:{port}/stats", method="GET")
+    return _request(f"http://{host}:{port}/stats", method="GET", timeout=timeout)
 
 
-def reset_stats(host: str, port: int = UDP_STATUS_PORT) -> dict[str, Any]:
+def reset_stats(
+    host: str, port: int = UDP_STATUS_PORT, *, timeout: float = STATUS_TIMEOUT
+) -> dict[str, Any]:
     """Clear the listener's counters; returns the stats from just before."""
-    return _request(f"http://{host}:{port}/reset", method="POST")
+    return _request(f"http://{host}:{port}/reset", method="POST", timeout=timeout)
 
 
 def find_session(stats: dict[str, Any], sender_id: int) -> dict[str, Any] | None:
@@ -48,18 +67,14 @@ def find_session(stats: dict[str, Any], sender_id: int) -> dict[str, Any] | None
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="socketlab udp-stats", description=__doc__)
-    parser.add_argument("--host", default=env_str("SOCKETLAB_UDP_LISTENER", UDP_LISTENER_HOST))
+    config = StatusConfig.from_env()
+    parser = command_parser("udp-stats", __doc__, raw=True)
+    add_setting(parser, "--host", config=config, name="host")
     parser.add_argument("--status-port", type=int, default=UDP_STATUS_PORT)
+    add_setting(parser, "--timeout", config=config, name="timeout")
     parser.add_argument("--reset", action="store_true", help="clear the counters")
     args = parser.parse_args(argv)
-    try:
-        if args.reset:
-            stats = reset_stats(args.host, args.status_port)
-        else:
-            stats = fetch_stats(args.host, args.status_port)
-    except PeerUnavailable as exc:
-        print(f"socketlab udp-stats: {exc}", file=sys.stderr)
-        return 1
+    query = reset_stats if args.reset else fetch_stats
+    stats = query(args.host, args.status_port, timeout=args.timeout)
     print(json.dumps(stats, indent=2))
     return 0

@@ -13,17 +13,31 @@ import logging
 import socket
 import threading
 import time
+from dataclasses import dataclass
 
-from socketlab.config import env_float, env_int
+from socketlab.config import EnvConfig, env_config, env_field
+from socketlab.errors import ServiceError
 
 log = logging.getLogger("socketlab.udp")
 
-TCP_SINK_PORT = env_int("SOCKETLAB_TCP_SINK_PORT", 37022)
-# A transfer under heavy loss can stall for a while; this bounds the silence.
-SINK_IDLE_TIMEOUT = env_float("SOCKETLAB_TCP_SINK_TIMEOUT", 60.0)
-ACCEPT_POLL = 0.5
+TCP_SINK_PORT = 37022
 RECV_BUFFER = 1 << 20
 MAX_CONNECTIONS = 16
+
+
+@env_config
+@dataclass(frozen=True, kw_only=True)
+class TcpSinkConfig(EnvConfig):
+    """Where the TCP sink listens and how long a silent transfer may last."""
+
+    port: int = env_field(
+        "SOCKETLAB_TCP_SINK_PORT", TCP_SINK_PORT, "TCP port of the sink behind tcp-vs-udp"
+    )
+    # A transfer under heavy loss can stall for a while; this bounds the silence.
+    idle_timeout: float = env_field(
+        "SOCKETLAB_TCP_SINK_TIMEOUT", 60.0, "seconds a TCP sink transfer may stay silent"
+    )
+    accept_poll: float = 0.5  # how soon the accept loop notices stop
 
 
 class SinkTotals:
@@ -65,10 +79,16 @@ def count_until_eof(conn: socket.socket) -> tuple[int, float]:
     return total, (time.monotonic() - first) if first is not None else 0.0
 
 
-def _handle(conn: socket.socket, peer: str, totals: SinkTotals, slots: threading.Semaphore) -> None:
+def _handle(
+    conn: socket.socket,
+    peer: str,
+    totals: SinkTotals,
+    slots: threading.Semaphore,
+    idle_timeout: float,
+) -> None:
     try:
         with conn:
-            conn.settimeout(SINK_IDLE_TIMEOUT)
+            conn.settimeout(idle_timeout)
             total, duration = count_until_eof(conn)
             totals.add(total)
             conn.sendall(json.dumps({"bytes": total, "duration_s": duration}).encode() + b"\n")
@@ -83,14 +103,18 @@ def serve(
     stop: threading.Event,
     *,
     totals: SinkTotals,
-    port: int = TCP_SINK_PORT,
+    config: TcpSinkConfig,
     ready: threading.Event | None = None,
 ) -> None:
-    """Accept transfers on ``port`` until ``stop`` is set; ``ready`` is set once listening."""
+    """Accept transfers until ``stop`` is set; ``ready`` is set once listening."""
     slots = threading.Semaphore(MAX_CONNECTIONS)
-    with socket.create_server(("0.0.0.0", port), backlog=MAX_CONNECTIONS) as server:
-        server.settimeout(ACCEPT_POLL)
-        log.info("event=tcp_sink_listening port=%d", port)
+    try:
+        listener = socket.create_server(("0.0.0.0", config.port), backlog=MAX_CONNECTIONS)
+    except OSError as exc:
+        raise ServiceError(f"TCP sink cannot listen on {config.port}: {exc}") from exc
+    with listener as server:
+        server.settimeout(config.accept_poll)
+        log.info("event=tcp_sink_listening port=%d", config.port)
         if ready is not None:
             ready.set()
         while not stop.is_set():
@@ -104,5 +128,8 @@ def serve(
                 continue
             peer = f"{addr[0]}:{addr[1]}"
             threading.Thread(
-                target=_handle, args=(conn, peer, totals, slots), name=f"sink-{peer}", daemon=True
+                target=_handle,
+                args=(conn, peer, totals, slots, config.idle_timeout),
+                name=f"sink-{peer}",
+                daemon=True,
             ).start()

@@ -1,0 +1,135 @@
+"""``client fetch``: download with ``.part``, fsync, SHA-256 check, rename, and resume."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from socketlab.client.connection import Endpoint, LabConnection
+from socketlab.client.output import Output, Progress
+from socketlab.errors import PeerUnavailable
+from socketlab.files import PartialDownload, TransferError
+from socketlab.protocol import (
+    JSON_TYPE,
+    Content,
+    Header,
+    Message,
+    MessageCollector,
+    MessageEnd,
+    RemoteProtocolError,
+    encode_request,
+)
+from socketlab.protocol.messages import response_result
+
+WRITER_DEPTH: Final = 16  # chunks (<= RECV_SIZE each) waiting for the disk
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    name: str
+    path: str
+    size: int
+    sha256: str
+    resumed_from: int
+    seconds: float  # the whole command: connect, server's hashing, transfer, verify
+    transfer_seconds: float  # first content byte to verified file on disk
+
+
+def fetch(
+    endpoint: Endpoint, name: str, dest: Path, *, progress: bool = True, max_rate: float = 0.0
+) -> FetchResult:
+    """Download ``name`` into ``dest`` (resuming a ``.part``), verified, then renamed."""
+    download = PartialDownload(dest, name, writer_depth=WRITER_DEPTH)
+    offset, prefix = download.prefix_state()
+    started = time.monotonic()
+    with LabConnection.open(endpoint) as conn:
+        conn.send(
+            encode_request("fetch", {"name": name, "offset": offset, "prefix_sha256": prefix})
+        )
+        header = conn.next_event()
+        if not isinstance(header, Header):
+            raise RemoteProtocolError(f"expected a header, got {type(header).__name__}")
+        if header.content_type == JSON_TYPE:
+            response_result(_finish_message(conn, header))  # raises ServerRefused
+            raise RemoteProtocolError("server answered a fetch with JSON but no error")
+        size, digest, start = _fetch_fields(header)
+        transfer_started = time.monotonic()
+        download.open(offset=start)
+        bar = Progress(name, size, start) if progress else None
+        try:
+            _receive_file(conn, download, bar, Pacer(max_rate))
+        except (PeerUnavailable, RemoteProtocolError) as exc:
+            download.close()  # keep (and fsync) what we have: the next run resumes from it
+            raise TransferError(
+                f"fetch of {name} interrupted at {download.offset} of {size} bytes "
+                f"({exc}); run it again to resume"
+            ) from exc
+        if bar:
+            bar.update(download.offset, final=True)
+    path = download.finish(size=size, sha256=digest)
+    now = time.monotonic()
+    return FetchResult(name, str(path), size, digest, start, now - started, now - transfer_started)
+
+
+class Pacer:
+    """Caps a reader's average rate (a slow reader; TCP flow control slows the sender)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.started = time.monotonic()
+        self.done = 0
+
+    def account(self, size: int) -> None:
+        if self.rate <= 0:
+            return
+        self.done += size
+        ahead = self.done / self.rate - (time.monotonic() - self.started)
+        if ahead > 0:
+            time.sleep(ahead)  # pacing, not waiting for readiness
+
+
+def _receive_file(
+    conn: LabConnection, download: PartialDownload, bar: Progress | None, pacer: Pacer
+) -> None:
+    while not isinstance(event := conn.next_event(), MessageEnd):
+        if not isinstance(event, Content):
+            raise RemoteProtocolError(f"unexpected {type(event).__name__} in a file")
+        download.write(event.data)
+        pacer.account(len(event.data))
+        if bar:
+            bar.update(download.offset)
+
+
+def _finish_message(conn: LabConnection, header: Header) -> Message:
+    collector = MessageCollector()
+    collector.feed(header)
+    while True:
+        message = collector.feed(conn.next_event())
+        if message is not None:
+            return message
+
+
+def _fetch_fields(header: Header) -> tuple[int, str, int]:
+    size, digest, start = header.get("size"), header.get("sha256"), header.get("offset")
+    if not (isinstance(size, int) and isinstance(digest, str) and isinstance(start, int)):
+        raise RemoteProtocolError("file header lacks size, sha256 or offset")
+    if header.content_length != size - start:
+        raise RemoteProtocolError("file header's content-length disagrees with size - offset")
+    return size, digest, start
+
+
+def cmd_fetch(endpoint: Endpoint, out: Output, args: argparse.Namespace) -> None:
+    result = fetch(
+        endpoint, args.name, Path(args.dest), progress=not args.quiet, max_rate=args.max_rate
+    )
+    moved = result.size - result.resumed_from
+    rate = moved / result.transfer_seconds / 1e6 if result.transfer_seconds > 0 else 0.0
+    resumed = f", resumed at {result.resumed_from}" if result.resumed_from else ""
+    out.say(
+        f"fetched {result.name} -> {result.path}: {result.size} bytes, sha256 {result.sha256} "
+        f"verified ({result.seconds:.2f} s, {rate:.1f} MB/s{resumed})"
+    )
+    out.result("fetch", True, **result.__dict__, mb_s=round(rate, 2))
