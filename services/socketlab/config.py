@@ -284,25 +284,3 @@ def conflicting_defaults(classes: Iterable[type]) -> dict[str, set[str]]:
         for row in settings_of(cls):
             seen.setdefault(row.name, set()).add(row.default)
     return {name: defaults for name, defaults in seen.items() if len(defaults) > 1}
-
-
-# --------------------------------------------------------------------------- legacy readers
-# Kept while modules move to config classes; new code declares env_field()s.
-
-
-def env_str(name: str, default: str) -> str:
-    """Return environment variable ``name`` or ``default`` when unset or empty."""
-    value = os.environ.get(name, "")
-    return value if value else default
-
-
-def env_int(name: str, default: int) -> int:
-    """Return environment variable ``name`` as an int; a bad value is a ConfigError."""
-    raw = os.environ.get(name, "")
-    return _parse_int(name, raw.strip()) if raw.strip() else default
-
-
-def env_float(name: str, default: float) -> float:
-    """Return environment variable ``name`` as a float; a bad value is a ConfigError."""
-    raw = os.environ.get(name, "")
-    return _parse_float(name, raw.strip()) if raw.strip() else default

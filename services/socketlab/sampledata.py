@@ -55,7 +55,9 @@ _WORDS: Final = tuple(_WORD_TEXT.split())
 @dataclass(frozen=True, kw_only=True)
 class SampleDataConfig(EnvConfig):
     data_root: Path = env_field(
-        "SOCKETLAB_DATA_ROOT", Path(DEFAULT_DATA_ROOT), "the server's data root (sample files)"
+        "SOCKETLAB_DATA_ROOT",
+        Path(DEFAULT_DATA_ROOT),
+        "folder of the files the server lists and serves (sample files are made there)",
     )
     big_size: int = env_field(
         "SOCKETLAB_BIG_SIZE", BIG_SIZE, f"size of {BIG_NAME} in bytes, made on demand"

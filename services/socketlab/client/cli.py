@@ -63,7 +63,7 @@ class LabClientConfig(EnvConfig):
     pickle_key: bytes | None = env_field(
         "SOCKETLAB_PICKLE_KEY",
         None,
-        "HMAC key of the signed-pickle demo, shared by server and client; unset disables it",
+        "shared HMAC key of the signed-pickle demo (server and client); unset or empty disables pickle",
     )
 
 

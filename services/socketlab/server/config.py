@@ -27,12 +27,12 @@ class ServerConfig(EnvConfig):
     data_root: Path = env_field(
         "SOCKETLAB_DATA_ROOT",
         Path(DEFAULT_DATA_ROOT),
-        "folder of the files the server lists and serves",
+        "folder of the files the server lists and serves (sample files are made there)",
     )
     pickle_key: bytes | None = env_field(
         "SOCKETLAB_PICKLE_KEY",
         None,
-        "shared HMAC key of the signed-pickle demo; unset or empty disables pickle",
+        "shared HMAC key of the signed-pickle demo (server and client); unset or empty disables pickle",
     )
     max_pickle: int = env_field(
         "SOCKETLAB_MAX_PICKLE",
