@@ -37,6 +37,7 @@ from docker import DockerClient
 
 from lab import engine
 from lab.compose import Compose, detect_compose_command
+from lab.doctor import require_prerequisites
 from lab.errors import CommandTimeout, LabError, NotReady, ServiceNotFound
 from lab.images import ImageSet, ensure_images
 
@@ -200,6 +201,7 @@ class Lab:
 
     def up(self, *, timeout: float = 180.0) -> list[ServiceStatus]:
         """Build images if needed, start every service, wait until all are healthy."""
+        require_prerequisites()  # a missing prerequisite stops here with lab doctor's row
         images = self.build()
         self.progress(f"starting lab {self.project!r}")
         self.compose(images).run("up", "-d", "--remove-orphans")

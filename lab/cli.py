@@ -28,6 +28,7 @@ from lab.shaping import link_rows, link_status
 
 # Modules adding subcommands: each defines register(subparsers) -> None.
 COMMAND_MODULES: list[str] = ["lab.shaping.cli", "lab.scenario.cli", "lab.bench.cli", "lab.feeds"]
+COMMAND_MODULES += ["lab.doctor"]
 
 
 # emoji off: ":x:" in /etc/passwd lines must not become a cross mark
