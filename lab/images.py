@@ -611,8 +611,15 @@ def ensure_local_base(
 def _pip_download(argv: Sequence[str], what: str) -> None:
     try:
         subprocess.run(argv, check=True, timeout=PIP_DOWNLOAD_TIMEOUT, stdout=sys.stderr)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
-        raise ImageBuildError(f"downloading {what} failed: {exc}") from exc
+    except subprocess.CalledProcessError as exc:
+        raise ImageBuildError(
+            f"downloading {what} failed (pip download exited {exc.returncode}; "
+            "its messages are above)"
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise ImageBuildError(f"downloading {what} took over {exc.timeout:g} s") from exc
+    except OSError as exc:
+        raise ImageBuildError(f"cannot run pip to download {what}: {exc}") from exc
 
 
 def ensure_sources(repo_root: Path, progress: Progress, *, python: str = sys.executable) -> Path:

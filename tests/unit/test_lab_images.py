@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -486,3 +487,10 @@ def test_an_unpinned_lock_stops_before_any_download(
     monkeypatch.setattr(images, "_pip_download", lambda *_a: pytest.fail("downloaded"))
     with pytest.raises(ImageBuildError, match=re.escape("requirements.txt:1")):
         ensure_sources(tmp_path, lambda _m: None, python="py")
+
+
+def test_a_failed_pip_download_is_one_line_without_the_command(tmp_path: Path) -> None:
+    with pytest.raises(ImageBuildError, match=r"^downloading x failed \(pip download exited 3;"):
+        images._pip_download([sys.executable, "-c", "import sys; sys.exit(3)"], "x")
+    with pytest.raises(ImageBuildError, match=r"^cannot run pip to download x"):
+        images._pip_download([str(tmp_path / "no-such-python")], "x")
