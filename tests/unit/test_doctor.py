@@ -720,3 +720,30 @@ def test_readme_no_longer_asks_for_compilers() -> None:
     section = "\n".join(readme_requirements())
     assert "gcc" not in section
     assert "libnetfilter-queue-dev" not in section
+
+
+# --------------------------------------------------------------------------- live probe (no Docker)
+
+
+def test_registry_errors_are_shortened_to_their_reason() -> None:
+    explanation = (
+        'Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io '
+        "on 10.255.255.53:53: no such host"
+    )
+    assert doctor._short(explanation) == "cannot resolve registry-1.docker.io: no such host"
+    assert doctor._short("x" * 300).endswith("...")
+    assert len(doctor._short("x" * 300)) == 120
+
+
+def test_live_probe_answers_for_missing_things_without_raising(tmp_path: Path) -> None:
+    probe = doctor.LiveProbe(registry_timeout=1)
+    assert probe.run([str(tmp_path / "no-such-command"), "--version"]) == (127, "")
+    assert probe.read_text(str(tmp_path / "absent")) is None
+    assert not probe.exists(str(tmp_path / "absent"))
+    # an unreadable or absent folder is measured on the nearest parent (same disk)
+    free = probe.disk_free(str(tmp_path / "absent" / "deeper"))
+    assert isinstance(free, int)
+    assert free > 0
+    version, has_venv = probe.python()
+    assert version[:2] >= (3, 11)
+    assert has_venv
