@@ -549,6 +549,8 @@ def image_exists(client: docker.DockerClient, ref: str) -> bool:
         client.images.get(ref)
     except docker.errors.ImageNotFound:
         return False
+    except docker.errors.APIError as exc:
+        raise ImageBuildError(f"cannot look up image {ref}: {exc.explanation or exc}") from exc
     return True
 
 
