@@ -300,7 +300,7 @@ def check_images(probe: HostProbe, config: DoctorConfig) -> Row:  # noqa: PLR091
             "images",
             status=Status.MISSING,
             found=f"{no_registry}, and this host has no Debian release to build a base from",
-            fix="docker load -i IMAGE.tar  (a Debian-based Python image; then SOCKETLAB_BASE_IMAGE)",
+            fix="export SOCKETLAB_BASE_IMAGE=IMAGE  (a Debian-based Python image a registry serves)",
         )
     if probe.which("mmdebstrap") is None:
         return _row(
