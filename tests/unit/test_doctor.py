@@ -654,7 +654,9 @@ def test_prerequisites_name_the_missing_row_and_its_fix() -> None:
 
 @pytest.fixture
 def machine(monkeypatch: pytest.MonkeyPatch) -> FakeProbe:
-    """`lab doctor` and `lab up` ask this fake machine."""
+    """`lab doctor` and `lab up` ask this fake machine, with the default settings."""
+    for name in ("SOCKETLAB_COMPOSE", "SOCKETLAB_BASE_IMAGE", "SOCKETLAB_IMAGE_NAMESPACE"):
+        monkeypatch.delenv(name, raising=False)
     probe = FakeProbe()
     monkeypatch.setattr(doctor, "LiveProbe", lambda **_kwargs: probe)
     return probe
