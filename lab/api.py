@@ -32,6 +32,7 @@ from docker import DockerClient
 from lab import engine
 from lab.compose import Compose, detect_compose_command
 from lab.config import LabConfig
+from lab.doctor import require_prerequisites
 from lab.engine import docker_errors
 from lab.errors import (
     CommandTimeout,
@@ -201,11 +202,16 @@ class Lab:
 
     def build(self) -> ImageSet:
         """Build (or reuse) the images for the current sources."""
-        self._images = ensure_images(self.docker, self.repo_root, progress=self.progress)
+        self._images = ensure_images(
+            self.docker, self.repo_root, progress=self.progress, config=self.config.images
+        )
         return self._images
 
     def up(self, *, timeout: float = 180.0) -> list[ServiceStatus]:
         """Build images if needed, start every service, wait until all are healthy."""
+        require_prerequisites(
+            config=self.config
+        )  # a missing prerequisite stops here with lab doctor's row
         images = self.build()
         self.progress(f"starting lab {self.project!r}")
         self.compose(images).run("up", "-d", "--remove-orphans")

@@ -27,12 +27,13 @@ from lab.commands import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ma
 from lab.config import LabConfig
 from lab.console import err_console, out_console, print_error, print_rows, progress_printer
 from lab.errors import LabError
-from lab.images import prune_images
+from lab.images import ImageNames, prune_images
 from lab.shaping import link_rows, link_status
 from socketlab.errors import ConfigError
 
 # Modules adding subcommands: each defines register(subparsers) -> None.
 COMMAND_MODULES: list[str] = ["lab.shaping.cli", "lab.scenario.cli", "lab.bench.cli", "lab.feeds"]
+COMMAND_MODULES += ["lab.doctor"]
 
 
 def print_status(lab: Lab) -> None:
@@ -91,7 +92,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     images = lab.build()
     out_console.print(f"runtime: {images.runtime}\nnetkit:  {images.netkit}")
     if args.prune:
-        removed = prune_images(lab.docker, images, progress_printer)
+        removed = prune_images(
+            lab.docker,
+            images,
+            progress_printer,
+            names=ImageNames(namespace=lab.config.images.namespace),
+        )
         out_console.print(f"pruned {len(removed)} images of earlier sources")
     return EXIT_OK
 

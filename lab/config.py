@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from lab.images import ImagesConfig
 from socketlab.config import EnvConfig, env_config, env_field
 
 PICKLE_KEY_ENV = "SOCKETLAB_PICKLE_KEY"
@@ -156,6 +157,7 @@ class LabConfig(EnvConfig):
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:

@@ -36,6 +36,11 @@ def connect(
     return client
 
 
+def client_factory(*, timeout: float) -> Callable[[], docker.DockerClient]:
+    """A :func:`connect` factory whose HTTP calls give up after ``timeout`` seconds."""
+    return lambda: docker.from_env(timeout=timeout)
+
+
 @contextlib.contextmanager
 def docker_errors(what: str, *, http_error: type[LabError] = DockerError) -> Iterator[None]:
     """Translate what the Docker SDK raises inside the block into a LabError about ``what``.

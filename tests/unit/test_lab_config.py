@@ -77,6 +77,9 @@ DEFAULTS = {
     "SOCKETLAB_BENCH_READY_TIMEOUT": 20.0,
     "SOCKETLAB_BENCH_STEP_TIMEOUT": 300.0,
     "SOCKETLAB_BENCH_RTT_PINGS": 10,
+    "SOCKETLAB_BASE_IMAGE": "python:3.11-slim",
+    "SOCKETLAB_IMAGE_NAMESPACE": "socketlab",
+    "SOCKETLAB_REGISTRY_TIMEOUT": 20.0,
 }
 
 # A valid text per type and the value it must become.
