@@ -32,7 +32,13 @@ from lab.shaping import link_rows, link_status
 from socketlab.errors import ConfigError
 
 # Modules adding subcommands: each defines register(subparsers) -> None.
-COMMAND_MODULES: list[str] = ["lab.shaping.cli", "lab.scenario.cli", "lab.bench.cli", "lab.feeds"]
+COMMAND_MODULES: list[str] = [
+    "lab.shaping.cli",
+    "lab.scenario.cli",
+    "lab.bench.cli",
+    "lab.feeds",
+    "lab.watch",
+]
 
 
 def print_status(lab: Lab) -> None:
