@@ -140,7 +140,7 @@ class Watcher:
             del self.samplers[service]
         helper = self.lab.start_helper(
             service,
-            ["sh", "-c", sampler_script(interval=self.config.interval)],
+            ["sh", "-c", sampler_script(interval=self.config.interval / 2)],
             role=WATCH_ROLE,
             caps=WATCH_CAPS,
             labels={LABEL_SERVICE: service},

@@ -15,8 +15,7 @@ Two capture points:
   namespace, filtered to traffic with ``b``'s address (both directions, as ``a``
   sees them), on the interfaces (``tcpdump -i any``). With no shaped link, the
   client's traffic is captured instead.
-* **delivered** (every link a ``pcap`` check reads, with or without
-  ``--capture``): in ``b``'s namespace, what ``b`` received from ``a`` *after*
+* **delivered**: in ``b``'s namespace, what ``b`` received from ``a`` *after*
   ``b``'s ingress shaping, and what ``b`` sent to ``a``. tcpdump's interface tap
   runs before netfilter, so it would see the packets the NFQUEUE engine drops
   and delays in ``b``'s raw PREROUTING; instead two NFLOG rules in ``b``'s
@@ -25,6 +24,10 @@ Two capture points:
   before either point, so this view is the same under both engines: a dropped
   datagram is a ``udp.lost`` gap, a delayed one arrives late, a resent segment
   is a retransmission. The helper removes its rules when it stops.
+
+Every link a ``pcap`` check reads is captured, with or without ``--capture``, at
+the point its metric needs (:mod:`lab.report.metrics`: TCP's retransmissions,
+segment sizes and zero windows as sent, the rest as delivered).
 
 A service that a fault restarts gets a new namespace: its capture ends there.
 """
@@ -40,7 +43,8 @@ from typing import Final
 
 from lab.errors import HelperNotReady, LabError
 from lab.interface import HelperContainer, Lab
-from lab.scenario.plan import Scenario, pcap_links
+from lab.report.metrics import capture_point
+from lab.scenario.plan import CheckKind, Scenario
 from lab.scenario.report import PcapRecord
 from lab.shaping.builders import IPTABLES
 
@@ -112,11 +116,18 @@ def capture_targets(
 
 
 def pcap_targets(scenario: Scenario) -> list[CaptureTarget]:
-    """A delivered capture for every link a ``pcap`` check reads, in check order."""
-    return [
-        CaptureTarget(service=dest, peer=source, delivered=True)
-        for source, dest in pcap_links(scenario)
-    ]
+    """A capture for every link a ``pcap`` check reads, at its metric's point
+    (:func:`lab.report.metrics.capture_point`), in check order, once each."""
+    targets = []
+    for check in scenario.checks:
+        if check.kind is not CheckKind.PCAP or check.link is None:
+            continue
+        source, dest = check.link
+        if capture_point(check.metric or "") == "sent":
+            targets.append(CaptureTarget(service=source, peer=dest))
+        else:
+            targets.append(CaptureTarget(service=dest, peer=source, delivered=True))
+    return list(dict.fromkeys(targets))
 
 
 def run_targets(scenario: Scenario, *, capture: bool) -> list[CaptureTarget]:

@@ -362,14 +362,17 @@ class ScenarioRunner:
     def _pcap_facts(
         self, records: Sequence[PcapRecord], addresses: dict[str, str]
     ) -> dict[str, PcapFacts]:
-        """The metrics of every delivered capture, by link ``a -> b``, for ``pcap`` checks."""
+        """The metrics of every link capture, by :func:`~lab.scenario.checks.pcap_key`,
+        for ``pcap`` checks."""
         facts: dict[str, PcapFacts] = {}
         for record in records:
-            if not record.delivered:
-                continue
-            link = record.link.removesuffix(" (delivered)")
+            source, arrow, dest = record.link.removesuffix(" (delivered)").partition(" -> ")
+            if not arrow:
+                continue  # a service's whole traffic: no check reads it
+            link = f"{source} -> {dest}"
+            key = verdicts.pcap_key((source, dest), "delivered" if record.delivered else "sent")
             if record.file is None:
-                facts[link] = PcapFacts(link=link, error=record.error or "no pcap kept")
+                facts[key] = PcapFacts(link=link, error=record.error or "no pcap kept")
                 continue
             # RTTs are timed from the capture's own host (lab.report.analysis).
             local = addresses.get(record.service or "")
@@ -378,9 +381,9 @@ class ScenarioRunner:
                     self.folder / record.file, limits=self.lab.config.report.pcap, local=local
                 )
             except PcapError as exc:
-                facts[link] = PcapFacts(link=link, file=record.file, error=str(exc))
+                facts[key] = PcapFacts(link=link, file=record.file, error=str(exc))
                 continue
-            facts[link] = PcapFacts(
+            facts[key] = PcapFacts(
                 link=link, metrics=analysis.metrics(), file=record.file, packets=analysis.packets
             )
         return facts

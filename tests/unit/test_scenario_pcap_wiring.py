@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pcap_writer import ACK, NFLOG, PSH, Conversation, PcapWriter
+from pcap_writer import ACK, NFLOG, PSH, SLL2, Conversation, PcapWriter
 
 from lab.interface import ExecResult
 from lab.report import page
@@ -21,7 +21,8 @@ from lab.scenario.plan import Scenario, build_scenario
 from lab.scenario.runner import ScenarioRunner, run_files
 
 SERVICES = ["server", "client", "udp-listener", "rss-poller"]
-LISTENING = "tcpdump: listening on nflog:5400, link-type NFLOG\n"
+LISTENING = "tcpdump: listening on any, link-type LINUX_SLL2\n"
+LISTENING_NFLOG = "tcpdump: listening on nflog:5401, link-type NFLOG\n"
 
 PCAP_CHECKED = """\
 name: pcap-checked
@@ -34,9 +35,10 @@ checks:
 """
 
 
-def transfer(fake_lab: Any, *, resend: bool) -> bytes:
-    """What the client's namespace logged of a server -> client transfer (NFLOG frames)."""
-    writer = PcapWriter(linktype=NFLOG, snaplen=256)
+def transfer(fake_lab: Any, *, resend: bool, linktype: int = SLL2) -> bytes:
+    """A server -> client transfer as tcpdump wrote it (SLL2 at the sender, NFLOG frames
+    at the receiver)."""
+    writer = PcapWriter(linktype=linktype, snaplen=256)
     talk = Conversation(writer, client=fake_lab.ip("client"), server=fake_lab.ip("server"))
     talk.handshake(0.0, 0.02)
     first = talk.send(0.100, "s", 1000)
@@ -63,6 +65,19 @@ def plan(text: str = PCAP_CHECKED) -> Scenario:
     return build_scenario(document, services=SERVICES)
 
 
+def queue_captures(lab: Any, *, resend: bool = True, sent: bytes | None = None) -> list[Any]:
+    """The two helpers PCAP_CHECKED starts: retransmissions as the server sent them,
+    bytes as the client got them."""
+    at_server = transfer(lab, resend=resend) if sent is None else sent
+    return [
+        lab.queue_helper(stderr=LISTENING, files={capture.HELPER_PATH: at_server}),
+        lab.queue_helper(
+            stderr=LISTENING_NFLOG,
+            files={capture.HELPER_PATH: transfer(lab, resend=False, linktype=NFLOG)},
+        ),
+    ]
+
+
 def run(lab: Any, tmp_path: Path, *, capture_flag: bool = False) -> tuple[Any, list[str]]:
     said: list[str] = []
     runner = ScenarioRunner(lab, folder=tmp_path, progress=said.append, capture=capture_flag)
@@ -76,7 +91,7 @@ def run(lab: Any, tmp_path: Path, *, capture_flag: bool = False) -> tuple[Any, l
         pytest.param(
             False,
             False,
-            "tcp.retransmissions = 0, expected > 0 (pcap/pcap-checked.server-to-client.delivered.pcap, 6 packets)",
+            "tcp.retransmissions = 0, expected > 0 (pcap/pcap-checked.server-to-client.pcap, 6 packets)",
             id="a-clean-transfer-fails-and-says-why",
         ),
     ],
@@ -84,27 +99,31 @@ def run(lab: Any, tmp_path: Path, *, capture_flag: bool = False) -> tuple[Any, l
 def test_a_pcap_check_judges_the_link_as_the_receiver_got_it(
     lab: Any, tmp_path: Path, resend: bool, passed: bool, detail: str
 ) -> None:
-    helper = lab.queue_helper(
-        stderr=LISTENING, files={capture.HELPER_PATH: transfer(lab, resend=resend)}
-    )
+    helpers = queue_captures(lab, resend=resend)
 
     result, said = run(lab, tmp_path)
 
-    # captured without --capture, in the receiver's namespace, after its ingress shaping
-    (started,) = lab.started
-    assert started["service"] == "client"
-    assert started["role"] == capture.CAPTURE_ROLE
-    assert f"-s {lab.ip('server')} -j NFLOG" in started["argv"][-1]
-    assert helper.removed
+    # captured without --capture: as the server sent it, and as the client got it
+    at_server, at_client = lab.started
+    assert (at_server["service"], at_client["service"]) == ("server", "client")
+    assert {at_server["role"], at_client["role"]} == {capture.CAPTURE_ROLE}
+    assert at_server["argv"][-2:] == ["host", lab.ip("client")]
+    assert f"-s {lab.ip('server')} -j NFLOG" in at_client["argv"][-1]
+    assert all(helper.removed for helper in helpers)
     checks = {check.name: check for check in result.checks}
     verdict = checks["losses were repaired"]
     assert verdict.passed is passed
     assert detail in verdict.detail
     assert checks["pcap server -> client: bytes > 1000"].passed
     assert result.passed is passed
-    (pcap,) = result.pcaps
-    assert (pcap.service, pcap.delivered) == ("client", True)
-    assert (tmp_path / pcap.file).read_bytes()[:4] == b"\xd4\xc3\xb2\xa1"
+    sent, delivered = result.pcaps
+    assert (sent.service, sent.delivered, delivered.service, delivered.delivered) == (
+        "server",
+        False,
+        "client",
+        True,
+    )
+    assert (tmp_path / delivered.file).read_bytes()[:4] == b"\xd4\xc3\xb2\xa1"
     hint = "to see its packets, run it again with capture: lab run pcap-checked --capture"
     assert any(hint in line for line in said) is not passed
 
@@ -112,20 +131,23 @@ def test_a_pcap_check_judges_the_link_as_the_receiver_got_it(
 def test_a_capture_that_did_not_start_fails_its_pcap_check_with_the_reason(
     lab: Any, tmp_path: Path
 ) -> None:
-    lab.queue_helper(stderr="tcpdump: nflog:5400: No such device\n", status="exited")
+    lab.queue_helper(stderr="tcpdump: any: You don't have permission\n", status="exited")
+    queue_captures(lab)[0].status = "exited"  # the delivered one dies too
 
     result, _ = run(lab, tmp_path)
 
     checks = {check.name: check for check in result.checks}
     failed = checks["losses were repaired"]
     assert not failed.passed
-    assert failed.detail.startswith("capture of server -> client: not started: tcpdump for ")
-    assert "No such device" in failed.detail
+    assert failed.detail.startswith(
+        "capture of server -> client (sent): not started: tcpdump for server -> client exited: "
+    )
+    assert "You don't have permission" in failed.detail
 
 
 def test_a_damaged_pcap_fails_the_check_instead_of_the_run(lab: Any, tmp_path: Path) -> None:
     damaged = transfer(lab, resend=True)[:24] + b"\xff" * 10  # header, then half a record
-    lab.queue_helper(stderr=LISTENING, files={capture.HELPER_PATH: damaged})
+    queue_captures(lab, sent=damaged)
 
     result, _ = run(lab, tmp_path)
 
@@ -136,7 +158,7 @@ def test_a_damaged_pcap_fails_the_check_instead_of_the_run(lab: Any, tmp_path: P
 
 
 def test_the_result_records_the_clock_origin_and_the_addresses(lab: Any, tmp_path: Path) -> None:
-    lab.queue_helper(stderr=LISTENING, files={capture.HELPER_PATH: transfer(lab, resend=True)})
+    queue_captures(lab)
     before = time.time()
 
     result, _ = run(lab, tmp_path)
@@ -150,7 +172,7 @@ def test_run_files_writes_the_report_with_clock_origin_and_the_checked_capture(
     lab: Any, tmp_path: Path
 ) -> None:
     (tmp_path / "pcap-checked.yaml").write_text(PCAP_CHECKED)
-    lab.queue_helper(stderr=LISTENING, files={capture.HELPER_PATH: transfer(lab, resend=False)})
+    queue_captures(lab, resend=False)
     said: list[str] = []
 
     report = run_files(
@@ -162,11 +184,12 @@ def test_run_files_writes_the_report_with_clock_origin_and_the_checked_capture(
     (scenario,) = document["scenarios"]
     assert isinstance(scenario["clock_origin"], float)
     assert scenario["addresses"]["client"] == lab.ip("client")
-    assert scenario["pcaps"][0]["point"] == "delivered"
+    assert [pcap["point"] for pcap in scenario["pcaps"]] == ["sent", "delivered"]
     assert report.report_path == report.folder / "report.html"
     html = report.report_path.read_text()
     assert "losses were repaired" in html
     assert "tcp.retransmissions = 0, expected &gt; 0" in html
+    assert "pcap-checked.server-to-client.pcap" in html
     assert "pcap-checked.server-to-client.delivered.pcap" in html
     assert str(report.report_path) in said[-1]
 
@@ -175,7 +198,7 @@ def test_a_report_that_cannot_be_built_is_a_warning_and_the_results_stay(
     lab: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "pcap-checked.yaml").write_text(PCAP_CHECKED)
-    lab.queue_helper(stderr=LISTENING, files={capture.HELPER_PATH: transfer(lab, resend=True)})
+    queue_captures(lab)
 
     def broken(folder: Path, **_: Any) -> Path:
         raise ReportError(f"cannot write {folder / 'report.html'}: No space left on device")
