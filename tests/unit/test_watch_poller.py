@@ -29,6 +29,7 @@ from lab.report.watch import (
     link_rates,
     sampler_script,
 )
+from lab.scenario.runner import RunReport
 from lab.shaping import builders
 from lab.watch import LABEL_SERVICE, WATCH_CAPS, WATCH_ROLE, Watcher, run_watch
 
@@ -368,3 +369,45 @@ def test_ctrl_c_ends_lab_watch_cleanly_and_removes_the_helpers(
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
     assert "watch stopped" in captured.out
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [pytest.param("returns", id="run-ends"), pytest.param("raises", id="run-interrupted")],
+)
+def test_lab_run_watch_shows_the_watch_while_the_run_lasts_and_stops_it_after(
+    lab: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any, outcome: str
+) -> None:
+    (tmp_path / "s.yaml").write_text(
+        "name: s\ndescription: d\nsteps:\n  - {name: e, service: client, run: [echo], timeout: 5}\n"
+        "checks:\n  - {kind: exit_code, step: e, equals: 0}\n"
+    )
+    watching = threading.Event()
+    seen: dict[str, Any] = {}
+
+    def fake_run_watch(watcher: Watcher, *, console: Any, stop: threading.Event) -> int:
+        seen["watcher"] = watcher
+        watching.set()
+        seen["stopped"] = stop.wait(10)
+        return 0
+
+    def fake_run_files(*_: Any, **__: Any) -> RunReport:
+        assert watching.wait(10), "the watch did not start before the run"
+        seen["during"] = not seen.get("stopped", False)
+        if outcome == "raises":
+            raise KeyboardInterrupt
+        return RunReport(run_id="r", folder=tmp_path)
+
+    closed: list[bool] = []
+    monkeypatch.setattr(watch, "run_watch", fake_run_watch)
+    monkeypatch.setattr(Watcher, "close", lambda self: closed.append(True))
+    monkeypatch.setattr("lab.scenario.runner.run_files", fake_run_files)
+    monkeypatch.setattr("lab.scenario.cli.make_lab", lambda args: lab)
+    lab.repo_root = tmp_path
+
+    code = main(["run", "s", "--dir", str(tmp_path), "--watch"])
+
+    assert code == (130 if outcome == "raises" else 1)  # no checks ran: not a pass
+    assert seen["during"] is True
+    assert seen["stopped"] is True  # the run's end stopped the watch
+    assert closed == [True]  # and its helpers were removed
