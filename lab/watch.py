@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import http.client
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Final
 
 from rich.console import Console
@@ -72,6 +74,16 @@ WATCH_CAPS: Final = ("NET_ADMIN", "NET_RAW")  # iptables -S needs them; nothing 
 LABEL_SERVICE: Final = "io.socketlab.watch-service"
 UDP_SERVICE: Final = "udp-listener"
 CHAT_SERVICE: Final = "server"
+
+
+def docker_time(text: str) -> float | None:
+    """Unix time of Docker's ``2026-12-01T10:05:00.123456789Z`` (None if it is not one)."""
+    head, dot, rest = text.rstrip("Z").partition(".")
+    fraction = "." + rest[:6] if dot else ""
+    try:
+        return datetime.fromisoformat(f"{head}{fraction}+00:00").timestamp()
+    except ValueError:
+        return None
 
 
 class Watcher:
@@ -206,11 +218,18 @@ class Watcher:
         states = evaluate_links(helpers, rules, names, source_started=started)
         by_link = {f"{h.source} -> {h.dest}": h for h in helpers}
         links = []
-        for state in states:
+        for truth in states:
+            state = truth
             helper = by_link.get(state.link)
             counters = None
             if helper is not None:
                 source, dest = samples.get(helper.source), samples.get(helper.dest)
+                shaped_at = docker_time(helper.started_at)
+                if shaped_at is not None and any(
+                    sample is not None and sample.at < shaped_at for sample in (source, dest)
+                ):
+                    # The rules were read before this link was shaped: judge it next time.
+                    state = dataclasses.replace(state, state="just shaped", healthy=True)
                 try:
                     loop = self._loop_stats(helper)
                 except LabError as exc:

@@ -31,9 +31,11 @@ from lab.report.watch import (
 )
 from lab.scenario.runner import RunReport
 from lab.shaping import builders
-from lab.watch import LABEL_SERVICE, WATCH_CAPS, WATCH_ROLE, Watcher, run_watch
+from lab.watch import LABEL_SERVICE, WATCH_CAPS, WATCH_ROLE, Watcher, docker_time, run_watch
 
 SERVICES = ("server", "client", "udp-listener", "rss-poller")
+# The fake's helpers start at 2026-01-01T10:00:00Z; samples read after that.
+SHAPED = 1_767_261_600.0
 
 
 def sample_block(at: float, *, nfqueue: str = "", tc: str = "") -> str:
@@ -131,7 +133,7 @@ def lab(fake_lab: Any) -> Any:
 
 def queue_samplers(lab: Any, blocks: dict[str, str]) -> dict[str, Any]:
     return {
-        service: lab.queue_helper(stdout=blocks.get(service, sample_block(1.0)))
+        service: lab.queue_helper(stdout=blocks.get(service, sample_block(SHAPED + 1)))
         for service in SERVICES
     }
 
@@ -201,7 +203,7 @@ def test_a_snapshot_has_services_link_counters_udp_and_chat(
     port = stats_server(json.dumps({"datagrams": 189, "valid": 189, "lost": 11}).encode())
     shaper(lab)
     rule = nfqueue_rule(lab.ip("client"), 200, 14092)
-    samplers = queue_samplers(lab, {"udp-listener": sample_block(7.0, nfqueue=rule)})
+    samplers = queue_samplers(lab, {"udp-listener": sample_block(SHAPED + 7, nfqueue=rule)})
 
     with Watcher(lab, udp_port=port) as watcher:
         snap = watcher.snapshot()
@@ -217,7 +219,7 @@ def test_a_snapshot_has_services_link_counters_udp_and_chat(
         True,
     )
     assert (link.counters.packets, link.counters.bytes, link.counters.dropped) == (200, 14092, 11)
-    assert link.counters.sampled_at == 7.0
+    assert link.counters.sampled_at == SHAPED + 7
     assert snap.udp is not None
     assert (snap.udp.datagrams, snap.udp.lost) == (189, 11)
     assert snap.chat is not None
@@ -238,6 +240,16 @@ def test_a_missing_nfqueue_rule_shows_as_not_impaired(
         (link,) = watcher.snapshot().links
     assert not link.healthy
     assert "NFQUEUE rule missing: not impaired" in link.state
+
+
+def test_rules_read_before_the_link_was_shaped_do_not_make_it_broken(
+    lab: Any, stats_server: Callable[[bytes], int]
+) -> None:
+    shaper(lab)
+    queue_samplers(lab, {"udp-listener": sample_block(SHAPED - 1)})  # no rule yet
+    with Watcher(lab, udp_port=stats_server(b"{}")) as watcher:
+        (link,) = watcher.snapshot().links
+    assert (link.state, link.healthy) == ("just shaped", True)
 
 
 def test_a_restarted_service_gets_a_new_counter_helper(
@@ -411,3 +423,16 @@ def test_lab_run_watch_shows_the_watch_while_the_run_lasts_and_stops_it_after(
     assert seen["during"] is True
     assert seen["stopped"] is True  # the run's end stopped the watch
     assert closed == [True]  # and its helpers were removed
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("2026-01-01T10:00:00Z", SHAPED, id="whole-seconds"),
+        pytest.param("2026-01-01T10:00:00.250000123Z", SHAPED + 0.25, id="nanoseconds"),
+        pytest.param("", None, id="empty"),
+        pytest.param("yesterday", None, id="not-a-time"),
+    ],
+)
+def test_docker_times(text: str, expected: float | None) -> None:
+    assert docker_time(text) == expected
