@@ -43,7 +43,9 @@ from typing import Any, Final
 from rich.console import Console
 from rich.live import Live
 
+from lab.commands import EXIT_OK, make_lab
 from lab.config import WatchConfig
+from lab.console import out_console
 from lab.errors import LabError
 from lab.interface import HelperContainer, Lab
 from lab.report.watch import (
@@ -378,9 +380,6 @@ def run_watch(
 
 def cmd_watch(args: argparse.Namespace) -> int:
     """``lab watch``: until Ctrl-C (exit 0, helpers removed) or ``--count`` refreshes."""
-    from lab.commands import EXIT_OK, make_lab  # noqa: PLC0415 - lab.commands imports lab.api
-    from lab.console import out_console  # noqa: PLC0415
-
     lab = make_lab(args)
     with Watcher(lab) as watcher:
         try:

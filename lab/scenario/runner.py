@@ -44,6 +44,7 @@ from lab.errors import LabError, NotReady
 from lab.interface import Lab
 from lab.report.analysis import analyze_file
 from lab.report.errors import PcapError, ReportError
+from lab.report.metrics import capture_point
 from lab.scenario import checks as verdicts
 from lab.scenario.capture import Capturer, run_targets
 from lab.scenario.checks import (
@@ -302,7 +303,7 @@ class ScenarioRunner:
                 steps, faults, origin = self._run_steps(scenario, say)
             finally:
                 pcaps = self._stop_capture(capturer, say)
-            observed = self._pcap_facts(pcaps, addresses)
+            observed = self._pcap_facts(pcaps, addresses, wanted=_pcap_keys(scenario))
             results = self._evaluate(
                 scenario, steps, faults, files, pcaps=observed, since=wall, say=say
             )
@@ -360,7 +361,7 @@ class ScenarioRunner:
         return found
 
     def _pcap_facts(
-        self, records: Sequence[PcapRecord], addresses: dict[str, str]
+        self, records: Sequence[PcapRecord], addresses: dict[str, str], *, wanted: set[str]
     ) -> dict[str, PcapFacts]:
         """The metrics of every link capture, by :func:`~lab.scenario.checks.pcap_key`,
         for ``pcap`` checks."""
@@ -371,6 +372,8 @@ class ScenarioRunner:
                 continue  # a service's whole traffic: no check reads it
             link = f"{source} -> {dest}"
             key = verdicts.pcap_key((source, dest), "delivered" if record.delivered else "sent")
+            if key not in wanted:
+                continue  # kept for the report (--capture); no check reads it
             if record.file is None:
                 facts[key] = PcapFacts(link=link, error=record.error or "no pcap kept")
                 continue
@@ -652,6 +655,15 @@ class ScenarioRunner:
         elif state in {"exited", "created", "dead"}:
             self.lab.start(service)
             say(f"started {service} again")
+
+
+def _pcap_keys(scenario: Scenario) -> set[str]:
+    """The captures the scenario's ``pcap`` checks read (:func:`lab.scenario.checks.pcap_key`)."""
+    return {
+        verdicts.pcap_key(check.link, capture_point(check.metric or ""))
+        for check in scenario.checks
+        if check.kind is CheckKind.PCAP and check.link is not None
+    }
 
 
 def _not_started(scenario: Scenario, error: str) -> ScenarioResult:

@@ -73,6 +73,7 @@ def test_a_pcap_check_sees_tcp_resend_what_a_2_percent_loss_dropped(
     assert crossed["passed"]
     assert "pcap/large-file-pcap.server-to-client.delivered.pcap" in crossed["detail"]
     assert (delivered["service"], delivered["point"]) == ("client", "delivered")
+    print(f"\nlarge-file-pcap at 2 %: {resent['detail']}; {crossed['detail']}")
     # what the report needs to line packets up with steps
     assert isinstance(scenario["clock_origin"], float)
     assert set(scenario["addresses"]) >= {"server", "client"}
@@ -146,6 +147,7 @@ def test_a_browser_finds_no_console_error_and_sees_the_timeline_and_plot(
     )
     shot = folder / "report.png"
     shot.write_bytes(report.screenshot)
+    print(f"\nscreenshot: {shot} ({len(report.screenshot):,} bytes); probes: {report.probes}")
 
     assert report.errors == [], report.errors
     figure, table = report.probes["figure"], report.probes["timeline"]
@@ -220,6 +222,7 @@ def test_lab_watch_in_a_terminal_shows_a_shaped_links_counters_rising(
     screen = ANSI.sub("", "".join(output))
     counts = [int(value.replace(",", "")) for value in ROW.findall(screen)]
     rising = sorted(set(counts))
+    print(f"\nlab watch packet counts of client -> udp-listener, one per refresh: {counts}")
     assert len(rising) >= 3, f"packet counts seen: {counts}"
     assert rising[-1] - rising[0] >= 1000  # 500 datagrams a second for seconds
     assert child.exitstatus == 0, screen[-2000:]

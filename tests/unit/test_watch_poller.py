@@ -372,7 +372,7 @@ def test_ctrl_c_ends_lab_watch_cleanly_and_removes_the_helpers(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(watch, "run_watch", interrupted)
-    monkeypatch.setattr("lab.commands.make_lab", lambda args: lab)
+    monkeypatch.setattr(watch, "make_lab", lambda args: lab)
 
     code = main(["watch"])
 
