@@ -11,7 +11,7 @@ removes any that a crash left behind.
 
 Two capture points:
 
-* **sent** (``--capture``): a shaped link ``a -> b`` is captured in ``a``'s
+* **sent** (``--capture``, and TCP's ``pcap`` metrics): a shaped link ``a -> b`` is captured in ``a``'s
   namespace, filtered to traffic with ``b``'s address (both directions, as ``a``
   sees them), on the interfaces (``tcpdump -i any``). With no shaped link, the
   client's traffic is captured instead.
@@ -22,8 +22,8 @@ Two capture points:
   mangle table (PREROUTING ``-s a``, after the verdict; POSTROUTING ``-d a``)
   hand the packets to ``tcpdump -i nflog:GROUP``. netem drops on ``a``'s egress,
   before either point, so this view is the same under both engines: a dropped
-  datagram is a ``udp.lost`` gap, a delayed one arrives late, a resent segment
-  is a retransmission. The helper removes its rules when it stops.
+  datagram is a ``udp.lost`` gap, a delayed one arrives late, and a round trip
+  spans both directions' delay. The helper removes its rules when it stops.
 
 Every link a ``pcap`` check reads is captured, with or without ``--capture``, at
 the point its metric needs (:mod:`lab.report.metrics`: TCP's retransmissions,

@@ -10,9 +10,10 @@ The thin I/O part of lab.scenario. For each scenario the runner
    digests), re-reading URLs and logs until a check holds or its ``within``
    deadline passes, and evaluates every check (:mod:`lab.scenario.checks`);
    tcpdump helpers record meanwhile (:mod:`lab.scenario.capture`): every link a
-   ``pcap`` check reads, as delivered, and with ``capture`` every shaped link as
-   sent; they stop when the steps are done and the checked links' pcaps are
-   analysed (:func:`lab.report.analysis.analyze_file`) for the ``pcap`` checks;
+   ``pcap`` check reads, at the point its metric needs (as sent or as delivered),
+   and with ``capture`` every shaped link as sent; they stop when the steps are
+   done and the checked links' pcaps are analysed
+   (:func:`lab.report.analysis.analyze_file`) for the ``pcap`` checks;
 4. keeps artifacts, then undoes what it did: unshape, heal, bring back
    services it killed, stopped or paused, and wait until the lab is healthy.
 
@@ -337,9 +338,8 @@ class ScenarioRunner:
         verdict = "PASSED" if result.passed else "FAILED"
         say(f"{verdict} ({passed}/{len(result.checks)} checks) in {result.duration:.1f} s")
         if not result.passed and not self.capture:
-            say(
-                f"to see its packets, run it again with capture: {rerun_command(scenario.name, scenario.file)}"
-            )
+            rerun = rerun_command(scenario.name, scenario.file)
+            say(f"to see its packets, run it again with capture: {rerun}")
         return result
 
     # ------------------------------------------------------------------ phases
