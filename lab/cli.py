@@ -32,8 +32,14 @@ from lab.shaping import link_rows, link_status
 from socketlab.errors import ConfigError
 
 # Modules adding subcommands: each defines register(subparsers) -> None.
-COMMAND_MODULES: list[str] = ["lab.shaping.cli", "lab.scenario.cli", "lab.bench.cli", "lab.feeds"]
-COMMAND_MODULES += ["lab.doctor"]
+COMMAND_MODULES: list[str] = [
+    "lab.shaping.cli",
+    "lab.scenario.cli",
+    "lab.bench.cli",
+    "lab.feeds",
+    "lab.watch",
+    "lab.doctor",
+]
 
 
 def print_status(lab: Lab) -> None:

@@ -10,8 +10,10 @@ prints (``SOCKETLAB_SHAPING_TIMEOUT='abc' is not a number``)::
     LabConfig                 project, Compose command, checkout, pickle key, Docker
     ├── shaping: ShapingConfig    lab shape: namespace commands, helpers, self-check
     ├── scenario: ScenarioConfig  lab run: readiness, recovery, reads, check polling
-    ├── capture: CaptureConfig    lab run --capture: tcpdump helpers
-    └── bench: BenchConfig        lab bench / lab sweep
+    ├── capture: CaptureConfig    lab run: tcpdump helpers
+    ├── bench: BenchConfig        lab bench / lab sweep
+    ├── report: ReportConfig      report.html and pcap analysis (lab.report.config)
+    └── watch: WatchConfig        lab watch: refresh, reads, counter helpers
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from lab.images import ImagesConfig
+from lab.report.config import ReportConfig
 from socketlab.config import EnvConfig, env_config, env_field
 
 PICKLE_KEY_ENV = "SOCKETLAB_PICKLE_KEY"
@@ -58,6 +61,12 @@ class ShapingConfig(EnvConfig):
     )
     iperf_port: int = env_field(
         "SOCKETLAB_IPERF_PORT", 5201, "port of the self-check's iperf3 server"
+    )
+    stats_interval: float = env_field(
+        "SOCKETLAB_SHAPER_STATS_INTERVAL",
+        1.0,
+        "seconds between a verdict loop's counter lines, passed to each shaping helper "
+        "(`lab watch` shows drops from them; one short log line each)",
     )
 
 
@@ -129,6 +138,31 @@ class BenchConfig(EnvConfig):
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class WatchConfig(EnvConfig):
+    """``lab watch`` and ``lab run --watch``."""
+
+    interval: float = env_field("SOCKETLAB_WATCH_INTERVAL", 1.0, "seconds between refreshes")
+    read_timeout: float = env_field(
+        "SOCKETLAB_WATCH_READ_TIMEOUT",
+        2.0,
+        "seconds for one read of a refresh (the UDP listener's stats, a log tail)",
+    )
+    helper_timeout: float = env_field(
+        "SOCKETLAB_WATCH_HELPER_TIMEOUT",
+        20.0,
+        "seconds a counter helper has to start in a namespace",
+    )
+    max_stats_bytes: int = env_field(
+        "SOCKETLAB_WATCH_MAX_STATS_BYTES",
+        1024 * 1024,
+        "largest UDP listener stats answer read (bytes)",
+    )
+    log_tail: int = env_field(
+        "SOCKETLAB_WATCH_LOG_TAIL", 400, "log lines of each helper read per refresh"
+    )
+
+
 @env_config
 @dataclass(frozen=True, kw_only=True)
 class LabConfig(EnvConfig):
@@ -158,6 +192,8 @@ class LabConfig(EnvConfig):
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:

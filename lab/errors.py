@@ -17,10 +17,14 @@ the CLI turns it into a one-line message and a non-zero exit code::
     ├── ShapingError            lab.shaping (defined there: SpecError, SelfCheckFailed)
     ├── BenchError              lab.bench: a benchmark or sweep could not run (GridError: bad grid)
     ├── CaptureError            lab.scenario.capture: a pcap helper could not start, stop or copy
+    ├── ReportError             lab.report: report.html or a part of it could not be built
+    │   ├── PcapError           a file is not a pcap the analysis reads (magic, link type, I/O)
+    │   └── ResultsError        results.json is not what ``lab run`` writes (where, what)
     └── ScenarioError           lab.scenario: a scenario file is invalid (file, line, what)
 
 A scenario check that does not hold is a result (reported, exit code 1), not
-an exception.
+an exception; neither is a report that could not be built (``lab run`` warns and
+keeps the run's results).
 
 Lower-layer errors are translated in one place each, keeping the cause with
 ``raise ... from exc``: Docker SDK and HTTP errors in :func:`lab.engine.docker_errors`,

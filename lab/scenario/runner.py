@@ -9,10 +9,17 @@ The thin I/O part of lab.scenario. For each scenario the runner
 3. collects what the checks need (captured output, status URLs, logs, file
    digests), re-reading URLs and logs until a check holds or its ``within``
    deadline passes, and evaluates every check (:mod:`lab.scenario.checks`);
-   With ``capture``, a tcpdump helper per shaped link records it meanwhile
-   (:mod:`lab.scenario.capture`), stopped when the steps are done;
+   tcpdump helpers record meanwhile (:mod:`lab.scenario.capture`): every link a
+   ``pcap`` check reads, at the point its metric needs (as sent or as delivered),
+   and with ``capture`` every shaped link as sent; they stop when the steps are
+   done and the checked links' pcaps are analysed
+   (:func:`lab.report.analysis.analyze_file`) for the ``pcap`` checks;
 4. keeps artifacts, then undoes what it did: unshape, heal, bring back
    services it killed, stopped or paused, and wait until the lab is healthy.
+
+:func:`run_files` then writes results.json, junit.xml and report.html
+(:func:`lab.report.page.write_report`; a report that cannot be built is a
+warning, the run's results stand).
 
 It accepts any :class:`lab.interface.Lab` (a test session's, the CLI's, a
 fake); its timeouts come from ``lab.config.scenario``
@@ -36,13 +43,17 @@ from typing import Final, cast
 from lab import shaping
 from lab.errors import LabError, NotReady
 from lab.interface import Lab
+from lab.report.analysis import analyze_file
+from lab.report.errors import PcapError, ReportError
+from lab.report.metrics import capture_point
 from lab.scenario import checks as verdicts
-from lab.scenario.capture import Capturer, capture_targets
+from lab.scenario.capture import Capturer, run_targets
 from lab.scenario.checks import (
     CheckResult,
     FaultRecord,
     FileFacts,
     Observations,
+    PcapFacts,
     StepRecord,
     TextFacts,
 )
@@ -58,7 +69,13 @@ from lab.scenario.plan import (
     load_scenario,
     phases,
 )
-from lab.scenario.report import PcapRecord, ScenarioResult, new_run_id, write_reports
+from lab.scenario.report import (
+    PcapRecord,
+    ScenarioResult,
+    new_run_id,
+    rerun_command,
+    write_reports,
+)
 from lab.waiting import Stream, wait_for
 
 log = logging.getLogger("lab.scenario")
@@ -162,6 +179,7 @@ class _Timeline(threading.Thread):
         self.t0 = time.monotonic()
         self.progress = progress
         self.stopped = threading.Event()
+        self.wall0: float | None = None  # Unix time of t0, once begun
         self.records: list[FaultRecord] = []
         self._ends: dict[str, float] = {}
         self._end_events = {name: threading.Event() for name in steps}
@@ -187,6 +205,7 @@ class _Timeline(threading.Thread):
     def begin(self) -> float:
         """Start the clock (the first step starts now) and the thread; return ``t0``."""
         self.t0 = time.monotonic()
+        self.wall0 = time.time()
         self.start()
         return self.t0
 
@@ -237,6 +256,7 @@ class RunReport:
     results: list[ScenarioResult] = field(default_factory=list)
     json_path: Path | None = None
     junit_path: Path | None = None
+    report_path: Path | None = None  # report.html, unless it could not be built
 
     @property
     def passed(self) -> bool:
@@ -272,16 +292,22 @@ class ScenarioRunner:
         pcaps: list[PcapRecord] = []
         capturer = Capturer(self.lab, folder=self.folder, prefix=_safe(scenario.name))
         error: str | None = None
+        origin: float | None = None
+        addresses = self._addresses()
         try:
             self.lab.wait_healthy(timeout=self.config.ready_timeout)
             links = self._shape_links(scenario, say)
-            if self.capture:
-                capturer.start(capture_targets(scenario))
+            targets = run_targets(scenario, capture=self.capture)
+            if targets:
+                capturer.start(targets)
             try:
-                steps, faults = self._run_steps(scenario, say)
+                steps, faults, origin = self._run_steps(scenario, say)
             finally:
                 pcaps = self._stop_capture(capturer, say)
-            results = self._evaluate(scenario, steps, faults, files, since=wall, say=say)
+            observed = self._pcap_facts(pcaps, addresses, wanted=_pcap_keys(scenario))
+            results = self._evaluate(
+                scenario, steps, faults, files, pcaps=observed, since=wall, say=say
+            )
         except LabError as exc:
             error = str(exc)
             say(f"error: {exc}")
@@ -305,10 +331,15 @@ class ScenarioRunner:
             links=tuple(links),
             pcaps=tuple(pcaps),
             error=error,
+            clock_origin=origin,
+            addresses=addresses,
         )
         passed = sum(1 for check in result.checks if check.passed)
         verdict = "PASSED" if result.passed else "FAILED"
         say(f"{verdict} ({passed}/{len(result.checks)} checks) in {result.duration:.1f} s")
+        if not result.passed and not self.capture:
+            rerun = rerun_command(scenario.name, scenario.file)
+            say(f"to see its packets, run it again with capture: {rerun}")
         return result
 
     # ------------------------------------------------------------------ phases
@@ -318,6 +349,47 @@ class ScenarioRunner:
             self.progress(f"[{scenario.name}] {message}")
 
         return say
+
+    def _addresses(self) -> dict[str, str]:
+        """Service -> IP as the run starts (names pcap directions in the report)."""
+        found: dict[str, str] = {}
+        for service in self.lab.services:
+            try:
+                found[service] = self.lab.ip(service)
+            except LabError as exc:  # a stopped service has none; the run says so elsewhere
+                log.info("event=no_address service=%s error=%s", service, exc)
+        return found
+
+    def _pcap_facts(
+        self, records: Sequence[PcapRecord], addresses: dict[str, str], *, wanted: set[str]
+    ) -> dict[str, PcapFacts]:
+        """The metrics of every link capture, by :func:`~lab.scenario.checks.pcap_key`,
+        for ``pcap`` checks."""
+        facts: dict[str, PcapFacts] = {}
+        for record in records:
+            source, arrow, dest = record.link.removesuffix(" (delivered)").partition(" -> ")
+            if not arrow:
+                continue  # a service's whole traffic: no check reads it
+            link = f"{source} -> {dest}"
+            key = verdicts.pcap_key((source, dest), "delivered" if record.delivered else "sent")
+            if key not in wanted:
+                continue  # kept for the report (--capture); no check reads it
+            if record.file is None:
+                facts[key] = PcapFacts(link=link, error=record.error or "no pcap kept")
+                continue
+            # RTTs are timed from the capture's own host (lab.report.analysis).
+            local = addresses.get(record.service or "")
+            try:
+                analysis = analyze_file(
+                    self.folder / record.file, limits=self.lab.config.report.pcap, local=local
+                )
+            except PcapError as exc:
+                facts[key] = PcapFacts(link=link, file=record.file, error=str(exc))
+                continue
+            facts[key] = PcapFacts(
+                link=link, metrics=analysis.metrics(), file=record.file, packets=analysis.packets
+            )
+        return facts
 
     def _stop_capture(self, capturer: Capturer, say: Progress) -> list[PcapRecord]:
         records = capturer.stop()
@@ -385,7 +457,8 @@ class ScenarioRunner:
 
     def _run_steps(
         self, scenario: Scenario, say: Progress
-    ) -> tuple[list[StepRecord], list[FaultRecord]]:
+    ) -> tuple[list[StepRecord], list[FaultRecord], float | None]:
+        """Step records, fault records and the Unix time the first step started."""
         records: dict[str, StepRecord] = {}
         background: list[tuple[Step, concurrent.futures.Future[StepRecord]]] = []
         pool = concurrent.futures.ThreadPoolExecutor(
@@ -412,7 +485,7 @@ class ScenarioRunner:
             # A step stuck past its grace keeps its thread; do not wait for it here.
             pool.shutdown(wait=False, cancel_futures=True)
         ordered = [records[step.name] for step in scenario.steps if step.name in records]
-        return ordered, faults
+        return ordered, faults, timeline.wall0
 
     def _report_step(self, record: StepRecord, say: Progress) -> StepRecord:
         if record.error is not None:
@@ -472,6 +545,7 @@ class ScenarioRunner:
         faults: list[FaultRecord],
         files: dict[str, FileFacts],
         *,
+        pcaps: dict[str, PcapFacts],
         since: float,
         say: Progress,
     ) -> list[CheckResult]:
@@ -485,7 +559,7 @@ class ScenarioRunner:
                 for ref in check.files or ():
                     if str(ref) not in files:
                         files[str(ref)] = self._read_file(ref)
-            result = self._evaluate_one(check, by_name, texts, files, since=since)
+            result = self._evaluate_one(check, by_name, texts, files, pcaps, since=since)
             mark = "PASS" if result.passed else "FAIL"
             say(f"{mark} {result.name}: {result.detail.splitlines()[0] if result.detail else ''}")
             results.append(result)
@@ -497,6 +571,7 @@ class ScenarioRunner:
         steps: dict[str, StepRecord],
         texts: dict[str, TextFacts],
         files: dict[str, FileFacts],
+        pcaps: dict[str, PcapFacts],
         *,
         since: float,
     ) -> CheckResult:
@@ -505,9 +580,8 @@ class ScenarioRunner:
         def holds() -> CheckResult | None:
             if check.source is not None and check.source.dynamic:
                 texts[check.source.key] = self._text(check.source, since=since)
-            last[:] = [
-                verdicts.evaluate(check, Observations(steps=steps, texts=texts, files=files))
-            ]
+            seen = Observations(steps=steps, texts=texts, files=files, pcaps=pcaps)
+            last[:] = [verdicts.evaluate(check, seen)]
             return last[0] if last[0].passed else None
 
         try:
@@ -583,6 +657,15 @@ class ScenarioRunner:
             say(f"started {service} again")
 
 
+def _pcap_keys(scenario: Scenario) -> set[str]:
+    """The captures the scenario's ``pcap`` checks read (:func:`lab.scenario.checks.pcap_key`)."""
+    return {
+        verdicts.pcap_key(check.link, capture_point(check.metric or ""))
+        for check in scenario.checks
+        if check.kind is CheckKind.PCAP and check.link is not None
+    }
+
+
 def _not_started(scenario: Scenario, error: str) -> ScenarioResult:
     return ScenarioResult(
         name=scenario.name,
@@ -617,8 +700,9 @@ def run_files(
     progress: Progress = _quiet,
     capture: bool = False,
 ) -> RunReport:
-    """Validate every file first (nothing runs if one is invalid), run them, write reports;
-    with ``capture``, keep a pcap per shaped link under ``pcap/``."""
+    """Validate every file first (nothing runs if one is invalid), run them, write reports
+    (results.json, junit.xml, report.html); with ``capture``, keep a pcap per shaped
+    link under ``pcap/``."""
     run_id = run_id or new_run_id()
     labels = [_label(path, lab.repo_root) for path in paths]
     placeholders = placeholder_variables(lab.services)
@@ -652,5 +736,14 @@ def run_files(
     report.json_path, report.junit_path = write_reports(
         folder, run_id=run_id, project=lab.project, results=report.results
     )
-    progress(f"reports: {report.json_path} {report.junit_path}")
+    # Imported here: lab.report.page imports lab.scenario (its timeline reads results),
+    # whose package imports this module.
+    from lab.report.page import write_report  # noqa: PLC0415
+
+    try:
+        report.report_path = write_report(folder, config=lab.config.report)
+    except ReportError as exc:
+        progress(f"warning: report.html not written: {exc}")
+    shown = [report.json_path, report.junit_path, report.report_path]
+    progress("reports: " + " ".join(str(path) for path in shown if path is not None))
     return report

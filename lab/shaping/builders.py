@@ -467,16 +467,23 @@ def unshape_ingress_steps(*, source_ip: str, queue: int) -> list[Step]:
     return [delete_rule(nfqueue_rule(source_ip, queue), table="raw")]
 
 
-def shaper_command(*, queue: int, spec: LinkSpec, seed: int | None = None) -> list[str]:
+def shaper_command(
+    *, queue: int, spec: LinkSpec, seed: int | None = None, stats_interval: float | None = None
+) -> list[str]:
     """The helper's main process for the nfqueue engine: ``socketlab shaper ...``.
 
     The seed is ``seed`` if given, else the spec's. The flags are
     :meth:`ShaperInvocation.argv`; ``socketlab.shaper.invocation.parse_invocation``
     reads them back (a link with only the older options gives the older flags).
+    With ``stats_interval``, the loop logs its counters that often (``lab watch``
+    reads them), set through ``env`` since the loop reads it from its environment.
     """
     chosen = seed if seed is not None else spec.seed
     invocation = ShaperInvocation(queue=queue, impairment=spec.impairment, seed=chosen)
-    return ["socketlab", "shaper", *invocation.argv()]
+    command = ["socketlab", "shaper", *invocation.argv()]
+    if stats_interval is None:
+        return command
+    return ["env", f"SOCKETLAB_SHAPER_STATS_INTERVAL={stats_interval:g}", *command]
 
 
 def free_queue(used: Iterable[int]) -> int:

@@ -253,7 +253,12 @@ def _remove(lab: Lab, link: _Link) -> None:
 
 def _start_helper(lab: Lab, link: _Link, *, seed: int | None) -> str:
     command = (
-        builders.shaper_command(queue=link.queue, spec=link.spec, seed=seed)
+        builders.shaper_command(
+            queue=link.queue,
+            spec=link.spec,
+            seed=seed,
+            stats_interval=lab.config.shaping.stats_interval,
+        )
         if link.needs_loop
         else ["socketlab", "idle"]
     )

@@ -504,3 +504,10 @@ def test_netem_seed_warns_where_it_cannot_replay() -> None:
     ]
     assert choose_engine(None, NETEM_SEED, link) is Engine.NETEM
     assert require_engine(spec(delay="10ms", seed="3"), Engine.NETEM, netem_seed=True) == []
+
+
+def test_shaper_command_sets_the_stats_interval_through_env() -> None:
+    link = spec(loss="2%")
+    plain = shaper_command(queue=7, spec=link)
+    argv = shaper_command(queue=7, spec=link, stats_interval=0.5)
+    assert argv == ["env", "SOCKETLAB_SHAPER_STATS_INTERVAL=0.5", *plain]

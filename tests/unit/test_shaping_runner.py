@@ -68,7 +68,14 @@ def test_an_nfqueue_link_waits_for_the_verdict_loop_in_the_dest_namespace(lab: A
 
     (started,) = lab.started
     assert started["service"] == "server"
-    assert started["argv"][:2] == ["socketlab", "shaper"]
+    # counters every stats_interval (lab watch reads them), then the loop itself
+    interval = lab.config.shaping.stats_interval
+    assert started["argv"][:4] == [
+        "env",
+        f"SOCKETLAB_SHAPER_STATS_INTERVAL={interval:g}",
+        "socketlab",
+        "shaper",
+    ]
 
 
 def test_a_verdict_loop_that_dies_is_a_shaping_error_and_its_helper_is_gone(lab: Any) -> None:

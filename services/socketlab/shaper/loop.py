@@ -52,7 +52,9 @@ class ShaperConfig(EnvConfig):
         "SOCKETLAB_SHAPER_INJECT_TIMEOUT", 1.0, "send timeout of injected duplicates, seconds"
     )
     stats_interval: float = env_field(
-        "SOCKETLAB_SHAPER_STATS_INTERVAL", 10.0, "seconds between the shaper's stats log lines"
+        "SOCKETLAB_SHAPER_STATS_INTERVAL",
+        1.0,
+        "seconds between the shaper's stats log lines (lab watch reads them)",
     )
 
 
