@@ -50,6 +50,8 @@ LOCAL_BASE_REPO = "socketlab/base"
 RUNTIME_REPO = "socketlab/runtime"
 NETKIT_REPO = "socketlab/netkit"
 INPUTS_LABEL = "io.socketlab.inputs"
+# Stable names of the lab's images, so a project's own Dockerfile can build FROM them.
+STABLE_TAG = "latest"
 
 # The local base carries what both images need; the runtime stage uses only
 # python3 + venv from it, the netkit stage the network tools.
@@ -222,7 +224,19 @@ def stale_image_tags(
     """Our runtime/netkit tags that are neither the current set nor used by a container."""
     ours = (f"{RUNTIME_REPO}:", f"{NETKIT_REPO}:")
     protected = set(keep) | set(in_use)
-    return sorted(t for t in set(tags) if t.startswith(ours) and t not in protected)
+    stable = {f"{repo}:{STABLE_TAG}" for repo in (RUNTIME_REPO, NETKIT_REPO)}
+    return sorted(
+        t for t in set(tags) if t.startswith(ours) and t not in protected and t not in stable
+    )
+
+
+def stable_tags(images: ImageSet) -> list[tuple[str, str]]:
+    """(image, stable name) pairs: the runtime as ``socketlab/runtime:latest``, the local
+    Debian base as ``socketlab/base:latest`` (pure)."""
+    pairs = [(images.runtime, f"{RUNTIME_REPO}:{STABLE_TAG}")]
+    if images.base:
+        pairs.append((images.base, f"{LOCAL_BASE_REPO}:{STABLE_TAG}"))
+    return pairs
 
 
 # --------------------------------------------------------------------------- impure
@@ -373,10 +387,11 @@ def _build(
 
 @dataclass(frozen=True, kw_only=True)
 class ImageSet:
-    """The image references a lab project runs."""
+    """The image references a lab project runs (``base``: the local Debian base)."""
 
     runtime: str
     netkit: str
+    base: str = ""
 
 
 def ensure_images(
@@ -427,7 +442,17 @@ def ensure_images(
                 progress=progress,
             )
         images[target] = tag
-    return ImageSet(runtime=images["runtime"], netkit=images["netkit"])
+    return ImageSet(runtime=images["runtime"], netkit=images["netkit"], base=local_base)
+
+
+def tag_stable_names(client: docker.DockerClient, images: ImageSet) -> None:
+    """Tag the images with their stable names (:func:`stable_tags`)."""
+    for source, name in stable_tags(images):
+        repository, tag = name.rsplit(":", 1)
+        try:
+            client.images.get(source).tag(repository, tag)
+        except docker.errors.APIError as exc:
+            raise ImageBuildError(f"cannot tag {source} as {name}: {exc}") from exc
 
 
 def prune_images(client: docker.DockerClient, current: ImageSet, progress: Progress) -> list[str]:

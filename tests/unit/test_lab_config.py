@@ -77,6 +77,10 @@ DEFAULTS = {
     "SOCKETLAB_BENCH_READY_TIMEOUT": 20.0,
     "SOCKETLAB_BENCH_STEP_TIMEOUT": 300.0,
     "SOCKETLAB_BENCH_RTT_PINGS": 10,
+    # new with issue 14 (any Compose project), not moved from a module
+    "SOCKETLAB_COMPOSE_FILE": None,
+    "SOCKETLAB_EXEC_TIMEOUT": 3600.0,
+    "SOCKETLAB_COPY_LIMIT": 4 * 1024**3,
 }
 
 # A valid text per type and the value it must become.
