@@ -285,8 +285,12 @@ class Lab:
     def down(self) -> dict[str, int]:
         """Remove the project's containers, networks and volumes; return counts removed."""
         if self._has_files():
+            args = ["down", "--volumes", "--remove-orphans", "--timeout", "5"]
+            with contextlib.suppress(LabError):  # a file Compose rejects: remove by label
+                if self.model.has_builds:
+                    args += ["--rmi", "local"]  # images Compose built for the project's services
             try:
-                self.compose().run("down", "--volumes", "--remove-orphans", "--timeout", "5")
+                self.compose().run(*args)
             except LabError as exc:
                 self.progress(f"compose down failed ({exc}); removing by label")
         return self.remove_labelled()
@@ -302,7 +306,11 @@ class Lab:
                 for f in (filters, compose_filters)
                 for c in self.docker.containers.list(all=True, filters=f)
             }
-            networks = self.docker.networks.list(filters=filters)
+            networks = {
+                n.id: n
+                for f in (filters, compose_filters)
+                for n in self.docker.networks.list(filters=f)
+            }.values()
             volumes = self.docker.volumes.list(filters=filters)
         # Gone already is what we wanted.
         for container in containers.values():
@@ -320,14 +328,22 @@ class Lab:
         return removed
 
     def leftovers(self) -> dict[str, list[str]]:
-        """Names of anything still labelled with this project (empty after ``down``)."""
+        """Names of anything still labelled with this project (empty after ``down``);
+        networks by Compose's project label too."""
         filters = {"label": f"{PROJECT_LABEL}={self.project}"}
         with docker_errors(f"cannot list what lab {self.project!r} left"):
+            compose_filters = {"label": f"{COMPOSE_PROJECT_LABEL}={self.project}"}
             return {
                 "containers": [
                     c.name for c in self.docker.containers.list(all=True, filters=filters)
                 ],
-                "networks": [n.name for n in self.docker.networks.list(filters=filters)],
+                "networks": sorted(
+                    {
+                        n.name
+                        for f in (filters, compose_filters)
+                        for n in self.docker.networks.list(filters=f)
+                    }
+                ),
                 "volumes": [v.name for v in self.docker.volumes.list(filters=filters)],
             }
 

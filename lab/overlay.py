@@ -3,10 +3,12 @@
 Pure: :func:`lab_override` builds it from the :class:`~lab.topology.ProjectModel`.
 It adds, without touching the user's files,
 
-* the project label (``io.socketlab.project``) on every service and on every
-  network the project creates, so ``lab down`` finds all of it whatever the
-  files say, and the netkit image label, so helpers started later use the
-  image the lab came up with;
+* the project label (``io.socketlab.project``) on every service, so ``lab
+  down`` finds its containers whatever the files say, and the netkit image
+  label, so helpers started later use the image the lab came up with. Not on
+  networks: Compose v1 replaces a network's whole definition with an
+  override's (its ``enable_ipv6`` and ``ipam`` would be lost); ``lab down``
+  finds networks by Compose's own project label instead;
 * for each service marked ``x-socketlab: {router: true}``, the sysctls that
   make it forward between its networks. Namespaced sysctls are set when the
   container starts: a helper cannot set them later (Docker mounts
@@ -53,11 +55,7 @@ def lab_override(model: ProjectModel, *, project: str, netkit_image: str) -> dic
         if spec.router:
             entry["sysctls"] = router_sysctls(model, spec.name)
         services[spec.name] = entry
-    document: dict[str, Any] = {"services": services}
-    networks = {n.key: {"labels": dict(labels)} for n in model.networks if not n.external}
-    if networks:
-        document["networks"] = networks
-    return document
+    return {"services": services}
 
 
 @contextlib.contextmanager

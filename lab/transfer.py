@@ -117,10 +117,14 @@ def extraction_plan(
     """
     placements: list[Placement] = []
     placed: dict[str, PurePosixPath] = {}
+    links: set[PurePosixPath] = set()
     top: str | None = None
     for member in members:
         kind = _kind(member)
         relative = _relative(member.name)
+        # Through an earlier symbolic link, a later member could land anywhere.
+        if any(parent in links for parent in relative.parents):
+            raise TransferError(f"{member.name}: refusing a path through a symbolic link")
         top = top or relative.parts[0]
         if relative.parts[0] != top:
             raise TransferError(f"{member.name}: the archive has more than one top entry")
@@ -140,6 +144,8 @@ def extraction_plan(
                     f"{member.name}: refusing a hard link to {member.linkname}, not in the archive"
                 )
             link = str(placed[member.linkname])
+        if kind == "symlink":
+            links.add(_relative(member.name))
         placed[member.name.rstrip("/")] = relative
         placed[member.name] = relative
         placements.append(

@@ -9,7 +9,7 @@ file out and removes the helper. Helpers carry the project label, so ``lab down`
 removes any that a crash left behind.
 
 A link ``a -> b`` is captured in ``a``'s network namespace, filtered to traffic
-with ``b``'s address (both directions, as ``a`` sees them). With no shaped link,
+with ``b``'s addresses (IPv4 and IPv6; both directions, as ``a`` sees them). With no shaped link,
 the client's traffic is captured instead. A service that a fault restarts gets a
 new namespace: its capture ends there.
 """
@@ -70,7 +70,13 @@ def capture_targets(
     return targets or [CaptureTarget(service=default_service)]
 
 
-def tcpdump_argv(*, peer_ip: str | None, snaplen: int, path: str = HELPER_PATH) -> list[str]:
+def tcpdump_argv(
+    *,
+    peer_ip: str | None,
+    snaplen: int,
+    path: str = HELPER_PATH,
+    also: Sequence[str] = (),
+) -> list[str]:
     """``tcpdump`` writing a pcap: every interface of the namespace, numeric, as root
     (``-Z root``: no privilege drop that could not write ``path``), ``snaplen``
     bytes of each packet (headers and the start of the payload, not whole transfers).
@@ -78,12 +84,17 @@ def tcpdump_argv(*, peer_ip: str | None, snaplen: int, path: str = HELPER_PATH) 
     ``--immediate-mode``: without it the kernel hands packets over in blocks (up to
     1 s late), and the packets of a short scenario's last second are still in an
     unfinished block when SIGINT stops tcpdump: lost. ``-U`` then writes each
-    packet at once, so the file is whole when tcpdump stops."""
+    packet at once, so the file is whole when tcpdump stops. ``also``: the
+    peer's other addresses (IPv6, other networks), captured as well."""
     argv = ["tcpdump", "--immediate-mode", "-i", "any", "-n", "-U", "-Z", "root"]
     argv += ["-s", str(snaplen), "-w", path]
     # Only the lab network: loopback chatter inside the namespace is not the link.
-    argv += ["host", peer_ip] if peer_ip else ["not", "net", "127.0.0.0/8"]
-    return argv
+    if not peer_ip:
+        return [*argv, "not", "net", "127.0.0.0/8"]
+    hosts = ["host", peer_ip]
+    for other in also:
+        hosts += ["or", "host", other]
+    return argv + hosts
 
 
 def is_pcap(head: bytes) -> bool:
@@ -115,7 +126,13 @@ class Capturer:
 
     def _start_one(self, target: CaptureTarget) -> HelperContainer:
         peer_ip = self.lab.ip(target.peer) if target.peer else None
-        argv = tcpdump_argv(peer_ip=peer_ip, snaplen=self.config.snaplen)
+        others: list[str] = []
+        if target.peer:
+            # Every address of the peer: its IPv6 ones too, and those on other networks.
+            with contextlib.suppress(LabError):
+                peer = self.lab.topology().one(target.peer)
+                others = [ip for ip in peer.ips() if ip != peer_ip]
+        argv = tcpdump_argv(peer_ip=peer_ip, snaplen=self.config.snaplen, also=others)
         try:
             return self.lab.start_helper(
                 target.service,

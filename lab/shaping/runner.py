@@ -625,11 +625,13 @@ def _shape_link(
     )
     if baseline is None:
         return result
+    # The way back counts only if it shapes the family measured.
     reverse = next(
         (
             h.spec
             for h in _helpers(lab, topology)
             if h.link_key == (link.key[1], link.key[0], link.network)
+            and (h.source_ip if check_family == 4 else h.source_ip6)
         ),
         None,
     )
