@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import ipaddress
 import re
 import statistics
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,7 +158,9 @@ def test_routed(capsys: pytest.CaptureFixture[str]) -> None:
 # --------------------------------------------------------------------------- replicas
 
 
-def test_replicas(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_replicas(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with example("replicas", capsys) as project:
         status = project.ok("status")
         for n in (1, 2, 3):
@@ -181,6 +185,25 @@ def test_replicas(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
         )
         code, _, _ = project.run("exec", "client.2", "--", "test", "-e", "/tmp/back.png")
         assert code == 1  # the exit code comes through
+
+        # -i passes stdin, to its end
+        stdin = tmp_path / "stdin.bin"
+        stdin.write_bytes(b"through stdin\n" * 1000)
+        with stdin.open("rb") as source:
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(source))
+            out = project.ok("exec", "-i", "client.1", "--", "sha256sum")
+        assert out.split()[0] == hashlib.sha256(stdin.read_bytes()).hexdigest()
+
+        # an archive with a link out of it is refused, and nothing is written
+        project.ok(
+            "exec", "client.1", "--", "sh", "-c", "mkdir -p /tmp/evil && ln -sf /etc /tmp/evil/up"
+        )
+        landing = tmp_path / "landing"
+        landing.mkdir()
+        code, _, err = project.run("cp", "client.1:/tmp/evil", str(landing))
+        assert code == 1
+        assert "refusing a symbolic link to /etc" in err
+        assert list(landing.iterdir()) == []
 
         before = ping_medians(project.ok("ping", "client", "server", "--count", "30"))
         project.ok("shape", "client.2", "server", "--delay", "100ms")
