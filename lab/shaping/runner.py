@@ -476,8 +476,6 @@ def resolve_links(
     family: Family | None = None,
 ) -> list[tuple[Link, tuple[Family, ...]]]:
     """The links ``source -> dest`` names, each with the families it carries (pure)."""
-    if source == dest and topology.target(source).replica is not None:
-        raise ShapingError(f"a link needs two different services, not {source!r} twice")
     if source == dest:
         raise ShapingError(f"a link needs two different services, not {source!r} twice")
     return [

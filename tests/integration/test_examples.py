@@ -217,6 +217,18 @@ def test_replicas(
             else:
                 assert after[link] < 10, f"{link} is {after[link]} ms: shaped by mistake"  # type: ignore[operator]
 
+        # the same names in a scenario: steps on client.N, files checked at client.N:/path
+        out = project.ok(
+            "run", str(EXAMPLES / "replicas" / "fetch.yaml"), "--results", str(tmp_path / "r")
+        )
+        assert re.search(r"replicas-fetch\s*│\s*PASS\s*│\s*7/7", out), out
+        assert {p.name for p in tmp_path.glob("r/*/replicas-fetch/logs/*.log")} == {
+            "server.log",
+            "client.1.log",
+            "client.2.log",
+            "client.3.log",
+        }
+
         code, _, err = project.run("exec", "client.4", "--", "true")
         assert code == 1
         assert "running: client.1, client.2, client.3" in err

@@ -156,3 +156,20 @@ def test_prune_keeps_the_current_images_those_in_use_and_other_repositories() ->
         in_use=["socketlab/runtime:running"],
     )
     assert stale == ["socketlab/netkit:old", "socketlab/runtime:old"]
+
+
+def test_stable_names_point_at_the_current_runtime_and_the_local_base() -> None:
+    from lab.images import ImageSet, stable_tags  # noqa: PLC0415
+
+    images = ImageSet(
+        runtime="socketlab/runtime:abc",
+        netkit="socketlab/netkit:def",
+        base="socketlab/base:bookworm-1",
+    )
+    assert stable_tags(images) == [
+        ("socketlab/runtime:abc", "socketlab/runtime:latest"),
+        ("socketlab/base:bookworm-1", "socketlab/base:latest"),
+    ]
+    # pruning old sources never removes the stable names a project's Dockerfile builds FROM
+    tags = ["socketlab/runtime:latest", "socketlab/runtime:old", "socketlab/netkit:latest"]
+    assert stale_image_tags(tags, keep=[], in_use=[]) == ["socketlab/runtime:old"]
