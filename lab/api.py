@@ -8,8 +8,15 @@ drives its containers through the Docker SDK::
     lab.exec("client", ["socketlab", "client", "hello"], timeout=30)
     lab.down()                                 # remove everything labelled with the project
 
+The project is any Compose project: its files are ``-f`` files (``compose_files``),
+else ``SOCKETLAB_COMPOSE_FILE``, else the checkout's ``docker-compose.yml`` (and
+its override). What it declares comes from Compose's normalised config and
+its containers' labels (:meth:`Lab.topology`, :mod:`lab.topology`); names such
+as ``client.2`` are resolved by :mod:`lab.addressing`.
+
 Every container, network and volume the lab creates carries the label
-``io.socketlab.project=<project>``; ``down`` removes by that label, so helper
+``io.socketlab.project=<project>`` (``lab up`` adds it through its own
+override, :mod:`lab.overlay`); ``down`` removes by that label, so helper
 containers started outside Compose are cleaned up too.
 """
 
@@ -26,11 +33,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import docker
-import yaml
 from docker import DockerClient
 
 from lab import engine
-from lab.compose import Compose, detect_compose_command
+from lab.addressing import REPLICA_NAME, UnknownTarget, parse_target, select_replicas
+from lab.compose import Compose, ProjectFiles, detect_compose_command, project_files
 from lab.config import LabConfig
 from lab.doctor import require_prerequisites
 from lab.engine import docker_errors
@@ -50,8 +57,20 @@ from lab.helpers import (
     helper_run_options,
     single_file,
 )
-from lab.images import ImageSet, ensure_images
+from lab.images import ImageNames, ImageSet, ensure_images, tag_stable_names
 from lab.interface import TIMEOUT_EXIT_CODE, ExecResult, ServiceStatus
+from lab.overlay import NETKIT_LABEL, lab_override, override_file
+from lab.topology import (
+    COMPOSE_NUMBER_LABEL,
+    COMPOSE_ONEOFF_LABEL,
+    Family,
+    Instance,
+    ProjectModel,
+    Topology,
+    build_topology,
+    container_facts,
+    model_from_config,
+)
 from lab.waiting import Stream, wait_for, wait_for_log
 
 if TYPE_CHECKING:
@@ -67,6 +86,7 @@ __all__ = [
     "ExecResult",
     "Lab",
     "ServiceStatus",
+    "UnknownTarget",
     "find_repo_root",
     "pickle_key",
     "single_file",
@@ -75,7 +95,6 @@ __all__ = [
 
 log = logging.getLogger("lab")
 
-NETKIT_LABEL = "io.socketlab.netkit-image"
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
 DEFAULT_PROJECT = "socketlab"
@@ -149,8 +168,10 @@ class Lab:
         repo_root: Path | None = None,
         progress: Progress = _quiet,
         config: LabConfig | None = None,
+        compose_files: Sequence[str | Path] = (),
     ) -> None:
         self.config = config if config is not None else LabConfig.from_env()
+        self._compose_files = tuple(compose_files)
         self.project = project or self.config.project or DEFAULT_PROJECT
         if not PROJECT_NAME.match(self.project):
             raise LabError(
@@ -167,7 +188,7 @@ class Lab:
         return engine.connect(host=self.config.docker_host)
 
     @cached_property
-    def _exec_docker(self) -> DockerClient:
+    def exec_docker(self) -> DockerClient:
         # exec calls block for the whole command: their HTTP timeout must be long;
         # the command itself is bounded by coreutils `timeout` inside the container.
         return engine.connect(
@@ -175,54 +196,108 @@ class Lab:
         )
 
     @cached_property
-    def compose_file(self) -> Path:
-        return self.repo_root / "docker-compose.yml"
+    def project_files(self) -> ProjectFiles:
+        """The project's Compose files (``-f``, ``SOCKETLAB_COMPOSE_FILE`` or the default)."""
+        return project_files(
+            self._compose_files, configured=self.config.compose_file, default_dir=self.repo_root
+        )
 
     @cached_property
-    def services(self) -> list[str]:
-        """Service names declared in docker-compose.yml, in file order."""
-        spec = yaml.safe_load(self.compose_file.read_text())
-        return list(spec["services"])
+    def compose_file(self) -> Path:
+        return self.project_files.main
 
-    def compose(self, images: ImageSet | None = None) -> Compose:
+    @cached_property
+    def _compose_command(self) -> tuple[str, ...]:
+        return tuple(detect_compose_command(override=self.config.compose))
+
+    @cached_property
+    def compose_version(self) -> int:
+        """Compose's major version: 2 reads the config as JSON, 1 as YAML."""
+        return self.compose().major_version()
+
+    @cached_property
+    def model(self) -> ProjectModel:
+        """What the project declares, from Compose's normalised config (read once)."""
+        data = self.compose().config(major=self.compose_version)
+        return model_from_config(data, project=self.project)
+
+    @property
+    def services(self) -> list[str]:
+        """Service names, dependencies first (see :class:`lab.topology.ProjectModel`)."""
+        return list(self.model.service_names)
+
+    def compose(self, images: ImageSet | None = None, *, extra: Sequence[Path] = ()) -> Compose:
         key = pickle_key(self.repo_root, configured=self.config.pickle_key)
         env = {"COMPOSE_PROJECT_NAME": self.project, "SOCKETLAB_PICKLE_KEY": key}
         if images is not None:
             env |= {"SOCKETLAB_IMAGE": images.runtime, "SOCKETLAB_NETKIT_IMAGE": images.netkit}
-        override = self.compose_file.with_name("docker-compose.override.yml")
+        files = self.project_files.files
         return Compose(
             project=self.project,
-            compose_file=self.compose_file,
-            override_file=override if override.is_file() else None,
-            command=tuple(detect_compose_command(override=self.config.compose)),
+            compose_file=files[0],
+            extra_files=(*files[1:], *extra),
+            command=self._compose_command,
             env=env,
         )
 
     # ------------------------------------------------------------------ lifecycle
 
     def build(self) -> ImageSet:
-        """Build (or reuse) the images for the current sources."""
+        """Build (or reuse) the images for the current sources; tag them
+        ``socketlab/runtime:latest`` and ``socketlab/base:latest`` too, so a
+        project's own Dockerfile can start ``FROM`` them and build offline."""
         self._images = ensure_images(
             self.docker, self.repo_root, progress=self.progress, config=self.config.images
         )
+        tag_stable_names(
+            self.docker, self._images, ImageNames(namespace=self.config.images.namespace)
+        )
         return self._images
 
-    def up(self, *, timeout: float = 180.0) -> list[ServiceStatus]:
-        """Build images if needed, start every service, wait until all are healthy."""
-        require_prerequisites(
-            config=self.config
-        )  # a missing prerequisite stops here with lab doctor's row
+    def up(
+        self, *, timeout: float = 180.0, scale: Mapping[str, int] | None = None
+    ) -> list[ServiceStatus]:
+        """Build images if needed, start every service (``scale``: replicas per service,
+        as ``compose up --scale``), install the routers' routes, wait until all are ready.
+
+        The Compose files are read first: a file Compose rejects, or a ``scale``
+        of an unknown service, changes nothing.
+        """
+        # a missing prerequisite stops here with lab doctor's row
+        require_prerequisites(config=self.config)
+        model = self.model
+        scale = dict(scale or {})
+        for name, replicas in scale.items():
+            model.service(name)
+            if replicas < 0:
+                raise LabError(f"--scale {name}={replicas}: replicas cannot be below 0")
         images = self.build()
-        self.progress(f"starting lab {self.project!r}")
-        self.compose(images).run("up", "-d", "--remove-orphans")
+        args = ["up", "-d", "--remove-orphans"]
+        if model.has_builds:
+            args.append("--build")  # a changed Dockerfile of the project is built again
+        for name, replicas in sorted(scale.items()):
+            args += ["--scale", f"{name}={replicas}"]
+        self.progress(f"starting lab {self.project!r} ({self.project_files.describe()})")
+        document = lab_override(model, project=self.project, netkit_image=images.netkit)
+        with override_file(document, project=self.project) as extra:
+            self.compose(images, extra=(extra,)).run(*args)
+        if model.routers:
+            from lab.routing import ensure_routes  # noqa: PLC0415 - routing imports shaping
+
+            for route in ensure_routes(self):
+                self.progress(f"route in {route.instance}: {route.destination} via {route.via}")
         self.wait_healthy(timeout=timeout)
         return self.status()
 
     def down(self) -> dict[str, int]:
         """Remove the project's containers, networks and volumes; return counts removed."""
-        if self.compose_file.is_file():
+        if self._has_files():
+            args = ["down", "--volumes", "--remove-orphans", "--timeout", "5"]
+            with contextlib.suppress(LabError):  # a file Compose rejects: remove by label
+                if self.model.has_builds:
+                    args += ["--rmi", "local"]  # images Compose built for the project's services
             try:
-                self.compose().run("down", "--volumes", "--remove-orphans", "--timeout", "5")
+                self.compose().run(*args)
             except LabError as exc:
                 self.progress(f"compose down failed ({exc}); removing by label")
         return self.remove_labelled()
@@ -238,7 +313,11 @@ class Lab:
                 for f in (filters, compose_filters)
                 for c in self.docker.containers.list(all=True, filters=f)
             }
-            networks = self.docker.networks.list(filters=filters)
+            networks = {
+                n.id: n
+                for f in (filters, compose_filters)
+                for n in self.docker.networks.list(filters=f)
+            }.values()
             volumes = self.docker.volumes.list(filters=filters)
         # Gone already is what we wanted.
         for container in containers.values():
@@ -256,47 +335,59 @@ class Lab:
         return removed
 
     def leftovers(self) -> dict[str, list[str]]:
-        """Names of anything still labelled with this project (empty after ``down``)."""
+        """Names of anything still labelled with this project (empty after ``down``);
+        networks by Compose's project label too."""
         filters = {"label": f"{PROJECT_LABEL}={self.project}"}
         with docker_errors(f"cannot list what lab {self.project!r} left"):
+            compose_filters = {"label": f"{COMPOSE_PROJECT_LABEL}={self.project}"}
             return {
                 "containers": [
                     c.name for c in self.docker.containers.list(all=True, filters=filters)
                 ],
-                "networks": [n.name for n in self.docker.networks.list(filters=filters)],
+                "networks": sorted(
+                    {
+                        n.name
+                        for f in (filters, compose_filters)
+                        for n in self.docker.networks.list(filters=f)
+                    }
+                ),
                 "volumes": [v.name for v in self.docker.volumes.list(filters=filters)],
             }
 
-    def wait_healthy(self, *, timeout: float) -> None:
-        """Poll until every service is running and healthy; NotReady at the deadline."""
-        waiting: list[str] = []
-        rows: dict[str, ServiceStatus] = {}
+    def _has_files(self) -> bool:
+        try:
+            return self.project_files.main.is_file()
+        except LabError:
+            return False
 
-        def all_healthy() -> bool:
-            rows.clear()
-            rows.update((row.service, row) for row in self.status())
+    def wait_healthy(self, *, timeout: float) -> None:
+        """Poll until every container runs and is healthy (or, without a healthcheck,
+        runs) and every service has one; NotReady at the deadline."""
+        waiting: list[str] = []
+
+        def all_ready() -> bool:
+            topology = self.topology()
+            present = {instance.service for instance in topology.instances}
             waiting[:] = [
-                name
-                for name in self.services
-                if name not in rows
-                or (rows[name].state, rows[name].health) != ("running", "healthy")
+                f"{spec.name} (missing)"
+                for spec in self.model.services
+                if spec.replicas > 0 and spec.name not in present
             ]
-            dead = [n for n in waiting if n in rows and rows[n].state in {"exited", "dead"}]
+            unready = [i for i in topology.instances if not i.ready]
+            waiting.extend(f"{i.name} ({i.state}/{i.health})" for i in unready)
+            dead = [i for i in unready if i.state in {"exited", "dead"}]
             if dead:
                 # It will not get healthy by waiting: say why now.
-                raise ServiceStopped(f"{', '.join(dead)} stopped: {self._last_log_line(dead[0])}")
+                names = ", ".join(i.name for i in dead)
+                raise ServiceStopped(f"{names} stopped: {self._last_log_line(dead[0].key)}")
             return not waiting
 
         try:
-            wait_for(all_healthy, timeout=timeout, what="the lab", interval=HEALTH_POLL)
+            wait_for(all_ready, timeout=timeout, what="the lab", interval=HEALTH_POLL)
         except ServiceStopped:
             raise
         except NotReady as exc:
-            detail = ", ".join(
-                f"{n} ({rows[n].state}/{rows[n].health})" if n in rows else f"{n} (missing)"
-                for n in waiting
-            )
-            raise NotReady(f"not healthy after {timeout:.0f} s: {detail}") from exc
+            raise NotReady(f"not healthy after {timeout:.0f} s: {', '.join(waiting)}") from exc
 
     def _last_log_line(self, service: str) -> str:
         try:
@@ -307,70 +398,70 @@ class Lab:
 
     # ------------------------------------------------------------------ inspection
 
-    def container(self, service: str) -> Any:
-        """The Docker SDK container of ``service`` in this project (not part of the
-        :class:`~lab.interface.Lab` protocol: for callers that need Docker itself)."""
-        with docker_errors(f"cannot look up {service}"):
-            found = self.docker.containers.list(
-                all=True,
-                filters={
-                    "label": [
-                        f"{COMPOSE_PROJECT_LABEL}={self.project}",
-                        f"{COMPOSE_SERVICE_LABEL}={service}",
-                    ]
-                },
+    def topology(self) -> Topology:
+        """The lab now: the model from Compose and the project's containers."""
+        with docker_errors(f"cannot list the containers of lab {self.project!r}"):
+            containers = self.docker.containers.list(
+                all=True, filters={"label": f"{COMPOSE_PROJECT_LABEL}={self.project}"}
             )
-        if not found:
-            raise ServiceNotFound(f"no container for service {service!r} in lab {self.project!r}")
-        return found[0]
+            facts = [container_facts(container.attrs) for container in containers]
+        return build_topology(self.model, facts)
 
-    def ip(self, service: str) -> str:
-        """The service's IP address on the lab network."""
-        container = self.container(service)
-        with docker_errors(f"cannot inspect {service}"):
-            container.reload()
-        networks: Mapping[str, Any] = container.attrs["NetworkSettings"]["Networks"]
-        for name, settings in networks.items():
-            if name.endswith("_lab") and settings.get("IPAddress"):
-                return str(settings["IPAddress"])
-        raise ServiceNotFound(f"{service} has no address on the lab network")
+    def instance(self, service: str) -> Instance:
+        """The container ``service`` (``client``, ``client.2``) names; its first replica
+        when a bare service has several."""
+        return self.topology().one(service)
+
+    def containers(self, service: str) -> list[Any]:
+        """The Docker SDK containers ``service`` names (a bare service: every replica),
+        by replica number (not part of the :class:`~lab.interface.Lab` protocol)."""
+        # The name as a service first: no need to ask Compose for the model then.
+        found = self._labelled(service)
+        if not found:
+            match = REPLICA_NAME.match(service)
+            if match:
+                found = self._labelled(match["service"], int(match["number"]))
+        if not found:
+            # Say which names exist (this reads the model and the containers).
+            topology = self.topology()
+            target = parse_target(service, self.services)
+            select_replicas(target, topology.running)
+            raise ServiceNotFound(f"no container for service {service!r} in lab {self.project!r}")
+        return sorted(found, key=lambda c: int(c.labels.get(COMPOSE_NUMBER_LABEL, "1") or 1))
+
+    def _labelled(self, service: str, number: int | None = None) -> list[Any]:
+        labels = [f"{COMPOSE_PROJECT_LABEL}={self.project}", f"{COMPOSE_SERVICE_LABEL}={service}"]
+        if number is not None:
+            labels.append(f"{COMPOSE_NUMBER_LABEL}={number}")
+        with docker_errors(f"cannot look up {service}"):
+            found = self.docker.containers.list(all=True, filters={"label": labels})
+        return [c for c in found if (c.labels or {}).get(COMPOSE_ONEOFF_LABEL, "False") != "True"]
+
+    def container(self, service: str) -> Any:
+        """The Docker SDK container ``service`` names (a bare service: its first replica;
+        not part of the :class:`~lab.interface.Lab` protocol: for callers that need Docker)."""
+        return self.containers(service)[0]
+
+    def ip(self, service: str, *, network: str | None = None, family: Family = 4) -> str:
+        """The container's address (default: IPv4 on its first network)."""
+        topology = self.topology()
+        instance = topology.one(service)
+        return topology.address(instance, network or topology.default_network(instance), family)
 
     def state(self, service: str) -> str:
-        """Docker's state of the service's container now (running, paused, exited, ...)."""
+        """Docker's state of the container now (running, paused, exited, ...)."""
         container = self.container(service)
         with docker_errors(f"cannot inspect {service}"):
             container.reload()
         return str(container.status)
 
     def started_at(self, service: str) -> str:
-        """When the service's container last started, as Docker reports it."""
+        """When the container last started, as Docker reports it."""
         return str(self.container(service).attrs["State"].get("StartedAt", ""))
 
     def status(self) -> list[ServiceStatus]:
-        """One row per service container of this project."""
-        rows = []
-        with docker_errors(f"cannot read the status of lab {self.project!r}"):
-            containers = self.docker.containers.list(
-                all=True, filters={"label": f"{COMPOSE_PROJECT_LABEL}={self.project}"}
-            )
-            for container in containers:
-                state = container.attrs["State"]
-                networks = container.attrs["NetworkSettings"]["Networks"]
-                ip = next(
-                    (s.get("IPAddress") for n, s in networks.items() if n.endswith("_lab")), ""
-                )
-                rows.append(
-                    ServiceStatus(
-                        service=container.labels.get(COMPOSE_SERVICE_LABEL, container.name),
-                        state=state.get("Status", "?"),
-                        health=state.get("Health", {}).get("Status", "none"),
-                        ip=ip or "-",
-                        container=container.short_id,
-                        image=(container.image.tags or [container.image.short_id])[0],
-                    )
-                )
-        order = {name: index for index, name in enumerate(self.services)}
-        return sorted(rows, key=lambda row: order.get(row.service, len(order)))
+        """One row per container of this project, services in order, replicas by number."""
+        return [_status_row(instance) for instance in self.topology().instances]
 
     def logs(
         self,
@@ -398,15 +489,18 @@ class Lab:
 
     @property
     def netkit_image(self) -> str:
-        """The netkit image this lab was started with (recorded on the lab network)."""
+        """The netkit image this lab was started with (recorded on its networks and
+        containers by ``lab up``)."""
         if self._images is not None:
             return self._images.netkit
+        filters = {"label": [f"{PROJECT_LABEL}={self.project}", NETKIT_LABEL]}
         with docker_errors(f"cannot list the networks of lab {self.project!r}"):
-            networks = self.docker.networks.list(
-                filters={"label": f"{PROJECT_LABEL}={self.project}"}
-            )
-        for network in networks:
-            image = network.attrs.get("Labels", {}).get(NETKIT_LABEL)
+            labelled = [
+                n.attrs.get("Labels") or {} for n in self.docker.networks.list(filters=filters)
+            ]
+            labelled += [c.labels for c in self.docker.containers.list(all=True, filters=filters)]
+        for labels in labelled:
+            image = labels.get(NETKIT_LABEL)
             if image:
                 return str(image)
         return self.build().netkit
@@ -476,7 +570,7 @@ class Lab:
         if user is not None:
             kwargs["user"] = user
         with docker_errors(f"exec in {service} failed"):
-            container = self._exec_docker.containers.get(target)
+            container = self.exec_docker.containers.get(target)
             exit_code, (out, err) = container.exec_run(wrap_with_timeout(argv, timeout), **kwargs)
         return ExecResult(
             exit_code=int(exit_code),
@@ -528,9 +622,10 @@ class Lab:
         return result.stdout.split()[0]
 
     def _act(self, service: str, action: str) -> None:
-        container = self.container(service)
-        with docker_errors(f"cannot {action} {service}"):
-            getattr(container, action)()
+        # A bare service with replicas: every one of them (a fault hits the service).
+        for container in self.containers(service):
+            with docker_errors(f"cannot {action} {service}"):
+                getattr(container, action)()
 
     def stop(self, service: str) -> None:
         self._act(service, "stop")
@@ -549,6 +644,19 @@ class Lab:
 
     def unpause(self, service: str) -> None:
         self._act(service, "unpause")
+
+
+def _status_row(instance: Instance) -> ServiceStatus:
+    ipv4 = next((a.ipv4 for a in instance.addresses if a.ipv4), None)
+    return ServiceStatus(
+        service=instance.name,
+        state=instance.state,
+        health=instance.health,
+        ip=ipv4 or "-",
+        container=instance.container_id[:12],
+        image=instance.image,
+        addresses=tuple(address.describe() for address in instance.addresses),
+    )
 
 
 if TYPE_CHECKING:

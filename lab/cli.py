@@ -28,6 +28,8 @@ from lab.config import LabConfig
 from lab.console import err_console, out_console, print_error, print_rows, progress_printer
 from lab.errors import LabError
 from lab.images import ImageNames, prune_images
+from lab.interface import ServiceStatus
+from lab.routing import route_rows
 from lab.shaping import link_rows, link_status
 from socketlab.errors import ConfigError
 
@@ -39,28 +41,47 @@ COMMAND_MODULES: list[str] = [
     "lab.feeds",
     "lab.watch",
     "lab.doctor",
+    "lab.access",
 ]
 
 
+def status_rows(statuses: Sequence[ServiceStatus], *, networks: bool) -> list[dict[str, str]]:
+    """The services table: one row per container; with ``networks``, every network's
+    addresses (v4 and v6) instead of the one IP."""
+    rows = []
+    for s in statuses:
+        row = {"service": s.service, "state": s.state, "health": s.health}
+        if networks:
+            row["networks"] = "; ".join(s.addresses) or "-"
+        else:
+            row["ip"] = s.ip
+        rows.append(row | {"container": s.container, "image": s.image})
+    return rows
+
+
 def print_status(lab: Lab) -> None:
-    rows = [
-        {
-            "service": s.service,
-            "state": s.state,
-            "health": s.health,
-            "ip": s.ip,
-            "container": s.container,
-            "image": s.image,
-        }
-        for s in lab.status()
-    ]
-    print_rows(f"lab {lab.project}", rows)
+    topology = lab.topology()
+    several = len(topology.networks) > 1 or any(n.families() != (4,) for n in topology.networks)
+    print_rows(f"lab {lab.project}", status_rows(lab.status(), networks=several))
     print_rows("links", link_rows(lab))
+    if topology.routes():
+        print_rows("routes", route_rows(topology))
+
+
+def parse_scale(values: Sequence[str]) -> dict[str, int]:
+    """``["client=3"]`` -> {"client": 3}; a bad one is a LabError naming it."""
+    scale = {}
+    for value in values:
+        name, sep, count = value.partition("=")
+        if not sep or not name or not count.isdigit():
+            raise LabError(f"--scale {value!r}: use SERVICE=N, e.g. client=3")
+        scale[name] = int(count)
+    return scale
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     lab = make_lab(args)
-    lab.up(timeout=args.timeout)
+    lab.up(timeout=args.timeout, scale=parse_scale(args.scale))
     print_status(lab)
     return EXIT_OK
 
@@ -78,7 +99,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     lab = make_lab(args)
     print_status(lab)
     services = lab.status()
-    unhealthy = [s for s in services if (s.state, s.health) != ("running", "healthy")]
+    unhealthy = [s for s in services if not s.ready]
     # A link whose shaping is not what was asked (dead helper, orphan rules) is unhealthy too.
     broken_links = [link for link in link_status(lab) if not link.healthy]
     return EXIT_FAILURE if unhealthy or broken_links or not services else EXIT_OK
@@ -86,10 +107,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     lab = make_lab(args)
-    for service in args.services or lab.services:
-        text = lab.logs(service, tail=args.tail)
-        for line in text.splitlines():
-            sys.stdout.write(f"{service:>12} | {line}\n")
+    topology = lab.topology()
+    for name in args.services or lab.services:
+        for instance in topology.select(name):
+            text = lab.logs(instance.key, tail=args.tail)
+            for line in text.splitlines():
+                sys.stdout.write(f"{instance.name:>12} | {line}\n")
     return EXIT_OK
 
 
@@ -121,6 +144,16 @@ def build_parser(config: LabConfig | None = None) -> argparse.ArgumentParser:
         default=config.project,
         help=f"Compose project name (env SOCKETLAB_PROJECT; default {config.project})",
     )
+    parser.add_argument(
+        "-f",
+        "--file",
+        dest="files",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a Compose file of the project (repeat for several, as with compose -f; "
+        "env SOCKETLAB_COMPOSE_FILE; default docker-compose.yml and its override)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log controller events")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -131,10 +164,17 @@ def build_parser(config: LabConfig | None = None) -> argparse.ArgumentParser:
 
     up = add("up", cmd_up, "build images if needed, start the lab, wait until healthy")
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for health")
+    up.add_argument(
+        "--scale",
+        action="append",
+        default=[],
+        metavar="SERVICE=N",
+        help="run N replicas of SERVICE (repeatable; default: its deploy.replicas)",
+    )
     add("down", cmd_down, "remove the lab's containers, networks and volumes")
     add("status", cmd_status, "services, health, IPs (exit 1 unless all healthy)")
     logs = add("logs", cmd_logs, "print service logs")
-    logs.add_argument("services", nargs="*", help="services (default: all)")
+    logs.add_argument("services", nargs="*", help="services or SERVICE.N (default: all)")
     logs.add_argument("--tail", type=int, default=None, help="last N lines only")
     build = add("build", cmd_build, "build (or reuse) the lab images")
     build.add_argument(

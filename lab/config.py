@@ -7,7 +7,8 @@ object is then passed down (runners find it as ``lab.config``). Nothing in
 :class:`socketlab.errors.ConfigError` whose message is the one line the CLI
 prints (``SOCKETLAB_SHAPING_TIMEOUT='abc' is not a number``)::
 
-    LabConfig                 project, Compose command, checkout, pickle key, Docker
+    LabConfig                 project, Compose command and files, checkout, pickle key,
+    │                             Docker, `lab exec` and `lab cp` bounds
     ├── shaping: ShapingConfig    lab shape: namespace commands, helpers, self-check
     ├── scenario: ScenarioConfig  lab run: readiness, recovery, reads, check polling
     ├── capture: CaptureConfig    lab run: tcpdump helpers
@@ -174,6 +175,20 @@ class LabConfig(EnvConfig):
         None,
         "command that runs Compose, e.g. `docker-compose` "
         "(default: `docker compose` if it answers, else `docker-compose`)",
+    )
+    compose_file: str | None = env_field(
+        "SOCKETLAB_COMPOSE_FILE",
+        None,
+        "the project's Compose files (`lab -f`), separated as in COMPOSE_FILE (`:` on Linux) "
+        "(default: docker-compose.yml and docker-compose.override.yml of the checkout)",
+    )
+    exec_timeout: float = env_field(
+        "SOCKETLAB_EXEC_TIMEOUT", 3600.0, "seconds a `lab exec` command may run"
+    )
+    copy_limit: int = env_field(
+        "SOCKETLAB_COPY_LIMIT",
+        4 * 1024**3,
+        "bytes `lab cp` copies at most in one archive (either way)",
     )
     root: Path | None = env_field(
         "SOCKETLAB_ROOT", None, "the socketlab checkout (default: found from the working folder)"

@@ -48,4 +48,5 @@ def print_figures(title: str, rows: Sequence[Mapping[str, str]]) -> None:
 
 def print_error(message: str) -> None:
     """``lab: error: message`` on stderr."""
-    err_console.print(f"lab: error: {message}", markup=False, style="bold red")
+    # soft_wrap: one line however long, as the CLI promises
+    err_console.print(f"lab: error: {message}", markup=False, style="bold red", soft_wrap=True)

@@ -65,6 +65,8 @@ LOCAL_BASE_REPO = f"{DEFAULT_NAMESPACE}/base"
 RUNTIME_REPO = f"{DEFAULT_NAMESPACE}/runtime"
 NETKIT_REPO = f"{DEFAULT_NAMESPACE}/netkit"
 INPUTS_LABEL = "io.socketlab.inputs"
+# Stable names of the lab's images, so a project's own Dockerfile can build FROM them.
+STABLE_TAG = "latest"
 
 # The local base carries what both images need; the runtime stage uses only
 # python3 + venv from it, the netkit stage the network tools.
@@ -378,7 +380,19 @@ def stale_image_tags(
     """Our runtime/netkit tags that are neither the current set nor used by a container."""
     ours = (f"{names.runtime}:", f"{names.netkit}:")
     protected = set(keep) | set(in_use)
-    return sorted(t for t in set(tags) if t.startswith(ours) and t not in protected)
+    stable = {f"{repo}:{STABLE_TAG}" for repo in (names.runtime, names.netkit)}
+    return sorted(
+        t for t in set(tags) if t.startswith(ours) and t not in protected and t not in stable
+    )
+
+
+def stable_tags(images: ImageSet, names: ImageNames) -> list[tuple[str, str]]:
+    """(image, stable name) pairs: the runtime as ``<namespace>/runtime:latest``, the
+    local Debian base as ``<namespace>/base:latest`` (pure; namespace ``socketlab``)."""
+    pairs = [(images.runtime, f"{names.runtime}:{STABLE_TAG}")]
+    if images.base:
+        pairs.append((images.base, f"{names.base}:{STABLE_TAG}"))
+    return pairs
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -697,10 +711,11 @@ def _build(
 
 @dataclass(frozen=True, kw_only=True)
 class ImageSet:
-    """The image references a lab project runs."""
+    """The image references a lab project runs (``base``: the local Debian base)."""
 
     runtime: str
     netkit: str
+    base: str = ""
 
 
 def ensure_images(
@@ -746,7 +761,17 @@ def ensure_images(
                 progress=progress,
             )
         images[target] = tag
-    return ImageSet(runtime=images["runtime"], netkit=images["netkit"])
+    return ImageSet(runtime=images["runtime"], netkit=images["netkit"], base=local_base)
+
+
+def tag_stable_names(client: docker.DockerClient, images: ImageSet, names: ImageNames) -> None:
+    """Tag the images with their stable names (:func:`stable_tags`)."""
+    for source, name in stable_tags(images, names):
+        repository, tag = name.rsplit(":", 1)
+        try:
+            client.images.get(source).tag(repository, tag)
+        except docker.errors.APIError as exc:
+            raise ImageBuildError(f"cannot tag {source} as {name}: {exc}") from exc
 
 
 def prune_images(

@@ -12,8 +12,8 @@ removes any that a crash left behind.
 Two capture points:
 
 * **sent** (``--capture``, and TCP's ``pcap`` metrics): a shaped link ``a -> b`` is captured in ``a``'s
-  namespace, filtered to traffic with ``b``'s address (both directions, as ``a``
-  sees them), on the interfaces (``tcpdump -i any``). With no shaped link, the
+  namespace, filtered to traffic with ``b``'s addresses (IPv4 and IPv6; both directions, as
+  ``a`` sees them), on the interfaces (``tcpdump -i any``). With no shaped link, the
   client's traffic is captured instead.
 * **delivered**: in ``b``'s namespace, what ``b`` received from ``a`` *after*
   ``b``'s ingress shaping, and what ``b`` sent to ``a``. tcpdump's interface tap
@@ -137,7 +137,13 @@ def run_targets(scenario: Scenario, *, capture: bool) -> list[CaptureTarget]:
     return list(dict.fromkeys([*targets, *pcap_targets(scenario)]))
 
 
-def tcpdump_argv(*, peer_ip: str | None, snaplen: int, path: str = HELPER_PATH) -> list[str]:
+def tcpdump_argv(
+    *,
+    peer_ip: str | None,
+    snaplen: int,
+    path: str = HELPER_PATH,
+    also: Sequence[str] = (),
+) -> list[str]:
     """``tcpdump`` writing a pcap: every interface of the namespace, numeric, as root
     (``-Z root``: no privilege drop that could not write ``path``), ``snaplen``
     bytes of each packet (headers and the start of the payload, not whole transfers).
@@ -145,12 +151,17 @@ def tcpdump_argv(*, peer_ip: str | None, snaplen: int, path: str = HELPER_PATH) 
     ``--immediate-mode``: without it the kernel hands packets over in blocks (up to
     1 s late), and the packets of a short scenario's last second are still in an
     unfinished block when SIGINT stops tcpdump: lost. ``-U`` then writes each
-    packet at once, so the file is whole when tcpdump stops."""
+    packet at once, so the file is whole when tcpdump stops. ``also``: the
+    peer's other addresses (IPv6, other networks), captured as well."""
     argv = ["tcpdump", "--immediate-mode", "-i", "any", "-n", "-U", "-Z", "root"]
     argv += ["-s", str(snaplen), "-w", path]
     # Only the lab network: loopback chatter inside the namespace is not the link.
-    argv += ["host", peer_ip] if peer_ip else ["not", "net", "127.0.0.0/8"]
-    return argv
+    if not peer_ip:
+        return [*argv, "not", "net", "127.0.0.0/8"]
+    hosts = ["host", peer_ip]
+    for other in also:
+        hosts += ["or", "host", other]
+    return argv + hosts
 
 
 def nflog_rules(peer_ip: str, *, group: int, snaplen: int) -> list[tuple[str, ...]]:
@@ -230,7 +241,13 @@ class Capturer:
         if target.delivered and peer_ip is not None:
             argv = delivered_script(peer_ip=peer_ip, group=group, snaplen=snaplen)
         else:
-            argv = tcpdump_argv(peer_ip=peer_ip, snaplen=snaplen)
+            others: list[str] = []
+            if target.peer:
+                # Every address of the peer: its IPv6 ones too, and those on other networks.
+                with contextlib.suppress(LabError):
+                    peer = self.lab.topology().one(target.peer)
+                    others = [ip for ip in peer.ips() if ip != peer_ip]
+            argv = tcpdump_argv(peer_ip=peer_ip, snaplen=snaplen, also=others)
         try:
             return self.lab.start_helper(
                 target.service,

@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
+from lab.addressing import REPLICA_NAME
 from lab.scenario.errors import ScenarioError
 from lab.scenario.loader import Document, load_file
 from lab.scenario.schema import (
@@ -63,7 +64,8 @@ class Link:
 
 @dataclass(frozen=True, kw_only=True)
 class Step:
-    """A command run in a service container."""
+    """A command run in a container (``service``: ``client``, its first replica, or
+    ``client.2``)."""
 
     name: str
     service: str
@@ -305,10 +307,26 @@ def _spec(
         return LinkSpec()
 
 
+def known_name(name: str, services: Collection[str]) -> bool:
+    """Whether ``name`` (``client`` or ``client.2``) names something of the lab.
+
+    ``services`` lists service names and, when the lab runs, every ``service.N``
+    there is; a replica of a service whose replicas are not listed (validation
+    without a running lab) is taken on trust.
+    """
+    if name in services:
+        return True
+    match = REPLICA_NAME.match(name)
+    if not match or match["service"] not in services:
+        return False
+    prefix = f"{match['service']}."
+    return not any(str(known).startswith(prefix) for known in services)
+
+
 def _check_service(
     name: str, services: Collection[str] | None, problems: _Problems, path: tuple[str | int, ...]
 ) -> None:
-    if services is not None and name not in services:
+    if services is not None and not known_name(name, services):
         problems.add(path, f"no service {name!r} in the lab (services: {', '.join(services)})")
 
 

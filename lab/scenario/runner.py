@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Final, cast
 
-from lab import shaping
+from lab import routing, shaping
 from lab.errors import LabError, NotReady
 from lab.interface import Lab
 from lab.report.analysis import analyze_file
@@ -612,7 +612,7 @@ class ScenarioRunner:
                 (captures / f"{stem}.stderr").write_text(record.stderr)
             logs = folder / "logs"
             logs.mkdir(exist_ok=True)
-            for service in self.lab.services:
+            for service in self._log_names():
                 log_text = self._read_logs(service, since=since)
                 (logs / f"{_safe(service)}.log").write_text(
                     log_text.text or f"({log_text.error})\n"
@@ -632,6 +632,13 @@ class ScenarioRunner:
         except OSError as exc:
             self.progress(f"[{scenario.name}] could not keep artifacts in {folder}: {exc}")
 
+    def _log_names(self) -> list[str]:
+        """Every container's name (each replica's), else the services'."""
+        try:
+            return [instance.name for instance in self.lab.topology().instances]
+        except LabError:
+            return list(self.lab.services)
+
     def _clean_up(self, scenario: Scenario, say: Progress) -> None:
         """Undo links, shaping and partitions; bring back services the faults took away."""
         shaped = {(link.source, link.dest) for link in scenario.links}
@@ -646,6 +653,10 @@ class ScenarioRunner:
             self._revive(service, say)
         if touched or partitioned:
             self.lab.wait_healthy(timeout=self.config.recover_timeout)
+        if touched:
+            # A restarted container has a fresh namespace: the routers' routes are gone there.
+            for route in routing.ensure_routes(self.lab):
+                say(f"route in {route.instance} again: {route.destination} via {route.via}")
 
     def _revive(self, service: str, say: Progress) -> None:
         state = self.lab.state(service)
@@ -677,18 +688,35 @@ def _not_started(scenario: Scenario, error: str) -> ScenarioResult:
     )
 
 
+def _variable(name: str) -> str:
+    return name.replace("-", "_").replace(".", "_")
+
+
 def lab_variables(lab: Lab) -> dict[str, str]:
-    """``${RUN_ID}`` (fresh per scenario) and ``${IP_<service>}`` (dashes as underscores)."""
+    """``${RUN_ID}`` (fresh per scenario) and ``${IP_<service>}`` (its first container's
+    IPv4 address; dashes and dots as underscores: ``${IP_udp_listener}``,
+    ``${IP_client_2}`` for a replica)."""
     variables = {"RUN_ID": secrets.token_hex(4)}
     for service in lab.services:
-        variables[f"IP_{service.replace('-', '_')}"] = lab.ip(service)
+        variables[f"IP_{_variable(service)}"] = lab.ip(service)
+    for instance in lab.topology().instances:
+        for name in {instance.key, instance.name} - {instance.service}:
+            variables[f"IP_{_variable(name)}"] = lab.ip(instance.key)
     return variables
 
 
 def placeholder_variables(services: Sequence[str]) -> dict[str, str]:
     """The same names with placeholder values, to validate files without a running lab."""
-    names = ["RUN_ID", *(f"IP_{service.replace('-', '_')}" for service in services)]
+    names = ["RUN_ID", *(f"IP_{_variable(service)}" for service in services)]
     return {name: name for name in names}
+
+
+def _target_names(lab: Lab) -> list[str]:
+    """What a scenario may name: each service and, while the lab runs, each ``service.N``."""
+    try:
+        return list(lab.topology().target_names())
+    except LabError:
+        return list(lab.services)
 
 
 def run_files(
@@ -705,21 +733,22 @@ def run_files(
     link under ``pcap/``."""
     run_id = run_id or new_run_id()
     labels = [_label(path, lab.repo_root) for path in paths]
-    placeholders = placeholder_variables(lab.services)
+    names = _target_names(lab)
+    placeholders = placeholder_variables(names)
     scenarios: list[Scenario] = []
     problems: list[str] = []
     for path, label in zip(paths, labels, strict=True):
         try:
             scenarios.append(
-                load_scenario(path, label=label, services=lab.services, variables=placeholders)
+                load_scenario(path, label=label, services=names, variables=placeholders)
             )
         except ScenarioError as exc:
             problems += exc.problems
     if problems:
         raise ScenarioError(problems)
-    names = [scenario.name for scenario in scenarios]
-    if len(set(names)) != len(names):
-        raise ScenarioError([f"scenario names must be unique in one run: {', '.join(names)}"])
+    titles = [scenario.name for scenario in scenarios]
+    if len(set(titles)) != len(titles):
+        raise ScenarioError([f"scenario names must be unique in one run: {', '.join(titles)}"])
     folder = results_root / run_id
     runner = ScenarioRunner(lab, folder=folder, progress=progress, capture=capture)
     report = RunReport(run_id=run_id, folder=folder)
@@ -731,7 +760,7 @@ def run_files(
         except LabError as exc:
             report.results.append(_not_started(scenarios[len(report.results)], str(exc)))
             continue
-        scenario = load_scenario(path, label=label, services=lab.services, variables=variables)
+        scenario = load_scenario(path, label=label, services=names, variables=variables)
         report.results.append(runner.run(scenario))
     report.json_path, report.junit_path = write_reports(
         folder, run_id=run_id, project=lab.project, results=report.results

@@ -1,6 +1,9 @@
-"""``lab shape | unshape | partition | heal``: registered by ``lab.cli``.
+"""``lab shape | unshape | partition | heal | ping``: registered by ``lab.cli``.
 
-``lab status`` shows the links table through ``lab.shaping.link_rows``.
+Services are named as :mod:`lab.addressing` says (``client`` is every replica,
+``client.2`` one of them); ``--network`` picks the network of a pair that
+shares several, ``-4`` / ``-6`` one address family. ``lab status`` shows the
+links table through ``lab.shaping.link_rows``.
 """
 
 from __future__ import annotations
@@ -8,8 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lab.commands import EXIT_OK, make_lab
-from lab.console import out_console, print_rows
+from lab.commands import EXIT_FAILURE, EXIT_OK, family_arguments, make_lab
+from lab.console import out_console, print_figures, print_rows
 from lab.shaping.builders import Engine
 from lab.shaping.errors import SelfCheckFailed, ShapingError
 from lab.shaping.spec import OPTIONS, resolve_spec
@@ -27,8 +30,8 @@ _HELP = {
 
 def _pair(parser: argparse.ArgumentParser, *, optional: bool) -> None:
     nargs: dict[str, Any] = {"nargs": "?", "default": None} if optional else {}
-    parser.add_argument("source", help="service packets leave from", **nargs)
-    parser.add_argument("dest", help="service packets go to", **nargs)
+    parser.add_argument("source", help="service (or SERVICE.N) packets leave from", **nargs)
+    parser.add_argument("dest", help="service (or SERVICE.N) packets go to", **nargs)
 
 
 def _pair_or_none(args: argparse.Namespace) -> tuple[str | None, str | None]:
@@ -45,18 +48,27 @@ def cmd_shape(args: argparse.Namespace) -> int:
     )
     try:
         result = shape(
-            make_lab(args), args.source, args.dest, spec, engine=args.engine, check=args.check
+            make_lab(args),
+            args.source,
+            args.dest,
+            spec,
+            engine=args.engine,
+            check=args.check,
+            network=args.network,
+            family=args.family,
         )
     except SelfCheckFailed as exc:
         print_rows("self-check", list(exc.rows))
         raise
-    out_console.print(
-        f"shaped {result.source} -> {result.dest}: {result.spec.describe()} "
-        f"(engine {result.engine}, helper {result.helper})",
-        highlight=False,
-    )
-    if result.checks:
-        print_rows("self-check", [row.as_row() for row in result.checks])
+    for link in result.shaped:
+        families = "+".join(f"IPv{f}" for f in link.families)
+        out_console.print(
+            f"shaped {link.source} -> {link.dest} on {link.network} ({families}): "
+            f"{link.spec.describe()} (engine {link.engine}, helper {link.helper})",
+            highlight=False,
+        )
+        if link.checks:
+            print_rows("self-check", [row.as_row() for row in link.checks])
     return EXIT_OK
 
 
@@ -64,7 +76,7 @@ def cmd_unshape(args: argparse.Namespace) -> int:
     from lab.shaping.runner import unshape  # noqa: PLC0415
 
     source, dest = _pair_or_none(args)
-    removed = unshape(make_lab(args), source, dest)
+    removed = unshape(make_lab(args), source, dest, network=args.network)
     out_console.print(f"unshaped: {', '.join(removed) if removed else 'nothing was shaped'}")
     return EXIT_OK
 
@@ -72,7 +84,7 @@ def cmd_unshape(args: argparse.Namespace) -> int:
 def cmd_partition(args: argparse.Namespace) -> int:
     from lab.shaping.runner import partition  # noqa: PLC0415
 
-    partition(make_lab(args), args.source, args.dest)
+    partition(make_lab(args), args.source, args.dest, network=args.network, family=args.family)
     out_console.print(f"partitioned {args.source} <-> {args.dest} (both directions)")
     return EXIT_OK
 
@@ -81,9 +93,42 @@ def cmd_heal(args: argparse.Namespace) -> int:
     from lab.shaping.runner import heal  # noqa: PLC0415
 
     source, dest = _pair_or_none(args)
-    healed = heal(make_lab(args), source, dest)
+    healed = heal(make_lab(args), source, dest, network=args.network)
     out_console.print(f"healed: {', '.join(healed) if healed else 'no partition in force'}")
     return EXIT_OK
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    from lab.shaping.runner import measure_rtt  # noqa: PLC0415
+
+    lab = make_lab(args)
+    topology = lab.topology()
+    rows = []
+    lost = False
+    for source in topology.select(args.source):
+        for dest in topology.select(args.dest):
+            if source.key == dest.key:
+                continue
+            stats = measure_rtt(
+                lab,
+                source.key,
+                dest.key,
+                count=args.count,
+                network=args.network,
+                family=args.family or 4,
+            )
+            lost = lost or stats.received == 0
+            median = stats.rtt_median
+            rows.append(
+                {
+                    "link": f"{source.name} -> {dest.name}",
+                    "received": f"{stats.received}/{stats.transmitted}",
+                    "rtt median": "-" if median is None else f"{median * 1000:.2f} ms",
+                    "rtt mean": "-" if stats.rtt_avg is None else f"{stats.rtt_avg * 1000:.2f} ms",
+                }
+            )
+    print_figures(f"ICMP echo, IPv{args.family or 4}", rows)
+    return EXIT_FAILURE if lost else EXIT_OK
 
 
 def register(subparsers: Any) -> None:
@@ -109,16 +154,29 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="measure the link afterwards; print measured vs requested",
     )
+    family_arguments(shape)
     shape.set_defaults(func=cmd_shape)
 
     unshape = subparsers.add_parser("unshape", help="remove shaping from one link, or all")
     _pair(unshape, optional=True)
+    unshape.add_argument("--network", metavar="NET", default=None, help="only on this network")
     unshape.set_defaults(func=cmd_unshape)
 
     part = subparsers.add_parser("partition", help="block all traffic between two services")
     _pair(part, optional=False)
+    family_arguments(part)
     part.set_defaults(func=cmd_partition)
 
     heal = subparsers.add_parser("heal", help="remove one partition, or all")
     _pair(heal, optional=True)
+    heal.add_argument("--network", metavar="NET", default=None, help="only on this network")
     heal.set_defaults(func=cmd_heal)
+
+    ping = subparsers.add_parser(
+        "ping",
+        help="RTT between two services (each replica), from a helper in the source's namespace",
+    )
+    _pair(ping, optional=False)
+    ping.add_argument("--count", type=int, default=20, help="echo requests per pair")
+    family_arguments(ping)
+    ping.set_defaults(func=cmd_ping)

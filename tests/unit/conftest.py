@@ -24,9 +24,19 @@ from typing import Any, TypeVar
 
 import pytest
 
+from lab.addressing import parse_target, select_replicas
 from lab.config import BenchConfig, CaptureConfig, LabConfig, ScenarioConfig, ShapingConfig
 from lab.errors import LabError
 from lab.interface import ExecResult, ServiceStatus
+from lab.topology import (
+    ContainerFacts,
+    EndpointFacts,
+    NetworkSpec,
+    ProjectModel,
+    ServiceSpec,
+    Topology,
+    build_topology,
+)
 from lab.waiting import Stream, wait_for_log
 
 T = TypeVar("T")
@@ -122,7 +132,12 @@ class FakeHelper:
 
 class FakeLab:
     """An in-memory lab (:class:`lab.interface.Lab`): services with states, scripted
-    commands, files, logs and helpers. Everything done to it is recorded."""
+    commands, files, logs and helpers. Everything done to it is recorded.
+
+    Every service is on one network ``lab`` (10.0.0.0/24); ``replicas`` gives a
+    service several containers, named ``service.N`` as the real lab names them.
+    States, health, logs and recorded calls are by container name.
+    """
 
     def __init__(
         self,
@@ -130,13 +145,20 @@ class FakeLab:
         *,
         services: Sequence[str] = SERVICES,
         config: LabConfig = FAST_CONFIG,
+        replicas: Mapping[str, int] | None = None,
     ) -> None:
         self.project = config.project
         self.config = config
         self.repo_root = repo_root
         self.services = list(services)
-        self.states = dict.fromkeys(self.services, "running")
-        self.health = dict.fromkeys(self.services, "healthy")
+        self.replicas = {name: (replicas or {}).get(name, 1) for name in self.services}
+        self.names = [
+            service if count == 1 else f"{service}.{n}"
+            for service, count in self.replicas.items()
+            for n in range(1, count + 1)
+        ]
+        self.states = dict.fromkeys(self.names, "running")
+        self.health = dict.fromkeys(self.names, "healthy")
         self.commands: Command | None = None  # answers exec and netkit_run
         self.files: dict[str, bytes] = {}  # "service:/path" -> content
         self.stdout_logs: dict[str, str] = {}
@@ -159,19 +181,62 @@ class FakeLab:
         self._queued.append(helper)
         return helper
 
+    # ------------------------------------------------------------------ names
+
+    def name(self, text: str) -> str:
+        """The container name ``text`` means (a bare service: its first replica)."""
+        return self.select(text)[0]
+
+    def select(self, text: str) -> list[str]:
+        """Every container name ``text`` means (a bare service: all its replicas)."""
+        target = parse_target(text, self.services)
+        running = {s: list(range(1, n + 1)) for s, n in self.replicas.items()}
+        numbers = select_replicas(target, running)
+        count = self.replicas[target.service]
+        return [target.service if count == 1 else f"{target.service}.{n}" for n in numbers]
+
     # ------------------------------------------------------------------ inspection
+
+    def topology(self) -> Topology:
+        model = ProjectModel(
+            project=self.project,
+            services=tuple(
+                ServiceSpec(name=s, networks=("lab",), replicas=n) for s, n in self.replicas.items()
+            ),
+            networks=(NetworkSpec(key="lab", name=f"{self.project}_lab"),),
+        )
+        facts = []
+        for name in self.names:
+            service, _, number = name.partition(".")
+            facts.append(
+                ContainerFacts(
+                    id=f"c-{name}",
+                    name=f"{self.project}-{name}",
+                    project=self.project,
+                    service=service,
+                    number=int(number or 1),
+                    state=self.states[name],
+                    health=self.health[name],
+                    image="fake/runtime",
+                    started_at="2026-01-01T09:00:00Z",
+                    endpoints={
+                        f"{self.project}_lab": EndpointFacts(ipv4=self.ip(name), prefix4=24)
+                    },
+                )
+            )
+        return build_topology(model, facts)
 
     def status(self) -> list[ServiceStatus]:
         return [
             ServiceStatus(
-                service=service,
-                state=self.states[service],
-                health=self.health[service],
-                ip=self.ip(service),
-                container=f"c-{service}",
+                service=name,
+                state=self.states[name],
+                health=self.health[name],
+                ip=self.ip(name),
+                container=f"c-{name}",
                 image="fake/runtime",
             )
-            for service in self.services
+            for name in self.names
         ]
 
     def wait_healthy(self, *, timeout: float) -> None:
@@ -179,11 +244,13 @@ class FakeLab:
         if down:
             raise LabError(f"not healthy: {', '.join(down)}")
 
-    def ip(self, service: str) -> str:
-        return f"10.0.0.{self.services.index(service) + 2}"
+    def ip(self, service: str, *, network: str | None = None, family: int = 4) -> str:
+        if family == 6:
+            raise LabError("network 'lab' has no IPv6")
+        return f"10.0.0.{self.names.index(self.name(service)) + 2}"
 
     def state(self, service: str) -> str:
-        return self.states[service]
+        return self.states[self.name(service)]
 
     def started_at(self, service: str) -> str:
         return "2026-01-01T09:00:00Z"
@@ -207,6 +274,7 @@ class FakeLab:
     # ------------------------------------------------------------------ commands and files
 
     def _answer(self, service: str, argv: Sequence[str]) -> ExecResult:
+        service = self.name(service)
         if self.states[service] != "running":
             raise LabError(f"{service} is {self.states[service]}")
         if self.commands is None:
@@ -223,14 +291,14 @@ class FakeLab:
         env: Mapping[str, str] | None = None,
     ) -> ExecResult:
         with self.lock:
-            self.execs.append((service, tuple(argv)))
+            self.execs.append((self.name(service), tuple(argv)))
         return self._answer(service, argv)
 
     def netkit_run(
         self, service: str, argv: Sequence[str], *, timeout: float, net_admin: bool = False
     ) -> ExecResult:
         with self.lock:
-            self.netkit_runs.append((service, tuple(argv), net_admin))
+            self.netkit_runs.append((self.name(service), tuple(argv), net_admin))
         return self._answer(service, argv)
 
     def read_file(self, service: str, path: str) -> bytes:
@@ -260,8 +328,7 @@ class FakeLab:
         ready_stream: Stream = "both",
         ready_timeout: float = 30.0,
     ) -> FakeHelper:
-        if service not in self.services:
-            raise LabError(f"no container for service {service!r}")
+        service = self.name(service)
         self.started.append(
             {
                 "service": service,
@@ -298,7 +365,8 @@ class FakeLab:
 
     def _act(self, action: str, service: str) -> None:
         self.actions.append((action, service))
-        self.states[service] = AFTER_ACTION[action]
+        for name in self.select(service):
+            self.states[name] = AFTER_ACTION[action]
         self.acted[action].set()
 
     def stop(self, service: str) -> None:

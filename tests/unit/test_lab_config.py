@@ -96,6 +96,10 @@ DEFAULTS = {
     "SOCKETLAB_WATCH_HELPER_TIMEOUT": 20.0,
     "SOCKETLAB_WATCH_MAX_STATS_BYTES": 1024 * 1024,
     "SOCKETLAB_WATCH_LOG_TAIL": 400,
+    # new with issue 14 (any Compose project), not moved from a module
+    "SOCKETLAB_COMPOSE_FILE": None,
+    "SOCKETLAB_EXEC_TIMEOUT": 3600.0,
+    "SOCKETLAB_COPY_LIMIT": 4 * 1024**3,
 }
 
 # A valid text per type and the value it must become.

@@ -494,3 +494,20 @@ def test_a_failed_pip_download_is_one_line_without_the_command(tmp_path: Path) -
         images._pip_download([sys.executable, "-c", "import sys; sys.exit(3)"], "x")
     with pytest.raises(ImageBuildError, match=r"^cannot run pip to download x"):
         images._pip_download([str(tmp_path / "no-such-python")], "x")
+
+
+def test_stable_names_point_at_the_current_runtime_and_the_local_base() -> None:
+    from lab.images import ImageSet, stable_tags  # noqa: PLC0415 - only this test
+
+    images = ImageSet(
+        runtime="socketlab/runtime:abc",
+        netkit="socketlab/netkit:def",
+        base="socketlab/base:bookworm-1",
+    )
+    assert stable_tags(images, ImageNames()) == [
+        ("socketlab/runtime:abc", "socketlab/runtime:latest"),
+        ("socketlab/base:bookworm-1", "socketlab/base:latest"),
+    ]
+    # pruning old sources never removes the stable names a project's Dockerfile builds FROM
+    tags = ["socketlab/runtime:latest", "socketlab/runtime:old", "socketlab/netkit:latest"]
+    assert stale_image_tags(tags, keep=[], in_use=[]) == ["socketlab/runtime:old"]

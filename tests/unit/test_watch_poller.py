@@ -146,7 +146,7 @@ def test_the_sampler_script_prints_marked_blocks_of_rules_and_counters() -> None
     assert script.startswith("while :; do\n")
     assert 'echo "@@sample $(date +%s.%N)"' in script
     assert "iptables -w 5 -t raw -S SOCKETLAB -v 2>/dev/null" in script  # rules and counters
-    assert script.count("-t raw") == 1
+    assert script.count("-t raw -S SOCKETLAB -v") == 1  # counters read once per sample
     assert 'tc -s qdisc show dev "$dev"; tc -s class show dev "$dev"' in script
     assert "echo '@@end'\nsleep 1\ndone\n" in script
 

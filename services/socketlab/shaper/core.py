@@ -41,6 +41,7 @@ from socketlab.shaper.models import (
 INJECT_MARK = 0x50C1AB
 
 _IPV4_MIN_HEADER = 20
+_IPV6_HEADER = 40
 SHARES = ("loss", "duplicate", "reorder", "corrupt", "loss_correlation", "delay_correlation")
 
 
@@ -114,7 +115,7 @@ class Accept(Generic[P]):
 
 @dataclass(frozen=True, slots=True)
 class Inject:
-    """Send this copy of a packet (a full IPv4 datagram) through the injector now."""
+    """Send this copy of a packet (a full IPv4 or IPv6 datagram) through the injector now."""
 
     payload: bytes
 
@@ -133,23 +134,47 @@ class Counters:
     untouchable: int = 0  # chosen for corrupt/duplicate but only partly copied to us
 
 
+def ip_version(payload: bytes) -> int:
+    """4 or 6 from the first nibble (0 for anything else, or nothing)."""
+    return payload[0] >> 4 if payload else 0
+
+
 def is_whole_datagram(payload: bytes) -> bool:
-    """True when ``payload`` is one complete IPv4 datagram (its total length matches).
+    """True when ``payload`` is one complete IPv4 or IPv6 datagram (its length field matches:
+    IPv4's total length, IPv6's payload length plus the 40-byte header).
 
     The queue copies at most a few KiB of each packet; a coalesced (GRO)
     packet arrives cut short, and writing a cut copy back, or injecting it,
     would send a truncated packet. Those are passed on unmodified instead.
     """
-    return len(payload) >= _IPV4_MIN_HEADER and int.from_bytes(payload[2:4], "big") == len(payload)
+    version = ip_version(payload)
+    if version == 6:
+        return len(payload) >= _IPV6_HEADER and int.from_bytes(
+            payload[4:6], "big"
+        ) + _IPV6_HEADER == len(payload)
+    return (
+        version == 4
+        and len(payload) >= _IPV4_MIN_HEADER
+        and int.from_bytes(payload[2:4], "big") == len(payload)
+    )
 
 
 def corrupt_payload(payload: bytes, rng: random.Random) -> bytes:
-    """Flip one random bit after the IPv4 header (in the transport header or data).
+    """Flip one random bit after the IP header (in the transport header or data).
 
     The IP header stays intact so the packet is still routed and delivered;
     the receiver's TCP/UDP checksum is what notices, as on a real bad link.
-    A packet with nothing after its header is returned unchanged.
+    For IPv6 the fixed 40-byte header is kept (a bit of an extension header
+    may flip, which the receiver notices as well). A packet with nothing
+    after its header is returned unchanged.
     """
+    if ip_version(payload) == 6:
+        header_len = _IPV6_HEADER
+        if len(payload) <= header_len:
+            return payload
+        position = rng.randrange(header_len, len(payload))
+        flipped = payload[position] ^ (1 << rng.randrange(8))
+        return payload[:position] + bytes((flipped,)) + payload[position + 1 :]
     if len(payload) < _IPV4_MIN_HEADER:
         return payload
     header_len = (payload[0] & 0x0F) * 4

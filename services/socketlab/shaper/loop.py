@@ -1,6 +1,8 @@
 """``socketlab shaper``: the NFQUEUE verdict loop run by a netkit helper container.
 
-The helper shares the source service's network namespace. ``lab.shaping``
+The helper shares the destination service's network namespace (packets are
+held on its ingress, see ``lab.shaping.builders``); IPv4 and IPv6 packets of a
+link come to the same queue. ``lab.shaping``
 installs an iptables rule sending the link's packets to queue ``--queue`` with
 ``--queue-bypass``, so when this process dies the link fails open (unshaped)
 instead of going dark, and ``lab status`` reports the dead helper.
@@ -27,7 +29,14 @@ from typing import Any
 from socketlab.commandline import command_parser
 from socketlab.config import EnvConfig, env_config, env_field
 from socketlab.errors import ServiceError
-from socketlab.shaper.core import INJECT_MARK, Accept, Impairment, ImpairmentScheduler, Inject
+from socketlab.shaper.core import (
+    INJECT_MARK,
+    Accept,
+    Impairment,
+    ImpairmentScheduler,
+    Inject,
+    ip_version,
+)
 from socketlab.supervisor import run_components
 
 log = logging.getLogger("socketlab.shaper")
@@ -62,16 +71,39 @@ class ShaperError(ServiceError):
     """The verdict loop could not bind its queue or open its injector."""
 
 
-def _injector(timeout: float) -> socket.socket:
-    # IPPROTO_RAW implies IP_HDRINCL: we send whole IPv4 datagrams as queued.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+def _injector(timeout: float, family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
+    # IPPROTO_RAW implies IP_HDRINCL (IPv4) and IPV6_HDRINCL (IPv6, Linux 4.5+):
+    # we send whole datagrams as queued.
+    sock = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, INJECT_MARK)
     sock.settimeout(timeout)
     return sock
 
 
 def _destination(datagram: bytes) -> str:
+    if ip_version(datagram) == 6:
+        return socket.inet_ntop(socket.AF_INET6, datagram[24:40])
     return socket.inet_ntoa(datagram[16:20])
+
+
+class _Injectors:
+    """One raw socket per family, the IPv6 one opened when its first copy is due."""
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._sockets = {4: _injector(timeout)}
+
+    def send(self, datagram: bytes) -> None:
+        version = ip_version(datagram)
+        if version not in self._sockets:
+            if version != 6:
+                raise OSError(f"not an IP datagram (version {version})")
+            self._sockets[6] = _injector(self._timeout, socket.AF_INET6)
+        self._sockets[version].sendto(datagram, (_destination(datagram), 0))
+
+    def close(self) -> None:
+        for sock in self._sockets.values():
+            sock.close()
 
 
 def run(
@@ -93,13 +125,13 @@ def run(
         impairment,
         rng=random.Random(seed),  # noqa: S311 - impairment, not crypto
     )
-    injector = _injector(config.inject_timeout)
+    injector = _Injectors(config.inject_timeout)
 
     def release(verdicts: list[Accept[Any] | Inject]) -> None:
         for verdict in verdicts:
             if isinstance(verdict, Inject):
                 try:
-                    injector.sendto(verdict.payload, (_destination(verdict.payload), 0))
+                    injector.send(verdict.payload)
                 except OSError as exc:
                     # A lost duplicate is still a faithful impairment; keep going.
                     log.warning("event=inject_failed error=%s", exc)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 from socketlab.commandline import add_setting, command_parser
 from socketlab.config import EnvConfig, env_config, env_field
-from socketlab.shaper.icmp import echo_request, parse_echo_reply
+from socketlab.shaper.icmp import echo6_request, echo_request, parse_echo6_reply, parse_echo_reply
 
 PAYLOAD = b"socketlab-probe!" * 3  # 48 bytes: a ping-sized datagram
 RECV_SIZE = 65535
@@ -55,16 +55,29 @@ def _grow_receive_buffer(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
 
 
+def _resolve(host: str) -> tuple[socket.AddressFamily, str]:
+    """The host's address and family: an IPv6 literal or name is probed with ICMPv6."""
+    found = socket.getaddrinfo(host, None, type=socket.SOCK_RAW)
+    if not found:
+        raise OSError(f"cannot resolve {host}")
+    family, _, _, _, sockaddr = found[0]
+    return family, str(sockaddr[0])
+
+
 def probe(
     host: str, *, count: int, interval: float, linger: float, socket_timeout: float = 1.0
 ) -> ProbeReport:
     """Send ``count`` echo requests ``interval`` apart; collect replies until ``linger``."""
-    address = socket.gethostbyname(host)
+    family, address = _resolve(host)
+    v6 = family == socket.AF_INET6
+    request = echo6_request if v6 else echo_request
+    parse_reply = parse_echo6_reply if v6 else parse_echo_reply
+    protocol = socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP
     identifier = os.getpid() & 0xFFFF
     sent_at: dict[int, float] = {}
     rtts: dict[int, float] = {}
     duplicates = 0
-    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
+    with socket.socket(family, socket.SOCK_RAW, protocol) as sock:
         sock.settimeout(socket_timeout)
         _grow_receive_buffer(sock)
         start = time.monotonic()
@@ -74,7 +87,7 @@ def probe(
             now = time.monotonic()
             if sequence < count and now >= start + sequence * interval:
                 sent_at[sequence] = now
-                sock.sendto(echo_request(identifier, sequence, PAYLOAD), (address, 0))
+                sock.sendto(request(identifier, sequence, PAYLOAD), (address, 0))
                 sequence += 1
                 if sequence == count:
                     deadline = now + linger
@@ -88,7 +101,7 @@ def probe(
                 continue
             datagram = sock.recv(RECV_SIZE)
             arrived = time.monotonic()
-            seq = parse_echo_reply(datagram, identifier)
+            seq = parse_reply(datagram, identifier)
             if seq is None or seq not in sent_at:
                 continue
             if seq in rtts:
