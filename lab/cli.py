@@ -25,7 +25,14 @@ from lab import __version__
 from lab.api import Lab
 from lab.commands import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, make_lab
 from lab.config import LabConfig
-from lab.console import err_console, out_console, print_error, print_rows, progress_printer
+from lab.console import (
+    err_console,
+    out_console,
+    print_error,
+    print_log_line,
+    print_rows,
+    progress_printer,
+)
 from lab.errors import LabError
 from lab.images import prune_images
 from lab.shaping import link_rows, link_status
@@ -82,7 +89,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     for service in args.services or lab.services:
         text = lab.logs(service, tail=args.tail)
         for line in text.splitlines():
-            sys.stdout.write(f"{service:>12} | {line}\n")
+            print_log_line(service, line)
     return EXIT_OK
 
 
