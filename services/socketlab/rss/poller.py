@@ -28,6 +28,7 @@ from typing import Any, TextIO
 
 from socketlab.commandline import add_setting, command_parser
 from socketlab.config import FEED_HTTP_PORT, SERVER_HOST, EnvConfig, env_config, env_field
+from socketlab.credentials import ADMIN_TOKEN_FILE, read_token
 from socketlab.errors import ConfigError
 from socketlab.rss.entries import Item, ParsedFeed, display_text, parse_feed
 from socketlab.rss.errors import (
@@ -38,7 +39,7 @@ from socketlab.rss.errors import (
     StateError,
     UnsafeFeed,
 )
-from socketlab.rss.fetch import fetch
+from socketlab.rss.fetch import fetch, origin
 from socketlab.rss.state import StateStore
 from socketlab.supervisor import run_components
 from socketlab.terminal import neutralize
@@ -79,6 +80,17 @@ class PollerConfig(EnvConfig):
         Path(DEFAULT_DIR),
         "the poller's state directory: state.sqlite3, status.json, entries.jsonl",
     )
+    admin_token_file: Path = env_field(
+        "SOCKETLAB_ADMIN_TOKEN_FILE",
+        Path(ADMIN_TOKEN_FILE),
+        "file holding the lab's admin token (feed admin and faults, UDP reset); "
+        "absent: those requests are refused",
+    )
+    token_origin: str = env_field(
+        "SOCKETLAB_FEED_TOKEN_ORIGIN",
+        f"http://{SERVER_HOST}:{FEED_HTTP_PORT}",
+        "the one origin a poller holding the admin token sends it to (the lab's fault feeds)",
+    )
 
     def feeds(self) -> list[str]:
         """``SOCKETLAB_FEED_URLS``, else ``SOCKETLAB_FEED_URL``."""
@@ -97,6 +109,8 @@ class PollerOptions:
     state: Path = Path(DEFAULT_DIR) / "state.sqlite3"
     status: Path = Path(DEFAULT_DIR) / "status.json"
     stop_grace: float = STOP_GRACE  # how long a stop waits for fetches in flight
+    admin_token: str | None = None  # sent (as a bearer token) to token_origin only
+    token_origin: str | None = None
 
 
 def backoff_delay(failures: int, *, interval: float, cap: float) -> float:
@@ -281,6 +295,7 @@ class Poller:
                 validators=self.store.validators(url),
                 timeout=self.options.timeout,
                 max_bytes=self.options.max_bytes,
+                authorization=self._authorization(url),
             )
             status.last_status = result.status
             if result.status == 304:
@@ -308,6 +323,12 @@ class Poller:
             (time.monotonic() - started) * 1000,
         )
         return True
+
+    def _authorization(self, url: str) -> str | None:
+        token, home = self.options.admin_token, self.options.token_origin
+        if token and home and origin(url) == origin(home):
+            return f"Bearer {token}"
+        return None
 
     def _succeeded(self, status: FeedStatus, parsed: ParsedFeed | None = None) -> None:
         status.consecutive_failures = 0
@@ -455,6 +476,8 @@ def main(argv: list[str]) -> int:
         output=args.output or args.dir / "entries.jsonl",
         state=args.dir / "state.sqlite3",
         status=args.dir / "status.json",
+        admin_token=read_token(config.admin_token_file),
+        token_origin=config.token_origin,
     )
     poller = Poller(feed_list(args.feeds, config), options)
     try:
