@@ -32,6 +32,7 @@ from docker import DockerClient
 from lab import engine
 from lab.compose import Compose, detect_compose_command
 from lab.config import LabConfig
+from lab.credentials import SECRET_VOLUMES, secret_files, secrets_tar, volume_labels
 from lab.engine import docker_errors
 from lab.errors import (
     CommandTimeout,
@@ -66,6 +67,7 @@ __all__ = [
     "ExecResult",
     "Lab",
     "ServiceStatus",
+    "admin_token",
     "find_repo_root",
     "pickle_key",
     "single_file",
@@ -80,6 +82,7 @@ COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
 DEFAULT_PROJECT = "socketlab"
 HEALTH_POLL = 0.5
 NETKIT_RUN_ROLE = "netkit-run"
+SECRETS_ROLE = "secrets"
 # How much longer than its command's own timeout we wait for a netkit helper to end.
 NETKIT_WAIT_GRACE = 30.0
 # Compose turns project names into resource names: keep them to what it accepts.
@@ -108,6 +111,20 @@ def find_repo_root(start: Path | None = None, *, configured: Path | None = None)
     )
 
 
+def _checkout_secret(path: Path) -> str:
+    """The secret in ``path``, made (random, mode 0600) the first time it is asked for."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another lab command made it just now: use theirs
+        else:
+            with os.fdopen(descriptor, "w") as secret_file:
+                secret_file.write(secrets.token_hex(32) + "\n")
+    return path.read_text().strip()
+
+
 def pickle_key(repo_root: Path, *, configured: str | None = None) -> str:
     """The HMAC key the signed-pickle demo's two ends share.
 
@@ -115,17 +132,25 @@ def pickle_key(repo_root: Path, *, configured: str | None = None) -> str:
     altogether. Otherwise a random key made once per checkout in
     ``build/pickle-key`` (mode 0600), so the demo works in any lab started
     from here while the key never appears in the repository and stays the
-    same across ``lab up`` runs (a changed key would recreate every container).
+    same across ``lab up`` runs. It reaches only ``server`` and ``client``, as a
+    read-only file (:mod:`lab.credentials`), never through the environment.
     """
     if configured is not None:
         return configured
-    path = repo_root / "build" / "pickle-key"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as key_file:
-            key_file.write(secrets.token_hex(32) + "\n")
-    return path.read_text().strip()
+    return _checkout_secret(repo_root / "build" / "pickle-key")
+
+
+def admin_token(repo_root: Path, *, configured: str | None = None) -> str:
+    """The lab's admin token: feed writes, schedules and faults, and the UDP reset need it.
+
+    ``configured`` (``SOCKETLAB_ADMIN_TOKEN``) wins; otherwise a random token
+    made once per checkout in ``build/admin-token`` (mode 0600), like the pickle
+    key. It reaches ``server``, ``udp-listener`` and ``client`` only, as a
+    read-only file; ``lab feed`` and scenarios run the commands that read it there.
+    """
+    if configured:
+        return configured
+    return _checkout_secret(repo_root / "build" / "admin-token")
 
 
 def wrap_with_timeout(argv: Sequence[str], timeout: float) -> list[str]:
@@ -184,8 +209,7 @@ class Lab:
         return list(spec["services"])
 
     def compose(self, images: ImageSet | None = None) -> Compose:
-        key = pickle_key(self.repo_root, configured=self.config.pickle_key)
-        env = {"COMPOSE_PROJECT_NAME": self.project, "SOCKETLAB_PICKLE_KEY": key}
+        env = {"COMPOSE_PROJECT_NAME": self.project}
         if images is not None:
             env |= {"SOCKETLAB_IMAGE": images.runtime, "SOCKETLAB_NETKIT_IMAGE": images.netkit}
         override = self.compose_file.with_name("docker-compose.override.yml")
@@ -207,10 +231,48 @@ class Lab:
     def up(self, *, timeout: float = 180.0) -> list[ServiceStatus]:
         """Build images if needed, start every service, wait until all are healthy."""
         images = self.build()
+        self.install_secrets(images)
         self.progress(f"starting lab {self.project!r}")
         self.compose(images).run("up", "-d", "--remove-orphans")
         self.wait_healthy(timeout=timeout)
         return self.status()
+
+    def install_secrets(self, images: ImageSet) -> None:
+        """Write the pickle key and admin token into the per-service secrets volumes.
+
+        Done before ``compose up`` (which adopts the volumes, labelled as its own),
+        from a container that is created but never started (no network), so
+        the files are owned by the service user whatever the host user is.
+        """
+        files = secret_files(
+            pickle_key=pickle_key(self.repo_root, configured=self.config.pickle_key),
+            admin_token=admin_token(self.repo_root, configured=self.config.admin_token),
+        )
+        mounts = {
+            f"{self.project}_{volume}": {"bind": f"/secrets/{volume}", "mode": "rw"}
+            for volume in SECRET_VOLUMES
+        }
+        with docker_errors(f"cannot install the secrets of lab {self.project!r}"):
+            for volume in SECRET_VOLUMES:
+                name = f"{self.project}_{volume}"
+                if not self.docker.volumes.list(filters={"name": f"^{name}$"}):
+                    labels = volume_labels(
+                        project=self.project, volume=volume, project_label=PROJECT_LABEL
+                    )
+                    self.docker.volumes.create(name=name, labels=labels)
+            writer = self.docker.containers.create(
+                images.runtime,
+                ["true"],
+                user="0:0",
+                network_mode="none",
+                volumes=mounts,
+                labels={PROJECT_LABEL: self.project, ROLE_LABEL: SECRETS_ROLE},
+            )
+            try:
+                for volume, content in files.items():
+                    writer.put_archive(f"/secrets/{volume}", secrets_tar(content))
+            finally:
+                writer.remove(force=True)
 
     def down(self) -> dict[str, int]:
         """Remove the project's containers, networks and volumes; return counts removed."""
@@ -361,6 +423,7 @@ class Lab:
                         ip=ip or "-",
                         container=container.short_id,
                         image=(container.image.tags or [container.image.short_id])[0],
+                        restarts=int(container.attrs.get("RestartCount") or 0),
                     )
                 )
         order = {name: index for index, name in enumerate(self.services)}

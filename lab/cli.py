@@ -48,6 +48,7 @@ def print_status(lab: Lab) -> None:
             "service": s.service,
             "state": s.state,
             "health": s.health,
+            "restarts": str(s.restarts),
             "ip": s.ip,
             "container": s.container,
             "image": s.image,

@@ -62,6 +62,7 @@ class ServiceStatus:
     ip: str
     container: str
     image: str
+    restarts: int = 0  # times Docker restarted it (restart: on-failure)
 
 
 class HelperContainer(Protocol):

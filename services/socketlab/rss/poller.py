@@ -41,7 +41,7 @@ from socketlab.rss.errors import (
 )
 from socketlab.rss.fetch import fetch, origin
 from socketlab.rss.state import StateStore
-from socketlab.supervisor import run_components
+from socketlab.supervisor import HeartbeatConfig, run_components
 from socketlab.terminal import neutralize
 
 log = logging.getLogger("socketlab.rss")
@@ -482,7 +482,9 @@ def main(argv: list[str]) -> int:
     poller = Poller(feed_list(args.feeds, config), options)
     try:
         stopped = run_components(
-            {"poller": lambda stop: poller.run(stop, once=args.once)}, run_for=args.run_for
+            {"poller": lambda stop: poller.run(stop, once=args.once)},
+            run_for=args.run_for,
+            heartbeat=None if args.once else HeartbeatConfig.from_env().heartbeat(),
         )
     finally:
         poller.close()

@@ -59,7 +59,7 @@ from socketlab.commandline import add_setting, command_parser
 from socketlab.config import UDP_PORT, UDP_STATUS_PORT, EnvConfig, env_config, env_field
 from socketlab.credentials import ADMIN_TOKEN_FILE, is_authorized, read_token
 from socketlab.errors import ServiceError
-from socketlab.supervisor import Component, run_components
+from socketlab.supervisor import Component, HeartbeatConfig, run_components
 from socketlab.udp import tcp_sink
 from socketlab.udp.accounting import Accounting, Event, Rejected, kernel_delta, parse_udp_snmp
 from socketlab.udp.datagram import MAX_DATAGRAM
@@ -393,5 +393,8 @@ def main(argv: list[str]) -> int:
         rcvbuf=args.rcvbuf,
         log_interval=args.log_interval,
     )
-    run_components(_components(Listener(options.resolved()))).raise_for_failures()
+    heartbeat = HeartbeatConfig.from_env().heartbeat()
+    run_components(
+        _components(Listener(options.resolved())), heartbeat=heartbeat
+    ).raise_for_failures()
     return 0
