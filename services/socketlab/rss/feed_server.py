@@ -17,7 +17,7 @@ token configured at all they are refused to everyone. Reads stay open.
 
 Quotas: ``max_feeds`` feeds per lab and ``max_entries`` entries per feed (429
 past them), a schedule no faster than ``min_schedule`` seconds (400), at most
-``fault_concurrency`` fault feeds served at once (503), ``slow``/``drip`` no
+``fault_concurrency`` slow, drip or huge feeds served at once (503), ``slow``/``drip`` no
 longer than ``fault_max_seconds`` and ``huge`` no larger than ``huge_bytes``.
 A fault stops working as soon as its client disconnects. The HTTP front end
 is a :class:`~socketlab.bounded_http.BoundedHttpServer`: whole-request
@@ -84,6 +84,9 @@ OTHER_ROUTES: Final = "(other)"
 MAX_STATS_KEYS: Final = 256
 DEFAULT_HUGE_BYTES: Final = 64 * 1024 * 1024
 MAX_HUGE_BYTES: Final = 1 << 30
+# Faults that hold a worker for long (the others are small documents): at most
+# fault_concurrency of them at once.
+LASTING_FAULTS: Final = frozenset({"slow", "drip", "huge"})
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,9 @@ class FeedServerConfig(EnvConfig):
         "longest /faults/slow.rss stall and /faults/drip.rss delivery, seconds",
     )
     fault_concurrency: int = env_field(
-        "SOCKETLAB_FEED_FAULT_CONCURRENCY", 4, "fault feeds served at once (503 beyond)"
+        "SOCKETLAB_FEED_FAULT_CONCURRENCY",
+        4,
+        "slow, drip and huge fault feeds served at once (503 beyond)",
     )
     workers: int = env_field(
         "SOCKETLAB_FEED_WORKERS", 16, "feed server requests handled at once (besides faults)"
@@ -550,7 +555,10 @@ class _FeedHandler(BoundedRequestHandler):
         elif (match := _FAULT_PATH.match(path)) and match.group(1) in faults.FAULTS:
             self._require_token()
             self._route = path
-            self._guarded_fault(match.group(1), query)
+            if match.group(1) in LASTING_FAULTS:
+                self._guarded_fault(match.group(1), query)
+            else:
+                self._fault(match.group(1), query)
         elif match:
             self._require_token()
             self._text(404, f"no fault {match.group(1)!r}; known: {', '.join(faults.FAULTS)}\n")
