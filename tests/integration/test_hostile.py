@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 DATA_ROOT = "/srv/socketlab/data"
 TEXT = "sample-text.txt"
-ADMIN_TOKEN_FILE = "/run/secrets/socketlab/admin-token"
+ADMIN_TOKEN_FILE = "/run/secrets/socketlab/admin-token"  # noqa: S105 - a path
 
 
 def python(lab: Lab, service: str, script: str, *, timeout: float = 60) -> str:
@@ -151,7 +151,14 @@ def test_resets_right_after_a_fetch_leave_no_descriptor_open(lab: Lab) -> None:
     wait_for(lambda: python(lab, "server", count_fds).strip() == "0", timeout=30, what="again")
     fetched = lab.exec(
         "client",
-        ["socketlab", "client", "fetch", TEXT, "--dest", f"/tmp/after-resets-{uuid.uuid4().hex[:6]}"],
+        [
+            "socketlab",
+            "client",
+            "fetch",
+            TEXT,
+            "--dest",
+            f"/tmp/after-resets-{uuid.uuid4().hex[:6]}",
+        ],
         timeout=60,
     )
     assert fetched.ok, fetched.stderr
@@ -238,7 +245,9 @@ def test_an_injected_feed_entry_is_printed_escaped_and_degrades_only_itself(lab:
 
     logs = wait_for(printed, timeout=60, what="the poller to print the hostile entry")
     line = next(line for line in logs.splitlines() if shown in line)
-    assert "\x1b" not in line and "\x07" not in line and "\r" not in line
+    assert "\x1b" not in line
+    assert "\x07" not in line
+    assert "\r" not in line
     assert not any(row.startswith("* alice left") for row in logs.splitlines()), "no forged line"
     status = json.loads(lab.read_file("rss-poller", "/var/lib/socketlab/rss/status.json"))
     news = status["feeds"]["http://server:8080/feeds/news.rss"]

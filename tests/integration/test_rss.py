@@ -173,15 +173,17 @@ def test_hostile_and_stalled_feeds_do_not_stop_the_others(lab: Lab) -> None:
     lab.container("server").exec_run(argv, detach=True)
 
     wait_for(
-        lambda: (s := status(lab, directory, service="server"))
-        and s["feeds"][healthy]["polls"] >= 4,
+        lambda: (
+            (s := status(lab, directory, service="server")) and s["feeds"][healthy]["polls"] >= 4
+        ),
         timeout=30,
         what="the second poller to poll the healthy feed",
     )
     late = publish(lab, f"rss-it {tag} during the stall", feed=feed)
     wait_for(
-        lambda: "guid:" + late["guid"]
-        in {r["key"] for r in records(lab, directory, service="server")},
+        lambda: (
+            "guid:" + late["guid"] in {r["key"] for r in records(lab, directory, service="server")}
+        ),
         timeout=20,
         what="an entry published while the slow feed stalls",
     )
