@@ -107,6 +107,18 @@ def _flooded(lab: Lab, refused: int) -> None:
     assert probe.ok, probe.stderr
 
 
+STALLED = "hostile-stalled-32m.bin"
+STALLED_READER = """
+    import socket, time
+    from socketlab.protocol import encode_request
+    sock = socket.create_connection(("server", 4571), timeout=5)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(encode_request("fetch", {{"name": "{name}"}}))
+    sock.recv(1)
+    time.sleep(8)  # a reader that stopped reading: the transfer waits, the file stays open
+    sock.close()
+"""
+
 FETCH_AND_RESET = """
     import socket, struct
     from socketlab.protocol import encode_request
@@ -118,37 +130,69 @@ FETCH_AND_RESET = """
     print("reset 5 times")
 """
 
-COUNT_FDS = """
+# The server's Python process (PID 1 is docker-init): "python3 -m socketlab server".
+FIND_SERVER = """
     import os
-    target = os.path.realpath("{path}")
-    count = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = open(f"/proc/{{pid}}/cmdline", "rb").read().split(b"\\0")
-        except OSError:
-            continue
-        if b"server" not in cmdline[1:3]:
-            continue
-        for fd in os.listdir(f"/proc/{{pid}}/fd"):
+    def server_pids():
+        for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
-                count += os.readlink(f"/proc/{{pid}}/fd/{{fd}}") == target
+                args = [a for a in open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0") if a]
+            except OSError:
+                continue
+            if pid != "1" and args[-2:] == [b"socketlab", b"server"] and b"python" in args[0]:
+                yield int(pid)
+"""
+
+COUNT_FDS = """
+    target = os.path.realpath("__PATH__")
+    pids = list(server_pids())
+    count = 0
+    for pid in pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                count += os.readlink(f"/proc/{pid}/fd/{fd}") == target
             except OSError:
                 pass
-    print(count)
+    print(len(pids), count)
 """
 
 
+def count_fds_on(path: str) -> str:
+    """A script printing how many server processes there are, and their fds on ``path``."""
+    return textwrap.dedent(FIND_SERVER) + textwrap.dedent(COUNT_FDS).replace("__PATH__", path)
+
+
 def test_resets_right_after_a_fetch_leave_no_descriptor_open(lab: Lab) -> None:
-    count_fds = COUNT_FDS.format(path=f"{DATA_ROOT}/{TEXT}")
+    count_fds = count_fds_on(f"{DATA_ROOT}/{STALLED}")
+    # First, that the count sees an open file: a fetch whose reader stops reading
+    # holds the file open on the server (32 MiB: more than the socket buffers).
+    lab.exec(
+        "server",
+        [
+            "sh",
+            "-c",
+            f"test -s {DATA_ROOT}/{STALLED} || head -c 33554432 /dev/zero > {DATA_ROOT}/{STALLED}",
+        ],
+        timeout=60,
+    ).check("making the stalled file")
+    in_background(lab, "client", STALLED_READER.format(name=STALLED))
+    wait_for(
+        lambda: python(lab, "server", count_fds).split() == ["1", "1"],
+        timeout=30,
+        what="the count to see the stalled transfer's descriptor",
+    )
+    count_fds = count_fds_on(f"{DATA_ROOT}/{TEXT}")
     assert python(lab, "client", FETCH_AND_RESET.format(name=TEXT)).strip() == "reset 5 times"
     # The server may hold the file for a moment while hashing it; then never again.
     wait_for(
-        lambda: python(lab, "server", count_fds).strip() == "0",
+        lambda: python(lab, "server", count_fds).split() == ["1", "0"],
         timeout=30,
         what="the server to hold no descriptor on the file",
     )
     assert python(lab, "client", FETCH_AND_RESET.format(name=TEXT)).strip() == "reset 5 times"
-    wait_for(lambda: python(lab, "server", count_fds).strip() == "0", timeout=30, what="again")
+    wait_for(
+        lambda: python(lab, "server", count_fds).split() == ["1", "0"], timeout=30, what="again"
+    )
     fetched = lab.exec(
         "client",
         [
@@ -362,3 +406,27 @@ def test_slow_and_idle_http_clients_do_not_stop_the_feed_server(lab: Lab) -> Non
     seconds, status = outcome.split(" ", 1)
     assert float(seconds) < 15.0, "the whole-request deadline (10 s) ended it"
     assert status.startswith("HTTP/1.0 408")
+
+
+KILL_SERVER_PROCESS = """
+    import signal
+    for pid in server_pids():
+        print(pid, flush=True)
+        os.kill(pid, signal.SIGKILL)  # a crash: no clean shutdown
+"""
+
+
+def test_a_crashed_server_comes_back_by_itself_and_status_counts_it(lab: Lab) -> None:
+    def restarts() -> int:
+        return next(row.restarts for row in lab.status() if row.service == "server")
+
+    before = restarts()
+    started = lab.started_at("server")
+    script = textwrap.dedent(FIND_SERVER) + textwrap.dedent(KILL_SERVER_PROCESS)
+    # The container goes down with its main process, and this exec with it (137).
+    killed = lab.exec("server", ["python3", "-c", script], timeout=30)
+    assert killed.stdout.strip().isdigit(), killed.stderr
+    wait_for(lambda: restarts() == before + 1, timeout=60, what="Docker to restart the server")
+    lab.wait_healthy(timeout=120)
+    assert lab.started_at("server") != started
+    assert hello_from(lab, "client").get("ok") is True

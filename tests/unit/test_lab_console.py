@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from lab import console
@@ -38,3 +40,28 @@ def test_log_lines_progress_and_errors_are_escaped(capsys: pytest.CaptureFixture
     assert "step \\x1b[31m" in text
     assert "boom\\x0d\\x0afake" in text
     assert "\x1b[31m" not in text
+
+
+def test_lab_status_shows_restarts(fake_lab: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lab.cli import print_status  # noqa: PLC0415 - the root CLI, imported by this test only
+    from lab.interface import ServiceStatus  # noqa: PLC0415
+
+    rows = [
+        ServiceStatus(
+            service="server",
+            state="running",
+            health="healthy",
+            ip="10.0.0.2",
+            container="c1",
+            image="i",
+            restarts=2,
+        )
+    ]
+    monkeypatch.setattr(fake_lab, "status", lambda: rows)
+    monkeypatch.setattr("lab.cli.link_rows", lambda lab: [])  # shaping is not the point here
+    with console.out_console.capture() as captured:
+        print_status(fake_lab)
+    table = captured.get()
+    header = next(line for line in table.splitlines() if "service" in line)
+    assert "restarts" in header
+    assert "│ 2 " in next(line for line in table.splitlines() if "server" in line)
