@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from socketlab.__main__ import main as socketlab_main
 from socketlab.credentials import is_authorized, read_token
 from socketlab.errors import ConfigError
 from socketlab.rss.feed_server import FeedServer, FeedServerConfig, ServerOptions
@@ -250,3 +251,22 @@ def test_credentials(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_text("\n")
     assert read_token(empty) is None
+
+
+def test_socketlab_feed_refusals_are_one_line(
+    server: FeedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(TOKEN)
+    base = ["feed", "--server", f"http://127.0.0.1:{server.port}"]
+    too_fast = [*base, "--token-file", str(token_file), "schedule", "--every", "0.001"]
+    assert socketlab_main(too_fast) == 1
+    assert capsys.readouterr().err == (
+        "socketlab feed: POST /admin/feeds/news/schedule: HTTP 400: "
+        '"every" must be 0 (stop) or at least 0.1 s\n'
+    )
+    no_token = [*base, "--token-file", str(tmp_path / "none"), "publish", "--title", "x"]
+    assert socketlab_main(no_token) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("socketlab feed: POST /admin/feeds/news/entries: HTTP 401: ")
+    assert err.count("\n") == 1

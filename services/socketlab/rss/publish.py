@@ -70,10 +70,23 @@ def request_json(
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace").strip()
+        with exc:
+            detail = _one_line(exc.read(4096))
         raise PublishError(f"{method} {path}: HTTP {exc.code}: {detail}") from exc
     except (OSError, ValueError) as exc:
         raise PublishError(f"{method} {path}: {exc}") from exc
+
+
+def _one_line(body: bytes) -> str:
+    """The server's reason: its JSON ``error`` when it sent one, else the text, on one line."""
+    text = body.decode(errors="replace").strip()
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = None
+    if isinstance(document, dict) and isinstance(document.get("error"), str):
+        text = document["error"]
+    return " ".join(text.split())
 
 
 def publish(
