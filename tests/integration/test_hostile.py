@@ -93,7 +93,9 @@ def test_one_host_flooding_idle_connections_locks_nobody_else_out(lab: Lab) -> N
 
 
 def _flooded(lab: Lab, refused: int) -> None:
-    assert refused == 200 - 128, "one address holds at most 128 connections"
+    # 128 held at most; the client's own healthcheck (a connect from the same address
+    # every few seconds) may hold one slot for an instant while the flood arrives.
+    assert 127 <= 200 - refused <= 128, "one address holds at most 128 connections"
     # Another host is still served, and so is the server's own healthcheck.
     answer = hello_from(lab, "rss-poller")
     assert answer.get("ok") is True, answer
