@@ -406,6 +406,9 @@ def test_hung_server_gives_a_clear_read_timeout_not_a_hang(lab: Lab) -> None:
         elapsed = time.monotonic() - started
     finally:
         lab.unpause("server")
+        # Docker marks a paused container unhealthy at once, and healthy again at its
+        # next probe (every 5 s): leave the lab as healthy as it was found.
+        lab.wait_healthy(timeout=60)
     assert result.exit_code == 1
     assert final_json(result)["error_type"] == "ReadTimeout"
     assert result.stderr.strip().count("\n") == 0, "one line"
