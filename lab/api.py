@@ -39,6 +39,7 @@ from lab import engine
 from lab.addressing import REPLICA_NAME, UnknownTarget, parse_target, select_replicas
 from lab.compose import Compose, ProjectFiles, detect_compose_command, project_files
 from lab.config import LabConfig
+from lab.credentials import SECRET_VOLUMES, secret_files, secrets_tar, volume_labels
 from lab.doctor import require_prerequisites
 from lab.engine import docker_errors
 from lab.errors import (
@@ -87,6 +88,7 @@ __all__ = [
     "Lab",
     "ServiceStatus",
     "UnknownTarget",
+    "admin_token",
     "find_repo_root",
     "pickle_key",
     "single_file",
@@ -100,6 +102,7 @@ COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
 DEFAULT_PROJECT = "socketlab"
 HEALTH_POLL = 0.5
 NETKIT_RUN_ROLE = "netkit-run"
+SECRETS_ROLE = "secrets"
 # How much longer than its command's own timeout we wait for a netkit helper to end.
 NETKIT_WAIT_GRACE = 30.0
 # Compose turns project names into resource names: keep them to what it accepts.
@@ -128,6 +131,20 @@ def find_repo_root(start: Path | None = None, *, configured: Path | None = None)
     )
 
 
+def _checkout_secret(path: Path) -> str:
+    """The secret in ``path``, made (random, mode 0600) the first time it is asked for."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another lab command made it just now: use theirs
+        else:
+            with os.fdopen(descriptor, "w") as secret_file:
+                secret_file.write(secrets.token_hex(32) + "\n")
+    return path.read_text().strip()
+
+
 def pickle_key(repo_root: Path, *, configured: str | None = None) -> str:
     """The HMAC key the signed-pickle demo's two ends share.
 
@@ -135,17 +152,25 @@ def pickle_key(repo_root: Path, *, configured: str | None = None) -> str:
     altogether. Otherwise a random key made once per checkout in
     ``build/pickle-key`` (mode 0600), so the demo works in any lab started
     from here while the key never appears in the repository and stays the
-    same across ``lab up`` runs (a changed key would recreate every container).
+    same across ``lab up`` runs. It reaches only ``server`` and ``client``, as a
+    read-only file (:mod:`lab.credentials`), never through the environment.
     """
     if configured is not None:
         return configured
-    path = repo_root / "build" / "pickle-key"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as key_file:
-            key_file.write(secrets.token_hex(32) + "\n")
-    return path.read_text().strip()
+    return _checkout_secret(repo_root / "build" / "pickle-key")
+
+
+def admin_token(repo_root: Path, *, configured: str | None = None) -> str:
+    """The lab's admin token: feed writes, schedules and faults, and the UDP reset need it.
+
+    ``configured`` (``SOCKETLAB_ADMIN_TOKEN``) wins; otherwise a random token
+    made once per checkout in ``build/admin-token`` (mode 0600), like the pickle
+    key. It reaches ``server``, ``udp-listener`` and ``client`` only, as a
+    read-only file; ``lab feed`` and scenarios run the commands that read it there.
+    """
+    if configured:
+        return configured
+    return _checkout_secret(repo_root / "build" / "admin-token")
 
 
 def wrap_with_timeout(argv: Sequence[str], timeout: float) -> list[str]:
@@ -227,8 +252,7 @@ class Lab:
         return list(self.model.service_names)
 
     def compose(self, images: ImageSet | None = None, *, extra: Sequence[Path] = ()) -> Compose:
-        key = pickle_key(self.repo_root, configured=self.config.pickle_key)
-        env = {"COMPOSE_PROJECT_NAME": self.project, "SOCKETLAB_PICKLE_KEY": key}
+        env = {"COMPOSE_PROJECT_NAME": self.project}
         if images is not None:
             env |= {"SOCKETLAB_IMAGE": images.runtime, "SOCKETLAB_NETKIT_IMAGE": images.netkit}
         files = self.project_files.files
@@ -277,6 +301,7 @@ class Lab:
             args.append("--build")  # a changed Dockerfile of the project is built again
         for name, replicas in sorted(scale.items()):
             args += ["--scale", f"{name}={replicas}"]
+        self.install_secrets(images)
         self.progress(f"starting lab {self.project!r} ({self.project_files.describe()})")
         document = lab_override(model, project=self.project, netkit_image=images.netkit)
         with override_file(document, project=self.project) as extra:
@@ -288,6 +313,43 @@ class Lab:
                 self.progress(f"route in {route.instance}: {route.destination} via {route.via}")
         self.wait_healthy(timeout=timeout)
         return self.status()
+
+    def install_secrets(self, images: ImageSet) -> None:
+        """Write the pickle key and admin token into the per-service secrets volumes.
+
+        Done before ``compose up`` (which adopts the volumes, labelled as its own),
+        from a container that is created but never started (no network), so
+        the files are owned by the service user whatever the host user is.
+        """
+        files = secret_files(
+            pickle_key=pickle_key(self.repo_root, configured=self.config.pickle_key),
+            admin_token=admin_token(self.repo_root, configured=self.config.admin_token),
+        )
+        mounts = {
+            f"{self.project}_{volume}": {"bind": f"/secrets/{volume}", "mode": "rw"}
+            for volume in SECRET_VOLUMES
+        }
+        with docker_errors(f"cannot install the secrets of lab {self.project!r}"):
+            for volume in SECRET_VOLUMES:
+                name = f"{self.project}_{volume}"
+                if not self.docker.volumes.list(filters={"name": f"^{name}$"}):
+                    labels = volume_labels(
+                        project=self.project, volume=volume, project_label=PROJECT_LABEL
+                    )
+                    self.docker.volumes.create(name=name, labels=labels)
+            writer = self.docker.containers.create(
+                images.runtime,
+                ["true"],
+                user="0:0",
+                network_mode="none",
+                volumes=mounts,
+                labels={PROJECT_LABEL: self.project, ROLE_LABEL: SECRETS_ROLE},
+            )
+            try:
+                for volume, content in files.items():
+                    writer.put_archive(f"/secrets/{volume}", secrets_tar(content))
+            finally:
+                writer.remove(force=True)
 
     def down(self) -> dict[str, int]:
         """Remove the project's containers, networks and volumes; return counts removed."""
@@ -656,6 +718,7 @@ def _status_row(instance: Instance) -> ServiceStatus:
         container=instance.container_id[:12],
         image=instance.image,
         addresses=tuple(address.describe() for address in instance.addresses),
+        restarts=instance.restarts,
     )
 
 

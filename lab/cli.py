@@ -25,7 +25,14 @@ from lab import __version__
 from lab.api import Lab
 from lab.commands import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, make_lab
 from lab.config import LabConfig
-from lab.console import err_console, out_console, print_error, print_rows, progress_printer
+from lab.console import (
+    err_console,
+    out_console,
+    print_error,
+    print_log_line,
+    print_rows,
+    progress_printer,
+)
 from lab.errors import LabError
 from lab.images import ImageNames, prune_images
 from lab.interface import ServiceStatus
@@ -50,7 +57,12 @@ def status_rows(statuses: Sequence[ServiceStatus], *, networks: bool) -> list[di
     addresses (v4 and v6) instead of the one IP."""
     rows = []
     for s in statuses:
-        row = {"service": s.service, "state": s.state, "health": s.health}
+        row = {
+            "service": s.service,
+            "state": s.state,
+            "health": s.health,
+            "restarts": str(s.restarts),
+        }
         if networks:
             row["networks"] = "; ".join(s.addresses) or "-"
         else:
@@ -112,7 +124,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         for instance in topology.select(name):
             text = lab.logs(instance.key, tail=args.tail)
             for line in text.splitlines():
-                sys.stdout.write(f"{instance.name:>12} | {line}\n")
+                print_log_line(instance.name, line)
     return EXIT_OK
 
 

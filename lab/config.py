@@ -8,7 +8,7 @@ object is then passed down (runners find it as ``lab.config``). Nothing in
 prints (``SOCKETLAB_SHAPING_TIMEOUT='abc' is not a number``)::
 
     LabConfig                 project, Compose command and files, checkout, pickle key,
-    │                             Docker, `lab exec` and `lab cp` bounds
+    │                             admin token, Docker, `lab exec` and `lab cp` bounds
     ├── shaping: ShapingConfig    lab shape: namespace commands, helpers, self-check
     ├── scenario: ScenarioConfig  lab run: readiness, recovery, reads, check polling
     ├── capture: CaptureConfig    lab run: tcpdump helpers
@@ -198,6 +198,12 @@ class LabConfig(EnvConfig):
         None,
         "HMAC key of the signed-pickle demo; set empty to disable pickle "
         "(default: a key made once per checkout in build/pickle-key)",
+    )
+    admin_token: str | None = env_field(
+        "SOCKETLAB_ADMIN_TOKEN",
+        None,
+        "the lab's admin token (feed writes, schedules, faults, UDP reset) "
+        "(default: a token made once per checkout in build/admin-token)",
     )
     docker_host: str = env_field(
         "DOCKER_HOST", DEFAULT_DOCKER_HOST, "the Docker engine (read by the Docker SDK too)"

@@ -68,6 +68,7 @@ class ServiceStatus:
     container: str
     image: str
     addresses: tuple[str, ...] = ()  # "NETWORK IPV4 [IPV6]" for each network
+    restarts: int = 0  # times Docker restarted it (restart: on-failure)
 
     @property
     def ready(self) -> bool:

@@ -314,6 +314,7 @@ class ContainerFacts:
     health: str | None  # Docker's health status, None when the container has no healthcheck
     image: str = ""
     started_at: str = ""
+    restarts: int = 0  # Docker's RestartCount (restart: on-failure)
     oneoff: bool = False
     endpoints: Mapping[str, EndpointFacts] = field(default_factory=dict)  # Docker network name
 
@@ -356,6 +357,7 @@ def container_facts(attrs: Mapping[str, Any]) -> ContainerFacts:
         health=str(health["Status"]) if isinstance(health, Mapping) else None,
         image=str(config.get("Image", "")),
         started_at=str(state.get("StartedAt", "")),
+        restarts=_int_or_none(attrs.get("RestartCount")) or 0,
         oneoff=str(labels.get(COMPOSE_ONEOFF_LABEL, "False")).lower() == "true",
         endpoints=endpoints,
     )
@@ -402,6 +404,7 @@ class Instance:
     health: str  # Docker's health, or "running" for a running service without healthcheck
     image: str = ""
     started_at: str = ""
+    restarts: int = 0
     router: bool = False
     addresses: tuple[Address, ...] = ()
 
@@ -719,6 +722,7 @@ def _instance(
         health=health,
         image=facts.image,
         started_at=facts.started_at,
+        restarts=facts.restarts,
         router=spec.router,
         addresses=tuple(addresses),
     )

@@ -54,6 +54,7 @@ DEFAULTS = {
     "SOCKETLAB_COMPOSE": None,
     "SOCKETLAB_ROOT": None,
     "SOCKETLAB_PICKLE_KEY": None,
+    "SOCKETLAB_ADMIN_TOKEN": None,  # new in issue 20
     "DOCKER_HOST": "unix:///var/run/docker.sock",
     "SOCKETLAB_SHAPING_TIMEOUT": 30.0,
     "SOCKETLAB_SHAPER_READY_TIMEOUT": 20.0,

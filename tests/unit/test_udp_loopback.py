@@ -21,6 +21,7 @@ Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumE
 Udp: 10 0 {drops} 10 {drops} 0 0
 """
 POLL = 0.05  # how soon the listener's loops notice stop (keeps teardown short)
+TOKEN = "udp-admin-token"  # noqa: S105 - a test token
 
 
 @pytest.fixture
@@ -37,6 +38,7 @@ def listener(
         log_interval=0.1,
         snmp_path=str(snmp),
         recv_poll=POLL,
+        admin_token=TOKEN,
     )
     failed: list[str] = []
     listener = Listener(options)
@@ -92,7 +94,7 @@ def test_reset_clears_counters_and_moves_the_kernel_baseline(
         send_stream(sock, SendOptions(count=10, rate=0, size=64, sender_id=1))
     settled(lambda: status.fetch_stats("127.0.0.1", listener.status_port)["datagrams"] == 10)
     (tmp_path / "snmp").write_text(SNMP.format(drops=12))
-    before = status.reset_stats("127.0.0.1", listener.status_port)
+    before = status.reset_stats("127.0.0.1", listener.status_port, token=TOKEN)
     assert before["datagrams"] == 10
     assert before["kernel"]["RcvbufErrors"] == 7
     assert before["kernel_drops"] == 7
