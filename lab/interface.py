@@ -68,6 +68,7 @@ class ServiceStatus:
     container: str
     image: str
     addresses: tuple[str, ...] = ()  # "NETWORK IPV4 [IPV6]" for each network
+    node: str = ""  # the Swarm node running it ("" under Compose)
 
     @property
     def ready(self) -> bool:

@@ -316,6 +316,8 @@ class ContainerFacts:
     started_at: str = ""
     oneoff: bool = False
     endpoints: Mapping[str, EndpointFacts] = field(default_factory=dict)  # Docker network name
+    node: str = ""  # the Swarm node running it ("" for a Compose container)
+    problem: str = ""  # why it cannot run, as its orchestrator says ("": none known)
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -404,6 +406,8 @@ class Instance:
     started_at: str = ""
     router: bool = False
     addresses: tuple[Address, ...] = ()
+    node: str = ""  # the Swarm node running it ("" for a Compose container)
+    problem: str = ""  # why it cannot run, as its orchestrator says ("": none known)
 
     @property
     def key(self) -> str:
@@ -721,6 +725,8 @@ def _instance(
         started_at=facts.started_at,
         router=spec.router,
         addresses=tuple(addresses),
+        node=facts.node,
+        problem=facts.problem,
     )
 
 
