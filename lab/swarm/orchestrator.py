@@ -208,7 +208,7 @@ class SwarmOrchestrator:
                     f"{instance.name} has no container yet (its task is {instance.state}{why})"
                 )
             node = self.node(instance.node)
-            client = self.node_client(node, purpose=f"{instance.name}")
+            client = self.node_client(node, purpose=f"reaching {instance.name}")
             with docker_errors(f"cannot look up {instance.name} on node {node.hostname}"):
                 found.append(client.containers.get(instance.container_id))
         return found

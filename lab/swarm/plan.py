@@ -114,6 +114,9 @@ REFUSED: Mapping[str, str] = {
     "volumes_from": "Swarm services cannot mount another container's volumes",
 }
 
+# Boolean options whose false is the default (Compose v2 prints none of them).
+DEFAULT_FALSE = frozenset({"init", "read_only", "stdin_open", "tty"})
+
 RESTART_CONDITIONS: Mapping[str, str] = {
     "no": "none",
     "always": "any",
@@ -138,7 +141,7 @@ HEALTHCHECK_KEYS = frozenset({"test", "interval", "timeout", "retries", "start_p
 VOLUME_MOUNT_KEYS = frozenset({"type", "source", "target", "read_only", "consistency"})
 TOP_VOLUME_KEYS = frozenset({"driver", "driver_opts", "external", "labels", "name"})
 _PORT = re.compile(
-    r"^(?:(?P<ip>[0-9.]+|\[[0-9a-fA-F:]+\]):)?(?:(?P<published>\d+):)?(?P<target>\d+)"
+    r"^(?:(?P<ip>\d+\.\d+\.\d+\.\d+|\[[0-9a-fA-F:]+\]):)?(?:(?P<published>\d+):)?(?P<target>\d+)"
     r"(?:/(?P<protocol>tcp|udp|sctp))?$"
 )
 
@@ -305,7 +308,7 @@ def _deploy(
     if "resources" in deploy:
         deploy["resources"] = _resources(deploy["resources"], f"service {name}: deploy.resources")
     if deploy.get("endpoint_mode") == "vip":
-        notes.append(("endpoint_mode vip became dnsrr (shaping matches task addresses)", name))
+        notes.append(("endpoint_mode: vip became dnsrr (shaping matches task addresses)", name))
     deploy["endpoint_mode"] = "dnsrr"
     if "restart_policy" not in deploy:
         deploy["restart_policy"] = restart_policy(raw.get("restart"))
@@ -340,6 +343,8 @@ def _service(
     for key, value in raw.items():
         if value is None or key in {"deploy", "image"}:
             continue
+        if value is False and key in DEFAULT_FALSE:
+            continue  # v2 leaves these out when false: the same stack either way
         if key.startswith("x-"):
             continue  # the lab's own (x-socketlab) were read from the model already
         if key in REFUSED:
@@ -438,10 +443,11 @@ def grouped_notes(notes: Sequence[tuple[str, str]]) -> tuple[str, ...]:
         listed = services.setdefault(note, [])
         if service not in listed:
             listed.append(service)
-    return tuple(
-        f"{note.partition(': ')[0]} ({', '.join(names)}): {note.partition(': ')[2]}"
-        for note, names in services.items()
-    )
+    lines = []
+    for note, names in services.items():
+        key, sep, text = note.partition(": ")
+        lines.append(f"{key} ({', '.join(names)})" + (f": {text}" if sep else ""))
+    return tuple(lines)
 
 
 def dependency_waves(model: ProjectModel) -> tuple[tuple[str, ...], ...]:
