@@ -526,8 +526,11 @@ class SwarmOrchestrator:
         def gone() -> bool:
             left.clear()
             for node_id, client in clients.items():
-                with docker_errors("cannot list the stack's containers"):
-                    found = client.containers.list(all=True, filters=label)
+                try:
+                    with docker_errors("cannot list the stack's containers"):
+                        found = client.containers.list(all=True, filters=label)
+                except DockerNotFound:
+                    return False  # one went between the list and its inspect: look again
                 left.extend(f"{c.name} on {self._hostnames.get(node_id, node_id)}" for c in found)
             return not left
 
