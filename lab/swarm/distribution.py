@@ -8,8 +8,9 @@ The images are built (or found) on one engine, the *build engine*
   and every node pulls what its tasks need (Swarm does that);
 * **no registry** (air-gapped): the images are saved once (``docker save``,
   one tarball for all of them, so shared layers travel once) and loaded
-  (``docker load``) into each usable node that lacks one of them; a node
-  that has them all gets nothing.
+  (``docker load``) into each usable node that lacks one of them (with
+  ``--spread`` pinning every service, only the nodes it chose); a node that
+  has them all gets nothing.
 
 Images the build engine does not hold (``redis:7``) are the nodes' own
 business: they pull them as Swarm asks. What was loaded is recorded
@@ -82,11 +83,14 @@ def distribution_plan(
     nodes: Sequence[Node],
     present: Mapping[str, frozenset[str]],
     registry: str | None,
+    targets: frozenset[str] | None = None,
 ) -> DistributionPlan:
     """Decide how ``images`` reach the usable ``nodes`` (see the module docstring).
 
     ``local``: the images the build engine holds; ``present``: node ID -> the
-    images that node holds already (only needed without a registry).
+    images that node holds already (only needed without a registry);
+    ``targets``: the IDs of the only nodes that will run tasks (``--spread``
+    pinned every service), else None: any usable node may get one.
     """
     wanted = tuple(dict.fromkeys(images))
     ours = tuple(image for image in wanted if image in local)
@@ -96,7 +100,7 @@ def distribution_plan(
         push = tuple((image, refs[image]) for image in ours if refs[image] != image)
         return DistributionPlan(refs={**{i: i for i in pulled}, **refs}, push=push, pulled=pulled)
     loads = []
-    for node in sorted_nodes([n for n in nodes if n.usable]):
+    for node in sorted_nodes(receiving_nodes(nodes, targets)):
         have = present.get(node.id, frozenset())
         missing = tuple(image for image in ours if image not in have)
         if missing:
@@ -104,6 +108,11 @@ def distribution_plan(
     return DistributionPlan(
         refs={image: image for image in wanted}, loads=tuple(loads), pulled=pulled
     )
+
+
+def receiving_nodes(nodes: Sequence[Node], targets: frozenset[str] | None) -> list[Node]:
+    """The nodes that need the images: the usable ones (of ``targets`` when given)."""
+    return [n for n in nodes if n.usable and (targets is None or n.id in targets)]
 
 
 def record_document(loaded: Mapping[str, Sequence[str]]) -> bytes:

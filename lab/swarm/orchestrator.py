@@ -51,6 +51,7 @@ from lab.swarm.distribution import (
     DistributionPlan,
     distribution_plan,
     parse_record,
+    receiving_nodes,
     record_document,
 )
 from lab.swarm.errors import NodeUnreachable, NotASwarmManager, SwarmError
@@ -277,8 +278,8 @@ class SwarmOrchestrator:
         with override_file(document, project=lab.project) as extra:
             config = lab.compose(images, extra=(extra,)).config(major=lab.compose_version)
         first = stack_plan(config, model=model, scale=scale, built_images=built)
-        distribution = self._distribute([*first.images, images.netkit], nodes)
         placements = None
+        targets = None
         if self.settings.spread:
             result = spread(
                 service_replicas(model, scale), nodes, fixed=placed_services(model, config)
@@ -286,7 +287,8 @@ class SwarmOrchestrator:
             lab.progress(f"spread: {result.describe()}")
             if result.shared:
                 lab.progress("spread: fewer usable nodes than services, so some share a node")
-            placements = result.placements
+            placements, targets = result.placements, result.nodes
+        distribution = self._distribute([*first.images, images.netkit], nodes, targets=targets)
         netkit = distribution.refs.get(images.netkit, images.netkit)
         plan = stack_plan(
             config,
@@ -374,19 +376,20 @@ class SwarmOrchestrator:
 
     # ------------------------------------------------------------------ images
 
-    def _distribute(self, images: Sequence[str], nodes: Sequence[Node]) -> DistributionPlan:
+    def _distribute(
+        self, images: Sequence[str], nodes: Sequence[Node], *, targets: frozenset[str] | None
+    ) -> DistributionPlan:
         lab = self.lab
         builder = self.build_engine()
         local = frozenset(image for image in dict.fromkeys(images) if _has_image(builder, image))
         registry = self.settings.registry
         present: dict[str, frozenset[str]] = {}
         if not registry:
-            for node in nodes:
-                if node.usable:
-                    client = self.node_client(node, purpose="loading the lab's images")
-                    present[node.id] = frozenset(i for i in local if _has_image(client, i))
+            for node in receiving_nodes(nodes, targets):
+                client = self.node_client(node, purpose="loading the lab's images")
+                present[node.id] = frozenset(i for i in local if _has_image(client, i))
         plan = distribution_plan(
-            images, local=local, nodes=nodes, present=present, registry=registry
+            images, local=local, nodes=nodes, present=present, registry=registry, targets=targets
         )
         lab.progress(f"images: {plan.describe()}")
         if plan.push:

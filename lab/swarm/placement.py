@@ -27,6 +27,7 @@ class Placement:
     constraints: tuple[str, ...] = ()
     spread_over: tuple[str, ...] = ()  # spread descriptors, e.g. "node.id"
     node: str = ""  # the node's hostname when pinned to one (for messages)
+    node_id: str = ""  # and its ID
 
     def deploy_entry(self) -> dict[str, Any]:
         """The ``deploy.placement`` mapping of a stack file."""
@@ -44,6 +45,15 @@ class SpreadResult:
 
     placements: Mapping[str, Placement]
     shared: bool  # fewer usable nodes than pinned services: some share a node
+    pinned_all: bool = False  # every service that runs is pinned to one node
+
+    @property
+    def nodes(self) -> frozenset[str] | None:
+        """The IDs of the only nodes that will run tasks, when every task is pinned
+        (images go there only); None when Swarm may use any node."""
+        if not self.pinned_all:
+            return None
+        return frozenset(p.node_id for p in self.placements.values() if p.node_id)
 
     def describe(self) -> str:
         parts = [
@@ -69,13 +79,20 @@ def spread(
         )
     placements: dict[str, Placement] = {}
     pinned = 0
+    pinned_all = True
     for name, replicas in services:
-        if name in fixed or replicas < 1:
+        if replicas < 1:
+            continue
+        if name in fixed:
+            pinned_all = False
             continue
         if replicas > 1:
             placements[name] = Placement(spread_over=("node.id",))
+            pinned_all = False
             continue
         node = usable[pinned % len(usable)]
-        placements[name] = Placement(constraints=(f"node.id == {node.id}",), node=node.hostname)
+        placements[name] = Placement(
+            constraints=(f"node.id == {node.id}",), node=node.hostname, node_id=node.id
+        )
         pinned += 1
-    return SpreadResult(placements=placements, shared=pinned > len(usable))
+    return SpreadResult(placements=placements, shared=pinned > len(usable), pinned_all=pinned_all)

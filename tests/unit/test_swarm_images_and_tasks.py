@@ -78,6 +78,19 @@ def test_nodes_that_have_everything_or_cannot_run_tasks_get_nothing() -> None:
     assert plan.describe() == "every node has every image already"
 
 
+def test_with_every_service_pinned_only_the_chosen_nodes_get_images() -> None:
+    n1, n2, n3 = (node(f"node-{i}") for i in (1, 2, 3))
+    plan = distribution_plan(
+        [RUNTIME, NETKIT],
+        local=frozenset({RUNTIME, NETKIT}),
+        nodes=[n1, n2, n3],
+        present={},
+        registry=None,
+        targets=frozenset({n1.id, n3.id}),
+    )
+    assert [load.node.hostname for load in plan.loads] == ["node-1", "node-3"]
+
+
 def test_images_the_build_engine_lacks_are_pulled_by_the_nodes() -> None:
     plan = distribution_plan(
         [RUNTIME, "redis:7"], local=frozenset({RUNTIME}), nodes=NODES, present={}, registry=None

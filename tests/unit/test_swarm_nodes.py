@@ -169,6 +169,8 @@ def test_spread_puts_client_server_and_listener_on_three_nodes() -> None:
         "rss-poller": "node-1",  # four services, three nodes: round robin
     }
     assert result.shared
+    # every task is pinned: only these nodes need the images
+    assert result.nodes == frozenset(node.id for node in NODES)
     assert result.placements["client"].constraints == (f"node.id == {by_name('node-3').id}",)
     assert result.describe().startswith("server -> node-1, udp-listener -> node-2")
 
@@ -187,7 +189,11 @@ def test_replicas_spread_over_nodes_and_fixed_or_empty_services_are_left_alone()
         fixed=frozenset({"udp-listener"}),
     )
     assert result.placements == {
-        "server": Placement(constraints=(f"node.id == {by_name('node-1').id}",), node="node-1"),
+        "server": Placement(
+            constraints=(f"node.id == {by_name('node-1').id}",),
+            node="node-1",
+            node_id=by_name("node-1").id,
+        ),
         "client": Placement(spread_over=("node.id",)),
     }
     assert result.placements["client"].deploy_entry() == {"preferences": [{"spread": "node.id"}]}
@@ -201,6 +207,7 @@ def test_nodes_that_are_down_or_drained_get_nothing() -> None:
     ]
     result = spread(DEFAULT_LAB[:2], nodes)
     assert {p.node for p in result.placements.values()} == {"c"}
+    assert result.nodes == frozenset({"c"})
     with pytest.raises(
         StackPlanError, match=r"no Swarm node is ready and active .*a \(worker, down"
     ):
