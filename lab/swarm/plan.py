@@ -263,6 +263,19 @@ def _named_volumes(mounts: Iterable[Any]) -> set[str]:
     return names
 
 
+def _bind_sources(mounts: Iterable[Any]) -> list[str]:
+    """Host paths the mounts bind (they must exist on whichever node runs the task)."""
+    sources = []
+    for mount in mounts:
+        if isinstance(mount, str):
+            source = mount.split(":", 1)[0] if ":" in mount else ""
+            if source.startswith(("/", ".", "~")):
+                sources.append(source)
+        elif isinstance(mount, Mapping) and mount.get("type") == "bind" and mount.get("source"):
+            sources.append(str(mount["source"]))
+    return sources
+
+
 def _healthcheck(value: Any, where: str) -> dict[str, Any]:
     check = _mapping(value, where)
     return {k: v for k, v in check.items() if k in HEALTHCHECK_KEYS and v is not None}
@@ -358,6 +371,10 @@ def _service(
             notes.append((f"{key}: not a Swarm service option: left out", name))
             continue
         out[key] = _passed(key, value, where)
+    for source in _bind_sources(out.get("volumes") or ()):
+        notes.append(
+            (f"volumes: a bind mount of {source} needs that path on the task's node", name)
+        )
     if image is None:
         raise StackPlanError(f"{where} has no image (and no build the lab could make one from)")
     out["image"] = image

@@ -167,6 +167,11 @@ def test_a_built_service_runs_the_image_the_lab_built() -> None:
         assert plan.document["services"][name]["image"] == image
         assert "build" not in plan.document["services"][name]
     assert any(note.startswith("build (") for note in plan.notes)
+    # its scripts are bind-mounted from the checkout: only a node with that path can run it
+    assert any(
+        note.startswith("volumes (") and "needs that path on the task's node" in note
+        for note in plan.notes
+    ), plan.notes
 
 
 def test_ipv6_networks_are_refused_with_the_network_named() -> None:
