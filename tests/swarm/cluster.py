@@ -259,7 +259,12 @@ def remove_labelled(host: Any, name: str) -> None:
 
 
 def _answering(url: str) -> Any:
-    client = docker.DockerClient(base_url=url, timeout=60)
+    """A client of the engine at ``url`` once it answers, else None (ask again)."""
+    try:
+        # the client asks for the API version as it is made: that fails too until dockerd runs
+        client = docker.DockerClient(base_url=url, timeout=60)
+    except docker.errors.DockerException:
+        return None
     try:
         client.ping()
     except Exception:  # not up yet: any error means ask again
