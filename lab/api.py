@@ -27,7 +27,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +36,7 @@ import docker
 from docker import DockerClient
 
 from lab import engine
-from lab.addressing import REPLICA_NAME, UnknownTarget, parse_target, select_replicas
+from lab.addressing import UnknownTarget
 from lab.compose import Compose, ProjectFiles, detect_compose_command, project_files
 from lab.config import LabConfig
 from lab.credentials import SECRET_VOLUMES, secret_files, secrets_tar, volume_labels
@@ -47,7 +47,7 @@ from lab.errors import (
     DockerNotFound,
     LabError,
     NotReady,
-    ServiceNotFound,
+    ServiceBlocked,
     ServiceStopped,
 )
 from lab.helpers import (
@@ -60,16 +60,14 @@ from lab.helpers import (
 )
 from lab.images import ImageNames, ImageSet, ensure_images, tag_stable_names
 from lab.interface import TIMEOUT_EXIT_CODE, ExecResult, ServiceStatus
-from lab.overlay import NETKIT_LABEL, lab_override, override_file
+from lab.orchestrator import Action, Orchestrator, orchestrator_for
+from lab.overlay import NETKIT_LABEL
 from lab.topology import (
-    COMPOSE_NUMBER_LABEL,
-    COMPOSE_ONEOFF_LABEL,
     Family,
     Instance,
     ProjectModel,
     Topology,
     build_topology,
-    container_facts,
     model_from_config,
 )
 from lab.waiting import Stream, wait_for, wait_for_log
@@ -98,7 +96,6 @@ __all__ = [
 log = logging.getLogger("lab")
 
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
-COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
 DEFAULT_PROJECT = "socketlab"
 HEALTH_POLL = 0.5
 NETKIT_RUN_ROLE = "netkit-run"
@@ -221,6 +218,12 @@ class Lab:
         )
 
     @cached_property
+    def orchestrator(self) -> Orchestrator:
+        """What runs the services: Compose on one engine, or a stack on a Swarm
+        (``SOCKETLAB_ORCHESTRATOR``, ``lab --swarm``; see :mod:`lab.orchestrator`)."""
+        return orchestrator_for(self, self.config.orchestrator)
+
+    @cached_property
     def project_files(self) -> ProjectFiles:
         """The project's Compose files (``-f``, ``SOCKETLAB_COMPOSE_FILE`` or the default)."""
         return project_files(
@@ -270,12 +273,11 @@ class Lab:
         """Build (or reuse) the images for the current sources; tag them
         ``socketlab/runtime:latest`` and ``socketlab/base:latest`` too, so a
         project's own Dockerfile can start ``FROM`` them and build offline."""
+        builder = self.orchestrator.build_engine()
         self._images = ensure_images(
-            self.docker, self.repo_root, progress=self.progress, config=self.config.images
+            builder, self.repo_root, progress=self.progress, config=self.config.images
         )
-        tag_stable_names(
-            self.docker, self._images, ImageNames(namespace=self.config.images.namespace)
-        )
+        tag_stable_names(builder, self._images, ImageNames(namespace=self.config.images.namespace))
         return self._images
 
     def up(
@@ -289,6 +291,7 @@ class Lab:
         """
         # a missing prerequisite stops here with lab doctor's row
         require_prerequisites(config=self.config)
+        self.orchestrator.prepare()  # a Swarm that is none says so before any build
         model = self.model
         scale = dict(scale or {})
         for name, replicas in scale.items():
@@ -296,16 +299,7 @@ class Lab:
             if replicas < 0:
                 raise LabError(f"--scale {name}={replicas}: replicas cannot be below 0")
         images = self.build()
-        args = ["up", "-d", "--remove-orphans"]
-        if model.has_builds:
-            args.append("--build")  # a changed Dockerfile of the project is built again
-        for name, replicas in sorted(scale.items()):
-            args += ["--scale", f"{name}={replicas}"]
-        self.install_secrets(images)
-        self.progress(f"starting lab {self.project!r} ({self.project_files.describe()})")
-        document = lab_override(model, project=self.project, netkit_image=images.netkit)
-        with override_file(document, project=self.project) as extra:
-            self.compose(images, extra=(extra,)).run(*args)
+        self._images = self.orchestrator.start(model, images=images, scale=scale, timeout=timeout)
         if model.routers:
             from lab.routing import ensure_routes  # noqa: PLC0415 - routing imports shaping
 
@@ -314,13 +308,15 @@ class Lab:
         self.wait_healthy(timeout=timeout)
         return self.status()
 
-    def install_secrets(self, images: ImageSet) -> None:
+    def install_secrets(self, runtime_image: str, *, engine: Any | None = None) -> None:
         """Write the pickle key and admin token into the per-service secrets volumes.
 
-        Done before ``compose up`` (which adopts the volumes, labelled as its own),
-        from a container that is created but never started (no network), so
-        the files are owned by the service user whatever the host user is.
+        Done before the services start (Compose and stack deploy adopt the
+        volumes by name), from a container that is created but never started
+        (no network), so the files are owned by the service user whatever the
+        host user is. ``engine``: a Swarm node's engine (default: this lab's).
         """
+        client = engine if engine is not None else self.docker
         files = secret_files(
             pickle_key=pickle_key(self.repo_root, configured=self.config.pickle_key),
             admin_token=admin_token(self.repo_root, configured=self.config.admin_token),
@@ -332,13 +328,13 @@ class Lab:
         with docker_errors(f"cannot install the secrets of lab {self.project!r}"):
             for volume in SECRET_VOLUMES:
                 name = f"{self.project}_{volume}"
-                if not self.docker.volumes.list(filters={"name": f"^{name}$"}):
+                if not client.volumes.list(filters={"name": f"^{name}$"}):
                     labels = volume_labels(
                         project=self.project, volume=volume, project_label=PROJECT_LABEL
                     )
-                    self.docker.volumes.create(name=name, labels=labels)
-            writer = self.docker.containers.create(
-                images.runtime,
+                    client.volumes.create(name=name, labels=labels)
+            writer = client.containers.create(
+                runtime_image,
                 ["true"],
                 user="0:0",
                 network_mode="none",
@@ -353,90 +349,94 @@ class Lab:
 
     def down(self) -> dict[str, int]:
         """Remove the project's containers, networks and volumes; return counts removed."""
-        if self._has_files():
-            args = ["down", "--volumes", "--remove-orphans", "--timeout", "5"]
-            with contextlib.suppress(LabError):  # a file Compose rejects: remove by label
-                if self.model.has_builds:
-                    args += ["--rmi", "local"]  # images Compose built for the project's services
-            try:
-                self.compose().run(*args)
-            except LabError as exc:
-                self.progress(f"compose down failed ({exc}); removing by label")
-        return self.remove_labelled()
+        removed = self.orchestrator.remove()
+        left = self.remove_labelled()
+        return {key: removed.get(key, 0) + left.get(key, 0) for key in {**removed, **left}}
 
     def remove_labelled(self) -> dict[str, int]:
         """Remove whatever still carries this project's label (helpers, strays)."""
         removed = {"containers": 0, "networks": 0, "volumes": 0}
         filters = {"label": f"{PROJECT_LABEL}={self.project}"}
         compose_filters = {"label": f"{COMPOSE_PROJECT_LABEL}={self.project}"}
-        with docker_errors(f"cannot list what lab {self.project!r} left"):
-            containers = {
-                c.id: c
-                for f in (filters, compose_filters)
-                for c in self.docker.containers.list(all=True, filters=f)
-            }
-            networks = {
-                n.id: n
-                for f in (filters, compose_filters)
-                for n in self.docker.networks.list(filters=f)
-            }.values()
-            volumes = self.docker.volumes.list(filters=filters)
-        # Gone already is what we wanted.
-        for container in containers.values():
-            with contextlib.suppress(DockerNotFound), docker_errors("removing a container"):
-                container.remove(force=True, v=True)
-            removed["containers"] += 1
-        for network in networks:
-            with contextlib.suppress(DockerNotFound), docker_errors("removing a network"):
-                network.remove()
-            removed["networks"] += 1
-        for volume in volumes:
-            with contextlib.suppress(DockerNotFound), docker_errors("removing a volume"):
-                volume.remove(force=True)
-            removed["volumes"] += 1
+        for client in self.orchestrator.engines():
+            with docker_errors(f"cannot list what lab {self.project!r} left"):
+                containers = {
+                    c.id: c
+                    for f in (filters, compose_filters)
+                    for c in client.containers.list(all=True, filters=f)
+                }
+                networks = {
+                    n.id: n
+                    for f in (filters, compose_filters)
+                    for n in client.networks.list(filters=f)
+                }.values()
+                volumes = client.volumes.list(filters=filters)
+            # Gone already is what we wanted.
+            for container in containers.values():
+                with contextlib.suppress(DockerNotFound), docker_errors("removing a container"):
+                    container.remove(force=True, v=True)
+                removed["containers"] += 1
+            for network in networks:
+                with contextlib.suppress(DockerNotFound), docker_errors("removing a network"):
+                    network.remove()
+                removed["networks"] += 1
+            for volume in volumes:
+                with contextlib.suppress(DockerNotFound), docker_errors("removing a volume"):
+                    volume.remove(force=True)
+                removed["volumes"] += 1
         return removed
 
     def leftovers(self) -> dict[str, list[str]]:
         """Names of anything still labelled with this project (empty after ``down``);
         networks by Compose's project label too."""
         filters = {"label": f"{PROJECT_LABEL}={self.project}"}
-        with docker_errors(f"cannot list what lab {self.project!r} left"):
-            compose_filters = {"label": f"{COMPOSE_PROJECT_LABEL}={self.project}"}
-            return {
-                "containers": [
-                    c.name for c in self.docker.containers.list(all=True, filters=filters)
-                ],
-                "networks": sorted(
-                    {
-                        n.name
-                        for f in (filters, compose_filters)
-                        for n in self.docker.networks.list(filters=f)
-                    }
-                ),
-                "volumes": [v.name for v in self.docker.volumes.list(filters=filters)],
-            }
+        compose_filters = {"label": f"{COMPOSE_PROJECT_LABEL}={self.project}"}
+        left: dict[str, list[str]] = {"containers": [], "networks": [], "volumes": []}
+        for client in self.orchestrator.engines():
+            with docker_errors(f"cannot list what lab {self.project!r} left"):
+                left["containers"] += [
+                    c.name for c in client.containers.list(all=True, filters=filters)
+                ]
+                left["networks"] += [
+                    n.name
+                    for f in (filters, compose_filters)
+                    for n in client.networks.list(filters=f)
+                ]
+                left["volumes"] += [v.name for v in client.volumes.list(filters=filters)]
+        return {kind: sorted(set(names)) for kind, names in left.items()}
 
-    def _has_files(self) -> bool:
+    def has_files(self) -> bool:
+        """Whether the project's main Compose file exists (``lab down`` works without)."""
         try:
             return self.project_files.main.is_file()
         except LabError:
             return False
 
-    def wait_healthy(self, *, timeout: float) -> None:
+    def wait_healthy(self, *, timeout: float, only: Collection[str] | None = None) -> None:
         """Poll until every container runs and is healthy (or, without a healthcheck,
-        runs) and every service has one; NotReady at the deadline."""
+        runs) and every service has one; NotReady at the deadline. ``only``: just
+        these services (a Swarm deploys in waves)."""
         waiting: list[str] = []
 
         def all_ready() -> bool:
             topology = self.topology()
-            present = {instance.service for instance in topology.instances}
+            instances = [i for i in topology.instances if only is None or i.service in only]
+            present = {instance.service for instance in instances}
             waiting[:] = [
                 f"{spec.name} (missing)"
                 for spec in self.model.services
-                if spec.replicas > 0 and spec.name not in present
+                if spec.replicas > 0
+                and spec.name not in present
+                and (only is None or spec.name in only)
             ]
-            unready = [i for i in topology.instances if not i.ready]
+            unready = [i for i in instances if not i.ready]
             waiting.extend(f"{i.name} ({i.state}/{i.health})" for i in unready)
+            blocked = [i for i in unready if i.problem]
+            if blocked:
+                # The orchestrator says why it cannot run (a task Swarm cannot place).
+                raise ServiceBlocked(
+                    "; ".join(f"{i.name}{_on_node(i)}: {i.problem}" for i in blocked)
+                )
             dead = [i for i in unready if i.state in {"exited", "dead"}]
             if dead:
                 # It will not get healthy by waiting: say why now.
@@ -446,7 +446,7 @@ class Lab:
 
         try:
             wait_for(all_ready, timeout=timeout, what="the lab", interval=HEALTH_POLL)
-        except ServiceStopped:
+        except (ServiceStopped, ServiceBlocked):
             raise
         except NotReady as exc:
             raise NotReady(f"not healthy after {timeout:.0f} s: {', '.join(waiting)}") from exc
@@ -462,12 +462,7 @@ class Lab:
 
     def topology(self) -> Topology:
         """The lab now: the model from Compose and the project's containers."""
-        with docker_errors(f"cannot list the containers of lab {self.project!r}"):
-            containers = self.docker.containers.list(
-                all=True, filters={"label": f"{COMPOSE_PROJECT_LABEL}={self.project}"}
-            )
-            facts = [container_facts(container.attrs) for container in containers]
-        return build_topology(self.model, facts)
+        return build_topology(self.model, self.orchestrator.container_facts())
 
     def instance(self, service: str) -> Instance:
         """The container ``service`` (``client``, ``client.2``) names; its first replica
@@ -476,28 +471,9 @@ class Lab:
 
     def containers(self, service: str) -> list[Any]:
         """The Docker SDK containers ``service`` names (a bare service: every replica),
-        by replica number (not part of the :class:`~lab.interface.Lab` protocol)."""
-        # The name as a service first: no need to ask Compose for the model then.
-        found = self._labelled(service)
-        if not found:
-            match = REPLICA_NAME.match(service)
-            if match:
-                found = self._labelled(match["service"], int(match["number"]))
-        if not found:
-            # Say which names exist (this reads the model and the containers).
-            topology = self.topology()
-            target = parse_target(service, self.services)
-            select_replicas(target, topology.running)
-            raise ServiceNotFound(f"no container for service {service!r} in lab {self.project!r}")
-        return sorted(found, key=lambda c: int(c.labels.get(COMPOSE_NUMBER_LABEL, "1") or 1))
-
-    def _labelled(self, service: str, number: int | None = None) -> list[Any]:
-        labels = [f"{COMPOSE_PROJECT_LABEL}={self.project}", f"{COMPOSE_SERVICE_LABEL}={service}"]
-        if number is not None:
-            labels.append(f"{COMPOSE_NUMBER_LABEL}={number}")
-        with docker_errors(f"cannot look up {service}"):
-            found = self.docker.containers.list(all=True, filters={"label": labels})
-        return [c for c in found if (c.labels or {}).get(COMPOSE_ONEOFF_LABEL, "False") != "True"]
+        by replica number, each bound to the engine that holds it (not part of the
+        :class:`~lab.interface.Lab` protocol)."""
+        return self.orchestrator.containers(service)
 
     def container(self, service: str) -> Any:
         """The Docker SDK container ``service`` names (a bare service: its first replica;
@@ -591,17 +567,21 @@ class Lab:
         logs that text; a helper that does not get ready is removed before
         :class:`~lab.errors.HelperNotReady` is raised.
         """
+        target = self.container(service)
         options = helper_run_options(
             project=self.project,
             role=role,
-            target_id=self.container(service).id,
+            target_id=target.id,
             caps=caps,
             name=name,
             labels=labels,
         )
+        # On the engine that holds the target: only it can join that namespace.
         with docker_errors(f"cannot start a {role} helper in {service}"):
             helper = DockerHelper(
-                self.docker.containers.run(self.netkit_image, list(argv), **options)
+                self.orchestrator.engine_of(target).containers.run(
+                    self.netkit_image, list(argv), **options
+                )
             )
         if ready is not None:
             with helper_removed_on_error(helper):
@@ -611,8 +591,10 @@ class Lab:
     def helpers(self, role: str) -> list[DockerHelper]:
         """This lab's helpers of ``role``, running or not."""
         labels = [f"{PROJECT_LABEL}={self.project}", f"{ROLE_LABEL}={role}"]
-        with docker_errors(f"cannot list the {role} helpers of lab {self.project!r}"):
-            found = self.docker.containers.list(all=True, filters={"label": labels})
+        found = []
+        for client in self.orchestrator.engines():
+            with docker_errors(f"cannot list the {role} helpers of lab {self.project!r}"):
+                found += client.containers.list(all=True, filters={"label": labels})
         return [DockerHelper(container) for container in found]
 
     # ------------------------------------------------------------------ actions
@@ -627,12 +609,12 @@ class Lab:
         env: Mapping[str, str] | None = None,
     ) -> ExecResult:
         """Run ``argv`` in the service's container; bounded by ``timeout`` seconds."""
-        target = self.container(service).id
+        target = self.container(service)
         kwargs: dict[str, Any] = {"demux": True, "environment": dict(env or {})}
         if user is not None:
             kwargs["user"] = user
         with docker_errors(f"exec in {service} failed"):
-            container = self.exec_docker.containers.get(target)
+            container = self.orchestrator.exec_engine(target).containers.get(target.id)
             exit_code, (out, err) = container.exec_run(wrap_with_timeout(argv, timeout), **kwargs)
         return ExecResult(
             exit_code=int(exit_code),
@@ -683,11 +665,9 @@ class Lab:
         )
         return result.stdout.split()[0]
 
-    def _act(self, service: str, action: str) -> None:
+    def _act(self, service: str, action: Action) -> None:
         # A bare service with replicas: every one of them (a fault hits the service).
-        for container in self.containers(service):
-            with docker_errors(f"cannot {action} {service}"):
-                getattr(container, action)()
+        self.orchestrator.act(service, action)
 
     def stop(self, service: str) -> None:
         self._act(service, "stop")
@@ -719,7 +699,12 @@ def _status_row(instance: Instance) -> ServiceStatus:
         image=instance.image,
         addresses=tuple(address.describe() for address in instance.addresses),
         restarts=instance.restarts,
+        node=instance.node,
     )
+
+
+def _on_node(instance: Instance) -> str:
+    return f" on node {instance.node}" if instance.node else ""
 
 
 if TYPE_CHECKING:

@@ -14,7 +14,8 @@ prints (``SOCKETLAB_SHAPING_TIMEOUT='abc' is not a number``)::
     ├── capture: CaptureConfig    lab run: tcpdump helpers
     ├── bench: BenchConfig        lab bench / lab sweep
     ├── report: ReportConfig      report.html and pcap analysis (lab.report.config)
-    └── watch: WatchConfig        lab watch: refresh, reads, counter helpers
+    ├── watch: WatchConfig        lab watch: refresh, reads, counter helpers
+    └── swarm: SwarmConfig        lab --swarm: node endpoints, images, timeouts (lab.swarm.config)
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from lab.images import ImagesConfig
 from lab.report.config import ReportConfig
+from lab.swarm.config import SwarmConfig
 from socketlab.config import EnvConfig, env_config, env_field
 
 PICKLE_KEY_ENV = "SOCKETLAB_PICKLE_KEY"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+# What runs the lab's services (lab.orchestrator).
+OrchestratorKind = Literal["compose", "swarm"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,6 +212,12 @@ class LabConfig(EnvConfig):
     docker_host: str = env_field(
         "DOCKER_HOST", DEFAULT_DOCKER_HOST, "the Docker engine (read by the Docker SDK too)"
     )
+    orchestrator: OrchestratorKind = env_field(
+        "SOCKETLAB_ORCHESTRATOR",
+        "compose",
+        "what runs the lab: `compose` on DOCKER_HOST, or `swarm`: a stack on the Swarm whose "
+        "manager DOCKER_HOST is (`lab --swarm`)",
+    )
     shaping: ShapingConfig = field(default_factory=ShapingConfig)
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
@@ -215,6 +225,7 @@ class LabConfig(EnvConfig):
     images: ImagesConfig = field(default_factory=ImagesConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
+    swarm: SwarmConfig = field(default_factory=SwarmConfig)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:

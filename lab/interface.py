@@ -69,6 +69,7 @@ class ServiceStatus:
     image: str
     addresses: tuple[str, ...] = ()  # "NETWORK IPV4 [IPV6]" for each network
     restarts: int = 0  # times Docker restarted it (restart: on-failure)
+    node: str = ""  # the Swarm node running it ("" under Compose)
 
     @property
     def ready(self) -> bool:

@@ -317,6 +317,8 @@ class ContainerFacts:
     restarts: int = 0  # Docker's RestartCount (restart: on-failure)
     oneoff: bool = False
     endpoints: Mapping[str, EndpointFacts] = field(default_factory=dict)  # Docker network name
+    node: str = ""  # the Swarm node running it ("" for a Compose container)
+    problem: str = ""  # why it cannot run, as its orchestrator says ("": none known)
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -407,6 +409,8 @@ class Instance:
     restarts: int = 0
     router: bool = False
     addresses: tuple[Address, ...] = ()
+    node: str = ""  # the Swarm node running it ("" for a Compose container)
+    problem: str = ""  # why it cannot run, as its orchestrator says ("": none known)
 
     @property
     def key(self) -> str:
@@ -725,6 +729,8 @@ def _instance(
         restarts=facts.restarts,
         router=spec.router,
         addresses=tuple(addresses),
+        node=facts.node,
+        problem=facts.problem,
     )
 
 

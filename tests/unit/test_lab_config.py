@@ -101,6 +101,19 @@ DEFAULTS = {
     "SOCKETLAB_COMPOSE_FILE": None,
     "SOCKETLAB_EXEC_TIMEOUT": 3600.0,
     "SOCKETLAB_COPY_LIMIT": 4 * 1024**3,
+    # new with issue 19 (the lab on a Swarm)
+    "SOCKETLAB_ORCHESTRATOR": "compose",
+    "SOCKETLAB_SWARM_NODES": (),
+    "SOCKETLAB_SWARM_NODE_HOST": None,
+    "SOCKETLAB_SWARM_REGISTRY": None,
+    "SOCKETLAB_SWARM_BUILD_HOST": None,
+    "SOCKETLAB_SWARM_SPREAD": False,
+    "SOCKETLAB_SWARM_API_TIMEOUT": 60.0,
+    "SOCKETLAB_SWARM_DEPLOY_TIMEOUT": 120.0,
+    "SOCKETLAB_SWARM_LOAD_TIMEOUT": 900.0,
+    "SOCKETLAB_SWARM_LOAD_PARALLEL": 4,
+    "SOCKETLAB_SWARM_REMOVE_TIMEOUT": 120.0,
+    "SOCKETLAB_SWARM_DOCKER_CLI": "docker",
 }
 
 # A valid text per type and the value it must become.
@@ -110,6 +123,9 @@ SAMPLES: dict[Any, tuple[str, Any]] = {
     str: ("other", "other"),
     str | None: ("other", "other"),
     Path | None: ("/srv/checkout", Path("/srv/checkout")),
+    bool: ("yes", True),
+    typing.Literal["compose", "swarm"]: ("swarm", "swarm"),
+    tuple[str, ...]: ("node-2=tcp://10.0.0.2:2375", ("node-2=tcp://10.0.0.2:2375",)),
 }
 
 
