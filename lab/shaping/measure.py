@@ -66,6 +66,9 @@ class PingStats:
     rtt_avg: float | None  # seconds; None when nothing came back
     duplicates: int = 0
     rtt_median: float | None = None
+    # per probe, in send order (empty from a prober that did not report them)
+    lost_flags: tuple[bool, ...] = ()
+    rtts: tuple[float | None, ...] = ()
 
     @property
     def lost(self) -> int:
@@ -75,20 +78,49 @@ class PingStats:
     def loss(self) -> float:
         return self.lost / self.transmitted if self.transmitted else 0.0
 
+    @property
+    def answered_rtts(self) -> list[float]:
+        return [rtt for rtt in self.rtts if rtt is not None]
+
+
+def _flags(text: object, sent: int) -> tuple[bool, ...]:
+    if not isinstance(text, str) or (text and len(text) != sent) or set(text) - {"0", "1"}:
+        raise ValueError(f"'lost' is not one 0/1 flag per probe: {str(text)[:40]!r}")
+    return tuple(char == "1" for char in text)
+
+
+def _rtt_list(values: object, sent: int) -> tuple[float | None, ...]:
+    if not isinstance(values, list) or (values and len(values) != sent):
+        raise ValueError("'rtts' is not one value per probe")
+    return tuple(None if value is None else float(value) for value in values)
+
 
 def parse_probe(text: str) -> PingStats:
     """Read the JSON line ``socketlab probe`` prints."""
     try:
         report = json.loads(text.strip().splitlines()[-1])
+        sent = int(report["sent"])
         return PingStats(
-            transmitted=int(report["sent"]),
+            transmitted=sent,
             received=int(report["received"]),
             rtt_avg=None if report["rtt_avg"] is None else float(report["rtt_avg"]),
             duplicates=int(report.get("duplicates", 0)),
             rtt_median=None if report.get("rtt_median") is None else float(report["rtt_median"]),
+            lost_flags=_flags(report.get("lost", ""), sent),
+            rtts=_rtt_list(report.get("rtts", []), sent),
         )
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise ShapingError(f"cannot read the probe report: {text.strip()[-200:]!r}") from exc
+
+
+def parse_arrivals(text: str) -> list[int]:
+    """The arrival order ``socketlab probe --listen`` prints (its last JSON line)."""
+    try:
+        report = json.loads(text.strip().splitlines()[-1])
+        arrivals = [int(seq) for seq in report["arrivals"]]
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise ShapingError(f"cannot read the stream report: {text.strip()[-200:]!r}") from exc
+    return arrivals
 
 
 def parse_iperf3(text: str) -> float:

@@ -4,6 +4,9 @@ Runs inside the ``udp-listener`` process so the comparison needs nothing
 else. Protocol, one transfer per connection: the client sends its bytes and
 shuts down its writing side; the sink counts everything up to EOF, answers
 one JSON line ``{"bytes": N, "duration_s": T}`` (first byte to EOF) and closes.
+A stream that starts with a :func:`socketlab.udp.latency.stream_header` is
+timed message by message too, and the answer adds ``"latency": {"messages",
+"p50_ms", "p99_ms", "max_ms"}`` (``null`` for an untimed stream).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 
 from socketlab.config import EnvConfig, env_config, env_field
 from socketlab.errors import ServiceError
+from socketlab.udp.latency import MessageClock
 
 log = logging.getLogger("socketlab.udp")
 
@@ -63,8 +67,9 @@ class SinkTotals:
             self.bytes = 0
 
 
-def count_until_eof(conn: socket.socket) -> tuple[int, float]:
-    """Read ``conn`` to EOF; return (bytes, seconds from first byte to EOF)."""
+def count_until_eof(conn: socket.socket, clock: MessageClock | None = None) -> tuple[int, float]:
+    """Read ``conn`` to EOF (each chunk to ``clock``); return (bytes, seconds from first
+    byte to EOF)."""
     buffer = bytearray(RECV_BUFFER)
     view = memoryview(buffer)
     total = 0
@@ -75,6 +80,8 @@ def count_until_eof(conn: socket.socket) -> tuple[int, float]:
             break
         if first is None:
             first = time.monotonic()
+        if clock is not None:
+            clock.feed(view[:size], time.time_ns())
         total += size
     return total, (time.monotonic() - first) if first is not None else 0.0
 
@@ -89,9 +96,11 @@ def _handle(
     try:
         with conn:
             conn.settimeout(idle_timeout)
-            total, duration = count_until_eof(conn)
+            clock = MessageClock()
+            total, duration = count_until_eof(conn, clock)
             totals.add(total)
-            conn.sendall(json.dumps({"bytes": total, "duration_s": duration}).encode() + b"\n")
+            answer = {"bytes": total, "duration_s": duration, "latency": clock.summary()}
+            conn.sendall(json.dumps(answer).encode() + b"\n")
             log.info("event=tcp_sink_done peer=%s bytes=%d duration_s=%.3f", peer, total, duration)
     except OSError as exc:
         log.warning("event=tcp_sink_failed peer=%s error=%r", peer, exc)
