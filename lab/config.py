@@ -75,6 +75,11 @@ class ShapingConfig(EnvConfig):
         5299,
         "UDP port the self-check's stream listener binds in the destination's namespace",
     )
+    check_host_slack: float = env_field(
+        "SOCKETLAB_CHECK_HOST_SLACK",
+        0.002,
+        "seconds a busy host may add to a self-check's delay percentiles (upper side only)",
+    )
     check_load_probes: int = env_field(
         "SOCKETLAB_CHECK_LOAD_PROBES",
         100,

@@ -166,9 +166,10 @@ def overlay_sentence(result: SweepResult) -> str:
             f"{' and '.join(shown)} are overlaid: compare each with the Mathis bound, "
             "the steady state of a TCP that halves its window at every loss."
         )
+    verb = ("treats", "halves") if len(loss_based) == 1 else ("treat", "halve")
     return (
-        f"{', '.join(loss_based)} treat{'s' if len(loss_based) == 1 else ''} every loss as "
-        "congestion and halve the window, so goodput falls with loss roughly as the Mathis "
+        f"{', '.join(loss_based)} {verb[0]} every loss as congestion and {verb[1]} the "
+        "window, so goodput falls with loss roughly as the Mathis "
         f"bound (MSS/RTT · 1.22/√p) predicts, while {', '.join(model_based)} paces at "
         "its estimate of the bottleneck's bandwidth and does not back off on random loss, "
         "so it stays far above the bound: the link is the same, only the sender's reaction "

@@ -1521,7 +1521,9 @@ def self_check(
         )
     if spec.jitter:
         added = [rtt - base_rtt for rtt in stats.answered_rtts]
-        rows += measure.check_delay_percentiles(added=added, forward=spec, reverse=reverse)
+        rows += measure.check_delay_percentiles(
+            added=added, forward=spec, reverse=reverse, host_slack=config.check_host_slack
+        )
     expected_duplicates = measure.round_trip_duplicates(spec, reverse)
     if expected_duplicates:
         rows.append(measure.check_duplicates(expected=expected_duplicates, stats=stats))

@@ -178,6 +178,7 @@ class FakeLab:
         # per container: the per-route algorithm set in its namespace (None: its default)
         self.congestion: dict[str, str | None] = dict.fromkeys(self.names)
         self.congestion_default = "bbr"
+        self.tcp_congestion: dict[str, str] = {}  # x-socketlab.tcp_congestion by service
 
     # ------------------------------------------------------------------ scripting
 
@@ -207,7 +208,10 @@ class FakeLab:
         model = ProjectModel(
             project=self.project,
             services=tuple(
-                ServiceSpec(name=s, networks=("lab",), replicas=n) for s, n in self.replicas.items()
+                ServiceSpec(
+                    name=s, networks=("lab",), replicas=n, tcp_congestion=self.tcp_congestion.get(s)
+                )
+                for s, n in self.replicas.items()
             ),
             networks=(NetworkSpec(key="lab", name=f"{self.project}_lab"),),
         )
