@@ -550,7 +550,7 @@ def shape(
         used.add(plan.link.queue)
         plans.append(plan)
     results: list[ShapeResult] = []
-    baselines: list[measure.PingStats | None] = []
+    baselines: list[_Before | None] = []
     done: list[_Plan] = []
     try:
         for plan in plans:
@@ -663,9 +663,25 @@ def _plan_link(
     )
 
 
-def _put_in_place(
-    lab: Lab, topology: Topology, plan: _Plan, *, check: bool
-) -> measure.PingStats | None:
+@dataclass(frozen=True)
+class _Before:
+    """What a self-check measured before the link got its shaping."""
+
+    baseline: measure.PingStats
+    host_delay: tuple[float, ...] = ()  # the verdict loop's own lateness, per probe (seconds)
+
+
+# A calibration of the verdict loop's lateness holds packets at least this long.
+CALIBRATION_DELAY = 0.01
+
+
+def needs_calibration(spec: LinkSpec, engine: Engine) -> bool:
+    """Whether a self-check measures the host's own delay first: percentiles of a jittered
+    link on the userspace engine, whose verdict loop waits for a CPU on a busy host."""
+    return engine is Engine.NFQUEUE and bool(spec.jitter)
+
+
+def _put_in_place(lab: Lab, topology: Topology, plan: _Plan, *, check: bool) -> _Before | None:
     """Replace the link's shaping with the plan's (the baseline first, with ``check``).
 
     On failure whatever this link had is put back before the error goes on.
@@ -676,7 +692,7 @@ def _put_in_place(
         _remove(lab, _link_of(plan.previous))
         _remove_helper(lab, plan.previous)
     try:
-        baseline = None
+        before = None
         if check:
             # The baseline includes whatever shapes the way back, so only this
             # link's own delay is expected on top of it.
@@ -688,6 +704,12 @@ def _put_in_place(
                 network=link.network,
                 family=plan.check_family,
             )
+            host = (
+                _host_delay(lab, plan, baseline)
+                if needs_calibration(link.spec, link.engine)
+                else ()
+            )
+            before = _Before(baseline=baseline, host_delay=host)
         _apply(lab, link)
         _start_helper(lab, link, seed=None, name=plan.name)
     except LabError as exc:
@@ -703,7 +725,36 @@ def _put_in_place(
         link.queue,
         link.spec.describe(),
     )
-    return baseline
+    return before
+
+
+def _host_delay(lab: Lab, plan: _Plan, baseline: measure.PingStats) -> tuple[float, ...]:
+    """How late the verdict loop releases packets on this host now: the link shaped with its
+    delay fixed (no jitter) for a moment, measured, and taken away again (seconds late,
+    per probe). Percentile bands allow that much on their upper side."""
+    fixed = LinkSpec(delay=plan.link.spec.delay or CALIBRATION_DELAY)
+    calibration = dataclasses.replace(plan.link, spec=fixed)
+    _apply(lab, calibration)
+    try:
+        _start_helper(lab, calibration, seed=None, name=plan.name)
+        stats = measure_loss(
+            lab,
+            calibration.source,
+            calibration.dest,
+            probes=lab.config.shaping.check_loss_probes,
+            linger=2 * fixed.delay + 1.0,
+            network=calibration.network,
+            family=plan.check_family,
+        )
+    finally:
+        for helper in _helpers(lab):
+            if helper.link_key == calibration.key:
+                _remove_helper(lab, helper)
+        _remove(lab, calibration)
+    base = baseline.rtt_median or baseline.rtt_avg or 0.0
+    late = tuple(max(0.0, rtt - base - fixed.delay) for rtt in stats.answered_rtts)
+    log.info("event=host_delay link=%s probes=%d", calibration.name, len(late))
+    return late
 
 
 def _restore(lab: Lab, plan: _Plan) -> str:
@@ -731,15 +782,15 @@ def _check_all(
     topology: Topology,
     plans: Sequence[_Plan],
     results: Sequence[ShapeResult],
-    baselines: Sequence[measure.PingStats | None],
+    baselines: Sequence[_Before | None],
 ) -> list[ShapeResult]:
     """Self-check every link shaped; SelfCheckFailed (all rows) when any figure is off."""
     checked = []
     failed: list[str] = []
     rows: list[dict[str, str]] = []
     helpers = _helpers(lab, topology)
-    for plan, result, baseline in zip(plans, results, baselines, strict=True):
-        assert baseline is not None  # noqa: S101 - measured for every plan when checking
+    for plan, result, before in zip(plans, results, baselines, strict=True):
+        assert before is not None  # noqa: S101 - measured for every plan when checking
         link = plan.link
         # The way back counts only if it shapes the family measured.
         reverse = next(
@@ -756,10 +807,11 @@ def _check_all(
             link.source,
             link.dest,
             link.spec,
-            baseline=baseline,
+            baseline=before.baseline,
             reverse=reverse,
             network=link.network,
             family=plan.check_family,
+            host_delay=before.host_delay,
         )
         checked.append(dataclasses.replace(result, checks=tuple(checks)))
         rows += [{"link": link.name} | row.as_row() for row in checks]
@@ -1478,8 +1530,12 @@ def self_check(
     reverse: LinkSpec | None = None,
     network: str | None = None,
     family: Family = 4,
+    host_delay: Sequence[float] = (),
 ) -> list[CheckRow]:
     """Measure the shaped link and compare with ``spec`` (and the reverse link's).
+
+    ``host_delay``: how late the engine released packets on this host just before
+    (seconds, per probe), allowed on top of the delay percentiles.
 
     Always delay and loss (its band widened for bursty loss); then what the
     spec asks: mean burst length for a loss model, p50/p90/p99 for jitter,
@@ -1522,7 +1578,11 @@ def self_check(
     if spec.jitter:
         added = [rtt - base_rtt for rtt in stats.answered_rtts]
         rows += measure.check_delay_percentiles(
-            added=added, forward=spec, reverse=reverse, host_slack=config.check_host_slack
+            added=added,
+            forward=spec,
+            reverse=reverse,
+            host_slack=config.check_host_slack,
+            host_delay=host_delay,
         )
     expected_duplicates = measure.round_trip_duplicates(spec, reverse)
     if expected_duplicates:

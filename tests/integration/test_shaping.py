@@ -142,7 +142,11 @@ def test_dead_helper_fails_open_and_status_says_so(lab: Lab) -> None:
     assert "fails open" in state.state
 
 
-def test_cli_shape_check_status_unshape(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_shape_check_status_unshape(
+    lab: Lab, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 3g has jitter: room above its percentiles for a loaded shared host
+    monkeypatch.setenv("SOCKETLAB_CHECK_HOST_SLACK", "0.25")
     project = ["-p", lab.project]
     assert lab_main([*project, "shape", "client", "server", "--profile", "3g", "--check"]) == 0
     out = capsys.readouterr().out
