@@ -284,7 +284,8 @@ class Lab:
         self, *, timeout: float = 180.0, scale: Mapping[str, int] | None = None
     ) -> list[ServiceStatus]:
         """Build images if needed, start every service (``scale``: replicas per service,
-        as ``compose up --scale``), install the routers' routes, wait until all are ready.
+        as ``compose up --scale``), install the routers' routes and each service's TCP
+        congestion control (``x-socketlab.tcp_congestion``), wait until all are ready.
 
         The Compose files are read first: a file Compose rejects, or a ``scale``
         of an unknown service, changes nothing.
@@ -305,6 +306,13 @@ class Lab:
 
             for route in ensure_routes(self):
                 self.progress(f"route in {route.instance}: {route.destination} via {route.via}")
+        if any(service.tcp_congestion for service in model.services):
+            # after the routes: the setting is per route (lab.congestion)
+            from lab.congestion import ensure_congestion  # noqa: PLC0415 - imports shaping
+
+            applied = ensure_congestion(self)
+            shown = ", ".join(f"{name} {algorithm}" for name, algorithm in applied.items())
+            self.progress(f"TCP congestion control: {shown}")
         self.wait_healthy(timeout=timeout)
         return self.status()
 

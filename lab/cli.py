@@ -37,7 +37,7 @@ from lab.errors import LabError
 from lab.images import ImageNames, prune_images
 from lab.interface import ServiceStatus
 from lab.routing import route_rows
-from lab.shaping import link_rows, link_status
+from lab.shaping import link_status, status_tables
 from socketlab.errors import ConfigError
 
 # Modules adding subcommands: each defines register(subparsers) -> None.
@@ -78,7 +78,10 @@ def print_status(lab: Lab) -> None:
     topology = lab.topology()
     several = len(topology.networks) > 1 or any(n.families() != (4,) for n in topology.networks)
     print_rows(f"lab {lab.project}", status_rows(lab.status(), networks=several))
-    print_rows("links", link_rows(lab))
+    tables = status_tables(lab)
+    print_rows("links", tables["links"])
+    if tables["partitions"]:
+        print_rows("partitions", tables["partitions"])
     if topology.routes():
         print_rows("routes", route_rows(topology))
 

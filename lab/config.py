@@ -64,6 +64,31 @@ class ShapingConfig(EnvConfig):
     check_rate_seconds: int = env_field(
         "SOCKETLAB_CHECK_RATE_SECONDS", 4, "seconds of iperf3 in a rate self-check"
     )
+    check_max_probes: int = env_field(
+        "SOCKETLAB_CHECK_MAX_PROBES",
+        20000,
+        "most echo probes a self-check sends to measure bursty loss (about 40 bursts wanted)",
+    )
+    check_reorder_probes: int = env_field(
+        "SOCKETLAB_CHECK_REORDER_PROBES",
+        1000,
+        "numbered datagrams of a self-check's one-way stream that measures reordering",
+    )
+    check_stream_port: int = env_field(
+        "SOCKETLAB_CHECK_STREAM_PORT",
+        5299,
+        "UDP port the self-check's stream listener binds in the destination's namespace",
+    )
+    check_host_slack: float = env_field(
+        "SOCKETLAB_CHECK_HOST_SLACK",
+        0.002,
+        "seconds a busy host may add to a self-check's delay percentiles (upper side only)",
+    )
+    check_load_probes: int = env_field(
+        "SOCKETLAB_CHECK_LOAD_PROBES",
+        100,
+        "echo probes (20 ms apart) of a queue's RTT under load in a self-check",
+    )
     iperf_port: int = env_field(
         "SOCKETLAB_IPERF_PORT", 5201, "port of the self-check's iperf3 server"
     )

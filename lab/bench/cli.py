@@ -2,8 +2,9 @@
 
 ``lab bench [--quick] [--json FILE] [--condition SPEC ...]`` prints a table of
 absolute figures and ratios to iperf3 (targets are reported, never enforced).
-``lab sweep tcp-vs-udp --loss 0,1,2,5,10 --delay 0,20,80 [--out DIR]`` writes
-``sweep.json``, PNG plots and ``report.html`` into DIR.
+``lab sweep tcp-vs-udp --loss 0,1,2,5,10 --delay 0,20,80 [--congestion cubic,bbr]
+[--offer 20mbit] [--out DIR]`` writes ``sweep.json``, PNG plots and ``report.html``
+into DIR.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from lab.bench.grid import Grid  # noqa: PLC0415
     from lab.bench.report import write_sweep  # noqa: PLC0415
     from lab.bench.runner import SWEEP_SCENARIOS, SweepOptions, run_sweep  # noqa: PLC0415
+    from lab.shaping.congestion import parse_congestion_list  # noqa: PLC0415
+    from lab.shaping.errors import SpecError  # noqa: PLC0415
+    from lab.shaping.spec import parse_rate  # noqa: PLC0415
 
     parser: argparse.ArgumentParser = args.sweep_parser
     if args.scenario not in SWEEP_SCENARIOS:
@@ -60,11 +64,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = args.out or DEFAULT_RESULTS / (
         f"sweep-{args.scenario}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
     )
+    try:
+        congestion = parse_congestion_list(args.congestion) if args.congestion is not None else ()
+        offer = parse_rate("offer", args.offer) if args.offer is not None else None
+    except SpecError as exc:
+        parser.error(str(exc))
     options = SweepOptions(
         bytes_per_point=args.bytes,
         datagram_size=args.size,
         datagram_rate=args.rate,
+        offer=offer,
         check=args.check,
+        congestion=congestion,
     )
     result = run_sweep(make_lab(args), args.scenario, grid, options, progress=progress_printer)
     print_figures(f"lab sweep {args.scenario} ({result.link})", result.rows())
@@ -106,6 +117,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     sweep.add_argument("--size", type=int, default=1200, help="UDP datagram size in bytes")
     sweep.add_argument("--rate", type=float, default=2000, help="UDP datagrams per second")
+    sweep.add_argument(
+        "--offer",
+        metavar="RATE",
+        help="offer UDP at this rate instead of --rate, e.g. 20mbit (the link's rate, say)",
+    )
+    sweep.add_argument(
+        "--congestion",
+        metavar="ALGS",
+        help="run the grid once per TCP congestion control, e.g. cubic,bbr (set on both ends "
+        "of the link; default: as the lab has it, cubic)",
+    )
     sweep.add_argument(
         "--check", action="store_true", help="self-check the shaping at every shaped point"
     )

@@ -59,7 +59,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         report = _run_watched(args, lab, paths)
     else:
         report = run_files(
-            lab, paths, results_root=args.results, progress=progress_printer, capture=args.capture
+            lab,
+            paths,
+            results_root=args.results,
+            progress=progress_printer,
+            capture=args.capture,
+            seed=args.seed,
         )
 
     from rich.table import Table  # noqa: PLC0415
@@ -108,6 +113,7 @@ def _run_watched(args: argparse.Namespace, lab: Any, paths: list[Path]) -> Any:
                 results_root=args.results,
                 progress=progress_printer,
                 capture=args.capture,
+                seed=args.seed,
             )
         finally:
             stop.set()
@@ -143,6 +149,13 @@ def register(subparsers: Any) -> None:
         "--capture",
         action="store_true",
         help="keep a pcap per shaped link (else of the client's traffic) under pcap/",
+    )
+    run.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="seed of every scenario (instead of its seed:); each link derives its own from it",
     )
     run.add_argument(
         "--watch",

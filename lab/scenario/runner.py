@@ -34,12 +34,13 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Final, cast
 
+from lab import congestion as tcp_congestion
 from lab import routing, shaping
 from lab.errors import LabError, NotReady
 from lab.interface import Lab
@@ -140,10 +141,20 @@ def _label(path: Path, root: Path) -> str:
 # --------------------------------------------------------------------------- lab actions
 
 
-def apply_fault(lab: Lab, fault: Fault) -> None:
-    """Do one fault to the lab (the one place the runner calls lab.shaping for faults)."""
+def apply_fault(
+    lab: Lab, fault: Fault, *, congestion: Mapping[str, str | None] | None = None
+) -> None:
+    """Do one fault to the lab (the one place the runner calls lab.shaping for faults).
+
+    A container that comes back (restart, start) has a fresh namespace: its
+    routes and TCP congestion control (``congestion``: the scenario's, by
+    service) are put back at once, as ``lab up`` put them.
+    """
     if fault.action in {"kill", "restart", "pause", "unpause", "stop", "start"}:
         getattr(lab, fault.action)(fault.services[0])
+        if fault.action in {"restart", "start"}:
+            routing.ensure_routes(lab)
+            tcp_congestion.ensure_congestion(lab, overrides=congestion, names=[fault.services[0]])
     elif fault.action == "partition":
         shaping.partition(lab, *fault.services)
     elif fault.action == "heal":
@@ -170,10 +181,17 @@ class _Timeline(threading.Thread):
     """
 
     def __init__(
-        self, lab: Lab, faults: Sequence[Fault], *, steps: Sequence[str], progress: Progress
+        self,
+        lab: Lab,
+        faults: Sequence[Fault],
+        *,
+        steps: Sequence[str],
+        progress: Progress,
+        congestion: Mapping[str, str | None] | None = None,
     ) -> None:
         super().__init__(name="scenario-faults", daemon=True)
         self.lab = lab
+        self.congestion = congestion
         self.upfront = [fault for fault in faults if fault.upfront]
         self.faults = [fault for fault in faults if not fault.upfront]
         self.t0 = time.monotonic()
@@ -190,7 +208,7 @@ class _Timeline(threading.Thread):
 
     def apply(self, fault: Fault, applied: float) -> None:
         try:
-            apply_fault(self.lab, fault)
+            apply_fault(self.lab, fault, congestion=self.congestion)
         except LabError as exc:
             self.progress(f"fault {fault.when}: {fault.describe()} FAILED: {exc}")
             self.records.append(FaultRecord(fault=fault, applied_at=applied, error=str(exc)))
@@ -294,8 +312,10 @@ class ScenarioRunner:
         error: str | None = None
         origin: float | None = None
         addresses = self._addresses()
+        congestion: dict[str, str] = {}
         try:
             self.lab.wait_healthy(timeout=self.config.ready_timeout)
+            congestion = self._set_congestion(scenario, say)
             links = self._shape_links(scenario, say)
             targets = run_targets(scenario, capture=self.capture)
             if targets:
@@ -333,6 +353,8 @@ class ScenarioRunner:
             error=error,
             clock_origin=origin,
             addresses=addresses,
+            congestion=congestion,
+            seed=scenario.seed,
         )
         passed = sum(1 for check in result.checks if check.passed)
         verdict = "PASSED" if result.passed else "FAILED"
@@ -401,13 +423,25 @@ class ScenarioRunner:
         return records
 
     def _shape_links(self, scenario: Scenario, say: Progress) -> list[str]:
+        """Shape the scenario's links; each text names the spec in force, seed included
+        (the one the link names, one derived from the scenario's, or one picked now)."""
         shaped = []
         for link in scenario.links:
             result = shaping.shape(self.lab, link.source, link.dest, link.spec)
-            text = f"{link.describe()} (engine {result.engine})"
+            text = (
+                f"{link.source} -> {link.dest}: {result.spec.describe()} (engine {result.engine})"
+            )
             say(f"shaped {text}")
             shaped.append(text)
         return shaped
+
+    def _set_congestion(self, scenario: Scenario, say: Progress) -> dict[str, str]:
+        """Put the scenario's ``congestion`` in force; what each of its services uses now."""
+        if scenario.congestion.asked:
+            overrides = congestion_overrides(scenario, self.lab.services)
+            applied = tcp_congestion.ensure_congestion(self.lab, overrides=overrides)
+            say("TCP congestion control: " + ", ".join(f"{n} {a}" for n, a in applied.items()))
+        return tcp_congestion.congestion_in_use(self.lab, scenario.services)
 
     def _exec(self, step: Step, t0: float, timeline: _Timeline) -> StepRecord:
         started = time.monotonic()
@@ -465,7 +499,11 @@ class ScenarioRunner:
             max_workers=len(scenario.steps), thread_name_prefix="scenario-step"
         )
         timeline = _Timeline(
-            self.lab, scenario.faults, steps=[step.name for step in scenario.steps], progress=say
+            self.lab,
+            scenario.faults,
+            steps=[step.name for step in scenario.steps],
+            progress=say,
+            congestion=congestion_overrides(scenario, self.lab.services),
         )
         try:
             timeline.apply_upfront()
@@ -657,6 +695,15 @@ class ScenarioRunner:
             # A restarted container has a fresh namespace: the routers' routes are gone there.
             for route in routing.ensure_routes(self.lab):
                 say(f"route in {route.instance} again: {route.destination} via {route.via}")
+        if touched or scenario.congestion.asked:
+            # ... and so is its TCP congestion control; the scenario's own is undone.
+            names = sorted(touched) if not scenario.congestion.asked else None
+            reset = tcp_congestion.ensure_congestion(self.lab, names=names, reset=True)
+            if scenario.congestion.asked:
+                say(
+                    "TCP congestion control back: "
+                    + ", ".join(f"{n} {a}" for n, a in reset.items())
+                )
 
     def _revive(self, service: str, say: Progress) -> None:
         state = self.lab.state(service)
@@ -666,6 +713,16 @@ class ScenarioRunner:
         elif state in {"exited", "created", "dead"}:
             self.lab.start(service)
             say(f"started {service} again")
+
+
+def congestion_overrides(scenario: Scenario, services: Sequence[str]) -> dict[str, str | None]:
+    """The scenario's ``congestion`` by service: its one algorithm for every service of the
+    lab, then its per-service ones (empty: the Compose file's stay)."""
+    asked = scenario.congestion
+    overrides: dict[str, str | None] = {}
+    if asked.default is not None:
+        overrides = dict.fromkeys(services, asked.default)
+    return overrides | dict(asked.services)
 
 
 def _pcap_keys(scenario: Scenario) -> set[str]:
@@ -727,10 +784,11 @@ def run_files(
     run_id: str | None = None,
     progress: Progress = _quiet,
     capture: bool = False,
+    seed: int | None = None,
 ) -> RunReport:
     """Validate every file first (nothing runs if one is invalid), run them, write reports
     (results.json, junit.xml, report.html); with ``capture``, keep a pcap per shaped
-    link under ``pcap/``."""
+    link under ``pcap/``; ``seed`` replaces every scenario's ``seed:``."""
     run_id = run_id or new_run_id()
     labels = [_label(path, lab.repo_root) for path in paths]
     names = _target_names(lab)
@@ -740,7 +798,7 @@ def run_files(
     for path, label in zip(paths, labels, strict=True):
         try:
             scenarios.append(
-                load_scenario(path, label=label, services=names, variables=placeholders)
+                load_scenario(path, label=label, services=names, variables=placeholders, seed=seed)
             )
         except ScenarioError as exc:
             problems += exc.problems
@@ -760,7 +818,7 @@ def run_files(
         except LabError as exc:
             report.results.append(_not_started(scenarios[len(report.results)], str(exc)))
             continue
-        scenario = load_scenario(path, label=label, services=names, variables=variables)
+        scenario = load_scenario(path, label=label, services=names, variables=variables, seed=seed)
         report.results.append(runner.run(scenario))
     report.json_path, report.junit_path = write_reports(
         folder, run_id=run_id, project=lab.project, results=report.results

@@ -18,7 +18,13 @@ import pytest
 
 from lab.api import Lab
 from lab.bench.records import BenchReport, SweepResult
-from lab.bench.report import DELIVERY_PLOT, GOODPUT_PLOT, REPORT_FILE, RESULT_FILE
+from lab.bench.report import (
+    DELIVERY_PLOT,
+    GOODPUT_PLOT,
+    LATENCY_PLOT,
+    REPORT_FILE,
+    RESULT_FILE,
+)
 from lab.cli import main as lab_main
 from lab.shaping import link_status
 
@@ -137,7 +143,7 @@ def test_sweep_writes_results_and_leaves_no_shaping(lab: Lab, sweep_dir: Path) -
 
 
 def test_sweep_plots_are_valid_pngs(sweep_dir: Path) -> None:
-    for name in (GOODPUT_PLOT, DELIVERY_PLOT):
+    for name in (GOODPUT_PLOT, DELIVERY_PLOT, LATENCY_PLOT):
         image = decode_png(sweep_dir / name)
         assert image.shape[1] >= 400, name
 
@@ -155,5 +161,5 @@ def test_sweep_report_renders_in_chromium(sweep_dir: Path, tmp_path: Path) -> No
     assert_no_console_errors(dumped)
     dom = dumped.stdout
     assert '<table id="results">' in dom
-    assert dom.count('src="data:image/png;base64,') == 2
+    assert dom.count('src="data:image/png;base64,') == 3  # goodput, delivery, latency
     assert "nfqueue" in dom or "netem" in dom

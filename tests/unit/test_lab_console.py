@@ -58,7 +58,9 @@ def test_lab_status_shows_restarts(fake_lab: Any, monkeypatch: pytest.MonkeyPatc
         )
     ]
     monkeypatch.setattr(fake_lab, "status", lambda: rows)
-    monkeypatch.setattr("lab.cli.link_rows", lambda lab: [])  # shaping is not the point here
+    monkeypatch.setattr(
+        "lab.cli.status_tables", lambda lab: {"links": [], "partitions": []}
+    )  # shaping is not the point here
     with console.out_console.capture() as captured:
         print_status(fake_lab)
     table = captured.get()

@@ -321,3 +321,34 @@ def test_lost_share_of_a_burst_model_is_its_mean() -> None:
 def test_a_loss_model_makes_the_rate_a_udp_check() -> None:
     bursty = spec_from_options({"rate": "1mbit", "loss_model": "gemodel:1%,30%"})
     assert not rate_is_checkable(bursty, None)
+
+
+def test_a_host_measured_too_busy_leaves_only_the_lower_side_judged() -> None:
+    spec = spec_from_options({"delay": "100ms", "jitter": "20ms"})
+    rng = random.Random(11)
+    added = [0.1 + rng.uniform(-0.02, 0.02) for _ in range(1000)]
+    stalled = [a + (0.3 if rng.random() < 0.03 else 0.0) for a in added]
+    late = [0.3 if rng.random() < 0.03 else 0.0 for _ in range(1000)]
+    strict = {
+        r.metric: r for r in check_delay_percentiles(added=stalled, forward=spec, reverse=None)
+    }
+    assert not strict["delay p99"].ok
+    lenient = {
+        r.metric: r
+        for r in check_delay_percentiles(added=stalled, forward=spec, reverse=None, host_delay=late)
+    }
+    assert lenient["delay p99"].ok
+    assert "host +300.00ms" in lenient["delay p99"].note  # allowed: it was measured
+    # a host late by less than the stalls seen: above even that, the upper side is not judged
+    milder = [0.1 if x else 0.0 for x in late]
+    rows = {
+        r.metric: r
+        for r in check_delay_percentiles(
+            added=stalled, forward=spec, reverse=None, host_delay=milder
+        )
+    }
+    assert rows["delay p99"].ok
+    assert "upper side not judged" in rows["delay p99"].note
+    # the lower side is judged however busy the host: a link with half the delay fails
+    low = check_delay_percentiles(added=[0.05] * 1000, forward=spec, reverse=None, host_delay=late)
+    assert not any(r.ok for r in low)

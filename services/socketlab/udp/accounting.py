@@ -41,7 +41,8 @@ one, ``bytes`` by one datagram's size.
   ``J += (|D(i-1, i)| - J) / 16`` over consecutive arrivals, where ``D`` is
   the difference of transit times (arrival minus send time). Sender and
   listener share the host's clock in the lab, so ``transit_ms_*`` (one-way
-  delay) is meaningful too; jitter needs only differences.
+  delay) is meaningful too, with its p50 and p99 (``transit_ms_p50``,
+  ``transit_ms_p99``, from a bounded histogram); jitter needs only differences.
 
 Kernel counters. :func:`parse_udp_snmp` reads the ``Udp:`` lines of
 ``/proc/net/snmp`` (the listener's network namespace): ``RcvbufErrors`` are
@@ -55,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from socketlab.udp.datagram import Classified, Kind, parse
+from socketlab.udp.latency import LatencyHistogram
 
 DEFAULT_WINDOW = 1 << 16
 DEFAULT_MAX_JUMP = 1 << 20
@@ -123,6 +125,7 @@ class Session:
     last_transit_ns: int | None = None
     transit_sum_ns: int = 0
     transit_max_ns: int = 0
+    transits: LatencyHistogram = field(default_factory=LatencyHistogram)  # for percentiles
 
     def __post_init__(self) -> None:
         if self.window < 8 or self.window % 8:
@@ -151,6 +154,7 @@ class Session:
         self.last_transit_ns = transit
         self.transit_sum_ns += transit
         self.transit_max_ns = max(self.transit_max_ns, transit)
+        self.transits.add(transit)
         if seq > self.highest_seq:
             self._advance(seq)
         elif seq >= self.low:
@@ -256,6 +260,8 @@ class Session:
             "jitter_ms": self.jitter_ns / _NS_PER_MS,
             "transit_ms_mean": self.transit_sum_ns / self.received / _NS_PER_MS,
             "transit_ms_max": self.transit_max_ns / _NS_PER_MS,
+            "transit_ms_p50": self.transits.quantile_ms(0.5),
+            "transit_ms_p99": self.transits.quantile_ms(0.99),
             "first_sent_ns": self.first_sent_ns,
             "first_arrival_ns": self.first_arrival_ns,
             "last_arrival_ns": self.last_arrival_ns,

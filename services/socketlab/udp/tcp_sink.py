@@ -3,11 +3,16 @@
 Runs inside the ``udp-listener`` process so the comparison needs nothing
 else. Protocol, one transfer per connection: the client sends its bytes and
 shuts down its writing side; the sink counts everything up to EOF, answers
-one JSON line ``{"bytes": N, "duration_s": T}`` (first byte to EOF) and closes.
+one JSON line ``{"bytes": N, "duration_s": T, "latency": …}`` (first byte to EOF)
+and closes.
 
 One selectors loop serves every transfer (up to ``max_connections``, backlog
 128), so idle connections hold a socket each, not a thread; a transfer silent
 for ``idle_timeout`` seconds is closed.
+
+A stream that starts with a :func:`socketlab.udp.latency.stream_header` is
+timed message by message too, and the answer adds ``"latency": {"messages",
+"p50_ms", "p99_ms", "max_ms"}`` (``null`` for an untimed stream).
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ import selectors
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from socketlab.config import EnvConfig, env_config, env_field
 from socketlab.errors import ServiceError
+from socketlab.udp.latency import MessageClock
 
 log = logging.getLogger("socketlab.udp")
 
@@ -73,8 +79,9 @@ class SinkTotals:
             self.bytes = 0
 
 
-def count_until_eof(conn: socket.socket) -> tuple[int, float]:
-    """Read ``conn`` to EOF; return (bytes, seconds from first byte to EOF)."""
+def count_until_eof(conn: socket.socket, clock: MessageClock | None = None) -> tuple[int, float]:
+    """Read ``conn`` to EOF (each chunk to ``clock``); return (bytes, seconds from first
+    byte to EOF)."""
     buffer = bytearray(RECV_BUFFER)
     view = memoryview(buffer)
     total = 0
@@ -85,6 +92,8 @@ def count_until_eof(conn: socket.socket) -> tuple[int, float]:
             break
         if first is None:
             first = time.monotonic()
+        if clock is not None:
+            clock.feed(view[:size], time.time_ns())
         total += size
     return total, (time.monotonic() - first) if first is not None else 0.0
 
@@ -99,10 +108,12 @@ class _Transfer:
     received: int = 0
     first: float | None = None
     answer: bytes = b""  # what is left to send once the count is done
+    clock: MessageClock = field(default_factory=MessageClock)
 
     def report(self, now: float) -> bytes:
         duration = now - self.first if self.first is not None else 0.0
-        return json.dumps({"bytes": self.received, "duration_s": duration}).encode() + b"\n"
+        answer = {"bytes": self.received, "duration_s": duration, "latency": self.clock.summary()}
+        return json.dumps(answer).encode() + b"\n"
 
 
 class _SinkLoop:
@@ -170,6 +181,7 @@ class _SinkLoop:
                 return
             if transfer.first is None:
                 transfer.first = now
+            transfer.clock.feed(self.view[:size], time.time_ns())
             transfer.received += size
 
     def _finish(self, transfer: _Transfer, now: float) -> None:
