@@ -17,6 +17,10 @@ participants decode and check what they receive; the others drain their
 sockets without decoding. Throughput is then estimated as the observers'
 deliveries scaled to N.
 
+The report includes this process's own CPU time over the measured phase
+(``generator_cpu``), so a reader can see whether the hub or the load
+generator was the limit.
+
 Prints one JSON object; exit 0 when every normal participant got all
 ``(N - 1) * M`` messages in per-sender order before the deadline.
 """
@@ -137,6 +141,7 @@ class Swarm:
         self.latency = _Latencies()
         self.slow_latency = _Latencies(size=50_000)
         self.start: float | None = None
+        self._cpu_start = 0.0
         self.last_delivery = 0.0
         self._last_keepalive = 0.0
         self._hub = f"the chat hub at {config.host}:{config.port}"
@@ -185,6 +190,7 @@ class Swarm:
             for peer in self.peers[config.slow + config.observers :]:
                 peer.sink = True
         self.start = time.monotonic()
+        self._cpu_start = time.process_time()
         deadline = self.start + config.deadline
         normal = self._checked()
         while not all(p.complete_at is not None or p.ended for p in normal):
@@ -193,8 +199,9 @@ class Swarm:
                 break
             self._send_due(now)
             self._turn(0.02)
+        end, cpu = time.monotonic(), time.process_time() - self._cpu_start
         self._leave()
-        return self._report(time.monotonic())
+        return self._report(end, cpu)
 
     # ------------------------------------------------------------------ loop
 
@@ -357,7 +364,7 @@ class Swarm:
 
     # ------------------------------------------------------------------ report
 
-    def _report(self, end: float) -> dict[str, Any]:
+    def _report(self, end: float, cpu_s: float) -> dict[str, Any]:
         assert self.start is not None  # noqa: S101 - run() sets it
         normal = self._checked()
         slow = [p for p in self.peers if p.slow]
@@ -387,6 +394,10 @@ class Swarm:
             "duration_s": round(end - self.start, 3),
             "last_complete_s": round(max(finished), 3) if finished else None,
             "latency": self.latency.summary(),
+            "generator_cpu": {
+                "cpu_s": round(cpu_s, 3),
+                "percent_of_one_core": round(100 * cpu_s / max(end - self.start, 1e-9), 1),
+            },
             "slow": {
                 "count": len(slow),
                 "received": [p.received for p in slow],
