@@ -26,6 +26,7 @@ CHAT_PORT = 4572
 _FLOOD_SCRIPT = r"""
 import json, selectors, socket, sys, time
 from socketlab.chat import wire
+from socketlab.protocol import ProtocolError
 
 mode, tag, arg = sys.argv[1], sys.argv[2], float(sys.argv[3])
 HOST, PORT, DEADLINE = "server", 4572, time.monotonic() + 240
@@ -48,7 +49,13 @@ def pump(sel, state, timeout):
         except OSError as exc:
             data = b""
             peer["ended"] = peer["ended"] or f"recv failed: {exc}"
-        for event in peer["stream"].receive_data(data):
+        try:
+            events = peer["stream"].receive_data(data)
+        except ProtocolError as exc:  # e.g. a notice cut into a half-sent frame
+            peer["ended"] = peer["ended"] or f"garbled stream: {exc}"[:200]
+            sel.unregister(peer["sock"])
+            continue
+        for event in events:
             state(peer, event)
         if not data:
             peer["ended"] = peer["ended"] or "hub closed the connection"

@@ -464,10 +464,9 @@ class ChatHub:
         return False
 
     def _broadcast(self, frame: bytes, *, exclude: _Conn | None) -> None:
-        log_ = self._log
         origin = exclude.outbox if exclude is not None and exclude.outbox.attached else None
-        receivers = len(log_._readers) - (origin is not None)
-        over = log_.append(frame, origin=origin)
+        receivers = self._log.reader_count - (origin is not None)
+        over = self._log.append(frame, origin=origin)
         self.delivered += receivers
         self._log_grew = True
         for mailbox in over:

@@ -70,6 +70,10 @@ class BroadcastLog:
     def readers(self) -> list[Mailbox]:
         return list(self._readers)
 
+    @property
+    def reader_count(self) -> int:
+        return len(self._readers)
+
     def append(self, frame: bytes, *, origin: Mailbox | None = None) -> list[Mailbox]:
         """Broadcast ``frame`` to every attached mailbox but ``origin``.
 
