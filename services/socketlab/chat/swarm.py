@@ -12,10 +12,11 @@ latency (all participants share this process's clock).
 reported apart, and the others' delivery is what the load test asserts on.
 
 ``--observers K`` (benchmarks at large N, where decoding every copy would
-make this process the bottleneck): once everyone is present, only K
-participants decode and check what they receive; the others drain their
-sockets without decoding. Throughput is then estimated as the observers'
-deliveries scaled to N.
+make this process the bottleneck): only K participants decode and check what
+they receive; the others drain their sockets without decoding from their
+``welcome`` on (so the join phase is not N² decodes either), and the K watch
+everyone arrive. Throughput is then estimated as the observers' deliveries
+scaled to N.
 
 The report includes this process's own CPU time over the measured phase
 (``generator_cpu``), so a reader can see whether the hub or the load
@@ -90,6 +91,7 @@ class _Peer:
     ended: str | None = None
     writing: bool = False
     sink: bool = False  # drains without decoding (see --observers)
+    sink_after_welcome: bool = False
     sink_bytes: int = 0
     last_sent: float = 0.0
 
@@ -170,6 +172,9 @@ class Swarm:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
             peer = _Peer(index=index, name=name, sock=sock, slow=slow)
+            peer.sink_after_welcome = (
+                bool(config.observers) and index >= config.slow + config.observers
+            )
             self.peers.append(peer)
             if not slow:  # slow readers are polled on their own schedule, not on readiness
                 self.selector.register(sock, selectors.EVENT_READ, peer)
@@ -179,7 +184,11 @@ class Swarm:
         config = self.config
         t0 = time.monotonic()
         join_deadline = t0 + config.join_deadline
-        while not all(p.welcomed and p.present >= config.participants for p in self.peers):
+        watchers = [p for p in self.peers if not p.sink_after_welcome]
+        while not (
+            all(p.welcomed for p in self.peers)
+            and all(p.present >= config.participants for p in watchers)
+        ):
             if time.monotonic() > join_deadline:
                 raise PeerUnavailable(
                     f"not everyone was present within {config.join_deadline:g} s "
@@ -271,6 +280,7 @@ class Swarm:
         elif kind == "welcome":
             peer.welcomed = True
             peer.present = len(self.names.intersection(event.get("participants", [])))
+            peer.sink = peer.sink_after_welcome
         elif kind == "joined" and event.get("name") in self.names:
             peer.present += 1
         elif kind == "left" and event.get("name") in self.names:
