@@ -53,6 +53,7 @@ LATENCY_SAMPLES: Final = 500_000  # reservoir size: memory stays bounded at N = 
 # Our own pings keep us alive at the hub even when its pings wait behind a long
 # backlog we are still reading; well under the hub's default peer timeout.
 KEEPALIVE: Final = 2.0
+CONNECTS_PER_TURN: Final = 20
 
 
 @env_config
@@ -179,6 +180,10 @@ class Swarm:
             if not slow:  # slow readers are polled on their own schedule, not on readiness
                 self.selector.register(sock, selectors.EVENT_READ, peer)
             self._queue(peer, wire.join(name))
+            if index % CONNECTS_PER_TURN == CONNECTS_PER_TURN - 1:
+                # Connecting 2,000 takes a while on a loaded machine: those already in
+                # must keep reading and sending keepalives, or the hub times them out.
+                self._turn(0)
 
     def run(self) -> dict[str, Any]:
         config = self.config
