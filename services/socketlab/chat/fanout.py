@@ -16,8 +16,9 @@ cursor that fell behind). The log checks its readers only when the slack left
 by the fullest one at the last check is used up, so a broadcast stays O(1)
 amortised, and it drops the frames every cursor has passed at each check.
 
-:meth:`Mailbox.peek` joins what is due into one chunk for one ``send``; the
-chunk is kept, and a partial send only narrows it (no copy) until it is small.
+:meth:`Mailbox.peek` joins what is due, up to :data:`PEEK_LIMIT` bytes, into one
+chunk for one ``send``; nothing of it is kept (a chunk per reader would cost
+N x the limit in memory), so copying is bounded by the limit per send.
 A detached mailbox keeps the frame in flight whole, so whatever is queued
 after it (an ``overflow`` notice) starts on a frame boundary.
 """
@@ -28,7 +29,9 @@ from bisect import bisect_right
 from collections import deque
 from typing import Final
 
-PEEK_LIMIT: Final = 256 * 1024  # bytes handed to one send() call at most
+# Bytes handed to one send() at most: about what a socket with the hub's 64 KiB
+# SO_SNDBUF (doubled by the kernel) can take at once.
+PEEK_LIMIT: Final = 128 * 1024
 
 
 class BroadcastLog:
@@ -134,7 +137,6 @@ class Mailbox:
     """
 
     __slots__ = (
-        "_chunk",
         "_cursor",
         "_log",
         "_offset",
@@ -152,7 +154,6 @@ class Mailbox:
         self._private: deque[tuple[int, bytes]] = deque()  # (log position, frame)
         self._private_bytes = 0
         self._offset = 0  # bytes of the front piece already sent
-        self._chunk: memoryview | None = None  # the last peek, narrowed by consume
 
     # ------------------------------------------------------------------ state
 
@@ -189,7 +190,6 @@ class Mailbox:
         frames = self._due_frames()
         if not keep:
             frames = frames[:1] if self._offset else []
-            self._chunk = None
         if self._cursor is not None:
             del self._log._readers[self]
         self._cursor = None
@@ -205,7 +205,6 @@ class Mailbox:
         self._private.clear()
         self._private_bytes = 0
         self._offset = 0
-        self._chunk = None
 
     # ------------------------------------------------------------------ queueing
 
@@ -227,14 +226,8 @@ class Mailbox:
 
     # ------------------------------------------------------------------ sending
 
-    def peek(self, limit: int = PEEK_LIMIT) -> bytes | memoryview:
+    def peek(self, limit: int = PEEK_LIMIT) -> bytes:
         """The front of what is due, up to about ``limit`` bytes (at least one piece)."""
-        chunk = self._chunk
-        # What a partial send left of the last chunk goes out as it is while it is
-        # large; once it is small and more is due, one join of ``limit`` bytes at
-        # most (so copying stays proportional to what is sent, never quadratic).
-        if chunk is not None and (2 * len(chunk) >= limit or len(chunk) == len(self)):
-            return chunk
         parts: list[bytes] = []
         size = 0
         for part in self._pieces(limit):
@@ -242,16 +235,10 @@ class Mailbox:
             size += len(part)
             if size >= limit:
                 break
-        if not parts:
-            return b""
-        self._chunk = memoryview(parts[0] if len(parts) == 1 else b"".join(parts))
-        return self._chunk
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def consume(self, size: int) -> None:
         """``size`` bytes from the front reached the socket."""
-        chunk = self._chunk
-        if chunk is not None:
-            self._chunk = chunk[size:] if size < len(chunk) else None
         log, private = self._log, self._private
         while size > 0:
             cursor = self._cursor

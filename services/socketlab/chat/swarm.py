@@ -160,14 +160,24 @@ class Swarm:
     def connect(self) -> None:
         config = self.config
         self.names = {f"{config.prefix}-{i}" for i in range(config.participants)}
+        # Resolved once: a name lookup per connection, through a busy container DNS,
+        # can stall the connect loop longer than the hub's peer timeout.
+        with peer_errors(f"{config.host}:{config.port}", "connect", timeout=config.connect_timeout):
+            family, kind, proto, _, address = socket.getaddrinfo(
+                config.host, config.port, type=socket.SOCK_STREAM
+            )[0]
         for index in range(config.participants):
             name = f"{config.prefix}-{index}"
             slow = index < config.slow
             hub = f"{config.host}:{config.port} (for {name})"
             with peer_errors(hub, "connect", timeout=config.connect_timeout):
-                sock = socket.create_connection(
-                    (config.host, config.port), timeout=config.connect_timeout
-                )
+                sock = socket.socket(family, kind, proto)
+                sock.settimeout(config.connect_timeout)
+                try:
+                    sock.connect(address)
+                except OSError:
+                    sock.close()
+                    raise
             if slow:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
