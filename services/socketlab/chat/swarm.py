@@ -54,6 +54,7 @@ LATENCY_SAMPLES: Final = 500_000  # reservoir size: memory stays bounded at N = 
 # backlog we are still reading; well under the hub's default peer timeout.
 KEEPALIVE: Final = 2.0
 CONNECTS_PER_TURN: Final = 20
+JOINS_IN_FLIGHT: Final = 64
 
 
 @env_config
@@ -147,6 +148,7 @@ class Swarm:
         self._cpu_start = 0.0
         self.last_delivery = 0.0
         self._last_keepalive = 0.0
+        self._welcomed = 0
         self._hub = f"the chat hub at {config.host}:{config.port}"
 
     @property
@@ -166,7 +168,18 @@ class Swarm:
             family, kind, proto, _, address = socket.getaddrinfo(
                 config.host, config.port, type=socket.SOCK_STREAM
             )[0]
+        join_deadline = time.monotonic() + config.join_deadline
         for index in range(config.participants):
+            # At most a few joins in flight: connecting faster than the hub accepts
+            # fills its listen queue, and a blocked connect() stops the keepalives of
+            # everyone already in (the hub then times them out).
+            while self._joins_in_flight() >= JOINS_IN_FLIGHT:
+                if time.monotonic() > join_deadline:
+                    raise PeerUnavailable(
+                        f"{self._welcomed} of {len(self.peers)} welcomed "
+                        f"within {config.join_deadline:g} s"
+                    )
+                self._turn(0.05)
             name = f"{config.prefix}-{index}"
             slow = index < config.slow
             hub = f"{config.host}:{config.port} (for {name})"
@@ -194,6 +207,11 @@ class Swarm:
                 # Connecting 2,000 takes a while on a loaded machine: those already in
                 # must keep reading and sending keepalives, or the hub times them out.
                 self._turn(0)
+
+    def _joins_in_flight(self) -> int:
+        if len(self.peers) - self._welcomed < JOINS_IN_FLIGHT:
+            return len(self.peers) - self._welcomed  # cheap, and an upper bound
+        return sum(1 for p in self.peers if not p.welcomed and not p.ended)
 
     def run(self) -> dict[str, Any]:
         config = self.config
@@ -293,6 +311,8 @@ class Swarm:
         elif kind == "ping":
             self._queue(peer, wire.pong())
         elif kind == "welcome":
+            if not peer.welcomed:
+                self._welcomed += 1
             peer.welcomed = True
             peer.present = len(self.names.intersection(event.get("participants", [])))
             peer.sink = peer.sink_after_welcome
