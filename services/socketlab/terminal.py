@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Final
 
 _BIDI: Final = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+BIDI_CONTROLS: Final = frozenset(map(chr, _BIDI))
 _CONTROLS: Final = (*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0))
 
 _SINGLE_LINE: Final[dict[int, str]] = {
