@@ -36,6 +36,7 @@ Layout, for a link SOURCE -> DEST:
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 import re
@@ -49,8 +50,11 @@ from lab.shaping.spec import LinkSpec, QueueLimit, format_duration, format_perce
 from socketlab.shaper.core import INJECT_MARK
 from socketlab.shaper.invocation import ShaperInvocation
 from socketlab.shaper.models import Distribution, FourState, GilbertElliott
+from socketlab.shaper.nfnetlink import QueueStats, parse_queue_stats
 
 CHAIN = "SOCKETLAB"
+# The kernel's counters of every NFQUEUE in a namespace (queue full, socket full).
+NFQUEUE_STATS_FILE = "/proc/net/netfilter/nfnetlink_queue"
 IPTABLES = ("iptables", "-w", "5")
 # An htb class needs a rate; this one stands for "no limit" under the netem engine.
 UNLIMITED_RATE = 10 * 10**9
@@ -407,15 +411,21 @@ def uses_htb(spec: LinkSpec, engine: Engine) -> bool:
 
 
 def needs_wire_size_packets(spec: LinkSpec) -> bool:
-    """Whether the link impairs or queues packets one by one (loss, delay, a queue limit, ...).
+    """Whether the link impairs or queues packets one by one (loss, jitter, a queue limit, ...).
 
     With segmentation offload a veth hands its peer TCP "super-packets" of up
     to 64 KB; a verdict (or netem) applied to one of them hits ~45 segments
-    at once, so loss would come in bursts and delay, duplication and
+    at once, so loss would come in bursts and jitter, duplication and
     reordering would act on bursts, not packets; and a 64 KB queue would
     hold one of them. Such links turn the sender's offload off.
+
+    A fixed delay is the exception: every segment gets the same delay and
+    they stay in order, so delaying the super-packet is delaying each of its
+    segments, and the offload (which is what lets the NFQUEUE engine carry
+    Gbit/s) stays on.
     """
-    return not spec.impairment.is_noop or spec.queue_limit is not None
+    fixed_delay_only = dataclasses.replace(spec.impairment, delay=0.0).is_noop
+    return not fixed_delay_only or spec.queue_limit is not None
 
 
 def segmentation_offload_steps(*, dev: str, enabled: bool) -> list[Step]:
@@ -643,17 +653,25 @@ STATUS_SCRIPT = (
     "for dev in $(ls /sys/class/net); do\n"
     '  [ "$dev" = lo ] || tc filter show dev "$dev" 2>/dev/null || true\n'
     "done\n"
+    "echo '%%nfqueue'\n"
+    f"cat {NFQUEUE_STATS_FILE} 2>/dev/null || true\n"
 )
 
 
 @dataclass(frozen=True)
 class RulesInForce:
-    """What one namespace has: source IP -> queue (ingress), DROP sources, dest IP -> class."""
+    """What one namespace has: source IP -> queue (ingress), DROP sources, dest IP -> class.
+
+    ``queue_stats``: the kernel's counters of each NFQUEUE bound in the
+    namespace, by queue number (packets dropped because the queue or the
+    verdict loop's socket buffer was full).
+    """
 
     queues: Mapping[str, int] = field(default_factory=dict)
     drops: frozenset[str] = frozenset()
     classes: Mapping[str, int] = field(default_factory=dict)
     injected_return: bool = False
+    queue_stats: Mapping[int, QueueStats] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -674,6 +692,7 @@ def parse_status(text: str) -> RulesInForce:
     injected = False
     section = ""
     flow: int | None = None
+    nfqueue_lines: list[str] = []
     for line in text.splitlines():
         if line.startswith("%%"):
             section = line[2:].strip()
@@ -692,6 +711,12 @@ def parse_status(text: str) -> RulesInForce:
             elif (m := _MATCH_DST.match(line)) and flow is not None:
                 classes[str(ipaddress.IPv4Address(int(m.group(1), 16)))] = flow
                 flow = None
+        elif section == "nfqueue":
+            nfqueue_lines.append(line)
     return RulesInForce(
-        queues=queues, drops=frozenset(drops), classes=classes, injected_return=injected
+        queues=queues,
+        drops=frozenset(drops),
+        classes=classes,
+        injected_return=injected,
+        queue_stats=parse_queue_stats("\n".join(nfqueue_lines)),
     )

@@ -124,6 +124,9 @@ class LinkState:
     state: str
     helper: str
     healthy: bool
+    # The kernel's drops of packets on their way to the verdict loop: the queue
+    # was full, or the loop's socket buffer was ("-": no verdict loop, or none bound).
+    queue_drops: str = "-"
 
     def as_row(self) -> dict[str, str]:
         return {
@@ -131,6 +134,7 @@ class LinkState:
             "shaping": self.shaping,
             "engine": self.engine,
             "state": self.state,
+            "queue drops": self.queue_drops,
             "helper": self.helper,
         }
 
@@ -497,6 +501,7 @@ def evaluate_links(
                 state="; ".join(problems) if problems else "active",
                 helper=f"{helper.name}: {helper_state}",
                 healthy=not problems,
+                queue_drops=_queue_drops(helper, rules),
             )
         )
     for service, in_force in sorted(rules.items()):
@@ -536,6 +541,16 @@ def _helper_problems(
     if helper.started_at and source_started.get(helper.netns, "") > helper.started_at:
         problems.append(f"{helper.netns} restarted after shaping: shape again")
     return sorted(problems)
+
+
+def _queue_drops(helper: Helper, rules: dict[str, RulesInForce]) -> str:
+    """``queue full N, socket full M`` from the kernel's counters of the link's queue."""
+    if not builders.needs_verdict_loop(helper.spec, helper.engine):
+        return "-"
+    stats = rules.get(helper.dest, RulesInForce()).queue_stats.get(helper.queue)
+    if stats is None:
+        return "-"
+    return f"queue full {stats.queue_dropped}, socket full {stats.user_dropped}"
 
 
 def _orphan(source: str, dest: str, what: str) -> LinkState:
