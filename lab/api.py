@@ -425,6 +425,7 @@ class Lab:
         ready: str | None = None,
         ready_stream: Stream = "both",
         ready_timeout: float = 30.0,
+        cpu_shares: int | None = None,
     ) -> DockerHelper:
         """Start ``argv`` in a netkit helper joined to ``service``'s network namespace.
 
@@ -433,7 +434,8 @@ class Lab:
         project and ``role`` labels on top of ``labels`` (so ``lab down`` and
         :meth:`helpers` find it), and, with ``ready``, a wait until it runs and
         logs that text; a helper that does not get ready is removed before
-        :class:`~lab.errors.HelperNotReady` is raised.
+        :class:`~lab.errors.HelperNotReady` is raised. ``cpu_shares``: the
+        helper's CPU weight (Docker's default 1024), for timing-critical helpers.
         """
         options = helper_run_options(
             project=self.project,
@@ -442,6 +444,7 @@ class Lab:
             caps=caps,
             name=name,
             labels=labels,
+            cpu_shares=cpu_shares,
         )
         with docker_errors(f"cannot start a {role} helper in {service}"):
             helper = DockerHelper(

@@ -66,6 +66,7 @@ class PingStats:
     rtt_avg: float | None  # seconds; None when nothing came back
     duplicates: int = 0
     rtt_median: float | None = None
+    rtt_p99: float | None = None
 
     @property
     def lost(self) -> int:
@@ -86,6 +87,7 @@ def parse_probe(text: str) -> PingStats:
             rtt_avg=None if report["rtt_avg"] is None else float(report["rtt_avg"]),
             duplicates=int(report.get("duplicates", 0)),
             rtt_median=None if report.get("rtt_median") is None else float(report["rtt_median"]),
+            rtt_p99=None if report.get("rtt_p99") is None else float(report["rtt_p99"]),
         )
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise ShapingError(f"cannot read the probe report: {text.strip()[-200:]!r}") from exc

@@ -255,6 +255,13 @@ def _remove(lab: Lab, link: _Link) -> None:
         _run_steps(lab, link.dest, steps, what=f"unshaping {link.name} (ingress)")
 
 
+def _cpu_shares(lab: Lab, link: _Link) -> int | None:
+    # A verdict loop's wake-up latency is its link's delay error: on a busy host
+    # it goes first (it needs little CPU, so it takes little from anyone).
+    shares = lab.config.shaping.helper_cpu_shares
+    return shares if link.needs_loop and shares > 0 else None
+
+
 def _start_helper(lab: Lab, link: _Link, *, seed: int | None) -> str:
     command = (
         builders.shaper_command(
@@ -291,6 +298,7 @@ def _start_helper(lab: Lab, link: _Link, *, seed: int | None) -> str:
             # Ready once it runs; a verdict loop once it has bound the queue, too.
             ready=SHAPER_STARTED if link.needs_loop else "",
             ready_timeout=timeout,
+            cpu_shares=_cpu_shares(lab, link),
         )
     except HelperNotReady as exc:
         if exc.exited:

@@ -8,6 +8,7 @@ counted as lost; and it prints one JSON line for the controller to read.
 from __future__ import annotations
 
 import json
+import math
 import os
 import select
 import socket
@@ -45,6 +46,7 @@ class ProbeReport:
     rtt_min: float | None
     rtt_max: float | None
     rtt_median: float | None
+    rtt_p99: float | None = None  # 99th percentile (the largest below 100 replies' worth)
 
 
 def _grow_receive_buffer(sock: socket.socket) -> None:
@@ -104,7 +106,17 @@ def probe(
         rtt_min=min(values) if values else None,
         rtt_max=max(values) if values else None,
         rtt_median=statistics.median(values) if values else None,
+        rtt_p99=percentile(values, 0.99),
     )
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    """The ``share`` quantile of ``values`` (nearest rank: an RTT that was measured)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(share * len(ordered)))
+    return ordered[rank - 1]
 
 
 def main(argv: list[str]) -> int:
