@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from lab.bench.engine import LoopFigures
+from lab.report.watch import parse_shaper_stats
 from socketlab.errors import ConfigError
 from socketlab.shaper import loop
 from socketlab.shaper import nfnetlink as nl
@@ -324,6 +326,10 @@ def test_a_full_socket_buffer_is_counted_not_fatal(caplog: pytest.LogCaptureFixt
     assert stopped
     assert " enobufs=1 " in stopped[0]
     assert "seed=1" in caplog.text
+    # what lab bench reads back from the helper's log
+    figures = LoopFigures.from_stats(parse_shaper_stats(stopped[0])[4])
+    assert figures is not None
+    assert figures.packets == 1
 
 
 def test_queue_modes() -> None:

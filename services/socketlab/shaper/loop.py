@@ -459,7 +459,14 @@ def _serve(
             loop.flush()
         except ShaperError as exc:
             log.warning("event=shaper_drain_failed queue=%d error=%s", queue, exc)
-        log.info("event=shaper_stopped queue=%d %s%s", queue, _kv(loop), _queue_stats(queue))
+        cpu_ms = round((time.process_time() - started_cpu) * 1000)
+        log.info(
+            "event=shaper_stopped queue=%d %s cpu_ms=%d%s",
+            queue,
+            _kv(loop),
+            cpu_ms,
+            _queue_stats(queue),
+        )
 
 
 def main(argv: list[str]) -> int:
