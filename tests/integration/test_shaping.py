@@ -206,8 +206,9 @@ def test_a_full_queue_drops_are_counted_and_shown_by_status(lab: Lab) -> None:
     assert match, state.queue_drops
     full, socket_full = int(match[1]), int(match[2])
     assert socket_full == 0  # the loop's 64 MiB socket buffer holds a full queue
-    # every datagram beyond the 16,384 queued (a few may die earlier, in the veth backlog)
-    assert 0.8 * (QUEUE_FLOOD - 16_384) <= full <= QUEUE_FLOOD - 16_384, full
+    # every datagram beyond the 16,384 queued (a few may die earlier, in the veth backlog;
+    # a few other packets of the client's may have come in the meantime)
+    assert 0.8 * (QUEUE_FLOOD - 16_384) <= full <= QUEUE_FLOOD - 16_384 + 20, full
     # unfrozen, it releases what the queue held and the link carries traffic again
     stats = measure_rtt(lab, "client", "server", count=20)
     assert stats.lost == 0
