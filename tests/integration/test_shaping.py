@@ -218,14 +218,14 @@ def test_a_full_queue_drops_are_counted_and_shown_by_status(lab: Lab) -> None:
     ("options", "mode"),
     [
         pytest.param({"delay": "20ms"}, "copy=meta gso=on", id="fixed-delay"),
-        pytest.param({"delay": "5ms", "duplicate": "20%"}, "copy=packet gso=off", id="duplicate"),
+        pytest.param({"delay": "30ms", "duplicate": "20%"}, "copy=packet gso=off", id="duplicate"),
         pytest.param(
             {"delay": "20ms", "jitter": "4ms", "delay_distribution": "pareto"},
             "copy=meta gso=on",
             id="pareto",
         ),
         pytest.param(
-            {"loss_model": "gemodel:2%,40%,100%,0%", "delay": "2ms"}, "copy=meta gso=on", id="ge"
+            {"loss_model": "gemodel:2%,40%,100%,0%", "delay": "30ms"}, "copy=meta gso=on", id="ge"
         ),
     ],
 )
@@ -233,7 +233,8 @@ def test_every_model_reaches_the_loop_and_checks_out(
     lab: Lab, options: dict[str, str], mode: str
 ) -> None:
     """The helper gets every option of the link (its log says what it runs) and the
-    self-check passes; the seed it runs with is logged, for a replay."""
+    self-check passes; the seed it runs with is logged, for a replay. Delays of 20 ms
+    and more: the self-check's tolerance of a few ms is what a busy shared host eats."""
     link = spec(**options)
     result = shape(lab, "client", "server", link, engine="nfqueue", check=True)
     assert all(row.ok for row in result.checks), result.checks
