@@ -22,10 +22,10 @@ The loop speaks the queue's netlink protocol itself
 
 One verdict thread (the process's only component, under
 :func:`~socketlab.supervisor.run_components`, which handles SIGTERM/SIGINT):
-poll the queue's socket with a timeout that ends at the next release time,
+wait on the queue's socket (``select``, microseconds) until the next release time,
 read up to ``burst`` packets, feed them to the scheduling core, and send the
 verdicts and injected copies it returns. The socket is non-blocking: the
-loop's poll is its only wait, bounded by ``stop_poll``; sends go to the
+loop's select is its only wait, bounded by ``stop_poll``; sends go to the
 kernel, which handles them as they are made. The kernel's own drop counters
 for the queue (queue full, socket buffer full) are logged with the loop's.
 """
@@ -411,8 +411,9 @@ def _serve(
     loop: VerdictLoop, stop: threading.Event, invocation: ShaperInvocation, mode: QueueMode
 ) -> None:
     config, scheduler, queue = loop.config, loop.scheduler, loop.queue
-    poller = select.poll()
-    poller.register(loop.sock.fileno(), select.POLLIN)
+    # select, not poll: its timeout is in microseconds, poll's in whole milliseconds
+    # (rounded up), which would make every release up to 1 ms late.
+    readable = [loop.sock.fileno()]
     log.info(
         "event=shaper_started queue=%d seed=%s %s impairment=%s",
         queue,
@@ -429,7 +430,7 @@ def _serve(
             loop.flush()
             due = scheduler.next_release()
             wait = config.stop_poll if due is None else min(config.stop_poll, max(0.0, due - now))
-            if poller.poll(wait * 1000.0):
+            if select.select(readable, [], [], wait)[0]:
                 packets = loop.read()
                 now = time.monotonic()
                 loop.admit(packets, now)
