@@ -13,7 +13,7 @@ from socketlab.shaper.core import Accept, Impairment, ImpairmentScheduler, Injec
 
 
 class FakePacket:
-    """Stands in for netfilterqueue.Packet: a payload that can be replaced."""
+    """Stands in for a queued packet (nfnetlink.NfqPacket): a payload that can be replaced."""
 
     def __init__(self, number: int, payload: bytes | None = None) -> None:
         self.number = number

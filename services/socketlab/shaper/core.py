@@ -44,7 +44,7 @@ SHARES = ("loss", "duplicate", "reorder", "corrupt", "loss_correlation", "delay_
 
 
 class QueuedPacket(Protocol):
-    """What the core needs from a queued packet (``netfilterqueue.Packet`` fits)."""
+    """What the core needs from a queued packet (``nfnetlink.NfqPacket`` fits)."""
 
     def get_payload(self) -> bytes: ...
 
