@@ -565,6 +565,7 @@ class Lab:
         ready: str | None = None,
         ready_stream: Stream = "both",
         ready_timeout: float = 30.0,
+        cpu_shares: int | None = None,
     ) -> DockerHelper:
         """Start ``argv`` in a netkit helper joined to ``service``'s network namespace.
 
@@ -573,7 +574,8 @@ class Lab:
         project and ``role`` labels on top of ``labels`` (so ``lab down`` and
         :meth:`helpers` find it), and, with ``ready``, a wait until it runs and
         logs that text; a helper that does not get ready is removed before
-        :class:`~lab.errors.HelperNotReady` is raised.
+        :class:`~lab.errors.HelperNotReady` is raised. ``cpu_shares``: the
+        helper's CPU weight (Docker's default 1024), for timing-critical helpers.
         """
         target = self.container(service)
         options = helper_run_options(
@@ -583,6 +585,7 @@ class Lab:
             caps=caps,
             name=name,
             labels=labels,
+            cpu_shares=cpu_shares,
         )
         # On the engine that holds the target: only it can join that namespace.
         with docker_errors(f"cannot start a {role} helper in {service}"):

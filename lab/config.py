@@ -92,6 +92,12 @@ class ShapingConfig(EnvConfig):
     iperf_port: int = env_field(
         "SOCKETLAB_IPERF_PORT", 5201, "port of the self-check's iperf3 server"
     )
+    helper_cpu_shares: int = env_field(
+        "SOCKETLAB_SHAPER_CPU_SHARES",
+        8192,
+        "CPU weight of a verdict loop's helper (Docker cpu-shares, default 1024; 0 leaves it): "
+        "on a busy host it is scheduled first, which keeps its delays precise",
+    )
     stats_interval: float = env_field(
         "SOCKETLAB_SHAPER_STATS_INTERVAL",
         1.0,

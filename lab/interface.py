@@ -213,12 +213,14 @@ class Lab(Protocol):
         ready: str | None = None,
         ready_stream: Stream = "both",
         ready_timeout: float = 30.0,
+        cpu_shares: int | None = None,
     ) -> HelperContainer:
         """Start ``argv`` in a helper joined to ``service``'s network namespace.
 
         With ``ready``, wait until the helper runs and logs that text (``""``:
         until it runs); if it does not, remove it and raise
-        :class:`~lab.errors.HelperNotReady`.
+        :class:`~lab.errors.HelperNotReady`. ``cpu_shares``: its CPU weight
+        (Docker's default is 1024; None leaves it).
         """
         ...
 

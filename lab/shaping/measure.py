@@ -69,6 +69,7 @@ class PingStats:
     # per probe, in send order (empty from a prober that did not report them)
     lost_flags: tuple[bool, ...] = ()
     rtts: tuple[float | None, ...] = ()
+    rtt_p99: float | None = None
 
     @property
     def lost(self) -> int:
@@ -108,6 +109,7 @@ def parse_probe(text: str) -> PingStats:
             rtt_median=None if report.get("rtt_median") is None else float(report["rtt_median"]),
             lost_flags=_flags(report.get("lost", ""), sent),
             rtts=_rtt_list(report.get("rtts", []), sent),
+            rtt_p99=None if report.get("rtt_p99") is None else float(report["rtt_p99"]),
         )
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise ShapingError(f"cannot read the probe report: {text.strip()[-200:]!r}") from exc

@@ -219,6 +219,9 @@ class LinkState:
     helper: str
     healthy: bool
     network: str = ""
+    # The kernel's drops of packets on their way to the verdict loop: the queue
+    # was full, or the loop's socket buffer was ("-": no verdict loop, or none bound).
+    queue_drops: str = "-"
 
     def as_row(self, *, with_network: bool = False) -> dict[str, str]:
         row = {"network": self.network or "-"} if with_network else {}
@@ -227,6 +230,7 @@ class LinkState:
             "shaping": self.shaping,
             "engine": self.engine,
             "state": self.state,
+            "queue drops": self.queue_drops,
             "helper": self.helper,
         }
 
@@ -407,6 +411,13 @@ def _remove(lab: Lab, link: _Link) -> None:
         _run_steps(lab, link.dest, steps, what=f"unshaping {link.name} (ingress)")
 
 
+def _cpu_shares(lab: Lab, link: _Link) -> int | None:
+    # A verdict loop's wake-up latency is its link's delay error: on a busy host
+    # it goes first (it needs little CPU, so it takes little from anyone).
+    shares = lab.config.shaping.helper_cpu_shares
+    return shares if link.needs_loop and shares > 0 else None
+
+
 def _start_helper(lab: Lab, link: _Link, *, seed: int | None, name: str) -> str:
     command = (
         builders.shaper_command(
@@ -449,6 +460,7 @@ def _start_helper(lab: Lab, link: _Link, *, seed: int | None, name: str) -> str:
             # Ready once it runs; a verdict loop once it has bound the queue, too.
             ready=SHAPER_STARTED if link.needs_loop else "",
             ready_timeout=timeout,
+            cpu_shares=_cpu_shares(lab, link),
         )
     except HelperNotReady as exc:
         if exc.exited:
@@ -1174,6 +1186,7 @@ def evaluate_links(
                 helper=f"{helper.name}: {helper_state}",
                 healthy=not problems,
                 network=helper.network,
+                queue_drops=_queue_drops(helper, rules),
             )
         )
     for service, in_force in sorted(rules.items()):
@@ -1226,6 +1239,16 @@ def _helper_problems(
     if helper.started_at and source_started.get(helper.netns, "") > helper.started_at:
         problems.append(f"{helper.netns} restarted after shaping: shape again")
     return sorted(problems)
+
+
+def _queue_drops(helper: Helper, rules: dict[str, RulesInForce]) -> str:
+    """``queue full N, socket full M`` from the kernel's counters of the link's queue."""
+    if not builders.needs_verdict_loop(helper.spec, helper.engine):
+        return "-"
+    stats = rules.get(helper.dest, RulesInForce()).queue_stats.get(helper.queue)
+    if stats is None:
+        return "-"
+    return f"queue full {stats.queue_dropped}, socket full {stats.user_dropped}"
 
 
 def _orphan(source: str, dest: str, what: str, network: str = "") -> LinkState:

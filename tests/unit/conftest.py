@@ -358,6 +358,7 @@ class FakeLab:
         ready: str | None = None,
         ready_stream: Stream = "both",
         ready_timeout: float = 30.0,
+        cpu_shares: int | None = None,
     ) -> FakeHelper:
         service = self.name(service)
         self.started.append(
@@ -368,6 +369,7 @@ class FakeLab:
                 "caps": tuple(caps),
                 "name": name,
                 "labels": dict(labels or {}),
+                "cpu_shares": cpu_shares,
             }
         )
         helper = self._queued.pop(0) if self._queued else FakeHelper()

@@ -39,6 +39,7 @@ from lab.shaping.measure import (
 )
 from lab.shaping.spec import spec_from_options
 from socketlab.shaper.icmp import checksum, echo_request, parse_echo_reply
+from socketlab.shaper.probe import percentile
 
 
 def test_parse_probe_report() -> None:
@@ -47,6 +48,21 @@ def test_parse_probe_report() -> None:
     assert stats == PingStats(transmitted=2000, received=1900, rtt_avg=0.0505, duplicates=0)
     assert stats.lost == 100
     assert stats.loss == pytest.approx(0.05)
+
+
+def test_parse_probe_reads_the_median_and_p99() -> None:
+    line = json.dumps({"sent": 100, "received": 100, "rtt_avg": 0.0506, "rtt_median": 0.0504,
+                       "rtt_p99": 0.0541})  # fmt: skip
+    stats = parse_probe(line)
+    assert (stats.rtt_median, stats.rtt_p99) == (0.0504, 0.0541)
+
+
+def test_probe_p99_is_a_measured_rtt_by_nearest_rank() -> None:
+    values = [float(n) for n in range(1, 201)]  # 1..200
+    assert percentile(values, 0.99) == 198.0
+    assert percentile(values, 0.5) == 100.0
+    assert percentile([7.0], 0.99) == 7.0
+    assert percentile([], 0.99) is None
 
 
 def test_parse_probe_with_no_replies() -> None:

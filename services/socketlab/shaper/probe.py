@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import secrets
 import select
@@ -67,6 +68,7 @@ class ProbeReport:
     rtt_min: float | None
     rtt_max: float | None
     rtt_median: float | None
+    rtt_p99: float | None = None  # 99th percentile (the largest below 100 replies' worth)
     lost: str = ""  # one character per probe in send order: "1" lost, "0" answered
     rtts: list[float | None] = field(default_factory=list)  # seconds, in send order
     load_sent: int = 0  # filler datagrams sent alongside (--load-rate)
@@ -207,6 +209,7 @@ def probe(
         rtts=[round(rtts[n], 7) if n in rtts else None for n in range(count)],
         load_sent=filler.sent if filler is not None else 0,
         load_dropped=filler.dropped if filler is not None else 0,
+        rtt_p99=percentile(values, 0.99),
     )
 
 
@@ -300,6 +303,15 @@ def _problem(args: argparse.Namespace) -> str | None:
         ),
     )
     return next((message for fine, message in checks if not fine), None)
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    """The ``share`` quantile of ``values`` (nearest rank: an RTT that was measured)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(share * len(ordered)))
+    return ordered[rank - 1]
 
 
 def main(argv: list[str]) -> int:
