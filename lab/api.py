@@ -685,9 +685,24 @@ class Lab:
 
     def start(self, service: str) -> None:
         self._act(service, "start")
+        self._restore_namespace(service)
 
     def restart(self, service: str) -> None:
         self._act(service, "restart")
+        self._restore_namespace(service)
+
+    def _restore_namespace(self, service: str) -> None:
+        """A container that comes back has a fresh network namespace: put back its
+        routes and TCP congestion control, as ``lab up`` put them."""
+        model = self.model
+        if model.routers:
+            from lab.routing import ensure_routes  # noqa: PLC0415 - routing imports shaping
+
+            ensure_routes(self)
+        if any(spec.tcp_congestion for spec in model.services):
+            from lab.congestion import ensure_congestion  # noqa: PLC0415 - imports shaping
+
+            ensure_congestion(self, names=[service])
 
     def kill(self, service: str) -> None:
         self._act(service, "kill")

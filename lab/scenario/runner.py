@@ -146,14 +146,13 @@ def apply_fault(
 ) -> None:
     """Do one fault to the lab (the one place the runner calls lab.shaping for faults).
 
-    A container that comes back (restart, start) has a fresh namespace: its
-    routes and TCP congestion control (``congestion``: the scenario's, by
-    service) are put back at once, as ``lab up`` put them.
+    A container that comes back (restart, start) has a fresh namespace: the lab
+    puts back its routes and the project's TCP congestion control; a scenario's
+    own ``congestion`` (by service) goes back on top.
     """
     if fault.action in {"kill", "restart", "pause", "unpause", "stop", "start"}:
         getattr(lab, fault.action)(fault.services[0])
-        if fault.action in {"restart", "start"}:
-            routing.ensure_routes(lab)
+        if fault.action in {"restart", "start"} and congestion:
             tcp_congestion.ensure_congestion(lab, overrides=congestion, names=[fault.services[0]])
     elif fault.action == "partition":
         shaping.partition(lab, *fault.services)
@@ -200,6 +199,7 @@ class _Timeline(threading.Thread):
         self.wall0: float | None = None  # Unix time of t0, once begun
         self.records: list[FaultRecord] = []
         self._ends: dict[str, float] = {}
+        self._finished_at = float("inf")  # monotonic time the steps ended, once they have
         self._end_events = {name: threading.Event() for name in steps}
 
     def step_finished(self, name: str, at: float) -> None:
@@ -233,19 +233,24 @@ class _Timeline(threading.Thread):
             return self.t0
         # finish() sets every end event, so this wait ends with the steps at the latest.
         self._end_events[fault.after].wait()
-        return None if self.stopped.is_set() else self._ends[fault.after]
+        return self._ends.get(fault.after)  # None: the step never ran
 
     def run(self) -> None:
         for fault in self.faults:
             base = self._base(fault)
-            # Event.wait, not sleep: a scheduled time that `stop` can cut short.
-            if base is None or self.stopped.wait(max(0.0, base + fault.at - time.monotonic())):
+            if base is None:
+                break
+            due = base + fault.at
+            # Event.wait, not sleep: a scheduled time that `stop` can cut short. A fault
+            # due by the time the steps ended (e.g. at 0 s after the last step) still runs.
+            if self.stopped.wait(max(0.0, due - time.monotonic())) and due > self._finished_at:
                 break
             self.apply(fault, time.monotonic() - self.t0)
 
     def finish(self) -> list[FaultRecord]:
         """Stop; faults not reached are recorded as such (the steps ended first)."""
-        ended = time.monotonic() - self.t0
+        self._finished_at = time.monotonic()
+        ended = self._finished_at - self.t0
         self.stopped.set()
         for event in self._end_events.values():
             event.set()

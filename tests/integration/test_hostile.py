@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from lab.api import ExecResult, Lab
+from lab.congestion import congestion_in_use, ensure_congestion
 from lab.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -433,6 +434,11 @@ def test_a_crashed_server_comes_back_by_itself_and_status_counts_it(lab: Lab) ->
     lab.wait_healthy(timeout=120)
     assert lab.started_at("server") != started
     assert hello_from(lab, "client").get("ok") is True
+    # Docker's restart gave the server a fresh network namespace, without the
+    # per-route congestion control `lab up` sets; `lab up` does it again, as here.
+    assert congestion_in_use(lab, ["server"]) != {"server": "cubic"}
+    ensure_congestion(lab, names=["server"])
+    assert congestion_in_use(lab, ["server"]) == {"server": "cubic"}
 
 
 # --- chat
