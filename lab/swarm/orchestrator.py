@@ -227,14 +227,22 @@ class SwarmOrchestrator:
     def engines(self) -> list[Any]:
         """The manager and every node that runs (or ran) a task of the stack."""
         nodes = {node.id: node for node in self.nodes()}
+        runs: dict[str, list[str]] = {}  # node ID -> the services it runs a task of
         if self._sweep is not None:
             wanted = set(self._sweep)
         else:
             services = self._services()
-            wanted = {str(t.get("NodeID")) for t in self._tasks(services) if t.get("NodeID")}
+            names = {service.id: service.name for service in services}
+            tasks = self._tasks(services)
+            wanted = {str(t.get("NodeID")) for t in tasks if t.get("NodeID")}
+            for task in tasks:
+                name = names.get(str(task.get("ServiceID")))
+                if task.get("DesiredState") == "running" and task.get("NodeID") and name:
+                    listed = runs.setdefault(str(task["NodeID"]), [])
+                    listed += [name] if name not in listed else []
         wanted.add(self.self_id)
         return [
-            self.node_client(nodes[node_id], purpose="the lab's helpers and leftovers")
+            self.node_client(nodes[node_id], purpose=_helpers_purpose(runs.get(node_id, [])))
             for node_id in sorted(wanted)
             if node_id in nodes
         ]
@@ -604,6 +612,13 @@ class SwarmOrchestrator:
 
 
 # --------------------------------------------------------------------------- image I/O
+
+
+def _helpers_purpose(services: Sequence[str]) -> str:
+    """Why the lab reaches a node's engine to list its helpers (named in an error):
+    shaping lists them all first, whatever node the shaped service is on."""
+    runs = f"; it runs {', '.join(services)}" if services else ""
+    return f"the lab's helpers and leftovers there{runs}"
 
 
 def _has_image(client: Any, ref: str) -> bool:

@@ -2,7 +2,7 @@
 an engine that is no manager is refused before anything is built, a task Swarm cannot
 place stops the health wait with Swarm's reason, helpers and execs go to the engine of
 the node that runs the task (checked to be that node), a node without an endpoint is
-named, ``lab up`` goes on to routes and congestion control only once every task runs,
+named (with what it runs when helpers are listed), ``lab up`` goes on to routes and congestion control only once every task runs,
 and ``--swarm``/``--spread`` reach the lab from any command."""
 
 from __future__ import annotations
@@ -245,6 +245,25 @@ def test_an_unreachable_node_is_named(tmp_path: Path, monkeypatch: pytest.Monkey
         NodeUnreachable, match=r"^node node-3 \(for reaching client.2\): cannot reach"
     ):
         handle.netkit_run("client.2", ["ping", "-c1", "server"], timeout=5)
+
+
+def test_a_node_unreachable_while_helpers_are_listed_is_named_with_what_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # lab shape lists the lab's helpers on every node first (one queue number space)
+    def connect_url(url: str, *, timeout: float) -> FakeEngine:
+        if url == "unix:///run/node-3.sock":
+            raise lab.engine.DockerUnavailable(f"cannot reach Docker at {url}: is it running?")
+        return FakeEngine(node_info("node-2"))
+
+    monkeypatch.setattr(lab.engine, "connect_url", connect_url)
+    handle = swarm_lab(tmp_path, endpoints=ALL_NODES)
+    with pytest.raises(NodeUnreachable) as caught:
+        handle.helpers("shaper")
+    assert str(caught.value) == (
+        "node node-3 (for the lab's helpers and leftovers there; it runs client, rss-poller): "
+        "cannot reach Docker at unix:///run/node-3.sock: is it running?"
+    )
 
 
 # --------------------------------------------------------------------------- lab up
