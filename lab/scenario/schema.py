@@ -32,6 +32,8 @@ SHAPING_FIELDS: Final = (
     "reorder_gap",
     "queue_limit",
     "seed",
+    "mss",
+    "slice_delay",
 )
 SERVICE_ACTIONS: Final = ("kill", "restart", "pause", "unpause", "stop", "start")
 PAIR_ACTIONS: Final = ("partition", "heal")

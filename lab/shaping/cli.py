@@ -15,7 +15,7 @@ from lab.commands import EXIT_FAILURE, EXIT_OK, family_arguments, make_lab
 from lab.console import out_console, print_figures, print_rows
 from lab.shaping.builders import Engine
 from lab.shaping.errors import SelfCheckFailed, ShapingError
-from lab.shaping.spec import OPTIONS, resolve_spec
+from lab.shaping.spec import OPTION_HELP, OPTIONS, SLICING_OPTIONS, option_flag, resolve_spec
 
 _HELP = {
     "delay": "added one-way delay, e.g. 40ms",
@@ -43,9 +43,8 @@ def _pair_or_none(args: argparse.Namespace) -> tuple[str | None, str | None]:
 def cmd_shape(args: argparse.Namespace) -> int:
     from lab.shaping.runner import shape  # noqa: PLC0415 - keep `lab --help` fast
 
-    spec = resolve_spec(
-        profile=args.profile, options={name: getattr(args, name) for name in OPTIONS}
-    )
+    names = (*OPTIONS, *SLICING_OPTIONS)
+    spec = resolve_spec(profile=args.profile, options={name: getattr(args, name) for name in names})
     try:
         result = shape(
             make_lab(args),
@@ -142,6 +141,10 @@ def register(subparsers: Any) -> None:
     _pair(shape, optional=False)
     for name in OPTIONS:
         shape.add_argument(f"--{name}", metavar="VALUE", default=None, help=_HELP[name])
+    for name in SLICING_OPTIONS:  # slicing: what breaks a reader that takes a recv for a message
+        shape.add_argument(
+            option_flag(name), dest=name, metavar="VALUE", default=None, help=OPTION_HELP[name]
+        )
     shape.add_argument("--profile", help="named profile from lab/profiles.yaml (lan, 3g, ...)")
     shape.add_argument(
         "--engine",

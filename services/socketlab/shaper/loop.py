@@ -16,7 +16,6 @@ injected copies it returns.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import random
 import select
@@ -26,7 +25,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from socketlab.commandline import command_parser
 from socketlab.config import EnvConfig, env_config, env_field
 from socketlab.errors import ServiceError
 from socketlab.shaper.core import (
@@ -37,6 +35,7 @@ from socketlab.shaper.core import (
     Inject,
     ip_version,
 )
+from socketlab.shaper.invocation import parse_invocation
 from socketlab.supervisor import run_components
 
 log = logging.getLogger("socketlab.shaper")
@@ -185,35 +184,11 @@ def _kv(scheduler: ImpairmentScheduler[Any]) -> str:
     )
 
 
-def _share(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a share between 0 and 1")
-    return value
-
-
 def parse_args(argv: list[str]) -> tuple[int, Impairment, int | None]:
-    """Parse the helper's command line (plain numbers: the controller did the units)."""
-    parser = command_parser("shaper", __doc__)
-    parser.add_argument("--queue", type=int, required=True, help="NFQUEUE number")
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds")
-    parser.add_argument("--jitter", type=float, default=0.0, help="seconds")
-    for name in ("loss", "duplicate", "reorder", "corrupt"):
-        parser.add_argument(f"--{name}", type=_share, default=0.0, help="share 0..1")
-    parser.add_argument("--seed", type=int, default=None)
-    args = parser.parse_args(argv)
-    try:
-        impairment = Impairment(
-            delay=args.delay,
-            jitter=args.jitter,
-            loss=args.loss,
-            duplicate=args.duplicate,
-            reorder=args.reorder,
-            corrupt=args.corrupt,
-        )
-    except ValueError as exc:
-        parser.error(str(exc))
-    return args.queue, impairment, args.seed
+    """Parse the helper's command line (plain numbers: the controller did the units):
+    every flag :class:`~socketlab.shaper.invocation.ShaperInvocation` writes."""
+    invocation = parse_invocation(argv)
+    return invocation.queue, invocation.impairment, invocation.seed
 
 
 def main(argv: list[str]) -> int:
