@@ -9,6 +9,7 @@ right namespace, offload off, a missing clamp reported by ``lab status``).
 
 from __future__ import annotations
 
+import itertools
 import random
 import struct
 from typing import Any
@@ -206,7 +207,7 @@ def test_a_burst_leaves_one_packet_per_slice_delay() -> None:
     times = _releases(sched, until=0.1, step=0.0005)
     assert len(times) == 10
     assert times[0] == 0.0  # the first goes at once: nothing left before it
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(gap == pytest.approx(0.005, abs=1e-6) for gap in gaps), gaps
 
 
