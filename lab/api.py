@@ -621,6 +621,18 @@ class Lab:
         )
         return result.stdout.split()[0]
 
+    def copy_to(self, source: Path, dest: str) -> str:
+        """``lab cp SRC SERVICE[.N]:PATH`` (:func:`lab.access.copy_to`)."""
+        from lab.access import copy_to  # noqa: PLC0415 - lab.access imports this module
+
+        return copy_to(self, source, dest)
+
+    def copy_from(self, source: str, dest: Path) -> list[Path]:
+        """``lab cp SERVICE[.N]:PATH DEST`` (:func:`lab.access.copy_from`)."""
+        from lab.access import copy_from  # noqa: PLC0415 - lab.access imports this module
+
+        return copy_from(self, source, dest)
+
     def _act(self, service: str, action: str) -> None:
         # A bare service with replicas: every one of them (a fault hits the service).
         for container in self.containers(service):

@@ -101,6 +101,16 @@ class ScenarioConfig(EnvConfig):
         16 * 1024 * 1024,
         "bytes up to which a same_file check copies the files into the results",
     )
+    daemon_dir: str = env_field(
+        "SOCKETLAB_SCENARIO_DAEMON_DIR",
+        "/tmp",  # noqa: S108 - a folder inside the service's container, not the host's
+        "folder in a container where a daemon step keeps its pid and output (writable there)",
+    )
+    daemon_output_limit: int = env_field(
+        "SOCKETLAB_SCENARIO_DAEMON_OUTPUT_LIMIT",
+        1024 * 1024,
+        "bytes of a daemon step's stdout and of its stderr kept (the last ones)",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -197,6 +197,14 @@ class Lab(Protocol):
 
     def file_sha256(self, service: str, path: str, *, timeout: float = 300.0) -> str: ...
 
+    def copy_to(self, source: Path, dest: str) -> str:
+        """Copy a host file or folder to ``SERVICE[.N]:PATH`` (``lab cp``); where it went."""
+        ...
+
+    def copy_from(self, source: str, dest: Path) -> list[Path]:
+        """Copy ``SERVICE[.N]:PATH`` to the host (``lab cp``); what was written."""
+        ...
+
     # ---------------------------------------------------------------- helpers
 
     def start_helper(

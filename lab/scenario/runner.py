@@ -4,8 +4,13 @@ The thin I/O part of lab.scenario. For each scenario the runner
 
 1. checks the lab is healthy and shapes the declared links (``lab.shaping``);
 2. runs the steps (in order; a ``parallel`` group together; ``background``
-   steps alongside the rest), each bounded by its timeout, while a timeline
-   thread applies the faults at their times;
+   steps alongside the rest; ``daemon`` steps until every other step has
+   ended, then stopped last started first, SIGTERM then SIGKILL after their
+   ``grace``; ``wait_for`` and ``copy`` steps through
+   :mod:`lab.scenario.stepping`), each bounded by its timeout, while a
+   timeline thread applies the faults at their times. A daemon that ends by
+   itself before the others fails the scenario, with its output, and the
+   steps not started yet are not run;
 3. collects what the checks need (captured output, status URLs, logs, file
    digests), re-reading URLs and logs until a check holds or its ``within``
    deadline passes, and evaluates every check (:mod:`lab.scenario.checks`);
@@ -29,6 +34,7 @@ fake); its timeouts come from ``lab.config.scenario``
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 import re
 import secrets
@@ -76,6 +82,7 @@ from lab.scenario.report import (
     rerun_command,
     write_reports,
 )
+from lab.scenario.stepping import Daemon, run_copy, run_wait
 from lab.waiting import Stream, wait_for
 
 log = logging.getLogger("lab.scenario")
@@ -274,6 +281,7 @@ class ScenarioRunner:
         self.folder = folder
         self.progress = progress
         self.capture = capture
+        self._since = time.time()  # Unix time the running scenario started (log waits)
 
     # ------------------------------------------------------------------ public
 
@@ -284,6 +292,7 @@ class ScenarioRunner:
         wall = time.time()
         clock = time.monotonic()
         say(f"starting: {scenario.description}")
+        self._since = wall
         links: list[str] = []
         steps: list[StepRecord] = []
         faults: list[FaultRecord] = []
@@ -409,6 +418,30 @@ class ScenarioRunner:
             shaped.append(text)
         return shaped
 
+    def _perform(
+        self,
+        step: Step,
+        t0: float,
+        timeline: _Timeline,
+        *,
+        scenario: Scenario,
+        daemons: dict[str, Daemon],
+    ) -> StepRecord:
+        """Do one non-daemon step: a command, a wait or a copy."""
+        if step.wait is not None:
+            try:
+                return run_wait(self.lab, step, t0=t0, since=self._since, daemons=daemons)
+            finally:
+                timeline.step_finished(step.name, time.monotonic())
+        if step.copy is not None:
+            results = self.folder / _safe(scenario.name)
+            folder = Path(scenario.folder) if scenario.folder else self.lab.repo_root
+            try:
+                return run_copy(self.lab, step, t0=t0, scenario_dir=folder, results=results)
+            finally:
+                timeline.step_finished(step.name, time.monotonic())
+        return self._exec(step, t0, timeline)
+
     def _exec(self, step: Step, t0: float, timeline: _Timeline) -> StepRecord:
         started = time.monotonic()
         try:
@@ -461,17 +494,50 @@ class ScenarioRunner:
         """Step records, fault records and the Unix time the first step started."""
         records: dict[str, StepRecord] = {}
         background: list[tuple[Step, concurrent.futures.Future[StepRecord]]] = []
+        daemons: dict[str, Daemon] = {}
         pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=len(scenario.steps), thread_name_prefix="scenario-step"
         )
         timeline = _Timeline(
             self.lab, scenario.faults, steps=[step.name for step in scenario.steps], progress=say
         )
+        token = secrets.token_hex(4)
         try:
             timeline.apply_upfront()
             t0 = timeline.begin()
-            for phase in phases(scenario.steps):
-                futures = [(step, pool.submit(self._exec, step, t0, timeline)) for step in phase]
+            groups = phases(scenario.steps)
+            for index, phase in enumerate(groups):
+                if dead := next((d for d in daemons.values() if d.ended), None):
+                    # Its peers would only time out: say why they did not run instead.
+                    for step in (step for later in groups[index:] for step in later):
+                        records[step.name] = self._not_run(step, f"daemon {dead.step.name} ended")
+                    break
+                if phase[0].daemon:
+                    step = phase[0]
+                    daemons[step.name] = Daemon.start(
+                        self.lab,
+                        step,
+                        pool=pool,
+                        token=token,
+                        t0=t0,
+                        on_end=functools.partial(self._ended, timeline, step.name),
+                    )
+                    say(f"step {step.name} started as a daemon on {step.service}")
+                    continue
+                futures = [
+                    (
+                        step,
+                        pool.submit(
+                            self._perform,
+                            step,
+                            t0,
+                            timeline,
+                            scenario=scenario,
+                            daemons=daemons,
+                        ),
+                    )
+                    for step in phase
+                ]
                 if len(phase) == 1 and phase[0].background:
                     say(f"step {phase[0].name} started in the background on {phase[0].service}")
                     background += futures
@@ -481,15 +547,39 @@ class ScenarioRunner:
             for step, future in background:
                 records[step.name] = self._report_step(self._await(step, future), say)
         finally:
+            # Last started, first stopped: a daemon may depend on one started before it.
+            for name, daemon in reversed(daemons.items()):
+                records[name] = self._report_step(daemon.stop(), say)
             faults = timeline.finish()
             # A step stuck past its grace keeps its thread; do not wait for it here.
             pool.shutdown(wait=False, cancel_futures=True)
         ordered = [records[step.name] for step in scenario.steps if step.name in records]
         return ordered, faults, timeline.wall0
 
+    @staticmethod
+    def _ended(timeline: _Timeline, name: str) -> None:
+        timeline.step_finished(name, time.monotonic())
+
+    def _not_run(self, step: Step, why: str) -> StepRecord:
+        return StepRecord(
+            name=step.name,
+            service=step.service,
+            argv=step.run,
+            timeout=step.timeout,
+            exit_code=None,
+            kind=step.kind,
+            error=f"not run: {why}",
+        )
+
     def _report_step(self, record: StepRecord, say: Progress) -> StepRecord:
         if record.error is not None:
             outcome = f"error: {record.error}"
+            if record.kind == "daemon" and (tail := _tail(record.stderr or record.stdout)):
+                outcome += f"; its output ends: {tail}"
+        elif record.kind != "run" and record.note:
+            outcome = record.note + (
+                f" (exit {record.exit_code})" if record.kind == "daemon" else ""
+            )
         elif record.timed_out:
             outcome = f"timed out after {record.timeout:g} s"
         else:
@@ -666,6 +756,10 @@ class ScenarioRunner:
         elif state in {"exited", "created", "dead"}:
             self.lab.start(service)
             say(f"started {service} again")
+
+
+def _tail(text: str, lines: int = 3) -> str:
+    return " | ".join([line for line in text.strip().splitlines() if line.strip()][-lines:])
 
 
 def _pcap_keys(scenario: Scenario) -> set[str]:

@@ -74,6 +74,9 @@ COMMANDS: Final[dict[str, Command]] = {
         "socketlab.shaper.loop", "main", "NFQUEUE verdict loop impairing one link", SERVICE
     ),
     "probe": Command("socketlab.shaper.probe", "main", "ICMP echo probes: loss and RTT as JSON"),
+    "wait": Command(
+        "socketlab.readiness", "main", "wait until a TCP port, UDP peer or URL answers (deadline)"
+    ),
 }
 
 

@@ -167,6 +167,7 @@ class FakeLab:
         self.execs: list[tuple[str, tuple[str, ...]]] = []
         self.netkit_runs: list[tuple[str, tuple[str, ...], bool]] = []
         self.actions: list[tuple[str, str]] = []
+        self.copies: list[tuple[str, str, str]] = []  # (to|from, source, dest) of copy_*
         self.acted = {action: threading.Event() for action in ACTIONS}
         self.started: list[dict[str, Any]] = []  # start_helper's arguments, in order
         self.started_helpers: list[FakeHelper] = []
@@ -312,6 +313,20 @@ class FakeLab:
         if key not in self.files:
             raise LabError(f"sha256sum {key} failed with exit code 1: No such file")
         return hashlib.sha256(self.files[key]).hexdigest()
+
+    def copy_to(self, source: Path, dest: str) -> str:
+        """A host file into ``files`` under ``dest`` (``service:/path``)."""
+        self.copies.append(("to", str(source), dest))
+        self.files[dest] = source.read_bytes()
+        return dest
+
+    def copy_from(self, source: str, dest: Path) -> list[Path]:
+        """``files[source]`` written to ``dest`` on the host."""
+        self.copies.append(("from", source, str(dest)))
+        if source not in self.files:
+            raise LabError(f"{source} does not exist")
+        dest.write_bytes(self.files[source])
+        return [dest]
 
     # ------------------------------------------------------------------ helpers
 
