@@ -9,8 +9,9 @@ drives its containers through the Docker SDK::
     lab.down()                                 # remove everything labelled with the project
 
 The project is any Compose project: its files are ``-f`` files (``compose_files``),
-else ``SOCKETLAB_COMPOSE_FILE``, else the checkout's ``docker-compose.yml`` (and
-its override). What it declares comes from Compose's normalised config and
+else ``SOCKETLAB_COMPOSE_FILE``, else the project folder's ``compose.lab.yml``
+(made by ``lab init``) or the checkout's ``docker-compose.yml`` (and its
+override); :mod:`lab.project` says which folder that is. What it declares comes from Compose's normalised config and
 its containers' labels (:meth:`Lab.topology`, :mod:`lab.topology`); names such
 as ``client.2`` are resolved by :mod:`lab.addressing`.
 
@@ -24,9 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -57,9 +56,10 @@ from lab.helpers import (
     helper_run_options,
     single_file,
 )
-from lab.images import ImageNames, ImageSet, ensure_images, tag_stable_names
+from lab.images import ImageNames, ImageSet, ensure_images, find_inputs, tag_stable_names
 from lab.interface import TIMEOUT_EXIT_CODE, ExecResult, ServiceStatus
 from lab.overlay import NETKIT_LABEL, lab_override, override_file
+from lab.project import Project, find_project, project_at, project_secret
 from lab.topology import (
     COMPOSE_NUMBER_LABEL,
     COMPOSE_ONEOFF_LABEL,
@@ -113,39 +113,26 @@ def _quiet(message: str) -> None:
 
 
 def find_repo_root(start: Path | None = None, *, configured: Path | None = None) -> Path:
-    """The folder holding docker-compose.yml and services/ (``configured``,
-    from ``SOCKETLAB_ROOT``, wins)."""
-    if configured is not None:
-        return configured.resolve()
-    candidates = [start or Path.cwd(), Path(__file__).resolve().parent]
-    for candidate in candidates:
-        for folder in [candidate.resolve(), *candidate.resolve().parents]:
-            if (folder / "docker-compose.yml").is_file() and (folder / "services").is_dir():
-                return folder
-    raise LabError(
-        "cannot find the socketlab checkout (docker-compose.yml + services/): "
-        "run from inside it or set SOCKETLAB_ROOT"
-    )
+    """The project folder ``lab`` acts on (:func:`lab.project.find_project`)."""
+    return find_project(start, configured=configured).root
 
 
-def pickle_key(repo_root: Path, *, configured: str | None = None) -> str:
+def pickle_key(project: Project | Path, *, configured: str | None = None) -> str:
     """The HMAC key the signed-pickle demo's two ends share.
 
     ``configured`` (``SOCKETLAB_PICKLE_KEY``) wins; empty disables pickle
-    altogether. Otherwise a random key made once per checkout in
-    ``build/pickle-key`` (mode 0600), so the demo works in any lab started
-    from here while the key never appears in the repository and stays the
-    same across ``lab up`` runs (a changed key would recreate every container).
+    altogether. Otherwise a random key made once per project in its state
+    folder (``build/pickle-key`` of the checkout, ``.socketlab/pickle-key``
+    elsewhere; mode 0600, :func:`lab.project.project_secret`), so the demo works
+    in any lab started from there while the key never appears in the repository
+    and stays the same across ``lab up`` runs (a changed key would recreate
+    every container). A plain folder is taken as a checkout (its ``build/``).
     """
     if configured is not None:
         return configured
-    path = repo_root / "build" / "pickle-key"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as key_file:
-            key_file.write(secrets.token_hex(32) + "\n")
-    return path.read_text().strip()
+    if isinstance(project, Path):
+        project = Project(root=project, checkout=True)
+    return project_secret(project, "pickle-key")
 
 
 def wrap_with_timeout(argv: Sequence[str], timeout: float) -> list[str]:
@@ -177,7 +164,12 @@ class Lab:
             raise LabError(
                 f"project name {self.project!r} must be lowercase letters, digits, '-' or '_'"
             )
-        self.repo_root = repo_root or find_repo_root(configured=self.config.root)
+        if repo_root is not None:
+            self.project_info = project_at(repo_root) or Project(root=repo_root, checkout=True)
+        else:
+            self.project_info = find_project(configured=self.config.root)
+        # The project's folder (scenarios/, the state folder); a checkout or a `lab init` one.
+        self.repo_root = self.project_info.root
         self.progress = progress
         self._images: ImageSet | None = None
 
@@ -199,7 +191,10 @@ class Lab:
     def project_files(self) -> ProjectFiles:
         """The project's Compose files (``-f``, ``SOCKETLAB_COMPOSE_FILE`` or the default)."""
         return project_files(
-            self._compose_files, configured=self.config.compose_file, default_dir=self.repo_root
+            self._compose_files,
+            configured=self.config.compose_file,
+            default_dir=self.repo_root,
+            default_file=self.project_info.default_file,
         )
 
     @cached_property
@@ -227,7 +222,7 @@ class Lab:
         return list(self.model.service_names)
 
     def compose(self, images: ImageSet | None = None, *, extra: Sequence[Path] = ()) -> Compose:
-        key = pickle_key(self.repo_root, configured=self.config.pickle_key)
+        key = pickle_key(self.project_info, configured=self.config.pickle_key)
         env = {"COMPOSE_PROJECT_NAME": self.project, "SOCKETLAB_PICKLE_KEY": key}
         if images is not None:
             env |= {"SOCKETLAB_IMAGE": images.runtime, "SOCKETLAB_NETKIT_IMAGE": images.netkit}
@@ -247,7 +242,10 @@ class Lab:
         ``socketlab/runtime:latest`` and ``socketlab/base:latest`` too, so a
         project's own Dockerfile can start ``FROM`` them and build offline."""
         self._images = ensure_images(
-            self.docker, self.repo_root, progress=self.progress, config=self.config.images
+            self.docker,
+            find_inputs(self.config.images),
+            progress=self.progress,
+            config=self.config.images,
         )
         tag_stable_names(
             self.docker, self._images, ImageNames(namespace=self.config.images.namespace)

@@ -30,6 +30,7 @@ from lab.images import (
     base_mirror_lines,
     check_downloads,
     choose_base_image,
+    checkout_inputs,
     ensure_sources,
     image_digest,
     local_base_tag,
@@ -302,7 +303,7 @@ def test_image_digest_covers_sources_bases_plan_and_target(tmp_path: Path) -> No
             "base_ids": ["sha256:1", "sha256:1", "sha256:2"],
         }
         options.update(changes)
-        return image_digest(tmp_path, **options)  # type: ignore[arg-type]
+        return image_digest(checkout_inputs(tmp_path), **options)  # type: ignore[arg-type]
 
     first = key()
     assert key() == first, "same inputs, same tag: a second lab up builds nothing"
