@@ -544,6 +544,12 @@ class Lab:
                 wait_for_log(helper, ready, timeout=ready_timeout, stream=ready_stream)
         return helper
 
+    def start_reaper(self, scope: str, *, run_id: str, what: str) -> interface.Reaper:
+        """A reaper holding this process's connection (:func:`lab.reaper.start_reaper`)."""
+        from lab.reaper import start_reaper  # noqa: PLC0415 - only runs and sessions need it
+
+        return start_reaper(self, scope, run_id=run_id, what=what)
+
     def helpers(self, role: str) -> list[DockerHelper]:
         """This lab's helpers of ``role``, running or not."""
         labels = [f"{PROJECT_LABEL}={self.project}", f"{ROLE_LABEL}={role}"]

@@ -212,6 +212,13 @@ class LabConfig(EnvConfig):
     docker_host: str = env_field(
         "DOCKER_HOST", DEFAULT_DOCKER_HOST, "the Docker engine (read by the Docker SDK too)"
     )
+    reaper: bool = env_field(
+        "SOCKETLAB_REAPER",
+        True,
+        "start a reaper for each `lab run` and pytest session: if the controller dies, it "
+        "undoes the run's network faults, or removes the session's lab (needs the engine's "
+        "unix socket)",
+    )
     shaping: ShapingConfig = field(default_factory=ShapingConfig)
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)

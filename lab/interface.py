@@ -123,6 +123,22 @@ class HelperContainer(Protocol):
     ) -> None: ...
 
 
+class Reaper(Protocol):
+    """A reaper holding this controller's connection (:mod:`lab.reaper`): if the
+    controller dies, it cleans up after it."""
+
+    @property
+    def name(self) -> str: ...
+
+    def note(self, entry: Mapping[str, object]) -> None:
+        """Journal what was done to the lab's network (in the reaper's log)."""
+        ...
+
+    def release(self) -> None:
+        """The controller ends normally: the reaper leaves without cleaning up."""
+        ...
+
+
 class Lab(Protocol):
     """One lab: its services, what runs in them, and helpers in their namespaces."""
 
@@ -230,6 +246,11 @@ class Lab(Protocol):
 
     def helpers(self, role: str) -> Sequence[HelperContainer]:
         """This lab's helpers of one role, running or not."""
+        ...
+
+    def start_reaper(self, scope: str, *, run_id: str, what: str) -> Reaper:
+        """Start a reaper (``session``: removes the lab; ``run``: undoes its network
+        faults) connected to this process; :class:`~lab.errors.LabError` if it cannot."""
         ...
 
     # ---------------------------------------------------------------- faults

@@ -1,8 +1,11 @@
 """``lab scenarios`` and ``lab run``: registered by ``lab.cli``.
 
-``lab run NAME... | --all`` validates every file first, runs them against the
-lab (which must be up), prints progress and a result table, writes
-``results/<run-id>/`` and exits 0 only when every check of every scenario held.
+``lab run NAME... | --all`` validates every file first, makes the lab's network
+the one the scenarios declare (undoing, with one warning line, what a dead run
+or a hand left; ``--keep-network`` refuses instead), runs them against the lab
+(which must be up) with a reaper recording the run, prints progress and a
+result table, writes ``results/<run-id>/`` and exits 0 only when every check of
+every scenario held.
 """
 
 from __future__ import annotations
@@ -59,7 +62,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         report = _run_watched(args, lab, paths)
     else:
         report = run_files(
-            lab, paths, results_root=args.results, progress=progress_printer, capture=args.capture
+            lab,
+            paths,
+            results_root=args.results,
+            progress=progress_printer,
+            capture=args.capture,
+            keep_network=args.keep_network,
         )
 
     from rich.table import Table  # noqa: PLC0415
@@ -108,6 +116,7 @@ def _run_watched(args: argparse.Namespace, lab: Any, paths: list[Path]) -> Any:
                 results_root=args.results,
                 progress=progress_printer,
                 capture=args.capture,
+                keep_network=args.keep_network,
             )
         finally:
             stop.set()
@@ -143,6 +152,12 @@ def register(subparsers: Any) -> None:
         "--capture",
         action="store_true",
         help="keep a pcap per shaped link (else of the client's traffic) under pcap/",
+    )
+    run.add_argument(
+        "--keep-network",
+        action="store_true",
+        help="refuse to run, saying why, when shaping or partitions were left on the lab "
+        "(by a dead run, or by hand) instead of undoing them with a warning",
     )
     run.add_argument(
         "--watch",

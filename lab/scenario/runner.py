@@ -2,7 +2,10 @@
 
 The thin I/O part of lab.scenario. For each scenario the runner
 
-1. checks the lab is healthy and shapes the declared links (``lab.shaping``);
+1. checks the lab is healthy, makes its network the one the scenario declares
+   (:func:`lab.netstate.prepare_network`: what a dead run or a hand left is
+   undone with one warning, or the run refused with ``keep_network``), and
+   shapes the declared links (``lab.shaping``);
 2. runs the steps (in order; a ``parallel`` group together; ``background``
    steps alongside the rest; ``daemon`` steps until every other step has
    ended, then stopped last started first, SIGTERM then SIGKILL after their
@@ -22,7 +25,9 @@ The thin I/O part of lab.scenario. For each scenario the runner
 4. keeps artifacts, then undoes what it did: unshape, heal, bring back
    services it killed, stopped or paused, and wait until the lab is healthy.
 
-:func:`run_files` then writes results.json, junit.xml and report.html
+:func:`run_files` records the run on the lab (its reaper, :mod:`lab.reaper`, which
+undoes its faults if this process dies, journals every shaping and partition
+the run applies), then writes results.json, junit.xml and report.html
 (:func:`lab.report.page.write_report`; a report that cannot be built is a
 warning, the run's results stand).
 
@@ -48,7 +53,8 @@ from typing import Final, cast
 
 from lab import routing, shaping
 from lab.errors import LabError, NotReady
-from lab.interface import Lab
+from lab.interface import Lab, Reaper
+from lab.netstate import NetworkRefused, prepare_network
 from lab.report.analysis import analyze_file
 from lab.report.errors import PcapError, ReportError
 from lab.report.metrics import capture_point
@@ -88,9 +94,11 @@ from lab.waiting import Stream, wait_for
 log = logging.getLogger("lab.scenario")
 
 Progress = Callable[[str], None]
+Journal = Callable[[dict[str, object]], None]  # a note of what a run did to the network
 
 SCENARIO_SUFFIX: Final = ".yaml"
 RECOVER_ACTIONS: Final = frozenset({"kill", "stop", "pause", "restart"})
+NETWORK_ACTIONS: Final = frozenset({"partition", "heal", "shape", "unshape"})
 
 _URL_FETCH: Final = (
     "import sys, urllib.request\n"
@@ -177,10 +185,17 @@ class _Timeline(threading.Thread):
     """
 
     def __init__(
-        self, lab: Lab, faults: Sequence[Fault], *, steps: Sequence[str], progress: Progress
+        self,
+        lab: Lab,
+        faults: Sequence[Fault],
+        *,
+        steps: Sequence[str],
+        progress: Progress,
+        journal: Journal | None = None,
     ) -> None:
         super().__init__(name="scenario-faults", daemon=True)
         self.lab = lab
+        self.journal = journal
         self.upfront = [fault for fault in faults if fault.upfront]
         self.faults = [fault for fault in faults if not fault.upfront]
         self.t0 = time.monotonic()
@@ -196,6 +211,8 @@ class _Timeline(threading.Thread):
         self._end_events[name].set()
 
     def apply(self, fault: Fault, applied: float) -> None:
+        if self.journal is not None and fault.action in NETWORK_ACTIONS:
+            self.journal({"did": fault.describe()})
         try:
             apply_fault(self.lab, fault)
         except LabError as exc:
@@ -274,13 +291,27 @@ class ScenarioRunner:
     """Runs scenarios against one lab, writing artifacts under ``folder/<scenario>/``."""
 
     def __init__(
-        self, lab: Lab, *, folder: Path, progress: Progress = _quiet, capture: bool = False
+        self,
+        lab: Lab,
+        *,
+        folder: Path,
+        progress: Progress = _quiet,
+        capture: bool = False,
+        run_id: str = "",
+        keep_network: bool = False,
+        reaper: Reaper | None = None,
+        prepared: bool = False,
     ) -> None:
         self.lab = lab
         self.config = lab.config.scenario
         self.folder = folder
         self.progress = progress
         self.capture = capture
+        self.run_id = run_id
+        self.keep_network = keep_network
+        self.reaper = reaper
+        # The network was made the declared one just before the first scenario.
+        self._prepared = prepared
         self._since = time.time()  # Unix time the running scenario started (log waits)
 
     # ------------------------------------------------------------------ public
@@ -303,14 +334,15 @@ class ScenarioRunner:
         error: str | None = None
         origin: float | None = None
         addresses = self._addresses()
+        journal = self._journal(scenario)
         try:
-            self.lab.wait_healthy(timeout=self.config.ready_timeout)
-            links = self._shape_links(scenario, say)
+            self._ready(say)
+            links = self._shape_links(scenario, say, journal)
             targets = run_targets(scenario, capture=self.capture)
             if targets:
                 capturer.start(targets)
             try:
-                steps, faults, origin = self._run_steps(scenario, say)
+                steps, faults, origin = self._run_steps(scenario, say, journal)
             finally:
                 pcaps = self._stop_capture(capturer, say)
             observed = self._pcap_facts(pcaps, addresses, wanted=_pcap_keys(scenario))
@@ -409,9 +441,32 @@ class ScenarioRunner:
                 say(f"capture {record.link} FAILED: {record.error}")
         return records
 
-    def _shape_links(self, scenario: Scenario, say: Progress) -> list[str]:
+    def _ready(self, say: Progress) -> None:
+        """The lab healthy, and its network the declared one (scenarios start from it)."""
+        self.lab.wait_healthy(timeout=self.config.ready_timeout)
+        if not self._prepared:
+            prepare_network(
+                self.lab, own_run=self.run_id, keep_network=self.keep_network, progress=say
+            )
+        self._prepared = False
+
+    def _journal(self, scenario: Scenario) -> Journal | None:
+        reaper = self.reaper
+        if reaper is None:
+            return None
+
+        def note(entry: dict[str, object]) -> None:
+            reaper.note({"scenario": scenario.name, **entry})
+
+        return note
+
+    def _shape_links(
+        self, scenario: Scenario, say: Progress, journal: Journal | None = None
+    ) -> list[str]:
         shaped = []
         for link in scenario.links:
+            if journal is not None:
+                journal({"did": f"shaping {link.describe()}"})
             result = shaping.shape(self.lab, link.source, link.dest, link.spec)
             text = f"{link.describe()} (engine {result.engine})"
             say(f"shaped {text}")
@@ -489,7 +544,7 @@ class ScenarioRunner:
             )
 
     def _run_steps(
-        self, scenario: Scenario, say: Progress
+        self, scenario: Scenario, say: Progress, journal: Journal | None = None
     ) -> tuple[list[StepRecord], list[FaultRecord], float | None]:
         """Step records, fault records and the Unix time the first step started."""
         records: dict[str, StepRecord] = {}
@@ -499,7 +554,11 @@ class ScenarioRunner:
             max_workers=len(scenario.steps), thread_name_prefix="scenario-step"
         )
         timeline = _Timeline(
-            self.lab, scenario.faults, steps=[step.name for step in scenario.steps], progress=say
+            self.lab,
+            scenario.faults,
+            steps=[step.name for step in scenario.steps],
+            progress=say,
+            journal=journal,
         )
         token = secrets.token_hex(4)
         try:
@@ -821,10 +880,14 @@ def run_files(
     run_id: str | None = None,
     progress: Progress = _quiet,
     capture: bool = False,
+    keep_network: bool = False,
+    reaper: Reaper | None = None,
 ) -> RunReport:
-    """Validate every file first (nothing runs if one is invalid), run them, write reports
-    (results.json, junit.xml, report.html); with ``capture``, keep a pcap per shaped
-    link under ``pcap/``."""
+    """Validate every file first (nothing runs if one is invalid), make the network the
+    declared one (refused with ``keep_network`` when something was left on it), record
+    the run on the lab with a reaper of its own (unless ``reaper`` is given: a pytest
+    session's), run them, write reports (results.json, junit.xml, report.html); with
+    ``capture``, keep a pcap per shaped link under ``pcap/``."""
     run_id = run_id or new_run_id()
     labels = [_label(path, lab.repo_root) for path in paths]
     names = _target_names(lab)
@@ -843,19 +906,38 @@ def run_files(
     titles = [scenario.name for scenario in scenarios]
     if len(set(titles)) != len(titles):
         raise ScenarioError([f"scenario names must be unique in one run: {', '.join(titles)}"])
-    folder = results_root / run_id
-    runner = ScenarioRunner(lab, folder=folder, progress=progress, capture=capture)
-    report = RunReport(run_id=run_id, folder=folder)
-    for path, label in zip(paths, labels, strict=True):
-        # Built again just before it runs: a fresh ${RUN_ID}, and addresses as they are
-        # now (an earlier scenario's restart may have moved a service).
+    prepared = _prepare_first(lab, run_id=run_id, keep_network=keep_network, progress=progress)
+    own = reaper is None and lab.config.reaper
+    if own:
         try:
-            variables = lab_variables(lab)
+            reaper = lab.start_reaper("run", run_id=run_id, what="lab run " + " ".join(titles))
         except LabError as exc:
-            report.results.append(_not_started(scenarios[len(report.results)], str(exc)))
-            continue
-        scenario = load_scenario(path, label=label, services=names, variables=variables)
-        report.results.append(runner.run(scenario))
+            progress(
+                f"warning: this run has no reaper ({exc}); if it dies, the next run undoes its faults"
+            )
+    try:
+        report = _run_scenarios(
+            lab,
+            paths,
+            labels,
+            names,
+            scenarios,
+            runner=ScenarioRunner(
+                lab,
+                folder=results_root / run_id,
+                progress=progress,
+                capture=capture,
+                run_id=run_id,
+                keep_network=keep_network,
+                reaper=reaper,
+                prepared=prepared,
+            ),
+            run_id=run_id,
+        )
+    finally:
+        if own and reaper is not None:
+            reaper.release()
+    folder = report.folder
     report.json_path, report.junit_path = write_reports(
         folder, run_id=run_id, project=lab.project, results=report.results
     )
@@ -869,4 +951,41 @@ def run_files(
         progress(f"warning: report.html not written: {exc}")
     shown = [report.json_path, report.junit_path, report.report_path]
     progress("reports: " + " ".join(str(path) for path in shown if path is not None))
+    return report
+
+
+def _prepare_first(lab: Lab, *, run_id: str, keep_network: bool, progress: Progress) -> bool:
+    """The network made the declared one before anything runs: a refusal stops the run;
+    a lab that cannot be read now is left to each scenario (whose error it becomes)."""
+    try:
+        prepare_network(lab, own_run=run_id, keep_network=keep_network, progress=progress)
+    except NetworkRefused:
+        raise
+    except LabError as exc:
+        progress(f"warning: cannot read the lab's network now: {exc}")
+        return False
+    return True
+
+
+def _run_scenarios(
+    lab: Lab,
+    paths: Sequence[Path],
+    labels: Sequence[str],
+    names: Sequence[str],
+    scenarios: Sequence[Scenario],
+    *,
+    runner: ScenarioRunner,
+    run_id: str,
+) -> RunReport:
+    report = RunReport(run_id=run_id, folder=runner.folder)
+    for path, label in zip(paths, labels, strict=True):
+        # Built again just before it runs: a fresh ${RUN_ID}, and addresses as they are
+        # now (an earlier scenario's restart may have moved a service).
+        try:
+            variables = lab_variables(lab)
+        except LabError as exc:
+            report.results.append(_not_started(scenarios[len(report.results)], str(exc)))
+            continue
+        scenario = load_scenario(path, label=label, services=names, variables=variables)
+        report.results.append(runner.run(scenario))
     return report

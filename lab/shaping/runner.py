@@ -28,6 +28,7 @@ Timeouts and probe counts come from ``lab.config.shaping``
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -836,12 +837,20 @@ def _running(topology: Topology) -> list[Instance]:
 
 
 def _rules_by_service(lab: Lab, topology: Topology) -> dict[str, RulesInForce]:
-    """The rules in force in each running container's namespace, by its name."""
-    rules = {}
-    for instance in _running(topology):
-        result = _netns_sh(lab, instance.name, builders.STATUS_SCRIPT, what="reading rules")
-        rules[instance.name] = builders.parse_status(result.stdout)
-    return rules
+    """The rules in force in each running container's namespace, by its name (read in
+    parallel: one helper per namespace)."""
+    names = [instance.name for instance in _running(topology)]
+
+    def read(name: str) -> RulesInForce:
+        result = _netns_sh(lab, name, builders.STATUS_SCRIPT, what="reading rules")
+        return builders.parse_status(result.stdout)
+
+    if len(names) <= 1:
+        return {name: read(name) for name in names}
+    with concurrent.futures.ThreadPoolExecutor(
+        max_workers=min(8, len(names)), thread_name_prefix="rules"
+    ) as pool:
+        return dict(zip(names, pool.map(read, names), strict=True))
 
 
 def _via_routers(topology: Topology, rules: dict[str, RulesInForce]) -> dict[str, RulesInForce]:

@@ -28,6 +28,7 @@ from lab.addressing import parse_target, select_replicas
 from lab.config import BenchConfig, CaptureConfig, LabConfig, ScenarioConfig, ShapingConfig
 from lab.errors import LabError
 from lab.interface import ExecResult, ServiceStatus
+from lab.shaping.builders import STATUS_SCRIPT
 from lab.topology import (
     ContainerFacts,
     EndpointFacts,
@@ -64,6 +65,22 @@ AFTER_ACTION = {
 }
 
 Command = Callable[["FakeLab", str, list[str]], ExecResult]
+
+
+class FakeReaper:
+    """A reaper that records the notes a run journals, and whether it was released."""
+
+    def __init__(self, name: str, scope: str) -> None:
+        self.name = name
+        self.scope = scope
+        self.notes: list[dict[str, object]] = []
+        self.released = False
+
+    def note(self, entry: Mapping[str, object]) -> None:
+        self.notes.append(dict(entry))
+
+    def release(self) -> None:
+        self.released = True
 
 
 class FakeHelper:
@@ -172,6 +189,11 @@ class FakeLab:
         self.started: list[dict[str, Any]] = []  # start_helper's arguments, in order
         self.started_helpers: list[FakeHelper] = []
         self._queued: list[FakeHelper] = []
+        # The rules each namespace reports (STATUS_SCRIPT's output), by container name:
+        # what `lab status` and a run's network check read, answered without `commands`.
+        self.rules: dict[str, str] = {}
+        self.rule_reads = 0
+        self.reapers: list[FakeReaper] = []
         self.lock = threading.Lock()
 
     # ------------------------------------------------------------------ scripting
@@ -278,6 +300,10 @@ class FakeLab:
         service = self.name(service)
         if self.states[service] != "running":
             raise LabError(f"{service} is {self.states[service]}")
+        if list(argv) == ["sh", "-c", STATUS_SCRIPT]:
+            with self.lock:
+                self.rule_reads += 1
+            return ExecResult(exit_code=0, stdout=self.rules.get(service, ""), stderr="")
         if self.commands is None:
             raise AssertionError(f"unexpected command {list(argv)} in {service}")
         return self.commands(self, service, list(argv))
@@ -368,6 +394,12 @@ class FakeLab:
                 helper.remove()
                 raise
         return helper
+
+    def start_reaper(self, scope: str, *, run_id: str, what: str) -> FakeReaper:
+        reaper = FakeReaper(f"{self.project}-reaper-{run_id}", scope)
+        reaper.notes.append({"started": what})
+        self.reapers.append(reaper)
+        return reaper
 
     def helpers(self, role: str) -> list[FakeHelper]:
         return [

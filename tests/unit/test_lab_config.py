@@ -55,6 +55,7 @@ DEFAULTS = {
     "SOCKETLAB_ROOT": None,
     "SOCKETLAB_PICKLE_KEY": None,
     "DOCKER_HOST": "unix:///var/run/docker.sock",
+    "SOCKETLAB_REAPER": True,
     "SOCKETLAB_SHAPING_TIMEOUT": 30.0,
     "SOCKETLAB_SHAPER_READY_TIMEOUT": 20.0,
     "SOCKETLAB_SHAPER_STOP_TIMEOUT": 3,
@@ -107,6 +108,7 @@ DEFAULTS = {
 
 # A valid text per type and the value it must become.
 SAMPLES: dict[Any, tuple[str, Any]] = {
+    bool: ("0", False),
     int: ("7", 7),
     float: ("2.5", 2.5),
     str: ("other", "other"),
