@@ -204,6 +204,12 @@ class FakeLab:
         self._queued.append(helper)
         return helper
 
+    def add_helper(self, **kwargs: Any) -> FakeHelper:
+        """A helper that exists already (left by an earlier ``lab`` process, say)."""
+        helper = FakeHelper(**kwargs)
+        self.started_helpers.append(helper)
+        return helper
+
     # ------------------------------------------------------------------ names
 
     def name(self, text: str) -> str:
@@ -394,6 +400,20 @@ class FakeLab:
                 helper.remove()
                 raise
         return helper
+
+    # ------------------------------------------------------------------ life cycle
+    # (not the Lab protocol: what a pytest session brings up and takes down)
+
+    def build(self) -> Any:
+        self.actions.append(("build", ""))
+
+    def up(self, *, timeout: float = 180.0) -> list[ServiceStatus]:
+        self.actions.append(("up", ""))
+        return self.status()
+
+    def down(self) -> dict[str, int]:
+        self.actions.append(("down", ""))
+        return {"containers": len(self.names), "networks": 1, "volumes": 0}
 
     def start_reaper(self, scope: str, *, run_id: str, what: str) -> FakeReaper:
         reaper = FakeReaper(f"{self.project}-reaper-{run_id}", scope)
