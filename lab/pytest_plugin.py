@@ -16,8 +16,9 @@ project's tests can say::
     def test_slow(lab): ...                      # shaped for this test only
 
 ``lab`` (session scope) brings up the project's lab once: the Compose files of
-``--lab-file`` (repeatable), else the project found from pytest's rootdir
-(``compose.lab.yml``, see :mod:`lab.project`); under a project name of its own,
+``--lab-file`` (repeatable), else the project found from the tests' folder (the
+first path given to pytest, else where it was started; ``compose.lab.yml``, see
+:mod:`lab.project`); under a project name of its own,
 one per xdist worker (``pytest-<random>-<worker>``); and always takes it down.
 Before the lab comes up a session reaper (:mod:`lab.reaper`) is started: if
 pytest is killed, the reaper removes everything labelled with the project
@@ -213,6 +214,19 @@ class LabSession:
         return report.results[0]
 
 
+def tests_folder(config: pytest.Config) -> Path:
+    """Where to look for the project: the first path pytest was given, else where it was
+    started (a suite inside another project's tree finds its own compose.lab.yml)."""
+    params = getattr(config, "invocation_params", None)
+    invoked = Path(params.dir) if params is not None else Path(config.rootpath)
+    for arg in getattr(config, "args", ()):
+        path = Path(str(arg).split("::", 1)[0])
+        path = path if path.is_absolute() else invoked / path
+        if path.exists():
+            return path if path.is_dir() else path.parent
+    return invoked
+
+
 def _worker(config: pytest.Config) -> str:
     workerinput = getattr(config, "workerinput", None)
     return str(workerinput["workerid"]) if workerinput else "main"
@@ -230,9 +244,9 @@ def open_session(
     from lab.project import find_project  # noqa: PLC0415
 
     settings = LabConfig.from_env()
-    root = Path(config.rootpath)
-    found = find_project(root, configured=settings.root)
-    files = [Path(f) if Path(f).is_absolute() else root / f for f in config.getoption("lab_file")]
+    start = tests_folder(config)
+    found = find_project(start, configured=settings.root)
+    files = [Path(f) if Path(f).is_absolute() else start / f for f in config.getoption("lab_file")]
     project = f"{config.getoption('lab_project')}-{uuid.uuid4().hex[:6]}-{_worker(config)}"
     say = progress or (lambda message: None)
     lab = (make_lab or DockerLab)(
