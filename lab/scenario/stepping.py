@@ -49,6 +49,10 @@ SEEN_LINES = 3
 Progress = Callable[[str], None]
 
 
+class DaemonEnded(LabError):
+    """The daemon a log wait watches ended without logging what was waited for."""
+
+
 def _record(step: Step, *, t0: float, started: float, **values: object) -> StepRecord:
     return StepRecord(
         name=step.name,
@@ -234,12 +238,17 @@ def _polled_wait(
 
     def probe() -> str | None:
         if pattern is not None:
+            daemon = daemons.get(wait.daemon or "")
+            ended = daemon is not None and daemon.ended  # looked at before its last output
             facts = _log_text(lab, wait, since=since, daemons=daemons)
             if facts.text is None:
                 seen[0] = facts.error or "nothing read"
                 return None
             match = pattern.search(facts.text)
             seen[0] = f"output ends: {_last_lines(facts.text)}"
+            if match is None and ended:
+                # It will never log it: say so now rather than at the deadline.
+                raise DaemonEnded(f"daemon {wait.daemon} ended first; {seen[0]}")
             return f"{match[0]!r}" if match else None
         try:
             answer = lab.exec(
@@ -253,6 +262,8 @@ def _polled_wait(
 
     try:
         found = wait_for(probe, timeout=timeout, what=wait.describe(), interval=wait.interval)
+    except DaemonEnded as exc:
+        return False, str(exc)
     except NotReady:
         return False, seen[0]
     return True, found
@@ -275,7 +286,12 @@ def run_wait(
         ok, seen = False, str(exc)
     if ok:
         return _record(step, t0=t0, started=started, exit_code=0, note=f"{wait.describe()}: {seen}")
-    error = f"timed out after {step.timeout:g} s waiting for {wait.describe()}; last seen: {seen}"
+    if seen.startswith("daemon ") and " ended first; " in seen:
+        error = f"gave up waiting for {wait.describe()}: {seen}"
+    else:
+        error = (
+            f"timed out after {step.timeout:g} s waiting for {wait.describe()}; last seen: {seen}"
+        )
     return _record(step, t0=t0, started=started, exit_code=None, error=error)
 
 

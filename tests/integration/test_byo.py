@@ -273,6 +273,9 @@ steps:
     run: [python3, -c, "import sys; print('reading config'); sys.exit('bad config: no port given')"]
     timeout: 30
     daemon: true
+  - name: up
+    wait_for: {log: "^listening", daemon: crashy}
+    timeout: 20
   - name: never
     service: client
     run: [python3, echo_client.py, server, "7007", hi]
@@ -330,6 +333,11 @@ def test_a_crashing_daemon_fails_its_scenario_with_the_crash_output(
     assert not check["passed"]
     assert "exited 1 at" in check["detail"]
     assert "bad config: no port given" in check["detail"]  # its output, shown
+    up = next(s for s in crashed["steps"] if s["name"] == "up")
+    assert up["error"].startswith(
+        "gave up waiting for log /^listening/ in daemon crashy: daemon crashy ended first"
+    )
+    assert up["duration"] < 20  # not its whole deadline
     never = next(s for s in crashed["steps"] if s["name"] == "never")
     assert never["error"] == "not run: daemon crashy ended"
     good = results["good-daemon"]

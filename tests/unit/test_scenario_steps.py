@@ -290,6 +290,7 @@ class Daemons:
         self.output: dict[str, str] = {}
         self.ignore_term: set[str] = set()
         self.crash: dict[str, tuple[int, str]] = {}  # folder suffix -> (exit, stderr)
+        self.crash_after = 0.0  # seconds a crashing daemon runs first
         self.lock = threading.Lock()
 
     def event(self, folder: str) -> threading.Event:
@@ -303,6 +304,7 @@ class Daemons:
         if 'exec "$@"' in argv[2]:
             for suffix, (code, stderr) in self.crash.items():
                 if folder.endswith(suffix):
+                    threading.Event().wait(self.crash_after)  # it runs a little, then dies
                     self.output[f"{folder}/stderr"] = stderr
                     return ExecResult(exit_code=code, stdout="", stderr="")
             self.output.setdefault(f"{folder}/stdout", f"started {folder}\n")
@@ -586,3 +588,32 @@ def test_a_copy_through_a_link_out_of_the_scenario_folder_is_refused(
     assert not result.passed
     assert "is outside the scenario's folder" in result.steps[0].error
     assert lab.copies == []
+
+
+def test_a_log_wait_on_a_daemon_that_died_gives_up_at_once(lab: Any, tmp_path: Path) -> None:
+    lab.daemons.crash["-srv"] = (1, "OSError: [Errno 98] Address already in use\n")
+    lab.daemons.crash_after = 0.3  # dies once the wait has begun
+    scenario = plan(
+        """\
+name: t
+description: d
+steps:
+  - {name: srv, service: server, run: [x], timeout: 30, daemon: true}
+  - {name: up, wait_for: {log: "^listening", daemon: srv, interval: 0.05}, timeout: 10}
+  - {name: use, service: client, run: [echo, hi], timeout: 5}
+checks:
+  - {kind: duration, step: up, max: 5}
+"""
+    )
+    started = time.monotonic()
+    result = run(lab, scenario, tmp_path)
+    assert time.monotonic() - started < 5, "not the wait's whole deadline"
+    up = next(step for step in result.steps if step.name == "up")
+    assert up.error is not None
+    assert up.error.startswith(
+        "gave up waiting for log /^listening/ in daemon srv: daemon srv ended"
+    )
+    assert "Address already in use" in up.error
+    assert next(step for step in result.steps if step.name == "use").error == (
+        "not run: daemon srv ended"
+    )
