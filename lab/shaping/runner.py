@@ -989,7 +989,8 @@ def _mss_problems(
     if helper.spec.mss is None:
         return []
     clamps = rules.get(helper.source, RulesInForce()).mss
-    for ip in helper.dest_ips:
+    # a router's subnets carry the clamp too (they are never read as the router's address)
+    for ip in (*helper.dest_ips, *helper.dest_nets):
         claimed.add((helper.source, "mss", ip))
     if any(clamps.get(ip) != helper.spec.mss for ip in helper.dest_ips):
         return ["MSS clamp missing: segments not cut"]

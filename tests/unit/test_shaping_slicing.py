@@ -288,3 +288,28 @@ def test_status_says_when_a_links_clamp_is_missing() -> None:
     # a clamp nobody asked for is an orphan row
     orphans = evaluate_links([], clean, names, source_started={})
     assert [o.state for o in orphans] == ["orphan rule (MSS 88, no helper): run lab unshape"]
+
+
+def test_a_clamp_on_a_routers_subnets_is_the_links_not_an_orphan() -> None:
+    helper = Helper(
+        name="fake-shaper-client-router",
+        source="client",
+        dest="router",
+        source_ip="10.0.0.2",
+        dest_ip="10.0.0.9",
+        netns="client",
+        spec=spec(mss="100"),
+        engine=Engine.NFQUEUE,
+        queue=1,
+        dev="eth0",
+        state="running",
+        started_at="",
+        dest_nets=("10.1.0.0/24",),
+    )
+    rules = {
+        "client": RulesInForce(mss={"10.0.0.9": 100, "10.1.0.0/24": 100}),
+        "router": RulesInForce(),
+    }
+    names = {"10.0.0.2": "client", "10.0.0.9": "router"}
+    (state,) = evaluate_links([helper], rules, names, source_started={})
+    assert state.healthy, state
