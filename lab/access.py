@@ -82,7 +82,8 @@ def exec_stream(
     """Run ``argv`` in the container ``name`` means (its first replica for a bare
     service), stream its output, and return its exit code."""
     container = lab.container(name)
-    api = lab.exec_docker.api
+    # a client of the engine holding the container (a Swarm node's), with no HTTP timeout
+    api = lab.orchestrator.exec_engine(container).api
     with docker_errors(f"exec in {name} failed"):
         created = api.exec_create(
             container.id,

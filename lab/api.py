@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,9 +35,10 @@ import docker
 from docker import DockerClient
 
 from lab import engine
-from lab.addressing import REPLICA_NAME, UnknownTarget, parse_target, select_replicas
+from lab.addressing import UnknownTarget
 from lab.compose import Compose, ProjectFiles, detect_compose_command, project_files
 from lab.config import LabConfig
+from lab.credentials import SECRET_VOLUMES, secret_files, secrets_tar, volume_labels
 from lab.doctor import require_prerequisites
 from lab.engine import docker_errors
 from lab.errors import (
@@ -45,7 +46,7 @@ from lab.errors import (
     DockerNotFound,
     LabError,
     NotReady,
-    ServiceNotFound,
+    ServiceBlocked,
     ServiceStopped,
 )
 from lab.helpers import (
@@ -58,17 +59,15 @@ from lab.helpers import (
 )
 from lab.images import ImageNames, ImageSet, ensure_images, find_inputs, tag_stable_names
 from lab.interface import TIMEOUT_EXIT_CODE, ExecResult, ServiceStatus
-from lab.overlay import NETKIT_LABEL, lab_override, override_file
+from lab.orchestrator import Action, Orchestrator, orchestrator_for
+from lab.overlay import NETKIT_LABEL
 from lab.project import Project, find_project, project_at, project_secret
 from lab.topology import (
-    COMPOSE_NUMBER_LABEL,
-    COMPOSE_ONEOFF_LABEL,
     Family,
     Instance,
     ProjectModel,
     Topology,
     build_topology,
-    container_facts,
     model_from_config,
 )
 from lab.waiting import Stream, wait_for, wait_for_log
@@ -87,6 +86,7 @@ __all__ = [
     "Lab",
     "ServiceStatus",
     "UnknownTarget",
+    "admin_token",
     "find_repo_root",
     "pickle_key",
     "single_file",
@@ -96,10 +96,10 @@ __all__ = [
 log = logging.getLogger("lab")
 
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
-COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
 DEFAULT_PROJECT = "socketlab"
 HEALTH_POLL = 0.5
 NETKIT_RUN_ROLE = "netkit-run"
+SECRETS_ROLE = "secrets"
 # How much longer than its command's own timeout we wait for a netkit helper to end.
 NETKIT_WAIT_GRACE = 30.0
 # Compose turns project names into resource names: keep them to what it accepts.
@@ -117,6 +117,11 @@ def find_repo_root(start: Path | None = None, *, configured: Path | None = None)
     return find_project(start, configured=configured).root
 
 
+def _project(project: Project | Path) -> Project:
+    # A plain folder is taken as a checkout (its ``build/``).
+    return project if isinstance(project, Project) else Project(root=project, checkout=True)
+
+
 def pickle_key(project: Project | Path, *, configured: str | None = None) -> str:
     """The HMAC key the signed-pickle demo's two ends share.
 
@@ -125,14 +130,27 @@ def pickle_key(project: Project | Path, *, configured: str | None = None) -> str
     folder (``build/pickle-key`` of the checkout, ``.socketlab/pickle-key``
     elsewhere; mode 0600, :func:`lab.project.project_secret`), so the demo works
     in any lab started from there while the key never appears in the repository
-    and stays the same across ``lab up`` runs (a changed key would recreate
-    every container). A plain folder is taken as a checkout (its ``build/``).
+    and stays the same across ``lab up`` runs. It reaches only ``server`` and
+    ``client``, as a read-only file (:mod:`lab.credentials`), never through the
+    environment.
     """
     if configured is not None:
         return configured
-    if isinstance(project, Path):
-        project = Project(root=project, checkout=True)
-    return project_secret(project, "pickle-key")
+    return project_secret(_project(project), "pickle-key")
+
+
+def admin_token(project: Project | Path, *, configured: str | None = None) -> str:
+    """The lab's admin token: feed writes, schedules and faults, and the UDP reset need it.
+
+    ``configured`` (``SOCKETLAB_ADMIN_TOKEN``) wins; otherwise a random token
+    made once per project in its state folder (``admin-token``, mode 0600),
+    like the pickle key. It reaches ``server``, ``udp-listener`` and ``client``
+    only, as a read-only file; ``lab feed`` and scenarios run the commands that
+    read it there.
+    """
+    if configured:
+        return configured
+    return project_secret(_project(project), "admin-token")
 
 
 def wrap_with_timeout(argv: Sequence[str], timeout: float) -> list[str]:
@@ -188,6 +206,12 @@ class Lab:
         )
 
     @cached_property
+    def orchestrator(self) -> Orchestrator:
+        """What runs the services: Compose on one engine, or a stack on a Swarm
+        (``SOCKETLAB_ORCHESTRATOR``, ``lab --swarm``; see :mod:`lab.orchestrator`)."""
+        return orchestrator_for(self, self.config.orchestrator)
+
+    @cached_property
     def project_files(self) -> ProjectFiles:
         """The project's Compose files (``-f``, ``SOCKETLAB_COMPOSE_FILE`` or the default)."""
         return project_files(
@@ -222,8 +246,7 @@ class Lab:
         return list(self.model.service_names)
 
     def compose(self, images: ImageSet | None = None, *, extra: Sequence[Path] = ()) -> Compose:
-        key = pickle_key(self.project_info, configured=self.config.pickle_key)
-        env = {"COMPOSE_PROJECT_NAME": self.project, "SOCKETLAB_PICKLE_KEY": key}
+        env = {"COMPOSE_PROJECT_NAME": self.project}
         if images is not None:
             env |= {"SOCKETLAB_IMAGE": images.runtime, "SOCKETLAB_NETKIT_IMAGE": images.netkit}
         files = self.project_files.files
@@ -241,28 +264,29 @@ class Lab:
         """Build (or reuse) the images for the current sources; tag them
         ``socketlab/runtime:latest`` and ``socketlab/base:latest`` too, so a
         project's own Dockerfile can start ``FROM`` them and build offline."""
+        builder = self.orchestrator.build_engine()
         self._images = ensure_images(
-            self.docker,
+            builder,
             find_inputs(self.config.images),
             progress=self.progress,
             config=self.config.images,
         )
-        tag_stable_names(
-            self.docker, self._images, ImageNames(namespace=self.config.images.namespace)
-        )
+        tag_stable_names(builder, self._images, ImageNames(namespace=self.config.images.namespace))
         return self._images
 
     def up(
         self, *, timeout: float = 180.0, scale: Mapping[str, int] | None = None
     ) -> list[ServiceStatus]:
         """Build images if needed, start every service (``scale``: replicas per service,
-        as ``compose up --scale``), install the routers' routes, wait until all are ready.
+        as ``compose up --scale``), install the routers' routes and each service's TCP
+        congestion control (``x-socketlab.tcp_congestion``), wait until all are ready.
 
         The Compose files are read first: a file Compose rejects, or a ``scale``
         of an unknown service, changes nothing.
         """
         # a missing prerequisite stops here with lab doctor's row
         require_prerequisites(config=self.config)
+        self.orchestrator.prepare()  # a Swarm that is none says so before any build
         model = self.model
         scale = dict(scale or {})
         for name, replicas in scale.items():
@@ -270,109 +294,151 @@ class Lab:
             if replicas < 0:
                 raise LabError(f"--scale {name}={replicas}: replicas cannot be below 0")
         images = self.build()
-        args = ["up", "-d", "--remove-orphans"]
-        if model.has_builds:
-            args.append("--build")  # a changed Dockerfile of the project is built again
-        for name, replicas in sorted(scale.items()):
-            args += ["--scale", f"{name}={replicas}"]
-        self.progress(f"starting lab {self.project!r} ({self.project_files.describe()})")
-        document = lab_override(model, project=self.project, netkit_image=images.netkit)
-        with override_file(document, project=self.project) as extra:
-            self.compose(images, extra=(extra,)).run(*args)
+        self._images = self.orchestrator.start(model, images=images, scale=scale, timeout=timeout)
         if model.routers:
             from lab.routing import ensure_routes  # noqa: PLC0415 - routing imports shaping
 
             for route in ensure_routes(self):
                 self.progress(f"route in {route.instance}: {route.destination} via {route.via}")
+        if any(service.tcp_congestion for service in model.services):
+            # after the routes: the setting is per route (lab.congestion)
+            from lab.congestion import ensure_congestion  # noqa: PLC0415 - imports shaping
+
+            applied = ensure_congestion(self)
+            shown = ", ".join(f"{name} {algorithm}" for name, algorithm in applied.items())
+            self.progress(f"TCP congestion control: {shown}")
         self.wait_healthy(timeout=timeout)
         return self.status()
 
+    def install_secrets(self, runtime_image: str, *, engine: Any | None = None) -> None:
+        """Write the pickle key and admin token into the per-service secrets volumes.
+
+        Done before the services start (Compose and stack deploy adopt the
+        volumes by name), from a container that is created but never started
+        (no network), so the files are owned by the service user whatever the
+        host user is. ``engine``: a Swarm node's engine (default: this lab's).
+        """
+        client = engine if engine is not None else self.docker
+        files = secret_files(
+            pickle_key=pickle_key(self.project_info, configured=self.config.pickle_key),
+            admin_token=admin_token(self.project_info, configured=self.config.admin_token),
+        )
+        mounts = {
+            f"{self.project}_{volume}": {"bind": f"/secrets/{volume}", "mode": "rw"}
+            for volume in SECRET_VOLUMES
+        }
+        with docker_errors(f"cannot install the secrets of lab {self.project!r}"):
+            for volume in SECRET_VOLUMES:
+                name = f"{self.project}_{volume}"
+                if not client.volumes.list(filters={"name": f"^{name}$"}):
+                    labels = volume_labels(
+                        project=self.project, volume=volume, project_label=PROJECT_LABEL
+                    )
+                    client.volumes.create(name=name, labels=labels)
+            writer = client.containers.create(
+                runtime_image,
+                ["true"],
+                user="0:0",
+                network_mode="none",
+                volumes=mounts,
+                labels={PROJECT_LABEL: self.project, ROLE_LABEL: SECRETS_ROLE},
+            )
+            try:
+                for volume, content in files.items():
+                    writer.put_archive(f"/secrets/{volume}", secrets_tar(content))
+            finally:
+                writer.remove(force=True)
+
     def down(self) -> dict[str, int]:
         """Remove the project's containers, networks and volumes; return counts removed."""
-        if self._has_files():
-            args = ["down", "--volumes", "--remove-orphans", "--timeout", "5"]
-            with contextlib.suppress(LabError):  # a file Compose rejects: remove by label
-                if self.model.has_builds:
-                    args += ["--rmi", "local"]  # images Compose built for the project's services
-            try:
-                self.compose().run(*args)
-            except LabError as exc:
-                self.progress(f"compose down failed ({exc}); removing by label")
-        return self.remove_labelled()
+        removed = self.orchestrator.remove()
+        left = self.remove_labelled()
+        return {key: removed.get(key, 0) + left.get(key, 0) for key in {**removed, **left}}
 
     def remove_labelled(self) -> dict[str, int]:
         """Remove whatever still carries this project's label (helpers, strays)."""
         removed = {"containers": 0, "networks": 0, "volumes": 0}
         filters = {"label": f"{PROJECT_LABEL}={self.project}"}
         compose_filters = {"label": f"{COMPOSE_PROJECT_LABEL}={self.project}"}
-        with docker_errors(f"cannot list what lab {self.project!r} left"):
-            containers = {
-                c.id: c
-                for f in (filters, compose_filters)
-                for c in self.docker.containers.list(all=True, filters=f)
-            }
-            networks = {
-                n.id: n
-                for f in (filters, compose_filters)
-                for n in self.docker.networks.list(filters=f)
-            }.values()
-            volumes = self.docker.volumes.list(filters=filters)
-        # Gone already is what we wanted.
-        for container in containers.values():
-            with contextlib.suppress(DockerNotFound), docker_errors("removing a container"):
-                container.remove(force=True, v=True)
-            removed["containers"] += 1
-        for network in networks:
-            with contextlib.suppress(DockerNotFound), docker_errors("removing a network"):
-                network.remove()
-            removed["networks"] += 1
-        for volume in volumes:
-            with contextlib.suppress(DockerNotFound), docker_errors("removing a volume"):
-                volume.remove(force=True)
-            removed["volumes"] += 1
+        for client in self.orchestrator.engines():
+            with docker_errors(f"cannot list what lab {self.project!r} left"):
+                containers = {
+                    c.id: c
+                    for f in (filters, compose_filters)
+                    for c in client.containers.list(all=True, filters=f)
+                }
+                networks = {
+                    n.id: n
+                    for f in (filters, compose_filters)
+                    for n in client.networks.list(filters=f)
+                }.values()
+                volumes = client.volumes.list(filters=filters)
+            # Gone already is what we wanted.
+            for container in containers.values():
+                with contextlib.suppress(DockerNotFound), docker_errors("removing a container"):
+                    container.remove(force=True, v=True)
+                removed["containers"] += 1
+            for network in networks:
+                with contextlib.suppress(DockerNotFound), docker_errors("removing a network"):
+                    network.remove()
+                removed["networks"] += 1
+            for volume in volumes:
+                with contextlib.suppress(DockerNotFound), docker_errors("removing a volume"):
+                    volume.remove(force=True)
+                removed["volumes"] += 1
         return removed
 
     def leftovers(self) -> dict[str, list[str]]:
         """Names of anything still labelled with this project (empty after ``down``);
         networks by Compose's project label too."""
         filters = {"label": f"{PROJECT_LABEL}={self.project}"}
-        with docker_errors(f"cannot list what lab {self.project!r} left"):
-            compose_filters = {"label": f"{COMPOSE_PROJECT_LABEL}={self.project}"}
-            return {
-                "containers": [
-                    c.name for c in self.docker.containers.list(all=True, filters=filters)
-                ],
-                "networks": sorted(
-                    {
-                        n.name
-                        for f in (filters, compose_filters)
-                        for n in self.docker.networks.list(filters=f)
-                    }
-                ),
-                "volumes": [v.name for v in self.docker.volumes.list(filters=filters)],
-            }
+        compose_filters = {"label": f"{COMPOSE_PROJECT_LABEL}={self.project}"}
+        left: dict[str, list[str]] = {"containers": [], "networks": [], "volumes": []}
+        for client in self.orchestrator.engines():
+            with docker_errors(f"cannot list what lab {self.project!r} left"):
+                left["containers"] += [
+                    c.name for c in client.containers.list(all=True, filters=filters)
+                ]
+                left["networks"] += [
+                    n.name
+                    for f in (filters, compose_filters)
+                    for n in client.networks.list(filters=f)
+                ]
+                left["volumes"] += [v.name for v in client.volumes.list(filters=filters)]
+        return {kind: sorted(set(names)) for kind, names in left.items()}
 
-    def _has_files(self) -> bool:
+    def has_files(self) -> bool:
+        """Whether the project's main Compose file exists (``lab down`` works without)."""
         try:
             return self.project_files.main.is_file()
         except LabError:
             return False
 
-    def wait_healthy(self, *, timeout: float) -> None:
+    def wait_healthy(self, *, timeout: float, only: Collection[str] | None = None) -> None:
         """Poll until every container runs and is healthy (or, without a healthcheck,
-        runs) and every service has one; NotReady at the deadline."""
+        runs) and every service has one; NotReady at the deadline. ``only``: just
+        these services (a Swarm deploys in waves)."""
         waiting: list[str] = []
 
         def all_ready() -> bool:
             topology = self.topology()
-            present = {instance.service for instance in topology.instances}
+            instances = [i for i in topology.instances if only is None or i.service in only]
+            present = {instance.service for instance in instances}
             waiting[:] = [
                 f"{spec.name} (missing)"
                 for spec in self.model.services
-                if spec.replicas > 0 and spec.name not in present
+                if spec.replicas > 0
+                and spec.name not in present
+                and (only is None or spec.name in only)
             ]
-            unready = [i for i in topology.instances if not i.ready]
+            unready = [i for i in instances if not i.ready]
             waiting.extend(f"{i.name} ({i.state}/{i.health})" for i in unready)
+            blocked = [i for i in unready if i.problem]
+            if blocked:
+                # The orchestrator says why it cannot run (a task Swarm cannot place).
+                raise ServiceBlocked(
+                    "; ".join(f"{i.name}{_on_node(i)}: {i.problem}" for i in blocked)
+                )
             dead = [i for i in unready if i.state in {"exited", "dead"}]
             if dead:
                 # It will not get healthy by waiting: say why now.
@@ -382,7 +448,7 @@ class Lab:
 
         try:
             wait_for(all_ready, timeout=timeout, what="the lab", interval=HEALTH_POLL)
-        except ServiceStopped:
+        except (ServiceStopped, ServiceBlocked):
             raise
         except NotReady as exc:
             raise NotReady(f"not healthy after {timeout:.0f} s: {', '.join(waiting)}") from exc
@@ -398,12 +464,7 @@ class Lab:
 
     def topology(self) -> Topology:
         """The lab now: the model from Compose and the project's containers."""
-        with docker_errors(f"cannot list the containers of lab {self.project!r}"):
-            containers = self.docker.containers.list(
-                all=True, filters={"label": f"{COMPOSE_PROJECT_LABEL}={self.project}"}
-            )
-            facts = [container_facts(container.attrs) for container in containers]
-        return build_topology(self.model, facts)
+        return build_topology(self.model, self.orchestrator.container_facts())
 
     def instance(self, service: str) -> Instance:
         """The container ``service`` (``client``, ``client.2``) names; its first replica
@@ -412,28 +473,9 @@ class Lab:
 
     def containers(self, service: str) -> list[Any]:
         """The Docker SDK containers ``service`` names (a bare service: every replica),
-        by replica number (not part of the :class:`~lab.interface.Lab` protocol)."""
-        # The name as a service first: no need to ask Compose for the model then.
-        found = self._labelled(service)
-        if not found:
-            match = REPLICA_NAME.match(service)
-            if match:
-                found = self._labelled(match["service"], int(match["number"]))
-        if not found:
-            # Say which names exist (this reads the model and the containers).
-            topology = self.topology()
-            target = parse_target(service, self.services)
-            select_replicas(target, topology.running)
-            raise ServiceNotFound(f"no container for service {service!r} in lab {self.project!r}")
-        return sorted(found, key=lambda c: int(c.labels.get(COMPOSE_NUMBER_LABEL, "1") or 1))
-
-    def _labelled(self, service: str, number: int | None = None) -> list[Any]:
-        labels = [f"{COMPOSE_PROJECT_LABEL}={self.project}", f"{COMPOSE_SERVICE_LABEL}={service}"]
-        if number is not None:
-            labels.append(f"{COMPOSE_NUMBER_LABEL}={number}")
-        with docker_errors(f"cannot look up {service}"):
-            found = self.docker.containers.list(all=True, filters={"label": labels})
-        return [c for c in found if (c.labels or {}).get(COMPOSE_ONEOFF_LABEL, "False") != "True"]
+        by replica number, each bound to the engine that holds it (not part of the
+        :class:`~lab.interface.Lab` protocol)."""
+        return self.orchestrator.containers(service)
 
     def container(self, service: str) -> Any:
         """The Docker SDK container ``service`` names (a bare service: its first replica;
@@ -517,6 +559,7 @@ class Lab:
         ready: str | None = None,
         ready_stream: Stream = "both",
         ready_timeout: float = 30.0,
+        cpu_shares: int | None = None,
     ) -> DockerHelper:
         """Start ``argv`` in a netkit helper joined to ``service``'s network namespace.
 
@@ -525,19 +568,25 @@ class Lab:
         project and ``role`` labels on top of ``labels`` (so ``lab down`` and
         :meth:`helpers` find it), and, with ``ready``, a wait until it runs and
         logs that text; a helper that does not get ready is removed before
-        :class:`~lab.errors.HelperNotReady` is raised.
+        :class:`~lab.errors.HelperNotReady` is raised. ``cpu_shares``: the
+        helper's CPU weight (Docker's default 1024), for timing-critical helpers.
         """
+        target = self.container(service)
         options = helper_run_options(
             project=self.project,
             role=role,
-            target_id=self.container(service).id,
+            target_id=target.id,
             caps=caps,
             name=name,
             labels=labels,
+            cpu_shares=cpu_shares,
         )
+        # On the engine that holds the target: only it can join that namespace.
         with docker_errors(f"cannot start a {role} helper in {service}"):
             helper = DockerHelper(
-                self.docker.containers.run(self.netkit_image, list(argv), **options)
+                self.orchestrator.engine_of(target).containers.run(
+                    self.netkit_image, list(argv), **options
+                )
             )
         if ready is not None:
             with helper_removed_on_error(helper):
@@ -553,8 +602,10 @@ class Lab:
     def helpers(self, role: str) -> list[DockerHelper]:
         """This lab's helpers of ``role``, running or not."""
         labels = [f"{PROJECT_LABEL}={self.project}", f"{ROLE_LABEL}={role}"]
-        with docker_errors(f"cannot list the {role} helpers of lab {self.project!r}"):
-            found = self.docker.containers.list(all=True, filters={"label": labels})
+        found = []
+        for client in self.orchestrator.engines():
+            with docker_errors(f"cannot list the {role} helpers of lab {self.project!r}"):
+                found += client.containers.list(all=True, filters={"label": labels})
         return [DockerHelper(container) for container in found]
 
     # ------------------------------------------------------------------ actions
@@ -569,12 +620,12 @@ class Lab:
         env: Mapping[str, str] | None = None,
     ) -> ExecResult:
         """Run ``argv`` in the service's container; bounded by ``timeout`` seconds."""
-        target = self.container(service).id
+        target = self.container(service)
         kwargs: dict[str, Any] = {"demux": True, "environment": dict(env or {})}
         if user is not None:
             kwargs["user"] = user
         with docker_errors(f"exec in {service} failed"):
-            container = self.exec_docker.containers.get(target)
+            container = self.orchestrator.exec_engine(target).containers.get(target.id)
             exit_code, (out, err) = container.exec_run(wrap_with_timeout(argv, timeout), **kwargs)
         return ExecResult(
             exit_code=int(exit_code),
@@ -637,20 +688,33 @@ class Lab:
 
         return copy_from(self, source, dest)
 
-    def _act(self, service: str, action: str) -> None:
+    def _act(self, service: str, action: Action) -> None:
         # A bare service with replicas: every one of them (a fault hits the service).
-        for container in self.containers(service):
-            with docker_errors(f"cannot {action} {service}"):
-                getattr(container, action)()
+        self.orchestrator.act(service, action)
 
     def stop(self, service: str) -> None:
         self._act(service, "stop")
 
     def start(self, service: str) -> None:
         self._act(service, "start")
+        self._restore_namespace(service)
 
     def restart(self, service: str) -> None:
         self._act(service, "restart")
+        self._restore_namespace(service)
+
+    def _restore_namespace(self, service: str) -> None:
+        """A container that comes back has a fresh network namespace: put back its
+        routes and TCP congestion control, as ``lab up`` put them."""
+        model = self.model
+        if model.routers:
+            from lab.routing import ensure_routes  # noqa: PLC0415 - routing imports shaping
+
+            ensure_routes(self)
+        if any(spec.tcp_congestion for spec in model.services):
+            from lab.congestion import ensure_congestion  # noqa: PLC0415 - imports shaping
+
+            ensure_congestion(self, names=[service])
 
     def kill(self, service: str) -> None:
         self._act(service, "kill")
@@ -672,7 +736,13 @@ def _status_row(instance: Instance) -> ServiceStatus:
         container=instance.container_id[:12],
         image=instance.image,
         addresses=tuple(address.describe() for address in instance.addresses),
+        restarts=instance.restarts,
+        node=instance.node,
     )
+
+
+def _on_node(instance: Instance) -> str:
+    return f" on node {instance.node}" if instance.node else ""
 
 
 if TYPE_CHECKING:

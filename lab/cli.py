@@ -25,12 +25,19 @@ from lab import __version__
 from lab.api import Lab
 from lab.commands import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, make_lab
 from lab.config import LabConfig
-from lab.console import err_console, out_console, print_error, print_rows, progress_printer
+from lab.console import (
+    err_console,
+    out_console,
+    print_error,
+    print_log_line,
+    print_rows,
+    progress_printer,
+)
 from lab.errors import LabError
 from lab.images import ImageNames, prune_images
 from lab.interface import ServiceStatus
 from lab.routing import route_rows
-from lab.shaping import link_rows, link_status
+from lab.shaping import link_status, status_tables
 from socketlab.errors import ConfigError
 
 # Modules adding subcommands: each defines register(subparsers) -> None.
@@ -50,8 +57,16 @@ def status_rows(statuses: Sequence[ServiceStatus], *, networks: bool) -> list[di
     """The services table: one row per container; with ``networks``, every network's
     addresses (v4 and v6) instead of the one IP."""
     rows = []
+    on_nodes = any(s.node for s in statuses)  # a Swarm: which node runs each task
     for s in statuses:
-        row = {"service": s.service, "state": s.state, "health": s.health}
+        row = {
+            "service": s.service,
+            "state": s.state,
+            "health": s.health,
+            "restarts": str(s.restarts),
+        }
+        if on_nodes:
+            row["node"] = s.node or "-"
         if networks:
             row["networks"] = "; ".join(s.addresses) or "-"
         else:
@@ -64,7 +79,10 @@ def print_status(lab: Lab) -> None:
     topology = lab.topology()
     several = len(topology.networks) > 1 or any(n.families() != (4,) for n in topology.networks)
     print_rows(f"lab {lab.project}", status_rows(lab.status(), networks=several))
-    print_rows("links", link_rows(lab))
+    tables = status_tables(lab)
+    print_rows("links", tables["links"])
+    if tables["partitions"]:
+        print_rows("partitions", tables["partitions"])
     if topology.routes():
         print_rows("routes", route_rows(topology))
 
@@ -81,6 +99,8 @@ def parse_scale(values: Sequence[str]) -> dict[str, int]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    if getattr(args, "spread", False):
+        args.swarm = True  # --spread places services on Swarm nodes
     lab = make_lab(args)
     lab.up(timeout=args.timeout, scale=parse_scale(args.scale))
     print_status(lab)
@@ -89,9 +109,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     removed = make_lab(args).down()
+    swarm = ""
+    if "services" in removed:
+        swarm = f"{removed['services']} services, {removed.get('images', 0)} loaded image tags, "
     out_console.print(
-        f"removed {removed['containers']} containers, {removed['networks']} networks, "
-        f"{removed['volumes']} volumes left by label"
+        f"removed {swarm}{removed.get('containers', 0)} containers, "
+        f"{removed.get('networks', 0)} networks, {removed.get('volumes', 0)} volumes left by label"
     )
     return EXIT_OK
 
@@ -113,7 +136,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         for instance in topology.select(name):
             text = lab.logs(instance.key, tail=args.tail)
             for line in text.splitlines():
-                sys.stdout.write(f"{instance.name:>12} | {line}\n")
+                print_log_line(instance.name, line)
     return EXIT_OK
 
 
@@ -156,6 +179,13 @@ def build_parser(config: LabConfig | None = None) -> argparse.ArgumentParser:
         "env SOCKETLAB_COMPOSE_FILE; default docker-compose.yml and its override)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log controller events")
+    parser.add_argument(
+        "--swarm",
+        action="store_true",
+        default=config.orchestrator == "swarm",
+        help="the lab is a stack on the Swarm DOCKER_HOST manages (env "
+        "SOCKETLAB_ORCHESTRATOR=swarm); also accepted after any command",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> Any:
@@ -172,6 +202,13 @@ def build_parser(config: LabConfig | None = None) -> argparse.ArgumentParser:
         metavar="SERVICE=N",
         help="run N replicas of SERVICE (repeatable; default: its deploy.replicas)",
     )
+    up.add_argument(
+        "--spread",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="on a Swarm (implies --swarm): each service on a different node when there are "
+        "enough (env SOCKETLAB_SWARM_SPREAD)",
+    )
     add("down", cmd_down, "remove the lab's containers, networks and volumes")
     add("status", cmd_status, "services, health, IPs (exit 1 unless all healthy)")
     logs = add("logs", cmd_logs, "print service logs")
@@ -184,7 +221,20 @@ def build_parser(config: LabConfig | None = None) -> argparse.ArgumentParser:
 
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(sub)
+    add_swarm_flag(sub)
     return parser
+
+
+def add_swarm_flag(sub: Any) -> None:
+    """``--swarm`` after any command too (``lab up --swarm``), not only before it."""
+    for command in dict.fromkeys(sub.choices.values()):
+        # SUPPRESS: a command without the flag keeps what the root parser decided.
+        command.add_argument(
+            "--swarm",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="the lab is a stack on the Swarm DOCKER_HOST manages",
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

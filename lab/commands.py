@@ -9,6 +9,7 @@ module and :mod:`lab.console`, never ``lab.cli``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Final
 
 from lab.api import Lab
@@ -22,9 +23,13 @@ EXIT_INTERRUPTED: Final = 130
 
 
 def make_lab(args: argparse.Namespace) -> Lab:
-    """The lab a command acts on: project ``-p``, Compose files ``-f``, settings read by
-    the entry point."""
+    """The lab a command acts on: project ``-p``, Compose files ``-f``, ``--swarm`` and
+    ``--spread``, settings read by the entry point."""
     config: LabConfig = args.config
+    if getattr(args, "swarm", False) and config.orchestrator != "swarm":
+        config = dataclasses.replace(config, orchestrator="swarm")
+    if getattr(args, "spread", False) and not config.swarm.spread:
+        config = dataclasses.replace(config, swarm=dataclasses.replace(config.swarm, spread=True))
     return Lab(
         project=args.project,
         progress=progress_printer,

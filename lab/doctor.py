@@ -59,7 +59,8 @@ MIN_PYTHON = (3, 11)
 MIN_COMPOSE_V1 = (1, 29)
 MIN_ENGINE = (20, 10)
 PROBE_TIMEOUT = 20.0  # seconds for one probe command (iptables --version, compose version)
-LOSS_BASED = frozenset({"cubic", "reno", "newreno", "htcp", "highspeed", "scalable", "bic"})
+# What the lab's Compose file gives every service (x-socketlab.tcp_congestion).
+LAB_CONGESTION = "cubic"
 
 
 class PrerequisiteMissing(LabError):
@@ -464,42 +465,37 @@ MATHIS = "rate ≈ MSS/RTT·1.22/√p"
 
 
 def check_congestion(probe: HostProbe, config: LabConfig) -> Row:
+    """Whether the lab can give its services cubic: the host's default no longer matters,
+    since ``lab up`` sets each service's algorithm per route in its own namespace."""
     if (note := _foreign_kernel(probe)) is not None:
-        return _row("congestion", status=Status.WARN, found=f"{note}: cannot read its default")
-    value = probe.read_text("/proc/sys/net/ipv4/tcp_congestion_control")
-    if value is None or not value.strip():
-        return _row(
-            "congestion",
-            status=Status.WARN,
-            found="cannot read net.ipv4.tcp_congestion_control",
-        )
-    algorithm = value.strip()
+        return _row("congestion", status=Status.WARN, found=f"{note}: cannot read what it offers")
     available = (
         probe.read_text("/proc/sys/net/ipv4/tcp_available_congestion_control") or ""
     ).split()
-    choice = f" (available: {' '.join(available)})" if available else ""
-    to_cubic = "sudo sysctl -w net.ipv4.tcp_congestion_control=cubic"
-    if algorithm == "bbr":
+    default = (probe.read_text("/proc/sys/net/ipv4/tcp_congestion_control") or "").strip()
+    host = f"the host's default ({default or 'unreadable'})"
+    if not available:
         return _row(
             "congestion",
             status=Status.WARN,
-            found=f"bbr{choice}: BBR does not back off on random loss, so TCP beats the "
-            f"Mathis bound ({MATHIS}) in loss sweeps; containers inherit it",
-            fix=to_cubic,
+            found="cannot read net.ipv4.tcp_available_congestion_control: the lab's cubic "
+            "may not be settable",
         )
-    if algorithm in LOSS_BASED:
+    if LAB_CONGESTION not in available:
         return _row(
             "congestion",
-            status=Status.OK,
-            found=f"{algorithm}{choice}: loss-based, so TCP under random loss follows the "
-            f"Mathis bound ({MATHIS})",
+            status=Status.WARN,
+            found=f"{LAB_CONGESTION} is not in this kernel (available: {' '.join(available)}): "
+            f"lab up cannot give services the lab's default, and they keep {host}, whose "
+            f"TCP need not follow the Mathis bound ({MATHIS}) under loss",
+            fix=f"sudo modprobe tcp_{LAB_CONGESTION}",
         )
     return _row(
         "congestion",
-        status=Status.WARN,
-        found=f"{algorithm}{choice}: not loss-based Reno/CUBIC, so loss sweeps need not "
-        f"follow the Mathis bound ({MATHIS})",
-        fix=to_cubic,
+        status=Status.OK,
+        found=f"the lab sets {LAB_CONGESTION} per service in its own namespace "
+        f"(x-socketlab.tcp_congestion), so TCP under loss follows the Mathis bound ({MATHIS}); "
+        f"{host} does not matter for the lab (available: {' '.join(available)})",
     )
 
 

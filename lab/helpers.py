@@ -45,9 +45,11 @@ def helper_run_options(
     caps: Sequence[str],
     name: str | None,
     labels: Mapping[str, str] | None,
+    cpu_shares: int | None = None,
 ) -> dict[str, Any]:
     """The ``containers.run`` options of a helper (pure): joined to the target's
-    network namespace, with exactly ``caps``, labelled so ``lab down`` finds it."""
+    network namespace, with exactly ``caps``, labelled so ``lab down`` finds it;
+    ``cpu_shares``: its CPU weight (Docker's default is 1024), when given."""
     options: dict[str, Any] = {
         "network_mode": f"container:{target_id}",
         "cap_add": list(caps),
@@ -57,6 +59,8 @@ def helper_run_options(
     }
     if name is not None:
         options["name"] = name
+    if cpu_shares is not None:
+        options["cpu_shares"] = cpu_shares
     return options
 
 

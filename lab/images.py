@@ -398,12 +398,18 @@ def files_digest(files: Mapping[str, Path], *, extra: Iterable[str] = ()) -> str
     return digest(parts)
 
 
+# The socketlab package's files the images need: what a wheel holds of it (its sources
+# and, as package data in pyproject.toml, the healthcheck script), no bytecode or strays.
+PACKAGE_FILE_PATTERNS: tuple[str, ...] = ("*.py", "*.sh")
+
+
 def package_files(folder: Path) -> dict[str, Path]:
-    """The ``socketlab`` package's sources, by their path under ``folder``: its ``.py``
-    files, which is what a wheel holds (no bytecode, no stray files)."""
+    """The ``socketlab`` package's files, by their path under ``folder``
+    (:data:`PACKAGE_FILE_PATTERNS`)."""
     return {
         str(path.relative_to(folder)): path
-        for path in folder.rglob("*.py")
+        for pattern in PACKAGE_FILE_PATTERNS
+        for path in folder.rglob(pattern)
         if path.is_file() and "__pycache__" not in path.parts
     }
 

@@ -68,6 +68,8 @@ class ServiceStatus:
     container: str
     image: str
     addresses: tuple[str, ...] = ()  # "NETWORK IPV4 [IPV6]" for each network
+    restarts: int = 0  # times Docker restarted it (restart: on-failure)
+    node: str = ""  # the Swarm node running it ("" under Compose)
 
     @property
     def ready(self) -> bool:
@@ -235,12 +237,14 @@ class Lab(Protocol):
         ready: str | None = None,
         ready_stream: Stream = "both",
         ready_timeout: float = 30.0,
+        cpu_shares: int | None = None,
     ) -> HelperContainer:
         """Start ``argv`` in a helper joined to ``service``'s network namespace.
 
         With ``ready``, wait until the helper runs and logs that text (``""``:
         until it runs); if it does not, remove it and raise
-        :class:`~lab.errors.HelperNotReady`.
+        :class:`~lab.errors.HelperNotReady`. ``cpu_shares``: its CPU weight
+        (Docker's default is 1024; None leaves it).
         """
         ...
 

@@ -15,6 +15,8 @@ Pure. Nothing here parses a user's Compose file; two recorded inputs are joined:
 which containers a name means (:mod:`lab.addressing`), which network a link
 is on, the addresses of each family, health, and the routes that a service
 marked ``x-socketlab: {router: true}`` gives everyone else (:meth:`Topology.routes`).
+``x-socketlab: {tcp_congestion: cubic}`` names the TCP congestion control a
+service's connections use (:mod:`lab.congestion` sets it in its namespace).
 
 Errors are :class:`TopologyError` (a one-line :class:`~lab.errors.LabError`).
 """
@@ -35,7 +37,7 @@ from lab.errors import LabError
 Family = Literal[4, 6]
 FAMILIES: tuple[Family, ...] = (4, 6)
 EXTENSION = "x-socketlab"
-EXTENSION_KEYS = frozenset({"router"})
+EXTENSION_KEYS = frozenset({"router", "tcp_congestion"})
 COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
 COMPOSE_NUMBER_LABEL = "com.docker.compose.container-number"
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
@@ -78,6 +80,7 @@ class ServiceSpec:
     networks: tuple[str, ...] = ()  # keys, in the order Compose prints them
     replicas: int = 1
     router: bool = False
+    tcp_congestion: str | None = None  # x-socketlab.tcp_congestion (None: the namespace's default)
     healthcheck: bool = False
     depends_on: tuple[str, ...] = ()
     image: str | None = None
@@ -164,8 +167,14 @@ def _mapping(value: Any, where: str) -> Mapping[str, Any]:
     return value
 
 
-def _extension(name: str, raw: Mapping[str, Any]) -> bool:
-    """The ``router`` flag of a service's ``x-socketlab`` (unknown keys are refused)."""
+@dataclass(frozen=True)
+class _Extension:
+    router: bool = False
+    tcp_congestion: str | None = None
+
+
+def _extension(name: str, raw: Mapping[str, Any]) -> _Extension:
+    """A service's ``x-socketlab`` (unknown keys are refused)."""
     ext = _mapping(raw.get(EXTENSION), f"service {name}: {EXTENSION}")
     unknown = sorted(set(map(str, ext)) - EXTENSION_KEYS)
     if unknown:
@@ -176,7 +185,17 @@ def _extension(name: str, raw: Mapping[str, Any]) -> bool:
     router = ext.get("router", False)
     if not isinstance(router, bool):
         raise TopologyError(f"service {name}: {EXTENSION}.router must be true or false")
-    return router
+    congestion = ext.get("tcp_congestion")
+    if congestion is not None:
+        # imported here: lab.shaping imports this module
+        from lab.shaping.congestion import parse_congestion  # noqa: PLC0415
+        from lab.shaping.errors import SpecError  # noqa: PLC0415
+
+        try:
+            congestion = parse_congestion(str(congestion), option=f"{EXTENSION}.tcp_congestion")
+        except SpecError as exc:
+            raise TopologyError(f"service {name}: {exc}") from exc
+    return _Extension(router=router, tcp_congestion=congestion)
 
 
 def _replicas(name: str, raw: Mapping[str, Any]) -> int:
@@ -263,11 +282,13 @@ def model_from_config(data: Mapping[str, Any], *, project: str) -> ProjectModel:
     specs: dict[str, ServiceSpec] = {}
     for name, raw_spec in raw_services.items():
         raw = _mapping(raw_spec, f"service {name}")
+        extension = _extension(str(name), raw)
         specs[str(name)] = ServiceSpec(
             name=str(name),
             networks=_service_networks(raw),
             replicas=_replicas(str(name), raw),
-            router=_extension(str(name), raw),
+            router=extension.router,
+            tcp_congestion=extension.tcp_congestion,
             healthcheck=_has_healthcheck(raw),
             depends_on=_depends_on(raw),
             image=str(raw["image"]) if raw.get("image") else None,
@@ -314,8 +335,11 @@ class ContainerFacts:
     health: str | None  # Docker's health status, None when the container has no healthcheck
     image: str = ""
     started_at: str = ""
+    restarts: int = 0  # Docker's RestartCount (restart: on-failure)
     oneoff: bool = False
     endpoints: Mapping[str, EndpointFacts] = field(default_factory=dict)  # Docker network name
+    node: str = ""  # the Swarm node running it ("" for a Compose container)
+    problem: str = ""  # why it cannot run, as its orchestrator says ("": none known)
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -356,6 +380,7 @@ def container_facts(attrs: Mapping[str, Any]) -> ContainerFacts:
         health=str(health["Status"]) if isinstance(health, Mapping) else None,
         image=str(config.get("Image", "")),
         started_at=str(state.get("StartedAt", "")),
+        restarts=_int_or_none(attrs.get("RestartCount")) or 0,
         oneoff=str(labels.get(COMPOSE_ONEOFF_LABEL, "False")).lower() == "true",
         endpoints=endpoints,
     )
@@ -402,8 +427,11 @@ class Instance:
     health: str  # Docker's health, or "running" for a running service without healthcheck
     image: str = ""
     started_at: str = ""
+    restarts: int = 0
     router: bool = False
     addresses: tuple[Address, ...] = ()
+    node: str = ""  # the Swarm node running it ("" for a Compose container)
+    problem: str = ""  # why it cannot run, as its orchestrator says ("": none known)
 
     @property
     def key(self) -> str:
@@ -719,8 +747,11 @@ def _instance(
         health=health,
         image=facts.image,
         started_at=facts.started_at,
+        restarts=facts.restarts,
         router=spec.router,
         addresses=tuple(addresses),
+        node=facts.node,
+        problem=facts.problem,
     )
 
 

@@ -67,6 +67,8 @@ class Condition:
     spec: str  # LinkSpec.describe(); "none" when unshaped
     engine: str  # netem | nfqueue | none
     rtt: float | None = None  # seconds, measured client -> server
+    # container -> the TCP congestion control its new connections used in this run
+    congestion: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,7 +92,9 @@ class BenchRun:
     def title(self) -> str:
         rtt = self.condition.rtt
         shown = "-" if rtt is None else f"{rtt * 1000:.2f} ms"
-        return f"link: {self.condition.spec} (engine {self.condition.engine}, RTT {shown})"
+        congestion = ", ".join(f"{n} {a}" for n, a in self.condition.congestion.items())
+        tcp = f", TCP {congestion}" if congestion else ""
+        return f"link: {self.condition.spec} (engine {self.condition.engine}, RTT {shown}{tcp})"
 
     def rows(self) -> list[dict[str, str]]:
         """One row per measurement: absolute figures, ratio to iperf3, target."""
@@ -193,6 +197,14 @@ class SweepPoint:
     udp_delivered: float
     udp_kernel_drops: int = 0
     seconds: float = 0.0  # wall time of the point, shaping included
+    congestion: str = ""  # the TCP sender's algorithm (from its socket); "" if not reported
+    congestion_ends: Mapping[str, str] = field(default_factory=dict)  # container -> algorithm
+    tcp_latency_p50_ms: float | None = None  # per message, sender's app to receiver's app
+    tcp_latency_p99_ms: float | None = None
+    udp_latency_p50_ms: float | None = None  # per datagram, one way
+    udp_latency_p99_ms: float | None = None
+    udp_offered_bits_per_second: float | None = None  # None: unpaced
+    meaning: str = ""  # tcp-vs-udp's sentence about this point's numbers
 
     def mathis(self, mss: int) -> float | None:
         """The Mathis bound at this point's measured RTT (None: no loss or no RTT)."""
@@ -226,8 +238,21 @@ class SweepResult:
     def delays(self) -> list[float]:
         return sorted({p.delay for p in self.points})
 
-    def at_delay(self, delay: float) -> list[SweepPoint]:
-        return sorted((p for p in self.points if p.delay == delay), key=lambda p: p.loss)
+    @property
+    def algorithms(self) -> list[str]:
+        """The TCP congestion controls the points ran with, in first-run order."""
+        return list(dict.fromkeys(p.congestion for p in self.points))
+
+    def at_delay(self, delay: float, congestion: str | None = None) -> list[SweepPoint]:
+        """The points at ``delay`` (and with ``congestion``, if given), by loss."""
+        return sorted(
+            (
+                p
+                for p in self.points
+                if p.delay == delay and (congestion is None or p.congestion == congestion)
+            ),
+            key=lambda p: p.loss,
+        )
 
     def to_json(self) -> dict[str, Any]:
         points = [
@@ -246,24 +271,34 @@ class SweepResult:
         return _build(cls, data, "sweep result", points=points)
 
     def rows(self) -> list[dict[str, str]]:
-        """The result table, one row per point, delay-major."""
+        """The result table, one row per point: by algorithm, then delay-major."""
         rows = []
-        for delay in self.delays:
-            for p in self.at_delay(delay):
-                bound = p.mathis(self.mss)
-                rows.append(
-                    {
-                        "delay ms": f"{p.delay * 1000:g}",
-                        "loss %": f"{p.loss * 100:g}",
-                        "rtt ms": "-" if p.rtt is None else f"{p.rtt * 1000:.1f}",
-                        "engine": p.engine,
-                        "TCP Mbit/s": f"{p.tcp_bits_per_second / 1e6:.2f}",
-                        "Mathis Mbit/s": "-" if bound is None else f"{bound / 1e6:.2f}",
-                        "TCP delivered %": f"{p.tcp_delivered * 100:.1f}",
-                        "UDP Mbit/s": f"{p.udp_bits_per_second / 1e6:.2f}",
-                        "UDP delivered %": f"{p.udp_delivered * 100:.1f}",
-                        "UDP kernel drops": str(p.udp_kernel_drops),
-                        "seconds": f"{p.seconds:.1f}",
-                    }
-                )
+        for algorithm in self.algorithms:
+            for delay in self.delays:
+                for p in self.at_delay(delay, algorithm):
+                    bound = p.mathis(self.mss)
+                    rows.append(
+                        {
+                            "TCP cc": p.congestion or "-",
+                            "delay ms": f"{p.delay * 1000:g}",
+                            "loss %": f"{p.loss * 100:g}",
+                            "rtt ms": "-" if p.rtt is None else f"{p.rtt * 1000:.1f}",
+                            "engine": p.engine,
+                            "TCP Mbit/s": f"{p.tcp_bits_per_second / 1e6:.2f}",
+                            "Mathis Mbit/s": "-" if bound is None else f"{bound / 1e6:.2f}",
+                            "TCP delivered %": f"{p.tcp_delivered * 100:.1f}",
+                            "TCP p50/p99 ms": _pair(p.tcp_latency_p50_ms, p.tcp_latency_p99_ms),
+                            "UDP Mbit/s": f"{p.udp_bits_per_second / 1e6:.2f}",
+                            "UDP delivered %": f"{p.udp_delivered * 100:.1f}",
+                            "UDP p50/p99 ms": _pair(p.udp_latency_p50_ms, p.udp_latency_p99_ms),
+                            "UDP kernel drops": str(p.udp_kernel_drops),
+                            "seconds": f"{p.seconds:.1f}",
+                        }
+                    )
         return rows
+
+
+def _pair(low: float | None, high: float | None) -> str:
+    if low is None or high is None:
+        return "-"
+    return f"{low:.1f}/{high:.1f}"

@@ -68,6 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress=progress_printer,
             capture=args.capture,
             keep_network=args.keep_network,
+            seed=args.seed,
         )
 
     from rich.table import Table  # noqa: PLC0415
@@ -117,6 +118,7 @@ def _run_watched(args: argparse.Namespace, lab: Any, paths: list[Path]) -> Any:
                 progress=progress_printer,
                 capture=args.capture,
                 keep_network=args.keep_network,
+                seed=args.seed,
             )
         finally:
             stop.set()
@@ -158,6 +160,13 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="refuse to run, saying why, when shaping or partitions were left on the lab "
         "(by a dead run, or by hand) instead of undoing them with a warning",
+    )
+    run.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="seed of every scenario (instead of its seed:); each link derives its own from it",
     )
     run.add_argument(
         "--watch",

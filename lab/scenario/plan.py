@@ -816,17 +816,22 @@ def build_scenario(
     services: Collection[str] | None = None,
     variables: Mapping[str, str] | None = None,
     folder: str = "",
+    seed: int | None = None,
 ) -> Scenario:
     """Validate ``document`` and turn it into a plan; ScenarioError lists every problem.
 
     ``services``: the lab's service names, to refuse unknown ones up front
     (None: not checked). ``variables``: values for ``${NAME}`` in strings.
+    ``seed`` replaces the file's ``seed:`` (``lab run --seed N``).
     """
     validate(document)
     problems = _Problems(document)
     data = substitute(document.data, variables or {}, problems)
     steps = _build_steps(data["steps"], services, problems)
-    seed = data.get("seed")
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        problems.add((), f"seed {seed} is outside 0..{MAX_SEED}")
+        seed = None
+    seed = data.get("seed") if seed is None else seed
     links = _build_links(data.get("links", []), services, problems, seed=seed)
     faults = _build_faults(data.get("faults", []), steps, services, problems, seed=seed)
     congestion = _build_congestion(data.get("congestion"), services, problems)
@@ -856,11 +861,13 @@ def load_scenario(
     label: str | None = None,
     services: Collection[str] | None = None,
     variables: Mapping[str, str] | None = None,
+    seed: int | None = None,
 ) -> Scenario:
-    """Read, validate and build one scenario file."""
+    """Read, validate and build one scenario file (``seed``: instead of the file's)."""
     return build_scenario(
         load_file(path, label=label),
         services=services,
         variables=variables,
         folder=str(path.resolve().parent),
+        seed=seed,
     )

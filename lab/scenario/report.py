@@ -59,6 +59,9 @@ class ScenarioResult:
     error: str | None = None  # the run itself broke (shaping failed, lab not up, ...)
     clock_origin: float | None = None  # Unix time the first step started: the timeline's 0
     addresses: Mapping[str, str] = field(default_factory=dict)  # service -> IP during the run
+    # container -> the TCP congestion control its new connections used (read at the start)
+    congestion: Mapping[str, str] = field(default_factory=dict)
+    seed: int | None = None  # the scenario's seed (each link's own is in ``links``)
 
     @property
     def passed(self) -> bool:
@@ -118,6 +121,8 @@ def scenario_json(result: ScenarioResult) -> dict[str, Any]:
         "links": list(result.links),
         "clock_origin": None if result.clock_origin is None else round(result.clock_origin, 6),
         "addresses": dict(result.addresses),
+        "congestion": dict(result.congestion),
+        "seed": result.seed,
         "pcaps": [
             {
                 "link": pcap.link,

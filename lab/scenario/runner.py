@@ -45,12 +45,13 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Final, cast
 
+from lab import congestion as tcp_congestion
 from lab import routing, shaping
 from lab.errors import LabError, NotReady
 from lab.interface import Lab, Reaper
@@ -155,10 +156,19 @@ def _label(path: Path, root: Path) -> str:
 # --------------------------------------------------------------------------- lab actions
 
 
-def apply_fault(lab: Lab, fault: Fault) -> None:
-    """Do one fault to the lab (the one place the runner calls lab.shaping for faults)."""
+def apply_fault(
+    lab: Lab, fault: Fault, *, congestion: Mapping[str, str | None] | None = None
+) -> None:
+    """Do one fault to the lab (the one place the runner calls lab.shaping for faults).
+
+    A container that comes back (restart, start) has a fresh namespace: the lab
+    puts back its routes and the project's TCP congestion control; a scenario's
+    own ``congestion`` (by service) goes back on top.
+    """
     if fault.action in {"kill", "restart", "pause", "unpause", "stop", "start"}:
         getattr(lab, fault.action)(fault.services[0])
+        if fault.action in {"restart", "start"} and congestion:
+            tcp_congestion.ensure_congestion(lab, overrides=congestion, names=[fault.services[0]])
     elif fault.action == "partition":
         shaping.partition(lab, *fault.services)
     elif fault.action == "heal":
@@ -192,10 +202,12 @@ class _Timeline(threading.Thread):
         steps: Sequence[str],
         progress: Progress,
         journal: Journal | None = None,
+        congestion: Mapping[str, str | None] | None = None,
     ) -> None:
         super().__init__(name="scenario-faults", daemon=True)
         self.lab = lab
         self.journal = journal
+        self.congestion = congestion
         self.upfront = [fault for fault in faults if fault.upfront]
         self.faults = [fault for fault in faults if not fault.upfront]
         self.t0 = time.monotonic()
@@ -204,6 +216,7 @@ class _Timeline(threading.Thread):
         self.wall0: float | None = None  # Unix time of t0, once begun
         self.records: list[FaultRecord] = []
         self._ends: dict[str, float] = {}
+        self._finished_at = float("inf")  # monotonic time the steps ended, once they have
         self._end_events = {name: threading.Event() for name in steps}
 
     def step_finished(self, name: str, at: float) -> None:
@@ -214,7 +227,7 @@ class _Timeline(threading.Thread):
         if self.journal is not None and fault.action in NETWORK_ACTIONS:
             self.journal({"did": fault.describe()})
         try:
-            apply_fault(self.lab, fault)
+            apply_fault(self.lab, fault, congestion=self.congestion)
         except LabError as exc:
             self.progress(f"fault {fault.when}: {fault.describe()} FAILED: {exc}")
             self.records.append(FaultRecord(fault=fault, applied_at=applied, error=str(exc)))
@@ -239,19 +252,24 @@ class _Timeline(threading.Thread):
             return self.t0
         # finish() sets every end event, so this wait ends with the steps at the latest.
         self._end_events[fault.after].wait()
-        return None if self.stopped.is_set() else self._ends[fault.after]
+        return self._ends.get(fault.after)  # None: the step never ran
 
     def run(self) -> None:
         for fault in self.faults:
             base = self._base(fault)
-            # Event.wait, not sleep: a scheduled time that `stop` can cut short.
-            if base is None or self.stopped.wait(max(0.0, base + fault.at - time.monotonic())):
+            if base is None:
+                break
+            due = base + fault.at
+            # Event.wait, not sleep: a scheduled time that `stop` can cut short. A fault
+            # due by the time the steps ended (e.g. at 0 s after the last step) still runs.
+            if self.stopped.wait(max(0.0, due - time.monotonic())) and due > self._finished_at:
                 break
             self.apply(fault, time.monotonic() - self.t0)
 
     def finish(self) -> list[FaultRecord]:
         """Stop; faults not reached are recorded as such (the steps ended first)."""
-        ended = time.monotonic() - self.t0
+        self._finished_at = time.monotonic()
+        ended = self._finished_at - self.t0
         self.stopped.set()
         for event in self._end_events.values():
             event.set()
@@ -335,9 +353,9 @@ class ScenarioRunner:
         origin: float | None = None
         addresses = self._addresses()
         journal = self._journal(scenario)
+        congestion: dict[str, str] = {}
         try:
-            self._ready(say)
-            links = self._shape_links(scenario, say, journal)
+            congestion, links = self._start(scenario, say, journal)
             targets = run_targets(scenario, capture=self.capture)
             if targets:
                 capturer.start(targets)
@@ -374,6 +392,8 @@ class ScenarioRunner:
             error=error,
             clock_origin=origin,
             addresses=addresses,
+            congestion=congestion,
+            seed=scenario.seed,
         )
         passed = sum(1 for check in result.checks if check.passed)
         verdict = "PASSED" if result.passed else "FAILED"
@@ -441,6 +461,14 @@ class ScenarioRunner:
                 say(f"capture {record.link} FAILED: {record.error}")
         return records
 
+    def _start(
+        self, scenario: Scenario, say: Progress, journal: Journal | None
+    ) -> tuple[dict[str, str], list[str]]:
+        """The lab ready with the scenario's network: congestion in use, the links shaped."""
+        self._ready(say)
+        congestion = self._set_congestion(scenario, say)
+        return congestion, self._shape_links(scenario, say, journal)
+
     def _ready(self, say: Progress) -> None:
         """The lab healthy, and its network the declared one (scenarios start from it)."""
         self.lab.wait_healthy(timeout=self.config.ready_timeout)
@@ -463,12 +491,16 @@ class ScenarioRunner:
     def _shape_links(
         self, scenario: Scenario, say: Progress, journal: Journal | None = None
     ) -> list[str]:
+        """Shape the scenario's links; each text names the spec in force, seed included
+        (the one the link names, one derived from the scenario's, or one picked now)."""
         shaped = []
         for link in scenario.links:
             if journal is not None:
                 journal({"did": f"shaping {link.describe()}"})
             result = shaping.shape(self.lab, link.source, link.dest, link.spec)
-            text = f"{link.describe()} (engine {result.engine})"
+            text = (
+                f"{link.source} -> {link.dest}: {result.spec.describe()} (engine {result.engine})"
+            )
             say(f"shaped {text}")
             shaped.append(text)
         return shaped
@@ -496,6 +528,14 @@ class ScenarioRunner:
             finally:
                 timeline.step_finished(step.name, time.monotonic())
         return self._exec(step, t0, timeline)
+
+    def _set_congestion(self, scenario: Scenario, say: Progress) -> dict[str, str]:
+        """Put the scenario's ``congestion`` in force; what each of its services uses now."""
+        if scenario.congestion.asked:
+            overrides = congestion_overrides(scenario, self.lab.services)
+            applied = tcp_congestion.ensure_congestion(self.lab, overrides=overrides)
+            say("TCP congestion control: " + ", ".join(f"{n} {a}" for n, a in applied.items()))
+        return tcp_congestion.congestion_in_use(self.lab, scenario.services)
 
     def _exec(self, step: Step, t0: float, timeline: _Timeline) -> StepRecord:
         started = time.monotonic()
@@ -559,6 +599,7 @@ class ScenarioRunner:
             steps=[step.name for step in scenario.steps],
             progress=say,
             journal=journal,
+            congestion=congestion_overrides(scenario, self.lab.services),
         )
         token = secrets.token_hex(4)
         try:
@@ -806,6 +847,15 @@ class ScenarioRunner:
             # A restarted container has a fresh namespace: the routers' routes are gone there.
             for route in routing.ensure_routes(self.lab):
                 say(f"route in {route.instance} again: {route.destination} via {route.via}")
+        if touched or scenario.congestion.asked:
+            # ... and so is its TCP congestion control; the scenario's own is undone.
+            names = sorted(touched) if not scenario.congestion.asked else None
+            reset = tcp_congestion.ensure_congestion(self.lab, names=names, reset=True)
+            if scenario.congestion.asked:
+                say(
+                    "TCP congestion control back: "
+                    + ", ".join(f"{n} {a}" for n, a in reset.items())
+                )
 
     def _revive(self, service: str, say: Progress) -> None:
         state = self.lab.state(service)
@@ -819,6 +869,16 @@ class ScenarioRunner:
 
 def _tail(text: str, lines: int = 3) -> str:
     return " | ".join([line for line in text.strip().splitlines() if line.strip()][-lines:])
+
+
+def congestion_overrides(scenario: Scenario, services: Sequence[str]) -> dict[str, str | None]:
+    """The scenario's ``congestion`` by service: its one algorithm for every service of the
+    lab, then its per-service ones (empty: the Compose file's stay)."""
+    asked = scenario.congestion
+    overrides: dict[str, str | None] = {}
+    if asked.default is not None:
+        overrides = dict.fromkeys(services, asked.default)
+    return overrides | dict(asked.services)
 
 
 def _pcap_keys(scenario: Scenario) -> set[str]:
@@ -882,12 +942,14 @@ def run_files(
     capture: bool = False,
     keep_network: bool = False,
     reaper: Reaper | None = None,
+    seed: int | None = None,
 ) -> RunReport:
     """Validate every file first (nothing runs if one is invalid), make the network the
     declared one (refused with ``keep_network`` when something was left on it), record
     the run on the lab with a reaper of its own (unless ``reaper`` is given: a pytest
     session's), run them, write reports (results.json, junit.xml, report.html); with
-    ``capture``, keep a pcap per shaped link under ``pcap/``."""
+    ``capture``, keep a pcap per shaped link under ``pcap/``; ``seed`` replaces every
+    scenario's ``seed:``."""
     run_id = run_id or new_run_id()
     labels = [_label(path, lab.repo_root) for path in paths]
     names = _target_names(lab)
@@ -897,7 +959,7 @@ def run_files(
     for path, label in zip(paths, labels, strict=True):
         try:
             scenarios.append(
-                load_scenario(path, label=label, services=names, variables=placeholders)
+                load_scenario(path, label=label, services=names, variables=placeholders, seed=seed)
             )
         except ScenarioError as exc:
             problems += exc.problems
@@ -933,6 +995,7 @@ def run_files(
                 prepared=prepared,
             ),
             run_id=run_id,
+            seed=seed,
         )
     finally:
         if own and reaper is not None:
@@ -976,6 +1039,7 @@ def _run_scenarios(
     *,
     runner: ScenarioRunner,
     run_id: str,
+    seed: int | None = None,
 ) -> RunReport:
     report = RunReport(run_id=run_id, folder=runner.folder)
     for path, label in zip(paths, labels, strict=True):
@@ -986,6 +1050,6 @@ def _run_scenarios(
         except LabError as exc:
             report.results.append(_not_started(scenarios[len(report.results)], str(exc)))
             continue
-        scenario = load_scenario(path, label=label, services=names, variables=variables)
+        scenario = load_scenario(path, label=label, services=names, variables=variables, seed=seed)
         report.results.append(runner.run(scenario))
     return report

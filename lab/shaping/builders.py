@@ -58,6 +58,7 @@ Layout, for a link SOURCE -> DEST:
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import itertools
 import math
@@ -72,8 +73,11 @@ from lab.shaping.spec import LinkSpec, QueueLimit, format_duration, format_perce
 from socketlab.shaper.core import INJECT_MARK
 from socketlab.shaper.invocation import ShaperInvocation
 from socketlab.shaper.models import Distribution, FourState, GilbertElliott
+from socketlab.shaper.nfnetlink import QueueStats, parse_queue_stats
 
 CHAIN = "SOCKETLAB"
+# The kernel's counters of every NFQUEUE in a namespace (queue full, socket full).
+NFQUEUE_STATS_FILE = "/proc/net/netfilter/nfnetlink_queue"
 IPTABLES = ("iptables", "-w", "5")
 IP6TABLES = ("ip6tables", "-w", "5")
 # u32 filters of IPv6 peers sit at this prio plus the queue number (a prio has one protocol).
@@ -521,15 +525,21 @@ def uses_htb(spec: LinkSpec, engine: Engine) -> bool:
 
 
 def needs_wire_size_packets(spec: LinkSpec) -> bool:
-    """Whether the link impairs or queues packets one by one (loss, delay, a queue limit, ...).
+    """Whether the link impairs or queues packets one by one (loss, jitter, a queue limit, ...).
 
     With segmentation offload a veth hands its peer TCP "super-packets" of up
     to 64 KB; a verdict (or netem) applied to one of them hits ~45 segments
-    at once, so loss would come in bursts and delay, duplication and
+    at once, so loss would come in bursts and jitter, duplication and
     reordering would act on bursts, not packets; and a 64 KB queue would
     hold one of them. Such links turn the sender's offload off.
+
+    A fixed delay is the exception: every segment gets the same delay and
+    they stay in order, so delaying the super-packet is delaying each of its
+    segments, and the offload (which is what lets the NFQUEUE engine carry
+    Gbit/s) stays on.
     """
-    return not spec.impairment.is_noop or spec.queue_limit is not None or spec.mss is not None
+    fixed_delay_only = dataclasses.replace(spec.impairment, delay=0.0).is_noop
+    return not fixed_delay_only or spec.queue_limit is not None or spec.mss is not None
 
 
 def mss_steps(*, peers: Sequence[str], mss: int) -> list[Step]:
@@ -824,18 +834,26 @@ STATUS_SCRIPT = (
     "for dev in $(ls /sys/class/net); do\n"
     '  [ "$dev" = lo ] || tc filter show dev "$dev" 2>/dev/null || true\n'
     "done\n"
+    "echo '%%nfqueue'\n"
+    f"cat {NFQUEUE_STATS_FILE} 2>/dev/null || true\n"
 )
 
 
 @dataclass(frozen=True)
 class RulesInForce:
-    """What one namespace has: source IP -> queue (ingress), DROP sources, dest IP -> class."""
+    """What one namespace has: source IP -> queue (ingress), DROP sources, dest IP -> class.
+
+    ``queue_stats``: the kernel's counters of each NFQUEUE bound in the
+    namespace, by queue number (packets dropped because the queue or the
+    verdict loop's socket buffer was full).
+    """
 
     queues: Mapping[str, int] = field(default_factory=dict)
     drops: frozenset[str] = frozenset()
     classes: Mapping[str, int] = field(default_factory=dict)
     injected_return: bool = False
     mss: Mapping[str, int] = field(default_factory=dict)  # peer IP -> clamped MSS
+    queue_stats: Mapping[int, QueueStats] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -851,56 +869,70 @@ _MATCH_DST = re.compile(r"^\s*match ([0-9a-f]{8})/ffffffff at 16")
 _MATCH_DST6 = re.compile(r"^\s*match ([0-9a-f]{8})/ffffffff at (24|28|32|36)")
 
 
-def parse_status(text: str) -> RulesInForce:
-    """Read :data:`STATUS_SCRIPT` output (``iptables -S`` and ``tc filter show``)."""
-    queues: dict[str, int] = {}
-    drops: set[str] = set()
-    classes: dict[str, int] = {}
-    injected = False
+def _sections(text: str) -> dict[str, list[str]]:
+    """The ``%%name`` sections of a status script's output, lines by section."""
+    sections: dict[str, list[str]] = {}
     section = ""
-    flow: int | None = None
-    words6: dict[int, str] = {}
     for line in text.splitlines():
         if line.startswith("%%"):
             section = line[2:].strip()
-            continue
-        if section in {"iptables", "ip6tables"}:
-            if m := _DROP.match(line):
-                drops.add(m.group(1))
-        elif section in {"raw", "raw6"}:
-            if m := _NFQ.match(line):
-                queues[m.group(1)] = int(m.group(2))
-            elif "-j RETURN" in line and "--mark" in line:
-                injected = True
-        elif section == "tc":
-            if m := _FLOWID.search(line):
-                flow = int(m.group(1), 16)
-                words6 = {}
-            elif (m := _MATCH_DST.match(line)) and flow is not None:
-                classes[str(ipaddress.IPv4Address(int(m.group(1), 16)))] = flow
-                flow = None
-            elif (m := _MATCH_DST6.match(line)) and flow is not None:
-                words6[int(m.group(2))] = m.group(1)
-                if len(words6) == 4:
-                    packed = "".join(words6[offset] for offset in (24, 28, 32, 36))
-                    classes[str(ipaddress.IPv6Address(int(packed, 16)))] = flow
-                    flow, words6 = None, {}
+        else:
+            sections.setdefault(section, []).append(line)
+    return sections
+
+
+def _tc_classes(lines: Iterable[str]) -> dict[str, int]:
+    """Destination address -> htb class, from ``tc filter show`` (u32 v4 and v6 matches)."""
+    classes: dict[str, int] = {}
+    flow: int | None = None
+    words6: dict[int, str] = {}
+    for line in lines:
+        if m := _FLOWID.search(line):
+            flow = int(m.group(1), 16)
+            words6 = {}
+        elif (m := _MATCH_DST.match(line)) and flow is not None:
+            classes[str(ipaddress.IPv4Address(int(m.group(1), 16)))] = flow
+            flow = None
+        elif (m := _MATCH_DST6.match(line)) and flow is not None:
+            words6[int(m.group(2))] = m.group(1)
+            if len(words6) == 4:
+                packed = "".join(words6[offset] for offset in (24, 28, 32, 36))
+                classes[str(ipaddress.IPv6Address(int(packed, 16)))] = flow
+                flow, words6 = None, {}
+    return classes
+
+
+def parse_status(text: str) -> RulesInForce:
+    """Read :data:`STATUS_SCRIPT` output (``iptables -S`` and ``tc filter show``)."""
+    sections = _sections(text)
+    drops = {
+        m.group(1)
+        for name in ("iptables", "ip6tables")
+        for line in sections.get(name, [])
+        if (m := _DROP.match(line))
+    }
+    queues: dict[str, int] = {}
+    injected = False
+    for line in [*sections.get("raw", []), *sections.get("raw6", [])]:
+        if m := _NFQ.match(line):
+            queues[m.group(1)] = int(m.group(2))
+        elif "-j RETURN" in line and "--mark" in line:
+            injected = True
     return RulesInForce(
         queues=queues,
         drops=frozenset(drops),
-        classes=classes,
+        classes=_tc_classes(sections.get("tc", [])),
         injected_return=injected,
-        mss=_parse_mss(text),
+        mss=_parse_mss(sections),
+        queue_stats=parse_queue_stats("\n".join(sections.get("nfqueue", []))),
     )
 
 
-def _parse_mss(text: str) -> dict[str, int]:
+def _parse_mss(sections: Mapping[str, list[str]]) -> dict[str, int]:
     """The MSS clamps in :data:`STATUS_SCRIPT` output's mangle sections: peer IP -> MSS."""
-    clamps: dict[str, int] = {}
-    section = ""
-    for line in text.splitlines():
-        if line.startswith("%%"):
-            section = line[2:].strip()
-        elif section in {"mangle", "mangle6"} and (m := _MSS.match(line)):
-            clamps[m.group(1)] = int(m.group(2))
-    return clamps
+    return {
+        m.group(1): int(m.group(2))
+        for name in ("mangle", "mangle6")
+        for line in sections.get(name, [])
+        if (m := _MSS.match(line))
+    }

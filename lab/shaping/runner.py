@@ -32,13 +32,15 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
+import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from lab.config import ShapingConfig
 from lab.errors import DockerError, HelperNotReady, LabError, ServiceNotFound
 from lab.interface import ExecResult, HelperContainer, Lab
 from lab.iperf3 import run_iperf3
-from lab.shaping import builders, measure
+from lab.shaping import builders, expected, measure, partitions
 from lab.shaping.builders import (
     LABEL_DEST,
     LABEL_DEST_IP,
@@ -63,8 +65,9 @@ from lab.shaping.builders import (
 )
 from lab.shaping.errors import SelfCheckFailed, ShapingError
 from lab.shaping.measure import CheckRow
-from lab.shaping.spec import LinkSpec
+from lab.shaping.spec import LinkSpec, format_percent
 from lab.topology import Family, Instance, Link, Topology
+from socketlab.shaper.probe import LISTENING as SHAPER_PROBE_LISTENING
 
 log = logging.getLogger("lab.shaping")
 
@@ -94,6 +97,7 @@ class ShapeResult:
     network: str = ""
     families: tuple[Family, ...] = (4,)
     others: tuple[ShapeResult, ...] = ()
+    notes: tuple[str, ...] = ()  # what to know about the shaping asked (loss notes, engine gaps)
 
     @property
     def shaped(self) -> tuple[ShapeResult, ...]:
@@ -216,6 +220,9 @@ class LinkState:
     helper: str
     healthy: bool
     network: str = ""
+    # The kernel's drops of packets on their way to the verdict loop: the queue
+    # was full, or the loop's socket buffer was ("-": no verdict loop, or none bound).
+    queue_drops: str = "-"
 
     def as_row(self, *, with_network: bool = False) -> dict[str, str]:
         row = {"network": self.network or "-"} if with_network else {}
@@ -224,6 +231,7 @@ class LinkState:
             "shaping": self.shaping,
             "engine": self.engine,
             "state": self.state,
+            "queue drops": self.queue_drops,
             "helper": self.helper,
         }
 
@@ -407,6 +415,13 @@ def _remove(lab: Lab, link: _Link) -> None:
         _run_steps(lab, link.dest, steps, what=f"unshaping {link.name} (ingress)")
 
 
+def _cpu_shares(lab: Lab, link: _Link) -> int | None:
+    # A verdict loop's wake-up latency is its link's delay error: on a busy host
+    # it goes first (it needs little CPU, so it takes little from anyone).
+    shares = lab.config.shaping.helper_cpu_shares
+    return shares if link.needs_loop and shares > 0 else None
+
+
 def _start_helper(lab: Lab, link: _Link, *, seed: int | None, name: str) -> str:
     command = (
         builders.shaper_command(
@@ -449,6 +464,7 @@ def _start_helper(lab: Lab, link: _Link, *, seed: int | None, name: str) -> str:
             # Ready once it runs; a verdict loop once it has bound the queue, too.
             ready=SHAPER_STARTED if link.needs_loop else "",
             ready_timeout=timeout,
+            cpu_shares=_cpu_shares(lab, link),
         )
     except HelperNotReady as exc:
         if exc.exited:
@@ -518,33 +534,97 @@ def shape(
     service with replicas shapes the link of every replica. ``network`` picks
     the network when the two share several; ``family`` (4 or 6) shapes one
     family only (default: all the network has). ``engine`` forces ``netem``
-    or ``nfqueue``; by default netem when the kernel has it. With ``check``,
-    each link is measured afterwards and ShapingError raised (shaping left in
-    place) when the numbers do not match.
+    or ``nfqueue``; by default netem when the kernel has it and can do ``spec``.
+    ``seed`` (else the spec's) seeds the engine's random decisions; with
+    neither, one is picked and recorded in the result's spec (so ``lab
+    status`` and reports can replay it).
+
+    Every link is probed and the engine checked against ``spec`` before
+    anything changes; if putting a link in place fails, every link this call
+    touched is put back as it was, and ShapingError raised. With ``check``,
+    each link is measured afterwards and SelfCheckFailed raised (shaping
+    left in place) when the numbers do not match.
     """
     if source == dest:
         raise ShapingError(f"a link needs two different services, not {source!r} twice")
     if spec.is_empty:
         raise ShapingError(f"nothing to shape for {source} -> {dest}: give at least one option")
+    if seed is not None:
+        spec = dataclasses.replace(spec, seed=seed)
     requested = Engine(engine) if engine is not None else None
     topology = lab.topology()
-    results = [
-        _shape_link(
-            lab,
-            topology,
-            link,
-            families,
-            spec,
-            engine=requested,
-            check=check,
-            seed=seed,
-        )
-        for link, families in resolve_links(topology, source, dest, network=network, family=family)
-    ]
+    helpers = _helpers(lab, topology)
+    used = {h.queue for h in helpers}
+    plans = []
+    for link, families in resolve_links(topology, source, dest, network=network, family=family):
+        plan = _plan_link(lab, topology, link, families, spec, engine=requested, helpers=helpers)
+        if plan.previous is None:
+            # One number space for the whole lab: it names the queue and the htb class.
+            plan = dataclasses.replace(
+                plan, link=dataclasses.replace(plan.link, queue=builders.free_queue(used))
+            )
+        used.add(plan.link.queue)
+        plans.append(plan)
+    results: list[ShapeResult] = []
+    baselines: list[_Before | None] = []
+    done: list[_Plan] = []
+    try:
+        for plan in plans:
+            baselines.append(_put_in_place(lab, topology, plan, check=check))
+            done.append(plan)
+            results.append(plan.result())
+    except LabError as exc:
+        problems = [_restore(lab, plan) for plan in reversed(done)]
+        failed = "; ".join(problem for problem in problems if problem)
+        if failed:
+            raise ShapingError(f"{exc}; putting the links back failed too: {failed}") from exc
+        raise
+    for touched_source, dev in sorted({(p.link.source, p.link.dev) for p in plans}):
+        _sync_offload(lab, touched_source, dev)
+    if check:
+        results = _check_all(lab, topology, plans, results, baselines)
     return dataclasses.replace(results[0], others=tuple(results[1:]))
 
 
-def _shape_link(
+@dataclass(frozen=True, kw_only=True)
+class _Plan:
+    """One link as it will be shaped, checked against its engine before anything changes."""
+
+    link: _Link
+    name: str  # the helper's
+    previous: Helper | None  # the shaping this replaces (and restores on failure)
+    families: tuple[Family, ...]
+    notes: tuple[str, ...] = ()
+    check_family: Family = 4
+
+    def result(self, checks: Sequence[CheckRow] = ()) -> ShapeResult:
+        link = self.link
+        return ShapeResult(
+            source=link.source,
+            dest=link.dest,
+            spec=link.spec,
+            engine=link.engine,
+            queue=link.queue,
+            dev=link.dev,
+            helper=self.name,
+            checks=tuple(checks),
+            network=link.network,
+            families=self.families,
+            notes=self.notes,
+        )
+
+
+def pick_seed(spec: LinkSpec, engine: Engine, *, netem_seed: bool) -> LinkSpec:
+    """``spec`` with a seed: its own, else a fresh one where the engine draws at random
+    and can be seeded (netem only where the kernel reports its seed)."""
+    if spec.seed is not None or spec.impairment.is_noop:
+        return spec
+    if engine is Engine.NETEM and not netem_seed:
+        return spec
+    return dataclasses.replace(spec, seed=secrets.randbits(32))
+
+
+def _plan_link(
     lab: Lab,
     topology: Topology,
     resolved: Link,
@@ -552,9 +632,8 @@ def _shape_link(
     spec: LinkSpec,
     *,
     engine: Engine | None,
-    check: bool,
-    seed: int | None,
-) -> ShapeResult:
+    helpers: Sequence[Helper],
+) -> _Plan:
     src, dst = resolved.source.instance, resolved.dest.instance
     source, dest = src.name, dst.name
     source_ip, source_ip6 = _family_ips(topology, src, resolved.network, families)
@@ -562,8 +641,9 @@ def _shape_link(
     probe = builders.parse_probe(
         _netns_sh(lab, source, builders.probe_script(dest_ip or dest_ip6), what="probe").stdout
     )
-    chosen = builders.choose_engine(engine, probe)
-    helpers = _helpers(lab, topology)
+    chosen = builders.choose_engine(engine, probe, spec)
+    spec = pick_seed(spec, chosen, netem_seed=probe.netem_seed)
+    warnings = builders.require_engine(spec, chosen, netem_seed=probe.netem_seed)
     link = _Link(
         source=source,
         dest=dest,
@@ -585,84 +665,183 @@ def _shape_link(
     )
     previous = next((h for h in helpers if h.link_key == link.key), None)
     if previous is not None:
-        # Off first: the self-check baseline must be this link unshaped.
-        _remove(lab, _link_of(previous))
-        _remove_helper(lab, previous)
-        queue = previous.queue
-    else:
-        # One number space for the whole lab: it names the queue and the htb class.
-        queue = builders.free_queue(h.queue for h in helpers)
-    link = dataclasses.replace(link, queue=queue)
-    # The baseline includes whatever shapes the way back, so only this link's
-    # own delay is expected on top of it.
-    probes = lab.config.shaping.baseline_probes
-    check_family: Family = 4 if link.dest_ip else 6
-    baseline = (
-        measure_loss(
-            lab, source, dest, probes=probes, network=resolved.network, family=check_family
-        )
-        if check
-        else None
-    )
-    _apply(lab, link)
+        link = dataclasses.replace(link, queue=previous.queue)
     name = helper_name(
         lab.project, source, dest, resolved.network if _multi_network(topology) else None
     )
-    helper = _start_helper(lab, link, seed=seed, name=name)
-    _sync_offload(lab, source, probe.dev)
-    log.info(
-        "event=shaped link=%s->%s network=%s engine=%s queue=%d spec=%r",
-        source,
-        dest,
-        resolved.network,
-        chosen,
-        queue,
-        spec.describe(),
-    )
-    result = ShapeResult(
-        source=source,
-        dest=dest,
-        spec=spec,
-        engine=chosen,
-        queue=queue,
-        dev=probe.dev,
-        helper=helper,
-        network=resolved.network,
+    return _Plan(
+        link=link,
+        name=name,
+        previous=previous,
         families=families,
+        notes=(*measure.loss_notes(spec), *warnings),
+        check_family=4 if link.dest_ip else 6,
     )
-    if baseline is None:
-        return result
-    # The way back counts only if it shapes the family measured.
-    reverse = next(
-        (
-            h.spec
-            for h in _helpers(lab, topology)
-            if h.link_key == (link.key[1], link.key[0], link.network)
-            and (h.source_ip if check_family == 4 else h.source_ip6)
-        ),
-        None,
+
+
+@dataclass(frozen=True)
+class _Before:
+    """What a self-check measured before the link got its shaping."""
+
+    baseline: measure.PingStats
+    host_delay: tuple[float, ...] = ()  # the verdict loop's own lateness, per probe (seconds)
+
+
+# A calibration of the verdict loop's lateness holds packets at least this long.
+CALIBRATION_DELAY = 0.01
+
+
+def needs_calibration(spec: LinkSpec, engine: Engine) -> bool:
+    """Whether a self-check measures the host's own delay first: percentiles of a jittered
+    link on the userspace engine, whose verdict loop waits for a CPU on a busy host."""
+    return engine is Engine.NFQUEUE and bool(spec.jitter)
+
+
+def _put_in_place(lab: Lab, topology: Topology, plan: _Plan, *, check: bool) -> _Before | None:
+    """Replace the link's shaping with the plan's (the baseline first, with ``check``).
+
+    On failure whatever this link had is put back before the error goes on.
+    """
+    link = plan.link
+    if plan.previous is not None:
+        # Off first: the self-check baseline must be this link unshaped.
+        _remove(lab, _link_of(plan.previous))
+        _remove_helper(lab, plan.previous)
+    try:
+        before = None
+        if check:
+            # The baseline includes whatever shapes the way back, so only this
+            # link's own delay is expected on top of it.
+            baseline = measure_loss(
+                lab,
+                link.source,
+                link.dest,
+                probes=lab.config.shaping.baseline_probes,
+                network=link.network,
+                family=plan.check_family,
+            )
+            host = (
+                _host_delay(lab, plan, baseline)
+                if needs_calibration(link.spec, link.engine)
+                else ()
+            )
+            before = _Before(baseline=baseline, host_delay=host)
+        _apply(lab, link)
+        _start_helper(lab, link, seed=None, name=plan.name)
+    except LabError as exc:
+        problem = _restore(lab, plan)
+        if problem:
+            raise ShapingError(f"{exc}; putting {link.name} back failed too: {problem}") from exc
+        raise
+    log.info(
+        "event=shaped link=%s network=%s engine=%s queue=%d spec=%r",
+        link.name,
+        link.network,
+        link.engine,
+        link.queue,
+        link.spec.describe(),
     )
-    checks = self_check(
-        lab,
-        source,
-        dest,
-        spec,
-        baseline=baseline,
-        reverse=reverse,
-        network=resolved.network,
-        family=check_family,
-    )
-    result = dataclasses.replace(result, checks=tuple(checks))
-    failed = [row for row in checks if not row.ok]
+    return before
+
+
+def _host_delay(lab: Lab, plan: _Plan, baseline: measure.PingStats) -> tuple[float, ...]:
+    """How late the verdict loop releases packets on this host now: the link shaped with its
+    delay fixed (no jitter) for a moment, measured, and taken away again (seconds late,
+    per probe). Percentile bands allow that much on their upper side."""
+    fixed = LinkSpec(delay=plan.link.spec.delay or CALIBRATION_DELAY)
+    calibration = dataclasses.replace(plan.link, spec=fixed)
+    _apply(lab, calibration)
+    try:
+        _start_helper(lab, calibration, seed=None, name=plan.name)
+        stats = measure_loss(
+            lab,
+            calibration.source,
+            calibration.dest,
+            probes=lab.config.shaping.check_loss_probes,
+            linger=2 * fixed.delay + 1.0,
+            network=calibration.network,
+            family=plan.check_family,
+        )
+    finally:
+        for helper in _helpers(lab):
+            if helper.link_key == calibration.key:
+                _remove_helper(lab, helper)
+        _remove(lab, calibration)
+    base = baseline.rtt_median or baseline.rtt_avg or 0.0
+    late = tuple(max(0.0, rtt - base - fixed.delay) for rtt in stats.answered_rtts)
+    log.info("event=host_delay link=%s probes=%d", calibration.name, len(late))
+    return late
+
+
+def _restore(lab: Lab, plan: _Plan) -> str:
+    """Take the plan's shaping away and put back what the link had; "" or what failed."""
+    with contextlib.suppress(LabError):
+        for helper in _helpers(lab):
+            if helper.link_key == plan.link.key:
+                _remove_helper(lab, helper)
+    _remove(lab, plan.link)
+    if plan.previous is None:
+        return ""
+    earlier = _link_of(plan.previous)
+    try:
+        _apply(lab, earlier)
+        _start_helper(lab, earlier, seed=None, name=plan.previous.name)
+    except LabError as exc:
+        log.warning("event=restore_failed link=%s error=%s", earlier.name, exc)
+        return f"{earlier.name}: {exc}"
+    log.info("event=restored link=%s spec=%r", earlier.name, earlier.spec.describe())
+    return ""
+
+
+def _check_all(
+    lab: Lab,
+    topology: Topology,
+    plans: Sequence[_Plan],
+    results: Sequence[ShapeResult],
+    baselines: Sequence[_Before | None],
+) -> list[ShapeResult]:
+    """Self-check every link shaped; SelfCheckFailed (all rows) when any figure is off."""
+    checked = []
+    failed: list[str] = []
+    rows: list[dict[str, str]] = []
+    helpers = _helpers(lab, topology)
+    for plan, result, before in zip(plans, results, baselines, strict=True):
+        assert before is not None  # noqa: S101 - measured for every plan when checking
+        link = plan.link
+        # The way back counts only if it shapes the family measured.
+        reverse = next(
+            (
+                h.spec
+                for h in helpers
+                if h.link_key == (link.key[1], link.key[0], link.network)
+                and (h.source_ip if plan.check_family == 4 else h.source_ip6)
+            ),
+            None,
+        )
+        checks = self_check(
+            lab,
+            link.source,
+            link.dest,
+            link.spec,
+            baseline=before.baseline,
+            reverse=reverse,
+            network=link.network,
+            family=plan.check_family,
+            host_delay=before.host_delay,
+        )
+        checked.append(dataclasses.replace(result, checks=tuple(checks)))
+        rows += [{"link": link.name} | row.as_row() for row in checks]
+        bad = [row for row in checks if not row.ok]
+        if bad:
+            detail = "; ".join(
+                f"{r.metric}: requested {r.requested}, measured {r.measured}" for r in bad
+            )
+            failed.append(f"{link.name} ({link.engine}) failed: {detail}")
     if failed:
-        detail = "; ".join(
-            f"{r.metric}: requested {r.requested}, measured {r.measured}" for r in failed
-        )
         raise SelfCheckFailed(
-            f"self-check of {source} -> {dest} ({chosen}) failed: {detail} (shaping left in place)",
-            rows=tuple(row.as_row() for row in checks),
+            "self-check of " + "; ".join(failed) + " (shaping left in place)", rows=tuple(rows)
         )
-    return result
+    return checked
 
 
 def _selected(helper: Helper, keys: set[tuple[str, str]] | None, network: str | None) -> bool:
@@ -731,6 +910,27 @@ def _cut_peers(topology: Topology, me: Instance, peer: Instance, network: str,
     )
 
 
+def _sides(
+    topology: Topology, a: Sequence[str], b: Sequence[str]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Two groups of names (``client``, ``client.2``) -> the running containers on each side,
+    checked as :func:`lab.shaping.partitions.group_partition` checks groups."""
+    running = {i.name: i.ips()[0] for i in _running(topology)}
+    side_a = tuple(i.name for name in a for i in topology.select(name))
+    side_b = tuple(i.name for name in b for i in topology.select(name))
+    plan = partitions.group_partition(side_a, side_b, running)
+    return plan.side_a, plan.side_b
+
+
+def _isolation_sides(topology: Topology, target: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``target``'s containers, and every other running container."""
+    mine = {i.name for i in topology.select(target)}
+    others = tuple(i.name for i in _running(topology) if i.name not in mine)
+    if not others:
+        raise ShapingError(f"nothing to isolate {target!r} from: no other container runs")
+    return _sides(topology, sorted(mine), others)
+
+
 def partition(
     lab: Lab,
     a: str,
@@ -738,21 +938,55 @@ def partition(
     *,
     network: str | None = None,
     family: Family | None = None,
-) -> None:
-    """Block all traffic between ``a`` and ``b``, both directions (every replica of a
-    bare service; on the network they share, or ``network``; both families unless
-    ``family``). A router cut off also stops forwarding for the other side."""
-    if a == b:
+) -> list[str]:
+    """Block all traffic between ``a`` and ``b``, both directions; returns the pairs cut.
+
+    Each side is a service, ``service.N`` or a comma-separated group of them
+    (``client,rss-poller``): every container of one side is cut from every
+    container of the other, while members of one side still reach each other.
+    On the network each pair shares (or ``network``); both families unless
+    ``family``. A router cut off also stops forwarding for the other side.
+    """
+    group_a, group_b = partitions.parse_group(a), partitions.parse_group(b)
+    if group_a == group_b and len(group_a) == 1:
         raise ShapingError(f"cannot partition {a!r} from itself")
     topology = lab.topology()
-    for link, families in resolve_links(topology, a, b, network=network, family=family):
-        me, peer = link.source.instance, link.dest.instance
-        cut_b = _cut_peers(topology, me, peer, link.network, families)
-        cut_a = _cut_peers(topology, peer, me, link.network, families)
-        steps = builders.partition_steps(*cut_b)
-        _run_steps(lab, me.name, steps, what=f"partitioning {me.name} from {peer.name}")
-        steps = builders.partition_steps(*cut_a)
-        _run_steps(lab, peer.name, steps, what=f"partitioning {peer.name} from {me.name}")
+    return _cut(lab, topology, *_sides(topology, group_a, group_b), network=network, family=family)
+
+
+def isolate(
+    lab: Lab, target: str, *, network: str | None = None, family: Family | None = None
+) -> list[str]:
+    """Cut ``target`` (every replica of a bare service) off from every other container."""
+    topology = lab.topology()
+    return _cut(lab, topology, *_isolation_sides(topology, target), network=network, family=family)
+
+
+def _cut(
+    lab: Lab,
+    topology: Topology,
+    side_a: Sequence[str],
+    side_b: Sequence[str],
+    *,
+    network: str | None,
+    family: Family | None,
+) -> list[str]:
+    """Every pair across the sides, the steps gathered into one script per namespace."""
+    steps: dict[str, list[builders.Step]] = {}
+    pairs = []
+    for x in side_a:
+        for y in side_b:
+            for link, families in resolve_links(topology, x, y, network=network, family=family):
+                me, peer = link.source.instance, link.dest.instance
+                cut_peer = _cut_peers(topology, me, peer, link.network, families)
+                cut_me = _cut_peers(topology, peer, me, link.network, families)
+                steps.setdefault(me.name, []).extend(builders.partition_steps(*cut_peer))
+                steps.setdefault(peer.name, []).extend(builders.partition_steps(*cut_me))
+                pairs.append(f"{me.name} <-> {peer.name}")
+    for name, own in steps.items():
+        unique = list(dict.fromkeys(own))  # the chain steps repeat per peer
+        _run_steps(lab, name, unique, what=f"partitioning {name}")
+    return list(dict.fromkeys(pairs))
 
 
 def heal(
@@ -761,33 +995,60 @@ def heal(
     b: str | None = None,
     *,
     network: str | None = None,
+    isolated: str | None = None,
 ) -> list[str]:
-    """Remove the partition between ``a`` and ``b`` (every network they share, unless
-    ``network``), or every partition; returns pairs."""
+    """Remove the partition between ``a`` and ``b`` (services or comma-separated groups,
+    as :func:`partition` takes them; every network they share, unless ``network``), the
+    isolation of ``isolated``, or every partition; returns pairs."""
     if (a is None) != (b is None):
         raise ShapingError("give both services of a pair, or neither (all partitions)")
+    if isolated is not None and a is not None:
+        raise ShapingError("heal either a pair of groups or an isolation, not both")
     topology = lab.topology()
     names = _address_names(topology)
     healed: set[str] = set()
+    wanted: set[frozenset[str]] | None = None
     if a is not None and b is not None:
-        if a == b:
+        group_a, group_b = partitions.parse_group(a), partitions.parse_group(b)
+        if group_a == group_b and len(group_a) == 1:
             raise ShapingError(f"cannot heal {a!r} from itself")
-        wanted = {frozenset(pair) for pair in _pair_keys(topology, a, b)}
+        wanted = _cut_pairs(topology, group_a, group_b)
+    elif isolated is not None:
+        mine = {i.key for i in topology.select(isolated)}
+        others = [i.key for i in topology.instances if i.key not in mine]
+        wanted = _cut_pairs(topology, sorted(mine), others)
     for service, rules in _rules_by_service(lab, topology).items():
         me = topology.instance_named(service)
+        steps: list[builders.Step] = []
         for dropped_ip in sorted(rules.drops):
             peer_name = names.get(dropped_ip, dropped_ip)
             if me is not None and dropped_ip not in names:
                 peer_name = _router_for(topology, me, dropped_ip) or dropped_ip
             peer = topology.instance_named(peer_name)
             pair = None if me is None or peer is None else frozenset((me.key, peer.key))
-            if a is not None and (pair is None or pair not in wanted):
+            if wanted is not None and (pair is None or pair not in wanted):
                 continue
             if network is not None and not _on_network(topology, peer, dropped_ip, network, me):
                 continue
-            _run_steps(lab, service, builders.heal_steps(dropped_ip), what=f"healing {service}")
+            steps += builders.heal_steps(dropped_ip)
             healed.add(" <-> ".join(sorted((service, peer_name))))
+        if steps:
+            _run_steps(lab, service, steps, what=f"healing {service}")
     return sorted(healed)
+
+
+def _cut_pairs(
+    topology: Topology, side_a: Sequence[str], side_b: Sequence[str]
+) -> set[frozenset[str]]:
+    """The container keys of every pair across two sides."""
+    return {
+        frozenset((x.key, y.key))
+        for name_a in side_a
+        for x in topology.select(name_a)
+        for name_b in side_b
+        for y in topology.select(name_b)
+        if x.key != y.key
+    }
 
 
 def _router_for(topology: Topology, me: Instance, subnet: str) -> str | None:
@@ -876,20 +1137,39 @@ def _via_routers(topology: Topology, rules: dict[str, RulesInForce]) -> dict[str
 
 def link_status(lab: Lab) -> list[LinkState]:
     """Every shaped or partitioned link, comparing helpers with the rules in force."""
-    topology = lab.topology()
+    return _status(lab, lab.topology())[0]
+
+
+def _status(
+    lab: Lab, topology: Topology
+) -> tuple[list[LinkState], list[partitions.PartitionGroup]]:
+    """The links' truth table and the partitions in force, from one read of every namespace."""
     if not _running(topology):
-        return []
+        return [], []
     rules = _via_routers(topology, _rules_by_service(lab, topology))
     started = {}
     for instance in _running(topology):
         started[instance.name] = instance.started_at
-    return evaluate_links(
+    names = _address_names(topology)
+    states = evaluate_links(
         _helpers(lab, topology),
         rules,
-        _address_names(topology),
+        names,
         source_started=started,
         networks=_address_networks(topology),
     )
+    return states, partition_groups(rules, names)
+
+
+def partition_groups(
+    rules: Mapping[str, RulesInForce], names: Mapping[str, str]
+) -> list[partitions.PartitionGroup]:
+    """The DROP rules in force (by container) read back as groups: ``a, b <-> c``,
+    ``x isolated`` (pure)."""
+    drops = {
+        service: {names.get(ip, ip) for ip in in_force.drops} for service, in_force in rules.items()
+    }
+    return partitions.partition_groups(drops, list(rules))
 
 
 def evaluate_links(
@@ -920,6 +1200,7 @@ def evaluate_links(
                 helper=f"{helper.name}: {helper_state}",
                 healthy=not problems,
                 network=helper.network,
+                queue_drops=_queue_drops(helper, rules),
             )
         )
     for service, in_force in sorted(rules.items()):
@@ -997,6 +1278,16 @@ def _mss_problems(
     return []
 
 
+def _queue_drops(helper: Helper, rules: dict[str, RulesInForce]) -> str:
+    """``queue full N, socket full M`` from the kernel's counters of the link's queue."""
+    if not builders.needs_verdict_loop(helper.spec, helper.engine):
+        return "-"
+    stats = rules.get(helper.dest, RulesInForce()).queue_stats.get(helper.queue)
+    if stats is None:
+        return "-"
+    return f"queue full {stats.queue_dropped}, socket full {stats.user_dropped}"
+
+
 def _orphan(source: str, dest: str, what: str, network: str = "") -> LinkState:
     return LinkState(
         link=f"{source} -> {dest}",
@@ -1041,12 +1332,27 @@ def _partition_states(
 
 def link_rows(lab: Lab) -> list[dict[str, str]]:
     """Rows for the "links" table of ``lab status`` (by network when there are several)."""
+    return status_tables(lab)["links"]
+
+
+def status_tables(lab: Lab) -> dict[str, list[dict[str, str]]]:
+    """``lab status``'s shaping tables: "links" (by network when there are several) and
+    "partitions" (groups cut from each other, isolated containers)."""
     topology = lab.topology()
     several = _multi_network(topology)
-    states = link_status(lab)
+    states, groups = _status(lab, topology)
     if several:
         states = sorted(states, key=lambda s: s.network)
-    return [state.as_row(with_network=several) for state in states]
+    return {
+        "links": [state.as_row(with_network=several) for state in states],
+        "partitions": [
+            {
+                "partition": group.describe(),
+                "kind": "isolated" if group.isolated else "one way" if group.one_way else "groups",
+            }
+            for group in groups
+        ],
+    }
 
 
 # --------------------------------------------------------------------------- measuring
@@ -1155,6 +1461,125 @@ def measure_rate(
     return measure.parse_iperf3(result.stdout)
 
 
+# Numbered datagrams of the reorder check go this far apart.
+STREAM_INTERVAL = 0.002
+STREAM_ROLE = "probe-listener"
+# Echo probes under load go this far apart (a few per queue drain, little load of their own).
+LOAD_PROBE_INTERVAL = 0.02
+# The load fills a queue within about this long, and offers at most this many times the rate.
+LOAD_FILL_SECONDS = 1.0
+MAX_OVEROFFER = 4.0
+
+
+def measure_reorder(
+    lab: Lab,
+    source: str,
+    dest: str,
+    *,
+    count: int,
+    interval: float = STREAM_INTERVAL,
+    linger: float = 2.0,
+    network: str | None = None,
+    family: Family = 4,
+) -> list[int]:
+    """A numbered UDP stream ``source -> dest``, one way: the order its datagrams arrived in.
+
+    A listener in a helper joined to ``dest``'s namespace records the arrivals;
+    what shapes the way back does not enter.
+    """
+    config = lab.config.shaping
+    peer = _peer_ip(lab, source, dest, network, family)
+    run = secrets.randbits(32)
+    port = config.check_stream_port
+    sending = count * interval
+    listen = ["socketlab", "probe", "--listen", str(port), "--count", str(count),
+              "--run", str(run), "--linger", f"{linger:g}",
+              "--wait", f"{config.helper_ready_timeout + sending + linger + 10:g}"]  # fmt: skip
+    try:
+        helper = lab.start_helper(
+            dest,
+            listen,
+            role=STREAM_ROLE,
+            ready=SHAPER_PROBE_LISTENING,
+            ready_stream="stderr",
+            ready_timeout=config.helper_ready_timeout,
+        )
+    except HelperNotReady as exc:
+        raise ShapingError(f"the stream listener in {dest} did not start: {exc.last_line}") from exc
+    with helper:
+        argv = ["socketlab", "probe", peer, "--stream", str(port), "--count", str(count),
+                "--interval", f"{interval:g}", "--run", str(run)]  # fmt: skip
+        sent = lab.netkit_run(source, argv, timeout=sending + 30)
+        if not sent.ok:
+            raise ShapingError(f"streaming to {peer} from {source} failed: {sent.stderr.strip()}")
+        code = helper.wait(timeout=config.helper_ready_timeout + sending + linger + 15)
+        output = helper.logs(stdout=True, stderr=False)
+        if code != 0:
+            raise ShapingError(f"the stream listener in {dest} failed ({code}): {output[-200:]}")
+    return measure.parse_arrivals(output)
+
+
+def load_plan(spec: LinkSpec) -> tuple[int, float]:
+    """(offered bit/s, seconds of load before probing) that fill ``spec``'s queue.
+
+    At least 30 % over the rate, and enough more that a full queue is reached
+    in about :data:`LOAD_FILL_SECONDS`; never above :data:`MAX_OVEROFFER` times it.
+    """
+    assert spec.rate is not None  # noqa: S101 - only links with a rate have a queue
+    full = expected.queue_delay(spec, frame_bytes=measure.UDP_FRAME_BYTES) or 0.0
+    queue_bits = full * spec.rate
+    excess = max((UDP_OVEROFFER - 1.0) * spec.rate, queue_bits / LOAD_FILL_SECONDS)
+    offered = min(spec.rate + excess, MAX_OVEROFFER * spec.rate)
+    warmup = min(10.0, 1.5 * queue_bits / (offered - spec.rate) + 0.2)
+    return int(offered), warmup
+
+
+def measure_loaded_rtt(
+    lab: Lab,
+    source: str,
+    dest: str,
+    spec: LinkSpec,
+    *,
+    count: int,
+    network: str | None = None,
+    family: Family = 4,
+) -> measure.PingStats:
+    """Echo probes ``source -> dest`` while UDP over-offered at ``spec``'s rate fills the queue."""
+    offered, warmup = load_plan(spec)
+    peer = _peer_ip(lab, source, dest, network, family)
+    argv = ["socketlab", "probe", peer, "--count", str(count),
+            "--interval", f"{LOAD_PROBE_INTERVAL:g}", "--linger", "3",
+            "--load-rate", str(offered), "--load-warmup", f"{warmup:.3f}"]  # fmt: skip
+    timeout = warmup + count * LOAD_PROBE_INTERVAL + 3 + 15.0
+    result = lab.netkit_run(source, argv, timeout=timeout, net_admin=True)
+    if not result.ok:
+        raise ShapingError(
+            f"probing {peer} under load from {source} failed: {result.stderr.strip()}"
+        )
+    return measure.parse_probe(result.stdout)
+
+
+def _probe_count(spec: LinkSpec, reverse: LinkSpec | None, config: ShapingConfig) -> int:
+    """Echo probes the self-check sends: enough for loss counts, bursts and percentiles."""
+    statistical = (
+        measure.round_trip_loss(spec, reverse)
+        or spec.duplicate
+        or (reverse and reverse.duplicate)
+        or spec.jitter
+    )
+    probes = config.check_loss_probes if statistical else config.check_pings
+    if _bursty(spec, reverse):
+        wanted = measure.probes_for_bursts(spec, reverse)
+        probes = max(probes, min(config.check_max_probes, wanted))
+    return probes
+
+
+def _bursty(spec: LinkSpec, reverse: LinkSpec | None) -> bool:
+    return any(
+        side is not None and side.effective_loss_model is not None for side in (spec, reverse)
+    )
+
+
 def self_check(
     lab: Lab,
     source: str,
@@ -1165,42 +1590,109 @@ def self_check(
     reverse: LinkSpec | None = None,
     network: str | None = None,
     family: Family = 4,
+    host_delay: Sequence[float] = (),
 ) -> list[CheckRow]:
-    """Measure the shaped link and compare with ``spec`` (and the reverse link's)."""
+    """Measure the shaped link and compare with ``spec`` (and the reverse link's).
+
+    ``host_delay``: how late the engine released packets on this host just before
+    (seconds, per probe), allowed on top of the delay percentiles.
+
+    Always delay and loss (its band widened for bursty loss); then what the
+    spec asks: mean burst length for a loss model, p50/p90/p99 for jitter,
+    duplicates, reordering on a one-way stream, the rate, and RTT under load
+    for a queue limit.
+    """
     rows = []
     base_rtt = baseline.rtt_median or baseline.rtt_avg or 0.0
-    expected_loss = measure.round_trip_loss(spec, reverse)
     wait = 2 * (spec.delay + spec.jitter + (reverse.delay + reverse.jitter if reverse else 0.0))
-    statistical = expected_loss or spec.duplicate or (reverse and reverse.duplicate)
     config = lab.config.shaping
-    probes = config.check_loss_probes if statistical else config.check_pings
     stats = measure_loss(
-        lab, source, dest, probes=probes, linger=wait + 1.0, network=network, family=family
+        lab,
+        source,
+        dest,
+        probes=_probe_count(spec, reverse, config),
+        linger=wait + 1.0,
+        network=network,
+        family=family,
     )
     # ``baseline`` was measured with the reverse link as it is: only ours adds.
-    expected_added = measure.median_one_way_delay(spec)
     rows.append(
         measure.check_delay(
-            expected_added=expected_added,
+            expected_added=measure.median_one_way_delay(spec),
             baseline=base_rtt,
             stats=stats,
             jitter=spec.jitter + (reverse.jitter if reverse else 0.0),
         )
     )
-    rows.append(measure.check_loss(expected=expected_loss, stats=stats))
+    rows.append(
+        measure.check_loss(
+            expected=measure.round_trip_loss(spec, reverse),
+            stats=stats,
+            dispersion=measure.round_trip_dispersion(spec, reverse),
+        )
+    )
+    if _bursty(spec, reverse) and stats.lost_flags:
+        rows.append(
+            measure.check_burst_length(lost=stats.lost_flags, forward=spec, reverse=reverse)
+        )
+    if spec.jitter:
+        added = [rtt - base_rtt for rtt in stats.answered_rtts]
+        rows += measure.check_delay_percentiles(
+            added=added,
+            forward=spec,
+            reverse=reverse,
+            host_slack=config.check_host_slack,
+            host_delay=host_delay,
+        )
     expected_duplicates = measure.round_trip_duplicates(spec, reverse)
     if expected_duplicates:
         rows.append(measure.check_duplicates(expected=expected_duplicates, stats=stats))
+    if spec.reorder:
+        rows.append(_reorder_row(lab, source, dest, spec, network=network, family=family))
     if spec.rate is not None:
-        if measure.rate_is_checkable(spec, reverse):
-            goodput = measure_rate(lab, source, dest, network=network, family=family)
-            rows.append(measure.check_rate(requested=spec.rate, goodput=goodput))
-        else:
-            offered = int(spec.rate * UDP_OVEROFFER)
-            received = measure_rate(
-                lab, source, dest, udp_offered=offered, network=network, family=family
-            )
-            rows.append(
-                measure.check_rate_udp(requested=spec.rate, received=received, forward=spec)
-            )
+        rows.append(_rate_row(lab, source, dest, spec, reverse, network=network, family=family))
+    if spec.queue_limit is not None and spec.rate is not None:
+        loaded = measure_loaded_rtt(
+            lab, source, dest, spec, count=config.check_load_probes, network=network, family=family
+        )
+        rows.append(measure.check_bufferbloat(idle=stats, loaded=loaded, spec=spec))
     return rows
+
+
+def _reorder_row(
+    lab: Lab, source: str, dest: str, spec: LinkSpec, *, network: str | None, family: Family
+) -> CheckRow:
+    unclear = expected.reorder_unclear(spec, STREAM_INTERVAL)
+    if unclear is not None:
+        return CheckRow(
+            "reordered", format_percent(spec.reorder), "not measured", ok=True, note=unclear
+        )
+    arrivals = measure_reorder(
+        lab,
+        source,
+        dest,
+        count=lab.config.shaping.check_reorder_probes,
+        linger=2 * (spec.delay + spec.jitter) + 1.0,
+        network=network,
+        family=family,
+    )
+    return measure.check_reorder(arrivals=arrivals, spec=spec, interval=STREAM_INTERVAL)
+
+
+def _rate_row(
+    lab: Lab,
+    source: str,
+    dest: str,
+    spec: LinkSpec,
+    reverse: LinkSpec | None,
+    *,
+    network: str | None,
+    family: Family,
+) -> CheckRow:
+    assert spec.rate is not None  # noqa: S101 - the caller checked
+    if measure.rate_is_checkable(spec, reverse):
+        goodput = measure_rate(lab, source, dest, network=network, family=family)
+        return measure.check_rate(requested=spec.rate, goodput=goodput)
+    offered = int(spec.rate * UDP_OVEROFFER)
+    received = measure_rate(lab, source, dest, udp_offered=offered, network=network, family=family)
+    return measure.check_rate_udp(requested=spec.rate, received=received, forward=spec)

@@ -39,6 +39,7 @@ import pytest
 
 from lab import engine
 from lab.api import PROJECT_LABEL, Lab
+from lab.config import LabConfig
 from lab.images import ensure_local_base
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,7 +86,7 @@ class BareHost:
 
 def _mounts() -> dict[str, dict[str, str]]:
     """The engine's socket, plus the host's CA bundle and pip configuration, read-only."""
-    host = engine.docker_host()
+    host = LabConfig.from_env().docker_host
     if not host.startswith("unix://"):
         pytest.fail(f"the bare host needs the engine's unix socket, not {host}", pytrace=False)
     volumes = {host.removeprefix("unix://"): {"bind": "/var/run/docker.sock", "mode": "rw"}}

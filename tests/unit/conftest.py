@@ -3,7 +3,8 @@
 * ``fake_lab``: a :class:`FakeLab`, an in-memory :class:`lab.interface.Lab` the
   runners (scenario, capture, shaping, bench, feeds) run against with no Docker.
   It records what was done to it; tests script it (``commands``, ``files``,
-  logs, ``queue_helper``).
+  logs, ``queue_helper``). It answers the TCP congestion control scripts of
+  :mod:`lab.congestion` itself (``congestion``: what each container uses).
 * ``free_port``: a port nothing listens on (TCP or UDP).
 * ``wait_until``: poll a probe with a deadline (never a bare sleep).
 * ``serve``: run a server's ``loop(stop_event)`` in a thread, stopped and joined
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import socket
 import threading
 import time
@@ -29,6 +31,7 @@ from lab.config import BenchConfig, CaptureConfig, LabConfig, ScenarioConfig, Sh
 from lab.errors import LabError
 from lab.interface import ExecResult, ServiceStatus
 from lab.shaping.builders import STATUS_SCRIPT
+from lab.shaping.congestion import STATE_SCRIPT
 from lab.topology import (
     ContainerFacts,
     EndpointFacts,
@@ -195,6 +198,10 @@ class FakeLab:
         self.rule_reads = 0
         self.reapers: list[FakeReaper] = []
         self.lock = threading.Lock()
+        # per container: the per-route algorithm set in its namespace (None: its default)
+        self.congestion: dict[str, str | None] = dict.fromkeys(self.names)
+        self.congestion_default = "bbr"
+        self.tcp_congestion: dict[str, str] = {}  # x-socketlab.tcp_congestion by service
 
     # ------------------------------------------------------------------ scripting
 
@@ -230,7 +237,10 @@ class FakeLab:
         model = ProjectModel(
             project=self.project,
             services=tuple(
-                ServiceSpec(name=s, networks=("lab",), replicas=n) for s, n in self.replicas.items()
+                ServiceSpec(
+                    name=s, networks=("lab",), replicas=n, tcp_congestion=self.tcp_congestion.get(s)
+                )
+                for s, n in self.replicas.items()
             ),
             networks=(NetworkSpec(key="lab", name=f"{self.project}_lab"),),
         )
@@ -332,7 +342,28 @@ class FakeLab:
     ) -> ExecResult:
         with self.lock:
             self.netkit_runs.append((self.name(service), tuple(argv), net_admin))
-        return self._answer(service, argv)
+        answer = self._congestion_script(self.name(service), list(argv))
+        return answer if answer is not None else self._answer(service, argv)
+
+    def _congestion_script(self, name: str, argv: list[str]) -> ExecResult | None:
+        """The namespace's answer to lab.congestion's scripts (None: not one of them)."""
+        if argv[:2] != ["sh", "-c"] or len(argv) < 3:
+            return None
+        script = argv[2]
+        if script == STATE_SCRIPT:
+            chosen = self.congestion.get(name)
+            suffix = f" congctl {chosen}" if chosen else ""
+            text = (
+                f"default={self.congestion_default}\navailable=reno bbr cubic\n"
+                f"route=default via 10.0.0.1 dev eth0{suffix}\n"
+                f"route=10.0.0.0/24 dev eth0 proto kernel scope link{suffix}\n"
+            )
+            return ExecResult(exit_code=0, stdout=text, stderr="")
+        if "ip route change" in script and "ip -o route show table main" in script:
+            match = re.search(r"congctl '?([a-z0-9_]+)", script.split("while read", 1)[1])
+            self.congestion[name] = match.group(1) if match else None
+            return ExecResult(exit_code=0, stdout="", stderr="")
+        return None
 
     def read_file(self, service: str, path: str) -> bytes:
         key = f"{service}:{path}"
@@ -374,6 +405,7 @@ class FakeLab:
         ready: str | None = None,
         ready_stream: Stream = "both",
         ready_timeout: float = 30.0,
+        cpu_shares: int | None = None,
     ) -> FakeHelper:
         service = self.name(service)
         self.started.append(
@@ -384,6 +416,7 @@ class FakeLab:
                 "caps": tuple(caps),
                 "name": name,
                 "labels": dict(labels or {}),
+                "cpu_shares": cpu_shares,
             }
         )
         helper = self._queued.pop(0) if self._queued else FakeHelper()

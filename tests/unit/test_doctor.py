@@ -548,35 +548,33 @@ def test_ipv6(value: str | None, status: Status, fix: str) -> None:
 # --------------------------------------------------------------------------- congestion
 
 
-def test_bbr_warns_that_it_beats_the_mathis_bound() -> None:
+def test_a_bbr_host_is_fine_since_the_lab_sets_cubic_per_service() -> None:
     probe = FakeProbe()
     probe.files["/proc/sys/net/ipv4/tcp_congestion_control"] = "bbr\n"
     probe.files["/proc/sys/net/ipv4/tcp_available_congestion_control"] = "reno bbr cubic\n"
     row = check_congestion(probe, CONFIG)
-    assert row.status is Status.WARN
-    assert "BBR does not back off on random loss" in row.found
-    assert "Mathis bound" in row.found
+    assert row.status is Status.OK
+    assert "the lab sets cubic per service" in row.found
+    assert "the host's default (bbr) does not matter for the lab" in row.found
     assert "available: reno bbr cubic" in row.found
-    assert row.fix == "sudo sysctl -w net.ipv4.tcp_congestion_control=cubic"
+    assert row.fix == ""
     assert not row.blocks
 
 
-def test_cubic_follows_the_mathis_bound() -> None:
-    row = check_congestion(FakeProbe(), CONFIG)
-    assert row.status is Status.OK
-    assert row.found.startswith("cubic")
-    assert "follows the Mathis bound" in row.found
-
-
-def test_an_unfamiliar_algorithm_warns() -> None:
+def test_a_kernel_without_cubic_warns_with_the_module_to_load() -> None:
     probe = FakeProbe()
-    probe.files["/proc/sys/net/ipv4/tcp_congestion_control"] = "dctcp\n"
-    assert check_congestion(probe, CONFIG).status is Status.WARN
+    probe.files["/proc/sys/net/ipv4/tcp_congestion_control"] = "bbr\n"
+    probe.files["/proc/sys/net/ipv4/tcp_available_congestion_control"] = "reno bbr\n"
+    row = check_congestion(probe, CONFIG)
+    assert row.status is Status.WARN
+    assert "cubic is not in this kernel (available: reno bbr)" in row.found
+    assert row.fix == "sudo modprobe tcp_cubic"
+    assert not row.blocks
 
 
-def test_unreadable_congestion_control_warns() -> None:
+def test_unreadable_available_list_warns() -> None:
     probe = FakeProbe()
-    probe.files.pop("/proc/sys/net/ipv4/tcp_congestion_control")
+    probe.files.pop("/proc/sys/net/ipv4/tcp_available_congestion_control")
     assert check_congestion(probe, CONFIG).status is Status.WARN
 
 

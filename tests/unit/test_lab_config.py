@@ -54,6 +54,7 @@ DEFAULTS = {
     "SOCKETLAB_COMPOSE": None,
     "SOCKETLAB_ROOT": None,
     "SOCKETLAB_PICKLE_KEY": None,
+    "SOCKETLAB_ADMIN_TOKEN": None,  # new in issue 20
     "DOCKER_HOST": "unix:///var/run/docker.sock",
     "SOCKETLAB_REAPER": True,
     "SOCKETLAB_SHAPING_TIMEOUT": 30.0,
@@ -63,6 +64,11 @@ DEFAULTS = {
     "SOCKETLAB_BASELINE_PROBES": 50,
     "SOCKETLAB_CHECK_LOSS_PROBES": 1000,
     "SOCKETLAB_CHECK_RATE_SECONDS": 4,
+    "SOCKETLAB_CHECK_MAX_PROBES": 20000,
+    "SOCKETLAB_CHECK_REORDER_PROBES": 1000,
+    "SOCKETLAB_CHECK_STREAM_PORT": 5299,
+    "SOCKETLAB_CHECK_LOAD_PROBES": 100,
+    "SOCKETLAB_CHECK_HOST_SLACK": 0.002,
     "SOCKETLAB_IPERF_PORT": 5201,
     "SOCKETLAB_SCENARIO_EXEC_GRACE": 30.0,
     "SOCKETLAB_SCENARIO_READY_TIMEOUT": 30.0,
@@ -84,6 +90,7 @@ DEFAULTS = {
     "SOCKETLAB_IMAGE_NAMESPACE": "socketlab",
     "SOCKETLAB_REGISTRY_TIMEOUT": 20.0,
     "SOCKETLAB_CACHE_DIR": None,
+    "SOCKETLAB_SHAPER_CPU_SHARES": 8192,
     "SOCKETLAB_SHAPER_STATS_INTERVAL": 1.0,
     "SOCKETLAB_REPORT_MAX_PACKETS": 1_000_000,
     "SOCKETLAB_REPORT_MAX_RECORD": 262_144,
@@ -104,16 +111,31 @@ DEFAULTS = {
     "SOCKETLAB_COMPOSE_FILE": None,
     "SOCKETLAB_EXEC_TIMEOUT": 3600.0,
     "SOCKETLAB_COPY_LIMIT": 4 * 1024**3,
+    # new with issue 19 (the lab on a Swarm)
+    "SOCKETLAB_ORCHESTRATOR": "compose",
+    "SOCKETLAB_SWARM_NODES": (),
+    "SOCKETLAB_SWARM_NODE_HOST": None,
+    "SOCKETLAB_SWARM_REGISTRY": None,
+    "SOCKETLAB_SWARM_BUILD_HOST": None,
+    "SOCKETLAB_SWARM_SPREAD": False,
+    "SOCKETLAB_SWARM_API_TIMEOUT": 60.0,
+    "SOCKETLAB_SWARM_DEPLOY_TIMEOUT": 120.0,
+    "SOCKETLAB_SWARM_LOAD_TIMEOUT": 900.0,
+    "SOCKETLAB_SWARM_LOAD_PARALLEL": 4,
+    "SOCKETLAB_SWARM_REMOVE_TIMEOUT": 120.0,
+    "SOCKETLAB_SWARM_DOCKER_CLI": "docker",
 }
 
 # A valid text per type and the value it must become.
 SAMPLES: dict[Any, tuple[str, Any]] = {
-    bool: ("0", False),
     int: ("7", 7),
     float: ("2.5", 2.5),
     str: ("other", "other"),
     str | None: ("other", "other"),
     Path | None: ("/srv/checkout", Path("/srv/checkout")),
+    bool: ("yes", True),
+    typing.Literal["compose", "swarm"]: ("swarm", "swarm"),
+    tuple[str, ...]: ("node-2=tcp://10.0.0.2:2375", ("node-2=tcp://10.0.0.2:2375",)),
 }
 
 

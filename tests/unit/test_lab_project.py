@@ -4,10 +4,12 @@ an installed package carries (the same build context, the same tags, as the chec
 from __future__ import annotations
 
 import ast
+import fnmatch
 import io
 import re
 import stat
 import tarfile
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from lab.images import (
     context_of,
     files_digest,
     installed_inputs,
+    package_files,
 )
 from lab.project import INIT_FILE, Project, find_project, project_secret
 
@@ -133,6 +136,18 @@ def test_the_wheel_carries_every_image_file_the_build_reads() -> None:
     assert all(name.startswith("services/") for name in DATA_FILES)
 
 
+def test_the_wheel_carries_every_file_of_the_package_the_images_copy() -> None:
+    """Every non-Python file of services/socketlab the images get (the healthcheck script
+    the Compose file runs) is package data in pyproject.toml, so a wheel has it too."""
+    package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["socketlab"]
+    files = package_files(REPO / PACKAGE_DIR)
+    assert "healthcheck.sh" in files
+    others = {name for name in files if not name.endswith(".py")}
+    assert all(any(fnmatch.fnmatch(name, pattern) for pattern in package_data) for name in others)
+
+
 def installed_copy(tmp_path: Path) -> tuple[Path, Path]:
     """What a wheel install holds: lab/_image with the data files, and the package."""
     data = tmp_path / "site" / "lab" / "_image"
@@ -140,7 +155,8 @@ def installed_copy(tmp_path: Path) -> tuple[Path, Path]:
     for name in DATA_FILES:
         (data / Path(name).name).write_bytes((REPO / name).read_bytes())
     package = tmp_path / "site" / "socketlab"
-    for path in (REPO / PACKAGE_DIR).rglob("*.py"):
+    shipped = [path for pattern in ("*.py", "*.sh") for path in (REPO / PACKAGE_DIR).rglob(pattern)]
+    for path in shipped:
         target = package / path.relative_to(REPO / PACKAGE_DIR)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(path.read_bytes())

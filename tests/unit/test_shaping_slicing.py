@@ -38,7 +38,6 @@ from lab.shaping.runner import SHAPER_STARTED, Helper, evaluate_links
 from lab.shaping.spec import LinkSpec, spec_from_options
 from socketlab.shaper.core import Accept, Impairment, ImpairmentScheduler, Inject
 from socketlab.shaper.invocation import ShaperInvocation, parse_invocation
-from socketlab.shaper.loop import parse_args
 
 PEER = "10.0.0.3"
 PEER6 = "fd00::3"
@@ -218,7 +217,7 @@ def test_slicing_adds_to_the_delay_and_a_quiet_link_is_not_held_back() -> None:
     sched.admit(Packet(0), now=0.0)
     sched.admit(Packet(1), now=0.0)
     sched.admit(Packet(2), now=1.0)  # long after the burst: only its own delay
-    assert [round(entry[0], 6) for entry in sorted(sched._held)] == [0.020, 0.025, 1.020]
+    assert [round(at, 6) for at, _ in sched.held()] == [0.020, 0.025, 1.020]
 
 
 def test_the_helper_command_line_carries_the_slice_delay() -> None:
@@ -226,9 +225,9 @@ def test_the_helper_command_line_carries_the_slice_delay() -> None:
     argv = shaper_command(queue=4, spec=link)
     assert "--slice-delay" in argv
     assert "--mss" not in argv  # the clamp is a rule, not the loop's business
-    assert parse_invocation(argv[2:]) == ShaperInvocation(queue=4, impairment=link.impairment)
-    queue, impairment, seed = parse_args(argv[2:])
-    assert (queue, impairment.slice_delay, seed) == (4, 0.005, None)
+    invocation = parse_invocation(argv[2:])
+    assert invocation == ShaperInvocation(queue=4, impairment=link.impairment)
+    assert (invocation.queue, invocation.impairment.slice_delay) == (4, 0.005)
 
 
 # --------------------------------------------------------------------------- runner

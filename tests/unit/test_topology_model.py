@@ -99,6 +99,15 @@ def test_unknown_names_list_the_services() -> None:
         v2("ipv6").network("x")
 
 
+def test_the_default_lab_asks_cubic_for_every_service_in_both_composes() -> None:
+    for model in (v1("default"), v2("default")):
+        assert {s.name: s.tcp_congestion for s in model.services} == dict.fromkeys(
+            ("server", "udp-listener", "client", "rss-poller"), "cubic"
+        )
+    # the examples ask nothing: their services keep their namespace's default
+    assert {s.tcp_congestion for s in v2("routed").services} == {None}
+
+
 def with_service(**spec: Any) -> dict[str, Any]:
     return {"name": "p", "services": {"a": {"image": "x", **spec}}}
 
@@ -111,6 +120,11 @@ def with_service(**spec: Any) -> dict[str, Any]:
         ),
         pytest.param({"x-socketlab": {"router": "yes"}}, "must be true or false", id="not-a-bool"),
         pytest.param({"x-socketlab": ["router"]}, "expected a mapping", id="not-a-mapping"),
+        pytest.param(
+            {"x-socketlab": {"tcp_congestion": "cubik"}},
+            "service a: x-socketlab.tcp_congestion: 'cubik' is not a TCP congestion control",
+            id="unknown-algorithm",
+        ),
         pytest.param({"deploy": {"replicas": "many"}}, "is not a number", id="replicas-text"),
         pytest.param({"deploy": {"replicas": -1}}, "below 0", id="negative"),
     ],

@@ -23,8 +23,6 @@ same seed and the same packets give the same verdicts (release times are
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 import random
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from socketlab.shaper.models import (
     ReorderGate,
     loss_process,
 )
+from socketlab.shaper.release import ReleaseQueue
 
 # Marks copies we inject ourselves, so the NFQUEUE rule lets them pass instead
 # of queueing them again (lab.shaping.builders adds the matching RETURN rule).
@@ -50,7 +49,7 @@ SHARES = ("loss", "duplicate", "reorder", "corrupt", "loss_correlation", "delay_
 
 
 class QueuedPacket(Protocol):
-    """What the core needs from a queued packet (``netfilterqueue.Packet`` fits)."""
+    """What the core needs from a queued packet (``nfnetlink.NfqPacket`` fits)."""
 
     def get_payload(self) -> bytes: ...
 
@@ -221,9 +220,8 @@ class ImpairmentScheduler(Generic[P]):
             rng=rng,
         )
         self._reorder = ReorderGate(impairment.reorder, impairment.reorder_gap)
-        self._held: list[tuple[float, int, Accept[P] | Inject]] = []
-        # Tie-breaker: equal release times leave in arrival order.
-        self._sequence = itertools.count()
+        # Equal release times leave in arrival order; a fixed delay costs O(1) a packet.
+        self._held: ReleaseQueue[Accept[P] | Inject] = ReleaseQueue()
         self._last_release = -math.inf  # slicing: when the previous packet leaves
 
     def __len__(self) -> int:
@@ -256,26 +254,26 @@ class ImpairmentScheduler(Generic[P]):
 
     def pop_due(self, now: float) -> list[Accept[P] | Inject]:
         """Remove and return every held verdict whose release time has come, in order."""
-        due: list[Accept[P] | Inject] = []
-        held = self._held
-        while held and held[0][0] <= now:
-            due.append(heapq.heappop(held)[2])
+        due = self._held.pop_due(now)
         self._count(due)
         return due
 
     def drain(self) -> list[Accept[P] | Inject]:
         """Remove and return everything still held (on shutdown: release, don't lose)."""
-        due = [entry[2] for entry in sorted(self._held)]
-        self._held.clear()
+        due = self._held.drain()
         self._count(due)
         return due
 
+    def held(self) -> list[tuple[float, Accept[P] | Inject]]:
+        """(release time, verdict) of everything held, in release order (for inspection)."""
+        return self._held.entries()
+
     def next_release(self) -> float | None:
         """When the earliest held verdict falls due, or None when nothing is held."""
-        return self._held[0][0] if self._held else None
+        return self._held.next_time()
 
     def _hold(self, verdict: Accept[P] | Inject, at: float) -> None:
-        heapq.heappush(self._held, (at, next(self._sequence), verdict))
+        self._held.push(at, verdict)
 
     def _release_time(self, now: float) -> float:
         return self._sliced(self._drawn_release(now))
