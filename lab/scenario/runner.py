@@ -89,7 +89,7 @@ from lab.scenario.report import (
     rerun_command,
     write_reports,
 )
-from lab.scenario.stepping import Daemon, run_copy, run_wait
+from lab.scenario.stepping import Daemon, run_copy, run_wait, step_record
 from lab.waiting import Stream, wait_for
 
 log = logging.getLogger("lab.scenario")
@@ -543,27 +543,15 @@ class ScenarioRunner:
             answer = self.lab.exec(step.service, step.run, timeout=step.timeout, env=dict(step.env))
         except LabError as exc:
             timeline.step_finished(step.name, time.monotonic())
-            return StepRecord(
-                name=step.name,
-                service=step.service,
-                argv=step.run,
-                timeout=step.timeout,
-                exit_code=None,
-                started=started - t0,
-                duration=time.monotonic() - started,
-                error=str(exc),
-            )
+            return step_record(step, t0=t0, started=started, exit_code=None, error=str(exc))
         timeline.step_finished(step.name, time.monotonic())
-        return StepRecord(
-            name=step.name,
-            service=step.service,
-            argv=step.run,
-            timeout=step.timeout,
+        return step_record(
+            step,
+            t0=t0,
+            started=started,
             exit_code=answer.exit_code,
             stdout=answer.stdout,
             stderr=answer.stderr,
-            started=started - t0,
-            duration=time.monotonic() - started,
         )
 
     def _await(self, step: Step, future: concurrent.futures.Future[StepRecord]) -> StepRecord:
@@ -661,15 +649,7 @@ class ScenarioRunner:
         timeline.step_finished(name, time.monotonic())
 
     def _not_run(self, step: Step, why: str) -> StepRecord:
-        return StepRecord(
-            name=step.name,
-            service=step.service,
-            argv=step.run,
-            timeout=step.timeout,
-            exit_code=None,
-            kind=step.kind,
-            error=f"not run: {why}",
-        )
+        return step_record(step, exit_code=None, error=f"not run: {why}")
 
     def _report_step(self, record: StepRecord, say: Progress) -> StepRecord:
         if record.error is not None:

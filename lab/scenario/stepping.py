@@ -53,15 +53,21 @@ class DaemonEnded(LabError):
     """The daemon a log wait watches ended without logging what was waited for."""
 
 
-def _record(step: Step, *, t0: float, started: float, **values: object) -> StepRecord:
+def step_record(
+    step: Step, *, t0: float | None = None, started: float | None = None, **values: object
+) -> StepRecord:
+    """``step``'s record; with ``t0`` and ``started`` (monotonic), timed up to now."""
+    offset = duration = 0.0
+    if t0 is not None and started is not None:
+        offset, duration = started - t0, time.monotonic() - started
     return StepRecord(
         name=step.name,
         service=step.service,
         argv=step.run,
         timeout=step.timeout,
         kind=step.kind,
-        started=started - t0,
-        duration=time.monotonic() - started,
+        started=offset,
+        duration=duration,
         **values,  # type: ignore[arg-type]
     )
 
@@ -186,7 +192,7 @@ class Daemon:
             }
         else:
             values |= {"exit_code": result.exit_code, "note": f"stopped by {self._signal}"}
-        return _record(self.step, t0=self.t0, started=self.started, **values)
+        return step_record(self.step, t0=self.t0, started=self.started, **values)
 
     def _stream(self, name: Stream) -> str:
         facts = self.output(name)
@@ -285,14 +291,16 @@ def run_wait(
     except LabError as exc:
         ok, seen = False, str(exc)
     if ok:
-        return _record(step, t0=t0, started=started, exit_code=0, note=f"{wait.describe()}: {seen}")
+        return step_record(
+            step, t0=t0, started=started, exit_code=0, note=f"{wait.describe()}: {seen}"
+        )
     if seen.startswith("daemon ") and " ended first; " in seen:
         error = f"gave up waiting for {wait.describe()}: {seen}"
     else:
         error = (
             f"timed out after {step.timeout:g} s waiting for {wait.describe()}; last seen: {seen}"
         )
-    return _record(step, t0=t0, started=started, exit_code=None, error=error)
+    return step_record(step, t0=t0, started=started, exit_code=None, error=error)
 
 
 # --------------------------------------------------------------------------- copies
@@ -330,5 +338,5 @@ def run_copy(lab: Lab, step: Step, *, t0: float, scenario_dir: Path, results: Pa
         note = _copy(lab, step, scenario_dir=scenario_dir, results=results)
     except (LabError, OSError) as exc:
         error = f"{step.describe()}: {exc}"
-        return _record(step, t0=t0, started=started, exit_code=None, error=error)
-    return _record(step, t0=t0, started=started, exit_code=0, note=note)
+        return step_record(step, t0=t0, started=started, exit_code=None, error=error)
+    return step_record(step, t0=t0, started=started, exit_code=0, note=note)
