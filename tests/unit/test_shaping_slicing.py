@@ -260,21 +260,29 @@ def test_shaping_puts_the_clamp_in_the_source_namespace_and_unshaping_takes_it(
     assert any("-D SOCKETLAB" in script and "TCPMSS --set-mss 88" in script for script in removals)
 
 
-def test_status_says_when_a_links_clamp_is_missing() -> None:
-    helper = Helper(
-        name="fake-shaper-server-client",
-        source="server",
-        dest="client",
-        source_ip="10.0.0.2",
-        dest_ip=PEER,
-        netns="server",
-        spec=spec(mss="88"),
+def clamping_helper(
+    source: str, dest: str, source_ip: str, dest_ip: str, *, mss: str, **extra: Any
+) -> Helper:
+    """A running helper of a link with ``--mss``, as ``lab status`` lists it."""
+    return Helper(
+        name=f"fake-shaper-{source}-{dest}",
+        source=source,
+        dest=dest,
+        source_ip=source_ip,
+        dest_ip=dest_ip,
+        netns=source,
+        spec=spec(mss=mss),
         engine=Engine.NFQUEUE,
         queue=1,
         dev="eth0",
         state="running",
         started_at="",
+        **extra,
     )
+
+
+def test_status_says_when_a_links_clamp_is_missing() -> None:
+    helper = clamping_helper("server", "client", "10.0.0.2", PEER, mss="88")
     names = {"10.0.0.2": "server", PEER: "client"}
     clean = {"server": RulesInForce(mss={PEER: 88}), "client": RulesInForce()}
     (state,) = evaluate_links([helper], clean, names, source_started={})
@@ -290,20 +298,8 @@ def test_status_says_when_a_links_clamp_is_missing() -> None:
 
 
 def test_a_clamp_on_a_routers_subnets_is_the_links_not_an_orphan() -> None:
-    helper = Helper(
-        name="fake-shaper-client-router",
-        source="client",
-        dest="router",
-        source_ip="10.0.0.2",
-        dest_ip="10.0.0.9",
-        netns="client",
-        spec=spec(mss="100"),
-        engine=Engine.NFQUEUE,
-        queue=1,
-        dev="eth0",
-        state="running",
-        started_at="",
-        dest_nets=("10.1.0.0/24",),
+    helper = clamping_helper(
+        "client", "router", "10.0.0.2", "10.0.0.9", mss="100", dest_nets=("10.1.0.0/24",)
     )
     rules = {
         "client": RulesInForce(mss={"10.0.0.9": 100, "10.1.0.0/24": 100}),
