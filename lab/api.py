@@ -11,9 +11,10 @@ drives its containers through the Docker SDK::
 The project is any Compose project: its files are ``-f`` files (``compose_files``),
 else ``SOCKETLAB_COMPOSE_FILE``, else the project folder's ``compose.lab.yml``
 (made by ``lab init``) or the checkout's ``docker-compose.yml`` (and its
-override); :mod:`lab.project` says which folder that is. What it declares comes from Compose's normalised config and
-its containers' labels (:meth:`Lab.topology`, :mod:`lab.topology`); names such
-as ``client.2`` are resolved by :mod:`lab.addressing`.
+override); :mod:`lab.project` says which folder that is. What it declares
+comes from Compose's normalised config and its containers' labels
+(:meth:`Lab.topology`, :mod:`lab.topology`); names such as ``client.2`` are
+resolved by :mod:`lab.addressing`.
 
 Every container, network and volume the lab creates carries the label
 ``io.socketlab.project=<project>`` (``lab up`` adds it through its own
