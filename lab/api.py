@@ -9,10 +9,12 @@ drives its containers through the Docker SDK::
     lab.down()                                 # remove everything labelled with the project
 
 The project is any Compose project: its files are ``-f`` files (``compose_files``),
-else ``SOCKETLAB_COMPOSE_FILE``, else the checkout's ``docker-compose.yml`` (and
-its override). What it declares comes from Compose's normalised config and
-its containers' labels (:meth:`Lab.topology`, :mod:`lab.topology`); names such
-as ``client.2`` are resolved by :mod:`lab.addressing`.
+else ``SOCKETLAB_COMPOSE_FILE``, else the project folder's ``compose.lab.yml``
+(made by ``lab init``) or the checkout's ``docker-compose.yml`` (and its
+override); :mod:`lab.project` says which folder that is. What it declares
+comes from Compose's normalised config and its containers' labels
+(:meth:`Lab.topology`, :mod:`lab.topology`); names such as ``client.2`` are
+resolved by :mod:`lab.addressing`.
 
 Every container, network and volume the lab creates carries the label
 ``io.socketlab.project=<project>`` (``lab up`` adds it through its own
@@ -24,9 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
-import secrets
 from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -58,10 +58,11 @@ from lab.helpers import (
     helper_run_options,
     single_file,
 )
-from lab.images import ImageNames, ImageSet, ensure_images, tag_stable_names
+from lab.images import ImageNames, ImageSet, ensure_images, find_inputs, tag_stable_names
 from lab.interface import TIMEOUT_EXIT_CODE, ExecResult, ServiceStatus
 from lab.orchestrator import Action, Orchestrator, orchestrator_for
 from lab.overlay import NETKIT_LABEL
+from lab.project import Project, find_project, project_at, project_secret
 from lab.topology import (
     Family,
     Instance,
@@ -113,61 +114,44 @@ def _quiet(message: str) -> None:
 
 
 def find_repo_root(start: Path | None = None, *, configured: Path | None = None) -> Path:
-    """The folder holding docker-compose.yml and services/ (``configured``,
-    from ``SOCKETLAB_ROOT``, wins)."""
-    if configured is not None:
-        return configured.resolve()
-    candidates = [start or Path.cwd(), Path(__file__).resolve().parent]
-    for candidate in candidates:
-        for folder in [candidate.resolve(), *candidate.resolve().parents]:
-            if (folder / "docker-compose.yml").is_file() and (folder / "services").is_dir():
-                return folder
-    raise LabError(
-        "cannot find the socketlab checkout (docker-compose.yml + services/): "
-        "run from inside it or set SOCKETLAB_ROOT"
-    )
+    """The project folder ``lab`` acts on (:func:`lab.project.find_project`)."""
+    return find_project(start, configured=configured).root
 
 
-def _checkout_secret(path: Path) -> str:
-    """The secret in ``path``, made (random, mode 0600) the first time it is asked for."""
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another lab command made it just now: use theirs
-        else:
-            with os.fdopen(descriptor, "w") as secret_file:
-                secret_file.write(secrets.token_hex(32) + "\n")
-    return path.read_text().strip()
+def _project(project: Project | Path) -> Project:
+    # A plain folder is taken as a checkout (its ``build/``).
+    return project if isinstance(project, Project) else Project(root=project, checkout=True)
 
 
-def pickle_key(repo_root: Path, *, configured: str | None = None) -> str:
+def pickle_key(project: Project | Path, *, configured: str | None = None) -> str:
     """The HMAC key the signed-pickle demo's two ends share.
 
     ``configured`` (``SOCKETLAB_PICKLE_KEY``) wins; empty disables pickle
-    altogether. Otherwise a random key made once per checkout in
-    ``build/pickle-key`` (mode 0600), so the demo works in any lab started
-    from here while the key never appears in the repository and stays the
-    same across ``lab up`` runs. It reaches only ``server`` and ``client``, as a
-    read-only file (:mod:`lab.credentials`), never through the environment.
+    altogether. Otherwise a random key made once per project in its state
+    folder (``build/pickle-key`` of the checkout, ``.socketlab/pickle-key``
+    elsewhere; mode 0600, :func:`lab.project.project_secret`), so the demo works
+    in any lab started from there while the key never appears in the repository
+    and stays the same across ``lab up`` runs. It reaches only ``server`` and
+    ``client``, as a read-only file (:mod:`lab.credentials`), never through the
+    environment.
     """
     if configured is not None:
         return configured
-    return _checkout_secret(repo_root / "build" / "pickle-key")
+    return project_secret(_project(project), "pickle-key")
 
 
-def admin_token(repo_root: Path, *, configured: str | None = None) -> str:
+def admin_token(project: Project | Path, *, configured: str | None = None) -> str:
     """The lab's admin token: feed writes, schedules and faults, and the UDP reset need it.
 
     ``configured`` (``SOCKETLAB_ADMIN_TOKEN``) wins; otherwise a random token
-    made once per checkout in ``build/admin-token`` (mode 0600), like the pickle
-    key. It reaches ``server``, ``udp-listener`` and ``client`` only, as a
-    read-only file; ``lab feed`` and scenarios run the commands that read it there.
+    made once per project in its state folder (``admin-token``, mode 0600),
+    like the pickle key. It reaches ``server``, ``udp-listener`` and ``client``
+    only, as a read-only file; ``lab feed`` and scenarios run the commands that
+    read it there.
     """
     if configured:
         return configured
-    return _checkout_secret(repo_root / "build" / "admin-token")
+    return project_secret(_project(project), "admin-token")
 
 
 def wrap_with_timeout(argv: Sequence[str], timeout: float) -> list[str]:
@@ -199,7 +183,12 @@ class Lab:
             raise LabError(
                 f"project name {self.project!r} must be lowercase letters, digits, '-' or '_'"
             )
-        self.repo_root = repo_root or find_repo_root(configured=self.config.root)
+        if repo_root is not None:
+            self.project_info = project_at(repo_root) or Project(root=repo_root, checkout=True)
+        else:
+            self.project_info = find_project(configured=self.config.root)
+        # The project's folder (scenarios/, the state folder); a checkout or a `lab init` one.
+        self.repo_root = self.project_info.root
         self.progress = progress
         self._images: ImageSet | None = None
 
@@ -227,7 +216,10 @@ class Lab:
     def project_files(self) -> ProjectFiles:
         """The project's Compose files (``-f``, ``SOCKETLAB_COMPOSE_FILE`` or the default)."""
         return project_files(
-            self._compose_files, configured=self.config.compose_file, default_dir=self.repo_root
+            self._compose_files,
+            configured=self.config.compose_file,
+            default_dir=self.repo_root,
+            default_file=self.project_info.default_file,
         )
 
     @cached_property
@@ -275,7 +267,10 @@ class Lab:
         project's own Dockerfile can start ``FROM`` them and build offline."""
         builder = self.orchestrator.build_engine()
         self._images = ensure_images(
-            builder, self.repo_root, progress=self.progress, config=self.config.images
+            builder,
+            find_inputs(self.config.images),
+            progress=self.progress,
+            config=self.config.images,
         )
         tag_stable_names(builder, self._images, ImageNames(namespace=self.config.images.namespace))
         return self._images
@@ -326,8 +321,8 @@ class Lab:
         """
         client = engine if engine is not None else self.docker
         files = secret_files(
-            pickle_key=pickle_key(self.repo_root, configured=self.config.pickle_key),
-            admin_token=admin_token(self.repo_root, configured=self.config.admin_token),
+            pickle_key=pickle_key(self.project_info, configured=self.config.pickle_key),
+            admin_token=admin_token(self.project_info, configured=self.config.admin_token),
         )
         mounts = {
             f"{self.project}_{volume}": {"bind": f"/secrets/{volume}", "mode": "rw"}
@@ -599,6 +594,12 @@ class Lab:
                 wait_for_log(helper, ready, timeout=ready_timeout, stream=ready_stream)
         return helper
 
+    def start_reaper(self, scope: str, *, run_id: str, what: str) -> interface.Reaper:
+        """A reaper holding this process's connection (:func:`lab.reaper.start_reaper`)."""
+        from lab.reaper import start_reaper  # noqa: PLC0415 - only runs and sessions need it
+
+        return start_reaper(self, scope, run_id=run_id, what=what)
+
     def helpers(self, role: str) -> list[DockerHelper]:
         """This lab's helpers of ``role``, running or not."""
         labels = [f"{PROJECT_LABEL}={self.project}", f"{ROLE_LABEL}={role}"]
@@ -675,6 +676,18 @@ class Lab:
             f"sha256sum {service}:{path}"
         )
         return result.stdout.split()[0]
+
+    def copy_to(self, source: Path, dest: str) -> str:
+        """``lab cp SRC SERVICE[.N]:PATH`` (:func:`lab.access.copy_to`)."""
+        from lab.access import copy_to  # noqa: PLC0415 - lab.access imports this module
+
+        return copy_to(self, source, dest)
+
+    def copy_from(self, source: str, dest: Path) -> list[Path]:
+        """``lab cp SERVICE[.N]:PATH DEST`` (:func:`lab.access.copy_from`)."""
+        from lab.access import copy_from  # noqa: PLC0415 - lab.access imports this module
+
+        return copy_from(self, source, dest)
 
     def _act(self, service: str, action: Action) -> None:
         # A bare service with replicas: every one of them (a fault hits the service).

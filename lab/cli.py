@@ -49,6 +49,7 @@ COMMAND_MODULES: list[str] = [
     "lab.watch",
     "lab.doctor",
     "lab.access",
+    "lab.init",
 ]
 
 

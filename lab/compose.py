@@ -75,15 +75,17 @@ def project_files(
     *,
     configured: str | None = None,
     default_dir: Path,
+    default_file: str = DEFAULT_FILE,
     cwd: Path | None = None,
     is_file: Callable[[Path], bool] = Path.is_file,
 ) -> ProjectFiles:
     """Which files make the project, with the meaning of Compose's ``-f``.
 
     ``explicit`` (``lab -f``) wins, then ``configured`` (``SOCKETLAB_COMPOSE_FILE``),
-    both relative to ``cwd``; otherwise ``docker-compose.yml`` in ``default_dir``
-    plus ``docker-compose.override.yml`` when it exists (Compose reads the
-    override only when no file is named). A named file that does not exist is
+    both relative to ``cwd``; otherwise ``default_file`` in ``default_dir``
+    (``docker-compose.yml``, plus ``docker-compose.override.yml`` when it exists:
+    Compose reads the override only when no file is named; or a ``lab init``
+    project's ``compose.lab.yml``). A named file that does not exist is
     a ComposeError.
     """
     base = cwd or Path.cwd()
@@ -94,9 +96,14 @@ def project_files(
         if missing:
             raise ComposeError(f"no Compose file {missing[0]}")
         return ProjectFiles(files=files)
-    main = default_dir / DEFAULT_FILE
+    main = default_dir / default_file
     if not is_file(main):
-        raise ComposeError(f"no {DEFAULT_FILE} in {default_dir}: name the project's files with -f")
+        raise ComposeError(
+            f"no {default_file} in {default_dir} or a folder above it: run `lab init` there, "
+            "or name the project's files with -f"
+        )
+    if default_file != DEFAULT_FILE:
+        return ProjectFiles(files=(main,))  # Compose's override goes with its own default only
     override = default_dir / OVERRIDE_FILE
     return ProjectFiles(files=(main, override) if is_file(override) else (main,))
 

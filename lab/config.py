@@ -136,6 +136,16 @@ class ScenarioConfig(EnvConfig):
         16 * 1024 * 1024,
         "bytes up to which a same_file check copies the files into the results",
     )
+    daemon_dir: str = env_field(
+        "SOCKETLAB_SCENARIO_DAEMON_DIR",
+        "/tmp",  # noqa: S108 - a folder inside the service's container, not the host's
+        "folder in a container where a daemon step keeps its pid and output (writable there)",
+    )
+    daemon_output_limit: int = env_field(
+        "SOCKETLAB_SCENARIO_DAEMON_OUTPUT_LIMIT",
+        1024 * 1024,
+        "bytes of a daemon step's stdout and of its stderr kept (the last ones)",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -232,16 +242,23 @@ class LabConfig(EnvConfig):
         PICKLE_KEY_ENV,
         None,
         "HMAC key of the signed-pickle demo; set empty to disable pickle "
-        "(default: a key made once per checkout in build/pickle-key)",
+        "(default: a key made once per project in its state folder: build/ or .socketlab/)",
     )
     admin_token: str | None = env_field(
         "SOCKETLAB_ADMIN_TOKEN",
         None,
         "the lab's admin token (feed writes, schedules, faults, UDP reset) "
-        "(default: a token made once per checkout in build/admin-token)",
+        "(default: a token made once per project in its state folder: build/ or .socketlab/)",
     )
     docker_host: str = env_field(
         "DOCKER_HOST", DEFAULT_DOCKER_HOST, "the Docker engine (read by the Docker SDK too)"
+    )
+    reaper: bool = env_field(
+        "SOCKETLAB_REAPER",
+        True,
+        "start a reaper for each `lab run` and pytest session: if the controller dies, it "
+        "undoes the run's network faults, or removes the session's lab (needs the engine's "
+        "unix socket)",
     )
     orchestrator: OrchestratorKind = env_field(
         "SOCKETLAB_ORCHESTRATOR",

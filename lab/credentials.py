@@ -1,7 +1,7 @@
 """The lab's secrets on their way into the containers (pure: what goes where, as a tar).
 
-``lab up`` makes two secrets per checkout (:func:`lab.api.pickle_key`,
-:func:`lab.api.admin_token`, files under ``build/``, mode 0600) and puts them
+``lab up`` makes two secrets per project (:func:`lab.api.pickle_key`,
+:func:`lab.api.admin_token`, files in its state folder, mode 0600) and puts them
 into one volume per service that needs them, mounted read-only at
 ``/run/secrets/socketlab`` by docker-compose.yml:
 

@@ -84,6 +84,11 @@ class DockerHelper:
         return dict(self._container.labels)
 
     @property
+    def attrs(self) -> Mapping[str, Any]:
+        """Docker's ``inspect`` of the helper as of the last :meth:`reload`."""
+        return dict(self._container.attrs)
+
+    @property
     def status(self) -> str:
         return str(self._container.status)
 

@@ -22,8 +22,19 @@ present or can be pulled:
 
 The host never compiles: it only runs ``pip download`` of sdists (every
 requirement is pinned in ``services/requirements*.txt``) and of the pinned
-build tools' pure wheels, into ``build/sources/<hash>/``. Inside the build pip
-runs with ``--no-index``.
+build tools' pure wheels, into ``<cache>/<hash>/`` (``build/sources`` of a
+checkout, else ``~/.cache/socketlab/sources``, or ``SOCKETLAB_CACHE_DIR``).
+Inside the build pip runs with ``--no-index``.
+
+Where the build's files come from (:class:`ImageInputs`, :func:`find_inputs`):
+the checkout the ``lab`` package lives in (an editable install), or the
+installed package itself, which carries them as package data (``lab/_image``:
+the Dockerfile, its scripts and the lock files, put there by ``setup.py``) next
+to the installed ``socketlab`` package's own sources. Either way the build
+context is assembled from those files (a tar stream, the same layout:
+``services/...``, ``build/sources/<hash>/``), so ``lab`` needs no checkout and
+the same sources give the same context and the same image tags wherever ``lab``
+runs from.
 
 Every image is tagged with a digest of its inputs (Dockerfile, scripts,
 package code, downloaded sources, base image ids, package lists); an image
@@ -43,12 +54,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
 
 import docker
 import docker.errors
@@ -108,13 +120,19 @@ BUILD_BASE_PACKAGES: tuple[str, ...] = ("python3", "python3-venv", "python3-dev"
 LOCK_FILES: tuple[str, ...] = ("services/requirements.txt", "services/requirements-netkit.txt")
 BUILD_TOOLS_FILE = "services/requirements-build.txt"
 SOURCES_DIR = Path("build") / "sources"
-IMAGE_INPUTS: tuple[str, ...] = (
-    "services/Dockerfile",
+DOCKERFILE = "services/Dockerfile"
+PACKAGE_DIR = "services/socketlab"
+IMAGE_FILES: tuple[str, ...] = (
+    DOCKERFILE,
     "services/install-venv.sh",
     "services/install-debs.sh",
     "services/build-wheels.sh",
-    "services/socketlab",
 )
+IMAGE_INPUTS: tuple[str, ...] = (*IMAGE_FILES, PACKAGE_DIR)
+# Every file besides the package sources that a build reads: what a wheel carries
+# in lab/_image (setup.py copies services/Dockerfile, *.sh and requirements*.txt).
+DATA_FILES: tuple[str, ...] = (*IMAGE_FILES, *LOCK_FILES, BUILD_TOOLS_FILE)
+INSTALLED_DATA = "_image"
 MMDEBSTRAP_TIMEOUT = 1800
 PIP_DOWNLOAD_TIMEOUT = 900
 BUILD_LOG_TAIL = 15  # lines of a failed build step shown with the error
@@ -144,6 +162,12 @@ class ImagesConfig(EnvConfig):
     )
     registry_timeout: float = env_field(
         "SOCKETLAB_REGISTRY_TIMEOUT", 20.0, "seconds lab doctor waits for a registry to answer"
+    )
+    cache_dir: Path | None = env_field(
+        "SOCKETLAB_CACHE_DIR",
+        None,
+        "folder of the images' downloaded sources (default: build/sources of the checkout "
+        "lab runs from, else ~/.cache/socketlab/sources)",
     )
 
     def __post_init__(self) -> None:
@@ -353,17 +377,127 @@ def digest(parts: Iterable[bytes]) -> str:
 
 def tree_digest(root: Path, paths: Iterable[Path], *, extra: Iterable[str] = ()) -> str:
     """Digest of files (names relative to ``root`` and contents) plus ``extra`` strings."""
-    files: list[Path] = []
+    files: dict[str, Path] = {}
     for path in paths:
         if path.is_dir():
-            files.extend(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+            for found in path.rglob("*"):
+                if found.is_file() and "__pycache__" not in found.parts:
+                    files[str(found.relative_to(root))] = found
         elif path.is_file():
-            files.append(path)
+            files[str(path.relative_to(root))] = path
+    return files_digest(files, extra=extra)
+
+
+def files_digest(files: Mapping[str, Path], *, extra: Iterable[str] = ()) -> str:
+    """Digest of ``extra`` strings, then each file's name (as given) and contents,
+    in path order (part by part, as :class:`~pathlib.PurePath` sorts)."""
     parts: list[bytes] = [s.encode() for s in extra]
-    for file in sorted(set(files)):
-        parts.append(str(file.relative_to(root)).encode())
-        parts.append(file.read_bytes())
+    for name in sorted(files, key=lambda text: PurePosixPath(text).parts):
+        parts.append(name.encode())
+        parts.append(files[name].read_bytes())
     return digest(parts)
+
+
+# The socketlab package's files the images need: what a wheel holds of it (its sources
+# and, as package data in pyproject.toml, the healthcheck script), no bytecode or strays.
+PACKAGE_FILE_PATTERNS: tuple[str, ...] = ("*.py", "*.sh")
+
+
+def package_files(folder: Path) -> dict[str, Path]:
+    """The ``socketlab`` package's files, by their path under ``folder``
+    (:data:`PACKAGE_FILE_PATTERNS`)."""
+    return {
+        str(path.relative_to(folder)): path
+        for pattern in PACKAGE_FILE_PATTERNS
+        for path in folder.rglob(pattern)
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageInputs:
+    """The files a build reads, by their path in the build context, and where the
+    downloaded sources are kept. ``origin`` says where they came from (messages)."""
+
+    files: Mapping[str, Path]
+    sources_dir: Path
+    origin: str
+
+    def read(self, name: str) -> str:
+        try:
+            return self.files[name].read_text()
+        except (KeyError, OSError) as exc:
+            raise ImageBuildError(f"cannot read {name} of {self.origin}: {exc}") from exc
+
+    @property
+    def context_files(self) -> dict[str, Path]:
+        """What the image stages COPY: the Dockerfile, its scripts, the package sources."""
+        return {name: path for name, path in self.files.items() if not name.endswith(".txt")}
+
+
+def checkout_inputs(root: Path, *, sources_dir: Path | None = None) -> ImageInputs:
+    """A checkout's own files (``services/...``), sources under its ``build/sources``."""
+    files = {name: root / name for name in DATA_FILES}
+    package = package_files(root / PACKAGE_DIR)
+    files |= {f"{PACKAGE_DIR}/{name}": path for name, path in package.items()}
+    return ImageInputs(
+        files=files, sources_dir=sources_dir or root / SOURCES_DIR, origin=f"the checkout {root}"
+    )
+
+
+def installed_inputs(data: Path, package: Path, *, sources_dir: Path) -> ImageInputs:
+    """An installed socketlab's files: ``data`` holds what :data:`DATA_FILES` names (by
+    file name), ``package`` is the installed ``socketlab`` package."""
+    files = {name: data / PurePosixPath(name).name for name in DATA_FILES}
+    files |= {f"{PACKAGE_DIR}/{name}": path for name, path in package_files(package).items()}
+    return ImageInputs(files=files, sources_dir=sources_dir, origin=f"the installed package {data}")
+
+
+def find_inputs(config: ImagesConfig) -> ImageInputs:
+    """Where this ``lab``'s image files are: the package data of an installed wheel, else the
+    checkout it runs from (an editable install); ImageBuildError when neither has them."""
+    import lab  # noqa: PLC0415 - the packages themselves locate the files
+    import socketlab  # noqa: PLC0415
+
+    lab_dir = Path(lab.__file__).resolve().parent
+    package = Path(socketlab.__file__).resolve().parent
+    data = lab_dir / INSTALLED_DATA
+    if (data / PurePosixPath(DOCKERFILE).name).is_file():
+        cache = config.cache_dir or Path.home() / ".cache" / "socketlab" / "sources"
+        return installed_inputs(data, package, sources_dir=cache)
+    root = lab_dir.parent
+    if (root / DOCKERFILE).is_file() and (root / PACKAGE_DIR).is_dir():
+        return checkout_inputs(root, sources_dir=config.cache_dir)
+    raise ImageBuildError(
+        f"this socketlab has no image files ({data} is missing): reinstall it from a wheel "
+        "or a checkout (pip install .)"
+    )
+
+
+def sources_files(sources: Path, key: str) -> dict[str, Path]:
+    """A sources folder's files as the build context holds them: ``build/sources/KEY/...``."""
+    prefix = PurePosixPath(*SOURCES_DIR.parts, key)
+    return {
+        str(prefix / path.relative_to(sources).as_posix()): path
+        for path in sources.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+
+
+def build_context(files: Mapping[str, Path]) -> IO[bytes]:
+    """A tar stream of ``files`` under their context paths (owner 0, mtime 0: the same
+    files give the same stream), in a temporary file the caller closes."""
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the caller, who closes it
+    with tarfile.open(fileobj=spool, mode="w:") as archive:
+        for name in sorted(files, key=lambda text: PurePosixPath(text).parts):
+            path = files[name]
+            info = tarfile.TarInfo(name)
+            info.size = path.stat().st_size
+            info.mode = 0o755 if path.suffix == ".sh" else 0o644
+            with path.open("rb") as content:
+                archive.addfile(info, content)
+    spool.seek(0)
+    return spool
 
 
 def local_base_tag(codename: str, packages: Sequence[str], *, repo: str = LOCAL_BASE_REPO) -> str:
@@ -500,8 +634,15 @@ def check_downloads(
             )
 
 
+def context_of(inputs: ImageInputs, sources: Path) -> tuple[str, dict[str, Path]]:
+    """The ``SOURCES`` build arg and every file of the build context."""
+    key = sources.name
+    where = str(PurePosixPath(*SOURCES_DIR.parts, key))
+    return where, {**inputs.context_files, **sources_files(sources, key)}
+
+
 def image_digest(
-    repo_root: Path,
+    inputs: ImageInputs,
     *,
     target: str,
     sources: Path,
@@ -509,10 +650,10 @@ def image_digest(
     base_ids: Sequence[str],
 ) -> str:
     """The tag of ``target``: every input of the build, base image ids included."""
-    buildargs = plan.buildargs(str(sources.relative_to(repo_root)))
+    where, files = context_of(inputs, sources)
+    buildargs = plan.buildargs(where)
     extra = [target, *base_ids, *(f"{key}={value}" for key, value in sorted(buildargs.items()))]
-    inputs = [repo_root / name for name in IMAGE_INPUTS]
-    return tree_digest(repo_root, [*inputs, sources], extra=extra)[:16]
+    return files_digest(files, extra=extra)[:16]
 
 
 # --------------------------------------------------------------------------- impure
@@ -630,25 +771,31 @@ def _pip_download(argv: Sequence[str], what: str) -> None:
         raise ImageBuildError(f"cannot run pip to download {what}: {exc}") from exc
 
 
-def ensure_sources(repo_root: Path, progress: Progress, *, python: str = sys.executable) -> Path:
+def ensure_sources(
+    inputs: ImageInputs | Path, progress: Progress, *, python: str = sys.executable
+) -> Path:
     """Download (once) what the builder stage builds from; return the folder.
 
     The sdists of every pinned requirement and the pure wheels of the pinned
-    build tools go into ``build/sources/<hash>/`` with the lock files; the
+    build tools go into ``<sources_dir>/<hash>/`` with the lock files; the
     hash covers the lock files, so a changed pin gets a fresh folder. Nothing
     is compiled here, and the host's Python version does not matter.
+    ``inputs`` may be a checkout's folder.
     """
-    locks = [repo_root / name for name in LOCK_FILES]
-    tools_file = repo_root / BUILD_TOOLS_FILE
-    sdist_pins = [pin for lock in locks for pin in parse_lock(lock.read_text(), source=str(lock))]
-    tool_pins = parse_lock(tools_file.read_text(), source=str(tools_file))
-    key = tree_digest(repo_root, [*locks, tools_file])[:12]
-    folder = repo_root / SOURCES_DIR / key
+    if isinstance(inputs, Path):
+        inputs = checkout_inputs(inputs)
+    names = [*LOCK_FILES, BUILD_TOOLS_FILE]
+    locks = [inputs.files[name] for name in LOCK_FILES]
+    tools_file = inputs.files[BUILD_TOOLS_FILE]
+    sdist_pins = [pin for name in LOCK_FILES for pin in parse_lock(inputs.read(name), source=name)]
+    tool_pins = parse_lock(inputs.read(BUILD_TOOLS_FILE), source=BUILD_TOOLS_FILE)
+    key = files_digest({name: inputs.files[name] for name in names})[:12]
+    folder = inputs.sources_dir / key
     stamp = folder / ".complete"
     if stamp.exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    progress(f"downloading sources into {folder.relative_to(repo_root)} (pip download)")
+    progress(f"downloading sources into {folder} (pip download)")
     _pip_download(
         sdist_download_argv(
             python, dest=str(folder), lock_files=[str(p) for p in locks], pins=sdist_pins
@@ -669,7 +816,7 @@ def ensure_sources(repo_root: Path, progress: Progress, *, python: str = sys.exe
 def _build(
     client: docker.DockerClient,
     *,
-    repo_root: Path,
+    context: IO[bytes],
     target: str,
     tag: str,
     buildargs: dict[str, str],
@@ -678,10 +825,12 @@ def _build(
 ) -> None:
     progress(f"building {tag} (target {target}{'' if network else ', no network'})")
     options: dict[str, Any] = {} if network else {"network_mode": "none"}
+    context.seek(0)
     try:
         stream: Iterable[dict[str, Any]] = client.api.build(
-            path=str(repo_root),
-            dockerfile="services/Dockerfile",
+            fileobj=context,
+            custom_context=True,
+            dockerfile=DOCKERFILE,
             target=target,
             tag=tag,
             buildargs=buildargs,
@@ -720,7 +869,7 @@ class ImageSet:
 
 def ensure_images(
     client: docker.DockerClient,
-    repo_root: Path,
+    inputs: ImageInputs,
     *,
     progress: Progress,
     requested_base: str | None = None,
@@ -743,24 +892,30 @@ def ensure_images(
     plan = plan_stages(choice, local_base=local_base, build_base=build_base)
     progress(f"base image: {choice.image} ({choice.reason}); builder: {plan.builder_base}")
 
-    sources = ensure_sources(repo_root, progress)
-    buildargs = plan.buildargs(str(sources.relative_to(repo_root)))
+    sources = ensure_sources(inputs, progress)
+    where, files = context_of(inputs, sources)
+    buildargs = plan.buildargs(where)
     base_ids = [client.images.get(base).id for base in plan.bases]
     images = {}
+    missing = []
     for target, repo in (("runtime", names.runtime), ("netkit", names.netkit)):
-        key = image_digest(repo_root, target=target, sources=sources, plan=plan, base_ids=base_ids)
-        tag = f"{repo}:{key}"
-        if not image_exists(client, tag):
-            _build(
-                client,
-                repo_root=repo_root,
-                target=target,
-                tag=tag,
-                buildargs=buildargs,
-                network=plan.network,
-                progress=progress,
-            )
-        images[target] = tag
+        key = image_digest(inputs, target=target, sources=sources, plan=plan, base_ids=base_ids)
+        images[target] = f"{repo}:{key}"
+        if not image_exists(client, images[target]):
+            missing.append(target)
+    if missing:
+        progress(f"image files from {inputs.origin}")
+        with build_context(files) as context:
+            for target in missing:
+                _build(
+                    client,
+                    context=context,
+                    target=target,
+                    tag=images[target],
+                    buildargs=buildargs,
+                    network=plan.network,
+                    progress=progress,
+                )
     return ImageSet(runtime=images["runtime"], netkit=images["netkit"], base=local_base)
 
 

@@ -125,6 +125,22 @@ class HelperContainer(Protocol):
     ) -> None: ...
 
 
+class Reaper(Protocol):
+    """A reaper holding this controller's connection (:mod:`lab.reaper`): if the
+    controller dies, it cleans up after it."""
+
+    @property
+    def name(self) -> str: ...
+
+    def note(self, entry: Mapping[str, object]) -> None:
+        """Journal what was done to the lab's network (in the reaper's log)."""
+        ...
+
+    def release(self) -> None:
+        """The controller ends normally: the reaper leaves without cleaning up."""
+        ...
+
+
 class Lab(Protocol):
     """One lab: its services, what runs in them, and helpers in their namespaces."""
 
@@ -199,6 +215,14 @@ class Lab(Protocol):
 
     def file_sha256(self, service: str, path: str, *, timeout: float = 300.0) -> str: ...
 
+    def copy_to(self, source: Path, dest: str) -> str:
+        """Copy a host file or folder to ``SERVICE[.N]:PATH`` (``lab cp``); where it went."""
+        ...
+
+    def copy_from(self, source: str, dest: Path) -> list[Path]:
+        """Copy ``SERVICE[.N]:PATH`` to the host (``lab cp``); what was written."""
+        ...
+
     # ---------------------------------------------------------------- helpers
 
     def start_helper(
@@ -226,6 +250,11 @@ class Lab(Protocol):
 
     def helpers(self, role: str) -> Sequence[HelperContainer]:
         """This lab's helpers of one role, running or not."""
+        ...
+
+    def start_reaper(self, scope: str, *, run_id: str, what: str) -> Reaper:
+        """Start a reaper (``session``: removes the lab; ``run``: undoes its network
+        faults) connected to this process; :class:`~lab.errors.LabError` if it cannot."""
         ...
 
     # ---------------------------------------------------------------- faults

@@ -38,6 +38,8 @@ class StepRecord:
     started: float = 0.0  # seconds after the scenario's first step started
     duration: float = 0.0
     error: str | None = None
+    kind: str = "run"  # run, daemon, wait, copy (lab.scenario.plan.Step.kind)
+    note: str = ""  # what a wait saw, how a daemon was stopped, what a copy wrote
 
     @property
     def timed_out(self) -> bool:
@@ -311,6 +313,36 @@ def check_stdout_contains(check: Check, facts: TextFacts | None) -> CheckResult:
     return _result(check, passed, detail)
 
 
+def check_stdout_matches(check: Check, facts: TextFacts | None) -> CheckResult:
+    """The regex (multiline: ``^`` and ``$`` at every line) matches at least once, or
+    exactly ``count`` times (non-overlapping)."""
+    text, problem = _text(check, facts)
+    if problem is not None or text is None:
+        return _result(check, False, problem or "nothing read")
+    pattern = re.compile(check.regex or "", re.MULTILINE)
+    found = sum(1 for _ in pattern.finditer(text))
+    if check.count is None:
+        passed, expected = found > 0, "at least once"
+    else:
+        passed, expected = found == check.count, f"exactly {check.count} time(s)"
+    detail = f"/{pattern.pattern}/ matched {found} time(s)"
+    if not passed:
+        first = pattern.search(text)
+        seen = f"first match {first[0]!r}; " if first is not None else ""
+        detail += f", expected {expected}; {seen}output ends: {_tail(text)!r}"
+    return _result(check, passed, detail)
+
+
+def check_step(check: Check, record: StepRecord | None) -> CheckResult:
+    """A daemon ran until it was stopped, a wait saw what it waited for, a copy copied."""
+    if record is None:
+        return _result(check, False, f"step {check.step} did not run")
+    if record.error is not None:
+        tail = _tail(record.stderr) or _tail(record.stdout)
+        return _result(check, False, record.error + (f"; output ends: {tail}" if tail else ""))
+    return _result(check, True, record.note or "done")
+
+
 def check_order(check: Check, facts: TextFacts | None) -> CheckResult:
     text, problem = _text(check, facts)
     if problem is not None or text is None:
@@ -380,6 +412,10 @@ def evaluate(check: Check, observations: Observations) -> CheckResult:  # noqa: 
             return check_json_field(check, text)
         case CheckKind.STDOUT_CONTAINS:
             return check_stdout_contains(check, text)
+        case CheckKind.STDOUT_MATCHES:
+            return check_stdout_matches(check, text)
+        case CheckKind.STEP:
+            return check_step(check, step)
         case CheckKind.ORDER:
             return check_order(check, text)
         case CheckKind.PCAP:

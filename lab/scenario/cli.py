@@ -1,8 +1,11 @@
 """``lab scenarios`` and ``lab run``: registered by ``lab.cli``.
 
-``lab run NAME... | --all`` validates every file first, runs them against the
-lab (which must be up), prints progress and a result table, writes
-``results/<run-id>/`` and exits 0 only when every check of every scenario held.
+``lab run NAME... | --all`` validates every file first, makes the lab's network
+the one the scenarios declare (undoing, with one warning line, what a dead run
+or a hand left; ``--keep-network`` refuses instead), runs them against the lab
+(which must be up) with a reaper recording the run, prints progress and a
+result table, writes ``results/<run-id>/`` and exits 0 only when every check of
+every scenario held.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             results_root=args.results,
             progress=progress_printer,
             capture=args.capture,
+            keep_network=args.keep_network,
             seed=args.seed,
         )
 
@@ -113,6 +117,7 @@ def _run_watched(args: argparse.Namespace, lab: Any, paths: list[Path]) -> Any:
                 results_root=args.results,
                 progress=progress_printer,
                 capture=args.capture,
+                keep_network=args.keep_network,
                 seed=args.seed,
             )
         finally:
@@ -149,6 +154,12 @@ def register(subparsers: Any) -> None:
         "--capture",
         action="store_true",
         help="keep a pcap per shaped link (else of the client's traffic) under pcap/",
+    )
+    run.add_argument(
+        "--keep-network",
+        action="store_true",
+        help="refuse to run, saying why, when shaping or partitions were left on the lab "
+        "(by a dead run, or by hand) instead of undoing them with a warning",
     )
     run.add_argument(
         "--seed",

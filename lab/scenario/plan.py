@@ -6,7 +6,8 @@ services, shaping options) and returns a :class:`Scenario`. Nothing here runs
 anything; :mod:`lab.scenario.runner` does.
 
 A ``flap`` fault becomes its timed partition and heal faults here, so the
-runner only ever sees pairs being cut and healed. A scenario ``seed`` gives
+runner only ever sees pairs being cut and healed. Daemon, ``wait_for`` and
+``copy`` steps are described by :mod:`lab.scenario.steps`. A scenario ``seed`` gives
 every shaped link (and every shape fault) its own seed, derived from it and
 the link, unless the link names one.
 """
@@ -31,6 +32,14 @@ from lab.scenario.schema import (
     SHAPING_FIELDS,
     validate,
 )
+from lab.scenario.steps import (
+    DEFAULT_COPY_TIMEOUT,
+    DEFAULT_GRACE,
+    Copy,
+    Wait,
+    build_copy,
+    build_wait,
+)
 from lab.shaping.congestion import parse_congestion
 from lab.shaping.errors import SpecError
 from lab.shaping.spec import MAX_SEED, SPEC_OPTIONS, LinkSpec, option_flag, resolve_spec
@@ -45,8 +54,11 @@ class CheckKind(StrEnum):
     JSON_FIELD = "json_field"
     DURATION = "duration"
     STDOUT_CONTAINS = "stdout_contains"
+    STDOUT_MATCHES = "stdout_matches"
     ORDER = "order"
     PCAP = "pcap"
+    # implicit only (never written): a daemon, wait_for or copy step did its job
+    STEP = "step"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +77,10 @@ class Link:
 @dataclass(frozen=True, kw_only=True)
 class Step:
     """A command run in a container (``service``: ``client``, its first replica, or
-    ``client.2``)."""
+    ``client.2``); a ``daemon`` one keeps running until the other steps are done and
+    is then stopped (SIGTERM, SIGKILL after ``grace`` s). With ``wait`` or ``copy``
+    the step waits or copies instead of running a command (``run`` is empty and
+    ``service`` the container it looks at or copies to or from)."""
 
     name: str
     service: str
@@ -77,6 +92,27 @@ class Step:
     capture: str | None = None
     env: tuple[tuple[str, str], ...] = ()
     line: int = 0
+    daemon: bool = False
+    grace: float = DEFAULT_GRACE
+    wait: Wait | None = None
+    copy: Copy | None = None
+
+    @property
+    def kind(self) -> str:
+        """``run``, ``daemon``, ``wait`` or ``copy``."""
+        if self.wait is not None:
+            return "wait"
+        if self.copy is not None:
+            return "copy"
+        return "daemon" if self.daemon else "run"
+
+    def describe(self) -> str:
+        """What the step does, in a few words (progress lines, implicit check names)."""
+        if self.wait is not None:
+            return f"wait for {self.wait.describe()}"
+        if self.copy is not None:
+            return self.copy.describe()
+        return " ".join(self.run)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,6 +201,7 @@ class Check:
     minimum: float | None = None
     maximum: float | None = None
     text: str | None = None
+    regex: str | None = None  # stdout_matches
     count: int | None = None
     lines: tuple[str, ...] = ()
     within: float = 0.0
@@ -198,6 +235,7 @@ class Scenario:
     checks: tuple[Check, ...] = ()
     seed: int | None = None
     congestion: Congestion = field(default_factory=Congestion)
+    folder: str = ""  # the scenario file's folder: where copy steps find host files
 
     def step(self, name: str) -> Step:
         return next(step for step in self.steps if step.name == name)
@@ -330,6 +368,36 @@ def _check_service(
         problems.add(path, f"no service {name!r} in the lab (services: {', '.join(services)})")
 
 
+def _step_kind_fields(
+    raw: Mapping[str, Any],
+    path: tuple[str | int, ...],
+    daemons: Mapping[str, str],
+    services: Collection[str] | None,
+    problems: _Problems,
+) -> dict[str, Any]:
+    """The fields of a ``wait_for`` or ``copy`` step (service, timeout, wait/copy)."""
+    if "wait_for" in raw:
+        wait = build_wait(
+            raw["wait_for"],
+            path=(*path, "wait_for"),
+            daemons=daemons,
+            services=services,
+            add=problems.add,
+        )
+        origin = wait.origin if wait is not None else ""
+        if wait is not None:
+            _check_service(origin, services, problems, (*path, "wait_for"))
+        return {"service": origin, "timeout": float(raw["timeout"]), "wait": wait}
+    copy = build_copy(raw["copy"], path=(*path, "copy"), services=services, add=problems.add)
+    if copy is not None:
+        _check_service(copy.service, services, problems, (*path, "copy"))
+    return {
+        "service": copy.service if copy is not None else "",
+        "timeout": float(raw.get("timeout", DEFAULT_COPY_TIMEOUT)),
+        "copy": copy,
+    }
+
+
 def _build_steps(
     raw_steps: list[dict[str, Any]], services: Collection[str] | None, problems: _Problems
 ) -> tuple[Step, ...]:
@@ -337,6 +405,7 @@ def _build_steps(
     names: set[str] = set()
     captures: set[str] = set()
     closed_groups: set[str] = set()
+    daemons: dict[str, str] = {}  # daemon steps so far: name -> service
     for index, raw in enumerate(raw_steps):
         path: tuple[str | int, ...] = ("steps", index)
         name = raw.get("name") or raw.get("capture") or f"step-{index + 1}"
@@ -348,29 +417,50 @@ def _build_steps(
             if capture in captures:
                 problems.add((*path, "capture"), f"capture name {capture!r} used twice")
             captures.add(capture)
-        _check_service(raw["service"], services, problems, (*path, "service"))
         group = raw.get("parallel")
+        daemon = bool(raw.get("daemon", False))
         if group is not None and raw.get("background"):
             problems.add((*path, "parallel"), "a step is either in a parallel group or background")
+        if daemon and (group is not None or raw.get("background")):
+            problems.add(
+                (*path, "daemon"),
+                "a daemon runs beside every later step: not in a parallel group, nor background",
+            )
+        if "grace" in raw and not daemon:
+            problems.add((*path, "grace"), "'grace' goes with daemon: true only")
         previous = steps[-1].parallel if steps else None
         if group is not None and group in closed_groups and group != previous:
             problems.add((*path, "parallel"), f"parallel group {group!r} must be consecutive steps")
         if previous is not None and previous != group:
             closed_groups.add(previous)
+        common: dict[str, Any] = {
+            "name": name,
+            "parallel": group,
+            "line": problems.document.line(path),
+        }
+        if "run" not in raw:
+            fields = _step_kind_fields(raw, path, daemons, services, problems)
+            steps.append(Step(run=(), **common, **fields))
+            continue
+        _check_service(raw["service"], services, problems, (*path, "service"))
+        # A daemon's exit code is what it returns when stopped: checked only if asked.
+        default_exit = None if daemon else DEFAULT_EXPECT_EXIT
         steps.append(
             Step(
-                name=name,
                 service=raw["service"],
                 run=tuple(raw["run"]),
                 timeout=float(raw["timeout"]),
-                parallel=group,
                 background=bool(raw.get("background", False)),
-                expect_exit=raw.get("expect_exit", DEFAULT_EXPECT_EXIT),
+                expect_exit=raw.get("expect_exit", default_exit),
                 capture=capture,
                 env=tuple(sorted(raw.get("env", {}).items())),
-                line=problems.document.line(path),
+                daemon=daemon,
+                grace=float(raw.get("grace", DEFAULT_GRACE)),
+                **common,
             )
         )
+        if daemon:
+            daemons[name] = raw["service"]
     return tuple(steps)
 
 
@@ -551,6 +641,9 @@ _DEFAULT_NAMES: Final[dict[CheckKind, Callable[[Check, str], str]]] = {
     CheckKind.STDOUT_CONTAINS: lambda c, where: (
         f"{where} contains {c.text!r}" + ("" if c.count is None else f" {c.count}x")
     ),
+    CheckKind.STDOUT_MATCHES: lambda c, where: (
+        f"{where} matches /{c.regex}/" + ("" if c.count is None else f" {c.count}x")
+    ),
     CheckKind.ORDER: lambda c, where: f"{where} in order: {' < '.join(c.lines)}",
     CheckKind.PCAP: lambda c, _: f"pcap {' -> '.join(c.link or ())}: {c.metric} {c.op} {c.value!r}",
 }
@@ -574,7 +667,7 @@ def _check_comparison(
         problems.add((*path, "value"), f"{op!r} needs a number, not {value!r}")
 
 
-def _kind_values(
+def _kind_values(  # noqa: PLR0912 - a branch per check kind
     kind: CheckKind,
     raw: Mapping[str, Any],
     services: Collection[str] | None,
@@ -615,6 +708,14 @@ def _kind_values(
             values = {"minimum": low, "maximum": high}
         case CheckKind.STDOUT_CONTAINS:
             values = {"text": raw["text"], "count": raw.get("count")}
+        case CheckKind.STDOUT_MATCHES:
+            try:
+                re.compile(raw["regex"], re.MULTILINE)
+            except re.error as exc:
+                problems.add(
+                    (*path, "regex"), f"{raw['regex']!r} is not a regular expression: {exc}"
+                )
+            values = {"regex": raw["regex"], "count": raw.get("count")}
         case CheckKind.ORDER:
             values = {"lines": tuple(raw["lines"])}
     return values
@@ -636,7 +737,12 @@ def _build_check(
             known = ", ".join(step.name for step in steps)
             problems.add((*path, "step"), f"no step named {raw['step']!r} (steps: {known})")
         values["step"] = raw["step"]
-    if kind in {CheckKind.JSON_FIELD, CheckKind.STDOUT_CONTAINS, CheckKind.ORDER}:
+    if kind in {
+        CheckKind.JSON_FIELD,
+        CheckKind.STDOUT_CONTAINS,
+        CheckKind.STDOUT_MATCHES,
+        CheckKind.ORDER,
+    }:
         values["source"] = _source(raw, captures, services, problems, path)
         values["within"] = float(raw.get("within", 0.0))
         if values["source"] is None:
@@ -667,11 +773,49 @@ def _build_congestion(
     return Congestion(default=default, services=tuple(sorted(chosen.items())))
 
 
+def implicit_checks(steps: Sequence[Step]) -> list[Check]:
+    """The checks every scenario gets from its steps: each command's exit code (as
+    ``expect_exit`` says), and that each daemon, wait and copy did its job."""
+    checks = []
+    for step in steps:
+        if step.kind != "run":
+            checks.append(
+                Check(
+                    kind=CheckKind.STEP,
+                    name=_STEP_CHECK_NAMES[step.kind](step),
+                    line=step.line,
+                    implicit=True,
+                    step=step.name,
+                )
+            )
+        if step.kind in {"run", "daemon"} and step.expect_exit is not None:
+            at_stop = " when stopped" if step.daemon else ""
+            checks.append(
+                Check(
+                    kind=CheckKind.EXIT_CODE,
+                    name=f"step {step.name} exits {step.expect_exit}{at_stop}",
+                    line=step.line,
+                    implicit=True,
+                    step=step.name,
+                    equals=step.expect_exit,
+                )
+            )
+    return checks
+
+
+_STEP_CHECK_NAMES: Final[dict[str, Callable[[Step], str]]] = {
+    "daemon": lambda step: f"daemon {step.name} runs until the other steps end",
+    "wait": lambda step: f"step {step.name}: {step.describe()} within {step.timeout:g} s",
+    "copy": lambda step: f"step {step.name}: {step.describe()}",
+}
+
+
 def build_scenario(
     document: Document,
     *,
     services: Collection[str] | None = None,
     variables: Mapping[str, str] | None = None,
+    folder: str = "",
     seed: int | None = None,
 ) -> Scenario:
     """Validate ``document`` and turn it into a plan; ScenarioError lists every problem.
@@ -691,18 +835,7 @@ def build_scenario(
     links = _build_links(data.get("links", []), services, problems, seed=seed)
     faults = _build_faults(data.get("faults", []), steps, services, problems, seed=seed)
     congestion = _build_congestion(data.get("congestion"), services, problems)
-    implicit = [
-        Check(
-            kind=CheckKind.EXIT_CODE,
-            name=f"step {step.name} exits {step.expect_exit}",
-            line=step.line,
-            implicit=True,
-            step=step.name,
-            equals=step.expect_exit,
-        )
-        for step in steps
-        if step.expect_exit is not None
-    ]
+    implicit = implicit_checks(steps)
     written = [
         _build_check(raw, steps, services, problems, ("checks", index))
         for index, raw in enumerate(data["checks"])
@@ -718,6 +851,7 @@ def build_scenario(
         checks=(*implicit, *(check for check in written if check is not None)),
         seed=seed,
         congestion=congestion,
+        folder=folder,
     )
 
 
@@ -731,5 +865,9 @@ def load_scenario(
 ) -> Scenario:
     """Read, validate and build one scenario file (``seed``: instead of the file's)."""
     return build_scenario(
-        load_file(path, label=label), services=services, variables=variables, seed=seed
+        load_file(path, label=label),
+        services=services,
+        variables=variables,
+        folder=str(path.resolve().parent),
+        seed=seed,
     )

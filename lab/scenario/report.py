@@ -93,6 +93,7 @@ def _clip(text: str) -> str:
 def step_json(record: StepRecord) -> dict[str, Any]:
     return {
         "name": record.name,
+        "kind": record.kind,
         "service": record.service,
         "argv": list(record.argv),
         "timeout": record.timeout,
@@ -101,6 +102,7 @@ def step_json(record: StepRecord) -> dict[str, Any]:
         "started": round(record.started, 3),
         "duration": round(record.duration, 3),
         "error": record.error,
+        "note": record.note,
         "stdout": _clip(record.stdout),
         "stderr": _clip(record.stderr),
     }

@@ -2,10 +2,18 @@
 
 The thin I/O part of lab.scenario. For each scenario the runner
 
-1. checks the lab is healthy and shapes the declared links (``lab.shaping``);
+1. checks the lab is healthy, makes its network the one the scenario declares
+   (:func:`lab.netstate.prepare_network`: what a dead run or a hand left is
+   undone with one warning, or the run refused with ``keep_network``), and
+   shapes the declared links (``lab.shaping``);
 2. runs the steps (in order; a ``parallel`` group together; ``background``
-   steps alongside the rest), each bounded by its timeout, while a timeline
-   thread applies the faults at their times;
+   steps alongside the rest; ``daemon`` steps until every other step has
+   ended, then stopped last started first, SIGTERM then SIGKILL after their
+   ``grace``; ``wait_for`` and ``copy`` steps through
+   :mod:`lab.scenario.stepping`), each bounded by its timeout, while a
+   timeline thread applies the faults at their times. A daemon that ends by
+   itself before the others fails the scenario, with its output, and the
+   steps not started yet are not run;
 3. collects what the checks need (captured output, status URLs, logs, file
    digests), re-reading URLs and logs until a check holds or its ``within``
    deadline passes, and evaluates every check (:mod:`lab.scenario.checks`);
@@ -17,7 +25,9 @@ The thin I/O part of lab.scenario. For each scenario the runner
 4. keeps artifacts, then undoes what it did: unshape, heal, bring back
    services it killed, stopped or paused, and wait until the lab is healthy.
 
-:func:`run_files` then writes results.json, junit.xml and report.html
+:func:`run_files` records the run on the lab (its reaper, :mod:`lab.reaper`, which
+undoes its faults if this process dies, journals every shaping and partition
+the run applies), then writes results.json, junit.xml and report.html
 (:func:`lab.report.page.write_report`; a report that cannot be built is a
 warning, the run's results stand).
 
@@ -29,6 +39,7 @@ fake); its timeouts come from ``lab.config.scenario``
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 import re
 import secrets
@@ -43,7 +54,8 @@ from typing import Final, cast
 from lab import congestion as tcp_congestion
 from lab import routing, shaping
 from lab.errors import LabError, NotReady
-from lab.interface import Lab
+from lab.interface import Lab, Reaper
+from lab.netstate import NetworkRefused, prepare_network
 from lab.report.analysis import analyze_file
 from lab.report.errors import PcapError, ReportError
 from lab.report.metrics import capture_point
@@ -77,14 +89,17 @@ from lab.scenario.report import (
     rerun_command,
     write_reports,
 )
+from lab.scenario.stepping import Daemon, run_copy, run_wait, step_record
 from lab.waiting import Stream, wait_for
 
 log = logging.getLogger("lab.scenario")
 
 Progress = Callable[[str], None]
+Journal = Callable[[dict[str, object]], None]  # a note of what a run did to the network
 
 SCENARIO_SUFFIX: Final = ".yaml"
 RECOVER_ACTIONS: Final = frozenset({"kill", "stop", "pause", "restart"})
+NETWORK_ACTIONS: Final = frozenset({"partition", "heal", "shape", "unshape"})
 
 _URL_FETCH: Final = (
     "import sys, urllib.request\n"
@@ -186,10 +201,12 @@ class _Timeline(threading.Thread):
         *,
         steps: Sequence[str],
         progress: Progress,
+        journal: Journal | None = None,
         congestion: Mapping[str, str | None] | None = None,
     ) -> None:
         super().__init__(name="scenario-faults", daemon=True)
         self.lab = lab
+        self.journal = journal
         self.congestion = congestion
         self.upfront = [fault for fault in faults if fault.upfront]
         self.faults = [fault for fault in faults if not fault.upfront]
@@ -207,6 +224,8 @@ class _Timeline(threading.Thread):
         self._end_events[name].set()
 
     def apply(self, fault: Fault, applied: float) -> None:
+        if self.journal is not None and fault.action in NETWORK_ACTIONS:
+            self.journal({"did": fault.describe()})
         try:
             apply_fault(self.lab, fault, congestion=self.congestion)
         except LabError as exc:
@@ -290,13 +309,28 @@ class ScenarioRunner:
     """Runs scenarios against one lab, writing artifacts under ``folder/<scenario>/``."""
 
     def __init__(
-        self, lab: Lab, *, folder: Path, progress: Progress = _quiet, capture: bool = False
+        self,
+        lab: Lab,
+        *,
+        folder: Path,
+        progress: Progress = _quiet,
+        capture: bool = False,
+        run_id: str = "",
+        keep_network: bool = False,
+        reaper: Reaper | None = None,
+        prepared: bool = False,
     ) -> None:
         self.lab = lab
         self.config = lab.config.scenario
         self.folder = folder
         self.progress = progress
         self.capture = capture
+        self.run_id = run_id
+        self.keep_network = keep_network
+        self.reaper = reaper
+        # The network was made the declared one just before the first scenario.
+        self._prepared = prepared
+        self._since = time.time()  # Unix time the running scenario started (log waits)
 
     # ------------------------------------------------------------------ public
 
@@ -307,6 +341,7 @@ class ScenarioRunner:
         wall = time.time()
         clock = time.monotonic()
         say(f"starting: {scenario.description}")
+        self._since = wall
         links: list[str] = []
         steps: list[StepRecord] = []
         faults: list[FaultRecord] = []
@@ -317,16 +352,15 @@ class ScenarioRunner:
         error: str | None = None
         origin: float | None = None
         addresses = self._addresses()
+        journal = self._journal(scenario)
         congestion: dict[str, str] = {}
         try:
-            self.lab.wait_healthy(timeout=self.config.ready_timeout)
-            congestion = self._set_congestion(scenario, say)
-            links = self._shape_links(scenario, say)
+            congestion, links = self._start(scenario, say, journal)
             targets = run_targets(scenario, capture=self.capture)
             if targets:
                 capturer.start(targets)
             try:
-                steps, faults, origin = self._run_steps(scenario, say)
+                steps, faults, origin = self._run_steps(scenario, say, journal)
             finally:
                 pcaps = self._stop_capture(capturer, say)
             observed = self._pcap_facts(pcaps, addresses, wanted=_pcap_keys(scenario))
@@ -427,11 +461,42 @@ class ScenarioRunner:
                 say(f"capture {record.link} FAILED: {record.error}")
         return records
 
-    def _shape_links(self, scenario: Scenario, say: Progress) -> list[str]:
+    def _start(
+        self, scenario: Scenario, say: Progress, journal: Journal | None
+    ) -> tuple[dict[str, str], list[str]]:
+        """The lab ready with the scenario's network: congestion in use, the links shaped."""
+        self._ready(say)
+        congestion = self._set_congestion(scenario, say)
+        return congestion, self._shape_links(scenario, say, journal)
+
+    def _ready(self, say: Progress) -> None:
+        """The lab healthy, and its network the declared one (scenarios start from it)."""
+        self.lab.wait_healthy(timeout=self.config.ready_timeout)
+        if not self._prepared:
+            prepare_network(
+                self.lab, own_run=self.run_id, keep_network=self.keep_network, progress=say
+            )
+        self._prepared = False
+
+    def _journal(self, scenario: Scenario) -> Journal | None:
+        reaper = self.reaper
+        if reaper is None:
+            return None
+
+        def note(entry: dict[str, object]) -> None:
+            reaper.note({"scenario": scenario.name, **entry})
+
+        return note
+
+    def _shape_links(
+        self, scenario: Scenario, say: Progress, journal: Journal | None = None
+    ) -> list[str]:
         """Shape the scenario's links; each text names the spec in force, seed included
         (the one the link names, one derived from the scenario's, or one picked now)."""
         shaped = []
         for link in scenario.links:
+            if journal is not None:
+                journal({"did": f"shaping {link.describe()}"})
             result = shaping.shape(self.lab, link.source, link.dest, link.spec)
             text = (
                 f"{link.source} -> {link.dest}: {result.spec.describe()} (engine {result.engine})"
@@ -439,6 +504,30 @@ class ScenarioRunner:
             say(f"shaped {text}")
             shaped.append(text)
         return shaped
+
+    def _perform(
+        self,
+        step: Step,
+        t0: float,
+        timeline: _Timeline,
+        *,
+        scenario: Scenario,
+        daemons: dict[str, Daemon],
+    ) -> StepRecord:
+        """Do one non-daemon step: a command, a wait or a copy."""
+        if step.wait is not None:
+            try:
+                return run_wait(self.lab, step, t0=t0, since=self._since, daemons=daemons)
+            finally:
+                timeline.step_finished(step.name, time.monotonic())
+        if step.copy is not None:
+            results = self.folder / _safe(scenario.name)
+            folder = Path(scenario.folder) if scenario.folder else self.lab.repo_root
+            try:
+                return run_copy(self.lab, step, t0=t0, scenario_dir=folder, results=results)
+            finally:
+                timeline.step_finished(step.name, time.monotonic())
+        return self._exec(step, t0, timeline)
 
     def _set_congestion(self, scenario: Scenario, say: Progress) -> dict[str, str]:
         """Put the scenario's ``congestion`` in force; what each of its services uses now."""
@@ -454,27 +543,15 @@ class ScenarioRunner:
             answer = self.lab.exec(step.service, step.run, timeout=step.timeout, env=dict(step.env))
         except LabError as exc:
             timeline.step_finished(step.name, time.monotonic())
-            return StepRecord(
-                name=step.name,
-                service=step.service,
-                argv=step.run,
-                timeout=step.timeout,
-                exit_code=None,
-                started=started - t0,
-                duration=time.monotonic() - started,
-                error=str(exc),
-            )
+            return step_record(step, t0=t0, started=started, exit_code=None, error=str(exc))
         timeline.step_finished(step.name, time.monotonic())
-        return StepRecord(
-            name=step.name,
-            service=step.service,
-            argv=step.run,
-            timeout=step.timeout,
+        return step_record(
+            step,
+            t0=t0,
+            started=started,
             exit_code=answer.exit_code,
             stdout=answer.stdout,
             stderr=answer.stderr,
-            started=started - t0,
-            duration=time.monotonic() - started,
         )
 
     def _await(self, step: Step, future: concurrent.futures.Future[StepRecord]) -> StepRecord:
@@ -495,11 +572,12 @@ class ScenarioRunner:
             )
 
     def _run_steps(
-        self, scenario: Scenario, say: Progress
+        self, scenario: Scenario, say: Progress, journal: Journal | None = None
     ) -> tuple[list[StepRecord], list[FaultRecord], float | None]:
         """Step records, fault records and the Unix time the first step started."""
         records: dict[str, StepRecord] = {}
         background: list[tuple[Step, concurrent.futures.Future[StepRecord]]] = []
+        daemons: dict[str, Daemon] = {}
         pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=len(scenario.steps), thread_name_prefix="scenario-step"
         )
@@ -508,13 +586,46 @@ class ScenarioRunner:
             scenario.faults,
             steps=[step.name for step in scenario.steps],
             progress=say,
+            journal=journal,
             congestion=congestion_overrides(scenario, self.lab.services),
         )
+        token = secrets.token_hex(4)
         try:
             timeline.apply_upfront()
             t0 = timeline.begin()
-            for phase in phases(scenario.steps):
-                futures = [(step, pool.submit(self._exec, step, t0, timeline)) for step in phase]
+            groups = phases(scenario.steps)
+            for index, phase in enumerate(groups):
+                if dead := next((d for d in daemons.values() if d.ended), None):
+                    # Its peers would only time out: say why they did not run instead.
+                    for step in (step for later in groups[index:] for step in later):
+                        records[step.name] = self._not_run(step, f"daemon {dead.step.name} ended")
+                    break
+                if phase[0].daemon:
+                    step = phase[0]
+                    daemons[step.name] = Daemon.start(
+                        self.lab,
+                        step,
+                        pool=pool,
+                        token=token,
+                        t0=t0,
+                        on_end=functools.partial(self._ended, timeline, step.name),
+                    )
+                    say(f"step {step.name} started as a daemon on {step.service}")
+                    continue
+                futures = [
+                    (
+                        step,
+                        pool.submit(
+                            self._perform,
+                            step,
+                            t0,
+                            timeline,
+                            scenario=scenario,
+                            daemons=daemons,
+                        ),
+                    )
+                    for step in phase
+                ]
                 if len(phase) == 1 and phase[0].background:
                     say(f"step {phase[0].name} started in the background on {phase[0].service}")
                     background += futures
@@ -524,15 +635,31 @@ class ScenarioRunner:
             for step, future in background:
                 records[step.name] = self._report_step(self._await(step, future), say)
         finally:
+            # Last started, first stopped: a daemon may depend on one started before it.
+            for name, daemon in reversed(daemons.items()):
+                records[name] = self._report_step(daemon.stop(), say)
             faults = timeline.finish()
             # A step stuck past its grace keeps its thread; do not wait for it here.
             pool.shutdown(wait=False, cancel_futures=True)
         ordered = [records[step.name] for step in scenario.steps if step.name in records]
         return ordered, faults, timeline.wall0
 
+    @staticmethod
+    def _ended(timeline: _Timeline, name: str) -> None:
+        timeline.step_finished(name, time.monotonic())
+
+    def _not_run(self, step: Step, why: str) -> StepRecord:
+        return step_record(step, exit_code=None, error=f"not run: {why}")
+
     def _report_step(self, record: StepRecord, say: Progress) -> StepRecord:
         if record.error is not None:
             outcome = f"error: {record.error}"
+            if record.kind == "daemon" and (tail := _tail(record.stderr or record.stdout)):
+                outcome += f"; its output ends: {tail}"
+        elif record.kind != "run" and record.note:
+            outcome = record.note + (
+                f" (exit {record.exit_code})" if record.kind == "daemon" else ""
+            )
         elif record.timed_out:
             outcome = f"timed out after {record.timeout:g} s"
         else:
@@ -720,6 +847,10 @@ class ScenarioRunner:
             say(f"started {service} again")
 
 
+def _tail(text: str, lines: int = 3) -> str:
+    return " | ".join([line for line in text.strip().splitlines() if line.strip()][-lines:])
+
+
 def congestion_overrides(scenario: Scenario, services: Sequence[str]) -> dict[str, str | None]:
     """The scenario's ``congestion`` by service: its one algorithm for every service of the
     lab, then its per-service ones (empty: the Compose file's stay)."""
@@ -789,11 +920,16 @@ def run_files(
     run_id: str | None = None,
     progress: Progress = _quiet,
     capture: bool = False,
+    keep_network: bool = False,
+    reaper: Reaper | None = None,
     seed: int | None = None,
 ) -> RunReport:
-    """Validate every file first (nothing runs if one is invalid), run them, write reports
-    (results.json, junit.xml, report.html); with ``capture``, keep a pcap per shaped
-    link under ``pcap/``; ``seed`` replaces every scenario's ``seed:``."""
+    """Validate every file first (nothing runs if one is invalid), make the network the
+    declared one (refused with ``keep_network`` when something was left on it), record
+    the run on the lab with a reaper of its own (unless ``reaper`` is given: a pytest
+    session's), run them, write reports (results.json, junit.xml, report.html); with
+    ``capture``, keep a pcap per shaped link under ``pcap/``; ``seed`` replaces every
+    scenario's ``seed:``."""
     run_id = run_id or new_run_id()
     labels = [_label(path, lab.repo_root) for path in paths]
     names = _target_names(lab)
@@ -812,19 +948,39 @@ def run_files(
     titles = [scenario.name for scenario in scenarios]
     if len(set(titles)) != len(titles):
         raise ScenarioError([f"scenario names must be unique in one run: {', '.join(titles)}"])
-    folder = results_root / run_id
-    runner = ScenarioRunner(lab, folder=folder, progress=progress, capture=capture)
-    report = RunReport(run_id=run_id, folder=folder)
-    for path, label in zip(paths, labels, strict=True):
-        # Built again just before it runs: a fresh ${RUN_ID}, and addresses as they are
-        # now (an earlier scenario's restart may have moved a service).
+    prepared = _prepare_first(lab, run_id=run_id, keep_network=keep_network, progress=progress)
+    own = reaper is None and lab.config.reaper
+    if own:
         try:
-            variables = lab_variables(lab)
+            reaper = lab.start_reaper("run", run_id=run_id, what="lab run " + " ".join(titles))
         except LabError as exc:
-            report.results.append(_not_started(scenarios[len(report.results)], str(exc)))
-            continue
-        scenario = load_scenario(path, label=label, services=names, variables=variables, seed=seed)
-        report.results.append(runner.run(scenario))
+            progress(
+                f"warning: this run has no reaper ({exc}); if it dies, the next run undoes its faults"
+            )
+    try:
+        report = _run_scenarios(
+            lab,
+            paths,
+            labels,
+            names,
+            scenarios,
+            runner=ScenarioRunner(
+                lab,
+                folder=results_root / run_id,
+                progress=progress,
+                capture=capture,
+                run_id=run_id,
+                keep_network=keep_network,
+                reaper=reaper,
+                prepared=prepared,
+            ),
+            run_id=run_id,
+            seed=seed,
+        )
+    finally:
+        if own and reaper is not None:
+            reaper.release()
+    folder = report.folder
     report.json_path, report.junit_path = write_reports(
         folder, run_id=run_id, project=lab.project, results=report.results
     )
@@ -838,4 +994,42 @@ def run_files(
         progress(f"warning: report.html not written: {exc}")
     shown = [report.json_path, report.junit_path, report.report_path]
     progress("reports: " + " ".join(str(path) for path in shown if path is not None))
+    return report
+
+
+def _prepare_first(lab: Lab, *, run_id: str, keep_network: bool, progress: Progress) -> bool:
+    """The network made the declared one before anything runs: a refusal stops the run;
+    a lab that cannot be read now is left to each scenario (whose error it becomes)."""
+    try:
+        prepare_network(lab, own_run=run_id, keep_network=keep_network, progress=progress)
+    except NetworkRefused:
+        raise
+    except LabError as exc:
+        progress(f"warning: cannot read the lab's network now: {exc}")
+        return False
+    return True
+
+
+def _run_scenarios(
+    lab: Lab,
+    paths: Sequence[Path],
+    labels: Sequence[str],
+    names: Sequence[str],
+    scenarios: Sequence[Scenario],
+    *,
+    runner: ScenarioRunner,
+    run_id: str,
+    seed: int | None = None,
+) -> RunReport:
+    report = RunReport(run_id=run_id, folder=runner.folder)
+    for path, label in zip(paths, labels, strict=True):
+        # Built again just before it runs: a fresh ${RUN_ID}, and addresses as they are
+        # now (an earlier scenario's restart may have moved a service).
+        try:
+            variables = lab_variables(lab)
+        except LabError as exc:
+            report.results.append(_not_started(scenarios[len(report.results)], str(exc)))
+            continue
+        scenario = load_scenario(path, label=label, services=names, variables=variables, seed=seed)
+        report.results.append(runner.run(scenario))
     return report

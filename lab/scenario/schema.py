@@ -32,6 +32,8 @@ SHAPING_FIELDS: Final = (
     "reorder_gap",
     "queue_limit",
     "seed",
+    "mss",
+    "slice_delay",
 )
 SERVICE_ACTIONS: Final = ("kill", "restart", "pause", "unpause", "stop", "start")
 PAIR_ACTIONS: Final = ("partition", "heal")
@@ -45,9 +47,14 @@ CHECK_KINDS: Final = (
     "json_field",
     "duration",
     "stdout_contains",
+    "stdout_matches",
     "order",
     "pcap",
 )
+WAIT_KINDS: Final = ("tcp", "udp", "http", "log", "file")
+STEP_KINDS: Final = ("run", "wait_for", "copy")
+MAX_GRACE: Final = 300.0  # seconds a daemon may take to stop after SIGTERM
+MAX_PATTERN: Final = 1000  # characters of a regex in a scenario
 OPERATORS: Final = ("==", "!=", "<=", ">=", "<", ">", "between")
 
 _NAME = {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_.-]*$"}
@@ -114,6 +121,14 @@ _CHECK_KIND_SCHEMAS: dict[str, dict[str, Any]] = {
             "max": {"type": "number", "minimum": 0},
         },
     },
+    "stdout_matches": {
+        "required": ["regex"],
+        "properties": {
+            **_SOURCE_PROPS,
+            "regex": {"type": "string", "minLength": 1, "maxLength": MAX_PATTERN},
+            "count": {"type": "integer", "minimum": 0},
+        },
+    },
     "stdout_contains": {
         "required": ["text"],
         "properties": {
@@ -161,6 +176,86 @@ def _check_schema() -> dict[str, Any]:
     }
 
 
+# A step runs a command (``run``; ``daemon: true`` keeps it running until the others
+# are done), waits for something (``wait_for``) or copies files (``copy``).
+_RUN_STEP: dict[str, Any] = {
+    "required": ["service", "run", "timeout"],
+    "properties": {
+        "name": _NAME,
+        "service": _SERVICE,
+        "run": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+        "timeout": _POSITIVE,
+        "parallel": _NAME,
+        "background": {"type": "boolean"},
+        "daemon": {"type": "boolean"},
+        "grace": {"type": "number", "minimum": 0, "maximum": MAX_GRACE},
+        "expect_exit": {"type": ["integer", "null"]},
+        "capture": _NAME,
+        "env": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+_ENDPOINT = {"type": "string", "pattern": r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):[0-9]{1,5}$"}
+_WAIT = {
+    "type": "object",
+    "additionalProperties": False,
+    "anyOf": [{"required": [kind]} for kind in WAIT_KINDS],
+    "properties": {
+        "tcp": _ENDPOINT,
+        "udp": _ENDPOINT,
+        "http": {"type": "string", "pattern": r"^https?://"},
+        "log": {"type": "string", "minLength": 1, "maxLength": MAX_PATTERN},
+        "file": _FILE_REF,
+        "from": _SERVICE,
+        "service": _SERVICE,
+        "daemon": _NAME,
+        "stream": {"enum": ["stdout", "stderr", "both"]},
+        "status": {"type": "integer", "minimum": 100, "maximum": 599},
+        "send": {"type": "string", "maxLength": 65000},
+        "expect": {"type": "string", "minLength": 1, "maxLength": MAX_PATTERN},
+        "interval": _POSITIVE,
+    },
+}
+_WAIT_STEP: dict[str, Any] = {
+    "required": ["wait_for", "timeout"],
+    "properties": {"name": _NAME, "wait_for": _WAIT, "timeout": _POSITIVE, "parallel": _NAME},
+}
+_COPY_STEP: dict[str, Any] = {
+    "required": ["copy"],
+    "properties": {
+        "name": _NAME,
+        "copy": {
+            "type": "object",
+            "required": ["from", "to"],
+            "additionalProperties": False,
+            "properties": {
+                "from": {"type": "string", "minLength": 1},
+                "to": {"type": "string", "minLength": 1},
+            },
+        },
+        "timeout": _POSITIVE,
+        "parallel": _NAME,
+    },
+}
+
+
+def _step_schema() -> dict[str, Any]:
+    """One of the three step kinds, chosen by which of run / wait_for / copy it has."""
+    branches = []
+    earlier: list[str] = []
+    for key, spec in (("run", _RUN_STEP), ("wait_for", _WAIT_STEP), ("copy", _COPY_STEP)):
+        condition: dict[str, Any] = {"required": [key]}
+        if earlier:  # a step with two of the keys is read as the first kind: one message
+            condition["not"] = {"anyOf": [{"required": [other]} for other in earlier]}
+        then = {**spec, "additionalProperties": False}
+        branches.append({"if": condition, "then": then})
+        earlier.append(key)
+    return {
+        "type": "object",
+        "anyOf": [{"required": [key]} for key in STEP_KINDS],
+        "allOf": branches,
+    }
+
+
 SCHEMA: Final[dict[str, Any]] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "socketlab scenario",
@@ -187,26 +282,7 @@ SCHEMA: Final[dict[str, Any]] = {
                 "properties": {"from": _SERVICE, "to": _SERVICE, **_SHAPING},
             },
         },
-        "steps": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "required": ["service", "run", "timeout"],
-                "additionalProperties": False,
-                "properties": {
-                    "name": _NAME,
-                    "service": _SERVICE,
-                    "run": {"type": "array", "minItems": 1, "items": {"type": "string"}},
-                    "timeout": _POSITIVE,
-                    "parallel": _NAME,
-                    "background": {"type": "boolean"},
-                    "expect_exit": {"type": ["integer", "null"]},
-                    "capture": _NAME,
-                    "env": {"type": "object", "additionalProperties": {"type": "string"}},
-                },
-            },
-        },
+        "steps": {"type": "array", "minItems": 1, "items": _step_schema()},
         "faults": {
             "type": "array",
             "items": {

@@ -42,6 +42,18 @@ Layout, for a link SOURCE -> DEST:
   the class runs unlimited and netem hands its packets to a ``tbf`` child
   ``3000+N:`` that carries the rate and the byte limit (and a ``pfifo``
   ``5800+N:`` below the tbf for a packet limit), netem's usual pairing with tbf.
+* Slicing. ``--mss N``: in SOURCE's namespace, a ``TCPMSS --set-mss N`` rule
+  in the ``mangle`` table's SOCKETLAB chain (from PREROUTING) on every SYN
+  arriving from DEST (its SYN or its SYN-ACK, whoever connects), so SOURCE
+  learns DEST's MSS as at most N and cuts what it sends DEST into segments of
+  N bytes (TCPMSS only ever lowers the option; IPv6: the ip6tables twin).
+  Segmentation offload goes off on SOURCE's device, so the segments are that
+  small on the wire too. ``--slice-delay D`` spaces them: per-packet delay
+  alone does not (every segment of one burst gets the same delay and they
+  arrive together), so the nfqueue engine releases each packet at least D
+  after the one before it (``socketlab.shaper.core``), and netem gets
+  ``slot D D packets 1``: one packet per slot, a slot every D
+  (``tc-netem(8)``).
 """
 
 from __future__ import annotations
@@ -180,6 +192,12 @@ def partition_rule(peer_ip: str) -> tuple[str, ...]:
 INJECTED_RULE = ("-m", "mark", "--mark", f"{INJECT_MARK:#x}", "-j", "RETURN")
 
 
+def mss_rule(peer_ip: str, mss: int) -> tuple[str, ...]:
+    """The SOURCE-side rule clamping the MSS of every SYN (and SYN-ACK) from ``peer_ip``."""
+    return ("-s", _host(peer_ip), "-p", "tcp", "--tcp-flags", "SYN,RST", "SYN",
+            "-j", "TCPMSS", "--set-mss", str(mss))  # fmt: skip
+
+
 def _table(table: str, family: int = 4) -> tuple[str, ...]:
     return (*_iptables(family), "-t", table)
 
@@ -192,10 +210,11 @@ def chain_steps(table: str = "filter", family: int = 4) -> list[Step]:
 
     ``filter`` (partitions) is entered from INPUT, OUTPUT and FORWARD (a router
     drops what it would forward); ``raw`` (the nfqueue engine) from PREROUTING,
-    with a RETURN for our own injected copies. ``family`` 6: the ip6tables twin.
+    with a RETURN for our own injected copies; ``mangle`` (MSS clamps) from
+    PREROUTING. ``family`` 6: the ip6tables twin.
     """
     cmd = _table(table, family)
-    hooks = ("PREROUTING",) if table == "raw" else FILTER_HOOKS
+    hooks = ("PREROUTING",) if table in {"raw", "mangle"} else FILTER_HOOKS
     steps = [Step((*cmd, "-N", CHAIN), may_fail=True)]
     steps += [
         Step((*cmd, "-I", hook, "1", "-j", CHAIN), unless=(*cmd, "-C", hook, "-j", CHAIN))
@@ -243,11 +262,13 @@ def heal_steps(peer_ip: str, *peers: str) -> list[Step]:
 
 def clear_shaping_steps(rules_queues: Mapping[str, int]) -> list[Step]:
     # rules_queues: source IP -> queue, as parse_status reads them
-    """Remove every NFQUEUE rule and every tc root in a namespace; partitions stay."""
+    """Remove every NFQUEUE rule, every MSS clamp and every tc root in a namespace;
+    partitions stay."""
     steps = [
         delete_rule(nfqueue_rule(ip, queue), table="raw")
         for ip, queue in sorted(rules_queues.items())
     ]
+    steps += [Step((*_table("mangle", family), "-F", CHAIN), may_fail=True) for family in (4, 6)]
     steps.append(
         Step(
             (
@@ -261,11 +282,19 @@ def clear_shaping_steps(rules_queues: Mapping[str, int]) -> list[Step]:
     return steps
 
 
+# Every table socketlab keeps a SOCKETLAB chain in, with the hooks that jump to it.
+MANAGED_TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("filter", FILTER_HOOKS),
+    ("raw", ("PREROUTING",)),
+    ("mangle", ("PREROUTING",)),
+)
+
+
 def teardown_steps(devices: Iterable[str]) -> list[Step]:
     """Remove everything socketlab put in a namespace (one flush, one qdisc delete)."""
     steps = []
     for family in (4, 6):
-        for table, hooks in (("filter", FILTER_HOOKS), ("raw", ("PREROUTING",))):
+        for table, hooks in MANAGED_TABLES:
             cmd = _table(table, family)
             steps.append(Step((*cmd, "-F", CHAIN), may_fail=True))
             steps += [Step((*cmd, "-D", hook, "-j", CHAIN), may_fail=True) for hook in hooks]
@@ -294,7 +323,7 @@ def netem_args(spec: LinkSpec, *, limit: int | None = None) -> list[str]:
     The syntax of ``tc-netem(8)``: ``limit N``, ``delay D [J [C]]
     [distribution X]``, ``loss random P [C]`` | ``loss gemodel p r 1-h 1-k``
     | ``loss state p13 p31 p32 p23 p14``, ``duplicate P``, ``reorder P
-    [gap N]``, ``corrupt P``, ``seed N``. ``uniform`` is netem's default and
+    [gap N]``, ``corrupt P``, ``slot MIN MAX packets N``, ``seed N``. ``uniform`` is netem's default and
     has no table file (iproute2 ships normal, pareto, paretonormal), so it is
     never written out. ``seed`` needs a netem that has it: see
     :func:`engine_gaps`.
@@ -312,6 +341,10 @@ def netem_args(spec: LinkSpec, *, limit: int | None = None) -> list[str]:
             args += ["gap", str(spec.reorder_gap)]
     if spec.corrupt:
         args += ["corrupt", format_percent(spec.corrupt)]
+    if spec.slice_delay:
+        # one packet per slot, one slot every slice_delay: the packets of a burst spaced
+        gap = format_duration(spec.slice_delay)
+        args += ["slot", gap, gap, "packets", "1"]
     if spec.seed is not None and args:
         args += ["seed", str(spec.seed)]
     return args
@@ -506,7 +539,21 @@ def needs_wire_size_packets(spec: LinkSpec) -> bool:
     Gbit/s) stays on.
     """
     fixed_delay_only = dataclasses.replace(spec.impairment, delay=0.0).is_noop
-    return not fixed_delay_only or spec.queue_limit is not None
+    return not fixed_delay_only or spec.queue_limit is not None or spec.mss is not None
+
+
+def mss_steps(*, peers: Sequence[str], mss: int) -> list[Step]:
+    """In SOURCE's namespace: clamp the MSS of SYNs from ``peers`` (DEST's addresses, and
+    the subnets SOURCE reaches through DEST when it is a router) to ``mss``."""
+    families = sorted({family_of(ip) for ip in peers})
+    steps = [step for family in families for step in chain_steps("mangle", family)]
+    return steps + [ensure_rule(mss_rule(ip, mss), table="mangle") for ip in peers]
+
+
+def unshape_mss_steps(*, peers: Sequence[str], mss: int | None) -> list[Step]:
+    if mss is None:
+        return []
+    return [delete_rule(mss_rule(ip, mss), table="mangle") for ip in peers]
 
 
 def segmentation_offload_steps(*, dev: str, enabled: bool) -> list[Step]:
@@ -528,9 +575,13 @@ def egress_steps(
     """In SOURCE's namespace: rate and queue (htb) and, with netem, everything else.
 
     The filters match ``dest_ip`` (empty: IPv6 only), ``dest_ip6`` and the
-    ``dest_nets`` that SOURCE reaches through DEST when DEST is a router.
+    ``dest_nets`` that SOURCE reaches through DEST when DEST is a router; an MSS
+    clamp (:func:`mss_steps`) matches the same peers.
     """
     steps = remove_htb_steps(dev=dev, queue=queue)
+    if spec.mss is not None:
+        peers = [ip for ip in (dest_ip, dest_ip6) if ip] + list(dest_nets)
+        steps += mss_steps(peers=peers, mss=spec.mss)
     if not uses_htb(spec, engine):
         return steps
     with_netem = engine is Engine.NETEM and not spec.impairment.is_noop
@@ -588,8 +639,12 @@ def ingress_steps(
     return steps
 
 
-def unshape_egress_steps(*, dev: str, queue: int) -> list[Step]:
-    return remove_htb_steps(dev=dev, queue=queue)
+def unshape_egress_steps(
+    *, dev: str, queue: int, mss_peers: Sequence[str] = (), mss: int | None = None
+) -> list[Step]:
+    """Take a link's egress part away: its htb class and filters, and its MSS clamp
+    (``mss`` on ``mss_peers``, as :func:`egress_steps` put it)."""
+    return remove_htb_steps(dev=dev, queue=queue) + unshape_mss_steps(peers=mss_peers, mss=mss)
 
 
 def unshape_ingress_steps(
@@ -773,6 +828,8 @@ STATUS_SCRIPT = (
     f"echo '%%raw'\n{shlex.join(_table('raw'))} -S {CHAIN} 2>/dev/null || true\n"
     f"echo '%%ip6tables'\n{shlex.join(IP6TABLES)} -S {CHAIN} 2>/dev/null || true\n"
     f"echo '%%raw6'\n{shlex.join(_table('raw', 6))} -S {CHAIN} 2>/dev/null || true\n"
+    f"echo '%%mangle'\n{shlex.join(_table('mangle'))} -S {CHAIN} 2>/dev/null || true\n"
+    f"echo '%%mangle6'\n{shlex.join(_table('mangle', 6))} -S {CHAIN} 2>/dev/null || true\n"
     "echo '%%tc'\n"
     "for dev in $(ls /sys/class/net); do\n"
     '  [ "$dev" = lo ] || tc filter show dev "$dev" 2>/dev/null || true\n'
@@ -795,15 +852,17 @@ class RulesInForce:
     drops: frozenset[str] = frozenset()
     classes: Mapping[str, int] = field(default_factory=dict)
     injected_return: bool = False
+    mss: Mapping[str, int] = field(default_factory=dict)  # peer IP -> clamped MSS
     queue_stats: Mapping[int, QueueStats] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
-        return not (self.queues or self.drops or self.classes)
+        return not (self.queues or self.drops or self.classes or self.mss)
 
 
 _NFQ = re.compile(r"^-A SOCKETLAB -s (\S+?)(?:/32|/128)? .*-j NFQUEUE --queue-num (\d+)")
 _DROP = re.compile(r"^-A SOCKETLAB -s (\S+?)(?:/32|/128)? -j DROP")
+_MSS = re.compile(r"^-A SOCKETLAB -s (\S+?)(?:/32|/128)? .*-j TCPMSS --set-mss (\d+)")
 _FLOWID = re.compile(r"\bflowid 1:([0-9a-f]+)")
 _MATCH_DST = re.compile(r"^\s*match ([0-9a-f]{8})/ffffffff at 16")
 # an ip6 dst host match is four 32-bit words at offsets 24, 28, 32, 36
@@ -864,5 +923,16 @@ def parse_status(text: str) -> RulesInForce:
         drops=frozenset(drops),
         classes=_tc_classes(sections.get("tc", [])),
         injected_return=injected,
+        mss=_parse_mss(sections),
         queue_stats=parse_queue_stats("\n".join(sections.get("nfqueue", []))),
     )
+
+
+def _parse_mss(sections: Mapping[str, list[str]]) -> dict[str, int]:
+    """The MSS clamps in :data:`STATUS_SCRIPT` output's mangle sections: peer IP -> MSS."""
+    return {
+        m.group(1): int(m.group(2))
+        for name in ("mangle", "mangle6")
+        for line in sections.get(name, [])
+        if (m := _MSS.match(line))
+    }

@@ -157,7 +157,7 @@ def register(subparsers: Any) -> None:
         shape.add_argument(
             option_flag(name),
             dest=name,
-            metavar="N" if name in {"seed", "reorder_gap", "loss_burst"} else "VALUE",
+            metavar="N" if name in {"seed", "reorder_gap", "loss_burst", "mss"} else "VALUE",
             default=None,
             help=OPTION_HELP[name].replace("%", "%%"),
         )

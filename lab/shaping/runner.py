@@ -28,6 +28,7 @@ Timeouts and probe counts come from ``lab.config.shaping``
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -399,7 +400,10 @@ def _sync_offload(lab: Lab, source: str, dev: str) -> None:
 def _remove(lab: Lab, link: _Link) -> None:
     # A service that is gone took its namespace, and the rules in it, along.
     with contextlib.suppress(LabError):
-        steps = builders.unshape_egress_steps(dev=link.dev, queue=link.queue)
+        peers = [ip for ip in (link.dest_ip, link.dest_ip6) if ip] + list(link.dest_nets)
+        steps = builders.unshape_egress_steps(
+            dev=link.dev, queue=link.queue, mss_peers=peers, mss=link.spec.mss
+        )
         _run_steps(lab, link.source, steps, what=f"unshaping {link.name} (egress)")
     with contextlib.suppress(LabError):
         steps = builders.unshape_ingress_steps(
@@ -885,11 +889,13 @@ def unshape(
         # Rules whose helper is gone (removed by hand, say) would otherwise linger.
         names = _address_names(topology)
         for service, rules in _rules_by_service(lab, topology).items():
-            if rules.queues or rules.classes:
+            if rules.queues or rules.classes or rules.mss:
                 steps = builders.clear_shaping_steps(rules.queues)
                 _run_steps(lab, service, steps, what=f"clearing shaping in {service}")
                 orphans = [f"{names.get(ip, ip)} -> {service}" for ip in rules.queues]
-                orphans += [f"{service} -> {names.get(ip, ip)}" for ip in rules.classes]
+                orphans += [
+                    f"{service} -> {names.get(ip, ip)}" for ip in (*rules.classes, *rules.mss)
+                ]
                 removed += [f"{o} (orphan)" for o in dict.fromkeys(orphans) if o not in removed]
     return removed
 
@@ -1092,12 +1098,20 @@ def _running(topology: Topology) -> list[Instance]:
 
 
 def _rules_by_service(lab: Lab, topology: Topology) -> dict[str, RulesInForce]:
-    """The rules in force in each running container's namespace, by its name."""
-    rules = {}
-    for instance in _running(topology):
-        result = _netns_sh(lab, instance.name, builders.STATUS_SCRIPT, what="reading rules")
-        rules[instance.name] = builders.parse_status(result.stdout)
-    return rules
+    """The rules in force in each running container's namespace, by its name (read in
+    parallel: one helper per namespace)."""
+    names = [instance.name for instance in _running(topology)]
+
+    def read(name: str) -> RulesInForce:
+        result = _netns_sh(lab, name, builders.STATUS_SCRIPT, what="reading rules")
+        return builders.parse_status(result.stdout)
+
+    if len(names) <= 1:
+        return {name: read(name) for name in names}
+    with concurrent.futures.ThreadPoolExecutor(
+        max_workers=min(8, len(names)), thread_name_prefix="rules"
+    ) as pool:
+        return dict(zip(names, pool.map(read, names), strict=True))
 
 
 def _via_routers(topology: Topology, rules: dict[str, RulesInForce]) -> dict[str, RulesInForce]:
@@ -1205,6 +1219,13 @@ def evaluate_links(
                 states.append(
                     _orphan(service, names.get(ip, ip), "tc class, no helper", networks.get(ip, ""))
                 )
+        for ip, mss in sorted(in_force.mss.items()):
+            if (service, "mss", ip) not in claimed:
+                states.append(
+                    _orphan(
+                        service, names.get(ip, ip), f"MSS {mss}, no helper", networks.get(ip, "")
+                    )
+                )
     states += _partition_states(rules, names, networks)
     return states
 
@@ -1236,9 +1257,25 @@ def _helper_problems(
             claimed.add((helper.source, "class", ip))
         if any(classes.get(ip) != helper.queue for ip in helper.dest_ips):
             problems.append("tc class/filter missing: not shaped")
+    problems += _mss_problems(helper, rules, claimed)
     if helper.started_at and source_started.get(helper.netns, "") > helper.started_at:
         problems.append(f"{helper.netns} restarted after shaping: shape again")
     return sorted(problems)
+
+
+def _mss_problems(
+    helper: Helper, rules: dict[str, RulesInForce], claimed: set[tuple[str, str, str]]
+) -> list[str]:
+    """A link with ``--mss``: its clamp in SOURCE's namespace, on every DEST address."""
+    if helper.spec.mss is None:
+        return []
+    clamps = rules.get(helper.source, RulesInForce()).mss
+    # a router's subnets carry the clamp too (they are never read as the router's address)
+    for ip in (*helper.dest_ips, *helper.dest_nets):
+        claimed.add((helper.source, "mss", ip))
+    if any(clamps.get(ip) != helper.spec.mss for ip in helper.dest_ips):
+        return ["MSS clamp missing: segments not cut"]
+    return []
 
 
 def _queue_drops(helper: Helper, rules: dict[str, RulesInForce]) -> str:

@@ -46,6 +46,9 @@ DURATION_OPTIONS = ("delay", "jitter")
 # The options `lab shape` has flags for today; SPEC_OPTIONS adds the newer ones.
 OPTIONS = (*DURATION_OPTIONS, *SHARE_OPTIONS, "rate")
 CORRELATION_OPTIONS = ("loss_correlation", "delay_correlation")
+# Slicing (Toxiproxy's slicer, on real packets): a clamped TCP MSS cuts messages into
+# small segments, and a gap between the segments makes each arrive on its own.
+SLICING_OPTIONS = ("mss", "slice_delay")
 SPEC_OPTIONS = (
     *OPTIONS,
     "loss_burst",
@@ -56,6 +59,7 @@ SPEC_OPTIONS = (
     "reorder_gap",
     "queue_limit",
     "seed",
+    *SLICING_OPTIONS,
 )
 # One line each, for --help and docs (plain text: argparse needs % doubled).
 OPTION_HELP: Mapping[str, str] = {
@@ -76,6 +80,10 @@ OPTION_HELP: Mapping[str, str] = {
     "reorder_gap": "with --reorder: delay N-1 packets after each reordered one (netem's gap)",
     "queue_limit": "with --rate: the bottleneck's buffer, bytes or packets, e.g. 64kb, 100p",
     "seed": "seed of the engine's random decisions (same seed, same packets: same verdicts)",
+    "mss": "clamp the TCP MSS of the link's connections to N bytes, so messages arrive in "
+    "many small segments, e.g. 88",
+    "slice_delay": "space the link's packets (its segments) at least this far apart, so a "
+    "reader gets a message piece by piece, e.g. 5ms",
 }
 MAX_LOSS_BURST = 1_000_000  # packets
 MAX_REORDER_GAP = 1_000_000  # packets
@@ -83,6 +91,11 @@ MIN_QUEUE_BYTES = 1514  # one full-size Ethernet frame: less would drop every su
 MAX_QUEUE_BYTES = 256 * 1024**2
 MAX_QUEUE_PACKETS = 1_000_000
 MAX_SEED = 2**64 - 1  # netem's seed is 64-bit
+# Linux raises an advertised MSS below 48 bytes to 48 (net.ipv4.tcp_min_snd_mss); an
+# MSS is a 16-bit option.
+MIN_MSS = 48
+MAX_MSS = 65535
+MAX_SLICE_DELAY = 10.0  # seconds between two segments: beyond that no transfer ends
 
 
 def option_flag(name: str) -> str:
@@ -293,6 +306,8 @@ class LinkSpec:
     reorder_gap: int | None = None
     queue_limit: QueueLimit | None = None
     seed: int | None = None
+    mss: int | None = None
+    slice_delay: float = 0.0
 
     def __post_init__(self) -> None:
         for name in DURATION_OPTIONS:
@@ -320,6 +335,13 @@ class LinkSpec:
             raise SpecError("--queue-limit: needs --rate (a queue fills only behind a bottleneck)")
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
             raise SpecError(f"--seed: must be between 0 and {MAX_SEED}")
+        self._check_slicing()
+
+    def _check_slicing(self) -> None:
+        if self.mss is not None and not MIN_MSS <= self.mss <= MAX_MSS:
+            raise SpecError(f"--mss: must be between {MIN_MSS} and {MAX_MSS} bytes")
+        if not 0.0 <= self.slice_delay <= MAX_SLICE_DELAY:
+            raise SpecError(f"--slice-delay: must be between 0 and {MAX_SLICE_DELAY:g}s")
 
     def _check_loss(self) -> None:
         if self.loss_model is not None:
@@ -401,11 +423,12 @@ class LinkSpec:
             delay_distribution=self.delay_distribution or Distribution.UNIFORM,
             delay_correlation=self.delay_correlation,
             reorder_gap=self.reorder_gap or 0,
+            slice_delay=self.slice_delay,
         )
 
     @property
     def is_empty(self) -> bool:
-        return self.impairment.is_noop and self.rate is None
+        return self.impairment.is_noop and self.rate is None and self.mss is None
 
     def describe(self) -> str:
         """``delay=40ms jitter=5ms loss=2% rate=20mbit``: only what is set; parseable."""
@@ -446,6 +469,8 @@ _DESCRIBE_ORDER = (
     "corrupt",
     "rate",
     "queue_limit",
+    "mss",
+    "slice_delay",
     "seed",
 )
 _FORMATTERS: dict[str, Any] = {
@@ -459,6 +484,8 @@ _FORMATTERS: dict[str, Any] = {
     "reorder_gap": str,
     "queue_limit": str,
     "seed": str,
+    "mss": str,
+    "slice_delay": format_duration,
 }
 
 
@@ -474,6 +501,8 @@ _PARSERS: Mapping[str, Any] = {
     ),
     "queue_limit": parse_queue_limit,
     "seed": lambda flag, text: parse_count(flag, text, low=0, high=MAX_SEED, what="(a seed)"),
+    "mss": lambda flag, text: parse_count(flag, text, low=MIN_MSS, high=MAX_MSS, what="bytes"),
+    "slice_delay": parse_duration,
 }
 
 

@@ -74,6 +74,15 @@ COMMANDS: Final[dict[str, Command]] = {
         "socketlab.shaper.loop", "main", "NFQUEUE verdict loop impairing one link", SERVICE
     ),
     "probe": Command("socketlab.shaper.probe", "main", "ICMP echo probes: loss and RTT as JSON"),
+    "reaper": Command(
+        "socketlab.reaper.main",
+        "main",
+        "remove a dead controller's lab or undo its faults",
+        SERVICE,
+    ),
+    "wait": Command(
+        "socketlab.readiness", "main", "wait until a TCP port, UDP peer or URL answers (deadline)"
+    ),
 }
 
 

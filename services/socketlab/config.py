@@ -104,6 +104,7 @@ CONTAINER_CONFIG_MODULES: tuple[str, ...] = (
     "socketlab.client.cli",
     "socketlab.health",
     "socketlab.naive",
+    "socketlab.reaper.main",
     "socketlab.rss.feed_server",
     "socketlab.rss.poller",
     "socketlab.rss.publish",

@@ -30,6 +30,7 @@ from lab.addressing import parse_target, select_replicas
 from lab.config import BenchConfig, CaptureConfig, LabConfig, ScenarioConfig, ShapingConfig
 from lab.errors import LabError
 from lab.interface import ExecResult, ServiceStatus
+from lab.shaping.builders import STATUS_SCRIPT
 from lab.shaping.congestion import STATE_SCRIPT
 from lab.topology import (
     ContainerFacts,
@@ -67,6 +68,22 @@ AFTER_ACTION = {
 }
 
 Command = Callable[["FakeLab", str, list[str]], ExecResult]
+
+
+class FakeReaper:
+    """A reaper that records the notes a run journals, and whether it was released."""
+
+    def __init__(self, name: str, scope: str) -> None:
+        self.name = name
+        self.scope = scope
+        self.notes: list[dict[str, object]] = []
+        self.released = False
+
+    def note(self, entry: Mapping[str, object]) -> None:
+        self.notes.append(dict(entry))
+
+    def release(self) -> None:
+        self.released = True
 
 
 class FakeHelper:
@@ -170,10 +187,16 @@ class FakeLab:
         self.execs: list[tuple[str, tuple[str, ...]]] = []
         self.netkit_runs: list[tuple[str, tuple[str, ...], bool]] = []
         self.actions: list[tuple[str, str]] = []
+        self.copies: list[tuple[str, str, str]] = []  # (to|from, source, dest) of copy_*
         self.acted = {action: threading.Event() for action in ACTIONS}
         self.started: list[dict[str, Any]] = []  # start_helper's arguments, in order
         self.started_helpers: list[FakeHelper] = []
         self._queued: list[FakeHelper] = []
+        # The rules each namespace reports (STATUS_SCRIPT's output), by container name:
+        # what `lab status` and a run's network check read, answered without `commands`.
+        self.rules: dict[str, str] = {}
+        self.rule_reads = 0
+        self.reapers: list[FakeReaper] = []
         self.lock = threading.Lock()
         # per container: the per-route algorithm set in its namespace (None: its default)
         self.congestion: dict[str, str | None] = dict.fromkeys(self.names)
@@ -186,6 +209,12 @@ class FakeLab:
         """The helper the next ``start_helper`` hands out (else a plain running one)."""
         helper = FakeHelper(**kwargs)
         self._queued.append(helper)
+        return helper
+
+    def add_helper(self, **kwargs: Any) -> FakeHelper:
+        """A helper that exists already (left by an earlier ``lab`` process, say)."""
+        helper = FakeHelper(**kwargs)
+        self.started_helpers.append(helper)
         return helper
 
     # ------------------------------------------------------------------ names
@@ -287,6 +316,10 @@ class FakeLab:
         service = self.name(service)
         if self.states[service] != "running":
             raise LabError(f"{service} is {self.states[service]}")
+        if list(argv) == ["sh", "-c", STATUS_SCRIPT]:
+            with self.lock:
+                self.rule_reads += 1
+            return ExecResult(exit_code=0, stdout=self.rules.get(service, ""), stderr="")
         if self.commands is None:
             raise AssertionError(f"unexpected command {list(argv)} in {service}")
         return self.commands(self, service, list(argv))
@@ -344,6 +377,20 @@ class FakeLab:
             raise LabError(f"sha256sum {key} failed with exit code 1: No such file")
         return hashlib.sha256(self.files[key]).hexdigest()
 
+    def copy_to(self, source: Path, dest: str) -> str:
+        """A host file into ``files`` under ``dest`` (``service:/path``)."""
+        self.copies.append(("to", str(source), dest))
+        self.files[dest] = source.read_bytes()
+        return dest
+
+    def copy_from(self, source: str, dest: Path) -> list[Path]:
+        """``files[source]`` written to ``dest`` on the host."""
+        self.copies.append(("from", source, str(dest)))
+        if source not in self.files:
+            raise LabError(f"{source} does not exist")
+        dest.write_bytes(self.files[source])
+        return [dest]
+
     # ------------------------------------------------------------------ helpers
 
     def start_helper(
@@ -386,6 +433,26 @@ class FakeLab:
                 helper.remove()
                 raise
         return helper
+
+    # ------------------------------------------------------------------ life cycle
+    # (not the Lab protocol: what a pytest session brings up and takes down)
+
+    def build(self) -> Any:
+        self.actions.append(("build", ""))
+
+    def up(self, *, timeout: float = 180.0) -> list[ServiceStatus]:
+        self.actions.append(("up", ""))
+        return self.status()
+
+    def down(self) -> dict[str, int]:
+        self.actions.append(("down", ""))
+        return {"containers": len(self.names), "networks": 1, "volumes": 0}
+
+    def start_reaper(self, scope: str, *, run_id: str, what: str) -> FakeReaper:
+        reaper = FakeReaper(f"{self.project}-reaper-{run_id}", scope)
+        reaper.notes.append({"started": what})
+        self.reapers.append(reaper)
+        return reaper
 
     def helpers(self, role: str) -> list[FakeHelper]:
         return [

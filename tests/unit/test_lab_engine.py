@@ -56,6 +56,8 @@ def test_commands_in_containers_are_bounded() -> None:
 
 def test_repo_root_is_found_from_a_subfolder(tmp_path: Path) -> None:
     (tmp_path / "services" / "x").mkdir(parents=True)
+    (tmp_path / "services" / "socketlab").mkdir()
+    (tmp_path / "services" / "socketlab" / "__init__.py").write_text("")
     (tmp_path / "docker-compose.yml").write_text("services: {}\n")
     assert find_repo_root(tmp_path / "services" / "x") == tmp_path.resolve()
 

@@ -29,6 +29,7 @@ from lab.images import (
     Pin,
     base_mirror_lines,
     check_downloads,
+    checkout_inputs,
     choose_base_image,
     ensure_sources,
     image_digest,
@@ -302,7 +303,7 @@ def test_image_digest_covers_sources_bases_plan_and_target(tmp_path: Path) -> No
             "base_ids": ["sha256:1", "sha256:1", "sha256:2"],
         }
         options.update(changes)
-        return image_digest(tmp_path, **options)  # type: ignore[arg-type]
+        return image_digest(checkout_inputs(tmp_path), **options)  # type: ignore[arg-type]
 
     first = key()
     assert key() == first, "same inputs, same tag: a second lab up builds nothing"

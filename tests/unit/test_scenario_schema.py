@@ -70,8 +70,8 @@ def test_format_path(path: tuple[str | int, ...], text: str) -> None:
         ),
         pytest.param(
             VALID.replace("timeout: 30", "timeout: 30\n    timout: 3"),
-            f"{FILE}:7: steps[0].timout: unknown key (known: background, capture, env, "
-            "expect_exit, name, parallel, run, service, timeout)",
+            f"{FILE}:7: steps[0].timout: unknown key (known: background, capture, "
+            "daemon, env, expect_exit, grace, name, parallel, run, service, timeout)",
             id="unknown-key-points-at-the-key",
         ),
         pytest.param(
@@ -82,7 +82,7 @@ def test_format_path(path: tuple[str | int, ...], text: str) -> None:
         pytest.param(
             VALID.replace("kind: stdout_contains", "kind: explode"),
             f"{FILE}:9: checks[0].kind: 'explode' is not one of: exit_code, same_file, "
-            "json_field, duration, stdout_contains, order, pcap",
+            "json_field, duration, stdout_contains, stdout_matches, order, pcap",
             id="unknown-check-kind",
         ),
         pytest.param(

@@ -52,7 +52,8 @@ def test_every_shaping_option_has_a_flag_with_its_help() -> None:
         "delay": "40ms", "jitter": "5ms", "loss": "2%", "duplicate": "1%", "reorder": "10%",
         "corrupt": "0.1%", "rate": "20mbit", "loss_burst": "3", "loss_model": "gemodel:1%,30%",
         "loss_correlation": "25%", "delay_distribution": "normal", "delay_correlation": "25%",
-        "reorder_gap": "5", "queue_limit": "64kb", "seed": "7",
+        "reorder_gap": "5", "queue_limit": "64kb", "seed": "7", "mss": "88",
+        "slice_delay": "5ms",
     }  # fmt: skip
     assert set(values) == set(SPEC_OPTIONS)
     for name, value in values.items():

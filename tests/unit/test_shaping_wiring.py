@@ -411,21 +411,19 @@ def test_isolate_cuts_one_service_from_everyone(lab: Any) -> None:
 
 def test_heal_undoes_an_isolation_only(lab: Any, spaces: Namespaces) -> None:
     ips = {name: lab.ip(name) for name in lab.names}
-
-    def rules(lab_: Any, service: str, argv: list[str]) -> ExecResult:
-        if argv[:2] == ["sh", "-c"] and "-S SOCKETLAB" in argv[2]:
-            # server isolated, and a pair client <-> udp-listener cut besides
-            peers = {
-                "server": ["client", "udp-listener", "rss-poller"],
-                "client": ["server", "udp-listener"],
-                "udp-listener": ["server", "client"],
-                "rss-poller": ["server"],
-            }[service]
-            text = "%%iptables\n" + "".join(f"-A SOCKETLAB -s {ips[p]}/32 -j DROP\n" for p in peers)
-            return ExecResult(exit_code=0, stdout=text, stderr="")
-        return spaces(lab_, service, argv)
-
-    lab.commands = rules
+    # server isolated, and a pair client <-> udp-listener cut besides
+    peers = {
+        "server": ["client", "udp-listener", "rss-poller"],
+        "client": ["server", "udp-listener"],
+        "udp-listener": ["server", "client"],
+        "rss-poller": ["server"],
+    }
+    lab.rules = {
+        lab.name(service): "%%iptables\n"
+        + "".join(f"-A SOCKETLAB -s {ips[p]}/32 -j DROP\n" for p in cut)
+        for service, cut in peers.items()
+    }
+    lab.commands = spaces
     healed = heal(lab, isolated="server")
     assert healed == ["client <-> server", "rss-poller <-> server", "server <-> udp-listener"]
 

@@ -10,7 +10,10 @@ Gilbert-Elliott or netem's four-state chain; :mod:`socketlab.shaper.models`
 holds those models and says how each matches netem. A duplicate is a copy of
 the payload released at its own time through the injector; a corrupted packet
 has one bit of its transport part flipped, so the receiver's checksum sees it,
-like netem.
+like netem. ``slice_delay`` spaces the link's packets: each is released at
+least that long after the one before it, so the segments of one burst (a
+message cut small by a clamped MSS) reach the reader one by one, as netem's
+``slot`` does on the other engine.
 
 The caller supplies ``now`` (seconds, monotonic) and a seeded ``random.Random``,
 which is what makes the core testable with a fake clock and fake packets: the
@@ -20,6 +23,7 @@ same seed and the same packets give the same verdicts (release times are
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -62,7 +66,8 @@ class Impairment:
     ``loss`` is random loss (with ``loss_correlation``, netem's); a
     ``loss_model`` (Gilbert-Elliott or four-state) replaces it. ``jitter``
     spreads the delay by ``delay_distribution`` (uniform: +/- jitter).
-    ``reorder_gap`` is netem's ``gap`` (0 or 1: none).
+    ``reorder_gap`` is netem's ``gap`` (0 or 1: none). ``slice_delay``: the
+    least time between two released packets (seconds).
     """
 
     delay: float = 0.0  # seconds
@@ -76,9 +81,10 @@ class Impairment:
     delay_distribution: Distribution = Distribution.UNIFORM
     delay_correlation: float = 0.0
     reorder_gap: int = 0
+    slice_delay: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("delay", "jitter"):
+        for name in ("delay", "jitter", "slice_delay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         for name in SHARES:
@@ -101,7 +107,15 @@ class Impairment:
     def is_noop(self) -> bool:
         """True when the loop would pass every packet untouched."""
         return self.loss_model is None and not any(
-            (self.delay, self.jitter, self.loss, self.duplicate, self.reorder, self.corrupt)
+            (
+                self.delay,
+                self.jitter,
+                self.loss,
+                self.duplicate,
+                self.reorder,
+                self.corrupt,
+                self.slice_delay,
+            )
         )
 
 
@@ -208,6 +222,7 @@ class ImpairmentScheduler(Generic[P]):
         self._reorder = ReorderGate(impairment.reorder, impairment.reorder_gap)
         # Equal release times leave in arrival order; a fixed delay costs O(1) a packet.
         self._held: ReleaseQueue[Accept[P] | Inject] = ReleaseQueue()
+        self._last_release = -math.inf  # slicing: when the previous packet leaves
 
     def __len__(self) -> int:
         return len(self._held)
@@ -261,11 +276,23 @@ class ImpairmentScheduler(Generic[P]):
         self._held.push(at, verdict)
 
     def _release_time(self, now: float) -> float:
+        return self._sliced(self._drawn_release(now))
+
+    def _drawn_release(self, now: float) -> float:
         if self._reorder.immediate(self._rng):
             self.counters.reordered += 1
             return now
         # netem sends a packet whose drawn delay is negative at once, as we do
         return now + max(0.0, self._delay.sample(self._rng))
+
+    def _sliced(self, release: float) -> float:
+        """With slicing, no earlier than ``slice_delay`` after the packet before it."""
+        gap = self.impairment.slice_delay
+        if not gap:
+            return release
+        release = max(release, self._last_release + gap)
+        self._last_release = release
+        return release
 
     def _count(self, due: list[Accept[P] | Inject]) -> None:
         for verdict in due:

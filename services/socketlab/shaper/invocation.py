@@ -122,6 +122,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "delay_distribution": _distribution,
     "delay_correlation": _share,
     "reorder_gap": lambda flag, text: _integer(flag, text, 0, 2**31 - 1),
+    "slice_delay": _seconds,
 }
 
 
