@@ -14,6 +14,10 @@ the CLI turns it into a one-line message and a non-zero exit code::
     │   └── NoIPv6              an IPv6 request on a network or container without IPv6
     ├── PrerequisiteMissing     lab.doctor: a required prerequisite is missing on this machine
     ├── TransferError           lab.transfer: a copy would escape its destination
+    ├── InitError               lab.init: would overwrite something, or cannot write its files
+    ├── NetworkRefused          lab.netstate: the network is not what the scenarios declare
+    ├── ReaperError             lab.reaper: the reaper could not be started or reached
+    ├── DaemonEnded             lab.scenario.stepping: a watched daemon ended without the line
     ├── ImageBuildError         base image, wheels or image build failed
     ├── NotReady                a service did not become healthy before its deadline
     │   ├── ServiceStopped      a service exited while the lab waited for it to be healthy
