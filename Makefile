@@ -8,6 +8,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PROJECT ?= socketlab
 PYTEST_ARGS ?=
+UNIT_PYTEST_ARGS ?=
+UNIT_WORKERS ?= 4
 
 .PHONY: help venv doctor images lab-up lab-down lab-status test test-unit test-integration bench scenarios check fmt settings-doc clean
 
@@ -49,14 +51,17 @@ lab-status: venv
 
 # Benchmarks measure and report (ratios against iperf3); they are not
 # pass/fail tests and run only with `make bench`.
+# Unit tests mostly wait on loopback deadlines, so they run in UNIT_WORKERS
+# processes (pytest-xdist); the integration tests share one lab, in order.
 test: venv
-	$(BIN)/pytest -m "not benchmark" $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit -m "not benchmark" -n $(UNIT_WORKERS) $(UNIT_PYTEST_ARGS)
+	$(BIN)/pytest tests/integration -m "not benchmark" $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/pytest -m benchmark -s $(PYTEST_ARGS)
 
 test-unit: venv
-	$(BIN)/pytest tests/unit -m "not benchmark" $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit -m "not benchmark" -n $(UNIT_WORKERS) $(PYTEST_ARGS)
 
 test-integration: venv
 	$(BIN)/pytest tests/integration -m "integration and not benchmark" $(PYTEST_ARGS)
