@@ -18,7 +18,7 @@ help:
 	@echo "make test              unit + integration tests (integration needs Docker)"
 	@echo "make test-unit         unit tests only (no Docker, seconds)"
 	@echo "make scenarios         run every scenario against the running lab (results/)"
-	@echo "make bench             benchmarks (reported against iperf3, not asserted)"
+	@echo "make bench             benchmarks: ratios to iperf3, the ceiling and a peer (reported, not asserted)"
 	@echo "make check             ruff (lint + format check) and mypy --strict"
 	@echo "make settings-doc      rewrite the README's table of every SOCKETLAB_* setting"
 	@echo "make images            build (or reuse) the lab images"
@@ -43,7 +43,7 @@ lab-down: venv
 lab-status: venv
 	$(BIN)/lab -p $(PROJECT) status
 
-# Benchmarks measure and report (ratios against iperf3); they are not
+# Benchmarks measure and report (ratios to iperf3, the ceiling, a peer); they are not
 # pass/fail tests and run only with `make bench`.
 test: venv
 	$(BIN)/pytest -m "not benchmark" $(PYTEST_ARGS)

@@ -50,7 +50,7 @@ from lab.helpers import (
     single_file,
 )
 from lab.images import ImageSet, ensure_images
-from lab.interface import TIMEOUT_EXIT_CODE, ExecResult, ServiceStatus
+from lab.interface import TIMEOUT_EXIT_CODE, ExecResult, ServiceStatus, VolumeAccess
 from lab.waiting import Stream, wait_for, wait_for_log
 
 if TYPE_CHECKING:
@@ -419,6 +419,7 @@ class Lab:
         ready: str | None = None,
         ready_stream: Stream = "both",
         ready_timeout: float = 30.0,
+        volumes: VolumeAccess | None = None,
     ) -> DockerHelper:
         """Start ``argv`` in a netkit helper joined to ``service``'s network namespace.
 
@@ -427,7 +428,8 @@ class Lab:
         project and ``role`` labels on top of ``labels`` (so ``lab down`` and
         :meth:`helpers` find it), and, with ``ready``, a wait until it runs and
         logs that text; a helper that does not get ready is removed before
-        :class:`~lab.errors.HelperNotReady` is raised.
+        :class:`~lab.errors.HelperNotReady` is raised. With ``volumes`` (``"ro"``
+        or ``"rw"``) the helper also mounts the service's volumes at their paths.
         """
         options = helper_run_options(
             project=self.project,
@@ -436,6 +438,7 @@ class Lab:
             caps=caps,
             name=name,
             labels=labels,
+            volumes=volumes,
         )
         with docker_errors(f"cannot start a {role} helper in {service}"):
             helper = DockerHelper(

@@ -17,6 +17,7 @@ from typing import Any
 
 from lab.engine import docker_errors
 from lab.errors import CommandTimeout, DockerNotFound, LabError
+from lab.interface import VOLUME_ACCESS, VolumeAccess
 
 PROJECT_LABEL = "io.socketlab.project"
 ROLE_LABEL = "io.socketlab.role"
@@ -45,9 +46,12 @@ def helper_run_options(
     caps: Sequence[str],
     name: str | None,
     labels: Mapping[str, str] | None,
+    volumes: VolumeAccess | None = None,
 ) -> dict[str, Any]:
     """The ``containers.run`` options of a helper (pure): joined to the target's
-    network namespace, with exactly ``caps``, labelled so ``lab down`` finds it."""
+    network namespace, with exactly ``caps``, labelled so ``lab down`` finds it;
+    with ``volumes`` (``"ro"`` or ``"rw"``) it also mounts the target's volumes
+    at the same paths (Docker's ``volumes_from``)."""
     options: dict[str, Any] = {
         "network_mode": f"container:{target_id}",
         "cap_add": list(caps),
@@ -57,6 +61,10 @@ def helper_run_options(
     }
     if name is not None:
         options["name"] = name
+    if volumes is not None:
+        if volumes not in VOLUME_ACCESS:
+            raise ValueError(f"volume access must be one of {VOLUME_ACCESS}, not {volumes!r}")
+        options["volumes_from"] = [f"{target_id}:{volumes}"]
     return options
 
 

@@ -62,6 +62,7 @@ BASE_PACKAGES: tuple[str, ...] = (
     "iputils-ping",
     "iperf3",
     "socat",
+    "openssl",  # lab bench's peer: socat | tee | openssl dgst -sha256
     "tcpdump",
     "procps",
     "netbase",

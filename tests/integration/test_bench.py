@@ -26,7 +26,16 @@ pytestmark = pytest.mark.integration
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHROMIUM_TIMEOUT = 120
-BENCH_NAMES = {"iperf3-tcp", "fetch", "naive", "iperf3-udp", "udp"}
+BENCH_NAMES = {
+    "iperf3-tcp",
+    "sha256",
+    "write-fsync",
+    "peer",
+    "fetch",
+    "naive",
+    "iperf3-udp",
+    "udp",
+}
 
 
 def decode_png(path: Path) -> Any:
@@ -81,31 +90,85 @@ def assert_no_console_errors(result: subprocess.CompletedProcess[str]) -> None:
 
 # --- bench ------------------------------------------------------------------------------
 
+RATIO_NAMES = {
+    "fetch/ceiling",
+    "fetch/peer",
+    "fetch/network-or-hash",
+    "fetch/iperf3",
+    "peer/ceiling",
+    "naive/iperf3",
+    "udp/iperf3-udp",
+}
+TARGETS = {
+    "disk": {"fetch/ceiling": 0.9, "fetch/peer": 1.5},
+    "tmpfs": {"fetch/network-or-hash": 0.6},
+}
 
-def test_bench_quick_writes_every_figure(lab: Lab, tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    assert lab_main(["-p", lab.project, "bench", "--quick", "--json", str(out)]) == 0
-    data = json.loads(out.read_text())
+
+def check_bench_json(data: dict[str, Any], *, dest: str) -> BenchReport:
+    """Every row and ratio present, every figure positive, both copies verified."""
     report = BenchReport.from_json(data)
-    assert report.quick is True
     assert len(data["runs"]) == 1
     run = data["runs"][0]
-    assert run["condition"]["spec"] == "none"
-    assert run["condition"]["rtt"] > 0
+    condition = run["condition"]
+    assert condition["spec"] == "none"
+    assert condition["rtt"] > 0
+    assert condition["dest"] == dest
+    assert condition["dest_fs"]  # a volume is mounted there
+    assert (condition["dest_fs"] == "tmpfs") is (dest == "tmpfs")
+    assert len(condition["load_average"]) == 2
     measurements = {m["name"]: m for m in run["measurements"]}
     assert set(measurements) == BENCH_NAMES
     for name, m in measurements.items():
         for key in ("bits_per_second", "bytes", "seconds"):
             assert m[key] > 0, f"{name}: {key} = {m[key]!r}"
-        if m["reference"] is not None:
-            assert m["ratio"] is not None, name
-            assert m["ratio"] > 0, name
-    assert measurements["fetch"]["verified"] is True
-    assert measurements["fetch"]["bytes"] == report.file_bytes
-    assert measurements["naive"]["bytes"] == report.file_bytes
-    assert measurements["fetch"]["target"] == 0.6  # reported with its verdict, not asserted
+        assert len(m["samples"]) == 1, name
+    for name in ("fetch", "peer", "naive"):
+        assert measurements[name]["verified"] is True, name
+    for name in ("fetch", "peer", "sha256", "write-fsync"):
+        assert measurements[name]["bytes"] == report.file_bytes, name
+    ceiling = run["ceiling"]
+    assert ceiling["bound_by"] in {"iperf3-tcp", "sha256", "write-fsync"}
+    assert ceiling["bits_per_second"] == min(
+        measurements[n]["bits_per_second"] for n in ("iperf3-tcp", "sha256", "write-fsync")
+    )
+    ratios = {r["name"]: r for r in run["ratios"]}
+    assert set(ratios) == RATIO_NAMES
+    for name, r in ratios.items():
+        assert r["value"] is not None, name
+        assert r["value"] > 0, name
+    # every target of this destination is reported with a verdict, never asserted
+    judged = {name: r["target"] for name, r in ratios.items() if r["target"] is not None}
+    assert judged == TARGETS[dest]
+    assert all(isinstance(ratios[name]["met"], bool) for name in judged)
     assert "iperf3" in data["versions"]
-    print(f"\nBENCHMARK lab-bench-quick {json.dumps(report.rows())}")
+    return report
+
+
+@pytest.mark.parametrize("dest", ["disk", "tmpfs"])
+def test_bench_quick_writes_every_figure(lab: Lab, tmp_path: Path, dest: str) -> None:
+    out = tmp_path / "bench.json"
+    argv = ["-p", lab.project, "bench", "--quick", "--dest", dest, "--json", str(out)]
+    assert lab_main(argv) == 0
+    report = check_bench_json(json.loads(out.read_text()), dest=dest)
+    assert report.quick is True
+    assert lab.helpers("bench-peer") == []  # the peer's helpers are gone
+    print(f"\nBENCHMARK lab-bench-quick-{dest} {json.dumps(report.ratio_rows())}")
+
+
+@pytest.mark.benchmark
+@pytest.mark.parametrize("dest", ["disk", "tmpfs"])
+def test_benchmark_bench_against_ceiling_and_peer(lab: Lab, tmp_path: Path, dest: str) -> None:
+    """``make bench``: the 2 GiB unshaped bench, best of 3 (printed, never asserted)."""
+    out = tmp_path / "bench.json"
+    argv = ["-p", lab.project, "bench", "--condition", "none", "--repeat", "3",
+            "--dest", dest, "--json", str(out)]  # fmt: skip
+    assert lab_main(argv) == 0
+    data = json.loads(out.read_text())
+    report = BenchReport.from_json(data)
+    assert report.file_bytes >= 2 * 2**30
+    print(f"\nBENCHMARK lab-bench-{dest} figures {json.dumps(report.rows())}")
+    print(f"BENCHMARK lab-bench-{dest} ratios {json.dumps(report.ratio_rows())}")
 
 
 # --- sweep ------------------------------------------------------------------------------

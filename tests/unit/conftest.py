@@ -259,6 +259,7 @@ class FakeLab:
         ready: str | None = None,
         ready_stream: Stream = "both",
         ready_timeout: float = 30.0,
+        volumes: str | None = None,
     ) -> FakeHelper:
         if service not in self.services:
             raise LabError(f"no container for service {service!r}")
@@ -270,6 +271,7 @@ class FakeLab:
                 "caps": tuple(caps),
                 "name": name,
                 "labels": dict(labels or {}),
+                "volumes": volumes,
             }
         )
         helper = self._queued.pop(0) if self._queued else FakeHelper()

@@ -1,19 +1,38 @@
-"""The pure helpers of lab.bench.runner: tool output parsing and readiness checks."""
+"""lab.bench.runner against the fake lab: tool output parsing, readiness, the destination,
+the client's SHA-256 and write+fsync probes (run for real on the host), the peer's helpers,
+and best-of-N round-robin."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from lab.bench import runner
+from lab.bench.ceiling import DESTS
 from lab.bench.errors import BenchError
+from lab.bench.records import Measurement
 from lab.bench.runner import (
+    DEST_PATHS,
+    PEER_ROLE,
     BenchOptions,
+    Dest,
+    check_dest,
     last_json,
     parse_iperf3_json,
+    peer,
+    peer_receive_argv,
+    peer_send_argv,
     require_services,
+    run_steps,
+    sha256_rate,
+    write_fsync_rate,
 )
+from lab.interface import ExecResult
 
 IPERF_OK = {
     "start": {"version": "iperf 3.12"},
@@ -77,3 +96,235 @@ def test_bench_options_presets() -> None:
     assert [c.describe() for c in quick.conditions] == ["none"]
     assert [c.describe() for c in full.conditions] == ["none", "delay=20ms loss=1%"]
     assert quick.file_bytes < full.file_bytes
+    assert full.file_bytes >= 2 * 2**30  # the issue: at least 2 GiB at 28 Gbit/s
+    assert full.naive_bytes < full.file_bytes  # the recv(1024) loop gets a smaller file
+    assert (quick.dest, full.dest, full.repeat) == ("disk", "disk", 1)
+
+
+def test_every_destination_has_a_path_in_the_client() -> None:
+    assert set(DEST_PATHS) == set(DESTS)
+
+
+# --- the probes, run on this host as they run in the client ---------------------------------
+
+
+def run_probe(script: str, *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, check=True
+    )
+    return last_json(done.stdout, what="probe")
+
+
+def test_sha_probe_hashes_the_size_asked_for() -> None:
+    report = run_probe(runner._SHA_PROBE, str(3 * 2**20 + 5))
+    assert report["bytes"] == 3 * 2**20 + 5
+    assert report["seconds"] > 0
+
+
+def test_write_probe_writes_fsyncs_and_removes_its_file(tmp_path: Path) -> None:
+    target = tmp_path / "probe.bin"
+    report = run_probe(runner._WRITE_PROBE, str(2 * 2**20 + 7), str(target))
+    assert report["bytes"] == 2 * 2**20 + 7
+    assert report["seconds"] > 0
+    assert not target.exists()
+
+
+def test_write_probe_refuses_an_existing_file(tmp_path: Path) -> None:
+    target = tmp_path / "probe.bin"
+    target.write_bytes(b"keep")
+    with pytest.raises(subprocess.CalledProcessError):
+        run_probe(runner._WRITE_PROBE, "10", str(target))
+    assert target.read_bytes() == b"keep"
+
+
+def test_dest_probe_finds_the_mount_of_a_mount_point(tmp_path: Path) -> None:
+    root = run_probe(runner._DEST_PROBE, "/")
+    assert root["fs"]  # / is always a mount point
+    assert root["free"] > 0
+    plain = run_probe(runner._DEST_PROBE, str(tmp_path))
+    assert plain["writable"] is True
+    mount_points = {
+        line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+    }
+    if str(tmp_path) not in mount_points:
+        assert plain["fs"] == ""
+
+
+# --- the destination ---------------------------------------------------------------------
+
+
+def dest_answer(info: dict[str, Any]) -> Any:
+    def answer(lab: Any, service: str, argv: list[str]) -> ExecResult:
+        assert service == "client"
+        assert argv[:2] == ["python3", "-c"]
+        return ExecResult(exit_code=0, stdout=json.dumps(info) + "\n", stderr="")
+
+    return answer
+
+
+def test_check_dest_reports_the_volume(fake_lab: Any) -> None:
+    fake_lab.commands = dest_answer({"fs": "tmpfs", "free": 6 * 2**30, "writable": True})
+    assert check_dest(fake_lab, "tmpfs", size=2 * 2**30) == Dest(
+        name="tmpfs", path="/mnt/tmpfs", fs="tmpfs"
+    )
+    assert fake_lab.execs[0][1][-1] == "/mnt/tmpfs"
+
+
+@pytest.mark.parametrize(
+    ("name", "info", "message"),
+    [
+        pytest.param("floppy", {}, "no bench destination 'floppy'", id="unknown"),
+        pytest.param(
+            "tmpfs",
+            {"fs": "", "free": 1 << 40, "writable": True},
+            r"no volume at /mnt/tmpfs .*older docker-compose.yml.*lab -p fake down",
+            id="not-mounted",
+        ),
+        pytest.param(
+            "disk", {"fs": "ext4", "free": 1 << 40, "writable": False}, "cannot write", id="ro"
+        ),
+        pytest.param(
+            "tmpfs",
+            {"fs": "tmpfs", "free": 2**30, "writable": True},
+            r"has 1024 MiB free; the bench file needs 2112 MiB: choose a smaller --file-size",
+            id="too-small",
+        ),
+    ],
+)
+def test_check_dest_refuses_what_cannot_hold_the_file(
+    fake_lab: Any, name: str, info: dict[str, Any], message: str
+) -> None:
+    fake_lab.commands = dest_answer(info)
+    with pytest.raises(BenchError, match=message):
+        check_dest(fake_lab, name, size=2 * 2**30)
+
+
+# --- the client's limits and the peer ----------------------------------------------------
+
+
+def scripted(replies: dict[str, str]) -> Any:
+    """Answer mkdir/rm, and each python probe by a word of its script."""
+
+    def answer(lab: Any, service: str, argv: list[str]) -> ExecResult:
+        if argv[0] in {"mkdir", "rm"}:
+            return ExecResult(exit_code=0, stdout="", stderr="")
+        for word, reply in replies.items():
+            if word in argv[2]:
+                return ExecResult(exit_code=0, stdout=reply, stderr="")
+        raise AssertionError(f"unexpected {argv}")
+
+    return answer
+
+
+DISK = Dest(name="disk", path="/var/tmp", fs="ext4")
+
+
+def test_sha256_and_write_rates(fake_lab: Any) -> None:
+    fake_lab.commands = scripted(
+        {
+            "hashlib": '{"bytes": 1000000000, "seconds": 0.5}\n',
+            "fsync": 'noise\n{"bytes": 1000000000, "seconds": 2.0}\n',
+        }
+    )
+    sha = sha256_rate(fake_lab, 10**9)
+    assert (sha.name, sha.bits_per_second, sha.transport) == ("sha256", 16e9, "local")
+    write = write_fsync_rate(fake_lab, DISK, 10**9)
+    assert (write.name, write.bits_per_second) == ("write-fsync", 4e9)
+    probe = next(argv for _, argv in fake_lab.execs if "fsync" in " ".join(argv))
+    assert probe[-1].startswith("/var/tmp/socketlab-bench-")
+    assert probe[-1].endswith("/write-probe.bin")
+    # the scratch folder is made before and removed after
+    assert [argv[0] for _, argv in fake_lab.execs if argv[0] in {"mkdir", "rm"}] == ["mkdir", "rm"]
+
+
+PEER_OUT = '{"bytes": 4000, "started": 100.25, "ended": 100.75, "sha256": "ab12"}\n'
+
+
+def test_the_peer_serves_from_the_server_and_receives_in_the_client(fake_lab: Any) -> None:
+    fake_lab.commands = scripted({})
+    fake_lab.queue_helper(name="send", stderr="2026/01/01 N listening on AF=2 0.0.0.0:5203\n")
+    receiver = fake_lab.queue_helper(name="receive", stdout=PEER_OUT)
+    found = peer(fake_lab, DISK, "bench-4000.bin", "ab12", 4000)
+    assert (found.name, found.bytes, found.seconds) == ("peer", 4000, 0.5)
+    assert found.bits_per_second == pytest.approx(4000 * 8 / 0.5)
+    assert found.verified is True
+    send, receive = fake_lab.started
+    assert (send["service"], send["role"], send["volumes"]) == ("server", PEER_ROLE, "ro")
+    assert send["caps"] == ()
+    assert send["argv"] == peer_send_argv(
+        "/srv/socketlab/data/bench-4000.bin", port=5203, idle=10.0
+    )
+    assert (receive["service"], receive["volumes"], receive["caps"]) == ("client", "rw", ())
+    out = receive["argv"][6]
+    assert out.startswith("/var/tmp/socketlab-bench-")
+    assert receive["argv"] == peer_receive_argv(
+        fake_lab.ip("server"), port=5203, out=out, idle=10.0, connect=2.0
+    )
+    assert all(helper.removed for helper in fake_lab.started_helpers)
+    assert receiver.calls[0] == "wait"
+
+
+@pytest.mark.parametrize(
+    ("out", "verified"),
+    [
+        pytest.param(PEER_OUT.replace("ab12", "ffff"), False, id="wrong-hash"),
+        pytest.param(PEER_OUT.replace("4000", "3999"), False, id="short"),
+    ],
+)
+def test_a_peer_copy_that_differs_is_not_verified(fake_lab: Any, out: str, verified: bool) -> None:
+    fake_lab.commands = scripted({})
+    fake_lab.queue_helper(name="send", stderr="listening on\n")
+    fake_lab.queue_helper(name="receive", stdout=out)
+    assert peer(fake_lab, DISK, "f", "ab12", 4000).verified is verified
+
+
+def test_a_failing_peer_is_a_bench_error_and_leaves_no_helper(fake_lab: Any) -> None:
+    fake_lab.commands = scripted({})
+    fake_lab.queue_helper(name="send", stderr="listening on\n")
+    fake_lab.queue_helper(name="receive", exit_code=1, stderr="socat: Connection refused\n")
+    with pytest.raises(BenchError, match=r"exited with 1: .*Connection refused"):
+        peer(fake_lab, DISK, "f", "ab12", 4000)
+    assert all(helper.removed for helper in fake_lab.started_helpers)
+    assert fake_lab.execs[-1][1][:2] == ("rm", "-rf")
+
+
+def test_the_peer_pipeline_is_the_issues() -> None:
+    argv = peer_receive_argv(
+        "10.0.0.2", port=5203, out="/mnt/tmpfs/x/peer.bin", idle=300, connect=20
+    )
+    script = argv[2]
+    assert argv[:2] == ["bash", "-c"]
+    assert "set -euo pipefail" in script  # a failing socat fails the measurement
+    assert '| tee "$out" | openssl dgst -sha256' in script
+    assert 'sync "$out"' in script  # durable, as our fetch's fsync
+    assert argv[3:] == ["peer", "10.0.0.2", "5203", "/mnt/tmpfs/x/peer.bin", "300", "20"]
+    send = peer_send_argv("/srv/socketlab/data/f", port=5203, idle=300)
+    assert send[-2:] == ["OPEN:/srv/socketlab/data/f,rdonly", "TCP-LISTEN:5203,reuseaddr"]
+    assert send[4:6] == ["-T", "300"]  # every socket has a timeout
+
+
+# --- best of N, round-robin ---------------------------------------------------------------
+
+
+def test_run_steps_round_robin_keeps_the_best_of_each() -> None:
+    order: list[str] = []
+    rates = {"a": iter([1.0, 3.0, 2.0]), "b": iter([5.0, 4.0, 6.0])}
+
+    def step(name: str) -> Measurement:
+        order.append(name)
+        return Measurement(
+            name=name, label=name, transport="tcp", bytes=1, seconds=1.0,
+            bits_per_second=next(rates[name]),
+        )  # fmt: skip
+
+    found = run_steps(
+        [("a", lambda: step("a")), ("b", lambda: step("b"))],
+        repeat=3,
+        progress=lambda message: None,
+        where="none",
+    )
+    assert order == ["a", "b", "a", "b", "a", "b"]
+    assert [(m.name, m.bits_per_second, m.samples) for m in found] == [
+        ("a", 3.0, (1.0, 3.0, 2.0)),
+        ("b", 6.0, (5.0, 4.0, 6.0)),
+    ]
