@@ -147,6 +147,9 @@ def local_name(name: str) -> str:
 ReadInto = Callable[[memoryview], int]
 
 
+Filled = tuple[bytearray, int]  # a buffer and how many of its bytes are content
+
+
 @dataclass
 class PartialDownload:
     """The client's side of a fetch: ``NAME.part`` grows, is verified, then renamed.
@@ -156,17 +159,18 @@ class PartialDownload:
     :meth:`write` (bytes already in hand), then :meth:`finish`. Nothing ever
     appears under the final name unless its SHA-256 matched.
 
-    Content lands in ``chunk_size`` buffers that are hashed as each piece
-    arrives and written from the same memory: no copy between the socket and
-    the file but the kernel's. With ``writer_depth`` > 0 the writes run on a
-    background thread, so receiving and hashing overlap with the disk; the
-    buffers (``writer_depth`` of them, allocated once) circulate between the
-    receiver and the writer, which bounds memory and makes a slow disk slow
-    the receiver down (and TCP the sender). :meth:`close` drains them before
-    it fsyncs. With ``write_behind`` the writer asks the kernel to write each
-    chunk out at once (and to forget the ones already on disk), so the disk
-    works while the transfer runs instead of during the final fsync, and a big
-    download does not crowd the page cache.
+    Content lands in ``chunk_size`` buffers and is hashed and written from
+    that same memory: no copy between the socket and the file but the
+    kernel's. With ``writer_depth`` > 0 the buffers (that many, allocated once)
+    go round a pipeline, receiver -> hasher thread -> writer thread -> back to
+    the receiver, so receiving, hashing and the disk overlap, memory is bounded,
+    and a slow disk slows the receiver (and through TCP the sender).
+    :meth:`close` drains the pipeline before it fsyncs. With ``write_behind``
+    the writer asks the kernel to write each chunk out at once (and to forget
+    the ones already on disk), so the disk works while the transfer runs
+    instead of during the final fsync, and a big download does not crowd the
+    page cache. With ``writer_depth`` 0 the caller hashes and writes each
+    buffer itself.
     """
 
     dest: Path
@@ -178,9 +182,9 @@ class PartialDownload:
     _fd: int | None = None
     _hasher: hashlib._Hash | None = None
     _free: queue.Queue[bytearray] | None = None  # buffers the receiver may fill
-    _full: queue.Queue[tuple[bytearray, int] | None] | None = None  # filled, for the writer
-    _inline: bytearray | None = None  # the one buffer without a writer thread
-    _writer: threading.Thread | None = None
+    _to_hash: queue.Queue[Filled | None] | None = None
+    _inline: bytearray | None = None  # the one buffer without a pipeline
+    _threads: tuple[threading.Thread, ...] = ()
     _writer_error: OSError | None = None
 
     def __post_init__(self) -> None:
@@ -225,26 +229,33 @@ class PartialDownload:
         if self.writer_depth == 0:
             self._inline = bytearray(self.chunk_size)
             return
-        self._free = queue.Queue()
+        free: queue.Queue[bytearray] = queue.Queue()
         for _ in range(self.writer_depth):
-            self._free.put(bytearray(self.chunk_size))
-        self._full = queue.Queue()
-        self._writer = threading.Thread(
-            target=self._write_loop, args=(self._full, self._free, fd), name="part-writer"
+            free.put(bytearray(self.chunk_size))
+        to_hash: queue.Queue[Filled | None] = queue.Queue()
+        to_write: queue.Queue[Filled | None] = queue.Queue()
+        self._free, self._to_hash = free, to_hash
+        self._threads = (
+            threading.Thread(
+                target=self._hash_loop, args=(to_hash, to_write), name="part-hasher", daemon=True
+            ),
+            threading.Thread(
+                target=self._write_loop, args=(to_write, free, fd), name="part-writer", daemon=True
+            ),
         )
-        self._writer.daemon = True
-        self._writer.start()
+        for thread in self._threads:
+            thread.start()
 
     def receive(self, read_into: ReadInto, count: int) -> int:
         """Read up to ``count`` content bytes (one buffer at most) with ``read_into``.
 
         ``read_into(view)`` fills the start of ``view`` and returns how many
-        bytes it put there, 0 at EOF (``socket.recv_into``). Each piece is
-        hashed as it lands. Returns the bytes received: fewer than asked only
-        at EOF. What arrived is kept for the ``.part`` even when ``read_into``
-        raises (a timeout, a reset), so the next run resumes after it.
+        bytes it put there, 0 at EOF (``socket.recv_into``). Returns the bytes
+        received: fewer than asked only at EOF. What arrived is kept for the
+        ``.part`` even when ``read_into`` raises (a timeout, a reset), so the
+        next run resumes after it.
         """
-        hasher = self._require_open()
+        self._require_open()
         if count < 1:
             raise ValueError(f"receive needs a positive count, not {count}")
         buffer = self._take()
@@ -256,32 +267,27 @@ class PartialDownload:
                 got = read_into(view[filled:want])
                 if not got:
                     break
-                hasher.update(view[filled : filled + got])
                 filled += got
         finally:
             view.release()
-            self.offset += filled
             self._give(buffer, filled)
         return filled
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Hash and write ``data`` (any length): content already in hand."""
-        hasher = self._require_open()
+        self._require_open()
         source = memoryview(data).cast("B")
         while source:
             buffer = self._take()
             count = min(len(source), len(buffer))
             buffer[:count] = source[:count]
-            hasher.update(source[:count])
-            self.offset += count
             self._give(buffer, count)
             source = source[count:]
 
-    def _require_open(self) -> hashlib._Hash:
+    def _require_open(self) -> None:
         if self._fd is None or self._hasher is None:
             raise TransferError("write before open")
         self._check_writer()
-        return self._hasher
 
     def _take(self) -> bytearray:
         """A buffer to fill: waits for the writer to hand one back (back-pressure)."""
@@ -292,23 +298,35 @@ class PartialDownload:
         return self._inline
 
     def _give(self, buffer: bytearray, count: int) -> None:
-        """Write ``count`` bytes of ``buffer`` (now, or on the writer thread)."""
-        if self._full is not None and self._free is not None:
+        """Hash and write ``count`` bytes of ``buffer``: down the pipeline, or now."""
+        self.offset += count
+        if self._to_hash is not None and self._free is not None:
             if count:
-                self._full.put((buffer, count))
+                self._to_hash.put((buffer, count))
             else:
                 self._free.put(buffer)
-        elif count and self._fd is not None:
-            _write_all(self._fd, memoryview(buffer)[:count])
+        elif count and self._fd is not None and self._hasher is not None:
+            view = memoryview(buffer)[:count]
+            self._hasher.update(view)
+            _write_all(self._fd, view)
+
+    def _hash_loop(
+        self, to_hash: queue.Queue[Filled | None], to_write: queue.Queue[Filled | None]
+    ) -> None:
+        hasher = self._hasher
+        if hasher is None:  # pragma: no cover - open() set it before starting us
+            raise TransferError("hasher started before open")
+        while (item := to_hash.get()) is not None:
+            buffer, count = item
+            hasher.update(memoryview(buffer)[:count])
+            to_write.put(item)
+        to_write.put(None)
 
     def _write_loop(
-        self,
-        full: queue.Queue[tuple[bytearray, int] | None],
-        free: queue.Queue[bytearray],
-        fd: int,
+        self, to_write: queue.Queue[Filled | None], free: queue.Queue[bytearray], fd: int
     ) -> None:
         position = previous = os.lseek(fd, 0, os.SEEK_CUR)
-        while (item := full.get()) is not None:
+        while (item := to_write.get()) is not None:
             buffer, count = item
             if self._writer_error is None:
                 try:
@@ -327,10 +345,11 @@ class PartialDownload:
             )
 
     def _stop_writer(self) -> None:
-        if self._writer is not None and self._full is not None:
-            self._full.put(None)
-            self._writer.join()
-        self._writer, self._full, self._free, self._inline = None, None, None, None
+        if self._to_hash is not None:
+            self._to_hash.put(None)  # the hasher passes it on to the writer
+            for thread in self._threads:
+                thread.join()
+        self._threads, self._to_hash, self._free, self._inline = (), None, None, None
 
     def flush(self) -> None:
         """Make what arrived so far durable, so a later run can resume from it."""
