@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import platform
 import threading
 import time
@@ -133,6 +134,16 @@ def refuse_foreign_shaping(lab_: Lab) -> None:
             f"the lab has shaping or partitions in force: {shown}; "
             "run `lab unshape` / `lab heal` first (bench and sweep shape links themselves)"
         )
+
+
+def figure(report: dict[str, Any], key: str, *, what: str) -> float:
+    """A finite, non-negative number from a tool's JSON; BenchError naming it otherwise."""
+    value = report.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BenchError(f"{what} reported no number {key!r}: {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise BenchError(f"{what} reported {key} = {value!r}")
+    return float(value)
 
 
 def last_json(text: str, *, what: str) -> dict[str, Any]:
@@ -348,7 +359,8 @@ def sha256_rate(lab_: Lab, size: int) -> Measurement:
     argv = ["python3", "-c", _SHA_PROBE, str(size)]
     result = lab_.exec("client", argv, timeout=lab_.config.bench.step_timeout).check("sha256")
     report = last_json(result.stdout, what="sha256 probe")
-    moved, seconds = int(report["bytes"]), float(report["seconds"])
+    moved = int(figure(report, "bytes", what="sha256 probe"))
+    seconds = figure(report, "seconds", what="sha256 probe")
     return Measurement(
         name=ceiling.HASH,
         label="SHA-256 (client, 1 core)",
@@ -366,7 +378,8 @@ def write_fsync_rate(lab_: Lab, dest: Dest, size: int) -> Measurement:
         argv = ["python3", "-c", _WRITE_PROBE, str(size), f"{folder}/write-probe.bin"]
         result = lab_.exec("client", argv, timeout=lab_.config.bench.step_timeout)
     report = last_json(result.check("write+fsync").stdout, what="write+fsync probe")
-    moved, seconds = int(report["bytes"]), float(report["seconds"])
+    moved = int(figure(report, "bytes", what="write+fsync probe"))
+    seconds = figure(report, "seconds", what="write+fsync probe")
     return Measurement(
         name=ceiling.WRITE,
         label=f"write+fsync ({dest.name})",
@@ -448,8 +461,8 @@ def peer(lab_: Lab, dest: Dest, name: str, sha256: str, size: int) -> Measuremen
             errors = receiver.logs(stdout=False, stderr=True).strip()
             raise BenchError(f"the peer's receiver exited with {code}: {errors[-300:]!r}")
     report = last_json(output, what="peer")
-    moved = int(report["bytes"])
-    seconds = float(report["ended"]) - float(report["started"])
+    moved = int(figure(report, "bytes", what="peer"))
+    seconds = figure(report, "ended", what="peer") - figure(report, "started", what="peer")
     return Measurement(
         name=ceiling.PEER,
         label="peer: socat | tee | openssl",
@@ -457,7 +470,7 @@ def peer(lab_: Lab, dest: Dest, name: str, sha256: str, size: int) -> Measuremen
         bytes=moved,
         seconds=seconds,
         bits_per_second=_rate(moved, seconds),
-        verified=moved == size and report["sha256"] == sha256,
+        verified=moved == size and report.get("sha256") == sha256,
         note=f"socat -> tee FILE -> openssl dgst -sha256, then sync FILE, at {dest.path}",
     )
 
@@ -494,8 +507,8 @@ def fetch(lab_: Lab, name: str, sha256: str, dest: Dest | None = None) -> Measur
         argv = ["socketlab", "client", "fetch", name, "--dest", folder, "--quiet", "--json"]
         result = lab_.exec("client", argv, timeout=lab_.config.bench.step_timeout).check("fetch")
     report = last_json(result.stdout, what="fetch")
-    moved = int(report["size"]) - int(report["resumed_from"])
-    seconds = float(report["transfer_seconds"])
+    moved = int(figure(report, "size", what="fetch") - figure(report, "resumed_from", what="fetch"))
+    seconds = figure(report, "transfer_seconds", what="fetch")
     return Measurement(
         name=ceiling.OURS,
         label="fetch (verified)",
@@ -503,7 +516,7 @@ def fetch(lab_: Lab, name: str, sha256: str, dest: Dest | None = None) -> Measur
         bytes=moved,
         seconds=seconds,
         bits_per_second=_rate(moved, seconds),
-        verified=report["sha256"] == sha256,
+        verified=report.get("sha256") == sha256,
         note=f"framed, SHA-256 checked, fsynced, renamed, at {base}",
     )
 

@@ -366,6 +366,14 @@ class PartialDownload:
                 os.close(self._fd)
                 self._fd = None
 
+    def abort(self) -> None:
+        """Stop the pipeline and close the file, leaving ``.part`` as it is; raises nothing
+        of its own (the caller is already handling the error that brought it here)."""
+        self._stop_writer()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
     def finish(self, *, size: int, sha256: str) -> Path:
         """fsync, verify size and hash, rename to the final name; returns it."""
         self.close()

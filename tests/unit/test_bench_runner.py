@@ -328,3 +328,25 @@ def test_run_steps_round_robin_keeps_the_best_of_each() -> None:
         ("a", 3.0, (1.0, 3.0, 2.0)),
         ("b", 6.0, (5.0, 4.0, 6.0)),
     ]
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        pytest.param(
+            '{"started": 1, "ended": 2, "sha256": "x"}', "no number 'bytes'", id="missing"
+        ),
+        pytest.param(
+            '{"bytes": "4000", "started": 1, "ended": 2}', "no number 'bytes'", id="a-string"
+        ),
+        pytest.param('{"bytes": -1, "started": 1, "ended": 2}', "bytes = -1", id="negative"),
+        pytest.param('{"bytes": true, "started": 1, "ended": 2}', "no number", id="a-bool"),
+        pytest.param("garbage", "peer printed no JSON", id="no-json"),
+    ],
+)
+def test_a_peer_reporting_nonsense_is_a_bench_error(fake_lab: Any, out: str, message: str) -> None:
+    fake_lab.commands = scripted({})
+    fake_lab.queue_helper(name="send", stderr="listening on\n")
+    fake_lab.queue_helper(name="receive", stdout=out + "\n")
+    with pytest.raises(BenchError, match=message):
+        peer(fake_lab, DISK, "f", "ab12", 4000)

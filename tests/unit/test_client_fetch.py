@@ -4,6 +4,7 @@ that stops mid-file, a paced reader, and an empty file."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -51,7 +52,9 @@ def one_shot() -> Iterator[Callable[[bytes, Script], client.Endpoint]]:
             with conn:
                 conn.settimeout(TIMEOUT)
                 conn.recv(65536)  # the request
-                script(conn, content)
+                # A client that gives up (as on a failing disk) resets the connection.
+                with contextlib.suppress(ConnectionError):
+                    script(conn, content)
 
         thread = threading.Thread(target=serve, daemon=True)
         thread.start()
@@ -156,3 +159,23 @@ def test_a_paced_fetch_reads_a_little_at_a_time(
 )
 def test_pacer_read_size(rate: float, largest: int, expected: int) -> None:
     assert Pacer(rate).read_size(largest) == expected
+
+
+def test_a_failing_disk_stops_the_pipeline_with_a_clear_error(
+    one_shot: Callable[[bytes, Script], client.Endpoint],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    content = os.urandom(48 * 2**20)  # more than the writer's buffers: the receiver sees it
+    before = threading.active_count()
+
+    def full_disk(fd: int, data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    endpoint = one_shot(content, in_pieces(2**20, with_header=0))
+    with pytest.raises(TransferError, match="No space left on device"):
+        client.fetch(endpoint, "f.bin", tmp_path, progress=False)
+    monkeypatch.undo()
+    assert not (tmp_path / "f.bin").exists()
+    assert threading.active_count() <= before + 1  # the hasher and writer are gone

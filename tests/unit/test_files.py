@@ -328,3 +328,16 @@ def test_receive_before_open_and_without_a_count(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="positive count"):
         download.receive(Pieces(b"x", [1]), 0)
     download.close()
+
+
+def test_abort_stops_the_pipeline_and_keeps_the_part(tmp_path: Path) -> None:
+    download = PartialDownload(tmp_path, "f.bin", writer_depth=2, chunk_size=100)
+    download.prefix_state()
+    download.open(offset=0)
+    download.write(b"a" * 250)
+    threads = download._threads
+    download.abort()
+    assert all(not thread.is_alive() for thread in threads)
+    assert download._fd is None
+    assert (tmp_path / "f.bin.part").read_bytes() == b"a" * 250
+    download.abort()  # twice is harmless

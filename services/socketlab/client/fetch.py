@@ -68,6 +68,9 @@ def fetch(
                 f"fetch of {name} interrupted at {download.offset} of {size} bytes "
                 f"({exc}); run it again to resume"
             ) from exc
+        except BaseException:
+            download.abort()  # the disk failed, or we were interrupted: stop its threads
+            raise
         if bar:
             bar.update(download.offset, final=True)
     path = download.finish(size=size, sha256=digest)
