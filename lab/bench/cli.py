@@ -134,7 +134,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=positive,
         default=1,
         metavar="N",
-        help="tries of iperf3, SHA-256, write+fsync, the peer and fetch, round-robin; "
+        help="tries of iperf3, SHA-256, both write+fsync, the peer and fetch, round-robin; "
         "the best of each is reported (default: 1)",
     )
     bench.add_argument(

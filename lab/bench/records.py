@@ -53,7 +53,7 @@ class Measurement:
     and ``samples`` holds every try's rate, in order.
     """
 
-    name: str  # iperf3-tcp | sha256 | write-fsync | peer | fetch | naive | iperf3-udp | udp
+    name: str  # lab.bench.ceiling's names: iperf3-tcp, sha256, write-fsync, peer, fetch, ...
     label: str
     transport: str  # tcp | udp | local (no network: hashing, the disk)
     bytes: int
@@ -115,7 +115,7 @@ class BenchRun:
         return {m.name: m.bits_per_second for m in self.measurements}
 
     def ceiling(self) -> Ceiling | None:
-        """min(iperf3, SHA-256, write+fsync) in this run; None if one is missing."""
+        """min(iperf3, SHA-256, the best write+fsync) in this run; None if one is missing."""
         return ceiling(self.rates())
 
     def ratios(self) -> list[Ratio]:
@@ -151,8 +151,7 @@ class BenchRun:
             bound = self.get(found.bound_by)
             rows.append(
                 {
-                    "measurement": f"ceiling = min(iperf3, SHA-256, write+fsync): "
-                    f"{bound.label if bound else found.bound_by}",
+                    "measurement": f"ceiling: {bound.label if bound else found.bound_by}",
                     "Mbit/s": f"{found.bits_per_second / 1e6:.1f}",
                     "MB": "-",
                     "s": "-",

@@ -7,7 +7,8 @@
   namespace, ``iperf3 -c SERVER -R -J`` in one joined to the client's, so the
   data flows server -> client like our file transfer;
 * **SHA-256** and **write+fsync**: hashlib on one core, and writing the file's
-  size at the destination then fsyncing it, both in the client container;
+  size at the destination then fsyncing it (plainly, and with write-behind as
+  fetch's writer does it), all in the client container;
 * **the peer**: ``socat`` from the server's data root into ``tee FILE | openssl
   dgst -sha256`` and ``sync FILE``, in netkit helpers joined to the server's and
   the client's namespaces and mounting their volumes (the same file, the same
@@ -18,7 +19,7 @@
 * **iperf3 UDP** and **udp**: the same payload, datagram size and rate from
   the client to the udp-listener (ours through ``socketlab tcp-vs-udp``).
 
-The first five run ``repeat`` times round-robin and keep their best try. The
+The first six run ``repeat`` times round-robin and keep their best try. The
 destination (``--dest``) is one of the client's volumes in ``docker-compose.yml``:
 ``disk`` (``/var/tmp``, on the Docker host's disk) or ``tmpfs`` (``/mnt/tmpfs``).
 Shaped conditions shape both links the measurements cross (server -> client
@@ -270,16 +271,23 @@ print(json.dumps({"bytes": size, "seconds": time.perf_counter() - started}))
 """
 
 # Write ``size`` bytes in 1 MiB blocks, then fsync: what the disk at the destination takes.
+# "behind": after every 4 MiB, ask the kernel to write them out now and to drop the
+# 4 MiB before (posix_fadvise DONTNEED), as fetch's writer does.
 _WRITE_PROBE: Final = """
 import json, os, sys, time
-size, path = int(sys.argv[1]), sys.argv[2]
-block = memoryview(os.urandom(1 << 20))
+size, path, behind = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "behind"
+block, chunk = memoryview(os.urandom(1 << 20)), 4 << 20
 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 try:
     started = time.perf_counter()
-    left = size
-    while left:
-        left -= os.write(fd, block[: min(left, len(block))])
+    done = kicked = 0
+    while done < size:
+        done += os.write(fd, block[: min(size - done, len(block))])
+        if behind and (done - kicked >= chunk or done == size):
+            os.posix_fadvise(fd, kicked, done - kicked, os.POSIX_FADV_DONTNEED)
+            if kicked:
+                os.posix_fadvise(fd, max(0, kicked - chunk), chunk, os.POSIX_FADV_DONTNEED)
+            kicked = done
     os.fsync(fd)
     seconds = time.perf_counter() - started
 finally:
@@ -372,22 +380,29 @@ def sha256_rate(lab_: Lab, size: int) -> Measurement:
     )
 
 
-def write_fsync_rate(lab_: Lab, dest: Dest, size: int) -> Measurement:
-    """Writing ``size`` bytes at ``dest`` in the client and fsyncing them."""
+def write_fsync_rate(lab_: Lab, dest: Dest, size: int, *, behind: bool = False) -> Measurement:
+    """Writing ``size`` bytes at ``dest`` in the client and fsyncing them; with ``behind``,
+    asking the kernel to write each 4 MiB out at once."""
+    mode = "behind" if behind else "plain"
     with scratch_dir(lab_, "client", dest.path) as folder:
-        argv = ["python3", "-c", _WRITE_PROBE, str(size), f"{folder}/write-probe.bin"]
+        argv = ["python3", "-c", _WRITE_PROBE, str(size), f"{folder}/write-probe.bin", mode]
         result = lab_.exec("client", argv, timeout=lab_.config.bench.step_timeout)
     report = last_json(result.check("write+fsync").stdout, what="write+fsync probe")
     moved = int(figure(report, "bytes", what="write+fsync probe"))
     seconds = figure(report, "seconds", what="write+fsync probe")
+    how = (
+        "1 MiB writes, each 4 MiB written out at once, then fsync"
+        if behind
+        else ("1 MiB writes then fsync")
+    )
     return Measurement(
-        name=ceiling.WRITE,
-        label=f"write+fsync ({dest.name})",
+        name=ceiling.WRITE_BEHIND if behind else ceiling.WRITE,
+        label=f"write+fsync{', write-behind' if behind else ''} ({dest.name})",
         transport="local",
         bytes=moved,
         seconds=seconds,
         bits_per_second=_rate(moved, seconds),
-        note=f"1 MiB writes then fsync at {dest.path} ({dest.fs})",
+        note=f"{how} at {dest.path} ({dest.fs})",
     )
 
 
@@ -718,6 +733,10 @@ def bench_condition(
             ("iperf3 TCP", lambda: iperf3_tcp(lab_, seconds=options.iperf_seconds)),
             ("SHA-256 in the client", lambda: sha256_rate(lab_, size)),
             (f"write+fsync at {dest.path}", lambda: write_fsync_rate(lab_, dest, size)),
+            (
+                f"write+fsync, write-behind, at {dest.path}",
+                lambda: write_fsync_rate(lab_, dest, size, behind=True),
+            ),
             ("peer: socat | tee | openssl", lambda: peer(lab_, dest, name, sha256, size)),
             ("socketlab fetch", lambda: fetch(lab_, name, sha256, dest)),
         ]

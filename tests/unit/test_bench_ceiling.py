@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lab.bench.ceiling import (
-    CEILING_PARTS,
+    DISK_PARTS,
     TARGETS,
     Ceiling,
     Ratio,
@@ -23,9 +23,11 @@ ISSUE = {
     "iperf3-tcp": 27.8e9,
     "sha256": 13e9,
     "write-fsync": 3.33e9,
+    "write-fsync-behind": 3.1e9,
     "peer": 2.0e9,
     "fetch": 2.95e9,
 }
+PARTS = ("iperf3-tcp", "sha256", "write-fsync")
 
 
 def by_name(found: list[Ratio]) -> dict[str, Ratio]:
@@ -44,19 +46,28 @@ def test_the_peer_and_fetch_never_set_the_ceiling() -> None:
     assert ceiling(ISSUE | {"peer": 0.1e9, "fetch": 0.1e9}) == ceiling(ISSUE)
 
 
-@pytest.mark.parametrize("missing", CEILING_PARTS)
-def test_no_ceiling_without_all_three_parts(missing: str) -> None:
-    rates = {k: v for k, v in ISSUE.items() if k != missing}
+@pytest.mark.parametrize("missing", ["iperf3-tcp", "sha256", DISK_PARTS])
+def test_no_ceiling_without_network_hash_and_disk(missing: str | tuple[str, ...]) -> None:
+    gone = {missing} if isinstance(missing, str) else set(missing)
+    rates = {k: v for k, v in ISSUE.items() if k not in gone}
     assert ceiling(rates) is None
-    assert ceiling(rates | {missing: 0.0}) is None
+    assert ceiling(rates | dict.fromkeys(gone, 0.0)) is None
 
 
-@given(st.lists(st.floats(min_value=1.0, max_value=1e12), min_size=3, max_size=3))
-def test_the_ceiling_is_never_above_any_part(values: list[float]) -> None:
-    rates = dict(zip(CEILING_PARTS, values, strict=True))
+def test_the_disk_counts_with_its_faster_write() -> None:
+    behind_faster = ISSUE | {"write-fsync": 1.6e9, "write-fsync-behind": 4.4e9}
+    assert ceiling(behind_faster) == Ceiling(bits_per_second=4.4e9, bound_by="write-fsync-behind")
+    only_plain = {k: v for k, v in ISSUE.items() if k != "write-fsync-behind"}
+    assert ceiling(only_plain) == Ceiling(bits_per_second=3.33e9, bound_by="write-fsync")
+
+
+@given(st.lists(st.floats(min_value=1.0, max_value=1e12), min_size=4, max_size=4))
+def test_the_ceiling_is_the_lowest_of_network_hash_and_the_best_disk(values: list[float]) -> None:
+    rates = dict(zip((*PARTS, "write-fsync-behind"), values, strict=True))
     found = ceiling(rates)
     assert found is not None
-    assert all(found.bits_per_second <= v for v in values)
+    network, hashing, plain, behind = values
+    assert found.bits_per_second == min(network, hashing, max(plain, behind))
     assert rates[found.bound_by] == found.bits_per_second
 
 

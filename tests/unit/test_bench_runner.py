@@ -121,10 +121,11 @@ def test_sha_probe_hashes_the_size_asked_for() -> None:
     assert report["seconds"] > 0
 
 
-def test_write_probe_writes_fsyncs_and_removes_its_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["plain", "behind"])
+def test_write_probe_writes_fsyncs_and_removes_its_file(tmp_path: Path, mode: str) -> None:
     target = tmp_path / "probe.bin"
-    report = run_probe(runner._WRITE_PROBE, str(2 * 2**20 + 7), str(target))
-    assert report["bytes"] == 2 * 2**20 + 7
+    report = run_probe(runner._WRITE_PROBE, str(9 * 2**20 + 7), str(target), mode)
+    assert report["bytes"] == 9 * 2**20 + 7
     assert report["seconds"] > 0
     assert not target.exists()
 
@@ -133,7 +134,7 @@ def test_write_probe_refuses_an_existing_file(tmp_path: Path) -> None:
     target = tmp_path / "probe.bin"
     target.write_bytes(b"keep")
     with pytest.raises(subprocess.CalledProcessError):
-        run_probe(runner._WRITE_PROBE, "10", str(target))
+        run_probe(runner._WRITE_PROBE, "10", str(target), "plain")
     assert target.read_bytes() == b"keep"
 
 
@@ -230,11 +231,16 @@ def test_sha256_and_write_rates(fake_lab: Any) -> None:
     assert (sha.name, sha.bits_per_second, sha.transport) == ("sha256", 16e9, "local")
     write = write_fsync_rate(fake_lab, DISK, 10**9)
     assert (write.name, write.bits_per_second) == ("write-fsync", 4e9)
-    probe = next(argv for _, argv in fake_lab.execs if "fsync" in " ".join(argv))
-    assert probe[-1].startswith("/var/tmp/socketlab-bench-")
-    assert probe[-1].endswith("/write-probe.bin")
-    # the scratch folder is made before and removed after
-    assert [argv[0] for _, argv in fake_lab.execs if argv[0] in {"mkdir", "rm"}] == ["mkdir", "rm"]
+    behind = write_fsync_rate(fake_lab, DISK, 10**9, behind=True)
+    assert (behind.name, behind.label) == ("write-fsync-behind", "write+fsync, write-behind (disk)")
+    probes = [argv for _, argv in fake_lab.execs if "fsync" in " ".join(argv)]
+    assert [argv[-1] for argv in probes] == ["plain", "behind"]
+    for argv in probes:
+        assert argv[-2].startswith("/var/tmp/socketlab-bench-")
+        assert argv[-2].endswith("/write-probe.bin")
+    # each scratch folder is made before and removed after
+    made = [argv[0] for _, argv in fake_lab.execs if argv[0] in {"mkdir", "rm"}]
+    assert made == ["mkdir", "rm", "mkdir", "rm"]
 
 
 PEER_OUT = '{"bytes": 4000, "started": 100.25, "ended": 100.75, "sha256": "ab12"}\n'
