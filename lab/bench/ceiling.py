@@ -4,7 +4,7 @@ Pure: rates in bit/s by measurement name in, figures out. A verified download
 to disk cannot beat the slowest of the three things it must do to every byte:
 
 * receive it (``iperf3-tcp``, the network between the same two containers);
-* hash it (``sha256``, hashlib on one core of the client);
+* hash it (``sha256``, hashlib on one core of the client, by that core's CPU time);
 * write and fsync it (the file's size at ``--dest``, in the client), measured
   twice: plainly (``write-fsync``: write it all, then fsync) and with the
   kernel asked to write each chunk out at once (``write-fsync-behind``, as our

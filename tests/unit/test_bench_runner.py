@@ -119,6 +119,7 @@ def test_sha_probe_hashes_the_size_asked_for() -> None:
     report = run_probe(runner._SHA_PROBE, str(3 * 2**20 + 5))
     assert report["bytes"] == 3 * 2**20 + 5
     assert report["seconds"] > 0
+    assert 0 < report["cpu_seconds"] <= report["seconds"] * 1.05
 
 
 @pytest.mark.parametrize("mode", ["plain", "behind"])
@@ -223,12 +224,14 @@ DISK = Dest(name="disk", path="/var/tmp", fs="ext4")
 def test_sha256_and_write_rates(fake_lab: Any) -> None:
     fake_lab.commands = scripted(
         {
-            "hashlib": '{"bytes": 1000000000, "seconds": 0.5}\n',
+            "hashlib": '{"bytes": 1000000000, "seconds": 2.5, "cpu_seconds": 0.5}\n',
             "fsync": 'noise\n{"bytes": 1000000000, "seconds": 2.0}\n',
         }
     )
     sha = sha256_rate(fake_lab, 10**9)
+    # one core's capacity: 0.5 s of CPU, though 2.5 s passed on a busy machine
     assert (sha.name, sha.bits_per_second, sha.transport) == ("sha256", 16e9, "local")
+    assert "0.50 s of CPU in 2.50 s" in sha.note
     write = write_fsync_rate(fake_lab, DISK, 10**9)
     assert (write.name, write.bits_per_second) == ("write-fsync", 4e9)
     behind = write_fsync_rate(fake_lab, DISK, 10**9, behind=True)
