@@ -10,6 +10,7 @@ import io
 import json
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from lab.api import Lab
 from lab.bench.records import BenchReport, SweepResult
 from lab.bench.report import DELIVERY_PLOT, GOODPUT_PLOT, REPORT_FILE, RESULT_FILE
+from lab.bench.runner import DEST_PATHS, ensure_bench_file
 from lab.cli import main as lab_main
 from lab.shaping import link_status
 
@@ -155,6 +157,24 @@ def test_bench_quick_writes_every_figure(lab: Lab, tmp_path: Path, dest: str) ->
     assert report.quick is True
     assert lab.helpers("bench-peer") == []  # the peer's helpers are gone
     print(f"\nBENCHMARK lab-bench-quick-{dest} {json.dumps(report.ratio_rows())}")
+
+
+@pytest.mark.parametrize("path", sorted(DEST_PATHS.values()))
+def test_a_fetch_to_a_bench_dest_reads_back_identical(lab: Lab, path: str) -> None:
+    """fetch's writer drops what it wrote from the page cache (write-behind): the file
+    read back from the destination, not only the hash of what arrived, must match."""
+    size = 48 * 2**20 + 5  # several of the writer's 4 MiB buffers, and a ragged end
+    name, digest = ensure_bench_file(lab, size)
+    folder = f"{path}/socketlab-readback-{uuid.uuid4().hex[:8]}"
+    try:
+        argv = ["socketlab", "client", "fetch", name, "--dest", folder, "--quiet", "--json"]
+        fetched = lab.exec("client", argv, timeout=300).check("fetch")
+        assert json.loads(fetched.stdout.strip().splitlines()[-1])["sha256"] == digest
+        # Drop what the kernel may still cache for the file, then read it back.
+        lab.exec("client", ["dd", f"if={folder}/{name}", "iflag=nocache", "count=0"], timeout=60)
+        assert lab.file_sha256("client", f"{folder}/{name}") == digest
+    finally:
+        lab.exec("client", ["rm", "-rf", folder], timeout=60)
 
 
 @pytest.mark.benchmark

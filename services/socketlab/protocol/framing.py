@@ -186,8 +186,8 @@ class FrameDecoder:
     def consume_content(self, count: int) -> None:
         """Count ``count`` content bytes the caller read off the stream itself.
 
-        The zero-copy path for large content: once the buffered bytes are
-        drained, a receiver may ``recv_into`` its own buffer up to
+        For large content without copies in user space: once the buffered
+        bytes are drained, a receiver may ``recv_into`` its own buffer up to
         :attr:`content_remaining` and report the count here instead of
         feeding them through :meth:`receive_data`. The message then ends
         (``MessageEnd``) as usual. RuntimeError when bytes are buffered, no
