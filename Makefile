@@ -9,10 +9,11 @@ BIN := $(VENV)/bin
 PROJECT ?= socketlab
 PYTEST_ARGS ?=
 
-.PHONY: help venv images lab-up lab-down lab-status test test-unit test-integration bench scenarios check fmt settings-doc clean
+.PHONY: help venv doctor images lab-up lab-down lab-status test test-unit test-integration bench scenarios check fmt settings-doc clean
 
 help:
-	@echo "make lab-up            build images if needed, start the lab, wait until healthy"
+	@echo "make doctor            check this machine's prerequisites (exit 1 if the lab cannot run)"
+	@echo "make lab-up            check prerequisites, build images if needed, start, wait until healthy"
 	@echo "make lab-down          remove the lab's containers, networks and volumes"
 	@echo "make lab-status        services, health, IPs"
 	@echo "make test              unit + integration tests (integration needs Docker)"
@@ -30,6 +31,9 @@ $(BIN)/lab: pyproject.toml
 	@touch $@
 
 venv: $(BIN)/lab
+
+doctor: venv
+	$(BIN)/lab doctor
 
 images: venv
 	$(BIN)/lab -p $(PROJECT) build

@@ -8,8 +8,15 @@ drives its containers through the Docker SDK::
     lab.exec("client", ["socketlab", "client", "hello"], timeout=30)
     lab.down()                                 # remove everything labelled with the project
 
+The project is any Compose project: its files are ``-f`` files (``compose_files``),
+else ``SOCKETLAB_COMPOSE_FILE``, else the checkout's ``docker-compose.yml`` (and
+its override). What it declares comes from Compose's normalised config and
+its containers' labels (:meth:`Lab.topology`, :mod:`lab.topology`); names such
+as ``client.2`` are resolved by :mod:`lab.addressing`.
+
 Every container, network and volume the lab creates carries the label
-``io.socketlab.project=<project>``; ``down`` removes by that label, so helper
+``io.socketlab.project=<project>`` (``lab up`` adds it through its own
+override, :mod:`lab.overlay`); ``down`` removes by that label, so helper
 containers started outside Compose are cleaned up too.
 """
 
@@ -20,25 +27,27 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import docker
-import yaml
 from docker import DockerClient
 
 from lab import engine
-from lab.compose import Compose, detect_compose_command
+from lab.addressing import UnknownTarget
+from lab.compose import Compose, ProjectFiles, detect_compose_command, project_files
 from lab.config import LabConfig
+from lab.credentials import SECRET_VOLUMES, secret_files, secrets_tar, volume_labels
+from lab.doctor import require_prerequisites
 from lab.engine import docker_errors
 from lab.errors import (
     CommandTimeout,
     DockerNotFound,
     LabError,
     NotReady,
-    ServiceNotFound,
+    ServiceBlocked,
     ServiceStopped,
 )
 from lab.helpers import (
@@ -49,8 +58,18 @@ from lab.helpers import (
     helper_run_options,
     single_file,
 )
-from lab.images import ImageSet, ensure_images
+from lab.images import ImageNames, ImageSet, ensure_images, tag_stable_names
 from lab.interface import TIMEOUT_EXIT_CODE, ExecResult, ServiceStatus, VolumeAccess
+from lab.orchestrator import Action, Orchestrator, orchestrator_for
+from lab.overlay import NETKIT_LABEL
+from lab.topology import (
+    Family,
+    Instance,
+    ProjectModel,
+    Topology,
+    build_topology,
+    model_from_config,
+)
 from lab.waiting import Stream, wait_for, wait_for_log
 
 if TYPE_CHECKING:
@@ -66,6 +85,8 @@ __all__ = [
     "ExecResult",
     "Lab",
     "ServiceStatus",
+    "UnknownTarget",
+    "admin_token",
     "find_repo_root",
     "pickle_key",
     "single_file",
@@ -74,12 +95,11 @@ __all__ = [
 
 log = logging.getLogger("lab")
 
-NETKIT_LABEL = "io.socketlab.netkit-image"
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
-COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
 DEFAULT_PROJECT = "socketlab"
 HEALTH_POLL = 0.5
 NETKIT_RUN_ROLE = "netkit-run"
+SECRETS_ROLE = "secrets"
 # How much longer than its command's own timeout we wait for a netkit helper to end.
 NETKIT_WAIT_GRACE = 30.0
 # Compose turns project names into resource names: keep them to what it accepts.
@@ -108,6 +128,20 @@ def find_repo_root(start: Path | None = None, *, configured: Path | None = None)
     )
 
 
+def _checkout_secret(path: Path) -> str:
+    """The secret in ``path``, made (random, mode 0600) the first time it is asked for."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another lab command made it just now: use theirs
+        else:
+            with os.fdopen(descriptor, "w") as secret_file:
+                secret_file.write(secrets.token_hex(32) + "\n")
+    return path.read_text().strip()
+
+
 def pickle_key(repo_root: Path, *, configured: str | None = None) -> str:
     """The HMAC key the signed-pickle demo's two ends share.
 
@@ -115,17 +149,25 @@ def pickle_key(repo_root: Path, *, configured: str | None = None) -> str:
     altogether. Otherwise a random key made once per checkout in
     ``build/pickle-key`` (mode 0600), so the demo works in any lab started
     from here while the key never appears in the repository and stays the
-    same across ``lab up`` runs (a changed key would recreate every container).
+    same across ``lab up`` runs. It reaches only ``server`` and ``client``, as a
+    read-only file (:mod:`lab.credentials`), never through the environment.
     """
     if configured is not None:
         return configured
-    path = repo_root / "build" / "pickle-key"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as key_file:
-            key_file.write(secrets.token_hex(32) + "\n")
-    return path.read_text().strip()
+    return _checkout_secret(repo_root / "build" / "pickle-key")
+
+
+def admin_token(repo_root: Path, *, configured: str | None = None) -> str:
+    """The lab's admin token: feed writes, schedules and faults, and the UDP reset need it.
+
+    ``configured`` (``SOCKETLAB_ADMIN_TOKEN``) wins; otherwise a random token
+    made once per checkout in ``build/admin-token`` (mode 0600), like the pickle
+    key. It reaches ``server``, ``udp-listener`` and ``client`` only, as a
+    read-only file; ``lab feed`` and scenarios run the commands that read it there.
+    """
+    if configured:
+        return configured
+    return _checkout_secret(repo_root / "build" / "admin-token")
 
 
 def wrap_with_timeout(argv: Sequence[str], timeout: float) -> list[str]:
@@ -148,8 +190,10 @@ class Lab:
         repo_root: Path | None = None,
         progress: Progress = _quiet,
         config: LabConfig | None = None,
+        compose_files: Sequence[str | Path] = (),
     ) -> None:
         self.config = config if config is not None else LabConfig.from_env()
+        self._compose_files = tuple(compose_files)
         self.project = project or self.config.project or DEFAULT_PROJECT
         if not PROJECT_NAME.match(self.project):
             raise LabError(
@@ -166,7 +210,7 @@ class Lab:
         return engine.connect(host=self.config.docker_host)
 
     @cached_property
-    def _exec_docker(self) -> DockerClient:
+    def exec_docker(self) -> DockerClient:
         # exec calls block for the whole command: their HTTP timeout must be long;
         # the command itself is bounded by coreutils `timeout` inside the container.
         return engine.connect(
@@ -174,123 +218,246 @@ class Lab:
         )
 
     @cached_property
-    def compose_file(self) -> Path:
-        return self.repo_root / "docker-compose.yml"
+    def orchestrator(self) -> Orchestrator:
+        """What runs the services: Compose on one engine, or a stack on a Swarm
+        (``SOCKETLAB_ORCHESTRATOR``, ``lab --swarm``; see :mod:`lab.orchestrator`)."""
+        return orchestrator_for(self, self.config.orchestrator)
 
     @cached_property
-    def services(self) -> list[str]:
-        """Service names declared in docker-compose.yml, in file order."""
-        spec = yaml.safe_load(self.compose_file.read_text())
-        return list(spec["services"])
+    def project_files(self) -> ProjectFiles:
+        """The project's Compose files (``-f``, ``SOCKETLAB_COMPOSE_FILE`` or the default)."""
+        return project_files(
+            self._compose_files, configured=self.config.compose_file, default_dir=self.repo_root
+        )
 
-    def compose(self, images: ImageSet | None = None) -> Compose:
-        key = pickle_key(self.repo_root, configured=self.config.pickle_key)
-        env = {"COMPOSE_PROJECT_NAME": self.project, "SOCKETLAB_PICKLE_KEY": key}
+    @cached_property
+    def compose_file(self) -> Path:
+        return self.project_files.main
+
+    @cached_property
+    def _compose_command(self) -> tuple[str, ...]:
+        return tuple(detect_compose_command(override=self.config.compose))
+
+    @cached_property
+    def compose_version(self) -> int:
+        """Compose's major version: 2 reads the config as JSON, 1 as YAML."""
+        return self.compose().major_version()
+
+    @cached_property
+    def model(self) -> ProjectModel:
+        """What the project declares, from Compose's normalised config (read once)."""
+        data = self.compose().config(major=self.compose_version)
+        return model_from_config(data, project=self.project)
+
+    @property
+    def services(self) -> list[str]:
+        """Service names, dependencies first (see :class:`lab.topology.ProjectModel`)."""
+        return list(self.model.service_names)
+
+    def compose(self, images: ImageSet | None = None, *, extra: Sequence[Path] = ()) -> Compose:
+        env = {"COMPOSE_PROJECT_NAME": self.project}
         if images is not None:
             env |= {"SOCKETLAB_IMAGE": images.runtime, "SOCKETLAB_NETKIT_IMAGE": images.netkit}
-        override = self.compose_file.with_name("docker-compose.override.yml")
+        files = self.project_files.files
         return Compose(
             project=self.project,
-            compose_file=self.compose_file,
-            override_file=override if override.is_file() else None,
-            command=tuple(detect_compose_command(override=self.config.compose)),
+            compose_file=files[0],
+            extra_files=(*files[1:], *extra),
+            command=self._compose_command,
             env=env,
         )
 
     # ------------------------------------------------------------------ lifecycle
 
     def build(self) -> ImageSet:
-        """Build (or reuse) the images for the current sources."""
-        self._images = ensure_images(self.docker, self.repo_root, progress=self.progress)
+        """Build (or reuse) the images for the current sources; tag them
+        ``socketlab/runtime:latest`` and ``socketlab/base:latest`` too, so a
+        project's own Dockerfile can start ``FROM`` them and build offline."""
+        builder = self.orchestrator.build_engine()
+        self._images = ensure_images(
+            builder, self.repo_root, progress=self.progress, config=self.config.images
+        )
+        tag_stable_names(builder, self._images, ImageNames(namespace=self.config.images.namespace))
         return self._images
 
-    def up(self, *, timeout: float = 180.0) -> list[ServiceStatus]:
-        """Build images if needed, start every service, wait until all are healthy."""
+    def up(
+        self, *, timeout: float = 180.0, scale: Mapping[str, int] | None = None
+    ) -> list[ServiceStatus]:
+        """Build images if needed, start every service (``scale``: replicas per service,
+        as ``compose up --scale``), install the routers' routes and each service's TCP
+        congestion control (``x-socketlab.tcp_congestion``), wait until all are ready.
+
+        The Compose files are read first: a file Compose rejects, or a ``scale``
+        of an unknown service, changes nothing.
+        """
+        # a missing prerequisite stops here with lab doctor's row
+        require_prerequisites(config=self.config)
+        self.orchestrator.prepare()  # a Swarm that is none says so before any build
+        model = self.model
+        scale = dict(scale or {})
+        for name, replicas in scale.items():
+            model.service(name)
+            if replicas < 0:
+                raise LabError(f"--scale {name}={replicas}: replicas cannot be below 0")
         images = self.build()
-        self.progress(f"starting lab {self.project!r}")
-        self.compose(images).run("up", "-d", "--remove-orphans")
+        self._images = self.orchestrator.start(model, images=images, scale=scale, timeout=timeout)
+        if model.routers:
+            from lab.routing import ensure_routes  # noqa: PLC0415 - routing imports shaping
+
+            for route in ensure_routes(self):
+                self.progress(f"route in {route.instance}: {route.destination} via {route.via}")
+        if any(service.tcp_congestion for service in model.services):
+            # after the routes: the setting is per route (lab.congestion)
+            from lab.congestion import ensure_congestion  # noqa: PLC0415 - imports shaping
+
+            applied = ensure_congestion(self)
+            shown = ", ".join(f"{name} {algorithm}" for name, algorithm in applied.items())
+            self.progress(f"TCP congestion control: {shown}")
         self.wait_healthy(timeout=timeout)
         return self.status()
 
+    def install_secrets(self, runtime_image: str, *, engine: Any | None = None) -> None:
+        """Write the pickle key and admin token into the per-service secrets volumes.
+
+        Done before the services start (Compose and stack deploy adopt the
+        volumes by name), from a container that is created but never started
+        (no network), so the files are owned by the service user whatever the
+        host user is. ``engine``: a Swarm node's engine (default: this lab's).
+        """
+        client = engine if engine is not None else self.docker
+        files = secret_files(
+            pickle_key=pickle_key(self.repo_root, configured=self.config.pickle_key),
+            admin_token=admin_token(self.repo_root, configured=self.config.admin_token),
+        )
+        mounts = {
+            f"{self.project}_{volume}": {"bind": f"/secrets/{volume}", "mode": "rw"}
+            for volume in SECRET_VOLUMES
+        }
+        with docker_errors(f"cannot install the secrets of lab {self.project!r}"):
+            for volume in SECRET_VOLUMES:
+                name = f"{self.project}_{volume}"
+                if not client.volumes.list(filters={"name": f"^{name}$"}):
+                    labels = volume_labels(
+                        project=self.project, volume=volume, project_label=PROJECT_LABEL
+                    )
+                    client.volumes.create(name=name, labels=labels)
+            writer = client.containers.create(
+                runtime_image,
+                ["true"],
+                user="0:0",
+                network_mode="none",
+                volumes=mounts,
+                labels={PROJECT_LABEL: self.project, ROLE_LABEL: SECRETS_ROLE},
+            )
+            try:
+                for volume, content in files.items():
+                    writer.put_archive(f"/secrets/{volume}", secrets_tar(content))
+            finally:
+                writer.remove(force=True)
+
     def down(self) -> dict[str, int]:
         """Remove the project's containers, networks and volumes; return counts removed."""
-        if self.compose_file.is_file():
-            try:
-                self.compose().run("down", "--volumes", "--remove-orphans", "--timeout", "5")
-            except LabError as exc:
-                self.progress(f"compose down failed ({exc}); removing by label")
-        return self.remove_labelled()
+        removed = self.orchestrator.remove()
+        left = self.remove_labelled()
+        return {key: removed.get(key, 0) + left.get(key, 0) for key in {**removed, **left}}
 
     def remove_labelled(self) -> dict[str, int]:
         """Remove whatever still carries this project's label (helpers, strays)."""
         removed = {"containers": 0, "networks": 0, "volumes": 0}
         filters = {"label": f"{PROJECT_LABEL}={self.project}"}
         compose_filters = {"label": f"{COMPOSE_PROJECT_LABEL}={self.project}"}
-        with docker_errors(f"cannot list what lab {self.project!r} left"):
-            containers = {
-                c.id: c
-                for f in (filters, compose_filters)
-                for c in self.docker.containers.list(all=True, filters=f)
-            }
-            networks = self.docker.networks.list(filters=filters)
-            volumes = self.docker.volumes.list(filters=filters)
-        # Gone already is what we wanted.
-        for container in containers.values():
-            with contextlib.suppress(DockerNotFound), docker_errors("removing a container"):
-                container.remove(force=True, v=True)
-            removed["containers"] += 1
-        for network in networks:
-            with contextlib.suppress(DockerNotFound), docker_errors("removing a network"):
-                network.remove()
-            removed["networks"] += 1
-        for volume in volumes:
-            with contextlib.suppress(DockerNotFound), docker_errors("removing a volume"):
-                volume.remove(force=True)
-            removed["volumes"] += 1
+        for client in self.orchestrator.engines():
+            with docker_errors(f"cannot list what lab {self.project!r} left"):
+                containers = {
+                    c.id: c
+                    for f in (filters, compose_filters)
+                    for c in client.containers.list(all=True, filters=f)
+                }
+                networks = {
+                    n.id: n
+                    for f in (filters, compose_filters)
+                    for n in client.networks.list(filters=f)
+                }.values()
+                volumes = client.volumes.list(filters=filters)
+            # Gone already is what we wanted.
+            for container in containers.values():
+                with contextlib.suppress(DockerNotFound), docker_errors("removing a container"):
+                    container.remove(force=True, v=True)
+                removed["containers"] += 1
+            for network in networks:
+                with contextlib.suppress(DockerNotFound), docker_errors("removing a network"):
+                    network.remove()
+                removed["networks"] += 1
+            for volume in volumes:
+                with contextlib.suppress(DockerNotFound), docker_errors("removing a volume"):
+                    volume.remove(force=True)
+                removed["volumes"] += 1
         return removed
 
     def leftovers(self) -> dict[str, list[str]]:
-        """Names of anything still labelled with this project (empty after ``down``)."""
+        """Names of anything still labelled with this project (empty after ``down``);
+        networks by Compose's project label too."""
         filters = {"label": f"{PROJECT_LABEL}={self.project}"}
-        with docker_errors(f"cannot list what lab {self.project!r} left"):
-            return {
-                "containers": [
-                    c.name for c in self.docker.containers.list(all=True, filters=filters)
-                ],
-                "networks": [n.name for n in self.docker.networks.list(filters=filters)],
-                "volumes": [v.name for v in self.docker.volumes.list(filters=filters)],
-            }
+        compose_filters = {"label": f"{COMPOSE_PROJECT_LABEL}={self.project}"}
+        left: dict[str, list[str]] = {"containers": [], "networks": [], "volumes": []}
+        for client in self.orchestrator.engines():
+            with docker_errors(f"cannot list what lab {self.project!r} left"):
+                left["containers"] += [
+                    c.name for c in client.containers.list(all=True, filters=filters)
+                ]
+                left["networks"] += [
+                    n.name
+                    for f in (filters, compose_filters)
+                    for n in client.networks.list(filters=f)
+                ]
+                left["volumes"] += [v.name for v in client.volumes.list(filters=filters)]
+        return {kind: sorted(set(names)) for kind, names in left.items()}
 
-    def wait_healthy(self, *, timeout: float) -> None:
-        """Poll until every service is running and healthy; NotReady at the deadline."""
+    def has_files(self) -> bool:
+        """Whether the project's main Compose file exists (``lab down`` works without)."""
+        try:
+            return self.project_files.main.is_file()
+        except LabError:
+            return False
+
+    def wait_healthy(self, *, timeout: float, only: Collection[str] | None = None) -> None:
+        """Poll until every container runs and is healthy (or, without a healthcheck,
+        runs) and every service has one; NotReady at the deadline. ``only``: just
+        these services (a Swarm deploys in waves)."""
         waiting: list[str] = []
-        rows: dict[str, ServiceStatus] = {}
 
-        def all_healthy() -> bool:
-            rows.clear()
-            rows.update((row.service, row) for row in self.status())
+        def all_ready() -> bool:
+            topology = self.topology()
+            instances = [i for i in topology.instances if only is None or i.service in only]
+            present = {instance.service for instance in instances}
             waiting[:] = [
-                name
-                for name in self.services
-                if name not in rows
-                or (rows[name].state, rows[name].health) != ("running", "healthy")
+                f"{spec.name} (missing)"
+                for spec in self.model.services
+                if spec.replicas > 0
+                and spec.name not in present
+                and (only is None or spec.name in only)
             ]
-            dead = [n for n in waiting if n in rows and rows[n].state in {"exited", "dead"}]
+            unready = [i for i in instances if not i.ready]
+            waiting.extend(f"{i.name} ({i.state}/{i.health})" for i in unready)
+            blocked = [i for i in unready if i.problem]
+            if blocked:
+                # The orchestrator says why it cannot run (a task Swarm cannot place).
+                raise ServiceBlocked(
+                    "; ".join(f"{i.name}{_on_node(i)}: {i.problem}" for i in blocked)
+                )
+            dead = [i for i in unready if i.state in {"exited", "dead"}]
             if dead:
                 # It will not get healthy by waiting: say why now.
-                raise ServiceStopped(f"{', '.join(dead)} stopped: {self._last_log_line(dead[0])}")
+                names = ", ".join(i.name for i in dead)
+                raise ServiceStopped(f"{names} stopped: {self._last_log_line(dead[0].key)}")
             return not waiting
 
         try:
-            wait_for(all_healthy, timeout=timeout, what="the lab", interval=HEALTH_POLL)
-        except ServiceStopped:
+            wait_for(all_ready, timeout=timeout, what="the lab", interval=HEALTH_POLL)
+        except (ServiceStopped, ServiceBlocked):
             raise
         except NotReady as exc:
-            detail = ", ".join(
-                f"{n} ({rows[n].state}/{rows[n].health})" if n in rows else f"{n} (missing)"
-                for n in waiting
-            )
-            raise NotReady(f"not healthy after {timeout:.0f} s: {detail}") from exc
+            raise NotReady(f"not healthy after {timeout:.0f} s: {', '.join(waiting)}") from exc
 
     def _last_log_line(self, service: str) -> str:
         try:
@@ -301,70 +468,46 @@ class Lab:
 
     # ------------------------------------------------------------------ inspection
 
-    def container(self, service: str) -> Any:
-        """The Docker SDK container of ``service`` in this project (not part of the
-        :class:`~lab.interface.Lab` protocol: for callers that need Docker itself)."""
-        with docker_errors(f"cannot look up {service}"):
-            found = self.docker.containers.list(
-                all=True,
-                filters={
-                    "label": [
-                        f"{COMPOSE_PROJECT_LABEL}={self.project}",
-                        f"{COMPOSE_SERVICE_LABEL}={service}",
-                    ]
-                },
-            )
-        if not found:
-            raise ServiceNotFound(f"no container for service {service!r} in lab {self.project!r}")
-        return found[0]
+    def topology(self) -> Topology:
+        """The lab now: the model from Compose and the project's containers."""
+        return build_topology(self.model, self.orchestrator.container_facts())
 
-    def ip(self, service: str) -> str:
-        """The service's IP address on the lab network."""
-        container = self.container(service)
-        with docker_errors(f"cannot inspect {service}"):
-            container.reload()
-        networks: Mapping[str, Any] = container.attrs["NetworkSettings"]["Networks"]
-        for name, settings in networks.items():
-            if name.endswith("_lab") and settings.get("IPAddress"):
-                return str(settings["IPAddress"])
-        raise ServiceNotFound(f"{service} has no address on the lab network")
+    def instance(self, service: str) -> Instance:
+        """The container ``service`` (``client``, ``client.2``) names; its first replica
+        when a bare service has several."""
+        return self.topology().one(service)
+
+    def containers(self, service: str) -> list[Any]:
+        """The Docker SDK containers ``service`` names (a bare service: every replica),
+        by replica number, each bound to the engine that holds it (not part of the
+        :class:`~lab.interface.Lab` protocol)."""
+        return self.orchestrator.containers(service)
+
+    def container(self, service: str) -> Any:
+        """The Docker SDK container ``service`` names (a bare service: its first replica;
+        not part of the :class:`~lab.interface.Lab` protocol: for callers that need Docker)."""
+        return self.containers(service)[0]
+
+    def ip(self, service: str, *, network: str | None = None, family: Family = 4) -> str:
+        """The container's address (default: IPv4 on its first network)."""
+        topology = self.topology()
+        instance = topology.one(service)
+        return topology.address(instance, network or topology.default_network(instance), family)
 
     def state(self, service: str) -> str:
-        """Docker's state of the service's container now (running, paused, exited, ...)."""
+        """Docker's state of the container now (running, paused, exited, ...)."""
         container = self.container(service)
         with docker_errors(f"cannot inspect {service}"):
             container.reload()
         return str(container.status)
 
     def started_at(self, service: str) -> str:
-        """When the service's container last started, as Docker reports it."""
+        """When the container last started, as Docker reports it."""
         return str(self.container(service).attrs["State"].get("StartedAt", ""))
 
     def status(self) -> list[ServiceStatus]:
-        """One row per service container of this project."""
-        rows = []
-        with docker_errors(f"cannot read the status of lab {self.project!r}"):
-            containers = self.docker.containers.list(
-                all=True, filters={"label": f"{COMPOSE_PROJECT_LABEL}={self.project}"}
-            )
-            for container in containers:
-                state = container.attrs["State"]
-                networks = container.attrs["NetworkSettings"]["Networks"]
-                ip = next(
-                    (s.get("IPAddress") for n, s in networks.items() if n.endswith("_lab")), ""
-                )
-                rows.append(
-                    ServiceStatus(
-                        service=container.labels.get(COMPOSE_SERVICE_LABEL, container.name),
-                        state=state.get("Status", "?"),
-                        health=state.get("Health", {}).get("Status", "none"),
-                        ip=ip or "-",
-                        container=container.short_id,
-                        image=(container.image.tags or [container.image.short_id])[0],
-                    )
-                )
-        order = {name: index for index, name in enumerate(self.services)}
-        return sorted(rows, key=lambda row: order.get(row.service, len(order)))
+        """One row per container of this project, services in order, replicas by number."""
+        return [_status_row(instance) for instance in self.topology().instances]
 
     def logs(
         self,
@@ -392,15 +535,18 @@ class Lab:
 
     @property
     def netkit_image(self) -> str:
-        """The netkit image this lab was started with (recorded on the lab network)."""
+        """The netkit image this lab was started with (recorded on its networks and
+        containers by ``lab up``)."""
         if self._images is not None:
             return self._images.netkit
+        filters = {"label": [f"{PROJECT_LABEL}={self.project}", NETKIT_LABEL]}
         with docker_errors(f"cannot list the networks of lab {self.project!r}"):
-            networks = self.docker.networks.list(
-                filters={"label": f"{PROJECT_LABEL}={self.project}"}
-            )
-        for network in networks:
-            image = network.attrs.get("Labels", {}).get(NETKIT_LABEL)
+            labelled = [
+                n.attrs.get("Labels") or {} for n in self.docker.networks.list(filters=filters)
+            ]
+            labelled += [c.labels for c in self.docker.containers.list(all=True, filters=filters)]
+        for labels in labelled:
+            image = labels.get(NETKIT_LABEL)
             if image:
                 return str(image)
         return self.build().netkit
@@ -420,6 +566,7 @@ class Lab:
         ready_stream: Stream = "both",
         ready_timeout: float = 30.0,
         volumes: VolumeAccess | None = None,
+        cpu_shares: int | None = None,
     ) -> DockerHelper:
         """Start ``argv`` in a netkit helper joined to ``service``'s network namespace.
 
@@ -430,19 +577,26 @@ class Lab:
         logs that text; a helper that does not get ready is removed before
         :class:`~lab.errors.HelperNotReady` is raised. With ``volumes`` (``"ro"``
         or ``"rw"``) the helper also mounts the service's volumes at their paths.
+        ``cpu_shares``: the helper's CPU weight (Docker's default 1024), for
+        timing-critical helpers.
         """
+        target = self.container(service)
         options = helper_run_options(
             project=self.project,
             role=role,
-            target_id=self.container(service).id,
+            target_id=target.id,
             caps=caps,
             name=name,
             labels=labels,
             volumes=volumes,
+            cpu_shares=cpu_shares,
         )
+        # On the engine that holds the target: only it can join that namespace.
         with docker_errors(f"cannot start a {role} helper in {service}"):
             helper = DockerHelper(
-                self.docker.containers.run(self.netkit_image, list(argv), **options)
+                self.orchestrator.engine_of(target).containers.run(
+                    self.netkit_image, list(argv), **options
+                )
             )
         if ready is not None:
             with helper_removed_on_error(helper):
@@ -452,8 +606,10 @@ class Lab:
     def helpers(self, role: str) -> list[DockerHelper]:
         """This lab's helpers of ``role``, running or not."""
         labels = [f"{PROJECT_LABEL}={self.project}", f"{ROLE_LABEL}={role}"]
-        with docker_errors(f"cannot list the {role} helpers of lab {self.project!r}"):
-            found = self.docker.containers.list(all=True, filters={"label": labels})
+        found = []
+        for client in self.orchestrator.engines():
+            with docker_errors(f"cannot list the {role} helpers of lab {self.project!r}"):
+                found += client.containers.list(all=True, filters={"label": labels})
         return [DockerHelper(container) for container in found]
 
     # ------------------------------------------------------------------ actions
@@ -468,12 +624,12 @@ class Lab:
         env: Mapping[str, str] | None = None,
     ) -> ExecResult:
         """Run ``argv`` in the service's container; bounded by ``timeout`` seconds."""
-        target = self.container(service).id
+        target = self.container(service)
         kwargs: dict[str, Any] = {"demux": True, "environment": dict(env or {})}
         if user is not None:
             kwargs["user"] = user
         with docker_errors(f"exec in {service} failed"):
-            container = self._exec_docker.containers.get(target)
+            container = self.orchestrator.exec_engine(target).containers.get(target.id)
             exit_code, (out, err) = container.exec_run(wrap_with_timeout(argv, timeout), **kwargs)
         return ExecResult(
             exit_code=int(exit_code),
@@ -524,19 +680,33 @@ class Lab:
         )
         return result.stdout.split()[0]
 
-    def _act(self, service: str, action: str) -> None:
-        container = self.container(service)
-        with docker_errors(f"cannot {action} {service}"):
-            getattr(container, action)()
+    def _act(self, service: str, action: Action) -> None:
+        # A bare service with replicas: every one of them (a fault hits the service).
+        self.orchestrator.act(service, action)
 
     def stop(self, service: str) -> None:
         self._act(service, "stop")
 
     def start(self, service: str) -> None:
         self._act(service, "start")
+        self._restore_namespace(service)
 
     def restart(self, service: str) -> None:
         self._act(service, "restart")
+        self._restore_namespace(service)
+
+    def _restore_namespace(self, service: str) -> None:
+        """A container that comes back has a fresh network namespace: put back its
+        routes and TCP congestion control, as ``lab up`` put them."""
+        model = self.model
+        if model.routers:
+            from lab.routing import ensure_routes  # noqa: PLC0415 - routing imports shaping
+
+            ensure_routes(self)
+        if any(spec.tcp_congestion for spec in model.services):
+            from lab.congestion import ensure_congestion  # noqa: PLC0415 - imports shaping
+
+            ensure_congestion(self, names=[service])
 
     def kill(self, service: str) -> None:
         self._act(service, "kill")
@@ -546,6 +716,25 @@ class Lab:
 
     def unpause(self, service: str) -> None:
         self._act(service, "unpause")
+
+
+def _status_row(instance: Instance) -> ServiceStatus:
+    ipv4 = next((a.ipv4 for a in instance.addresses if a.ipv4), None)
+    return ServiceStatus(
+        service=instance.name,
+        state=instance.state,
+        health=instance.health,
+        ip=ipv4 or "-",
+        container=instance.container_id[:12],
+        image=instance.image,
+        addresses=tuple(address.describe() for address in instance.addresses),
+        restarts=instance.restarts,
+        node=instance.node,
+    )
+
+
+def _on_node(instance: Instance) -> str:
+    return f" on node {instance.node}" if instance.node else ""
 
 
 if TYPE_CHECKING:

@@ -7,11 +7,15 @@ object is then passed down (runners find it as ``lab.config``). Nothing in
 :class:`socketlab.errors.ConfigError` whose message is the one line the CLI
 prints (``SOCKETLAB_SHAPING_TIMEOUT='abc' is not a number``)::
 
-    LabConfig                 project, Compose command, checkout, pickle key, Docker
+    LabConfig                 project, Compose command and files, checkout, pickle key,
+    │                             admin token, Docker, `lab exec` and `lab cp` bounds
     ├── shaping: ShapingConfig    lab shape: namespace commands, helpers, self-check
     ├── scenario: ScenarioConfig  lab run: readiness, recovery, reads, check polling
-    ├── capture: CaptureConfig    lab run --capture: tcpdump helpers
-    └── bench: BenchConfig        lab bench / lab sweep
+    ├── capture: CaptureConfig    lab run: tcpdump helpers
+    ├── bench: BenchConfig        lab bench / lab sweep
+    ├── report: ReportConfig      report.html and pcap analysis (lab.report.config)
+    ├── watch: WatchConfig        lab watch: refresh, reads, counter helpers
+    └── swarm: SwarmConfig        lab --swarm: node endpoints, images, timeouts (lab.swarm.config)
 """
 
 from __future__ import annotations
@@ -20,12 +24,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
+from lab.images import ImagesConfig
+from lab.report.config import ReportConfig
+from lab.swarm.config import SwarmConfig
 from socketlab.config import EnvConfig, env_config, env_field
 
 PICKLE_KEY_ENV = "SOCKETLAB_PICKLE_KEY"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+# What runs the lab's services (lab.orchestrator).
+OrchestratorKind = Literal["compose", "swarm"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,8 +64,45 @@ class ShapingConfig(EnvConfig):
     check_rate_seconds: int = env_field(
         "SOCKETLAB_CHECK_RATE_SECONDS", 4, "seconds of iperf3 in a rate self-check"
     )
+    check_max_probes: int = env_field(
+        "SOCKETLAB_CHECK_MAX_PROBES",
+        20000,
+        "most echo probes a self-check sends to measure bursty loss (about 40 bursts wanted)",
+    )
+    check_reorder_probes: int = env_field(
+        "SOCKETLAB_CHECK_REORDER_PROBES",
+        1000,
+        "numbered datagrams of a self-check's one-way stream that measures reordering",
+    )
+    check_stream_port: int = env_field(
+        "SOCKETLAB_CHECK_STREAM_PORT",
+        5299,
+        "UDP port the self-check's stream listener binds in the destination's namespace",
+    )
+    check_host_slack: float = env_field(
+        "SOCKETLAB_CHECK_HOST_SLACK",
+        0.002,
+        "seconds a busy host may add to a self-check's delay percentiles (upper side only)",
+    )
+    check_load_probes: int = env_field(
+        "SOCKETLAB_CHECK_LOAD_PROBES",
+        100,
+        "echo probes (20 ms apart) of a queue's RTT under load in a self-check",
+    )
     iperf_port: int = env_field(
         "SOCKETLAB_IPERF_PORT", 5201, "port of the self-check's iperf3 server"
+    )
+    helper_cpu_shares: int = env_field(
+        "SOCKETLAB_SHAPER_CPU_SHARES",
+        8192,
+        "CPU weight of a verdict loop's helper (Docker cpu-shares, default 1024; 0 leaves it): "
+        "on a busy host it is scheduled first, which keeps its delays precise",
+    )
+    stats_interval: float = env_field(
+        "SOCKETLAB_SHAPER_STATS_INTERVAL",
+        1.0,
+        "seconds between a verdict loop's counter lines, passed to each shaping helper "
+        "(`lab watch` shows drops from them; one short log line each)",
     )
 
 
@@ -131,6 +177,31 @@ class BenchConfig(EnvConfig):
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class WatchConfig(EnvConfig):
+    """``lab watch`` and ``lab run --watch``."""
+
+    interval: float = env_field("SOCKETLAB_WATCH_INTERVAL", 1.0, "seconds between refreshes")
+    read_timeout: float = env_field(
+        "SOCKETLAB_WATCH_READ_TIMEOUT",
+        2.0,
+        "seconds for one read of a refresh (the UDP listener's stats, a log tail)",
+    )
+    helper_timeout: float = env_field(
+        "SOCKETLAB_WATCH_HELPER_TIMEOUT",
+        20.0,
+        "seconds a counter helper has to start in a namespace",
+    )
+    max_stats_bytes: int = env_field(
+        "SOCKETLAB_WATCH_MAX_STATS_BYTES",
+        1024 * 1024,
+        "largest UDP listener stats answer read (bytes)",
+    )
+    log_tail: int = env_field(
+        "SOCKETLAB_WATCH_LOG_TAIL", 400, "log lines of each helper read per refresh"
+    )
+
+
 @env_config
 @dataclass(frozen=True, kw_only=True)
 class LabConfig(EnvConfig):
@@ -143,6 +214,20 @@ class LabConfig(EnvConfig):
         "command that runs Compose, e.g. `docker-compose` "
         "(default: `docker compose` if it answers, else `docker-compose`)",
     )
+    compose_file: str | None = env_field(
+        "SOCKETLAB_COMPOSE_FILE",
+        None,
+        "the project's Compose files (`lab -f`), separated as in COMPOSE_FILE (`:` on Linux) "
+        "(default: docker-compose.yml and docker-compose.override.yml of the checkout)",
+    )
+    exec_timeout: float = env_field(
+        "SOCKETLAB_EXEC_TIMEOUT", 3600.0, "seconds a `lab exec` command may run"
+    )
+    copy_limit: int = env_field(
+        "SOCKETLAB_COPY_LIMIT",
+        4 * 1024**3,
+        "bytes `lab cp` copies at most in one archive (either way)",
+    )
     root: Path | None = env_field(
         "SOCKETLAB_ROOT", None, "the socketlab checkout (default: found from the working folder)"
     )
@@ -152,13 +237,29 @@ class LabConfig(EnvConfig):
         "HMAC key of the signed-pickle demo; set empty to disable pickle "
         "(default: a key made once per checkout in build/pickle-key)",
     )
+    admin_token: str | None = env_field(
+        "SOCKETLAB_ADMIN_TOKEN",
+        None,
+        "the lab's admin token (feed writes, schedules, faults, UDP reset) "
+        "(default: a token made once per checkout in build/admin-token)",
+    )
     docker_host: str = env_field(
         "DOCKER_HOST", DEFAULT_DOCKER_HOST, "the Docker engine (read by the Docker SDK too)"
+    )
+    orchestrator: OrchestratorKind = env_field(
+        "SOCKETLAB_ORCHESTRATOR",
+        "compose",
+        "what runs the lab: `compose` on DOCKER_HOST, or `swarm`: a stack on the Swarm whose "
+        "manager DOCKER_HOST is (`lab --swarm`)",
     )
     shaping: ShapingConfig = field(default_factory=ShapingConfig)
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
+    swarm: SwarmConfig = field(default_factory=SwarmConfig)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:

@@ -1,7 +1,10 @@
 """What the ``lab`` commands print: the consoles, tables and progress lines.
 
 Every subcommand module prints through here, so none of them imports the root
-CLI (``lab.cli``), which imports them.
+CLI (``lab.cli``), which imports them. Text that came from a container (log
+lines, feed titles, error messages, table cells) goes through
+:func:`socketlab.terminal.neutralize` and is never read as rich markup, so it
+cannot move the cursor, retitle the terminal or forge a line.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ from collections.abc import Mapping, Sequence
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from socketlab.terminal import neutralize
 
 # emoji off: ":x:" in /etc/passwd lines must not become a cross mark
 err_console = Console(stderr=True, emoji=False, highlight=False)
@@ -18,9 +24,19 @@ err_console = Console(stderr=True, emoji=False, highlight=False)
 out_console = Console(emoji=False, highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
+def cell(value: object) -> Text:
+    """One table cell: control and bidi characters escaped, no markup."""
+    return Text(neutralize(str(value)))
+
+
 def progress_printer(message: str) -> None:
     """A progress line on stderr (``• message``)."""
-    err_console.print(f"• {message}", markup=False)
+    err_console.print(f"• {neutralize(message)}", markup=False)
+
+
+def print_log_line(service: str, line: str) -> None:
+    """One line of a service's log, prefixed with the service (``lab logs``)."""
+    sys.stdout.write(f"{service:>12} | {neutralize(line)}\n")
 
 
 def print_rows(title: str, rows: Sequence[Mapping[str, str]]) -> None:
@@ -32,7 +48,7 @@ def print_rows(title: str, rows: Sequence[Mapping[str, str]]) -> None:
     for column in rows[0]:
         table.add_column(column)
     for row in rows:
-        table.add_row(*(str(value) for value in row.values()))
+        table.add_row(*(cell(value) for value in row.values()))
     out_console.print(table)
 
 
@@ -42,10 +58,13 @@ def print_figures(title: str, rows: Sequence[Mapping[str, str]]) -> None:
     for index, column in enumerate(rows[0] if rows else {}):
         table.add_column(column, no_wrap=index == 0, justify="left" if index == 0 else "right")
     for row in rows:
-        table.add_row(*row.values())
+        table.add_row(*(cell(value) for value in row.values()))
     out_console.print(table)
 
 
 def print_error(message: str) -> None:
     """``lab: error: message`` on stderr."""
-    err_console.print(f"lab: error: {message}", markup=False, style="bold red")
+    # soft_wrap: one line however long, as the CLI promises
+    err_console.print(
+        f"lab: error: {neutralize(message)}", markup=False, style="bold red", soft_wrap=True
+    )

@@ -36,6 +36,23 @@ def connect(
     return client
 
 
+def connect_url(url: str, *, timeout: float) -> docker.DockerClient:
+    """A client of the engine at ``url`` (``unix://``, ``tcp://``, ``ssh://``) that has
+    answered a ping; ``timeout``: seconds an HTTP call may take. ``ssh://`` goes
+    through the ``ssh`` command, so the user's ssh configuration applies."""
+    return connect(
+        lambda: docker.DockerClient(
+            base_url=url, timeout=timeout, use_ssh_client=url.startswith("ssh://")
+        ),
+        host=url,
+    )
+
+
+def client_factory(*, timeout: float) -> Callable[[], docker.DockerClient]:
+    """A :func:`connect` factory whose HTTP calls give up after ``timeout`` seconds."""
+    return lambda: docker.from_env(timeout=timeout)
+
+
 @contextlib.contextmanager
 def docker_errors(what: str, *, http_error: type[LabError] = DockerError) -> Iterator[None]:
     """Translate what the Docker SDK raises inside the block into a LabError about ``what``.

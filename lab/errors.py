@@ -11,16 +11,22 @@ the CLI turns it into a one-line message and a non-zero exit code::
     ├── ImageBuildError         base image, wheels or image build failed
     ├── NotReady                a service did not become healthy before its deadline
     │   ├── ServiceStopped      a service exited while the lab waited for it to be healthy
+    │   ├── ServiceBlocked      its orchestrator says it cannot run (a Swarm task not placed)
     │   └── HelperNotReady      a helper container exited, or did not log what it should, in time
     ├── ServiceNotFound         no running container for a service in this project
     ├── CommandTimeout          a command in a container ran past its timeout
     ├── ShapingError            lab.shaping (defined there: SpecError, SelfCheckFailed)
     ├── BenchError              lab.bench: a benchmark or sweep could not run (GridError: bad grid)
     ├── CaptureError            lab.scenario.capture: a pcap helper could not start, stop or copy
+    ├── SwarmError              lab.swarm: not a Swarm manager, a node unreachable, a stack plan
+    ├── ReportError             lab.report: report.html or a part of it could not be built
+    │   ├── PcapError           a file is not a pcap the analysis reads (magic, link type, I/O)
+    │   └── ResultsError        results.json is not what ``lab run`` writes (where, what)
     └── ScenarioError           lab.scenario: a scenario file is invalid (file, line, what)
 
 A scenario check that does not hold is a result (reported, exit code 1), not
-an exception.
+an exception; neither is a report that could not be built (``lab run`` warns and
+keeps the run's results).
 
 Lower-layer errors are translated in one place each, keeping the cause with
 ``raise ... from exc``: Docker SDK and HTTP errors in :func:`lab.engine.docker_errors`,
@@ -70,6 +76,11 @@ class DockerNotFound(DockerError):
 
 class ServiceStopped(NotReady):
     """A service the lab waits for has exited: waiting longer cannot help."""
+
+
+class ServiceBlocked(NotReady):
+    """The orchestrator says a service cannot run (a Swarm task that cannot be placed or
+    was rejected, with Swarm's reason): waiting longer cannot help."""
 
 
 class HelperNotReady(NotReady):

@@ -47,11 +47,13 @@ def helper_run_options(
     name: str | None,
     labels: Mapping[str, str] | None,
     volumes: VolumeAccess | None = None,
+    cpu_shares: int | None = None,
 ) -> dict[str, Any]:
     """The ``containers.run`` options of a helper (pure): joined to the target's
     network namespace, with exactly ``caps``, labelled so ``lab down`` finds it;
     with ``volumes`` (``"ro"`` or ``"rw"``) it also mounts the target's volumes
-    at the same paths (Docker's ``volumes_from``)."""
+    at the same paths (Docker's ``volumes_from``); ``cpu_shares``: its CPU weight
+    (Docker's default is 1024), when given."""
     options: dict[str, Any] = {
         "network_mode": f"container:{target_id}",
         "cap_add": list(caps),
@@ -65,6 +67,8 @@ def helper_run_options(
         if volumes not in VOLUME_ACCESS:
             raise ValueError(f"volume access must be one of {VOLUME_ACCESS}, not {volumes!r}")
         options["volumes_from"] = [f"{target_id}:{volumes}"]
+    if cpu_shares is not None:
+        options["cpu_shares"] = cpu_shares
     return options
 
 

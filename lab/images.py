@@ -1,38 +1,50 @@
 """Building the lab's images, offline when no registry answers.
 
-Two images, one Dockerfile (``services/Dockerfile``):
+One Dockerfile (``services/Dockerfile``), three stages:
 
-* **runtime** — what the four services run. ``FROM $BASE_IMAGE``, by default a
-  public ``python:3.11-slim``. When that image is neither present nor
-  pullable (no registry, as on air-gapped machines), we build a local base
-  from Debian packages instead: ``mmdebstrap`` writes a rootfs from the
-  host's own apt mirror, ``docker import`` turns it into an image.
-* **netkit** — the helper that joins a service's network namespace to shape
-  or measure it (``tc``, ``iptables``, NFQUEUE, ``iperf3``, ``ping``). Always
-  the local Debian base, because it needs those packages.
+* **wheels** — the builder. It compiles every Python dependency of the images
+  (NetfilterQueue and every pinned pure-Python package alike) from its sdist,
+  with the Python the images run. Compilers and headers live only here.
+* **runtime** — what the four services run, with the builder's wheels.
+* **netkit** — the helper that joins a service's network namespace to shape or
+  measure it (``tc``, ``iptables``, NFQUEUE, ``iperf3``, ``ping``).
 
-Python dependencies are downloaded (and, for sdists, built) on the host into
-``build/wheels/<set>-<hash>/`` and installed in the image with
-``pip --no-index``: ``docker build`` itself needs no network.
+Two worlds, chosen by whether ``BASE_IMAGE`` (default ``python:3.11-slim``) is
+present or can be pulled:
 
-Every image is tagged with a digest of its inputs (Dockerfile, package code,
-wheels, base image id); an image with that tag already present is reused, so
-a second ``lab up`` with no change builds nothing.
+* **registry** — every stage starts from ``BASE_IMAGE`` and adds its Debian
+  packages (network tools, gcc and headers for the builder) from that image's
+  own apt sources.
+* **offline** — ``mmdebstrap`` writes two rootfs from the host's own apt
+  mirror, imported as ``NAMESPACE/base`` (runtime and netkit) and
+  ``NAMESPACE/build-base`` (the same Python plus gcc and headers). They already
+  hold every package, so ``docker build`` runs with ``--network none``.
+
+The host never compiles: it only runs ``pip download`` of sdists (every
+requirement is pinned in ``services/requirements*.txt``) and of the pinned
+build tools' pure wheels, into ``build/sources/<hash>/``. Inside the build pip
+runs with ``--no-index``.
+
+Every image is tagged with a digest of its inputs (Dockerfile, scripts,
+package code, downloaded sources, base image ids, package lists); an image
+with that tag already present is reused, so a second ``lab up`` with no change
+builds nothing.
 
 The pure parts (apt source parsing, the mmdebstrap command, the base-image
-choice, input digests) are functions with unit tests; ``ensure_images`` runs
-them.
+and stage choice, lock parsing, pip commands, input digests) are functions
+with unit tests; ``ensure_images`` runs them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,14 +54,19 @@ import docker
 import docker.errors
 
 from lab.errors import ImageBuildError
+from socketlab.config import EnvConfig, env_config, env_field
+from socketlab.errors import ConfigError
 
 log = logging.getLogger("lab.images")
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
-LOCAL_BASE_REPO = "socketlab/base"
-RUNTIME_REPO = "socketlab/runtime"
-NETKIT_REPO = "socketlab/netkit"
+DEFAULT_NAMESPACE = "socketlab"
+LOCAL_BASE_REPO = f"{DEFAULT_NAMESPACE}/base"
+RUNTIME_REPO = f"{DEFAULT_NAMESPACE}/runtime"
+NETKIT_REPO = f"{DEFAULT_NAMESPACE}/netkit"
 INPUTS_LABEL = "io.socketlab.inputs"
+# Stable names of the lab's images, so a project's own Dockerfile can build FROM them.
+STABLE_TAG = "latest"
 
 # The local base carries what both images need; the runtime stage uses only
 # python3 + venv from it, the netkit stage the network tools.
@@ -69,16 +86,99 @@ BASE_PACKAGES: tuple[str, ...] = (
     "libnetfilter-queue1",
     "ethtool",
 )
+# What the netkit stage adds to a base that lacks it (a registry image).
+NETKIT_PACKAGES: tuple[str, ...] = (
+    "iproute2",
+    "iptables",
+    "iputils-ping",
+    "iperf3",
+    "socat",
+    "tcpdump",
+    "procps",
+    "netbase",
+    "libnetfilter-queue1",
+    "ethtool",
+)
+# What the builder stage adds to a base that lacks it (plus python3-dev when
+# that base's python3 has no headers).
+BUILD_PACKAGES: tuple[str, ...] = ("gcc", "libc6-dev", "libnetfilter-queue-dev")
+# The offline builder base: the same python3 as the local base, with everything
+# the builder stage needs already installed.
+BUILD_BASE_PACKAGES: tuple[str, ...] = ("python3", "python3-venv", "python3-dev", *BUILD_PACKAGES)
 
-WHEEL_SETS: dict[str, tuple[str, ...]] = {
-    "runtime": ("services/requirements.txt",),
-    "netkit": ("services/requirements.txt", "services/requirements-netkit.txt"),
-}
+LOCK_FILES: tuple[str, ...] = ("services/requirements.txt", "services/requirements-netkit.txt")
+BUILD_TOOLS_FILE = "services/requirements-build.txt"
+SOURCES_DIR = Path("build") / "sources"
+IMAGE_INPUTS: tuple[str, ...] = (
+    "services/Dockerfile",
+    "services/install-venv.sh",
+    "services/install-debs.sh",
+    "services/build-wheels.sh",
+    "services/socketlab",
+)
+MMDEBSTRAP_TIMEOUT = 1800
+PIP_DOWNLOAD_TIMEOUT = 900
+BUILD_LOG_TAIL = 15  # lines of a failed build step shown with the error
 
 Progress = Callable[[str], None]
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in build output
+
+# A Docker repository path: lowercase components joined by '/'.
+_NAMESPACE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
+
+
+@env_config
+@dataclass(frozen=True, kw_only=True)
+class ImagesConfig(EnvConfig):
+    """Where the lab's images come from and what they are called."""
+
+    base_image: str = env_field(
+        "SOCKETLAB_BASE_IMAGE",
+        DEFAULT_BASE_IMAGE,
+        "base image of every stage when present or pullable (Debian-based, with python3 "
+        "and venv); otherwise local bases are built with mmdebstrap",
+    )
+    namespace: str = env_field(
+        "SOCKETLAB_IMAGE_NAMESPACE",
+        DEFAULT_NAMESPACE,
+        "repository prefix of the lab's images (NAMESPACE/runtime, /netkit, /base, /build-base)",
+    )
+    registry_timeout: float = env_field(
+        "SOCKETLAB_REGISTRY_TIMEOUT", 20.0, "seconds lab doctor waits for a registry to answer"
+    )
+
+    def __post_init__(self) -> None:
+        if not _NAMESPACE.match(self.namespace):
+            raise ConfigError(
+                f"SOCKETLAB_IMAGE_NAMESPACE={self.namespace!r} is not a Docker repository "
+                "prefix (lowercase letters, digits, '.', '_', '-', '/')"
+            )
 
 
 # --------------------------------------------------------------------------- pure
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageNames:
+    """The repositories of one namespace's images."""
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    @property
+    def base(self) -> str:
+        return f"{self.namespace}/base"
+
+    @property
+    def build_base(self) -> str:
+        return f"{self.namespace}/build-base"
+
+    @property
+    def runtime(self) -> str:
+        return f"{self.namespace}/runtime"
+
+    @property
+    def netkit(self) -> str:
+        return f"{self.namespace}/netkit"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,7 +248,7 @@ def base_mirror_lines(sources: Iterable[AptSource], codename: str) -> list[str]:
 def mmdebstrap_argv(
     *, suite: str, mirrors: Sequence[str], packages: Sequence[str], output: str
 ) -> list[str]:
-    """The mmdebstrap command that writes the local base rootfs tarball."""
+    """The mmdebstrap command that writes a local base rootfs tarball."""
     if not mirrors:
         raise ImageBuildError(f"no apt mirror for {suite!r} found in the host's apt sources")
     return [
@@ -189,6 +289,60 @@ def choose_base_image(
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class StagePlan:
+    """The image each Dockerfile stage starts from, what it adds, and the build's network."""
+
+    runtime_base: str
+    netkit_base: str
+    builder_base: str
+    netkit_packages: tuple[str, ...]
+    build_packages: tuple[str, ...]
+    # False: the bases hold every package, the build runs with --network none.
+    network: bool
+
+    @property
+    def bases(self) -> tuple[str, ...]:
+        return (self.runtime_base, self.netkit_base, self.builder_base)
+
+    def buildargs(self, sources: str) -> dict[str, str]:
+        """The Dockerfile's build args (the same for every target, so caches are shared)."""
+        return {
+            "BASE_IMAGE": self.runtime_base,
+            "NETKIT_BASE": self.netkit_base,
+            "BUILDER_BASE": self.builder_base,
+            "NETKIT_PACKAGES": " ".join(self.netkit_packages),
+            "BUILD_PACKAGES": " ".join(self.build_packages),
+            "SOURCES": sources,
+        }
+
+
+def plan_stages(choice: BaseChoice, *, local_base: str, build_base: str) -> StagePlan:
+    """Registry world: every stage from the chosen image, packages from its apt sources.
+
+    Offline world: runtime and netkit from the local base, the builder from the
+    local build base (same Debian release, same python3, plus gcc and headers);
+    the build needs no network.
+    """
+    if choice.build_local:
+        return StagePlan(
+            runtime_base=local_base,
+            netkit_base=local_base,
+            builder_base=build_base,
+            netkit_packages=NETKIT_PACKAGES,
+            build_packages=BUILD_PACKAGES,
+            network=False,
+        )
+    return StagePlan(
+        runtime_base=choice.image,
+        netkit_base=choice.image,
+        builder_base=choice.image,
+        netkit_packages=NETKIT_PACKAGES,
+        build_packages=BUILD_PACKAGES,
+        network=True,
+    )
+
+
 def digest(parts: Iterable[bytes]) -> str:
     """SHA-256 over length-prefixed parts (so boundaries matter), hex."""
     hasher = hashlib.sha256()
@@ -213,17 +367,153 @@ def tree_digest(root: Path, paths: Iterable[Path], *, extra: Iterable[str] = ())
     return digest(parts)
 
 
-def local_base_tag(codename: str, packages: Sequence[str]) -> str:
-    return f"{LOCAL_BASE_REPO}:{codename}-{digest(p.encode() for p in sorted(packages))[:12]}"
+def local_base_tag(codename: str, packages: Sequence[str], *, repo: str = LOCAL_BASE_REPO) -> str:
+    return f"{repo}:{codename}-{digest(p.encode() for p in sorted(packages))[:12]}"
 
 
 def stale_image_tags(
-    tags: Iterable[str], *, keep: Iterable[str], in_use: Iterable[str]
+    tags: Iterable[str],
+    *,
+    keep: Iterable[str],
+    in_use: Iterable[str],
+    names: ImageNames = ImageNames(),
 ) -> list[str]:
     """Our runtime/netkit tags that are neither the current set nor used by a container."""
-    ours = (f"{RUNTIME_REPO}:", f"{NETKIT_REPO}:")
+    ours = (f"{names.runtime}:", f"{names.netkit}:")
     protected = set(keep) | set(in_use)
-    return sorted(t for t in set(tags) if t.startswith(ours) and t not in protected)
+    stable = {f"{repo}:{STABLE_TAG}" for repo in (names.runtime, names.netkit)}
+    return sorted(
+        t for t in set(tags) if t.startswith(ours) and t not in protected and t not in stable
+    )
+
+
+def stable_tags(images: ImageSet, names: ImageNames) -> list[tuple[str, str]]:
+    """(image, stable name) pairs: the runtime as ``<namespace>/runtime:latest``, the
+    local Debian base as ``<namespace>/base:latest`` (pure; namespace ``socketlab``)."""
+    pairs = [(images.runtime, f"{names.runtime}:{STABLE_TAG}")]
+    if images.base:
+        pairs.append((images.base, f"{names.base}:{STABLE_TAG}"))
+    return pairs
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pin:
+    """One ``name==version`` line of a lock file."""
+
+    name: str
+    version: str
+
+    @property
+    def key(self) -> str:
+        return normalize_name(self.name)
+
+
+def normalize_name(name: str) -> str:
+    """A distribution name as PEP 503 compares it (``Feedparser_SGMLlib`` = ``feedparser-sgmllib``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9][A-Za-z0-9.+!_-]*)$")
+
+
+def parse_lock(text: str, *, source: str) -> list[Pin]:
+    """Every requirement line must be ``name==version``: the images build what is pinned.
+
+    Comments and blank lines are fine; anything else (ranges, URLs, options,
+    extras, markers) is an ImageBuildError naming ``source`` and the line.
+    """
+    pins: list[Pin] = []
+    seen: set[str] = set()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = _PIN.match(line.replace(" ", ""))
+        if match is None:
+            raise ImageBuildError(f"{source}:{number}: {line!r} is not pinned as name==version")
+        pin = Pin(name=match.group(1), version=match.group(2))
+        if pin.key in seen:
+            raise ImageBuildError(f"{source}:{number}: {pin.name} is pinned twice")
+        seen.add(pin.key)
+        pins.append(pin)
+    return pins
+
+
+def sdist_download_argv(
+    python: str, *, dest: str, lock_files: Sequence[str], pins: Sequence[Pin]
+) -> list[str]:
+    """``pip download`` of the sdists of ``pins`` (no dependencies: the locks list them all).
+
+    ``--no-binary`` names only the pinned packages, so the build backends pip
+    needs to read an sdist's metadata may still come as wheels; nothing is
+    compiled.
+    """
+    argv = [python, "-m", "pip", "download", "--quiet", "--disable-pip-version-check"]
+    argv += ["--no-deps", "--no-binary", ",".join(sorted(p.key for p in pins)), "--dest", dest]
+    for lock in lock_files:
+        argv += ["-r", lock]
+    return argv
+
+
+def tools_download_argv(python: str, *, dest: str, tools_file: str) -> list[str]:
+    """``pip download`` of the pinned build tools' pure wheels (py3-none-any).
+
+    Pure wheels run on whatever Python the builder stage has; asking for them
+    explicitly keeps the host's interpreter out of the choice (Cython, say,
+    also has compiled wheels for the host's Python).
+    """
+    return [
+        python,
+        *("-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps"),
+        *("--only-binary", ":all:", "--platform", "any", "--implementation", "py"),
+        *("--abi", "none", "--dest", dest, "-r", tools_file),
+    ]
+
+
+_SDIST = re.compile(r"^(?P<name>.+)-(?P<version>[^-]+)\.(?:tar\.gz|zip)$")
+_WHEEL = re.compile(
+    r"^(?P<name>[^-]+)-(?P<version>[^-]+)(?:-\d[^-]*)?-(?P<tags>[^-]+-[^-]+-[^-]+)\.whl$"
+)
+
+
+def check_downloads(
+    filenames: Iterable[str], *, sdists: Sequence[Pin], tools: Sequence[Pin]
+) -> None:
+    """Every pin of ``sdists`` has its sdist and every build tool a pure wheel, or ImageBuildError."""
+    have_sdists: set[tuple[str, str]] = set()
+    have_wheels: dict[tuple[str, str], str] = {}
+    for filename in filenames:
+        if match := _SDIST.match(filename):
+            have_sdists.add((normalize_name(match["name"]), match["version"]))
+        elif match := _WHEEL.match(filename):
+            have_wheels[(normalize_name(match["name"]), match["version"])] = match["tags"]
+    missing = [f"{p.name}=={p.version}" for p in sdists if (p.key, p.version) not in have_sdists]
+    if missing:
+        raise ImageBuildError(f"no sdist downloaded for {', '.join(missing)}")
+    for pin in tools:
+        tags = have_wheels.get((pin.key, pin.version))
+        if tags is None:
+            raise ImageBuildError(f"no wheel downloaded for build tool {pin.name}=={pin.version}")
+        if not tags.endswith("-none-any"):
+            raise ImageBuildError(
+                f"build tool {pin.name}=={pin.version} has no pure wheel ({tags}): "
+                "the builder runs another Python than the host"
+            )
+
+
+def image_digest(
+    repo_root: Path,
+    *,
+    target: str,
+    sources: Path,
+    plan: StagePlan,
+    base_ids: Sequence[str],
+) -> str:
+    """The tag of ``target``: every input of the build, base image ids included."""
+    buildargs = plan.buildargs(str(sources.relative_to(repo_root)))
+    extra = [target, *base_ids, *(f"{key}={value}" for key, value in sorted(buildargs.items()))]
+    inputs = [repo_root / name for name in IMAGE_INPUTS]
+    return tree_digest(repo_root, [*inputs, sources], extra=extra)[:16]
 
 
 # --------------------------------------------------------------------------- impure
@@ -235,10 +525,16 @@ def host_codename(os_release: Path = Path("/etc/os-release")) -> str:
         text = os_release.read_text()
     except OSError as exc:
         raise ImageBuildError(f"cannot read {os_release}: {exc}") from exc
-    match = re.search(r"^VERSION_CODENAME=\"?([a-z]+)\"?$", text, re.MULTILINE)
-    if not match:
+    codename = codename_of(text)
+    if codename is None:
         raise ImageBuildError(f"no VERSION_CODENAME in {os_release}: not a Debian-like host?")
-    return match.group(1)
+    return codename
+
+
+def codename_of(os_release_text: str) -> str | None:
+    """``VERSION_CODENAME`` of an os-release text, or None."""
+    match = re.search(r"^VERSION_CODENAME=\"?([a-z]+)\"?$", os_release_text, re.MULTILINE)
+    return match.group(1) if match else None
 
 
 def host_apt_sources(apt_dir: Path = Path("/etc/apt")) -> list[AptSource]:
@@ -255,11 +551,13 @@ def host_apt_sources(apt_dir: Path = Path("/etc/apt")) -> list[AptSource]:
     return sources
 
 
-def _image_exists(client: docker.DockerClient, ref: str) -> bool:
+def image_exists(client: docker.DockerClient, ref: str) -> bool:
     try:
         client.images.get(ref)
     except docker.errors.ImageNotFound:
         return False
+    except docker.errors.APIError as exc:
+        raise ImageBuildError(f"cannot look up image {ref}: {exc.explanation or exc}") from exc
     return True
 
 
@@ -273,21 +571,27 @@ def _pull(client: docker.DockerClient, ref: str, progress: Progress) -> bool:
     return True
 
 
-def ensure_local_base(client: docker.DockerClient, progress: Progress) -> str:
-    """Build (once) the Debian base image from the host's apt mirror; return its tag."""
+def ensure_local_base(
+    client: docker.DockerClient,
+    progress: Progress,
+    *,
+    packages: Sequence[str] = BASE_PACKAGES,
+    repo: str = LOCAL_BASE_REPO,
+) -> str:
+    """Build (once) a Debian base image with ``packages`` from the host's apt mirror."""
     codename = host_codename()
-    tag = local_base_tag(codename, BASE_PACKAGES)
-    if _image_exists(client, tag):
+    tag = local_base_tag(codename, packages, repo=repo)
+    if image_exists(client, tag):
         return tag
     mirrors = base_mirror_lines(host_apt_sources(), codename)
     progress(f"building local base image {tag} with mmdebstrap from {', '.join(mirrors)}")
     with tempfile.TemporaryDirectory(prefix="socketlab-base-") as tmp:
         rootfs = Path(tmp) / "rootfs.tar"
         argv = mmdebstrap_argv(
-            suite=codename, mirrors=mirrors, packages=BASE_PACKAGES, output=str(rootfs)
+            suite=codename, mirrors=mirrors, packages=packages, output=str(rootfs)
         )
         try:
-            subprocess.run(argv, check=True, timeout=1800, stdout=sys.stderr)
+            subprocess.run(argv, check=True, timeout=MMDEBSTRAP_TIMEOUT, stdout=sys.stderr)
         except FileNotFoundError as exc:
             raise ImageBuildError(
                 "mmdebstrap is not installed (apt-get install mmdebstrap): it is needed "
@@ -313,29 +617,52 @@ def ensure_local_base(client: docker.DockerClient, progress: Progress) -> str:
     return tag
 
 
-def ensure_wheels(repo_root: Path, wheel_set: str, progress: Progress) -> Path:
-    """Download/build the wheels of ``wheel_set`` on the host; return their folder.
+def _pip_download(argv: Sequence[str], what: str) -> None:
+    try:
+        subprocess.run(argv, check=True, timeout=PIP_DOWNLOAD_TIMEOUT, stdout=sys.stderr)
+    except subprocess.CalledProcessError as exc:
+        raise ImageBuildError(
+            f"downloading {what} failed (pip download exited {exc.returncode}; "
+            "its messages are above)"
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise ImageBuildError(f"downloading {what} took over {exc.timeout:g} s") from exc
+    except OSError as exc:
+        raise ImageBuildError(f"cannot run pip to download {what}: {exc}") from exc
 
-    The folder name carries a digest of the requirement files, so a changed
-    requirement gets a fresh folder and an unchanged one is reused.
+
+def ensure_sources(repo_root: Path, progress: Progress, *, python: str = sys.executable) -> Path:
+    """Download (once) what the builder stage builds from; return the folder.
+
+    The sdists of every pinned requirement and the pure wheels of the pinned
+    build tools go into ``build/sources/<hash>/`` with the lock files; the
+    hash covers the lock files, so a changed pin gets a fresh folder. Nothing
+    is compiled here, and the host's Python version does not matter.
     """
-    req_files = [repo_root / name for name in WHEEL_SETS[wheel_set]]
-    key = tree_digest(repo_root, req_files, extra=[sys.version.split()[0][:4]])[:12]
-    folder = repo_root / "build" / "wheels" / f"{wheel_set}-{key}"
+    locks = [repo_root / name for name in LOCK_FILES]
+    tools_file = repo_root / BUILD_TOOLS_FILE
+    sdist_pins = [pin for lock in locks for pin in parse_lock(lock.read_text(), source=str(lock))]
+    tool_pins = parse_lock(tools_file.read_text(), source=str(tools_file))
+    key = tree_digest(repo_root, [*locks, tools_file])[:12]
+    folder = repo_root / SOURCES_DIR / key
     stamp = folder / ".complete"
     if stamp.exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    progress(f"downloading wheels for {wheel_set} into {folder.relative_to(repo_root)}")
-    argv = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(folder)]
-    for req in req_files:
-        argv += ["-r", str(req)]
-    try:
-        subprocess.run(argv, check=True, timeout=900, stdout=sys.stderr)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        raise ImageBuildError(f"building wheels for {wheel_set} failed: {exc}") from exc
-    merged = "".join(req.read_text() for req in req_files)
-    (folder / "requirements.txt").write_text(merged)
+    progress(f"downloading sources into {folder.relative_to(repo_root)} (pip download)")
+    _pip_download(
+        sdist_download_argv(
+            python, dest=str(folder), lock_files=[str(p) for p in locks], pins=sdist_pins
+        ),
+        "the pinned requirements' sdists",
+    )
+    _pip_download(
+        tools_download_argv(python, dest=str(folder), tools_file=str(tools_file)),
+        "the pinned build tools",
+    )
+    check_downloads((path.name for path in folder.iterdir()), sdists=sdist_pins, tools=tool_pins)
+    for path in [*locks, tools_file]:
+        shutil.copyfile(path, folder / path.name)
     stamp.write_text(key + "\n")
     return folder
 
@@ -347,9 +674,11 @@ def _build(
     target: str,
     tag: str,
     buildargs: dict[str, str],
+    network: bool,
     progress: Progress,
 ) -> None:
-    progress(f"building {tag} (target {target})")
+    progress(f"building {tag} (target {target}{'' if network else ', no network'})")
+    options: dict[str, Any] = {} if network else {"network_mode": "none"}
     try:
         stream: Iterable[dict[str, Any]] = client.api.build(
             path=str(repo_root),
@@ -361,23 +690,33 @@ def _build(
             rm=True,
             forcerm=True,
             decode=True,
+            **options,
         )
+        recent: deque[str] = deque(maxlen=BUILD_LOG_TAIL)
         for chunk in stream:
             if "error" in chunk:
+                # The failing step's own output says why; show it before the one-line error.
+                for line in recent:
+                    progress(f"  | {line}")
                 raise ImageBuildError(f"building {tag} failed: {chunk['error'].strip()}")
-            line = str(chunk.get("stream", "")).strip()
-            if line.startswith("Step "):
-                progress(f"  {line}")
+            text = _ANSI.sub("", str(chunk.get("stream", "")))
+            for line in filter(None, (part.rstrip() for part in text.splitlines())):
+                if line.startswith("Step "):
+                    recent.clear()
+                    progress(f"  {line}")
+                else:
+                    recent.append(line)
     except docker.errors.APIError as exc:
         raise ImageBuildError(f"building {tag} failed: {exc}") from exc
 
 
 @dataclass(frozen=True, kw_only=True)
 class ImageSet:
-    """The image references a lab project runs."""
+    """The image references a lab project runs (``base``: the local Debian base)."""
 
     runtime: str
     netkit: str
+    base: str = ""
 
 
 def ensure_images(
@@ -386,57 +725,71 @@ def ensure_images(
     *,
     progress: Progress,
     requested_base: str | None = None,
+    config: ImagesConfig,
 ) -> ImageSet:
     """Make sure the runtime and netkit images for the current sources exist."""
-    requested = requested_base or os.environ.get("SOCKETLAB_BASE_IMAGE") or DEFAULT_BASE_IMAGE
-    local_base = ensure_local_base(client, progress)  # netkit needs it in any case
-    present = _image_exists(client, requested)
+    names = ImageNames(namespace=config.namespace)
+    requested = requested_base or config.base_image
+    present = image_exists(client, requested)
+    pullable = not present and _pull(client, requested, progress)
+    local_base = build_base = ""  # only the offline world has local bases
+    if not (present or pullable):
+        local_base = ensure_local_base(client, progress, packages=BASE_PACKAGES, repo=names.base)
+        build_base = ensure_local_base(
+            client, progress, packages=BUILD_BASE_PACKAGES, repo=names.build_base
+        )
     choice = choose_base_image(
-        requested=requested,
-        present=present,
-        pullable=not present and _pull(client, requested, progress),
-        local_image=local_base,
+        requested=requested, present=present, pullable=pullable, local_image=local_base
     )
-    progress(f"base image: {choice.image} ({choice.reason})")
+    plan = plan_stages(choice, local_base=local_base, build_base=build_base)
+    progress(f"base image: {choice.image} ({choice.reason}); builder: {plan.builder_base}")
 
-    wheels = {name: ensure_wheels(repo_root, name, progress) for name in WHEEL_SETS}
-    # Both stages see the same build args, so building one never invalidates
-    # the other's cache.
-    buildargs = {
-        "BASE_IMAGE": choice.image,
-        "NETKIT_BASE": local_base,
-        "RUNTIME_WHEELS": str(wheels["runtime"].relative_to(repo_root)),
-        "NETKIT_WHEELS": str(wheels["netkit"].relative_to(repo_root)),
-    }
-    code = [
-        repo_root / "services/Dockerfile",
-        repo_root / "services/install-venv.sh",
-        repo_root / "services/socketlab",
-    ]
+    sources = ensure_sources(repo_root, progress)
+    buildargs = plan.buildargs(str(sources.relative_to(repo_root)))
+    base_ids = [client.images.get(base).id for base in plan.bases]
     images = {}
-    for target, repo in (("runtime", RUNTIME_REPO), ("netkit", NETKIT_REPO)):
-        base_ids = [client.images.get(choice.image).id, client.images.get(local_base).id]
-        key = tree_digest(repo_root, [*code, *wheels.values()], extra=[target, *base_ids])[:16]
+    for target, repo in (("runtime", names.runtime), ("netkit", names.netkit)):
+        key = image_digest(repo_root, target=target, sources=sources, plan=plan, base_ids=base_ids)
         tag = f"{repo}:{key}"
-        if not _image_exists(client, tag):
+        if not image_exists(client, tag):
             _build(
                 client,
                 repo_root=repo_root,
                 target=target,
                 tag=tag,
                 buildargs=buildargs,
+                network=plan.network,
                 progress=progress,
             )
         images[target] = tag
-    return ImageSet(runtime=images["runtime"], netkit=images["netkit"])
+    return ImageSet(runtime=images["runtime"], netkit=images["netkit"], base=local_base)
 
 
-def prune_images(client: docker.DockerClient, current: ImageSet, progress: Progress) -> list[str]:
+def tag_stable_names(client: docker.DockerClient, images: ImageSet, names: ImageNames) -> None:
+    """Tag the images with their stable names (:func:`stable_tags`)."""
+    for source, name in stable_tags(images, names):
+        repository, tag = name.rsplit(":", 1)
+        try:
+            client.images.get(source).tag(repository, tag)
+        except docker.errors.APIError as exc:
+            raise ImageBuildError(f"cannot tag {source} as {name}: {exc}") from exc
+
+
+def prune_images(
+    client: docker.DockerClient,
+    current: ImageSet,
+    progress: Progress,
+    *,
+    names: ImageNames,
+) -> list[str]:
     """Remove lab images left by earlier sources; keep ``current`` and any in use."""
     tags = [tag for image in client.images.list() for tag in image.tags]
     in_use = [tag for container in client.containers.list(all=True) for tag in container.image.tags]
     removed = []
-    for tag in stale_image_tags(tags, keep=[current.runtime, current.netkit], in_use=in_use):
+    stale = stale_image_tags(
+        tags, keep=[current.runtime, current.netkit], in_use=in_use, names=names
+    )
+    for tag in stale:
         try:
             client.images.remove(tag)
         except docker.errors.APIError as exc:

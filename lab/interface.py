@@ -6,7 +6,10 @@ through the Docker SDK) is one implementation, the unit tests' fake another.
 Every method raises :class:`~lab.errors.LabError` subclasses only; no Docker
 SDK type or error crosses this line.
 
-A service is addressed by its Compose service name. A *helper* is a throwaway
+A container is addressed as :mod:`lab.addressing` says: a Compose service
+name (``client``: its first replica where one container is meant) or one
+replica (``client.2``); :meth:`Lab.topology` tells which exist, on which
+networks, with which addresses. A *helper* is a throwaway
 container from the netkit image joined to a service's network namespace, the
 one way the controller runs tools (``tc``, ``iperf3``, ``tcpdump``) there:
 :meth:`Lab.start_helper` starts one, :meth:`Lab.helpers` finds them again by
@@ -23,6 +26,7 @@ from typing import Final, Literal, Protocol
 
 from lab.config import LabConfig
 from lab.errors import LabError
+from lab.topology import Family, Topology
 from lab.waiting import Stream
 
 # How a helper may mount its service's volumes (Docker's volumes_from): read-only or not.
@@ -58,7 +62,8 @@ class ExecResult:
 
 @dataclass(frozen=True, kw_only=True)
 class ServiceStatus:
-    """One service's container as ``lab status`` shows it."""
+    """One container as ``lab status`` shows it (``service``: ``client``, or ``client.2``
+    among replicas; ``health``: Docker's, or ``running`` for a service without healthcheck)."""
 
     service: str
     state: str
@@ -66,6 +71,13 @@ class ServiceStatus:
     ip: str
     container: str
     image: str
+    addresses: tuple[str, ...] = ()  # "NETWORK IPV4 [IPV6]" for each network
+    restarts: int = 0  # times Docker restarted it (restart: on-failure)
+    node: str = ""  # the Swarm node running it ("" under Compose)
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "running" and self.health in {"healthy", "running"}
 
 
 class HelperContainer(Protocol):
@@ -131,10 +143,14 @@ class Lab(Protocol):
 
     @property
     def services(self) -> Sequence[str]:
-        """Service names, in the order the lab declares them."""
+        """Service names, dependencies first (as :class:`~lab.topology.ProjectModel` orders them)."""
         ...
 
     # ---------------------------------------------------------------- inspection
+
+    def topology(self) -> Topology:
+        """The lab now: services, their containers, networks, addresses, routes."""
+        ...
 
     def status(self) -> list[ServiceStatus]: ...
 
@@ -142,7 +158,9 @@ class Lab(Protocol):
         """Return once every service runs and is healthy; NotReady at the deadline."""
         ...
 
-    def ip(self, service: str) -> str: ...
+    def ip(self, service: str, *, network: str | None = None, family: Family = 4) -> str:
+        """The container's address (default: IPv4 on its first network)."""
+        ...
 
     def state(self, service: str) -> str:
         """Docker's state of the service's container now: running, paused, exited, ..."""
@@ -200,6 +218,7 @@ class Lab(Protocol):
         ready_stream: Stream = "both",
         ready_timeout: float = 30.0,
         volumes: VolumeAccess | None = None,
+        cpu_shares: int | None = None,
     ) -> HelperContainer:
         """Start ``argv`` in a helper joined to ``service``'s network namespace.
 
@@ -207,6 +226,7 @@ class Lab(Protocol):
         until it runs); if it does not, remove it and raise
         :class:`~lab.errors.HelperNotReady`. With ``volumes`` (``"ro"`` or
         ``"rw"``) the helper also mounts the service's volumes at their paths.
+        ``cpu_shares``: its CPU weight (Docker's default is 1024; None leaves it).
         """
         ...
 

@@ -58,11 +58,13 @@ def run_iperf3(
     args: Sequence[str],
     timeout: float,
     ready_timeout: float,
+    server_ip: str | None = None,
 ) -> ExecResult:
     """One iperf3 test from ``client``'s namespace to a server in ``server``'s.
 
     ``timeout`` bounds the client; the caller reads ``stdout`` (the JSON report).
+    ``server_ip``: the server's address to use (default ``lab.ip(server)``).
     """
     with iperf3_server(lab, server, port=port, ready_timeout=ready_timeout):
-        argv = client_argv(lab.ip(server), port=port, args=args)
+        argv = client_argv(server_ip or lab.ip(server), port=port, args=args)
         return lab.netkit_run(client, argv, timeout=timeout)

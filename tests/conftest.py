@@ -9,5 +9,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Everything under tests/integration needs the real lab: mark it so
     # `-m "not integration"` reliably leaves it out.
     for item in items:
-        if "tests/integration/" in str(item.path).replace("\\", "/"):
+        path = str(item.path).replace("\\", "/")
+        if "tests/integration/" in path:
             item.add_marker(pytest.mark.integration)
+        if "tests/swarm/" in path:
+            item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.swarm)

@@ -1,27 +1,36 @@
 """``lab bench`` and ``lab sweep``: registered by ``lab.cli``.
 
 ``lab bench [--quick] [--dest disk|tmpfs] [--repeat N] [--file-size SIZE] [--json FILE]
-[--condition SPEC ...]`` prints, per condition, a table of absolute figures (iperf3,
-the client's SHA-256 and write+fsync rates, their minimum: the ceiling, the peer,
-our fetch, ...) and a table of ratios with the issue's targets (reported, never
-enforced).
-``lab sweep tcp-vs-udp --loss 0,1,2,5,10 --delay 0,20,80 [--out DIR]`` writes
-``sweep.json``, PNG plots and ``report.html`` into DIR.
+[--condition SPEC ...]`` prints the lab's idle CPU, then, per condition, a table of
+absolute figures (iperf3, the client's SHA-256 and write+fsync rates, their minimum:
+the ceiling, the peer, our fetch, ...) and a table of ratios with the issue's targets
+(reported, never enforced), then the NFQUEUE engine's tables (``--no-engine`` leaves
+them out, ``--engine-only`` measures only them; JSON key ``engine``).
+``lab sweep tcp-vs-udp --loss 0,1,2,5,10 --delay 0,20,80 [--congestion cubic,bbr]
+[--offer 20mbit] [--out DIR]`` writes ``sweep.json``, PNG plots and ``report.html``
+into DIR.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lab.bench.ceiling import DESTS
 from lab.bench.errors import GridError
 from lab.commands import EXIT_OK, make_lab
 from lab.console import out_console, print_figures, progress_printer
+from lab.interface import Lab
+
+if TYPE_CHECKING:
+    from lab.api import Lab as DockerLab
+    from lab.bench.idle import IdleCpu
 
 DEFAULT_RESULTS = Path("results")
 _SIZE = re.compile(r"(?P<number>\d+)\s*(?P<unit>|k|kib|m|mib|g|gib)", re.IGNORECASE)
@@ -62,27 +71,60 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.condition:
         conditions = tuple(LinkSpec.parse(text) for text in args.condition)
         options = dataclasses.replace(options, conditions=conditions)
-    report = run_bench(make_lab(args), options, progress=progress_printer)
-    for run in report.runs:
-        print_figures(run.title, run.rows())
-        print_figures(f"ratios ({run.condition.spec}, dest {run.condition.dest})", run.ratio_rows())
-    best = f"best of {report.repeat} tries; " if report.repeat > 1 else ""
-    out_console.print(
-        f"{best}figures and ratios measured between the same containers in this run; "
-        "targets are reported, not enforced",
-        markup=False,
-    )
+    lab = make_lab(args)
+    document: dict[str, Any] = {}
+    if not args.engine_only:
+        idle = functools.partial(_idle_cpu, lab)
+        report = run_bench(lab, options, progress=progress_printer, idle=idle)
+        if report.idle_cpu is not None:
+            print_figures("the lab's idle CPU, before the measurements", report.idle_cpu_rows())
+        for run in report.runs:
+            print_figures(run.title, run.rows())
+            print_figures(
+                f"ratios ({run.condition.spec}, dest {run.condition.dest})", run.ratio_rows()
+            )
+        best = f"best of {report.repeat} tries; " if report.repeat > 1 else ""
+        out_console.print(
+            f"{best}figures and ratios measured between the same containers in this run; "
+            "targets are reported, not enforced",
+            markup=False,
+        )
+        document = report.to_json()
+    if not args.no_engine:
+        document["engine"] = _engine_bench(lab, quick=args.quick)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
         out_console.print(f"json: {args.json}", markup=False)
     return EXIT_OK
+
+
+def _idle_cpu(lab: DockerLab, seconds: float) -> IdleCpu:
+    """The lab's idle CPU over ``seconds``, from its containers' cgroup counters."""
+    from lab.bench.idle import measure_idle_cpu  # noqa: PLC0415 - keep --help fast
+
+    return measure_idle_cpu(lab, seconds=seconds)
+
+
+def _engine_bench(lab: Lab, *, quick: bool) -> dict[str, Any]:
+    """The NFQUEUE engine's tables (``lab.bench.engine``); returns its JSON."""
+    from lab.bench.engine import EngineOptions  # noqa: PLC0415 - keep --help fast
+    from lab.bench.engine_runner import run_engine_bench  # noqa: PLC0415
+
+    options = EngineOptions.short() if quick else EngineOptions()
+    engine = run_engine_bench(lab, options, progress=progress_printer)
+    print_figures(engine.title, engine.throughput_rows())
+    print_figures("NFQUEUE engine: added delay on a 50 ms link", engine.latency_rows())
+    return engine.to_json()
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from lab.bench.grid import Grid  # noqa: PLC0415
     from lab.bench.report import write_sweep  # noqa: PLC0415
     from lab.bench.runner import SWEEP_SCENARIOS, SweepOptions, run_sweep  # noqa: PLC0415
+    from lab.shaping.congestion import parse_congestion_list  # noqa: PLC0415
+    from lab.shaping.errors import SpecError  # noqa: PLC0415
+    from lab.shaping.spec import parse_rate  # noqa: PLC0415
 
     parser: argparse.ArgumentParser = args.sweep_parser
     if args.scenario not in SWEEP_SCENARIOS:
@@ -98,11 +140,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = args.out or DEFAULT_RESULTS / (
         f"sweep-{args.scenario}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
     )
+    try:
+        congestion = parse_congestion_list(args.congestion) if args.congestion is not None else ()
+        offer = parse_rate("offer", args.offer) if args.offer is not None else None
+    except SpecError as exc:
+        parser.error(str(exc))
     options = SweepOptions(
         bytes_per_point=args.bytes,
         datagram_size=args.size,
         datagram_rate=args.rate,
+        offer=offer,
         check=args.check,
+        congestion=congestion,
     )
     result = run_sweep(make_lab(args), args.scenario, grid, options, progress=progress_printer)
     print_figures(f"lab sweep {args.scenario} ({result.link})", result.rows())
@@ -153,6 +202,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bench.add_argument(
         "--check", action="store_true", help="self-check shaped links (measure delay and loss)"
     )
+    engine = bench.add_mutually_exclusive_group()
+    engine.add_argument(
+        "--no-engine",
+        action="store_true",
+        help="leave out the NFQUEUE engine's figures (throughput at 0 and 20 ms, 50 ms delay)",
+    )
+    engine.add_argument(
+        "--engine-only", action="store_true", help="measure only the NFQUEUE engine's figures"
+    )
     bench.set_defaults(func=cmd_bench)
 
     sweep_help = "run a scenario over a loss x delay grid: PNG plots and an HTML report"
@@ -168,6 +226,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     sweep.add_argument("--size", type=int, default=1200, help="UDP datagram size in bytes")
     sweep.add_argument("--rate", type=float, default=2000, help="UDP datagrams per second")
+    sweep.add_argument(
+        "--offer",
+        metavar="RATE",
+        help="offer UDP at this rate instead of --rate, e.g. 20mbit (the link's rate, say)",
+    )
+    sweep.add_argument(
+        "--congestion",
+        metavar="ALGS",
+        help="run the grid once per TCP congestion control, e.g. cubic,bbr (set on both ends "
+        "of the link; default: as the lab has it, cubic)",
+    )
     sweep.add_argument(
         "--check", action="store_true", help="self-check the shaping at every shaped point"
     )

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from lab.bench.ceiling import Ceiling, Ratio, ceiling, ratios
 from lab.bench.errors import BenchError
+from lab.bench.idle import TARGET_PERCENT, IdleCpu
 from lab.bench.throughput import mathis_bound
 
 T = TypeVar("T")
@@ -94,6 +95,8 @@ class Condition:
     dest_path: str = ""  # where that is in the client
     dest_fs: str = ""  # its file system type, as the client's mount table says
     load_average: tuple[float, ...] = ()  # 1-minute load before and after the run
+    # container -> the TCP congestion control its new connections used in this run
+    congestion: Mapping[str, str] = field(default_factory=dict)
 
 
 def _figure(value: float | None, digits: int = 2) -> str:
@@ -128,7 +131,12 @@ class BenchRun:
         shown = "-" if c.rtt is None else f"{c.rtt * 1000:.2f} ms"
         load = "/".join(f"{v:.2f}" for v in c.load_average) or "-"
         where = f"{c.dest} ({c.dest_path}, {c.dest_fs})" if c.dest_path else c.dest
-        return f"link: {c.spec} (engine {c.engine}, RTT {shown}), dest {where}, load average {load}"
+        congestion = ", ".join(f"{n} {a}" for n, a in c.congestion.items())
+        tcp = f", TCP {congestion}" if congestion else ""
+        return (
+            f"link: {c.spec} (engine {c.engine}, RTT {shown}{tcp}), dest {where}, "
+            f"load average {load}"
+        )
 
     def rows(self) -> list[dict[str, str]]:
         """One row per measurement, then the ceiling: absolute figures."""
@@ -186,6 +194,20 @@ class BenchReport:
     repeat: int = 1
     versions: Mapping[str, str] = field(default_factory=dict)
     runs: tuple[BenchRun, ...] = ()
+    idle_cpu: IdleCpu | None = None  # the lab's, before the measurements
+
+    def idle_cpu_rows(self) -> list[dict[str, str]]:
+        """The idle lab's CPU, % of one core, per service and in total, with its target."""
+        if self.idle_cpu is None:
+            return []
+        return [row | {"target": "-", "verdict": "-"} for row in self.idle_cpu.rows()[:-1]] + [
+            {
+                "service": "lab (total)",
+                "idle CPU": f"{self.idle_cpu.total:.2f} %",
+                "target": f"<={TARGET_PERCENT:g} %",
+                "verdict": "met" if self.idle_cpu.within_target else "missed",
+            }
+        ]
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON: every measurement, and per run the ceiling and every ratio."""
@@ -208,6 +230,7 @@ class BenchReport:
             "file_bytes": self.file_bytes,
             "repeat": self.repeat,
             "versions": dict(self.versions),
+            "idle_cpu": None if self.idle_cpu is None else self.idle_cpu.as_json(),
             "runs": runs,
         }
 
@@ -232,7 +255,8 @@ class BenchReport:
                 for j, m in enumerate(run.get("measurements", []))
             )
             runs.append(BenchRun(condition=condition, measurements=measurements))
-        return _build(cls, data, "bench result", runs=tuple(runs))
+        idle = _idle_from_json(data.get("idle_cpu"))
+        return _build(cls, data, "bench result", runs=tuple(runs), idle_cpu=idle)
 
     def rows(self) -> list[dict[str, str]]:
         """Every figure of every run, one table (the condition in the first column)."""
@@ -245,6 +269,20 @@ class BenchReport:
             for run in self.runs
             for row in run.ratio_rows()
         ]
+
+
+def _idle_from_json(data: Any) -> IdleCpu | None:
+    """:class:`IdleCpu` from its ``as_json``; None when the report has none."""
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        raise BenchError(f"idle_cpu: expected an object, got {type(data).__name__}")
+    try:
+        seconds = float(data["seconds"])
+        per_service = {str(k): float(v) for k, v in data["percent_of_one_core"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BenchError(f"idle_cpu: {exc!r}") from exc
+    return IdleCpu(seconds=seconds, per_service=per_service)
 
 
 # --------------------------------------------------------------------------- sweep
@@ -264,6 +302,14 @@ class SweepPoint:
     udp_delivered: float
     udp_kernel_drops: int = 0
     seconds: float = 0.0  # wall time of the point, shaping included
+    congestion: str = ""  # the TCP sender's algorithm (from its socket); "" if not reported
+    congestion_ends: Mapping[str, str] = field(default_factory=dict)  # container -> algorithm
+    tcp_latency_p50_ms: float | None = None  # per message, sender's app to receiver's app
+    tcp_latency_p99_ms: float | None = None
+    udp_latency_p50_ms: float | None = None  # per datagram, one way
+    udp_latency_p99_ms: float | None = None
+    udp_offered_bits_per_second: float | None = None  # None: unpaced
+    meaning: str = ""  # tcp-vs-udp's sentence about this point's numbers
 
     def mathis(self, mss: int) -> float | None:
         """The Mathis bound at this point's measured RTT (None: no loss or no RTT)."""
@@ -297,8 +343,21 @@ class SweepResult:
     def delays(self) -> list[float]:
         return sorted({p.delay for p in self.points})
 
-    def at_delay(self, delay: float) -> list[SweepPoint]:
-        return sorted((p for p in self.points if p.delay == delay), key=lambda p: p.loss)
+    @property
+    def algorithms(self) -> list[str]:
+        """The TCP congestion controls the points ran with, in first-run order."""
+        return list(dict.fromkeys(p.congestion for p in self.points))
+
+    def at_delay(self, delay: float, congestion: str | None = None) -> list[SweepPoint]:
+        """The points at ``delay`` (and with ``congestion``, if given), by loss."""
+        return sorted(
+            (
+                p
+                for p in self.points
+                if p.delay == delay and (congestion is None or p.congestion == congestion)
+            ),
+            key=lambda p: p.loss,
+        )
 
     def to_json(self) -> dict[str, Any]:
         points = [
@@ -317,24 +376,34 @@ class SweepResult:
         return _build(cls, data, "sweep result", points=points)
 
     def rows(self) -> list[dict[str, str]]:
-        """The result table, one row per point, delay-major."""
+        """The result table, one row per point: by algorithm, then delay-major."""
         rows = []
-        for delay in self.delays:
-            for p in self.at_delay(delay):
-                bound = p.mathis(self.mss)
-                rows.append(
-                    {
-                        "delay ms": f"{p.delay * 1000:g}",
-                        "loss %": f"{p.loss * 100:g}",
-                        "rtt ms": "-" if p.rtt is None else f"{p.rtt * 1000:.1f}",
-                        "engine": p.engine,
-                        "TCP Mbit/s": f"{p.tcp_bits_per_second / 1e6:.2f}",
-                        "Mathis Mbit/s": "-" if bound is None else f"{bound / 1e6:.2f}",
-                        "TCP delivered %": f"{p.tcp_delivered * 100:.1f}",
-                        "UDP Mbit/s": f"{p.udp_bits_per_second / 1e6:.2f}",
-                        "UDP delivered %": f"{p.udp_delivered * 100:.1f}",
-                        "UDP kernel drops": str(p.udp_kernel_drops),
-                        "seconds": f"{p.seconds:.1f}",
-                    }
-                )
+        for algorithm in self.algorithms:
+            for delay in self.delays:
+                for p in self.at_delay(delay, algorithm):
+                    bound = p.mathis(self.mss)
+                    rows.append(
+                        {
+                            "TCP cc": p.congestion or "-",
+                            "delay ms": f"{p.delay * 1000:g}",
+                            "loss %": f"{p.loss * 100:g}",
+                            "rtt ms": "-" if p.rtt is None else f"{p.rtt * 1000:.1f}",
+                            "engine": p.engine,
+                            "TCP Mbit/s": f"{p.tcp_bits_per_second / 1e6:.2f}",
+                            "Mathis Mbit/s": "-" if bound is None else f"{bound / 1e6:.2f}",
+                            "TCP delivered %": f"{p.tcp_delivered * 100:.1f}",
+                            "TCP p50/p99 ms": _pair(p.tcp_latency_p50_ms, p.tcp_latency_p99_ms),
+                            "UDP Mbit/s": f"{p.udp_bits_per_second / 1e6:.2f}",
+                            "UDP delivered %": f"{p.udp_delivered * 100:.1f}",
+                            "UDP p50/p99 ms": _pair(p.udp_latency_p50_ms, p.udp_latency_p99_ms),
+                            "UDP kernel drops": str(p.udp_kernel_drops),
+                            "seconds": f"{p.seconds:.1f}",
+                        }
+                    )
         return rows
+
+
+def _pair(low: float | None, high: float | None) -> str:
+    if low is None or high is None:
+        return "-"
+    return f"{low:.1f}/{high:.1f}"

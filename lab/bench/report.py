@@ -26,6 +26,9 @@ from lab.bench.throughput import MATHIS_C, mathis_bound
 
 GOODPUT_PLOT: Final = "goodput-vs-loss.png"
 DELIVERY_PLOT: Final = "delivery-vs-loss.png"
+LATENCY_PLOT: Final = "latency-vs-loss.png"
+# Congestion controls that back off on loss (the Mathis bound describes these).
+LOSS_BASED: Final = frozenset({"reno", "cubic", "bic", "htcp", "highspeed", "scalable"})
 RESULT_FILE: Final = "sweep.json"
 REPORT_FILE: Final = "report.html"
 CURVE_POINTS: Final = 60
@@ -42,8 +45,20 @@ def _delay_label(delay: float) -> str:
     return f"delay {delay * 1000:g} ms"
 
 
+_STYLES: Final = ("o-", "v-.", "^--", "D:")
+
+
+def _style(result: SweepResult, algorithm: str) -> str:
+    return _STYLES[result.algorithms.index(algorithm) % len(_STYLES)]
+
+
+def _cc_label(algorithm: str) -> str:
+    return f"TCP {algorithm}" if algorithm else "TCP"
+
+
 def plot_goodput(result: SweepResult) -> bytes:
-    """Goodput vs loss, one colour per delay: TCP solid, UDP dotted, Mathis dashed."""
+    """Goodput vs loss, one colour per delay: TCP solid (one marker and line style per
+    congestion control), UDP dotted, the Mathis bound dashed."""
     figure = Figure(figsize=(10, 5))
     axes = figure.add_subplot()
     colours = [f"C{i}" for i in range(10)]
@@ -51,15 +66,21 @@ def plot_goodput(result: SweepResult) -> bytes:
     bounds: list[float] = []
     for index, delay in enumerate(result.delays):
         colour = colours[index % len(colours)]
+        for number, algorithm in enumerate(result.algorithms):
+            points = result.at_delay(delay, algorithm)
+            losses = [p.loss * 100 for p in points]
+            tcp = [p.tcp_bits_per_second / 1e6 for p in points]
+            positive += [v for v in tcp if v > 0]
+            label = f"{_cc_label(algorithm)}, {_delay_label(delay)}"
+            axes.plot(losses, tcp, _style(result, algorithm), color=colour, label=label)
+            if number == 0:
+                # UDP ignores congestion control: one line per delay
+                udp = [p.udp_bits_per_second / 1e6 for p in points]
+                positive += [v for v in udp if v > 0]
+                axes.plot(losses, udp, "s:", color=colour, label=f"UDP, {_delay_label(delay)}")
         points = result.at_delay(delay)
-        losses = [p.loss * 100 for p in points]
-        tcp = [p.tcp_bits_per_second / 1e6 for p in points]
-        udp = [p.udp_bits_per_second / 1e6 for p in points]
-        positive += [v for v in tcp + udp if v > 0]
-        axes.plot(losses, tcp, "o-", color=colour, label=f"TCP, {_delay_label(delay)}")
-        axes.plot(losses, udp, "s:", color=colour, label=f"UDP, {_delay_label(delay)}")
         rtts = [p.rtt for p in points if p.rtt]
-        lossy = [p.loss for p in points if p.loss > 0]
+        lossy = sorted({p.loss for p in points if p.loss > 0})
         if rtts and lossy:
             # A smooth curve at this delay's median measured RTT; with one lossy
             # point, start lower so the curve is a curve, not a dot.
@@ -95,6 +116,67 @@ def plot_goodput(result: SweepResult) -> bytes:
     return _png(figure)
 
 
+def plot_latency(result: SweepResult) -> bytes | None:
+    """p99 message latency vs loss: TCP (per congestion control) against UDP; None when
+    the points carry no latency (a sweep recorded before it was measured)."""
+    if not any(p.tcp_latency_p99_ms is not None for p in result.points):
+        return None
+    figure = Figure(figsize=(10, 5))
+    axes = figure.add_subplot()
+    for index, delay in enumerate(result.delays):
+        colour = f"C{index % 10}"
+        for number, algorithm in enumerate(result.algorithms):
+            points = [
+                p for p in result.at_delay(delay, algorithm) if p.tcp_latency_p99_ms is not None
+            ]
+            axes.plot(
+                [p.loss * 100 for p in points],
+                [p.tcp_latency_p99_ms or 0.0 for p in points],
+                _style(result, algorithm),
+                color=colour,
+                label=f"{_cc_label(algorithm)} p99, {_delay_label(delay)}",
+            )
+            if number == 0:
+                udp = [p for p in points if p.udp_latency_p99_ms is not None]
+                axes.plot(
+                    [p.loss * 100 for p in udp],
+                    [p.udp_latency_p99_ms or 0.0 for p in udp],
+                    "s:",
+                    color=colour,
+                    label=f"UDP p99, {_delay_label(delay)}",
+                )
+    axes.set_yscale("log")
+    axes.set_xlabel("loss (%)")
+    axes.set_ylabel("p99 message latency (ms)")
+    axes.set_title(f"{result.scenario}: per-message latency vs loss")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _png(figure)
+
+
+def overlay_sentence(result: SweepResult) -> str:
+    """One sentence on the congestion controls overlaid (empty with only one)."""
+    shown = [a for a in result.algorithms if a]
+    if len(shown) < 2:
+        return ""
+    loss_based = [a for a in shown if a in LOSS_BASED]
+    model_based = [a for a in shown if a not in LOSS_BASED]
+    if not loss_based or not model_based:
+        return (
+            f"{' and '.join(shown)} are overlaid: compare each with the Mathis bound, "
+            "the steady state of a TCP that halves its window at every loss."
+        )
+    verb = ("treats", "halves") if len(loss_based) == 1 else ("treat", "halve")
+    return (
+        f"{', '.join(loss_based)} {verb[0]} every loss as congestion and {verb[1]} the "
+        "window, so goodput falls with loss roughly as the Mathis "
+        f"bound (MSS/RTT · 1.22/√p) predicts, while {', '.join(model_based)} paces at "
+        "its estimate of the bottleneck's bandwidth and does not back off on random loss, "
+        "so it stays far above the bound: the link is the same, only the sender's reaction "
+        "to loss differs."
+    )
+
+
 def plot_delivery(result: SweepResult) -> bytes:
     """Share of the payload delivered vs loss: TCP (all of it) vs UDP (what got through)."""
     figure = Figure(figsize=(10, 5))
@@ -103,7 +185,8 @@ def plot_delivery(result: SweepResult) -> bytes:
     axes.plot(all_losses, [100 - x for x in all_losses], "k--", alpha=0.4, label="100% - loss")
     for index, delay in enumerate(result.delays):
         colour = f"C{index % 10}"
-        points = result.at_delay(delay)
+        # the first algorithm's points: delivery does not depend on it (TCP delivers all)
+        points = result.at_delay(delay, result.algorithms[0])
         losses = [p.loss * 100 for p in points]
         axes.plot(
             losses,
@@ -133,7 +216,11 @@ def sweep_plots(result: SweepResult) -> dict[str, bytes]:
     """File name -> PNG bytes for every plot of a sweep."""
     if not result.points:
         return {}
-    return {GOODPUT_PLOT: plot_goodput(result), DELIVERY_PLOT: plot_delivery(result)}
+    plots = {GOODPUT_PLOT: plot_goodput(result), DELIVERY_PLOT: plot_delivery(result)}
+    latency = plot_latency(result)
+    if latency is not None:
+        plots[LATENCY_PLOT] = latency
+    return plots
 
 
 def _table(rows: Sequence[Mapping[str, str]]) -> str:
@@ -167,12 +254,41 @@ img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 """
 
 
+def _meaning(result: SweepResult) -> str:
+    """The overlay's sentence, and what the harshest point's numbers mean."""
+    parts = []
+    overlay = overlay_sentence(result)
+    if overlay:
+        parts.append(f'<p class="overlay">{html.escape(overlay)}</p>')
+    harshest = max(result.points, key=lambda p: (p.loss, p.delay), default=None)
+    for algorithm in result.algorithms:
+        worst = result.at_delay(harshest.delay, algorithm) if harshest else []
+        if worst and worst[-1].meaning:
+            point = worst[-1]
+            where = f"At {point.loss * 100:g} % loss and {point.delay * 1000:g} ms"
+            parts.append(f"<p>{html.escape(where)}: {html.escape(point.meaning)}</p>")
+    if not parts:
+        return ""
+    return "<h2>What the numbers mean</h2>\n" + "\n".join(parts)
+
+
 def render_html(result: SweepResult, plots: Mapping[str, bytes]) -> str:
     """The self-contained report: conditions, plots (embedded), table, versions."""
+    algorithms = [a for a in result.algorithms if a]
+    offers = sorted(
+        {p.udp_offered_bits_per_second for p in result.points} - {None}, key=lambda o: o or 0.0
+    )
+    pacing = (
+        ", ".join(f"{o / 1e6:g} Mbit/s" for o in offers if o is not None)
+        if offers
+        else f"{result.datagram_size * 8 * result.datagram_rate / 1e6:g} Mbit/s"
+    )
     conditions = {
         "scenario": result.scenario,
         "link shaped": result.link,
         "engine": ", ".join(result.engines),
+        "TCP congestion control": ", ".join(algorithms) or "not reported",
+        "UDP offered (paced)": pacing,
         "delays (one way)": ", ".join(f"{d * 1000:g} ms" for d in result.delays),
         "losses": ", ".join(f"{p * 100:g}%" for p in sorted({p.loss for p in result.points})),
         "payload per protocol and point": f"{result.bytes_per_point:,} bytes",
@@ -206,6 +322,7 @@ C = &radic;(3/2) &asymp; {MATHIS_C:.2f} (periodic loss, no delayed ACKs), drawn 
 delay's measured RTT for reference: a model of steady state, not a ceiling. Short
 transfers spend much of their time in slow start, before losses shape the window, and
 can beat it; raise <code>--bytes</code> to get closer to steady state.</p>
+{_meaning(result)}
 <h2>Results</h2>
 {_table(result.rows())}
 <h2>Versions</h2>

@@ -23,10 +23,13 @@ The first six run ``repeat`` times round-robin and keep their best try. The
 destination (``--dest``) is one of the client's volumes in ``docker-compose.yml``:
 ``disk`` (``/var/tmp``, on the Docker host's disk) or ``tmpfs`` (``/mnt/tmpfs``).
 Shaped conditions shape both links the measurements cross (server -> client
-and client -> udp-listener) and remove that shaping afterwards.
+and client -> udp-listener) and remove that shaping afterwards. Each condition
+records the TCP congestion control each end's connections used.
 
 ``run_sweep`` runs the ``tcp-vs-udp`` scenario at every point of a grid,
-shaping client -> udp-listener, measuring the RTT, and yields a SweepResult.
+shaping client -> udp-listener, measuring the RTT, and yields a SweepResult;
+with ``congestion`` (``--congestion cubic,bbr``) the whole grid runs once per
+algorithm, set on both ends, and the lab's own setting is put back after.
 Both refuse to start while the lab has shaping in force they did not make.
 Ports and timeouts come from ``lab.config.bench`` (:class:`lab.config.BenchConfig`).
 """
@@ -34,6 +37,7 @@ Ports and timeouts come from ``lab.config.bench`` (:class:`lab.config.BenchConfi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import platform
@@ -53,6 +57,7 @@ from lab import iperf3 as iperf3_tool
 from lab.bench import ceiling
 from lab.bench.errors import BenchError
 from lab.bench.grid import Grid, GridPoint
+from lab.bench.idle import IdleCpu
 from lab.bench.records import (
     UNSHAPED,
     BenchReport,
@@ -64,6 +69,7 @@ from lab.bench.records import (
     best_of,
 )
 from lab.bench.throughput import DEFAULT_MSS
+from lab.congestion import congestion_in_use, ensure_congestion
 from lab.errors import LabError
 from lab.interface import ExecResult, Lab
 from lab.shaping import LinkSpec, link_status, measure_rtt, shape, unshape
@@ -588,19 +594,30 @@ def naive(lab_: Lab, name: str, sha256: str, size: int, dest: Dest | None = None
 
 
 def tcp_vs_udp(
-    lab_: Lab, *, total: int, size: int, rate: float, timeout: float | None = None
+    lab_: Lab,
+    *,
+    total: int,
+    size: int,
+    rate: float,
+    timeout: float | None = None,
+    offer: int | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """``socketlab tcp-vs-udp --json`` in the client: protocol -> its row
-    (``timeout`` defaults to the configured step timeout)."""
+    """``socketlab tcp-vs-udp --json`` in the client: protocol -> its row, and ``meaning``
+    -> ``{"text": its sentence}`` (``timeout`` defaults to the configured step timeout;
+    ``offer``: UDP's offered bit/s instead of ``rate`` datagrams per second)."""
     timeout = lab_.config.bench.step_timeout if timeout is None else timeout
     argv = ["socketlab", "tcp-vs-udp", "--json", "--bytes", str(total),
             "--size", str(size), "--rate", f"{rate:g}"]  # fmt: skip
+    if offer is not None:
+        argv += ["--offer", str(offer)]
     env = {"SOCKETLAB_TRANSFER_TIMEOUT": f"{timeout:g}"}
     result = lab_.exec("client", argv, timeout=timeout + 30, env=env).check("tcp-vs-udp")
-    rows = last_json(result.stdout, what="tcp-vs-udp").get("rows", [])
+    document = last_json(result.stdout, what="tcp-vs-udp")
+    rows = document.get("rows", [])
     found = {row["protocol"]: row for row in rows if isinstance(row, dict)}
     if set(found) != {"tcp", "udp"}:
         raise BenchError(f"tcp-vs-udp gave rows for {sorted(found)}, expected tcp and udp")
+    found["meaning"] = {"text": str(document.get("meaning", ""))}
     return found
 
 
@@ -636,6 +653,7 @@ class BenchOptions:
     check: bool = False  # run the shaping self-check on shaped links
     dest: str = "disk"
     repeat: int = 1  # tries of each ceiling figure, the peer and fetch; the best is kept
+    idle_seconds: float = 10.0  # how long the idle lab's CPU is measured, first (0: not)
     conditions: tuple[LinkSpec, ...] = field(default_factory=lambda: (LinkSpec(),))
 
     @classmethod
@@ -648,6 +666,7 @@ class BenchOptions:
             udp_bytes=2_400_000,
             datagram_rate=5000,
             quick=True,
+            idle_seconds=3.0,
         )
 
     @classmethod
@@ -663,6 +682,7 @@ class BenchOptions:
 
 
 BENCH_LINKS: Final = (("server", "client"), ("client", "udp-listener"))
+BENCH_SERVICES: Final = ("server", "client", "udp-listener")
 
 
 @contextlib.contextmanager
@@ -698,6 +718,7 @@ def _rtt(lab_: Lab, source: str, dest: str) -> float | None:
 
 
 Step = tuple[str, Callable[[], Measurement]]
+IdleProbe = Callable[[float], IdleCpu]  # seconds -> the lab's idle CPU over them
 
 
 def run_steps(
@@ -738,6 +759,7 @@ def bench_condition(
     before = load_average(lab_)
     with shaped(lab_, BENCH_LINKS, spec, progress=progress, check=options.check) as engine:
         rtt = _rtt(lab_, "client", "server")
+        congestion = congestion_in_use(lab_, BENCH_SERVICES)
         ceiling_and_peers: list[Step] = [
             ("iperf3 TCP", lambda: iperf3_tcp(lab_, seconds=options.iperf_seconds)),
             ("SHA-256 in the client", lambda: sha256_rate(lab_, size)),
@@ -788,18 +810,34 @@ def bench_condition(
             dest_path=dest.path,
             dest_fs=dest.fs,
             load_average=tuple(v for v in (before, after) if v is not None),
+            congestion=congestion,
         ),
         measurements=tuple(measurements),
     )
 
 
-def run_bench(lab_: Lab, options: BenchOptions, *, progress: Progress = _quiet) -> BenchReport:
-    """``lab bench``: every condition in ``options``, same containers, one run."""
+def run_bench(
+    lab_: Lab,
+    options: BenchOptions,
+    *,
+    progress: Progress = _quiet,
+    idle: IdleProbe | None = None,
+) -> BenchReport:
+    """``lab bench``: every condition in ``options``, same containers, one run.
+
+    ``idle`` measures the lab's idle CPU over ``options.idle_seconds`` first,
+    before anything of the bench runs in it (``lab.bench.idle.measure_idle_cpu``).
+    """
     if options.repeat < 1:
         raise BenchError(f"repeat must be at least 1, not {options.repeat}")
     started = now_iso()
-    require_services(lab_, ("server", "client", "udp-listener"))
+    require_services(lab_, BENCH_SERVICES)
     refuse_foreign_shaping(lab_)
+    idle_cpu = None
+    if idle is not None and options.idle_seconds > 0:
+        progress(f"the idle lab's CPU over {options.idle_seconds:g} s ...")
+        idle_cpu = idle(options.idle_seconds)
+        progress(f"the idle lab's CPU: {idle_cpu.total:.2f} % of one core")
     dest = check_dest(lab_, options.dest, size=options.file_bytes)
     files = BenchFiles(
         big=ensure_bench_file(lab_, options.file_bytes, progress=progress),
@@ -820,6 +858,7 @@ def run_bench(lab_: Lab, options: BenchOptions, *, progress: Progress = _quiet) 
         repeat=options.repeat,
         versions=versions(lab_, iperf3=iperf_version),
         runs=tuple(runs),
+        idle_cpu=idle_cpu,
     )
 
 
@@ -831,14 +870,16 @@ SWEEP_SCENARIOS: Final = {"tcp-vs-udp": "the same payload over TCP and UDP, clie
 
 @dataclass(frozen=True, kw_only=True)
 class SweepOptions:
-    """How much each grid point moves, and how UDP is paced."""
+    """How much each grid point moves, how UDP is paced, and which TCP algorithms run."""
 
     bytes_per_point: int = 2_000_000
     datagram_size: int = 1200
     datagram_rate: float = 2000
+    offer: int | None = None  # UDP's offered bit/s, instead of datagram_rate
     mss: int = DEFAULT_MSS
     point_timeout: float | None = None  # None: the configured step timeout
     check: bool = False  # run the shaping self-check at every shaped point
+    congestion: tuple[str, ...] = ()  # the grid once per algorithm (none: as the lab has it)
 
 
 def sweep_point(lab_: Lab, point: GridPoint, options: SweepOptions) -> SweepPoint:
@@ -857,8 +898,10 @@ def sweep_point(lab_: Lab, point: GridPoint, options: SweepOptions) -> SweepPoin
         size=options.datagram_size,
         rate=options.datagram_rate,
         timeout=options.point_timeout,
+        offer=options.offer,
     )
     tcp, udp_row = rows["tcp"], rows["udp"]
+    offered = udp_row.get("offered_mbit_s")
     return SweepPoint(
         delay=point.delay,
         loss=point.loss,
@@ -870,6 +913,13 @@ def sweep_point(lab_: Lab, point: GridPoint, options: SweepOptions) -> SweepPoin
         udp_delivered=1.0 - float(udp_row["loss"]),
         udp_kernel_drops=int(udp_row.get("kernel_drops", 0)),
         seconds=time.monotonic() - started,
+        congestion=str(tcp.get("congestion") or ""),
+        tcp_latency_p50_ms=tcp.get("latency_p50_ms"),
+        tcp_latency_p99_ms=tcp.get("latency_p99_ms"),
+        udp_latency_p50_ms=udp_row.get("latency_p50_ms"),
+        udp_latency_p99_ms=udp_row.get("latency_p99_ms"),
+        udp_offered_bits_per_second=None if offered is None else float(offered) * 1e6,
+        meaning=rows["meaning"]["text"],
     )
 
 
@@ -881,31 +931,48 @@ def run_sweep(
     *,
     progress: Progress = _quiet,
 ) -> SweepResult:
-    """``lab sweep``: every grid point, in delay-major order, with progress lines."""
+    """``lab sweep``: every grid point, in delay-major order, once per TCP algorithm of
+    ``options.congestion`` (set on both ends of the link, put back after), with progress."""
     if scenario not in SWEEP_SCENARIOS:
         raise BenchError(
             f"no sweep scenario {scenario!r} (known: {', '.join(sorted(SWEEP_SCENARIOS))})"
         )
     started = now_iso()
-    require_services(lab_, ("client", "udp-listener"))
+    require_services(lab_, SWEEP_LINK)
     refuse_foreign_shaping(lab_)
     points = grid.points()
+    algorithms: tuple[str | None, ...] = options.congestion or (None,)
+    total = len(points) * len(algorithms)
     measured: list[SweepPoint] = []
     try:
-        for index, point in enumerate(points, start=1):
-            progress(f"[{index}/{len(points)}] {point.describe()} ...")
-            result = sweep_point(lab_, point, options)
-            measured.append(result)
-            rtt = "-" if result.rtt is None else f"{result.rtt * 1000:.1f} ms"
-            progress(
-                f"[{index}/{len(points)}] {point.describe()}: rtt {rtt}, "
-                f"TCP {result.tcp_bits_per_second / 1e6:.2f} Mbit/s, "
-                f"UDP {result.udp_bits_per_second / 1e6:.2f} Mbit/s "
-                f"delivered {result.udp_delivered * 100:.1f}% ({result.seconds:.1f} s)"
-            )
+        for algorithm in algorithms:
+            if algorithm is not None:
+                ensure_congestion(lab_, overrides=dict.fromkeys(SWEEP_LINK, algorithm))
+                progress(f"TCP congestion control {algorithm} on {' and '.join(SWEEP_LINK)}")
+            ends = congestion_in_use(lab_, SWEEP_LINK)
+            for point in points:
+                index = len(measured) + 1
+                label = f"[{index}/{total}] {point.describe()}" + (
+                    f" {algorithm}" if algorithm else ""
+                )
+                progress(f"{label} ...")
+                result = dataclasses.replace(
+                    sweep_point(lab_, point, options), congestion_ends=ends
+                )
+                measured.append(result)
+                rtt = "-" if result.rtt is None else f"{result.rtt * 1000:.1f} ms"
+                progress(
+                    f"{label}: rtt {rtt}, "
+                    f"TCP ({result.congestion or '?'}) {result.tcp_bits_per_second / 1e6:.2f} Mbit/s, "
+                    f"UDP {result.udp_bits_per_second / 1e6:.2f} Mbit/s "
+                    f"delivered {result.udp_delivered * 100:.1f}% ({result.seconds:.1f} s)"
+                )
     finally:
         with contextlib.suppress(LabError):
             unshape(lab_, *SWEEP_LINK)
+        if options.congestion:
+            with contextlib.suppress(LabError):
+                ensure_congestion(lab_, names=SWEEP_LINK, reset=True)
     return SweepResult(
         scenario=scenario,
         link=" -> ".join(SWEEP_LINK),

@@ -1,7 +1,20 @@
-"""The metrics a ``pcap`` check can test, with units and meanings (no dependencies).
+"""The metrics a ``pcap`` check can test, with units, meanings and capture points.
 
 Counts cover both directions of the captured link; RTTs are in milliseconds and
 measured from the capture point (see :mod:`lab.report.analysis`).
+
+Where a link ``[from, to]`` is captured for a metric (:mod:`lab.scenario.capture`):
+
+* ``sent``: in ``from``'s namespace, on its interfaces. TCP's own repairs are
+  plainest there: a resent segment covers bytes the capture already saw (the
+  NFQUEUE engine drops at ``to``'s ingress, after this tap), or fills a hole a
+  round trip after the data above it left (netem drops before it). Seen from the
+  receiver, the same repair looks like a hole filled a little under an RTT after
+  the data above it arrived, which the analysis may call reordering.
+* ``delivered``: in ``to``'s namespace, after its ingress shaping. A lost datagram
+  is a gap only there (both engines drop before ``to``'s application, but the
+  NFQUEUE engine after every interface tap), and the round trip includes both
+  directions' delay under either engine.
 """
 
 from __future__ import annotations
@@ -15,6 +28,7 @@ class Metric:
     name: str
     unit: str  # "" for plain counts
     meaning: str
+    point: str = "delivered"  # where its link is captured: "sent" or "delivered"
 
 
 PCAP_METRICS: Final[dict[str, Metric]] = {
@@ -24,11 +38,13 @@ PCAP_METRICS: Final[dict[str, Metric]] = {
             name="tcp.retransmissions",
             unit="",
             meaning="TCP segments that resend sequence space already seen or acknowledged",
+            point="sent",
         ),
         Metric(
             name="tcp.max_segment",
             unit="bytes",
             meaning="largest TCP payload in one captured segment (GSO/TSO can exceed the MSS)",
+            point="sent",
         ),
         Metric(name="tcp.rtt_p50", unit="ms", meaning="median TCP round-trip time sample"),
         Metric(name="tcp.rtt_p99", unit="ms", meaning="99th percentile TCP round-trip time"),
@@ -36,6 +52,7 @@ PCAP_METRICS: Final[dict[str, Metric]] = {
             name="tcp.zero_windows",
             unit="",
             meaning="TCP segments advertising a zero receive window",
+            point="sent",
         ),
         Metric(
             name="udp.lost",
@@ -52,6 +69,13 @@ PCAP_METRICS: Final[dict[str, Metric]] = {
 }
 
 METRIC_NAMES: Final = tuple(PCAP_METRICS)
+CAPTURE_POINTS: Final = ("sent", "delivered")
+
+
+def capture_point(name: str) -> str:
+    """Where a metric's link is captured (module docstring); ``delivered`` if unknown."""
+    metric = PCAP_METRICS.get(name)
+    return metric.point if metric is not None else "delivered"
 
 
 def format_value(name: str, value: float | None) -> str:

@@ -2,7 +2,10 @@
 
 **Library: dpkt** (``dpkt>=1.9.8``) decodes the link layer (Ethernet with VLAN
 tags, Linux cooked v1 and v2 as ``tcpdump -i any`` writes them, raw IP) and
-IPv4, IPv6 (extension headers), TCP (options) and UDP. Chosen over the others:
+IPv4, IPv6 (extension headers), TCP (options) and UDP. NFLOG frames (``tcpdump -i
+nflog:N``, how ``lab run`` captures what a link delivered: see
+:mod:`lab.scenario.capture`) are unwrapped here, their TLVs bounded by the frame.
+Chosen over the others:
 
 * **dpkt**: pure Python, ~2 MB installed, no dependencies, BSD-3-Clause; decodes
   a packet in a few microseconds, an order of magnitude faster than scapy, and
@@ -47,12 +50,25 @@ LINKTYPE_LINUX_SLL: Final = 113
 LINKTYPE_IPV4: Final = 228
 LINKTYPE_IPV6: Final = 229
 LINKTYPE_LINUX_SLL2: Final = 276
+LINKTYPE_NFLOG: Final = 239
 # Some systems write DLT_RAW's own number (12 or 14) instead of LINKTYPE_RAW.
 _RAW_TYPES: Final = frozenset({LINKTYPE_RAW, 12, 14, LINKTYPE_IPV4, LINKTYPE_IPV6})
 _AF_HEADER_TYPES: Final = frozenset({LINKTYPE_NULL, LINKTYPE_LOOP})
 LINKTYPES: Final = frozenset(
-    {LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, *_RAW_TYPES, *_AF_HEADER_TYPES}
+    {
+        LINKTYPE_ETHERNET,
+        LINKTYPE_LINUX_SLL,
+        LINKTYPE_LINUX_SLL2,
+        LINKTYPE_NFLOG,
+        *_RAW_TYPES,
+        *_AF_HEADER_TYPES,
+    }
 )
+# NFLOG: a 4-byte header (family, version, resource id), then TLVs of (length, type)
+# in the writing host's byte order, each padded to 4 bytes; type 9 is the packet.
+_NFLOG_HEADER: Final = 4
+_NFLOG_TLV_HEADER: Final = 4
+NFULA_PAYLOAD: Final = 9
 
 _MAGIC_MICRO: Final = 0xA1B2C3D4
 _MAGIC_NANO: Final = 0xA1B23C4D
@@ -224,8 +240,40 @@ def _claimed_ip(network: Any, ethertype: int) -> Any:
     return network
 
 
-def _link_payload(linktype: int, frame: bytes) -> tuple[Any, int]:
+def nflog_payload(frame: bytes, byte_order: str = "<") -> tuple[bytes, int] | None:
+    """The packet an NFLOG frame carries and its offset in the frame; None when it has none.
+
+    The packet TLV may run past the frame's end (the capture's snap length cut it, as
+    it cuts any frame); another TLV doing so raises ``dpkt.UnpackError``."""
+    tlv = struct.Struct(byte_order + "HH")
+    offset = _NFLOG_HEADER
+    while offset + _NFLOG_TLV_HEADER <= len(frame):
+        length, kind = tlv.unpack_from(frame, offset)
+        if length < _NFLOG_TLV_HEADER:
+            raise dpkt.UnpackError(f"NFLOG TLV of {length} bytes at {offset}")
+        if kind & 0x7FFF == NFULA_PAYLOAD:  # the top bit is netlink's "nested" flag
+            start = offset + _NFLOG_TLV_HEADER
+            return frame[start : offset + length], start
+        if offset + length > len(frame):
+            raise dpkt.UnpackError(f"NFLOG TLV of {length} bytes at {offset} leaves the frame")
+        offset += (length + 3) & ~3
+    return None
+
+
+def _ip_of(body: bytes, offset: int) -> tuple[Any, int]:
+    version = body[0] >> 4 if body else 0
+    if version == 4:
+        return dpkt.ip.IP(body), offset
+    if version == 6:
+        return dpkt.ip6.IP6(body), offset
+    return body, offset
+
+
+def _link_payload(linktype: int, frame: bytes, byte_order: str = "<") -> tuple[Any, int]:
     """The network-layer object of a frame and the link header's size."""
+    if linktype == LINKTYPE_NFLOG:
+        found = nflog_payload(frame, byte_order)
+        return (b"", len(frame)) if found is None else _ip_of(*found)
     if linktype == LINKTYPE_ETHERNET:
         ether = dpkt.ethernet.Ethernet(frame)
         tags = getattr(ether, "vlan_tags", None) or ()
@@ -237,19 +285,16 @@ def _link_payload(linktype: int, frame: bytes) -> tuple[Any, int]:
         cooked2 = dpkt.sll2.SLL2(frame)
         return _claimed_ip(cooked2.data, cooked2.ethtype), 20
     offset = 4 if linktype in _AF_HEADER_TYPES else 0
-    body = frame[offset:]
-    version = body[0] >> 4 if body else 0
-    if version == 4:
-        return dpkt.ip.IP(body), offset
-    if version == 6:
-        return dpkt.ip6.IP6(body), offset
-    return body, offset
+    return _ip_of(frame[offset:], offset)
 
 
-def decode(linktype: int, time: float, frame: bytes, original: int) -> Packet | None:
+def decode(
+    linktype: int, time: float, frame: bytes, original: int, *, byte_order: str = "<"
+) -> Packet | None:
     """One frame -> a Packet; None when it carries no IP. Raises what dpkt raises when the
-    frame claims IP but does not decode (:func:`read_packets` counts those)."""
-    network, link_header = _link_payload(linktype, frame)
+    frame claims IP but does not decode (:func:`read_packets` counts those). ``byte_order``
+    is the file's (NFLOG frames keep the writing host's)."""
+    network, link_header = _link_payload(linktype, frame, byte_order)
     on_wire = original - link_header  # IP bytes when the IP header cannot say (TSO: length 0)
     if isinstance(network, dpkt.ip.IP):
         family = socket.AF_INET
@@ -309,7 +354,7 @@ def read_packets(stream: IO[bytes], *, limits: PcapLimits, counts: ReadCounts) -
     header = read_header(stream)
     for time, frame, original in iter_records(stream, header, limits=limits, counts=counts):
         try:
-            packet = decode(header.linktype, time, frame, original)
+            packet = decode(header.linktype, time, frame, original, byte_order=header.byte_order)
         except _DECODE_ERRORS:
             counts.undecodable += 1
             continue

@@ -31,6 +31,7 @@ from lab.report.metrics import PCAP_METRICS, format_value
 from lab.report.plots import CapturePanel, direction_name, scenario_figure
 from lab.report.results import RESULTS_FILE, PcapEntry, RunEntry, ScenarioEntry, load_results
 from lab.report.timeline import Timeline, Verdict, build_timeline
+from lab.scenario.report import rerun_command
 
 log = logging.getLogger("lab.report")
 
@@ -410,7 +411,7 @@ def _scenario_section(index: int, view: ScenarioView, config: ReportConfig) -> s
     if not entry.passed and not entry.pcaps:
         facts.append(
             f'<p class="note">To see its packets, run it again with capture: '
-            f"<code>lab run {text(entry.name)} --capture</code></p>"
+            f"<code>{text(rerun_command(entry.name, entry.file))}</code></p>"
         )
     captures = "".join(_capture_section(capture) for capture in view.captures)
     return (
@@ -452,7 +453,8 @@ def scenario_folder(name: str) -> str:
 
 
 def capture_service(link_label: str) -> str:
-    """``client -> server`` and ``client (all traffic)``: captured in ``client``."""
+    """``client -> server`` and ``client (all traffic)``: captured in ``client``
+    (what results.json said before it named the service of each pcap)."""
     return link_label.split(" -> ", 1)[0].split(" (", 1)[0].strip()
 
 
@@ -481,7 +483,7 @@ def _capture(
         return CaptureView(
             entry=pcap, error=f"{pcap.file!r} is not inside the run folder", names=names
         )
-    local = (entry.addresses or {}).get(capture_service(pcap.link))
+    local = (entry.addresses or {}).get(pcap.service or capture_service(pcap.link))
     try:
         analysis = analyze_file(path, limits=config.pcap, local=local)
     except PcapError as exc:

@@ -8,6 +8,9 @@ lenient about optional keys added later:
   start. Without it, ``started_at`` (whole seconds, before shaping) stands in and
   the timeline is marked approximate.
 * ``addresses`` (per scenario): service -> IP address, to name pcap directions.
+* ``service`` and ``point`` (per pcap): the namespace a capture was taken in and
+  whether it is what the link ``sent`` or ``delivered`` (lab.scenario.capture).
+  Without them, the service is the part of ``link`` before `` -> ``.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ class PcapEntry:
     file: str | None
     bytes: int
     error: str | None
+    service: str | None = None
+    point: str = "sent"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -222,6 +227,8 @@ def parse_scenario(data: Any, where: str = "scenario") -> ScenarioEntry:
                 file=pcap.optional_text("file"),
                 bytes=pcap.integer("bytes", default=0),
                 error=pcap.optional_text("error"),
+                service=pcap.optional_text("service"),
+                point=pcap.text("point", default="sent"),
             )
             for pcap in item.items("pcaps")
         ),

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from lab.report.metrics import format_metric
+from lab.report.metrics import capture_point, format_metric
 from lab.scenario.plan import Check, CheckKind, Fault, Source
 
 TIMEOUT_EXIT_CODE: Final = 124  # coreutils `timeout`, which bounds every step in its container
@@ -88,7 +88,7 @@ class Observations:
     steps: Mapping[str, StepRecord] = field(default_factory=dict)
     texts: Mapping[str, TextFacts] = field(default_factory=dict)
     files: Mapping[str, FileFacts] = field(default_factory=dict)
-    pcaps: Mapping[str, PcapFacts] = field(default_factory=dict)  # by link "a -> b"
+    pcaps: Mapping[str, PcapFacts] = field(default_factory=dict)  # by pcap_key()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -335,9 +335,10 @@ def check_order(check: Check, facts: TextFacts | None) -> CheckResult:
     return _result(check, True, "lines " + ", ".join(str(p + 1) for p in positions))
 
 
-def pcap_key(link: tuple[str, str]) -> str:
-    """How captures name the link ``[from, to]``: ``from -> to``."""
-    return f"{link[0]} -> {link[1]}"
+def pcap_key(link: tuple[str, str], point: str = "delivered") -> str:
+    """How observations name the capture of link ``[from, to]`` at a capture point
+    (:mod:`lab.report.metrics`): ``from -> to (delivered)``."""
+    return f"{link[0]} -> {link[1]} ({point})"
 
 
 def _expected(op: str, value: Any) -> str:
@@ -346,8 +347,8 @@ def _expected(op: str, value: Any) -> str:
 
 def check_pcap(check: Check, facts: PcapFacts | None) -> CheckResult:
     """A metric of a link's packets against the check's bound, with where it came from."""
-    link = pcap_key(check.link) if check.link else "?"
     metric = check.metric or "?"
+    link = pcap_key(check.link, capture_point(metric)) if check.link else "?"
     if facts is None:
         return _result(check, False, f"no capture of {link} (a pcap check needs its link captured)")
     if facts.error is not None or facts.metrics is None:
@@ -382,7 +383,7 @@ def evaluate(check: Check, observations: Observations) -> CheckResult:  # noqa: 
         case CheckKind.ORDER:
             return check_order(check, text)
         case CheckKind.PCAP:
-            key = pcap_key(check.link) if check.link else ""
+            key = pcap_key(check.link, capture_point(check.metric or "")) if check.link else ""
             return check_pcap(check, observations.pcaps.get(key))
     raise AssertionError(f"unknown check kind {check.kind}")  # pragma: no cover
 

@@ -55,9 +55,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     paths = scenario_files(folder) if args.all else resolve_names(args.names, folder)
     if not paths:
         raise ScenarioError([f"no scenario files in {folder}"])
-    report = run_files(
-        lab, paths, results_root=args.results, progress=progress_printer, capture=args.capture
-    )
+    if args.watch:
+        report = _run_watched(args, lab, paths)
+    else:
+        report = run_files(
+            lab,
+            paths,
+            results_root=args.results,
+            progress=progress_printer,
+            capture=args.capture,
+            seed=args.seed,
+        )
 
     from rich.table import Table  # noqa: PLC0415
 
@@ -78,6 +86,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     out_console.print(table)
     out_console.print(f"results: {report.folder}", markup=False)
     return EXIT_OK if report.passed else EXIT_FAILURE
+
+
+def _run_watched(args: argparse.Namespace, lab: Any, paths: list[Path]) -> Any:
+    """``lab run --watch``: the run here, ``lab watch`` beside it in a thread (with a lab
+    handle of its own), stopped and its helpers removed however the run ends."""
+    import threading  # noqa: PLC0415
+
+    from lab.scenario.runner import run_files  # noqa: PLC0415
+    from lab.watch import Watcher, run_watch  # noqa: PLC0415
+
+    stop = threading.Event()
+    with Watcher(make_lab(args)) as watcher:
+        viewer = threading.Thread(
+            target=run_watch,
+            args=(watcher,),
+            kwargs={"console": out_console, "stop": stop},
+            name="lab-watch",
+            daemon=True,
+        )
+        viewer.start()
+        try:
+            return run_files(
+                lab,
+                paths,
+                results_root=args.results,
+                progress=progress_printer,
+                capture=args.capture,
+                seed=args.seed,
+            )
+        finally:
+            stop.set()
+            viewer.join(timeout=watcher.config.read_timeout * 4 + watcher.config.interval)
 
 
 def register(subparsers: Any) -> None:
@@ -109,5 +149,17 @@ def register(subparsers: Any) -> None:
         "--capture",
         action="store_true",
         help="keep a pcap per shaped link (else of the client's traffic) under pcap/",
+    )
+    run.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="seed of every scenario (instead of its seed:); each link derives its own from it",
+    )
+    run.add_argument(
+        "--watch",
+        action="store_true",
+        help="show `lab watch` while the scenarios run (one line a second without a TTY)",
     )
     run.set_defaults(func=cmd_run)

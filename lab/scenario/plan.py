@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
+from lab.addressing import REPLICA_NAME
 from lab.scenario.errors import ScenarioError
 from lab.scenario.loader import Document, load_file
 from lab.scenario.schema import (
@@ -63,7 +64,8 @@ class Link:
 
 @dataclass(frozen=True, kw_only=True)
 class Step:
-    """A command run in a service container."""
+    """A command run in a container (``service``: ``client``, its first replica, or
+    ``client.2``)."""
 
     name: str
     service: str
@@ -305,10 +307,26 @@ def _spec(
         return LinkSpec()
 
 
+def known_name(name: str, services: Collection[str]) -> bool:
+    """Whether ``name`` (``client`` or ``client.2``) names something of the lab.
+
+    ``services`` lists service names and, when the lab runs, every ``service.N``
+    there is; a replica of a service whose replicas are not listed (validation
+    without a running lab) is taken on trust.
+    """
+    if name in services:
+        return True
+    match = REPLICA_NAME.match(name)
+    if not match or match["service"] not in services:
+        return False
+    prefix = f"{match['service']}."
+    return not any(str(known).startswith(prefix) for known in services)
+
+
 def _check_service(
     name: str, services: Collection[str] | None, problems: _Problems, path: tuple[str | int, ...]
 ) -> None:
-    if services is not None and name not in services:
+    if services is not None and not known_name(name, services):
         problems.add(path, f"no service {name!r} in the lab (services: {', '.join(services)})")
 
 
@@ -654,17 +672,22 @@ def build_scenario(
     *,
     services: Collection[str] | None = None,
     variables: Mapping[str, str] | None = None,
+    seed: int | None = None,
 ) -> Scenario:
     """Validate ``document`` and turn it into a plan; ScenarioError lists every problem.
 
     ``services``: the lab's service names, to refuse unknown ones up front
     (None: not checked). ``variables``: values for ``${NAME}`` in strings.
+    ``seed`` replaces the file's ``seed:`` (``lab run --seed N``).
     """
     validate(document)
     problems = _Problems(document)
     data = substitute(document.data, variables or {}, problems)
     steps = _build_steps(data["steps"], services, problems)
-    seed = data.get("seed")
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        problems.add((), f"seed {seed} is outside 0..{MAX_SEED}")
+        seed = None
+    seed = data.get("seed") if seed is None else seed
     links = _build_links(data.get("links", []), services, problems, seed=seed)
     faults = _build_faults(data.get("faults", []), steps, services, problems, seed=seed)
     congestion = _build_congestion(data.get("congestion"), services, problems)
@@ -704,6 +727,9 @@ def load_scenario(
     label: str | None = None,
     services: Collection[str] | None = None,
     variables: Mapping[str, str] | None = None,
+    seed: int | None = None,
 ) -> Scenario:
-    """Read, validate and build one scenario file."""
-    return build_scenario(load_file(path, label=label), services=services, variables=variables)
+    """Read, validate and build one scenario file (``seed``: instead of the file's)."""
+    return build_scenario(
+        load_file(path, label=label), services=services, variables=variables, seed=seed
+    )

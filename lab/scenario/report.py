@@ -7,6 +7,8 @@ Layout of ``results/<run-id>/``::
     <scenario>/logs/<service>.log
     <scenario>/files/<service>/<path>     files compared by same_file
     pcap/<scenario>.<service>-to-<peer>.pcap   with ``--capture`` (lab.scenario.capture)
+    pcap/<scenario>.<from>-to-<to>.delivered.pcap   links that ``pcap`` checks read
+    report.html   written from all of the above (lab.report.page)
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from __future__ import annotations
 import json
 import secrets
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,10 +30,13 @@ OUTPUT_LIMIT = 64 * 1024  # characters of a step's stdout/stderr kept inline in 
 
 @dataclass(frozen=True, kw_only=True)
 class PcapRecord:
-    """One capture of ``lab run --capture``: the file kept (relative to the run folder),
-    or why there is none."""
+    """One capture of a scenario run: the file kept (relative to the run folder), or why
+    there is none. ``service``: the namespace it was taken in; ``delivered``: after that
+    service's ingress shaping (see :mod:`lab.scenario.capture`)."""
 
-    link: str  # "client -> server", or "client (all traffic)"
+    link: str  # "client -> server", "client -> server (delivered)", "client (all traffic)"
+    service: str | None = None
+    delivered: bool = False
     file: str | None = None
     size: int = 0
     error: str | None = None
@@ -51,6 +57,11 @@ class ScenarioResult:
     links: tuple[str, ...] = ()  # "client -> server: loss=5% (engine nfqueue)"
     pcaps: tuple[PcapRecord, ...] = ()
     error: str | None = None  # the run itself broke (shaping failed, lab not up, ...)
+    clock_origin: float | None = None  # Unix time the first step started: the timeline's 0
+    addresses: Mapping[str, str] = field(default_factory=dict)  # service -> IP during the run
+    # container -> the TCP congestion control its new connections used (read at the start)
+    congestion: Mapping[str, str] = field(default_factory=dict)
+    seed: int | None = None  # the scenario's seed (each link's own is in ``links``)
 
     @property
     def passed(self) -> bool:
@@ -106,8 +117,19 @@ def scenario_json(result: ScenarioResult) -> dict[str, Any]:
         "error": result.error,
         "reason": result.reason(),
         "links": list(result.links),
+        "clock_origin": None if result.clock_origin is None else round(result.clock_origin, 6),
+        "addresses": dict(result.addresses),
+        "congestion": dict(result.congestion),
+        "seed": result.seed,
         "pcaps": [
-            {"link": pcap.link, "file": pcap.file, "bytes": pcap.size, "error": pcap.error}
+            {
+                "link": pcap.link,
+                "service": pcap.service,
+                "point": "delivered" if pcap.delivered else "sent",
+                "file": pcap.file,
+                "bytes": pcap.size,
+                "error": pcap.error,
+            }
             for pcap in result.pcaps
         ],
         "steps": [step_json(record) for record in result.steps],
@@ -179,6 +201,12 @@ def junit_xml(run_id: str, results: list[ScenarioResult]) -> str:
     ET.indent(suite)
     document: str = ET.tostring(suite, encoding="unicode", xml_declaration=True)
     return document + "\n"
+
+
+def rerun_command(name: str, file: str) -> str:
+    """How to run a scenario again with capture: by name when it is a shipped one."""
+    shipped = file == f"scenarios/{name}.yaml"
+    return f"lab run {name if shipped or not file else file} --capture"
 
 
 def write_reports(

@@ -9,10 +9,17 @@ The thin I/O part of lab.scenario. For each scenario the runner
 3. collects what the checks need (captured output, status URLs, logs, file
    digests), re-reading URLs and logs until a check holds or its ``within``
    deadline passes, and evaluates every check (:mod:`lab.scenario.checks`);
-   With ``capture``, a tcpdump helper per shaped link records it meanwhile
-   (:mod:`lab.scenario.capture`), stopped when the steps are done;
+   tcpdump helpers record meanwhile (:mod:`lab.scenario.capture`): every link a
+   ``pcap`` check reads, at the point its metric needs (as sent or as delivered),
+   and with ``capture`` every shaped link as sent; they stop when the steps are
+   done and the checked links' pcaps are analysed
+   (:func:`lab.report.analysis.analyze_file`) for the ``pcap`` checks;
 4. keeps artifacts, then undoes what it did: unshape, heal, bring back
    services it killed, stopped or paused, and wait until the lab is healthy.
+
+:func:`run_files` then writes results.json, junit.xml and report.html
+(:func:`lab.report.page.write_report`; a report that cannot be built is a
+warning, the run's results stand).
 
 It accepts any :class:`lab.interface.Lab` (a test session's, the CLI's, a
 fake); its timeouts come from ``lab.config.scenario``
@@ -27,22 +34,27 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Final, cast
 
-from lab import shaping
+from lab import congestion as tcp_congestion
+from lab import routing, shaping
 from lab.errors import LabError, NotReady
 from lab.interface import Lab
+from lab.report.analysis import analyze_file
+from lab.report.errors import PcapError, ReportError
+from lab.report.metrics import capture_point
 from lab.scenario import checks as verdicts
-from lab.scenario.capture import Capturer, capture_targets
+from lab.scenario.capture import Capturer, run_targets
 from lab.scenario.checks import (
     CheckResult,
     FaultRecord,
     FileFacts,
     Observations,
+    PcapFacts,
     StepRecord,
     TextFacts,
 )
@@ -58,7 +70,13 @@ from lab.scenario.plan import (
     load_scenario,
     phases,
 )
-from lab.scenario.report import PcapRecord, ScenarioResult, new_run_id, write_reports
+from lab.scenario.report import (
+    PcapRecord,
+    ScenarioResult,
+    new_run_id,
+    rerun_command,
+    write_reports,
+)
 from lab.waiting import Stream, wait_for
 
 log = logging.getLogger("lab.scenario")
@@ -123,10 +141,19 @@ def _label(path: Path, root: Path) -> str:
 # --------------------------------------------------------------------------- lab actions
 
 
-def apply_fault(lab: Lab, fault: Fault) -> None:
-    """Do one fault to the lab (the one place the runner calls lab.shaping for faults)."""
+def apply_fault(
+    lab: Lab, fault: Fault, *, congestion: Mapping[str, str | None] | None = None
+) -> None:
+    """Do one fault to the lab (the one place the runner calls lab.shaping for faults).
+
+    A container that comes back (restart, start) has a fresh namespace: the lab
+    puts back its routes and the project's TCP congestion control; a scenario's
+    own ``congestion`` (by service) goes back on top.
+    """
     if fault.action in {"kill", "restart", "pause", "unpause", "stop", "start"}:
         getattr(lab, fault.action)(fault.services[0])
+        if fault.action in {"restart", "start"} and congestion:
+            tcp_congestion.ensure_congestion(lab, overrides=congestion, names=[fault.services[0]])
     elif fault.action == "partition":
         shaping.partition(lab, *fault.services)
     elif fault.action == "heal":
@@ -153,17 +180,26 @@ class _Timeline(threading.Thread):
     """
 
     def __init__(
-        self, lab: Lab, faults: Sequence[Fault], *, steps: Sequence[str], progress: Progress
+        self,
+        lab: Lab,
+        faults: Sequence[Fault],
+        *,
+        steps: Sequence[str],
+        progress: Progress,
+        congestion: Mapping[str, str | None] | None = None,
     ) -> None:
         super().__init__(name="scenario-faults", daemon=True)
         self.lab = lab
+        self.congestion = congestion
         self.upfront = [fault for fault in faults if fault.upfront]
         self.faults = [fault for fault in faults if not fault.upfront]
         self.t0 = time.monotonic()
         self.progress = progress
         self.stopped = threading.Event()
+        self.wall0: float | None = None  # Unix time of t0, once begun
         self.records: list[FaultRecord] = []
         self._ends: dict[str, float] = {}
+        self._finished_at = float("inf")  # monotonic time the steps ended, once they have
         self._end_events = {name: threading.Event() for name in steps}
 
     def step_finished(self, name: str, at: float) -> None:
@@ -172,7 +208,7 @@ class _Timeline(threading.Thread):
 
     def apply(self, fault: Fault, applied: float) -> None:
         try:
-            apply_fault(self.lab, fault)
+            apply_fault(self.lab, fault, congestion=self.congestion)
         except LabError as exc:
             self.progress(f"fault {fault.when}: {fault.describe()} FAILED: {exc}")
             self.records.append(FaultRecord(fault=fault, applied_at=applied, error=str(exc)))
@@ -187,6 +223,7 @@ class _Timeline(threading.Thread):
     def begin(self) -> float:
         """Start the clock (the first step starts now) and the thread; return ``t0``."""
         self.t0 = time.monotonic()
+        self.wall0 = time.time()
         self.start()
         return self.t0
 
@@ -196,19 +233,24 @@ class _Timeline(threading.Thread):
             return self.t0
         # finish() sets every end event, so this wait ends with the steps at the latest.
         self._end_events[fault.after].wait()
-        return None if self.stopped.is_set() else self._ends[fault.after]
+        return self._ends.get(fault.after)  # None: the step never ran
 
     def run(self) -> None:
         for fault in self.faults:
             base = self._base(fault)
-            # Event.wait, not sleep: a scheduled time that `stop` can cut short.
-            if base is None or self.stopped.wait(max(0.0, base + fault.at - time.monotonic())):
+            if base is None:
+                break
+            due = base + fault.at
+            # Event.wait, not sleep: a scheduled time that `stop` can cut short. A fault
+            # due by the time the steps ended (e.g. at 0 s after the last step) still runs.
+            if self.stopped.wait(max(0.0, due - time.monotonic())) and due > self._finished_at:
                 break
             self.apply(fault, time.monotonic() - self.t0)
 
     def finish(self) -> list[FaultRecord]:
         """Stop; faults not reached are recorded as such (the steps ended first)."""
-        ended = time.monotonic() - self.t0
+        self._finished_at = time.monotonic()
+        ended = self._finished_at - self.t0
         self.stopped.set()
         for event in self._end_events.values():
             event.set()
@@ -237,6 +279,7 @@ class RunReport:
     results: list[ScenarioResult] = field(default_factory=list)
     json_path: Path | None = None
     junit_path: Path | None = None
+    report_path: Path | None = None  # report.html, unless it could not be built
 
     @property
     def passed(self) -> bool:
@@ -272,16 +315,24 @@ class ScenarioRunner:
         pcaps: list[PcapRecord] = []
         capturer = Capturer(self.lab, folder=self.folder, prefix=_safe(scenario.name))
         error: str | None = None
+        origin: float | None = None
+        addresses = self._addresses()
+        congestion: dict[str, str] = {}
         try:
             self.lab.wait_healthy(timeout=self.config.ready_timeout)
+            congestion = self._set_congestion(scenario, say)
             links = self._shape_links(scenario, say)
-            if self.capture:
-                capturer.start(capture_targets(scenario))
+            targets = run_targets(scenario, capture=self.capture)
+            if targets:
+                capturer.start(targets)
             try:
-                steps, faults = self._run_steps(scenario, say)
+                steps, faults, origin = self._run_steps(scenario, say)
             finally:
                 pcaps = self._stop_capture(capturer, say)
-            results = self._evaluate(scenario, steps, faults, files, since=wall, say=say)
+            observed = self._pcap_facts(pcaps, addresses, wanted=_pcap_keys(scenario))
+            results = self._evaluate(
+                scenario, steps, faults, files, pcaps=observed, since=wall, say=say
+            )
         except LabError as exc:
             error = str(exc)
             say(f"error: {exc}")
@@ -305,10 +356,17 @@ class ScenarioRunner:
             links=tuple(links),
             pcaps=tuple(pcaps),
             error=error,
+            clock_origin=origin,
+            addresses=addresses,
+            congestion=congestion,
+            seed=scenario.seed,
         )
         passed = sum(1 for check in result.checks if check.passed)
         verdict = "PASSED" if result.passed else "FAILED"
         say(f"{verdict} ({passed}/{len(result.checks)} checks) in {result.duration:.1f} s")
+        if not result.passed and not self.capture:
+            rerun = rerun_command(scenario.name, scenario.file)
+            say(f"to see its packets, run it again with capture: {rerun}")
         return result
 
     # ------------------------------------------------------------------ phases
@@ -318,6 +376,47 @@ class ScenarioRunner:
             self.progress(f"[{scenario.name}] {message}")
 
         return say
+
+    def _addresses(self) -> dict[str, str]:
+        """Service -> IP as the run starts (names pcap directions in the report)."""
+        found: dict[str, str] = {}
+        for service in self.lab.services:
+            try:
+                found[service] = self.lab.ip(service)
+            except LabError as exc:  # a stopped service has none; the run says so elsewhere
+                log.info("event=no_address service=%s error=%s", service, exc)
+        return found
+
+    def _pcap_facts(
+        self, records: Sequence[PcapRecord], addresses: dict[str, str], *, wanted: set[str]
+    ) -> dict[str, PcapFacts]:
+        """The metrics of every link capture, by :func:`~lab.scenario.checks.pcap_key`,
+        for ``pcap`` checks."""
+        facts: dict[str, PcapFacts] = {}
+        for record in records:
+            source, arrow, dest = record.link.removesuffix(" (delivered)").partition(" -> ")
+            if not arrow:
+                continue  # a service's whole traffic: no check reads it
+            link = f"{source} -> {dest}"
+            key = verdicts.pcap_key((source, dest), "delivered" if record.delivered else "sent")
+            if key not in wanted:
+                continue  # kept for the report (--capture); no check reads it
+            if record.file is None:
+                facts[key] = PcapFacts(link=link, error=record.error or "no pcap kept")
+                continue
+            # RTTs are timed from the capture's own host (lab.report.analysis).
+            local = addresses.get(record.service or "")
+            try:
+                analysis = analyze_file(
+                    self.folder / record.file, limits=self.lab.config.report.pcap, local=local
+                )
+            except PcapError as exc:
+                facts[key] = PcapFacts(link=link, file=record.file, error=str(exc))
+                continue
+            facts[key] = PcapFacts(
+                link=link, metrics=analysis.metrics(), file=record.file, packets=analysis.packets
+            )
+        return facts
 
     def _stop_capture(self, capturer: Capturer, say: Progress) -> list[PcapRecord]:
         records = capturer.stop()
@@ -329,13 +428,25 @@ class ScenarioRunner:
         return records
 
     def _shape_links(self, scenario: Scenario, say: Progress) -> list[str]:
+        """Shape the scenario's links; each text names the spec in force, seed included
+        (the one the link names, one derived from the scenario's, or one picked now)."""
         shaped = []
         for link in scenario.links:
             result = shaping.shape(self.lab, link.source, link.dest, link.spec)
-            text = f"{link.describe()} (engine {result.engine})"
+            text = (
+                f"{link.source} -> {link.dest}: {result.spec.describe()} (engine {result.engine})"
+            )
             say(f"shaped {text}")
             shaped.append(text)
         return shaped
+
+    def _set_congestion(self, scenario: Scenario, say: Progress) -> dict[str, str]:
+        """Put the scenario's ``congestion`` in force; what each of its services uses now."""
+        if scenario.congestion.asked:
+            overrides = congestion_overrides(scenario, self.lab.services)
+            applied = tcp_congestion.ensure_congestion(self.lab, overrides=overrides)
+            say("TCP congestion control: " + ", ".join(f"{n} {a}" for n, a in applied.items()))
+        return tcp_congestion.congestion_in_use(self.lab, scenario.services)
 
     def _exec(self, step: Step, t0: float, timeline: _Timeline) -> StepRecord:
         started = time.monotonic()
@@ -385,14 +496,19 @@ class ScenarioRunner:
 
     def _run_steps(
         self, scenario: Scenario, say: Progress
-    ) -> tuple[list[StepRecord], list[FaultRecord]]:
+    ) -> tuple[list[StepRecord], list[FaultRecord], float | None]:
+        """Step records, fault records and the Unix time the first step started."""
         records: dict[str, StepRecord] = {}
         background: list[tuple[Step, concurrent.futures.Future[StepRecord]]] = []
         pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=len(scenario.steps), thread_name_prefix="scenario-step"
         )
         timeline = _Timeline(
-            self.lab, scenario.faults, steps=[step.name for step in scenario.steps], progress=say
+            self.lab,
+            scenario.faults,
+            steps=[step.name for step in scenario.steps],
+            progress=say,
+            congestion=congestion_overrides(scenario, self.lab.services),
         )
         try:
             timeline.apply_upfront()
@@ -412,7 +528,7 @@ class ScenarioRunner:
             # A step stuck past its grace keeps its thread; do not wait for it here.
             pool.shutdown(wait=False, cancel_futures=True)
         ordered = [records[step.name] for step in scenario.steps if step.name in records]
-        return ordered, faults
+        return ordered, faults, timeline.wall0
 
     def _report_step(self, record: StepRecord, say: Progress) -> StepRecord:
         if record.error is not None:
@@ -472,6 +588,7 @@ class ScenarioRunner:
         faults: list[FaultRecord],
         files: dict[str, FileFacts],
         *,
+        pcaps: dict[str, PcapFacts],
         since: float,
         say: Progress,
     ) -> list[CheckResult]:
@@ -485,7 +602,7 @@ class ScenarioRunner:
                 for ref in check.files or ():
                     if str(ref) not in files:
                         files[str(ref)] = self._read_file(ref)
-            result = self._evaluate_one(check, by_name, texts, files, since=since)
+            result = self._evaluate_one(check, by_name, texts, files, pcaps, since=since)
             mark = "PASS" if result.passed else "FAIL"
             say(f"{mark} {result.name}: {result.detail.splitlines()[0] if result.detail else ''}")
             results.append(result)
@@ -497,6 +614,7 @@ class ScenarioRunner:
         steps: dict[str, StepRecord],
         texts: dict[str, TextFacts],
         files: dict[str, FileFacts],
+        pcaps: dict[str, PcapFacts],
         *,
         since: float,
     ) -> CheckResult:
@@ -505,9 +623,8 @@ class ScenarioRunner:
         def holds() -> CheckResult | None:
             if check.source is not None and check.source.dynamic:
                 texts[check.source.key] = self._text(check.source, since=since)
-            last[:] = [
-                verdicts.evaluate(check, Observations(steps=steps, texts=texts, files=files))
-            ]
+            seen = Observations(steps=steps, texts=texts, files=files, pcaps=pcaps)
+            last[:] = [verdicts.evaluate(check, seen)]
             return last[0] if last[0].passed else None
 
         try:
@@ -538,7 +655,7 @@ class ScenarioRunner:
                 (captures / f"{stem}.stderr").write_text(record.stderr)
             logs = folder / "logs"
             logs.mkdir(exist_ok=True)
-            for service in self.lab.services:
+            for service in self._log_names():
                 log_text = self._read_logs(service, since=since)
                 (logs / f"{_safe(service)}.log").write_text(
                     log_text.text or f"({log_text.error})\n"
@@ -558,6 +675,13 @@ class ScenarioRunner:
         except OSError as exc:
             self.progress(f"[{scenario.name}] could not keep artifacts in {folder}: {exc}")
 
+    def _log_names(self) -> list[str]:
+        """Every container's name (each replica's), else the services'."""
+        try:
+            return [instance.name for instance in self.lab.topology().instances]
+        except LabError:
+            return list(self.lab.services)
+
     def _clean_up(self, scenario: Scenario, say: Progress) -> None:
         """Undo links, shaping and partitions; bring back services the faults took away."""
         shaped = {(link.source, link.dest) for link in scenario.links}
@@ -572,6 +696,19 @@ class ScenarioRunner:
             self._revive(service, say)
         if touched or partitioned:
             self.lab.wait_healthy(timeout=self.config.recover_timeout)
+        if touched:
+            # A restarted container has a fresh namespace: the routers' routes are gone there.
+            for route in routing.ensure_routes(self.lab):
+                say(f"route in {route.instance} again: {route.destination} via {route.via}")
+        if touched or scenario.congestion.asked:
+            # ... and so is its TCP congestion control; the scenario's own is undone.
+            names = sorted(touched) if not scenario.congestion.asked else None
+            reset = tcp_congestion.ensure_congestion(self.lab, names=names, reset=True)
+            if scenario.congestion.asked:
+                say(
+                    "TCP congestion control back: "
+                    + ", ".join(f"{n} {a}" for n, a in reset.items())
+                )
 
     def _revive(self, service: str, say: Progress) -> None:
         state = self.lab.state(service)
@@ -581,6 +718,25 @@ class ScenarioRunner:
         elif state in {"exited", "created", "dead"}:
             self.lab.start(service)
             say(f"started {service} again")
+
+
+def congestion_overrides(scenario: Scenario, services: Sequence[str]) -> dict[str, str | None]:
+    """The scenario's ``congestion`` by service: its one algorithm for every service of the
+    lab, then its per-service ones (empty: the Compose file's stay)."""
+    asked = scenario.congestion
+    overrides: dict[str, str | None] = {}
+    if asked.default is not None:
+        overrides = dict.fromkeys(services, asked.default)
+    return overrides | dict(asked.services)
+
+
+def _pcap_keys(scenario: Scenario) -> set[str]:
+    """The captures the scenario's ``pcap`` checks read (:func:`lab.scenario.checks.pcap_key`)."""
+    return {
+        verdicts.pcap_key(check.link, capture_point(check.metric or ""))
+        for check in scenario.checks
+        if check.kind is CheckKind.PCAP and check.link is not None
+    }
 
 
 def _not_started(scenario: Scenario, error: str) -> ScenarioResult:
@@ -594,18 +750,35 @@ def _not_started(scenario: Scenario, error: str) -> ScenarioResult:
     )
 
 
+def _variable(name: str) -> str:
+    return name.replace("-", "_").replace(".", "_")
+
+
 def lab_variables(lab: Lab) -> dict[str, str]:
-    """``${RUN_ID}`` (fresh per scenario) and ``${IP_<service>}`` (dashes as underscores)."""
+    """``${RUN_ID}`` (fresh per scenario) and ``${IP_<service>}`` (its first container's
+    IPv4 address; dashes and dots as underscores: ``${IP_udp_listener}``,
+    ``${IP_client_2}`` for a replica)."""
     variables = {"RUN_ID": secrets.token_hex(4)}
     for service in lab.services:
-        variables[f"IP_{service.replace('-', '_')}"] = lab.ip(service)
+        variables[f"IP_{_variable(service)}"] = lab.ip(service)
+    for instance in lab.topology().instances:
+        for name in {instance.key, instance.name} - {instance.service}:
+            variables[f"IP_{_variable(name)}"] = lab.ip(instance.key)
     return variables
 
 
 def placeholder_variables(services: Sequence[str]) -> dict[str, str]:
     """The same names with placeholder values, to validate files without a running lab."""
-    names = ["RUN_ID", *(f"IP_{service.replace('-', '_')}" for service in services)]
+    names = ["RUN_ID", *(f"IP_{_variable(service)}" for service in services)]
     return {name: name for name in names}
+
+
+def _target_names(lab: Lab) -> list[str]:
+    """What a scenario may name: each service and, while the lab runs, each ``service.N``."""
+    try:
+        return list(lab.topology().target_names())
+    except LabError:
+        return list(lab.services)
 
 
 def run_files(
@@ -616,26 +789,29 @@ def run_files(
     run_id: str | None = None,
     progress: Progress = _quiet,
     capture: bool = False,
+    seed: int | None = None,
 ) -> RunReport:
-    """Validate every file first (nothing runs if one is invalid), run them, write reports;
-    with ``capture``, keep a pcap per shaped link under ``pcap/``."""
+    """Validate every file first (nothing runs if one is invalid), run them, write reports
+    (results.json, junit.xml, report.html); with ``capture``, keep a pcap per shaped
+    link under ``pcap/``; ``seed`` replaces every scenario's ``seed:``."""
     run_id = run_id or new_run_id()
     labels = [_label(path, lab.repo_root) for path in paths]
-    placeholders = placeholder_variables(lab.services)
+    names = _target_names(lab)
+    placeholders = placeholder_variables(names)
     scenarios: list[Scenario] = []
     problems: list[str] = []
     for path, label in zip(paths, labels, strict=True):
         try:
             scenarios.append(
-                load_scenario(path, label=label, services=lab.services, variables=placeholders)
+                load_scenario(path, label=label, services=names, variables=placeholders, seed=seed)
             )
         except ScenarioError as exc:
             problems += exc.problems
     if problems:
         raise ScenarioError(problems)
-    names = [scenario.name for scenario in scenarios]
-    if len(set(names)) != len(names):
-        raise ScenarioError([f"scenario names must be unique in one run: {', '.join(names)}"])
+    titles = [scenario.name for scenario in scenarios]
+    if len(set(titles)) != len(titles):
+        raise ScenarioError([f"scenario names must be unique in one run: {', '.join(titles)}"])
     folder = results_root / run_id
     runner = ScenarioRunner(lab, folder=folder, progress=progress, capture=capture)
     report = RunReport(run_id=run_id, folder=folder)
@@ -647,10 +823,19 @@ def run_files(
         except LabError as exc:
             report.results.append(_not_started(scenarios[len(report.results)], str(exc)))
             continue
-        scenario = load_scenario(path, label=label, services=lab.services, variables=variables)
+        scenario = load_scenario(path, label=label, services=names, variables=variables, seed=seed)
         report.results.append(runner.run(scenario))
     report.json_path, report.junit_path = write_reports(
         folder, run_id=run_id, project=lab.project, results=report.results
     )
-    progress(f"reports: {report.json_path} {report.junit_path}")
+    # Imported here: lab.report.page imports lab.scenario (its timeline reads results),
+    # whose package imports this module.
+    from lab.report.page import write_report  # noqa: PLC0415
+
+    try:
+        report.report_path = write_report(folder, config=lab.config.report)
+    except ReportError as exc:
+        progress(f"warning: report.html not written: {exc}")
+    shown = [report.json_path, report.junit_path, report.report_path]
+    progress("reports: " + " ".join(str(path) for path in shown if path is not None))
     return report

@@ -2,13 +2,17 @@
 
 Python API (scenarios use it; ``lab shape``/``partition``/... call it)::
 
-    from lab.shaping import shape, unshape, partition, heal, link_status, resolve_spec
+    from lab.shaping import shape, unshape, partition, isolate, heal, link_status, resolve_spec
     result = shape(lab, "client", "server", resolve_spec(options={"delay": "40ms"}), check=True)
     result.engine, result.checks       # which engine shaped it, measured vs requested
+    result.spec.seed                   # the seed it drew with (picked when none was given)
+    partition(lab, "client,rss-poller", "server")   # groups; isolate(lab, "server")
 
 Modules: ``spec`` (units, LinkSpec, profiles), ``builders`` (tc/iptables
-argument lists and status parsing, pure), ``measure`` (self-check arithmetic,
-pure), ``runner`` (helpers and namespaces: the I/O), ``cli`` (subcommands).
+argument lists and status parsing, pure), ``expected`` and ``measure``
+(self-check arithmetic, pure), ``partitions`` (groups, pure), ``congestion``
+(TCP congestion control steps, pure), ``runner`` (helpers and namespaces: the
+I/O), ``cli`` (subcommands).
 """
 
 from lab.shaping.builders import Engine
@@ -18,6 +22,7 @@ from lab.shaping.runner import (
     LinkState,
     ShapeResult,
     heal,
+    isolate,
     link_rows,
     link_status,
     measure_loss,
@@ -25,6 +30,7 @@ from lab.shaping.runner import (
     measure_rtt,
     partition,
     shape,
+    status_tables,
     unshape,
 )
 from lab.shaping.spec import LinkSpec, load_profiles, resolve_spec
@@ -39,6 +45,7 @@ __all__ = [
     "ShapingError",
     "SpecError",
     "heal",
+    "isolate",
     "link_rows",
     "link_status",
     "load_profiles",
@@ -48,5 +55,6 @@ __all__ = [
     "partition",
     "resolve_spec",
     "shape",
+    "status_tables",
     "unshape",
 ]

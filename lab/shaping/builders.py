@@ -24,6 +24,16 @@ Layout, for a link SOURCE -> DEST:
   unshaped) with one class ``1:N`` per destination, picked by a u32 filter
   on DEST's IP; it carries the rate, and with the netem engine (which does
   everything on egress) a netem qdisc ``N+1:`` below it.
+* IPv6: every rule has its ``ip6tables`` twin and every u32 filter an
+  ``ip6 dst`` twin (``protocol ipv6``, prio ``V6_PRIO_OFFSET + N``; a prio holds
+  one protocol), and the NFQUEUE rules of both families feed the same queue:
+  one verdict loop per link, whatever the family. A link on a dual-stack
+  network shapes both families unless one is asked for.
+* Routers: a link whose far end is a router also carries what that router
+  forwards, so its rules match the subnets reached through it as well
+  (``dest_nets`` on the egress filters, ``source_nets`` on the ingress queue
+  rules and on partitions), and the filter chain is entered from FORWARD too,
+  so a partition of a router cuts what it forwards.
 * ``--queue-limit`` (the bottleneck's buffer, with ``--rate``): a ``bfifo``
   (bytes) or ``pfifo`` (packets) leaf ``N+1:`` under the htb class, so
   packets waiting for the rate queue there and the rest are dropped. With
@@ -36,7 +46,9 @@ Layout, for a link SOURCE -> DEST:
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import itertools
 import math
 import re
 import shlex
@@ -49,9 +61,15 @@ from lab.shaping.spec import LinkSpec, QueueLimit, format_duration, format_perce
 from socketlab.shaper.core import INJECT_MARK
 from socketlab.shaper.invocation import ShaperInvocation
 from socketlab.shaper.models import Distribution, FourState, GilbertElliott
+from socketlab.shaper.nfnetlink import QueueStats, parse_queue_stats
 
 CHAIN = "SOCKETLAB"
+# The kernel's counters of every NFQUEUE in a namespace (queue full, socket full).
+NFQUEUE_STATS_FILE = "/proc/net/netfilter/nfnetlink_queue"
 IPTABLES = ("iptables", "-w", "5")
+IP6TABLES = ("ip6tables", "-w", "5")
+# u32 filters of IPv6 peers sit at this prio plus the queue number (a prio has one protocol).
+V6_PRIO_OFFSET = 0x2000
 # An htb class needs a rate; this one stands for "no limit" under the netem engine.
 UNLIMITED_RATE = 10 * 10**9
 # Queue numbers double as htb minors (1:N) and name each link's qdisc majors: the
@@ -81,6 +99,13 @@ LABEL_SPEC = "io.socketlab.shaping.spec"
 LABEL_ENGINE = "io.socketlab.shaping.engine"
 LABEL_QUEUE = "io.socketlab.shaping.queue"
 LABEL_DEV = "io.socketlab.shaping.dev"
+LABEL_NETWORK = "io.socketlab.shaping.network"
+LABEL_SOURCE_REPLICA = "io.socketlab.shaping.source-replica"
+LABEL_DEST_REPLICA = "io.socketlab.shaping.dest-replica"
+LABEL_SOURCE_IP6 = "io.socketlab.shaping.source-ip6"
+LABEL_DEST_IP6 = "io.socketlab.shaping.dest-ip6"
+LABEL_SOURCE_NETS = "io.socketlab.shaping.source-nets"
+LABEL_DEST_NETS = "io.socketlab.shaping.dest-nets"
 
 
 class Engine(StrEnum):
@@ -113,11 +138,24 @@ def render_script(steps: Iterable[Step]) -> str:
 
 
 def _host(ip: str) -> str:
+    """``10.0.0.2`` -> ``10.0.0.2/32``, ``fd00::2`` -> ``fd00::2/128``; a subnet
+    (``10.1.0.0/24``, reached through a router) stays a subnet."""
     try:
-        address = ipaddress.IPv4Address(ip)
+        if "/" in ip:
+            return str(ipaddress.ip_network(ip, strict=False))
+        address = ipaddress.ip_address(ip)
     except ValueError as exc:
-        raise ShapingError(f"{ip!r} is not an IPv4 address") from exc
-    return f"{address}/32"
+        raise ShapingError(f"{ip!r} is not an IPv4 address (nor an IPv6 one)") from exc
+    return f"{address}/{address.max_prefixlen}"
+
+
+def family_of(ip: str) -> int:
+    """4 or 6 (an address or a subnet)."""
+    return ipaddress.ip_network(_host(ip), strict=False).version
+
+
+def _iptables(family: int) -> tuple[str, ...]:
+    return IP6TABLES if family == 6 else IPTABLES
 
 
 def _check_queue(queue: int) -> None:
@@ -142,18 +180,22 @@ def partition_rule(peer_ip: str) -> tuple[str, ...]:
 INJECTED_RULE = ("-m", "mark", "--mark", f"{INJECT_MARK:#x}", "-j", "RETURN")
 
 
-def _table(table: str) -> tuple[str, ...]:
-    return (*IPTABLES, "-t", table)
+def _table(table: str, family: int = 4) -> tuple[str, ...]:
+    return (*_iptables(family), "-t", table)
 
 
-def chain_steps(table: str = "filter") -> list[Step]:
+FILTER_HOOKS = ("INPUT", "OUTPUT", "FORWARD")
+
+
+def chain_steps(table: str = "filter", family: int = 4) -> list[Step]:
     """Create SOCKETLAB in ``table`` and the jumps to it, once per namespace (idempotent).
 
-    ``filter`` (partitions) is entered from INPUT and OUTPUT; ``raw`` (the
-    nfqueue engine) from PREROUTING, with a RETURN for our own injected copies.
+    ``filter`` (partitions) is entered from INPUT, OUTPUT and FORWARD (a router
+    drops what it would forward); ``raw`` (the nfqueue engine) from PREROUTING,
+    with a RETURN for our own injected copies. ``family`` 6: the ip6tables twin.
     """
-    cmd = _table(table)
-    hooks = ("PREROUTING",) if table == "raw" else ("INPUT", "OUTPUT")
+    cmd = _table(table, family)
+    hooks = ("PREROUTING",) if table == "raw" else FILTER_HOOKS
     steps = [Step((*cmd, "-N", CHAIN), may_fail=True)]
     steps += [
         Step((*cmd, "-I", hook, "1", "-j", CHAIN), unless=(*cmd, "-C", hook, "-j", CHAIN))
@@ -169,22 +211,34 @@ def chain_steps(table: str = "filter") -> list[Step]:
     return steps
 
 
+def _rule_family(rule: Sequence[str]) -> int:
+    """The family of a rule, from its ``-s`` address (IPv4 when it has none)."""
+    for flag, value in itertools.pairwise(rule):
+        if flag == "-s":
+            return family_of(value)
+    return 4
+
+
 def ensure_rule(rule: Sequence[str], *, table: str = "filter") -> Step:
-    cmd = _table(table)
+    cmd = _table(table, _rule_family(rule))
     return Step((*cmd, "-A", CHAIN, *rule), unless=(*cmd, "-C", CHAIN, *rule))
 
 
 def delete_rule(rule: Sequence[str], *, table: str = "filter") -> Step:
-    return Step((*_table(table), "-D", CHAIN, *rule), may_fail=True)
+    return Step((*_table(table, _rule_family(rule)), "-D", CHAIN, *rule), may_fail=True)
 
 
-def partition_steps(peer_ip: str) -> list[Step]:
-    """Run in one side's namespace: drop everything arriving from ``peer_ip``."""
-    return [*chain_steps(), ensure_rule(partition_rule(peer_ip))]
+def partition_steps(peer_ip: str, *peers: str) -> list[Step]:
+    """Run in one side's namespace: drop everything arriving from ``peer_ip`` (and from
+    ``peers``: the peer's other addresses, subnets reached through it)."""
+    sources = (peer_ip, *peers)
+    families = sorted({family_of(ip) for ip in sources})
+    chains = [step for family in families for step in chain_steps(family=family)]
+    return [*chains, *(ensure_rule(partition_rule(ip)) for ip in sources)]
 
 
-def heal_steps(peer_ip: str) -> list[Step]:
-    return [delete_rule(partition_rule(peer_ip))]
+def heal_steps(peer_ip: str, *peers: str) -> list[Step]:
+    return [delete_rule(partition_rule(ip)) for ip in (peer_ip, *peers)]
 
 
 def clear_shaping_steps(rules_queues: Mapping[str, int]) -> list[Step]:
@@ -210,11 +264,12 @@ def clear_shaping_steps(rules_queues: Mapping[str, int]) -> list[Step]:
 def teardown_steps(devices: Iterable[str]) -> list[Step]:
     """Remove everything socketlab put in a namespace (one flush, one qdisc delete)."""
     steps = []
-    for table, hooks in (("filter", ("INPUT", "OUTPUT")), ("raw", ("PREROUTING",))):
-        cmd = _table(table)
-        steps.append(Step((*cmd, "-F", CHAIN), may_fail=True))
-        steps += [Step((*cmd, "-D", hook, "-j", CHAIN), may_fail=True) for hook in hooks]
-        steps.append(Step((*cmd, "-X", CHAIN), may_fail=True))
+    for family in (4, 6):
+        for table, hooks in (("filter", FILTER_HOOKS), ("raw", ("PREROUTING",))):
+            cmd = _table(table, family)
+            steps.append(Step((*cmd, "-F", CHAIN), may_fail=True))
+            steps += [Step((*cmd, "-D", hook, "-j", CHAIN), may_fail=True) for hook in hooks]
+            steps.append(Step((*cmd, "-X", CHAIN), may_fail=True))
     steps += [Step(("tc", "qdisc", "del", "dev", dev, "root"), may_fail=True) for dev in devices]
     return steps
 
@@ -349,6 +404,33 @@ def _tc(command: str, *extra: str, may_fail: bool = False) -> Step:
     return Step(("tc", *command.split(), *extra), may_fail=may_fail)
 
 
+def filter_prio(queue: int, family: int) -> int:
+    """The u32 filter prio of a link's peer of ``family`` (IPv6 above the IPv4 range)."""
+    _check_queue(queue)
+    return queue + (V6_PRIO_OFFSET if family == 6 else 0)
+
+
+def u32_filter_steps(*, dev: str, queue: int, peers: Sequence[str]) -> list[Step]:
+    """The filters sending packets to ``peers`` (addresses or routed subnets, either
+    family) to class 1:N: ``match ip dst`` at prio N, ``match ip6 dst`` at prio 0x2000+N."""
+    klass = classid(queue)
+    steps = [
+        _tc(f"filter del dev {dev} parent 1: protocol {proto} prio {filter_prio(queue, fam)}",
+            may_fail=True)
+        for fam, proto in ((4, "ip"), (6, "ipv6"))
+    ]  # fmt: skip
+    for peer in peers:
+        family = family_of(peer)
+        proto, match = ("ipv6", "ip6") if family == 6 else ("ip", "ip")
+        steps.append(
+            _tc(
+                f"filter add dev {dev} parent 1: protocol {proto} prio {filter_prio(queue, family)}"
+                f" u32 match {match} dst {_host(peer)} flowid {klass}"
+            )
+        )
+    return steps
+
+
 def htb_steps(
     *,
     dev: str,
@@ -357,11 +439,15 @@ def htb_steps(
     rate: int,
     netem: Sequence[str] = (),
     below: Sequence[Step] = (),
+    peer_ip6: str | None = None,
+    peer_nets: Sequence[str] = (),
 ) -> list[Step]:
-    """htb root (if absent), class 1:N at ``rate``, optional netem leaf, u32 filter on the peer.
+    """htb root (if absent), class 1:N at ``rate``, optional netem leaf, u32 filters on the
+    peer (``peer_ip``, ``peer_ip6``, and ``peer_nets`` reached through it).
 
     ``below``: more qdiscs under the class (a queue leaf, or a tbf under
-    netem), set up before the filter sends any packet there.
+    netem), set up before the filter sends any packet there. An empty
+    ``peer_ip`` means the link shapes IPv6 only.
     """
     klass = classid(queue)
     steps = [
@@ -377,19 +463,18 @@ def htb_steps(
             _tc(f"qdisc replace dev {dev} parent {klass} handle {queue + 1:x}: netem", *netem)
         )
     steps += below
-    steps += [
-        _tc(f"filter del dev {dev} parent 1: protocol ip prio {queue}", may_fail=True),
-        _tc(
-            f"filter add dev {dev} parent 1: protocol ip prio {queue} u32"
-            f" match ip dst {_host(peer_ip)} flowid {klass}"
-        ),
-    ]
+    peers = [ip for ip in (peer_ip, peer_ip6) if ip] + list(peer_nets)
+    steps += u32_filter_steps(dev=dev, queue=queue, peers=peers)
     return steps
 
 
 def remove_htb_steps(*, dev: str, queue: int) -> list[Step]:
     return [
         _tc(f"filter del dev {dev} parent 1: protocol ip prio {queue}", may_fail=True),
+        _tc(
+            f"filter del dev {dev} parent 1: protocol ipv6 prio {filter_prio(queue, 6)}",
+            may_fail=True,
+        ),
         _tc(f"class del dev {dev} classid {classid(queue)}", may_fail=True),
     ]
 
@@ -407,15 +492,21 @@ def uses_htb(spec: LinkSpec, engine: Engine) -> bool:
 
 
 def needs_wire_size_packets(spec: LinkSpec) -> bool:
-    """Whether the link impairs or queues packets one by one (loss, delay, a queue limit, ...).
+    """Whether the link impairs or queues packets one by one (loss, jitter, a queue limit, ...).
 
     With segmentation offload a veth hands its peer TCP "super-packets" of up
     to 64 KB; a verdict (or netem) applied to one of them hits ~45 segments
-    at once, so loss would come in bursts and delay, duplication and
+    at once, so loss would come in bursts and jitter, duplication and
     reordering would act on bursts, not packets; and a 64 KB queue would
     hold one of them. Such links turn the sender's offload off.
+
+    A fixed delay is the exception: every segment gets the same delay and
+    they stay in order, so delaying the super-packet is delaying each of its
+    segments, and the offload (which is what lets the NFQUEUE engine carry
+    Gbit/s) stays on.
     """
-    return not spec.impairment.is_noop or spec.queue_limit is not None
+    fixed_delay_only = dataclasses.replace(spec.impairment, delay=0.0).is_noop
+    return not fixed_delay_only or spec.queue_limit is not None
 
 
 def segmentation_offload_steps(*, dev: str, enabled: bool) -> list[Step]:
@@ -425,9 +516,20 @@ def segmentation_offload_steps(*, dev: str, enabled: bool) -> list[Step]:
 
 
 def egress_steps(
-    *, engine: Engine, dev: str, dest_ip: str, queue: int, spec: LinkSpec
+    *,
+    engine: Engine,
+    dev: str,
+    dest_ip: str,
+    queue: int,
+    spec: LinkSpec,
+    dest_ip6: str | None = None,
+    dest_nets: Sequence[str] = (),
 ) -> list[Step]:
-    """In SOURCE's namespace: rate and queue (htb) and, with netem, everything else."""
+    """In SOURCE's namespace: rate and queue (htb) and, with netem, everything else.
+
+    The filters match ``dest_ip`` (empty: IPv6 only), ``dest_ip6`` and the
+    ``dest_nets`` that SOURCE reaches through DEST when DEST is a router.
+    """
     steps = remove_htb_steps(dev=dev, queue=queue)
     if not uses_htb(spec, engine):
         return steps
@@ -437,25 +539,52 @@ def egress_steps(
         netem = netem_args(spec, limit=netem_delay_line_limit(spec))
         below = netem_queue_steps(dev=dev, queue=queue, rate=spec.rate, limit=limit)
         return steps + htb_steps(
-            dev=dev, peer_ip=dest_ip, queue=queue, rate=UNLIMITED_RATE, netem=netem, below=below
+            dev=dev,
+            queue=queue,
+            rate=UNLIMITED_RATE,
+            netem=netem,
+            below=below,
+            peer_ip=dest_ip,
+            peer_ip6=dest_ip6,
+            peer_nets=dest_nets,
         )
     netem = netem_args(spec) if with_netem else []
     leaf = queue_leaf_steps(dev=dev, queue=queue, limit=limit) if limit is not None else []
     return steps + htb_steps(
         dev=dev,
-        peer_ip=dest_ip,
         queue=queue,
         rate=spec.rate or UNLIMITED_RATE,
         netem=netem,
         below=leaf,
+        peer_ip=dest_ip,
+        peer_ip6=dest_ip6,
+        peer_nets=dest_nets,
     )
 
 
-def ingress_steps(*, engine: Engine, source_ip: str, queue: int, spec: LinkSpec) -> list[Step]:
-    """In DEST's namespace: the NFQUEUE rule feeding the verdict loop (nfqueue engine)."""
-    steps = unshape_ingress_steps(source_ip=source_ip, queue=queue)
+def _sources(source_ip: str, source_ip6: str | None, source_nets: Sequence[str]) -> list[str]:
+    return [ip for ip in (source_ip, source_ip6) if ip] + list(source_nets)
+
+
+def ingress_steps(
+    *,
+    engine: Engine,
+    source_ip: str,
+    queue: int,
+    spec: LinkSpec,
+    source_ip6: str | None = None,
+    source_nets: Sequence[str] = (),
+) -> list[Step]:
+    """In DEST's namespace: the NFQUEUE rules feeding the verdict loop (nfqueue engine),
+    one per source address or subnet forwarded by SOURCE, each in its family's table."""
+    sources = _sources(source_ip, source_ip6, source_nets)
+    steps = unshape_ingress_steps(
+        source_ip=source_ip, queue=queue, source_ip6=source_ip6, source_nets=source_nets
+    )
     if needs_verdict_loop(spec, engine):
-        steps += [*chain_steps("raw"), ensure_rule(nfqueue_rule(source_ip, queue), table="raw")]
+        families = sorted({family_of(ip) for ip in sources})
+        steps += [step for family in families for step in chain_steps("raw", family)]
+        steps += [ensure_rule(nfqueue_rule(ip, queue), table="raw") for ip in sources]
     return steps
 
 
@@ -463,20 +592,30 @@ def unshape_egress_steps(*, dev: str, queue: int) -> list[Step]:
     return remove_htb_steps(dev=dev, queue=queue)
 
 
-def unshape_ingress_steps(*, source_ip: str, queue: int) -> list[Step]:
-    return [delete_rule(nfqueue_rule(source_ip, queue), table="raw")]
+def unshape_ingress_steps(
+    *, source_ip: str, queue: int, source_ip6: str | None = None, source_nets: Sequence[str] = ()
+) -> list[Step]:
+    sources = _sources(source_ip, source_ip6, source_nets)
+    return [delete_rule(nfqueue_rule(ip, queue), table="raw") for ip in sources]
 
 
-def shaper_command(*, queue: int, spec: LinkSpec, seed: int | None = None) -> list[str]:
+def shaper_command(
+    *, queue: int, spec: LinkSpec, seed: int | None = None, stats_interval: float | None = None
+) -> list[str]:
     """The helper's main process for the nfqueue engine: ``socketlab shaper ...``.
 
     The seed is ``seed`` if given, else the spec's. The flags are
     :meth:`ShaperInvocation.argv`; ``socketlab.shaper.invocation.parse_invocation``
     reads them back (a link with only the older options gives the older flags).
+    With ``stats_interval``, the loop logs its counters that often (``lab watch``
+    reads them), set through ``env`` since the loop reads it from its environment.
     """
     chosen = seed if seed is not None else spec.seed
     invocation = ShaperInvocation(queue=queue, impairment=spec.impairment, seed=chosen)
-    return ["socketlab", "shaper", *invocation.argv()]
+    command = ["socketlab", "shaper", *invocation.argv()]
+    if stats_interval is None:
+        return command
+    return ["env", f"SOCKETLAB_SHAPER_STATS_INTERVAL={stats_interval:g}", *command]
 
 
 def free_queue(used: Iterable[int]) -> int:
@@ -497,7 +636,7 @@ def probe_script(peer_ip: str) -> str:
     A seed counts only if the kernel reports it back: tc before iproute2 6.6
     refuses the word, and a kernel without the attribute ignores it.
     """
-    peer = shlex.quote(str(ipaddress.IPv4Address(peer_ip)))
+    peer = shlex.quote(str(ipaddress.ip_address(peer_ip)))
     return (
         f'echo "route=$(ip -o route get {peer} | head -n 1)"\n'
         "if tc qdisc add dev lo root handle 5ec: netem delay 0ms seed 7 2>/dev/null; then\n"
@@ -632,59 +771,98 @@ def require_engine(spec: LinkSpec, engine: Engine, *, netem_seed: bool) -> list[
 STATUS_SCRIPT = (
     f"echo '%%iptables'\n{shlex.join(IPTABLES)} -S {CHAIN} 2>/dev/null || true\n"
     f"echo '%%raw'\n{shlex.join(_table('raw'))} -S {CHAIN} 2>/dev/null || true\n"
+    f"echo '%%ip6tables'\n{shlex.join(IP6TABLES)} -S {CHAIN} 2>/dev/null || true\n"
+    f"echo '%%raw6'\n{shlex.join(_table('raw', 6))} -S {CHAIN} 2>/dev/null || true\n"
     "echo '%%tc'\n"
     "for dev in $(ls /sys/class/net); do\n"
     '  [ "$dev" = lo ] || tc filter show dev "$dev" 2>/dev/null || true\n'
     "done\n"
+    "echo '%%nfqueue'\n"
+    f"cat {NFQUEUE_STATS_FILE} 2>/dev/null || true\n"
 )
 
 
 @dataclass(frozen=True)
 class RulesInForce:
-    """What one namespace has: source IP -> queue (ingress), DROP sources, dest IP -> class."""
+    """What one namespace has: source IP -> queue (ingress), DROP sources, dest IP -> class.
+
+    ``queue_stats``: the kernel's counters of each NFQUEUE bound in the
+    namespace, by queue number (packets dropped because the queue or the
+    verdict loop's socket buffer was full).
+    """
 
     queues: Mapping[str, int] = field(default_factory=dict)
     drops: frozenset[str] = frozenset()
     classes: Mapping[str, int] = field(default_factory=dict)
     injected_return: bool = False
+    queue_stats: Mapping[int, QueueStats] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
         return not (self.queues or self.drops or self.classes)
 
 
-_NFQ = re.compile(r"^-A SOCKETLAB -s (\S+?)(?:/32)? .*-j NFQUEUE --queue-num (\d+)")
-_DROP = re.compile(r"^-A SOCKETLAB -s (\S+?)(?:/32)? -j DROP")
+_NFQ = re.compile(r"^-A SOCKETLAB -s (\S+?)(?:/32|/128)? .*-j NFQUEUE --queue-num (\d+)")
+_DROP = re.compile(r"^-A SOCKETLAB -s (\S+?)(?:/32|/128)? -j DROP")
 _FLOWID = re.compile(r"\bflowid 1:([0-9a-f]+)")
 _MATCH_DST = re.compile(r"^\s*match ([0-9a-f]{8})/ffffffff at 16")
+# an ip6 dst host match is four 32-bit words at offsets 24, 28, 32, 36
+_MATCH_DST6 = re.compile(r"^\s*match ([0-9a-f]{8})/ffffffff at (24|28|32|36)")
+
+
+def _sections(text: str) -> dict[str, list[str]]:
+    """The ``%%name`` sections of a status script's output, lines by section."""
+    sections: dict[str, list[str]] = {}
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("%%"):
+            section = line[2:].strip()
+        else:
+            sections.setdefault(section, []).append(line)
+    return sections
+
+
+def _tc_classes(lines: Iterable[str]) -> dict[str, int]:
+    """Destination address -> htb class, from ``tc filter show`` (u32 v4 and v6 matches)."""
+    classes: dict[str, int] = {}
+    flow: int | None = None
+    words6: dict[int, str] = {}
+    for line in lines:
+        if m := _FLOWID.search(line):
+            flow = int(m.group(1), 16)
+            words6 = {}
+        elif (m := _MATCH_DST.match(line)) and flow is not None:
+            classes[str(ipaddress.IPv4Address(int(m.group(1), 16)))] = flow
+            flow = None
+        elif (m := _MATCH_DST6.match(line)) and flow is not None:
+            words6[int(m.group(2))] = m.group(1)
+            if len(words6) == 4:
+                packed = "".join(words6[offset] for offset in (24, 28, 32, 36))
+                classes[str(ipaddress.IPv6Address(int(packed, 16)))] = flow
+                flow, words6 = None, {}
+    return classes
 
 
 def parse_status(text: str) -> RulesInForce:
     """Read :data:`STATUS_SCRIPT` output (``iptables -S`` and ``tc filter show``)."""
+    sections = _sections(text)
+    drops = {
+        m.group(1)
+        for name in ("iptables", "ip6tables")
+        for line in sections.get(name, [])
+        if (m := _DROP.match(line))
+    }
     queues: dict[str, int] = {}
-    drops: set[str] = set()
-    classes: dict[str, int] = {}
     injected = False
-    section = ""
-    flow: int | None = None
-    for line in text.splitlines():
-        if line.startswith("%%"):
-            section = line[2:].strip()
-            continue
-        if section == "iptables":
-            if m := _DROP.match(line):
-                drops.add(m.group(1))
-        elif section == "raw":
-            if m := _NFQ.match(line):
-                queues[m.group(1)] = int(m.group(2))
-            elif "-j RETURN" in line and "--mark" in line:
-                injected = True
-        elif section == "tc":
-            if m := _FLOWID.search(line):
-                flow = int(m.group(1), 16)
-            elif (m := _MATCH_DST.match(line)) and flow is not None:
-                classes[str(ipaddress.IPv4Address(int(m.group(1), 16)))] = flow
-                flow = None
+    for line in [*sections.get("raw", []), *sections.get("raw6", [])]:
+        if m := _NFQ.match(line):
+            queues[m.group(1)] = int(m.group(2))
+        elif "-j RETURN" in line and "--mark" in line:
+            injected = True
     return RulesInForce(
-        queues=queues, drops=frozenset(drops), classes=classes, injected_return=injected
+        queues=queues,
+        drops=frozenset(drops),
+        classes=_tc_classes(sections.get("tc", [])),
+        injected_return=injected,
+        queue_stats=parse_queue_stats("\n".join(sections.get("nfqueue", []))),
     )

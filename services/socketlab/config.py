@@ -111,6 +111,7 @@ CONTAINER_CONFIG_MODULES: tuple[str, ...] = (
     "socketlab.server",
     "socketlab.shaper.loop",
     "socketlab.shaper.probe",
+    "socketlab.supervisor",
     "socketlab.udp.compare",
     "socketlab.udp.listener",
     "socketlab.udp.sender",

@@ -9,7 +9,10 @@ Pickle exists for the demo only, behind an explicit key: the sender signs the
 pickle bytes with HMAC-SHA256 under a key both ends share; the receiver checks
 the size, then the signature (constant time, ``hmac.compare_digest``) *before*
 it unpickles anything, and even then unpickles with an allowlist of classes.
-An unsigned, mis-signed or oversize pickle is refused with a clear error.
+An unsigned, mis-signed or oversize pickle is refused with a clear error. A
+signed pickle cannot make the receiver allocate more than its own size limit
+either: sized constructors (``bytearray(500000000)`` is 46 bytes of pickle)
+draw on one budget per load, the message's limit, and are refused past it.
 
 ::
 
@@ -166,10 +169,46 @@ _PICKLE_ALLOWED: Final = frozenset(
 
 
 class _AllowlistUnpickler(pickle.Unpickler):
+    """Only allowlisted classes, and sized constructors within ``budget`` bytes in all."""
+
+    def __init__(self, file: io.BytesIO, *, budget: int) -> None:
+        super().__init__(file)
+        self._budget = budget
+
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _PICKLE_ALLOWED:
             raise PickleRefused(f"pickle refers to {module}.{name}, which is not allowed")
+        if (module, name) == ("builtins", "bytearray"):
+            return self._bytearray
         return super().find_class(module, name)
+
+    def _bytearray(self, *args: Any) -> bytearray:
+        self._spend(_bytearray_size(args))
+        return bytearray(*args)
+
+    def _spend(self, size: int) -> None:
+        if size > self._budget:
+            raise PickleRefused(
+                f"pickle asks for {size} bytes, over what is left of its limit ({self._budget})"
+            )
+        self._budget -= size
+
+
+def _bytearray_size(args: tuple[Any, ...]) -> int:
+    """At most how many bytes ``bytearray(*args)`` allocates."""
+    if not args:
+        return 0
+    source = args[0]
+    if isinstance(source, bool):
+        return 1
+    if isinstance(source, int):
+        return max(0, source)  # bytearray(n): n zero bytes
+    if isinstance(source, str):
+        return 4 * len(source)  # encoded: at most four bytes a character
+    try:
+        return len(source)
+    except TypeError:
+        return 0  # an unsized iterable can only be one the pickle itself holds
 
 
 def signature(payload: bytes, key: bytes) -> str:
@@ -204,7 +243,7 @@ def load_signed_pickle(
     if not hmac.compare_digest(expected.encode("ascii"), sig.encode("utf-8", "replace")):
         raise PickleRefused("pickle signature does not match; refusing to load it")
     try:
-        return _AllowlistUnpickler(io.BytesIO(payload)).load()
+        return _AllowlistUnpickler(io.BytesIO(payload), budget=max_size).load()
     except PickleRefused:
         raise
     except Exception as exc:  # a signed but broken pickle can fail in many ways

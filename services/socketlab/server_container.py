@@ -15,7 +15,7 @@ from socketlab.chat import hub as chat_hub
 from socketlab.chat.hub import HubServerConfig
 from socketlab.rss import feed_server
 from socketlab.rss.feed_server import FeedServerConfig
-from socketlab.supervisor import Component, run_components
+from socketlab.supervisor import Component, HeartbeatConfig, run_components
 
 
 def components(feeds: FeedServerConfig, chat: HubServerConfig) -> dict[str, Component]:
@@ -33,5 +33,5 @@ def components(feeds: FeedServerConfig, chat: HubServerConfig) -> dict[str, Comp
 def main(argv: list[str]) -> int:
     del argv
     parts = components(FeedServerConfig.from_env(), HubServerConfig.from_env())
-    run_components(parts).raise_for_failures()
+    run_components(parts, heartbeat=HeartbeatConfig.from_env().heartbeat()).raise_for_failures()
     return 0

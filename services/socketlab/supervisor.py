@@ -10,19 +10,29 @@ Docker's restart policy and healthcheck only see the dead one. The caller turns
 
 ``_Supervisor.guard`` is the single place a component's end is handled, so an
 in-process restart policy can be added there later without touching callers.
+The containers rely on Compose's ``restart: on-failure`` instead: the process
+exits non-zero, Docker starts it again and counts it (``lab status`` shows it).
+
+With a :class:`Heartbeat`, the supervisor touches a file every few seconds
+while every component runs, and removes it when they stop: the container's
+healthcheck only has to look at the file's age (``healthcheck.sh fresh``),
+which costs no interpreter start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
+from socketlab.config import EnvConfig, env_config, env_field
 from socketlab.errors import ServiceError, SocketlabError
 
 log = logging.getLogger("socketlab.supervisor")
@@ -32,6 +42,48 @@ Component = Callable[[threading.Event], None]
 STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
 WAKE_INTERVAL: Final = 0.2  # the main thread wakes this often, so signals are handled promptly
 JOIN_TIMEOUT: Final = 5.0  # per component, after stop
+
+
+@env_config
+@dataclass(frozen=True, kw_only=True)
+class HeartbeatConfig(EnvConfig):
+    """Where a container process keeps its liveness file (none unless set)."""
+
+    path: Path | None = env_field(
+        "SOCKETLAB_HEARTBEAT",
+        None,
+        "file a service touches while all its parts run (read by its healthcheck); unset: none",
+    )
+    every: float = env_field(
+        "SOCKETLAB_HEARTBEAT_EVERY", 5.0, "seconds between two touches of the heartbeat file"
+    )
+
+    def heartbeat(self) -> Heartbeat | None:
+        return Heartbeat(self.path, every=self.every) if self.path is not None else None
+
+
+class Heartbeat:
+    """A file whose modification time says "still running" (touched by :func:`run_components`)."""
+
+    def __init__(self, path: Path, *, every: float) -> None:
+        if every <= 0:
+            raise ValueError("a heartbeat needs a positive interval")
+        self.path = path
+        self.every = every
+        self._failed = False
+
+    def beat(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.touch()
+        except OSError as exc:
+            if not self._failed:  # once: a read-only place stays read-only
+                log.warning("event=heartbeat_failed path=%s error=%s", self.path, exc)
+            self._failed = True
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink()
 
 
 class ComponentFailed(ServiceError):
@@ -93,7 +145,9 @@ class _Supervisor:
         log.info("event=stopping signal=%s", self.signal)
         self.stop.set()
 
-    def run(self, *, run_for: float | None, join_timeout: float) -> Stopped:
+    def run(
+        self, *, run_for: float | None, join_timeout: float, heartbeat: Heartbeat | None
+    ) -> Stopped:
         threads = [
             threading.Thread(target=self.guard, args=item, name=item[0], daemon=True)
             for item in self.components.items()
@@ -101,7 +155,11 @@ class _Supervisor:
         for thread in threads:
             thread.start()
         deadline = None if run_for is None else time.monotonic() + run_for
+        next_beat = time.monotonic()
         while not self.stop.is_set():
+            if heartbeat is not None and time.monotonic() >= next_beat:
+                heartbeat.beat()
+                next_beat = time.monotonic() + heartbeat.every
             wait = (
                 WAKE_INTERVAL
                 if deadline is None
@@ -112,6 +170,8 @@ class _Supervisor:
                 self.stop.set()
                 break
             self.stop.wait(wait)
+        if heartbeat is not None:
+            heartbeat.stop()
         join_deadline = time.monotonic() + join_timeout
         for thread in threads:
             thread.join(timeout=max(0.0, join_deadline - time.monotonic()))
@@ -130,6 +190,7 @@ def run_components(
     run_for: float | None = None,
     signals: Sequence[signal.Signals] = STOP_SIGNALS,
     join_timeout: float = JOIN_TIMEOUT,
+    heartbeat: Heartbeat | None = None,
 ) -> Stopped:
     """Run ``components`` until a signal in ``signals``, ``stop``, ``run_for`` s, or one ends.
 
@@ -142,7 +203,7 @@ def run_components(
         for signum in signals:
             previous[signum] = signal.signal(signum, supervisor.on_signal)
     try:
-        return supervisor.run(run_for=run_for, join_timeout=join_timeout)
+        return supervisor.run(run_for=run_for, join_timeout=join_timeout, heartbeat=heartbeat)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

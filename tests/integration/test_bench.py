@@ -19,7 +19,13 @@ import pytest
 
 from lab.api import Lab
 from lab.bench.records import BenchReport, SweepResult
-from lab.bench.report import DELIVERY_PLOT, GOODPUT_PLOT, REPORT_FILE, RESULT_FILE
+from lab.bench.report import (
+    DELIVERY_PLOT,
+    GOODPUT_PLOT,
+    LATENCY_PLOT,
+    REPORT_FILE,
+    RESULT_FILE,
+)
 from lab.bench.runner import DEST_PATHS, ensure_bench_file
 from lab.cli import main as lab_main
 from lab.shaping import link_status
@@ -192,6 +198,38 @@ def test_benchmark_bench_against_ceiling_and_peer(lab: Lab, tmp_path: Path, dest
     print(f"BENCHMARK lab-bench-{dest} ratios {json.dumps(report.ratio_rows())}")
 
 
+def test_bench_engine_only_quick_reports_the_engine_rows(lab: Lab, tmp_path: Path) -> None:
+    out = tmp_path / "engine.json"
+    argv = ["-p", lab.project, "bench", "--engine-only", "--quick", "--json", str(out)]
+    assert lab_main(argv) == 0
+    engine = json.loads(out.read_text())["engine"]
+    assert engine["kind"] == "bench-engine"
+    rows = engine["throughput"]
+    links = [(row["label"], row["spec"]) for row in rows]
+    assert links == [("unshaped", "none"), ("nfqueue 0 ms", "delay=1us"),
+                     ("nfqueue 20 ms", "delay=20ms")] * 2  # fmt: skip
+    assert {row["congestion"] for row in rows[3:]} == {"cubic"}
+    for row in rows:
+        assert row["best"] > 0, row
+        assert row["ratio"] > 0, row
+        if row["spec"] != "none":
+            loop = row["loop"]
+            # the loop queued the transfer, and batching sent fewer verdicts than packets
+            assert loop["packets"] > 1000, loop
+            assert 0 < loop["verdicts"] < loop["packets"], loop
+            assert loop["queue_dropped"] == 0
+            assert loop["cpu_seconds"] > 0
+    idle, loaded = engine["latency"]
+    assert not idle["loaded"]
+    assert loaded["loaded"]
+    for row in (idle, loaded):
+        assert row["received"] == row["sent"] > 0
+        # the engine never releases a packet before its delay, even on a busy host
+        assert row["added_p50"] >= 0.050 - 0.001, row
+    assert link_status(lab) == []
+    print(f"\nBENCHMARK lab-bench-engine-quick {json.dumps(engine)}")
+
+
 # --- sweep ------------------------------------------------------------------------------
 
 
@@ -221,7 +259,7 @@ def test_sweep_writes_results_and_leaves_no_shaping(lab: Lab, sweep_dir: Path) -
 
 
 def test_sweep_plots_are_valid_pngs(sweep_dir: Path) -> None:
-    for name in (GOODPUT_PLOT, DELIVERY_PLOT):
+    for name in (GOODPUT_PLOT, DELIVERY_PLOT, LATENCY_PLOT):
         image = decode_png(sweep_dir / name)
         assert image.shape[1] >= 400, name
 
@@ -239,5 +277,5 @@ def test_sweep_report_renders_in_chromium(sweep_dir: Path, tmp_path: Path) -> No
     assert_no_console_errors(dumped)
     dom = dumped.stdout
     assert '<table id="results">' in dom
-    assert dom.count('src="data:image/png;base64,') == 2
+    assert dom.count('src="data:image/png;base64,') == 3  # goodput, delivery, latency
     assert "nfqueue" in dom or "netem" in dom

@@ -2,8 +2,11 @@
 
 The compose poller polls ``http://server:8080/feeds/news.rss`` every 2 s and keeps
 its state on the ``rss-state`` volume. Hostile feeds are polled by a second,
-short-lived poller started inside the rss-poller container with its own state
-directory, so the compose poller's output stays clean for the exactly-once checks.
+short-lived poller with its own state directory, so the compose poller's output
+stays clean for the exactly-once checks. The fault feeds need the lab's admin
+token, which only the server, client and udp-listener hold (never the
+rss-poller), so that poller runs in the server container (its /tmp is a tmpfs:
+its files are read with ``cat``).
 """
 
 from __future__ import annotations
@@ -46,19 +49,28 @@ def publish(lab: Lab, title: str, *, feed: str = "news") -> dict[str, Any]:
     return answer
 
 
-def records(lab: Lab, directory: str = POLLER_DIR) -> list[dict[str, Any]]:
+def _read(lab: Lab, service: str, path: str) -> bytes:
+    if service == "rss-poller":
+        return lab.read_file(service, path)
+    result = lab.exec(service, ["cat", path], timeout=30)  # a tmpfs: docker cp cannot see it
+    if not result.ok:
+        raise LabError(f"{service}:{path}: {result.stderr.strip()}")
+    return result.stdout.encode()
+
+
+def records(
+    lab: Lab, directory: str = POLLER_DIR, *, service: str = "rss-poller"
+) -> list[dict[str, Any]]:
     try:
-        raw = lab.read_file("rss-poller", f"{directory}/entries.jsonl")
+        raw = _read(lab, service, f"{directory}/entries.jsonl")
     except LabError:
         return []
     return [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
 
 
-def status(lab: Lab, directory: str) -> dict[str, Any] | None:
+def status(lab: Lab, directory: str, *, service: str = "rss-poller") -> dict[str, Any] | None:
     try:
-        document: dict[str, Any] = json.loads(
-            lab.read_file("rss-poller", f"{directory}/status.json")
-        )
+        document: dict[str, Any] = json.loads(_read(lab, service, f"{directory}/status.json"))
     except (LabError, ValueError):
         return None
     return document
@@ -139,7 +151,7 @@ def test_hostile_and_stalled_feeds_do_not_stop_the_others(lab: Lab) -> None:
     directory = f"/tmp/rss-faults-{tag}"
     secret = f"/tmp/secret-{tag}.txt"
     lab.exec(
-        "rss-poller", ["python3", "-c", f"open({secret!r}, 'w').write({SENTINEL!r})"], timeout=30
+        "server", ["python3", "-c", f"open({secret!r}, 'w').write({SENTINEL!r})"], timeout=30
     ).check("writing the sentinel file")
     feed = f"it-{tag}"
     publish(lab, f"rss-it {tag} before", feed=feed)
@@ -158,22 +170,26 @@ def test_hostile_and_stalled_feeds_do_not_stop_the_others(lab: Lab) -> None:
         "--run-for", "25", healthy, *hostile.values(),
     ]  # fmt: skip
     # Detached: it runs next to the compose poller and stops by itself (--run-for).
-    lab.container("rss-poller").exec_run(argv, detach=True)
+    lab.container("server").exec_run(argv, detach=True)
 
     wait_for(
-        lambda: (s := status(lab, directory)) and s["feeds"][healthy]["polls"] >= 4,
+        lambda: (
+            (s := status(lab, directory, service="server")) and s["feeds"][healthy]["polls"] >= 4
+        ),
         timeout=30,
         what="the second poller to poll the healthy feed",
     )
     late = publish(lab, f"rss-it {tag} during the stall", feed=feed)
     wait_for(
-        lambda: "guid:" + late["guid"] in {r["key"] for r in records(lab, directory)},
+        lambda: (
+            "guid:" + late["guid"] in {r["key"] for r in records(lab, directory, service="server")}
+        ),
         timeout=20,
         what="an entry published while the slow feed stalls",
     )
 
     def finished() -> dict[str, Any] | None:
-        document = status(lab, directory)
+        document = status(lab, directory, service="server")
         return document if document is not None and not document["running"] else None
 
     final = wait_for(finished, timeout=60, what="the second poller to finish")
@@ -189,9 +205,9 @@ def test_hostile_and_stalled_feeds_do_not_stop_the_others(lab: Lab) -> None:
     assert feeds[hostile["error"]]["polls"] >= 3, "backs off but keeps polling"
     assert "FeedTooLarge" in (feeds[hostile["huge"]]["last_error"] or "")
 
-    output = lab.read_file("rss-poller", f"{directory}/entries.jsonl").decode()
+    output = _read(lab, "server", f"{directory}/entries.jsonl").decode()
     everything = output + json.dumps(final)
     assert SENTINEL not in everything
     assert "lollollol" not in everything
-    titles = [r["title"] for r in records(lab, directory)]
+    titles = [r["title"] for r in records(lab, directory, service="server")]
     assert titles.count(f"rss-it {tag} during the stall") == 1

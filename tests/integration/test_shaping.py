@@ -7,6 +7,8 @@ other (or into other test modules).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -14,7 +16,10 @@ from collections.abc import Iterator
 import pytest
 
 from lab.api import Lab
+from lab.bench.engine import EngineOptions
+from lab.bench.engine_runner import run_engine_bench
 from lab.cli import main as lab_main
+from lab.console import print_figures
 from lab.shaping import (
     Engine,
     LinkSpec,
@@ -28,8 +33,9 @@ from lab.shaping import (
     shape,
     unshape,
 )
-from lab.shaping.measure import binomial_interval
-from lab.shaping.runner import SHAPER_ROLE
+from lab.shaping.errors import SelfCheckFailed
+from lab.shaping.measure import binomial_interval, median_one_way_delay
+from lab.shaping.runner import SHAPER_ROLE, helper_name
 
 pytestmark = pytest.mark.integration
 
@@ -115,9 +121,14 @@ def test_shaping_one_link_leaves_the_others_untouched(lab: Lab) -> None:
 
 
 def test_self_check_passes_and_records_the_engine(lab: Lab) -> None:
-    result = shape(lab, "client", "server", spec(delay="20ms", jitter="2ms", loss="2%"), check=True)
+    # A loaded shared host delays the verdict loop: room for that above the percentiles.
+    shaping = dataclasses.replace(lab.config.shaping, check_host_slack=0.25)
+    roomy = Lab(project=lab.project, config=dataclasses.replace(lab.config, shaping=shaping))
+    result = shape(
+        roomy, "client", "server", spec(delay="20ms", jitter="2ms", loss="2%"), check=True
+    )
     metrics = {row.metric: row for row in result.checks}
-    assert set(metrics) == {"added RTT", "round-trip loss"}
+    assert set(metrics) == {"added RTT", "round-trip loss", "delay p50", "delay p90", "delay p99"}
     assert all(row.ok for row in result.checks), result.checks
     assert [s.engine for s in link_status(lab)] == [str(result.engine)]
 
@@ -136,7 +147,11 @@ def test_dead_helper_fails_open_and_status_says_so(lab: Lab) -> None:
     assert "fails open" in state.state
 
 
-def test_cli_shape_check_status_unshape(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_shape_check_status_unshape(
+    lab: Lab, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 3g has jitter: room above its percentiles for a loaded shared host
+    monkeypatch.setenv("SOCKETLAB_CHECK_HOST_SLACK", "0.25")
     project = ["-p", lab.project]
     assert lab_main([*project, "shape", "client", "server", "--profile", "3g", "--check"]) == 0
     out = capsys.readouterr().out
@@ -171,45 +186,107 @@ def test_lab_down_leaves_no_helpers_or_rules() -> None:
     assert scratch.status() == []
 
 
-BENCH_SECONDS = 5
-MSS = 1448  # TCP payload of a full 1,500-byte packet with timestamps
+QUEUE_FLOOD = 24_000  # datagrams: more than the verdict loop's queue holds (16,384)
 
 
-def _loop_received(lab: Lab, helper: str) -> int:
-    container = lab.docker.containers.get(helper)
-    container.stop(timeout=5)
-    logs = container.logs().decode(errors="replace")
-    match = re.search(r"event=shaper_stopped .*\breceived=(\d+)", logs)
-    assert match, logs[-500:]
-    return int(match.group(1))
+def _flood(lab: Lab, source: str, dest: str, count: int) -> None:
+    """``count`` small UDP datagrams from ``source`` to ``dest`` (discard port), at once."""
+    script = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "for _ in range(int(sys.argv[2])):\n"
+        "    s.sendto(b'x' * 32, (sys.argv[1], 9))\n"
+    )
+    argv = ["python3", "-c", script, lab.ip(dest), str(count)]
+    lab.netkit_run(source, argv, timeout=60).check("UDP flood")
+
+
+def test_a_full_queue_drops_are_counted_and_shown_by_status(lab: Lab) -> None:
+    """With the verdict loop frozen, the kernel's queue fills: its drops show in lab status."""
+    result = shape(lab, "client", "server", spec(delay="5ms"), engine="nfqueue")
+    [state] = link_status(lab)
+    assert state.queue_drops == "queue full 0, socket full 0"
+    helper = lab.docker.containers.get(result.helper)
+    helper.pause()
+    try:
+        _flood(lab, "client", "server", QUEUE_FLOOD)
+        [state] = link_status(lab)
+    finally:
+        helper.unpause()
+    match = re.fullmatch(r"queue full (\d+), socket full (\d+)", state.queue_drops)
+    assert match, state.queue_drops
+    full, socket_full = int(match[1]), int(match[2])
+    assert socket_full == 0  # the loop's 64 MiB socket buffer holds a full queue
+    # every datagram beyond the 16,384 queued (a few may die earlier, in the veth backlog;
+    # a few other packets of the client's may have come in the meantime)
+    assert 0.8 * (QUEUE_FLOOD - 16_384) <= full <= QUEUE_FLOOD - 16_384 + 20, full
+    # unfrozen, it releases what the queue held and the link carries traffic again
+    stats = measure_rtt(lab, "client", "server", count=20)
+    assert stats.lost == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "mode"),
+    [
+        pytest.param({"delay": "20ms"}, "copy=meta gso=on", id="fixed-delay"),
+        pytest.param({"delay": "30ms", "duplicate": "20%"}, "copy=packet gso=off", id="duplicate"),
+        pytest.param(
+            {"delay": "20ms", "jitter": "4ms", "delay_distribution": "pareto"},
+            "copy=meta gso=on",
+            id="pareto",
+        ),
+        pytest.param(
+            {"loss_model": "gemodel:2%,40%,100%,0%", "delay": "30ms"}, "copy=meta gso=on", id="ge"
+        ),
+    ],
+)
+def test_every_model_reaches_the_loop_and_checks_out(
+    lab: Lab, options: dict[str, str], mode: str
+) -> None:
+    """The helper gets every option of the link (its log says what it runs), the
+    self-check's loss and duplicate counts pass, and no packet leaves before its delay;
+    the seed it runs with is logged, for a replay. The delay's upper bound is loose: a
+    busy shared host makes the loop late by more than the self-check's few ms."""
+    link = spec(**options)
+    try:
+        result = shape(lab, "client", "server", link, engine="nfqueue", check=True)
+        rows = [row.as_row() for row in result.checks]
+    except SelfCheckFailed as exc:  # judged below, row by row
+        rows = list(exc.rows)
+    counted = [row for row in rows if row["metric"] != "added RTT"]
+    assert counted, rows
+    assert all(row["result"] == "ok" for row in counted), rows
+    expected = median_one_way_delay(link)
+    stats = measure_rtt(lab, "client", "server", count=50)
+    assert stats.rtt_median is not None
+    assert expected - 0.0015 <= stats.rtt_median <= expected + 0.025, stats
+    helper = lab.docker.containers.get(helper_name(lab.project, "client", "server"))
+    logs = helper.logs().decode(errors="replace")
+    started = next(line for line in logs.splitlines() if "event=shaper_started" in line)
+    assert mode in started
+    assert re.search(r"\bseed=\d+\b", started)
+    assert f"impairment={link.impairment}" in started
+
+
+def test_offload_stays_on_for_a_fixed_delay_and_goes_off_for_jitter(lab: Lab) -> None:
+    def offload() -> str:
+        out = lab.netkit_run("client", ["ethtool", "-k", "eth0"], timeout=30, net_admin=True)
+        return re.findall(r"tcp-segmentation-offload: (\w+)", out.check("ethtool").stdout)[0]
+
+    shape(lab, "client", "server", spec(delay="20ms"), engine="nfqueue")
+    assert offload() == "on"
+    shape(lab, "client", "server", spec(delay="20ms", jitter="1ms"), engine="nfqueue")
+    assert offload() == "off"
+    unshape(lab, "client", "server")
+    assert offload() == "on"
 
 
 @pytest.mark.benchmark
-def test_benchmark_nfqueue_engine_throughput(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
-    """iperf3 TCP through one link: unshaped, nfqueue at ~0 ms and at 20 ms, in one run.
-
-    Reported, not asserted. "0 ms" is a 1 us delay: a zero spec would install
-    no queue at all, and this measures the verdict loop itself.
-    """
-    rows = []
-    for label, options in [
-        ("unshaped", None),
-        ("nfqueue 0 ms", {"delay": "1us"}),
-        ("nfqueue 20 ms", {"delay": "20ms"}),
-    ]:
-        unshape(lab)
-        helper = shape(lab, "client", "server", spec(**options)).helper if options else None
-        goodput = measure_rate(lab, "client", "server", seconds=BENCH_SECONDS)
-        # iperf3 runs BENCH_SECONDS plus one omitted second
-        queued = _loop_received(lab, helper) / (BENCH_SECONDS + 1) if helper else None
-        rows.append((label, goodput, goodput / 8 / MSS, queued))
-    assert all(row[1] > 0 for row in rows)
+def test_benchmark_nfqueue_engine(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    """The engine's figures of lab bench (full options): reported, not asserted."""
+    report = run_engine_bench(lab, EngineOptions())
+    assert all(row.best > 0 for row in report.throughput)
     with capsys.disabled():
-        print(f"\nnfqueue engine, iperf3 TCP client -> server, {BENCH_SECONDS} s each")
-        print(f"{'link':<16}{'Mbit/s':>10}{'segments/s':>12}{'queued pkt/s':>14}{'ratio':>8}")
-        for label, goodput, segments, queued in rows:
-            print(
-                f"{label:<16}{goodput / 1e6:>10.1f}{segments:>12.0f}"
-                f"{queued if queued is not None else float('nan'):>14.0f}"
-                f"{goodput / rows[0][1]:>8.3f}"
-            )
+        print_figures(report.title, report.throughput_rows())
+        print_figures("NFQUEUE engine: added delay on a 50 ms link", report.latency_rows())
+        print(f"BENCHMARK nfqueue-engine {json.dumps(report.to_json())}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import textwrap
 import threading
 import time
 import uuid
@@ -156,13 +157,46 @@ def test_bad_pickle_is_refused_and_never_runs(lab: Lab, args: list[str]) -> None
         assert lab.exec(service, ["test", "-e", sentinel], timeout=10).exit_code == 1, service
 
 
-def test_signed_pickle_round_trip(lab: Lab) -> None:
-    env = lab.container("server").attrs["Config"]["Env"]
-    keys = [item.split("=", 1)[1] for item in env if item.startswith("SOCKETLAB_PICKLE_KEY=")]
-    if not keys or not keys[0]:
-        pytest.skip("the server runs without SOCKETLAB_PICKLE_KEY (pickle disabled by default)")
-    result = demo(lab, "objects", "--pickle", "--pickle-key", keys[0])
+PICKLE_KEY_FILE = "/run/secrets/socketlab/pickle-key"
+
+
+def test_signed_pickle_round_trip_with_the_key_from_its_file(lab: Lab) -> None:
+    # lab up gave server and client the key as a read-only file; nothing to pass.
+    result = demo(lab, "objects", "--pickle")
     assert result["equal_to_sample"] is True
+
+
+def test_the_pickle_key_is_a_file_only_where_it_is_used(lab: Lab) -> None:
+    key = lab.exec("client", ["cat", PICKLE_KEY_FILE], timeout=10).check("the key").stdout.strip()
+    assert key
+    assert key == lab.exec("server", ["cat", PICKLE_KEY_FILE], timeout=10).stdout.strip()
+    for service in ("server", "client", "udp-listener", "rss-poller"):
+        env = lab.container(service).attrs["Config"]["Env"]
+        assert not [item for item in env if "PICKLE" in item or key in item], service
+    for service in ("udp-listener", "rss-poller"):
+        assert lab.exec(service, ["test", "-e", PICKLE_KEY_FILE], timeout=10).exit_code == 1
+    writable = lab.exec("client", ["sh", "-c", f"echo x > {PICKLE_KEY_FILE}"], timeout=10)
+    assert writable.exit_code != 0, "mounted read-only"
+
+
+def test_a_signed_pickle_cannot_allocate_past_its_size_limit(lab: Lab) -> None:
+    script = """
+        import socket
+        from socketlab.client.connection import Endpoint, LabConnection
+        from socketlab.objects import PICKLE_TYPE, signature
+        from socketlab.protocol import encode_message
+        key = open("/run/secrets/socketlab/pickle-key", "rb").read().strip()
+        payload = b"\\x80\\x02cbuiltins\\nbytearray\\nJ\\x00e\\xcd\\x1d\\x85R."  # bytearray(500000000)
+        endpoint = Endpoint(host="server", port=4571, timeout=5, read_timeout=30)
+        with LabConnection.open(endpoint) as conn:
+            extra = {"action": "pickle", "signature": signature(payload, key)}
+            conn.send(encode_message(PICKLE_TYPE, payload, extra=extra))
+            print(conn.read_message().content.decode())
+    """
+    result = lab.exec("client", ["python3", "-c", textwrap.dedent(script)], timeout=60)
+    assert "asks for 500000000 bytes" in result.stdout, result.stderr
+    assert lab.state("server") == "running"
+    assert demo(lab, "hello")["ok"] is True
 
 
 # --- files ------------------------------------------------------------------------------
@@ -372,6 +406,9 @@ def test_hung_server_gives_a_clear_read_timeout_not_a_hang(lab: Lab) -> None:
         elapsed = time.monotonic() - started
     finally:
         lab.unpause("server")
+        # Docker marks a paused container unhealthy at once, and healthy again at its
+        # next probe (every 5 s): leave the lab as healthy as it was found.
+        lab.wait_healthy(timeout=60)
     assert result.exit_code == 1
     assert final_json(result)["error_type"] == "ReadTimeout"
     assert result.stderr.strip().count("\n") == 0, "one line"

@@ -3,7 +3,8 @@
 * ``fake_lab``: a :class:`FakeLab`, an in-memory :class:`lab.interface.Lab` the
   runners (scenario, capture, shaping, bench, feeds) run against with no Docker.
   It records what was done to it; tests script it (``commands``, ``files``,
-  logs, ``queue_helper``).
+  logs, ``queue_helper``). It answers the TCP congestion control scripts of
+  :mod:`lab.congestion` itself (``congestion``: what each container uses).
 * ``free_port``: a port nothing listens on (TCP or UDP).
 * ``wait_until``: poll a probe with a deadline (never a bare sleep).
 * ``serve``: run a server's ``loop(stop_event)`` in a thread, stopped and joined
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import socket
 import threading
 import time
@@ -24,9 +26,20 @@ from typing import Any, TypeVar
 
 import pytest
 
+from lab.addressing import parse_target, select_replicas
 from lab.config import BenchConfig, CaptureConfig, LabConfig, ScenarioConfig, ShapingConfig
 from lab.errors import LabError
 from lab.interface import ExecResult, ServiceStatus
+from lab.shaping.congestion import STATE_SCRIPT
+from lab.topology import (
+    ContainerFacts,
+    EndpointFacts,
+    NetworkSpec,
+    ProjectModel,
+    ServiceSpec,
+    Topology,
+    build_topology,
+)
 from lab.waiting import Stream, wait_for_log
 
 T = TypeVar("T")
@@ -122,7 +135,12 @@ class FakeHelper:
 
 class FakeLab:
     """An in-memory lab (:class:`lab.interface.Lab`): services with states, scripted
-    commands, files, logs and helpers. Everything done to it is recorded."""
+    commands, files, logs and helpers. Everything done to it is recorded.
+
+    Every service is on one network ``lab`` (10.0.0.0/24); ``replicas`` gives a
+    service several containers, named ``service.N`` as the real lab names them.
+    States, health, logs and recorded calls are by container name.
+    """
 
     def __init__(
         self,
@@ -130,13 +148,20 @@ class FakeLab:
         *,
         services: Sequence[str] = SERVICES,
         config: LabConfig = FAST_CONFIG,
+        replicas: Mapping[str, int] | None = None,
     ) -> None:
         self.project = config.project
         self.config = config
         self.repo_root = repo_root
         self.services = list(services)
-        self.states = dict.fromkeys(self.services, "running")
-        self.health = dict.fromkeys(self.services, "healthy")
+        self.replicas = {name: (replicas or {}).get(name, 1) for name in self.services}
+        self.names = [
+            service if count == 1 else f"{service}.{n}"
+            for service, count in self.replicas.items()
+            for n in range(1, count + 1)
+        ]
+        self.states = dict.fromkeys(self.names, "running")
+        self.health = dict.fromkeys(self.names, "healthy")
         self.commands: Command | None = None  # answers exec and netkit_run
         self.files: dict[str, bytes] = {}  # "service:/path" -> content
         self.stdout_logs: dict[str, str] = {}
@@ -150,6 +175,10 @@ class FakeLab:
         self.started_helpers: list[FakeHelper] = []
         self._queued: list[FakeHelper] = []
         self.lock = threading.Lock()
+        # per container: the per-route algorithm set in its namespace (None: its default)
+        self.congestion: dict[str, str | None] = dict.fromkeys(self.names)
+        self.congestion_default = "bbr"
+        self.tcp_congestion: dict[str, str] = {}  # x-socketlab.tcp_congestion by service
 
     # ------------------------------------------------------------------ scripting
 
@@ -159,19 +188,65 @@ class FakeLab:
         self._queued.append(helper)
         return helper
 
+    # ------------------------------------------------------------------ names
+
+    def name(self, text: str) -> str:
+        """The container name ``text`` means (a bare service: its first replica)."""
+        return self.select(text)[0]
+
+    def select(self, text: str) -> list[str]:
+        """Every container name ``text`` means (a bare service: all its replicas)."""
+        target = parse_target(text, self.services)
+        running = {s: list(range(1, n + 1)) for s, n in self.replicas.items()}
+        numbers = select_replicas(target, running)
+        count = self.replicas[target.service]
+        return [target.service if count == 1 else f"{target.service}.{n}" for n in numbers]
+
     # ------------------------------------------------------------------ inspection
+
+    def topology(self) -> Topology:
+        model = ProjectModel(
+            project=self.project,
+            services=tuple(
+                ServiceSpec(
+                    name=s, networks=("lab",), replicas=n, tcp_congestion=self.tcp_congestion.get(s)
+                )
+                for s, n in self.replicas.items()
+            ),
+            networks=(NetworkSpec(key="lab", name=f"{self.project}_lab"),),
+        )
+        facts = []
+        for name in self.names:
+            service, _, number = name.partition(".")
+            facts.append(
+                ContainerFacts(
+                    id=f"c-{name}",
+                    name=f"{self.project}-{name}",
+                    project=self.project,
+                    service=service,
+                    number=int(number or 1),
+                    state=self.states[name],
+                    health=self.health[name],
+                    image="fake/runtime",
+                    started_at="2026-01-01T09:00:00Z",
+                    endpoints={
+                        f"{self.project}_lab": EndpointFacts(ipv4=self.ip(name), prefix4=24)
+                    },
+                )
+            )
+        return build_topology(model, facts)
 
     def status(self) -> list[ServiceStatus]:
         return [
             ServiceStatus(
-                service=service,
-                state=self.states[service],
-                health=self.health[service],
-                ip=self.ip(service),
-                container=f"c-{service}",
+                service=name,
+                state=self.states[name],
+                health=self.health[name],
+                ip=self.ip(name),
+                container=f"c-{name}",
                 image="fake/runtime",
             )
-            for service in self.services
+            for name in self.names
         ]
 
     def wait_healthy(self, *, timeout: float) -> None:
@@ -179,11 +254,13 @@ class FakeLab:
         if down:
             raise LabError(f"not healthy: {', '.join(down)}")
 
-    def ip(self, service: str) -> str:
-        return f"10.0.0.{self.services.index(service) + 2}"
+    def ip(self, service: str, *, network: str | None = None, family: int = 4) -> str:
+        if family == 6:
+            raise LabError("network 'lab' has no IPv6")
+        return f"10.0.0.{self.names.index(self.name(service)) + 2}"
 
     def state(self, service: str) -> str:
-        return self.states[service]
+        return self.states[self.name(service)]
 
     def started_at(self, service: str) -> str:
         return "2026-01-01T09:00:00Z"
@@ -207,6 +284,7 @@ class FakeLab:
     # ------------------------------------------------------------------ commands and files
 
     def _answer(self, service: str, argv: Sequence[str]) -> ExecResult:
+        service = self.name(service)
         if self.states[service] != "running":
             raise LabError(f"{service} is {self.states[service]}")
         if self.commands is None:
@@ -223,15 +301,36 @@ class FakeLab:
         env: Mapping[str, str] | None = None,
     ) -> ExecResult:
         with self.lock:
-            self.execs.append((service, tuple(argv)))
+            self.execs.append((self.name(service), tuple(argv)))
         return self._answer(service, argv)
 
     def netkit_run(
         self, service: str, argv: Sequence[str], *, timeout: float, net_admin: bool = False
     ) -> ExecResult:
         with self.lock:
-            self.netkit_runs.append((service, tuple(argv), net_admin))
-        return self._answer(service, argv)
+            self.netkit_runs.append((self.name(service), tuple(argv), net_admin))
+        answer = self._congestion_script(self.name(service), list(argv))
+        return answer if answer is not None else self._answer(service, argv)
+
+    def _congestion_script(self, name: str, argv: list[str]) -> ExecResult | None:
+        """The namespace's answer to lab.congestion's scripts (None: not one of them)."""
+        if argv[:2] != ["sh", "-c"] or len(argv) < 3:
+            return None
+        script = argv[2]
+        if script == STATE_SCRIPT:
+            chosen = self.congestion.get(name)
+            suffix = f" congctl {chosen}" if chosen else ""
+            text = (
+                f"default={self.congestion_default}\navailable=reno bbr cubic\n"
+                f"route=default via 10.0.0.1 dev eth0{suffix}\n"
+                f"route=10.0.0.0/24 dev eth0 proto kernel scope link{suffix}\n"
+            )
+            return ExecResult(exit_code=0, stdout=text, stderr="")
+        if "ip route change" in script and "ip -o route show table main" in script:
+            match = re.search(r"congctl '?([a-z0-9_]+)", script.split("while read", 1)[1])
+            self.congestion[name] = match.group(1) if match else None
+            return ExecResult(exit_code=0, stdout="", stderr="")
+        return None
 
     def read_file(self, service: str, path: str) -> bytes:
         key = f"{service}:{path}"
@@ -260,9 +359,9 @@ class FakeLab:
         ready_stream: Stream = "both",
         ready_timeout: float = 30.0,
         volumes: str | None = None,
+        cpu_shares: int | None = None,
     ) -> FakeHelper:
-        if service not in self.services:
-            raise LabError(f"no container for service {service!r}")
+        service = self.name(service)
         self.started.append(
             {
                 "service": service,
@@ -272,6 +371,7 @@ class FakeLab:
                 "name": name,
                 "labels": dict(labels or {}),
                 "volumes": volumes,
+                "cpu_shares": cpu_shares,
             }
         )
         helper = self._queued.pop(0) if self._queued else FakeHelper()
@@ -300,7 +400,8 @@ class FakeLab:
 
     def _act(self, action: str, service: str) -> None:
         self.actions.append((action, service))
-        self.states[service] = AFTER_ACTION[action]
+        for name in self.select(service):
+            self.states[name] = AFTER_ACTION[action]
         self.acted[action].set()
 
     def stop(self, service: str) -> None:

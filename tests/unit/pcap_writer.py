@@ -15,7 +15,7 @@ from pathlib import Path
 import dpkt
 
 SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
-ETHERNET, RAW, SLL, SLL2 = 1, 101, 113, 276
+ETHERNET, RAW, SLL, SLL2, NFLOG = 1, 101, 113, 276, 239
 
 
 def _family(address: str) -> int:
@@ -49,7 +49,23 @@ def tcp_options(*, mss: int | None = None, ts: tuple[int, int] | None = None) ->
     return options
 
 
-def link_frame(linktype: int, network: dpkt.Packet, *, outgoing: bool = False) -> bytes:
+def nflog_tlv(kind: int, value: bytes, byte_order: str = "<") -> bytes:
+    """One NFLOG TLV: length and type in the writing host's order, padded to 4 bytes."""
+    body = struct.pack(byte_order + "HH", 4 + len(value), kind) + value
+    return body + b"\x00" * (-len(body) % 4)
+
+
+def nflog_frame(network: bytes, *, byte_order: str = "<", family: int = 2) -> bytes:
+    """What ``tcpdump -i nflog:N`` writes: header, a packet-header TLV, a prefix, the packet."""
+    header = struct.pack("!BBH", family, 0, 7)
+    hwproto = nflog_tlv(1, struct.pack("!HBB", 0x0800, 3, 0), byte_order)  # NFULA_PACKET_HDR
+    prefix = nflog_tlv(10, b"socketlab\x00", byte_order)  # NFULA_PREFIX
+    return header + hwproto + prefix + nflog_tlv(9, network, byte_order)
+
+
+def link_frame(
+    linktype: int, network: dpkt.Packet, *, outgoing: bool = False, byte_order: str = "<"
+) -> bytes:
     six = isinstance(network, dpkt.ip6.IP6)
     ethertype = 0x86DD if six else 0x0800
     if linktype == ETHERNET:
@@ -73,6 +89,8 @@ def link_frame(linktype: int, network: dpkt.Packet, *, outgoing: bool = False) -
         ) + bytes(network)
     if linktype == RAW:
         return bytes(network)
+    if linktype == NFLOG:
+        return nflog_frame(bytes(network), byte_order=byte_order, family=10 if six else 2)
     raise ValueError(f"no frames for link type {linktype}")
 
 
@@ -118,12 +136,14 @@ class PcapWriter:
             data=data,
         )
         segment.off = (20 + len(options)) // 4
-        self.frame(time, link_frame(self.linktype, ip_packet(src, dst, segment, 6)))
+        network = ip_packet(src, dst, segment, 6)
+        self.frame(time, link_frame(self.linktype, network, byte_order=self.byte_order))
 
     def udp(self, time: float, src: str, dst: str, *, sport: int, dport: int, data: bytes) -> None:
         datagram = dpkt.udp.UDP(sport=sport, dport=dport, data=data)
         datagram.ulen = 8 + len(data)
-        self.frame(time, link_frame(self.linktype, ip_packet(src, dst, datagram, 17)))
+        network = ip_packet(src, dst, datagram, 17)
+        self.frame(time, link_frame(self.linktype, network, byte_order=self.byte_order))
 
     def __bytes__(self) -> bytes:
         order = self.byte_order

@@ -44,6 +44,16 @@ from lab.cli import main
         pytest.param(
             ["bench", "--file-size", "1000"], "below the smallest bench file", id="bench-tiny"
         ),
+        pytest.param(
+            ["sweep", "tcp-vs-udp", "--loss", "0", "--delay", "0", "--congestion", "cubic,bbrr"],
+            "--congestion: 'bbrr' is not a TCP congestion control",
+            id="bad-congestion",
+        ),
+        pytest.param(
+            ["sweep", "tcp-vs-udp", "--loss", "0", "--delay", "0", "--offer", "20mbps"],
+            "--offer: '20mbps' is ambiguous",
+            id="bad-offer",
+        ),
     ],
 )
 def test_usage_errors_exit_2(

@@ -24,6 +24,7 @@ from lab.bench.records import (
 from lab.bench.report import (
     DELIVERY_PLOT,
     GOODPUT_PLOT,
+    LATENCY_PLOT,
     REPORT_FILE,
     RESULT_FILE,
     render_html,
@@ -337,3 +338,53 @@ def test_bench_json_errors() -> None:
     del broken["runs"][0]["measurements"][1]["bits_per_second"]
     with pytest.raises(BenchError, match=r"runs\[0\]\.measurements\[1\]: missing bits_per_second"):
         BenchReport.from_json(broken)
+
+
+def with_algorithms(*algorithms: str) -> dict[str, object]:
+    points = []
+    for algorithm in algorithms:
+        for raw in SWEEP_JSON["points"]:
+            slow = 5.0 if algorithm == "bbr" else 1.0
+            points.append(
+                raw
+                | {
+                    "tcp_bits_per_second": raw["tcp_bits_per_second"] * slow,
+                    "congestion": algorithm,
+                    "congestion_ends": {"client": algorithm, "udp-listener": algorithm},
+                    "tcp_latency_p50_ms": 50.0,
+                    "tcp_latency_p99_ms": 400.0,
+                    "udp_latency_p50_ms": 20.0,
+                    "udp_latency_p99_ms": 25.0,
+                    "udp_offered_bits_per_second": 20e6,
+                    "meaning": f"TCP ({algorithm}) sent as fast as it could.",
+                }
+            )
+    return SWEEP_JSON | {"points": points}
+
+
+def test_a_cubic_vs_bbr_sweep_overlays_both_with_one_sentence(tmp_path: Path) -> None:
+    result = SweepResult.from_json(with_algorithms("cubic", "bbr"))
+    assert result.algorithms == ["cubic", "bbr"]
+    assert SweepResult.from_json(json.loads(json.dumps(result.to_json()))) == result
+    rows = result.rows()
+    assert [r["TCP cc"] for r in rows] == ["cubic"] * 4 + ["bbr"] * 4
+    assert rows[3]["TCP p50/p99 ms"] == "50.0/400.0"
+    paths = write_sweep(result, tmp_path)
+    names = {path.name for path in paths}
+    assert {GOODPUT_PLOT, DELIVERY_PLOT, LATENCY_PLOT} <= names
+    page = (tmp_path / REPORT_FILE).read_text()
+    assert "cubic treats every loss as congestion and halves the window" in page
+    assert "bbr paces at its estimate of the bottleneck" in page
+    assert "TCP congestion control</dt><dd>cubic, bbr" in page
+    assert "UDP offered (paced)</dt><dd>20 Mbit/s" in page
+    assert "TCP (bbr) sent as fast as it could." in page
+
+
+def test_one_algorithm_gets_no_overlay_sentence(tmp_path: Path) -> None:
+    result = SweepResult.from_json(with_algorithms("cubic"))
+    write_sweep(result, tmp_path)
+    page = (tmp_path / REPORT_FILE).read_text()
+    assert "every loss as congestion" not in page
+    # a sweep saved before latency was measured still renders, without that plot
+    old = SweepResult.from_json(SWEEP_JSON)
+    assert LATENCY_PLOT not in sweep_plots(old)

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from socketlab.chat import wire
-from socketlab.chat.core import ChatHub, HubConfig, Outbox, Reason, name_problem
+from socketlab.chat.core import ChatHub, HubConfig, Reason, name_problem
+from socketlab.chat.fanout import BroadcastLog, Mailbox
 from socketlab.protocol import encode_message
 from socketlab.protocol.messages import JSON_TYPE
 
@@ -50,9 +51,17 @@ class Room:
     def read(self, conn: int) -> list[dict[str, Any]]:
         """Everything queued for ``conn`` so far, decoded (and taken off the outbox)."""
         outbox = self.hub.outbox(conn)
-        data = outbox.peek(limit=1 << 30)
-        self.hub.sent(conn, len(data), self.now)
-        return self.streams[conn].receive_data(data) if data else []
+        events: list[dict[str, Any]] = []
+        while len(outbox):
+            data = bytes(outbox.peek(limit=1 << 30))
+            assert data, "held bytes but nothing to send"
+            self.hub.sent(conn, len(data), self.now)
+            events += self.streams[conn].receive_data(data)
+        return events
+
+
+# What the hub relays: any text without control characters but tab.
+RELAYABLE = st.characters(exclude_categories=("Cc", "Cs"), include_characters="\t")
 
 
 def texts(events: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
@@ -363,8 +372,8 @@ def test_who_lists_participants() -> None:
     assert room.read(alice) == [{"type": "participants", "names": ["alice", "bob"]}]
 
 
-def test_outbox_partial_consume_and_bounds() -> None:
-    box = Outbox(max_frames=3, max_bytes=10)
+def test_mailbox_partial_consume_and_bounds() -> None:
+    box = Mailbox(BroadcastLog(max_frames=3, max_bytes=10))
     assert box.push(b"abc")
     assert box.push(b"defg")
     assert not box.push(b"hijkl")  # 12 bytes would exceed 10
@@ -372,13 +381,188 @@ def test_outbox_partial_consume_and_bounds() -> None:
     box.consume(2)
     assert box.peek() == b"cdefg"
     assert len(box) == 5
+    assert box.frames == 2
     box.consume(4)
     assert box.peek() == b"g"
-    assert box.frames == 2  # the coalesced chunk counts both frames until it is all sent
+    assert box.frames == 1  # a frame sent whole no longer counts
     box.consume(1)
     assert box.frames == 0
     assert len(box) == 0
     assert box.peek() == b""
+
+
+def test_partial_sends_do_not_inflate_the_count_of_a_fast_reader() -> None:
+    # The reader's socket takes all but the last 100 bytes of what is due, every
+    # time: it really holds 100 bytes (under one frame), so it must never be cut as
+    # too slow. (The old outbox merged the unsent rest with new frames into one
+    # chunk that was never sent whole, so every frame ever sent kept counting.)
+    config = HubConfig(max_queue_frames=100, rate=1e9, burst=10**9)
+    room = Room(config)
+    talker, reader = room.join("talker"), room.join("reader")
+    room.read(talker)
+    room.read(reader)
+    outbox = room.hub.outbox(reader)
+    stream, got = wire.ChatStream(), []
+    for i in range(3000):
+        room.send(talker, wire.say(f"message {i:05d}"))  # a frame of ~190 bytes
+        due = bytes(outbox.peek())
+        data = due[: max(0, len(due) - 100)]
+        room.hub.sent(reader, len(data), room.now)
+        got += stream.receive_data(data)
+        assert len(outbox) == 100
+        assert outbox.frames <= 2, f"after {i + 1} messages it counts {outbox.frames} frames"
+    assert reader not in room.closed
+    rest = bytes(outbox.peek(1 << 30))
+    room.hub.sent(reader, len(rest), room.now)
+    got += stream.receive_data(rest)
+    assert [e["seq"] for e in got] == list(range(1, 3001))
+
+
+def test_overflow_notice_follows_a_half_sent_frame_whole() -> None:
+    config = HubConfig(max_queue_frames=20, max_queue_bytes=1 << 20)
+    room = Room(config)
+    talker, slow = room.join("talker"), room.join("slow")
+    room.read(slow)
+    room.send(talker, wire.say("first"))
+    outbox = room.hub.outbox(slow)
+    stream = wire.ChatStream()
+    head = bytes(outbox.peek())[:7]  # the socket took 7 bytes of the frame, then stalled
+    room.hub.sent(slow, len(head), room.now)
+    events = stream.receive_data(head)
+    for i in range(30):
+        room.send(talker, wire.say(f"more {i}"))
+    assert room.closed[slow] is Reason.OVERFLOW
+    rest = bytes(outbox.peek(1 << 30))
+    room.hub.sent(slow, len(rest), room.now)
+    events += stream.receive_data(rest)  # a garbled stream raises here
+    assert [e["type"] for e in events] == ["message", "error"]
+    assert events[0]["text"] == "first"
+    assert events[1]["code"] == "overflow"
+
+
+def test_private_frames_keep_their_place_among_broadcasts() -> None:
+    room = Room()
+    talker, asker = room.join("talker"), room.join("asker")
+    room.read(asker)
+    room.send(talker, wire.say("before"))
+    room.send(asker, wire.who())  # queued while "before" is still unread
+    room.send(talker, wire.say("after"))
+    room.send(asker, wire.say("mine"))  # never sent back to its sender
+    room.send(talker, wire.say("last"))
+    kinds = [(e["type"], e.get("text")) for e in room.read(asker)]
+    assert kinds == [
+        ("message", "before"),
+        ("participants", None),
+        ("message", "after"),
+        ("message", "last"),
+    ]
+    assert texts(room.read(talker)) == [("asker", "mine", 1)]
+
+
+def test_a_flooder_is_rate_limited_and_the_readers_get_every_relayed_message() -> None:
+    config = HubConfig(rate=50.0, burst=100)
+    room = Room(config)
+    flooder, reader = room.join("flooder"), room.join("reader")
+    room.read(flooder)
+    room.read(reader)
+    room.send(flooder, b"".join(wire.say(f"f{i}") for i in range(300)))
+    errors = [e for e in room.read(flooder) if e["type"] == "error"]
+    assert [e["code"] for e in errors] == ["rate-limited"]  # once, not once per message
+    assert "50 messages/s" in errors[0]["detail"]
+    assert room.hub.read_paused_until(flooder, room.now) is not None
+    assert room.hub.read_paused_until(reader, room.now) is None
+    assert texts(room.read(reader)) == [("flooder", f"f{i}", i + 1) for i in range(100)]
+    room.now += 1.0  # 50 tokens later
+    assert room.hub.read_paused_until(flooder, room.now) is None
+    room.send(flooder, b"".join(wire.say(f"g{i}") for i in range(60)))
+    got = texts(room.read(reader))
+    assert [t for _, t, _ in got] == [f"g{i}" for i in range(50)]
+    assert [s for _, _, s in got] == list(range(101, 151))  # seq counts relayed messages only
+    assert [e["code"] for e in room.read(flooder) if e["type"] == "error"] == ["rate-limited"]
+    assert flooder not in room.closed
+    assert reader not in room.closed
+    assert room.hub.rate_limited == 200 + 10
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("\x1b[2Jcleared", id="esc"),
+        pytest.param("\x1b]0;title\x07", id="osc"),
+        pytest.param("fine\r* alice left (bye)", id="cr"),
+        pytest.param("fine\n* alice left (bye)", id="lf"),
+        pytest.param("del\x7f", id="del"),
+        pytest.param("csi\x9b2J", id="c1"),
+        pytest.param("nul\x00", id="nul"),
+    ],
+)
+def test_texts_with_control_characters_are_refused_and_the_sender_stays(text: str) -> None:
+    room = Room()
+    bad, other = room.join("bad"), room.join("other")
+    room.read(bad)
+    room.send(bad, wire.say(text))
+    (error,) = room.read(bad)
+    assert error["code"] == "bad-text"
+    assert "control" in error["detail"]
+    assert room.read(other) == []
+    room.send(bad, wire.say("tab\tis fine, and so are \u202e bidi and é✓"))
+    assert texts(room.read(other)) == [("bad", "tab\tis fine, and so are \u202e bidi and é✓", 1)]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("* alice", id="notice"),
+        pytest.param("*alice", id="notice-no-space"),
+        pytest.param("! overflow", id="error"),
+        pytest.param("\uff0aalice", id="fullwidth-star"),
+        pytest.param("ali\u202ece", id="bidi"),
+        pytest.param("a\x1bb", id="esc"),
+    ],
+)
+def test_names_that_imitate_notices_or_hide_controls_are_refused(name: str) -> None:
+    room = Room()
+    conn = room.connect()
+    room.send(conn, wire.join(name))
+    (error,) = room.read(conn)
+    assert error["code"] == "bad-name"
+    assert conn not in room.closed
+
+
+@pytest.mark.parametrize(
+    ("present", "lookalike"),
+    [
+        pytest.param("alice", "\u0430lice", id="cyrillic-a"),
+        pytest.param("alice", "ALICE", id="case"),
+        pytest.param("bob", "b\u043eb", id="cyrillic-o"),
+        pytest.param("bill", "bi11", id="digits"),
+        pytest.param("modem", "rnodem", id="rn-m"),
+        pytest.param("alice", "\uff41lice", id="fullwidth"),
+        pytest.param("zoe", "zo\u0065\u0301", id="combining-mark"),
+        pytest.param("ann_2", "ann-2", id="underscore"),
+    ],
+)
+def test_confusable_names_are_refused_while_the_original_is_present(
+    present: str, lookalike: str
+) -> None:
+    room = Room()
+    original = room.join(present)
+    conn = room.connect()
+    room.send(conn, wire.join(lookalike))
+    (error,) = room.read(conn)
+    assert error["code"] == "name-confusable"
+    assert present in error["detail"]
+    room.send(original, wire.bye())
+    room.hub.forget(original)
+    room.send(conn, wire.join(lookalike))  # free once the original has left
+    assert room.read(conn)[0]["type"] == "welcome"
+
+
+def test_distinct_names_are_not_confused() -> None:
+    room = Room()
+    for name in ["alice", "alicia", "bob", "bobby", "swarm-1", "swarm-10", "swarm-11", "Zoë"]:
+        room.join(name)
+    assert len(room.hub.participants) == 8
 
 
 @settings(max_examples=300, deadline=None)
@@ -396,7 +580,7 @@ def test_arbitrary_bytes_never_crash_the_hub(data: bytes) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.text(min_size=1, max_size=50), min_size=1, max_size=20), st.data())
+@given(st.lists(st.text(RELAYABLE, min_size=1, max_size=50), min_size=1, max_size=20), st.data())
 def test_any_chunking_preserves_order(messages: list[str], data: st.DataObject) -> None:
     room = Room()
     sender, receiver = room.join("s"), room.join("r")
@@ -420,20 +604,20 @@ def test_any_chunking_preserves_order(messages: list[str], data: st.DataObject) 
     ),
     st.integers(1, 64),
 )
-def test_outbox_is_a_byte_fifo(ops: list[tuple[str, Any]], limit: int) -> None:
-    box = Outbox(max_frames=10_000, max_bytes=1 << 20)
+def test_private_mailbox_is_a_byte_fifo(ops: list[tuple[str, Any]], limit: int) -> None:
+    box = Mailbox(BroadcastLog(max_frames=10_000, max_bytes=1 << 20))
     pushed, sent = bytearray(), bytearray()
     for op, arg in ops:
         if op == "push":
             assert box.push(arg)
             pushed += arg
         else:
-            data = box.peek(limit)[:arg]
+            data = bytes(box.peek(limit))[:arg]
             box.consume(len(data))
             sent += data
         assert len(box) == len(pushed) - len(sent)
     while len(box):
-        data = box.peek(limit)
+        data = bytes(box.peek(limit))
         assert data
         box.consume(len(data))
         sent += data

@@ -19,7 +19,14 @@ from typing import Any
 import pytest
 
 from socketlab.chat import wire
-from socketlab.chat.client import ChatClient, ClientConfig, Transcript, run_steps
+from socketlab.chat.client import (
+    ChatClient,
+    ClientConfig,
+    Transcript,
+    describe,
+    json_line,
+    run_steps,
+)
 from socketlab.chat.core import HubConfig
 from socketlab.chat.errors import ChatRefused
 from socketlab.chat.hub import HubServer, HubServerConfig
@@ -358,6 +365,12 @@ def test_interactive_in_a_real_pty(hub: RunningHub) -> None:
         # (a ^D typed between two input() calls is eaten by the cooked-mode tty).
         out.clear()
         _read_pty(fd, lambda text: text.endswith("alice> "), out)
+        # A bidi override is relayed (no control character) but shown escaped, not obeyed.
+        bob.say("look \u202eevil")
+        screen = _read_pty(
+            fd, lambda text: "bob: look \\u202eevil" in text and text.endswith("alice> "), out
+        )
+        assert "\u202e" not in screen
         os.write(fd, b"\x04")
         assert bob.wait_until(lambda: "alice" in bob.left, timeout=DEADLINE)
         assert bob.left["alice"] == "bye"
@@ -485,3 +498,29 @@ def test_hub_out_of_file_descriptors_keeps_serving() -> None:
         proc.kill()
         _, errors = proc.communicate(timeout=DEADLINE)
     assert "event=chat_accept_failed" in errors  # the limit was really hit
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        pytest.param({"type": "message", "from": "m\x1b[2J", "text": "hi\n* alice left (bye)"}),
+        pytest.param({"type": "joined", "name": "\x1b]0;pwned\x07"}),
+        pytest.param({"type": "left", "name": "x", "reason": "bye\r* alice left"}),
+        pytest.param({"type": "welcome", "name": "me", "participants": ["me", "\u202eevil"]}),
+        pytest.param({"type": "participants", "names": ["a\x9b", "b"]}),
+        pytest.param({"type": "error", "code": "x\x07", "detail": "\x1b[31mred"}),
+    ],
+)
+def test_printed_lines_never_carry_control_or_bidi_characters(event: dict[str, Any]) -> None:
+    # What a hostile hub (or a peer through an old hub) sends is shown, not obeyed.
+    line = describe(event)
+    assert line is not None
+    assert line.isprintable(), repr(line)
+    assert "\\x" in line or "\\u" in line
+
+
+def test_transcript_lines_are_terminal_safe_and_decode_unchanged() -> None:
+    record = {"t": 1.0, "dir": "in", "event": {"text": "a\x1b\x9b\x7f\u202eb é ✓"}}
+    line = json_line(record)
+    assert line.isprintable()
+    assert json.loads(line) == record

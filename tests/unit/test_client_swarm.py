@@ -26,6 +26,7 @@ CONFIG = ServerConfig(
     idle_timeout=10.0,
     poll_interval=0.05,
     max_connections=128,
+    max_per_peer=128,  # a hundred clients from one address, like the lab's multi-client demo
 )
 
 

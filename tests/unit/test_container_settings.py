@@ -59,6 +59,7 @@ GOOD: dict[Any, tuple[str, Any]] = {
     float: ("2.5", 2.5),
     str: ("some-value", "some-value"),
     Path: ("/some/where", Path("/some/where")),
+    Path | None: ("/some/where", Path("/some/where")),
     bytes | None: ("k3y", b"k3y"),
     tuple[str, ...]: ("a, b", ("a", "b")),
 }

@@ -157,6 +157,14 @@ def test_without_caps_a_helper_gets_none(tmp_path: Path) -> None:
     ((_, _, options),) = client.containers.runs
     assert options["cap_add"] == []
     assert "name" not in options
+    assert "cpu_shares" not in options
+
+
+def test_a_timing_critical_helper_gets_its_cpu_weight(tmp_path: Path) -> None:
+    client = FakeDocker(FakeContainer())
+    make_lab(tmp_path, client).start_helper("client", ["sleep", "1"], role="r", cpu_shares=8192)
+    ((_, _, options),) = client.containers.runs
+    assert options["cpu_shares"] == 8192
 
 
 @pytest.mark.parametrize("access", ["ro", "rw"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pcap_writer import ETHERNET, RAW, SLL, SLL2, Conversation, PcapWriter
+from pcap_writer import ETHERNET, NFLOG, RAW, SLL, SLL2, Conversation, PcapWriter, nflog_tlv
 
 from lab.report.analysis import analyze, analyze_file
 from lab.report.config import PcapLimits
@@ -39,6 +39,7 @@ def small_capture(linktype: int = SLL2, **options: object) -> PcapWriter:
         pytest.param(SLL, id="linux-cooked"),
         pytest.param(SLL2, id="linux-cooked-v2"),
         pytest.param(RAW, id="raw-ip"),
+        pytest.param(NFLOG, id="nflog"),
     ],
 )
 def test_every_link_type_gives_the_same_packets(linktype: int) -> None:
@@ -157,7 +158,7 @@ def test_analyze_file_names_the_file(tmp_path: Path) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(
-    linktype=st.sampled_from([ETHERNET, SLL, SLL2, RAW]),
+    linktype=st.sampled_from([ETHERNET, SLL, SLL2, RAW, NFLOG]),
     frames=st.lists(st.binary(max_size=120), max_size=8),
 )
 def test_arbitrary_frames_never_raise(linktype: int, frames: list[bytes]) -> None:
@@ -195,3 +196,26 @@ def test_damaged_real_frames_never_raise(cut: int, flip: list[tuple[int, int]]) 
     packets, counts = read(bytes(damaged))
     assert counts.records == 5
     assert analyze(packets).packets == len(packets)  # every rule copes with what decoded
+
+
+@pytest.mark.parametrize(
+    "order", [pytest.param("<", id="little-endian"), pytest.param(">", id="big-endian")]
+)
+def test_nflog_frames_are_unwrapped_in_the_files_byte_order(order: str) -> None:
+    # a snap length that cuts the packet TLV, as tcpdump -s does: sizes still from headers
+    packets, counts = read(bytes(small_capture(NFLOG, byte_order=order, snaplen=96)))
+    assert counts.decoded == 5
+    assert packets[3].tcp is not None
+    assert packets[3].tcp.payload == 1448
+    assert packets[3].length == 20 + 20 + 1448
+
+
+def test_an_nflog_frame_without_a_packet_is_not_ip_and_a_tlv_leaving_the_frame_is_damage() -> None:
+    writer = PcapWriter(linktype=NFLOG)
+    writer.frame(1.0, b"\x02\x00\x00\x07" + nflog_tlv(10, b"prefix\x00"))
+    lying = bytearray(b"\x02\x00\x00\x07" + nflog_tlv(10, b"prefix\x00") + nflog_tlv(9, b""))
+    lying[4:6] = struct.pack("<H", 4000)  # a prefix TLV claiming more than the frame
+    writer.frame(2.0, bytes(lying))
+    packets, counts = read(bytes(writer))
+    assert packets == []
+    assert (counts.records, counts.not_ip, counts.undecodable) == (2, 1, 1)

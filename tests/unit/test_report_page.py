@@ -20,7 +20,7 @@ from lab.report.results import parse_results
 from lab.report.timeline import build_timeline
 from lab.scenario.checks import CheckResult, FaultRecord, StepRecord
 from lab.scenario.plan import Fault
-from lab.scenario.report import PcapRecord, ScenarioResult, results_json
+from lab.scenario.report import PcapRecord, ScenarioResult, rerun_command, results_json
 from socketlab.errors import ConfigError
 from socketlab.udp.datagram import encode
 
@@ -180,7 +180,9 @@ def test_summary_and_rerun_hint() -> None:
     page = render_report(
         run, [ScenarioView(entry=e, timeline=build_timeline(e)) for e in run.scenarios]
     )
-    assert "<code>lab run plain --capture</code>" in page
+    # not a shipped scenario (its file is not scenarios/plain.yaml): rerun by path
+    assert f"<code>{text(rerun_command('plain', 'scenarios/' + HOSTILE))}</code>" in page
+    assert " --capture</code>" in page
 
 
 def test_text_escapes_quotes_controls_and_surrogates() -> None:
@@ -283,3 +285,15 @@ def test_report_settings_are_checked() -> None:
     assert (config.pcap.max_packets, config.plot_bins) == (10, 50)
     with pytest.raises(ConfigError, match="SOCKETLAB_REPORT_MAX_FLOWS='many' is not an integer"):
         ReportConfig.from_env({"SOCKETLAB_REPORT_MAX_FLOWS": "many"})
+
+
+@pytest.mark.parametrize(
+    ("name", "file", "command"),
+    [
+        pytest.param("hello", "scenarios/hello.yaml", "lab run hello --capture", id="shipped"),
+        pytest.param("x", "tests/x.yaml", "lab run tests/x.yaml --capture", id="elsewhere-by-path"),
+        pytest.param("x", "", "lab run x --capture", id="no-file-known"),
+    ],
+)
+def test_rerun_command(name: str, file: str, command: str) -> None:
+    assert rerun_command(name, file) == command

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from lab.report.metrics import capture_point
 from lab.scenario.checks import Observations, PcapFacts, check_pcap, evaluate
 from lab.scenario.errors import ScenarioError
 from lab.scenario.loader import parse_text
@@ -164,17 +165,43 @@ def test_no_capture_or_a_broken_one_fails_and_says_so() -> None:
     missing = evaluate(pcap_check(), Observations())
     assert not missing.passed
     assert missing.detail == (
-        "no capture of server -> client (a pcap check needs its link captured)"
+        "no capture of server -> client (sent) (a pcap check needs its link captured)"
     )
     broken = evaluate(
         pcap_check(),
-        Observations(pcaps={"server -> client": PcapFacts(link="server -> client", error="boom")}),
+        Observations(
+            pcaps={"server -> client (sent)": PcapFacts(link="server -> client", error="boom")}
+        ),
     )
-    assert (broken.passed, broken.detail) == (False, "capture of server -> client: boom")
+    assert (broken.passed, broken.detail) == (False, "capture of server -> client (sent): boom")
 
 
-def test_evaluate_finds_the_capture_by_link() -> None:
-    result = evaluate(pcap_check(), Observations(pcaps={"server -> client": FACTS}))
+def test_evaluate_finds_the_capture_by_link_and_its_metrics_point() -> None:
+    result = evaluate(pcap_check(), Observations(pcaps={"server -> client (sent)": FACTS}))
     assert result.passed
-    wrong_way = evaluate(pcap_check(), Observations(pcaps={"client -> server": FACTS}))
+    wrong_way = evaluate(pcap_check(), Observations(pcaps={"client -> server (sent)": FACTS}))
     assert not wrong_way.passed
+    # retransmissions are read where they were sent, UDP gaps where they were delivered
+    wrong_point = evaluate(
+        pcap_check(), Observations(pcaps={"server -> client (delivered)": FACTS})
+    )
+    assert not wrong_point.passed
+    lost = pcap_check("udp.lost", ">", 0)
+    udp = PcapFacts(link="server -> client", metrics={"udp.lost": 3}, packets=10)
+    assert evaluate(lost, Observations(pcaps={"server -> client (delivered)": udp})).passed
+
+
+@pytest.mark.parametrize(
+    ("metric", "point"),
+    [
+        pytest.param("tcp.retransmissions", "sent", id="retransmissions-as-sent"),
+        pytest.param("tcp.max_segment", "sent", id="segments-as-sent"),
+        pytest.param("tcp.zero_windows", "sent", id="zero-windows-as-sent"),
+        pytest.param("tcp.rtt_p50", "delivered", id="rtt-both-delays"),
+        pytest.param("udp.lost", "delivered", id="gaps-after-the-drop"),
+        pytest.param("udp.reordered", "delivered", id="reordering-after-the-delay"),
+        pytest.param("bytes", "delivered", id="bytes-delivered"),
+    ],
+)
+def test_every_metric_has_a_capture_point(metric: str, point: str) -> None:
+    assert capture_point(metric) == point

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.benchmark
 
 
 def lab_feed(entries: int) -> bytes:
-    registry = FeedRegistry(base_url="http://server:8080", window=entries, seed_entries=0)
+    registry = FeedRegistry(
+        base_url="http://server:8080", window=entries, seed_entries=0, max_entries=entries
+    )
     for number in range(entries):
         registry.publish("bench", title=f"Entry {number}", summary="lorem ipsum " * 20)
     rendered = registry.render("bench", "rss")

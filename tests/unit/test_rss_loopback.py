@@ -27,6 +27,7 @@ from socketlab.rss.poller import Poller, PollerOptions
 
 SENTINEL = "SOCKETLAB-LOOPBACK-SENTINEL-41c2"
 DEADLINE = 15.0
+TOKEN = "loopback-admin-token"  # noqa: S105 - a test token
 
 
 @contextmanager
@@ -38,7 +39,7 @@ def feed_server() -> Iterator[FeedServer]:
             slow_seconds=60.0,
             drip_every=0.05,
             huge_bytes=200 * 1024 * 1024,
-            shutdown_poll=0.02,
+            admin_token=TOKEN,
         )
     )
     running.start()
@@ -92,8 +93,11 @@ def running_poller(
     interval: float = 0.1,
     timeout: float = 2.0,
     stop_grace: float = 2.0,
+    token_origin: str | None = None,
 ) -> Iterator[Running]:
     options = PollerOptions(
+        admin_token=TOKEN,
+        token_origin=token_origin or _origin(feeds[0]),
         interval=interval,
         timeout=timeout,
         max_bytes=1024 * 1024,
@@ -116,8 +120,15 @@ def running_poller(
         poller.close()
 
 
+def _origin(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
 def publish(server: FeedServer, title: str, *, feed: str = "news") -> dict[str, Any]:
-    return publish_module.publish(base(server), feed, title=title, summary=f"About {title}")
+    return publish_module.publish(
+        base(server), feed, title=title, summary=f"About {title}", token=TOKEN
+    )
 
 
 def test_publish_three_restart_publish_one_exactly_once(
@@ -249,12 +260,12 @@ def test_scheduled_publishing_grows_the_feed(
     server: FeedServer, wait_until: Callable[..., Any]
 ) -> None:
     answer = publish_module.request_json(
-        base(server), "POST", "/admin/feeds/ticker/schedule", {"every": 0.05}, timeout=5
+        base(server), "POST", "/admin/feeds/ticker/schedule", {"every": 0.1}, timeout=5, token=TOKEN
     )
-    assert answer == {"feed": "ticker", "every": 0.05}
+    assert answer == {"feed": "ticker", "every": 0.1}
     wait_until(lambda: server.registry.entry_count("ticker") >= 3, what="scheduled entries")
     publish_module.request_json(
-        base(server), "POST", "/admin/feeds/ticker/schedule", {"every": 0}, timeout=5
+        base(server), "POST", "/admin/feeds/ticker/schedule", {"every": 0}, timeout=5, token=TOKEN
     )
 
 
@@ -264,6 +275,7 @@ def test_scheduled_publishing_grows_the_feed(
         pytest.param("GET", "/feeds/nope.rss", None, 404, id="unknown-feed"),
         pytest.param("GET", "/nothing", None, 404, id="unknown-path"),
         pytest.param("GET", "/faults/unknown.rss", None, 404, id="unknown-fault"),
+        pytest.param("GET", "/faults/malformed.rss", None, 200, id="fault"),
         pytest.param("POST", "/admin/feeds/news/entries", b"not json", 400, id="bad-json"),
         pytest.param("POST", "/admin/feeds/news/entries", b"[1]", 400, id="not-an-object"),
         pytest.param("POST", "/admin/feeds/Bad/entries", b"{}", 400, id="bad-name"),
@@ -277,7 +289,12 @@ def test_server_answers(
     unchanged_server: FeedServer, method: str, path: str, body: bytes | None, status: int
 ) -> None:
     before = unchanged_server.registry.entry_count("news")
-    request = urllib.request.Request(base(unchanged_server) + path, data=body, method=method)  # noqa: S310
+    request = urllib.request.Request(  # noqa: S310
+        base(unchanged_server) + path,
+        data=body,
+        method=method,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
             got, payload = response.status, response.read()
@@ -315,7 +332,9 @@ def test_entry_links_resolve_to_a_page(server: FeedServer) -> None:
 def test_poller_and_feed_clis(
     server: FeedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    feed = ["feed", "--server", base(server)]
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(TOKEN + "\n")
+    feed = ["feed", "--server", base(server), "--token-file", str(token_file)]
     assert socketlab_main([*feed, "publish", "--feed", "cli", "--title", "From CLI"]) == 0
     assert json.loads(capsys.readouterr().out)["title"] == "From CLI"
     url = base(server) + "/feeds/cli.rss"
@@ -458,6 +477,7 @@ def test_the_deadline_covers_a_server_that_trickles(server: FeedServer) -> None:
             validators=Validators(),
             timeout=0.5,
             max_bytes=1 << 20,
+            authorization=f"Bearer {TOKEN}",
         )
     # Each byte arrives within any per-read timeout; only the overall deadline ends it.
     assert time.monotonic() - started < 10.0
@@ -465,7 +485,7 @@ def test_the_deadline_covers_a_server_that_trickles(server: FeedServer) -> None:
 
 def test_published_entries_survive_a_server_restart_byte_for_byte(tmp_path: Path) -> None:
     journal = tmp_path / "feeds" / "entries.jsonl"
-    options = ServerOptions(host="127.0.0.1", port=0, journal=journal)
+    options = ServerOptions(host="127.0.0.1", port=0, journal=journal, admin_token=TOKEN)
     first = FeedServer(options)
     first.start()
     try:
@@ -505,7 +525,9 @@ def test_published_entries_survive_a_server_restart_byte_for_byte(tmp_path: Path
 def test_an_unusable_journal_leaves_the_server_in_memory(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    feed_server = FeedServer(ServerOptions(host="127.0.0.1", port=0, journal=blocker / "j.jsonl"))
+    feed_server = FeedServer(
+        ServerOptions(host="127.0.0.1", port=0, journal=blocker / "j.jsonl", admin_token=TOKEN)
+    )
     feed_server.start()
     try:
         assert feed_server.journal is None

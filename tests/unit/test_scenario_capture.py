@@ -15,7 +15,17 @@ import pytest
 
 from lab.cli import main
 from lab.scenario import capture
-from lab.scenario.capture import Capturer, CaptureTarget, capture_targets, tcpdump_argv
+from lab.scenario.capture import (
+    CaptureError,
+    Capturer,
+    CaptureTarget,
+    capture_targets,
+    delivered_script,
+    nflog_rules,
+    pcap_targets,
+    run_targets,
+    tcpdump_argv,
+)
 from lab.scenario.loader import parse_text
 from lab.scenario.plan import Scenario, build_scenario
 from lab.scenario.report import PcapRecord, ScenarioResult, scenario_json
@@ -153,6 +163,7 @@ def test_capture_runs_in_the_senders_namespace_and_keeps_the_pcap(
     assert records == [
         PcapRecord(
             link="server -> client",
+            service="server",
             file="pcap/large-file.server-to-client.pcap",
             size=len(PCAP_HEADER),
         )
@@ -224,6 +235,140 @@ def test_a_pcap_that_cannot_be_copied_is_reported_and_the_helper_removed(
     assert helper.removed
 
 
+# --- delivered captures (links pcap checks read) ----------------------------------------------
+
+PCAP_CHECKS = """\
+links:
+  - {from: server, to: client, loss: 2%}
+  - {from: client, to: server, loss: 2%}
+"""
+STEPS_WITH_PCAP = """\
+steps:
+  - {name: e, service: client, run: [echo, x], timeout: 5}
+checks:
+  - {kind: pcap, link: [server, client], metric: tcp.retransmissions, op: ">", value: 0}
+  - {kind: pcap, link: [server, client], metric: bytes, op: ">", value: 0}
+  - {kind: pcap, link: [client, udp-listener], metric: udp.lost, op: "==", value: 0}
+"""
+
+
+def pcap_scenario(extra: str = PCAP_CHECKS) -> Scenario:
+    text = "name: cap\ndescription: d\n" + extra + STEPS_WITH_PCAP
+    return build_scenario(parse_text(text, file="cap.yaml"), services=SERVICES)
+
+
+def test_each_checked_link_is_captured_once_at_each_point_its_metrics_need() -> None:
+    targets = pcap_targets(pcap_scenario())
+    assert targets == [
+        CaptureTarget(service="server", peer="client"),  # retransmissions, as sent
+        CaptureTarget(service="client", peer="server", delivered=True),  # bytes
+        CaptureTarget(service="udp-listener", peer="client", delivered=True),  # udp gaps
+    ]
+    assert [t.link for t in targets] == ["server -> client"] * 2 + ["client -> udp-listener"]
+    assert targets[1].label == "server -> client (delivered)"
+    assert targets[1].file_name == "server-to-client.delivered.pcap"
+
+
+@pytest.mark.parametrize(
+    ("capture_flag", "expected"),
+    [
+        pytest.param(
+            False,
+            [
+                ("server", "client", False),
+                ("client", "server", True),
+                ("udp-listener", "client", True),
+            ],
+            id="without-capture-only-the-checked-links",
+        ),
+        pytest.param(
+            True,
+            [
+                ("server", "client", False),
+                ("client", "server", False),
+                ("client", "server", True),
+                ("udp-listener", "client", True),
+            ],
+            id="with-capture-both-points-merged",
+        ),
+    ],
+)
+def test_run_targets_merge_capture_and_pcap_checks(
+    capture_flag: bool, expected: list[tuple[str, str, bool]]
+) -> None:
+    targets = run_targets(pcap_scenario(), capture=capture_flag)
+    assert [(t.service, t.peer, t.delivered) for t in targets] == expected
+
+
+def test_run_targets_without_pcap_checks_or_capture_is_nothing() -> None:
+    assert run_targets(scenario(), capture=False) == []
+    assert run_targets(scenario(), capture=True) == [CaptureTarget(service="client")]
+
+
+def test_nflog_rules_log_after_the_raw_table_and_on_the_way_back() -> None:
+    rules = nflog_rules("10.0.0.3", group=5400, snaplen=256)
+    target = ("-j", "NFLOG", "--nflog-group", "5400", "--nflog-size", "256")
+    target += ("--nflog-threshold", "1")
+    assert rules == [
+        ("PREROUTING", "-s", "10.0.0.3", *target),
+        ("POSTROUTING", "-d", "10.0.0.3", *target),
+    ]
+    with pytest.raises(CaptureError, match="NFLOG group 0 is outside"):
+        nflog_rules("10.0.0.3", group=0, snaplen=256)
+
+
+def test_delivered_script_adds_captures_and_removes_its_rules() -> None:
+    argv = delivered_script(peer_ip="10.0.0.3", group=5401, snaplen=128)
+    assert argv[:2] == ["sh", "-c"]
+    lines = argv[2].splitlines()
+    add, start, *_, remove, leave = lines
+    assert add.count("-t mangle -I PREROUTING 1 -s 10.0.0.3 -j NFLOG --nflog-group 5401") == 1
+    assert "-t mangle -I POSTROUTING 1 -d 10.0.0.3 -j NFLOG" in add
+    assert "-i nflog:5401" in start
+    assert f"-s {128 + capture.NFLOG_FRAME_OVERHEAD}" in start
+    assert start.endswith(" &")
+    assert f"-w {capture.HELPER_PATH}" in start
+    assert "-t mangle -D PREROUTING -s 10.0.0.3" in remove
+    assert "-t mangle -D POSTROUTING -d 10.0.0.3" in remove
+    assert leave == "exit $status"
+    assert "trap 'kill -TERM $pid 2>/dev/null' INT TERM" in lines
+
+
+def test_a_delivered_capture_runs_in_the_receivers_namespace_with_its_own_group(
+    fake_lab: Any, tmp_path: Path
+) -> None:
+    for _ in range(2):
+        fake_lab.queue_helper(
+            stderr="tcpdump: listening on nflog:5400, link-type NFLOG\n",
+            files={capture.HELPER_PATH: PCAP_HEADER},
+        )
+    capturer = Capturer(fake_lab, folder=tmp_path, prefix="cap")
+
+    capturer.start([t for t in pcap_targets(pcap_scenario()) if t.delivered])
+    records = capturer.stop()
+
+    first, second = fake_lab.started
+    assert (first["service"], second["service"]) == ("client", "udp-listener")
+    assert first["argv"][4:] == delivered_script(
+        peer_ip=fake_lab.ip("server"), group=5400, snaplen=fake_lab.config.capture.snaplen
+    )
+    assert "nflog:5401" in second["argv"][-1]  # a group per capture
+    assert [(r.link, r.service, r.delivered, r.file) for r in records] == [
+        (
+            "server -> client (delivered)",
+            "client",
+            True,
+            "pcap/cap.server-to-client.delivered.pcap",
+        ),
+        (
+            "client -> udp-listener (delivered)",
+            "udp-listener",
+            True,
+            "pcap/cap.client-to-udp-listener.delivered.pcap",
+        ),
+    ]
+
+
 # --- reports and CLI -----------------------------------------------------------------------
 
 
@@ -235,8 +380,18 @@ def test_results_json_lists_the_pcaps() -> None:
         started_at="2026-11-21T10:00:00+00:00",
         duration=1.0,
         pcaps=(
-            PcapRecord(link="server -> client", file="pcap/s.server-to-client.pcap", size=24),
-            PcapRecord(link="client -> server", error="not kept: gone"),
+            PcapRecord(
+                link="server -> client",
+                service="server",
+                file="pcap/s.server-to-client.pcap",
+                size=24,
+            ),
+            PcapRecord(
+                link="client -> server (delivered)",
+                service="server",
+                delivered=True,
+                error="not kept: gone",
+            ),
         ),
     )
 
@@ -245,11 +400,20 @@ def test_results_json_lists_the_pcaps() -> None:
     assert document["pcaps"] == [
         {
             "link": "server -> client",
+            "service": "server",
+            "point": "sent",
             "file": "pcap/s.server-to-client.pcap",
             "bytes": 24,
             "error": None,
         },
-        {"link": "client -> server", "file": None, "bytes": 0, "error": "not kept: gone"},
+        {
+            "link": "client -> server (delivered)",
+            "service": "server",
+            "point": "delivered",
+            "file": None,
+            "bytes": 0,
+            "error": "not kept: gone",
+        },
     ]
 
 

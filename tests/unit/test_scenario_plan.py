@@ -461,6 +461,16 @@ def test_shape_faults_get_derived_seeds_of_their_own() -> None:
     assert first != second
 
 
+def test_a_run_seed_replaces_the_files_seed() -> None:
+    text = MINIMAL.replace("steps:\n", LINKS + "steps:\n")
+    scenario = build_scenario(parse_text(text, file=FILE), services=SERVICES, seed=9)
+    assert scenario.seed == 9
+    assert scenario.links[0].spec.seed == derive_seed(9, "link client->server")
+    assert scenario.links[1].spec.seed == 7  # a link's own seed still wins
+    with pytest.raises(ScenarioError, match=r"seed -1 is outside 0\.\."):
+        build_scenario(parse_text(text, file=FILE), services=SERVICES, seed=-1)
+
+
 def test_derive_seed_is_stable_and_64_bit() -> None:
     assert derive_seed(1, "link a->b") == derive_seed(1, "link a->b")
     assert derive_seed(1, "link a->b") != derive_seed(2, "link a->b")

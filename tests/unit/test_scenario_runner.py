@@ -132,6 +132,30 @@ checks:
     assert result.checks[0].name == "fault at 0 s after first: kill server"
 
 
+def test_a_fault_at_0_after_the_last_step_is_applied_before_the_run_ends(
+    lab: Any, tmp_path: Path
+) -> None:
+    result = run(
+        lab,
+        """\
+name: after-last
+description: a fault due as the last step ends
+steps:
+  - {name: only, service: client, run: [echo, hi], timeout: 5}
+faults:
+  - {at: 0, after: only, restart: server}
+checks:
+  - {kind: exit_code, step: only, equals: 0}
+""",
+        tmp_path,
+    )
+    assert result.passed, result.reason()
+    (fault,) = result.faults
+    assert fault.error is None
+    assert fault.applied_at is not None
+    assert ("restart", "server") in lab.actions
+
+
 def test_a_fault_the_steps_never_reach_fails_the_scenario(lab: Any, tmp_path: Path) -> None:
     result = run(
         lab,

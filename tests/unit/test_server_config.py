@@ -16,8 +16,10 @@ VARIABLES = {
     "SOCKETLAB_PORT": "4571",
     "SOCKETLAB_DATA_ROOT": "/srv/socketlab/data",
     "SOCKETLAB_PICKLE_KEY": "(unset)",
+    "SOCKETLAB_PICKLE_KEY_FILE": "/run/secrets/socketlab/pickle-key",  # issue 20
     "SOCKETLAB_MAX_PICKLE": "65536",
     "SOCKETLAB_MAX_CONNECTIONS": "256",
+    "SOCKETLAB_MAX_PER_PEER": "64",  # issue 20
     "SOCKETLAB_HEADER_TIMEOUT": "10",
     "SOCKETLAB_STALL_TIMEOUT": "15",
     "SOCKETLAB_IDLE_TIMEOUT": "60",

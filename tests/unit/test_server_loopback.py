@@ -447,16 +447,26 @@ def test_idle_connection_is_closed(running: RunningServer) -> None:
         assert 1.0 < time.monotonic() - started < 4
 
 
-def test_too_many_connections_are_refused_politely(
+def test_too_many_connections_are_refused_politely_when_none_is_idle(
     data_root: Path, serve: Callable[..., Any]
 ) -> None:
     lab = start(replace(BASE_CONFIG, data_root=data_root, max_connections=2), serve)
+    partial = encode_request("echo", "x")[:5]  # mid-message: neither connection is idle
     with (
-        client.LabConnection.open(lab.endpoint()) as a,
-        client.LabConnection.open(lab.endpoint()) as b,
+        socket.create_connection(("127.0.0.1", lab.port), timeout=5) as a,
+        socket.create_connection(("127.0.0.1", lab.port), timeout=5) as b,
     ):
-        assert a.request("echo", "a") == "a"
-        assert b.request("echo", "b") == "b"
+        a.sendall(partial)
+        b.sendall(partial)
+        wait_for(
+            lambda: (
+                all(not c.state.idle for c in lab.server._conns.values())
+                and len(lab.server._conns) == 2
+            ),
+            timeout=5,
+            what="two busy connections",
+            interval=0.01,
+        )
         with (
             client.LabConnection.open(lab.endpoint()) as c,
             pytest.raises(ServerRefused, match="busy"),

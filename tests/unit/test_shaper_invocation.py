@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from socketlab.errors import ConfigError
 from socketlab.shaper.core import Impairment
 from socketlab.shaper.invocation import ShaperInvocation, ShaperUsageError, parse_invocation
-from socketlab.shaper.loop import parse_args
 from socketlab.shaper.models import Distribution, FourState, GilbertElliott
 
 shares = st.floats(0, 1, allow_nan=False)
@@ -69,7 +68,7 @@ def test_older_impairments_give_the_older_flags() -> None:
     assert argv == ["--queue", "3", "--delay", "0.04", "--jitter", "0.005", "--loss", "0.02",
                     "--duplicate", "0.01", "--reorder", "0.1", "--corrupt", "0.001",
                     "--seed", "9"]  # fmt: skip
-    assert parse_args(argv) == (3, imp, 9)
+    assert parse_invocation(argv) == ShaperInvocation(queue=3, impairment=imp, seed=9)
 
 
 def test_newer_flags_are_spelled_with_hyphens() -> None:

@@ -10,6 +10,7 @@ from lab.shaping.builders import (
     CHAIN,
     IPTABLES,
     MAX_QUEUE,
+    STATUS_SCRIPT,
     TBF_FIFO_MAJOR_BASE,
     TBF_MAJOR_BASE,
     Engine,
@@ -41,7 +42,6 @@ from lab.shaping.errors import ShapingError
 from lab.shaping.spec import LinkSpec, spec_from_options
 from socketlab.shaper.core import INJECT_MARK
 from socketlab.shaper.invocation import ShaperInvocation, parse_invocation
-from socketlab.shaper.loop import parse_args
 
 PEER = "172.20.0.3"
 SOURCE = "172.20.0.2"
@@ -192,9 +192,9 @@ def test_shaper_command_round_trips_through_the_helpers_parser() -> None:
     link = spec(delay="40ms", jitter="5ms", loss="2%", duplicate="1%", rate="1mbit")
     argv = shaper_command(queue=7, spec=link, seed=42)
     assert argv[:2] == ["socketlab", "shaper"]
-    queue, impairment, seed = parse_args(argv[2:])
-    assert (queue, seed) == (7, 42)
-    assert impairment == link.impairment
+    invocation = parse_invocation(argv[2:])
+    assert (invocation.queue, invocation.seed) == (7, 42)
+    assert invocation.impairment == link.impairment
 
 
 @pytest.mark.parametrize(
@@ -245,6 +245,8 @@ filter parent 1: protocol ip pref 2 u32 chain 0
 filter parent 1: protocol ip pref 2 u32 chain 0 fh 800: ht divisor 1
 filter parent 1: protocol ip pref 2 u32 chain 0 fh 800::800 order 2048 key ht 800 bkt 0 flowid 1:2 not_in_hw
   match ac140004/ffffffff at 16
+%%nfqueue
+    1  41236     0 1     0    17     3   807564  1
 """
 
 
@@ -255,6 +257,12 @@ def test_parse_status_reads_queues_drops_and_classes() -> None:
     assert rules.classes == {"172.20.0.4": 2}
     assert rules.injected_return
     assert not rules.empty
+    assert (rules.queue_stats[1].queue_dropped, rules.queue_stats[1].user_dropped) == (17, 3)
+
+
+def test_the_status_script_reads_the_kernels_queue_counters() -> None:
+    assert "%%nfqueue" in STATUS_SCRIPT
+    assert "/proc/net/netfilter/nfnetlink_queue" in STATUS_SCRIPT
 
 
 def test_parse_status_of_a_clean_namespace() -> None:
@@ -265,8 +273,14 @@ def test_parse_status_of_a_clean_namespace() -> None:
     ("options", "wire_size"),
     [
         pytest.param({"loss": "1%"}, True, id="loss"),
-        pytest.param({"delay": "20ms"}, True, id="delay"),
+        pytest.param({"delay": "20ms"}, False, id="fixed-delay"),
+        pytest.param({"delay": "20ms", "rate": "20mbit"}, False, id="fixed-delay-and-rate"),
+        pytest.param({"delay": "20ms", "jitter": "1ms"}, True, id="jitter"),
+        pytest.param({"delay": "20ms", "reorder": "5%"}, True, id="reorder"),
+        pytest.param({"delay": "20ms", "loss": "1%"}, True, id="delay-and-loss"),
         pytest.param({"duplicate": "1%"}, True, id="duplicate"),
+        pytest.param({"corrupt": "1%"}, True, id="corrupt"),
+        pytest.param({"delay": "20ms", "rate": "1mbit", "queue_limit": "10p"}, True, id="queue"),
         pytest.param({"rate": "20mbit"}, False, id="rate-only"),
     ],
 )
@@ -504,3 +518,10 @@ def test_netem_seed_warns_where_it_cannot_replay() -> None:
     ]
     assert choose_engine(None, NETEM_SEED, link) is Engine.NETEM
     assert require_engine(spec(delay="10ms", seed="3"), Engine.NETEM, netem_seed=True) == []
+
+
+def test_shaper_command_sets_the_stats_interval_through_env() -> None:
+    link = spec(loss="2%")
+    plain = shaper_command(queue=7, spec=link)
+    argv = shaper_command(queue=7, spec=link, stats_interval=0.5)
+    assert argv == ["env", "SOCKETLAB_SHAPER_STATS_INTERVAL=0.5", *plain]

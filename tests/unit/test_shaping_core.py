@@ -13,7 +13,7 @@ from socketlab.shaper.core import Accept, Impairment, ImpairmentScheduler, Injec
 
 
 class FakePacket:
-    """Stands in for netfilterqueue.Packet: a payload that can be replaced."""
+    """Stands in for a queued packet (nfnetlink.NfqPacket): a payload that can be replaced."""
 
     def __init__(self, number: int, payload: bytes | None = None) -> None:
         self.number = number
@@ -69,7 +69,9 @@ def test_jitter_spreads_release_times_and_reorders_packets() -> None:
     sched = scheduler(delay=0.040, jitter=0.010)
     for n in range(200):
         sched.admit(FakePacket(n), now=n * 0.001)
-    release_times = [entry[0] - entry[2].packet.number * 0.001 for entry in sched._held]  # type: ignore[union-attr]
+    release_times = [
+        at - v.packet.number * 0.001 for at, v in sched.held() if isinstance(v, Accept)
+    ]
     assert min(release_times) >= 0.030 - 1e-9
     assert max(release_times) <= 0.050 + 1e-9
     order = released_numbers(sched.pop_due(10.0))
@@ -81,7 +83,7 @@ def test_jitter_never_schedules_before_arrival() -> None:
     sched = scheduler(delay=0.001, jitter=0.050)
     for n in range(500):
         sched.admit(FakePacket(n), now=100.0)
-    assert all(entry[0] >= 100.0 for entry in sched._held)
+    assert all(at >= 100.0 for at, _ in sched.held())
 
 
 def test_explicit_reorder_lets_packets_overtake_held_ones() -> None:
@@ -153,7 +155,7 @@ def test_drain_releases_everything_in_release_order() -> None:
     sched = scheduler(delay=1.0, jitter=0.5)
     for n in range(20):
         sched.admit(FakePacket(n), now=0.0)
-    times = sorted(entry[0] for entry in sched._held)
+    times = sorted(at for at, _ in sched.held())
     drained = sched.drain()
     assert len(drained) == 20
     assert len(sched) == 0

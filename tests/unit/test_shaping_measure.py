@@ -39,6 +39,7 @@ from lab.shaping.measure import (
 )
 from lab.shaping.spec import spec_from_options
 from socketlab.shaper.icmp import checksum, echo_request, parse_echo_reply
+from socketlab.shaper.probe import percentile
 
 
 def test_parse_probe_report() -> None:
@@ -47,6 +48,21 @@ def test_parse_probe_report() -> None:
     assert stats == PingStats(transmitted=2000, received=1900, rtt_avg=0.0505, duplicates=0)
     assert stats.lost == 100
     assert stats.loss == pytest.approx(0.05)
+
+
+def test_parse_probe_reads_the_median_and_p99() -> None:
+    line = json.dumps({"sent": 100, "received": 100, "rtt_avg": 0.0506, "rtt_median": 0.0504,
+                       "rtt_p99": 0.0541})  # fmt: skip
+    stats = parse_probe(line)
+    assert (stats.rtt_median, stats.rtt_p99) == (0.0504, 0.0541)
+
+
+def test_probe_p99_is_a_measured_rtt_by_nearest_rank() -> None:
+    values = [float(n) for n in range(1, 201)]  # 1..200
+    assert percentile(values, 0.99) == 198.0
+    assert percentile(values, 0.5) == 100.0
+    assert percentile([7.0], 0.99) == 7.0
+    assert percentile([], 0.99) is None
 
 
 def test_parse_probe_with_no_replies() -> None:
@@ -321,3 +337,34 @@ def test_lost_share_of_a_burst_model_is_its_mean() -> None:
 def test_a_loss_model_makes_the_rate_a_udp_check() -> None:
     bursty = spec_from_options({"rate": "1mbit", "loss_model": "gemodel:1%,30%"})
     assert not rate_is_checkable(bursty, None)
+
+
+def test_a_host_measured_too_busy_leaves_only_the_lower_side_judged() -> None:
+    spec = spec_from_options({"delay": "100ms", "jitter": "20ms"})
+    rng = random.Random(11)
+    added = [0.1 + rng.uniform(-0.02, 0.02) for _ in range(1000)]
+    stalled = [a + (0.3 if rng.random() < 0.03 else 0.0) for a in added]
+    late = [0.3 if rng.random() < 0.03 else 0.0 for _ in range(1000)]
+    strict = {
+        r.metric: r for r in check_delay_percentiles(added=stalled, forward=spec, reverse=None)
+    }
+    assert not strict["delay p99"].ok
+    lenient = {
+        r.metric: r
+        for r in check_delay_percentiles(added=stalled, forward=spec, reverse=None, host_delay=late)
+    }
+    assert lenient["delay p99"].ok
+    assert "host +300.00ms" in lenient["delay p99"].note  # allowed: it was measured
+    # a host late by less than the stalls seen: above even that, the upper side is not judged
+    milder = [0.1 if x else 0.0 for x in late]
+    rows = {
+        r.metric: r
+        for r in check_delay_percentiles(
+            added=stalled, forward=spec, reverse=None, host_delay=milder
+        )
+    }
+    assert rows["delay p99"].ok
+    assert "upper side not judged" in rows["delay p99"].note
+    # the lower side is judged however busy the host: a link with half the delay fails
+    low = check_delay_percentiles(added=[0.05] * 1000, forward=spec, reverse=None, host_delay=late)
+    assert not any(r.ok for r in low)

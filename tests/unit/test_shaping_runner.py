@@ -38,6 +38,7 @@ def test_a_netem_link_gets_a_recording_helper_in_the_source_namespace(lab: Any) 
     assert set(started["caps"]) == {"NET_ADMIN", "NET_RAW"}
     assert started["name"] == result.helper == helper_name("fake", "client", "server")
     assert started["argv"] == ["socketlab", "idle"]
+    assert started["cpu_shares"] is None  # it only idles
     labels = started["labels"]
     assert (labels[LABEL_SOURCE], labels[LABEL_DEST], labels[LABEL_ENGINE]) == (
         "client",
@@ -68,7 +69,16 @@ def test_an_nfqueue_link_waits_for_the_verdict_loop_in_the_dest_namespace(lab: A
 
     (started,) = lab.started
     assert started["service"] == "server"
-    assert started["argv"][:2] == ["socketlab", "shaper"]
+    # the loop's wake-up latency is the link's delay error: it goes first on a busy host
+    assert started["cpu_shares"] == lab.config.shaping.helper_cpu_shares == 8192
+    # counters every stats_interval (lab watch reads them), then the loop itself
+    interval = lab.config.shaping.stats_interval
+    assert started["argv"][:4] == [
+        "env",
+        f"SOCKETLAB_SHAPER_STATS_INTERVAL={interval:g}",
+        "socketlab",
+        "shaper",
+    ]
 
 
 def test_a_verdict_loop_that_dies_is_a_shaping_error_and_its_helper_is_gone(lab: Any) -> None:

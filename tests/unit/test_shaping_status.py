@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from lab.shaping.builders import Engine, RulesInForce, needs_verdict_loop
 from lab.shaping.runner import Helper, evaluate_links
 from lab.shaping.spec import spec_from_options
+from socketlab.shaper.nfnetlink import QueueStats
 
 CLIENT, SERVER, LISTENER = "172.20.0.2", "172.20.0.3", "172.20.0.4"
 NAMES = {CLIENT: "client", SERVER: "server", LISTENER: "udp-listener"}
@@ -53,9 +56,25 @@ def test_active_link() -> None:
             "shaping": "delay=40ms",
             "engine": "nfqueue",
             "state": "active",
+            "queue drops": "-",
             "helper": "lab-shaper-client-server: running",
         }
     ]
+
+
+def test_queue_drops_are_the_kernels_counters_of_the_links_queue() -> None:
+    stats = QueueStats(queue=1, port=77, waiting=3, copy_mode=1, copy_range=0,
+                       queue_dropped=12, user_dropped=4, last_id=9000)  # fmt: skip
+    other = dataclasses.replace(stats, queue=2, queue_dropped=99)
+    in_server = RulesInForce(queues={CLIENT: 1}, queue_stats={1: stats, 2: other})
+    [row] = evaluate([helper({"delay": "40ms"})], RulesInForce(), in_server)
+    assert row["queue drops"] == "queue full 12, socket full 4"
+    [unbound] = evaluate([helper({"delay": "40ms"})], RulesInForce(), RulesInForce())
+    assert unbound["queue drops"] == "-"
+    rate_only = helper({"rate": "1mbit"})
+    counters_only = RulesInForce(queue_stats={1: stats})
+    [no_loop] = evaluate([rate_only], RulesInForce(classes={SERVER: 1}), counters_only)
+    assert no_loop["queue drops"] == "-"
 
 
 def test_dead_verdict_loop_is_reported_as_failing_open() -> None:

@@ -6,11 +6,18 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from socketlab.errors import ServiceError
-from socketlab.supervisor import Component, ComponentFailed, run_components
+from socketlab.supervisor import (
+    Component,
+    ComponentFailed,
+    Heartbeat,
+    HeartbeatConfig,
+    run_components,
+)
 
 DEADLINE = 10.0
 
@@ -144,3 +151,43 @@ def test_nothing_to_supervise_is_a_programming_error() -> None:
     components: dict[str, Callable[[threading.Event], None]] = {}
     with pytest.raises(ValueError, match="nothing to supervise"):
         run_components(components, signals=())
+
+
+def test_a_heartbeat_is_kept_fresh_while_running_and_removed_after(tmp_path: Path) -> None:
+    beat = tmp_path / "run" / "heartbeat"
+    seen: list[float] = []
+
+    def watcher(stop: threading.Event) -> None:
+        deadline = time.monotonic() + DEADLINE
+        while len(seen) < 3 and time.monotonic() < deadline:
+            if beat.exists() and (not seen or beat.stat().st_mtime_ns != seen[-1]):
+                seen.append(beat.stat().st_mtime_ns)
+            stop.wait(0.01)
+
+    stopped = run_components(
+        {"watcher": watcher}, signals=(), heartbeat=Heartbeat(beat, every=0.05)
+    )
+    assert stopped.ok
+    assert len(seen) == 3, "touched again and again"
+    assert not beat.exists(), "gone once the components stopped"
+
+
+def test_heartbeat_config() -> None:
+    assert HeartbeatConfig.from_env({}).heartbeat() is None
+    config = HeartbeatConfig.from_env(
+        {"SOCKETLAB_HEARTBEAT": "/run/x", "SOCKETLAB_HEARTBEAT_EVERY": "2"}
+    )
+    heartbeat = config.heartbeat()
+    assert heartbeat is not None
+    assert (heartbeat.path, heartbeat.every) == (Path("/run/x"), 2.0)
+
+
+def test_a_heartbeat_that_cannot_be_written_is_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    heartbeat = Heartbeat(blocker / "heartbeat", every=1.0)
+    heartbeat.beat()
+    heartbeat.beat()
+    assert [r.getMessage().split()[0] for r in caplog.records] == ["event=heartbeat_failed"]

@@ -272,3 +272,125 @@ def test_arbitrary_datagrams_never_crash_and_are_all_counted(datagrams: list[byt
     snapshot = accounting.snapshot()
     assert snapshot["datagrams"] == len(datagrams)
     assert snapshot["valid"] + snapshot["foreign"] + snapshot["malformed"] == len(datagrams)
+
+
+# --- bounds: what one hostile datagram may cost (issue 20, item 6) ---------------------
+
+
+class ReferenceSession:
+    """The session rules with plain sets: what the bit ring must agree with."""
+
+    def __init__(self, first: int, window: int) -> None:
+        self.window = window
+        self.first = self.low = first
+        self.highest = first - 1
+        self.arrived: set[int] = set()
+        self.lost_final = self.duplicates = self.reordered = self.late = 0
+
+    def add(self, seq: int) -> None:
+        if seq > self.highest:
+            new_low = max(self.first, seq - self.window + 1)
+            for old in range(self.low, new_low):
+                if old not in self.arrived:
+                    self.lost_final += 1
+                self.arrived.discard(old)
+            self.low = max(self.low, new_low)
+            self.highest = seq
+            self.arrived.add(seq)
+        elif seq >= self.low:
+            if seq in self.arrived:
+                self.duplicates += 1
+            else:
+                self.arrived.add(seq)
+                self.reordered += 1
+        elif seq < self.first == self.low and self.highest - seq < self.window:
+            self.first = self.low = seq
+            self.arrived.add(seq)
+            self.reordered += 1
+        else:
+            self.late += 1
+
+    @property
+    def lost(self) -> int:
+        return self.lost_final + (self.highest - self.low + 1) - len(self.arrived)
+
+
+@given(st.lists(st.integers(1, 100), min_size=1, max_size=300), st.sampled_from([8, 16, 24, 64]))
+def test_the_bit_ring_agrees_with_the_set_model(seqs: list[int], window: int) -> None:
+    accounting = Accounting(window=window)
+    feed(accounting, seqs)
+    model = ReferenceSession(seqs[0], window)
+    for seq in seqs:
+        model.add(seq)
+    session = only_session(accounting)
+    assert (session["lost"], session["duplicates"], session["reordered"], session["late"]) == (
+        model.lost,
+        model.duplicates,
+        model.reordered,
+        model.late,
+    )
+    assert (session["first_seq"], session["highest_seq"]) == (model.first, model.highest)
+
+
+AGGREGATES = ("valid", "lost", "missed_at_start", "duplicates", "reordered", "late")
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 3),  # sender id
+            st.one_of(st.integers(1, 200), st.integers(1, 2**64 - 1)),  # seq
+            st.integers(0, 2**64 - 1),  # sent_ns
+        ),
+        max_size=60,
+    )
+)
+def test_no_single_datagram_moves_a_counter_by_more_than_its_bound(
+    datagrams: list[tuple[int, int, int]],
+) -> None:
+    accounting = Accounting(window=64, max_jump=1000, max_sessions=4)
+    before = {name: 0 for name in AGGREGATES}
+    for sender_id, seq, sent_ns in datagrams:
+        data = encode(sender_id=sender_id, seq=seq, sent_ns=sent_ns)
+        accounting.receive(data, host=HOST, port=1, arrival_ns=sent_ns)
+        snapshot = accounting.snapshot()
+        for name in AGGREGATES:
+            bound = 1000 if name in {"lost", "missed_at_start"} else 1
+            assert abs(snapshot[name] - before[name]) <= bound, name
+            before[name] = snapshot[name]
+        assert len(accounting.sessions) <= 4
+        assert all(len(session.seen) == 64 // 8 for session in accounting.sessions)
+
+
+def test_a_jump_to_the_last_sequence_number_is_a_new_session_not_a_loss() -> None:
+    accounting = Accounting()
+    feed(accounting, [1, 2, 3])
+    forged = encode(sender_id=1, seq=2**64 - 1, sent_ns=10**12, size=64)
+    accounting.receive(forged, host=HOST, port=5000, arrival_ns=10**12)
+    snapshot = accounting.snapshot()
+    assert snapshot["lost"] == 0
+    assert snapshot["missed_at_start"] == 0
+    assert snapshot["implausible_starts"] == 1
+    assert [(s["number"], s["plausible_start"]) for s in snapshot["sessions"]] == [
+        (1, True),
+        (2, False),
+    ]
+
+
+def test_memory_per_session_is_one_bit_per_window_slot() -> None:
+    accounting = Accounting()
+    for sender_id in range(300):
+        feed(accounting, [1, 65537], sender_id=sender_id)
+    assert len(accounting.sessions) == 256
+    assert {len(session.seen) for session in accounting.sessions} == {65536 // 8}
+    assert accounting.snapshot()["lost"] == 300 * 65535
+
+
+def test_a_gap_of_a_whole_window_counts_each_lost_number_once() -> None:
+    accounting = Accounting(window=16)
+    feed(accounting, [1, 2, 3, 20, 21, 5])  # 4..19 lost; 5 is older than the window now
+    session = only_session(accounting)
+    assert (session["lost"], session["late"], session["reordered"]) == (16, 1, 0)
+    feed(accounting, [22, 30, 25])  # 23, 24, 26..29 missing; 25 fills its gap
+    session = only_session(accounting)
+    assert (session["lost"], session["reordered"]) == (16 + 6, 1)

@@ -12,6 +12,7 @@ import pytest
 from socketlab.errors import PeerUnavailable
 from socketlab.udp import compare, status
 from socketlab.udp.datagram import encode
+from socketlab.udp.latency import HEADER_SIZE
 from socketlab.udp.listener import Listener, ListenerConfig, run
 from socketlab.udp.sender import SendOptions, follow, open_socket, send_stream
 from socketlab.udp.tcp_sink import TcpSinkConfig
@@ -21,6 +22,7 @@ Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumE
 Udp: 10 0 {drops} 10 {drops} 0 0
 """
 POLL = 0.05  # how soon the listener's loops notice stop (keeps teardown short)
+TOKEN = "udp-admin-token"  # noqa: S105 - a test token
 
 
 @pytest.fixture
@@ -37,6 +39,7 @@ def listener(
         log_interval=0.1,
         snmp_path=str(snmp),
         recv_poll=POLL,
+        admin_token=TOKEN,
     )
     failed: list[str] = []
     listener = Listener(options)
@@ -92,7 +95,7 @@ def test_reset_clears_counters_and_moves_the_kernel_baseline(
         send_stream(sock, SendOptions(count=10, rate=0, size=64, sender_id=1))
     settled(lambda: status.fetch_stats("127.0.0.1", listener.status_port)["datagrams"] == 10)
     (tmp_path / "snmp").write_text(SNMP.format(drops=12))
-    before = status.reset_stats("127.0.0.1", listener.status_port)
+    before = status.reset_stats("127.0.0.1", listener.status_port, token=TOKEN)
     assert before["datagrams"] == 10
     assert before["kernel"]["RcvbufErrors"] == 7
     assert before["kernel_drops"] == 7
@@ -100,15 +103,23 @@ def test_reset_clears_counters_and_moves_the_kernel_baseline(
     assert (after["datagrams"], after["sessions"], after["kernel_drops"]) == (0, [], 0)
 
 
-def test_tcp_sink_counts_the_bytes(listener: ListenerConfig) -> None:
-    outcome = compare.run_tcp("127.0.0.1", listener.tcp_sink.port, 3_000_001)
+def test_tcp_sink_counts_the_bytes_and_times_every_whole_message(
+    listener: ListenerConfig,
+) -> None:
+    outcome = compare.run_tcp("127.0.0.1", listener.tcp_sink.port, 3_000_001, size=1200)
     assert (outcome.bytes_sent, outcome.bytes_delivered, outcome.loss) == (
         3_000_001,
         3_000_001,
         0.0,
     )
     stats = status.fetch_stats("127.0.0.1", listener.status_port)
-    assert stats["tcp_sink"] == {"connections": 1, "bytes": 3_000_001}
+    # the stream's 8-byte header is counted by the sink, not as payload
+    assert stats["tcp_sink"] == {"connections": 1, "bytes": 3_000_001 + HEADER_SIZE}
+    # 2500 whole messages (the last 1 byte is no message); loopback: well under a second
+    assert outcome.latency_p50_ms is not None
+    assert outcome.latency_p99_ms is not None
+    assert 0 <= outcome.latency_p50_ms <= outcome.latency_p99_ms < 1000
+    assert outcome.congestion  # the kernel named the socket's algorithm
 
 
 def test_udp_side_of_the_comparison(listener: ListenerConfig) -> None:
@@ -117,6 +128,11 @@ def test_udp_side_of_the_comparison(listener: ListenerConfig) -> None:
     )
     assert (outcome.datagrams_sent, outcome.bytes_sent) == (100, 120_000)
     assert outcome.bytes_delivered == 120_000
+    assert outcome.delivered == 1.0
+    # the listener's transit percentiles: one way, on loopback well under a second
+    assert outcome.latency_p50_ms is not None
+    assert outcome.latency_p99_ms is not None
+    assert 0 <= outcome.latency_p50_ms <= outcome.latency_p99_ms < 1000
     assert "udp" in compare.format_table([outcome])
 
 

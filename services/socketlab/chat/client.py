@@ -16,6 +16,10 @@ Scripted (see ``socketlab.chat.script`` for the format)::
         --expect "alice:fine" --deadline 20 --transcript -
 
 The transcript is JSON lines ``{"t": <unix time>, "dir": "in"|"out", "event": {...}}``.
+What peers chose (names, texts, reasons) never reaches the terminal raw: printed
+lines go through :func:`socketlab.terminal.neutralize` (an ESC shows as
+``\x1b``), and the transcript escapes DEL, C1 and bidi controls too (JSON
+itself only escapes C0), so it still decodes to exactly what was received.
 Exit codes: 0 done, 1 an expectation missed its deadline, the hub went away or
 refused us (name taken, hub full), 2 bad arguments or script, 130 interrupted.
 """
@@ -43,6 +47,7 @@ from socketlab.commandline import add_setting, command_parser
 from socketlab.config import CHAT_PORT, SERVER_HOST, EnvConfig, env_config, env_field
 from socketlab.errors import ConfigError, peer_errors
 from socketlab.protocol import ProtocolError
+from socketlab.terminal import BIDI_CONTROLS, neutralize
 
 log = logging.getLogger("socketlab.chat")
 
@@ -72,6 +77,17 @@ class ClientConfig(EnvConfig):
     poll_interval: float = 0.25
 
 
+# Characters JSON leaves raw with ensure_ascii=False that a terminal would obey.
+_JSON_UNSAFE: Final = str.maketrans(
+    {c: f"\\u{ord(c):04x}" for c in [chr(0x7F), *map(chr, range(0x80, 0xA0)), *BIDI_CONTROLS]}
+)
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """``record`` as one JSON line that is safe on a terminal and decodes unchanged."""
+    return json.dumps(record, ensure_ascii=False).translate(_JSON_UNSAFE)
+
+
 class Transcript:
     """Every event in and out, as JSON lines with timestamps, flushed line by line."""
 
@@ -82,7 +98,7 @@ class Transcript:
     def record(self, direction: str, event: dict[str, Any]) -> None:
         if self._stream is None:
             return
-        line = json.dumps({"t": time.time(), "dir": direction, "event": event}, ensure_ascii=False)
+        line = json_line({"t": time.time(), "dir": direction, "event": event})
         with self._lock:
             self._stream.write(line + "\n")
             self._stream.flush()
@@ -314,24 +330,30 @@ def _expectation(
 # ---------------------------------------------------------------------- interactive
 
 
+def _shown(value: Any) -> str:
+    """A field a peer chose, as it may appear on one terminal line."""
+    return neutralize(str(value))
+
+
 def _welcome_line(event: dict[str, Any]) -> str:
-    others = [n for n in event.get("participants", []) if n != event.get("name")]
+    others = [_shown(n) for n in event.get("participants", []) if n != event.get("name")]
     here = ", ".join(others) if others else "nobody else yet"
-    return f"* joined as {event.get('name')}; here: {here}. Type 'bye' or Ctrl-D to leave."
+    return f"* joined as {_shown(event.get('name'))}; here: {here}. Type 'bye' or Ctrl-D to leave."
 
 
 _DESCRIBE: Final[dict[str, Callable[[dict[str, Any]], str]]] = {
-    "message": lambda e: f"{e.get('from')}: {e.get('text')}",
-    "joined": lambda e: f"* {e.get('name')} joined",
-    "left": lambda e: f"* {e.get('name')} left ({e.get('reason')})",
+    "message": lambda e: f"{_shown(e.get('from'))}: {_shown(e.get('text'))}",
+    "joined": lambda e: f"* {_shown(e.get('name'))} joined",
+    "left": lambda e: f"* {_shown(e.get('name'))} left ({_shown(e.get('reason'))})",
     "welcome": _welcome_line,
-    "participants": lambda e: f"* here: {', '.join(e.get('names', []))}",
-    "error": lambda e: f"! {e.get('code')}: {e.get('detail')}",
+    "participants": lambda e: f"* here: {', '.join(_shown(n) for n in e.get('names', []))}",
+    "error": lambda e: f"! {_shown(e.get('code'))}: {_shown(e.get('detail'))}",
 }
 
 
 def describe(event: dict[str, Any]) -> str | None:
-    """How an incoming event reads on a terminal (None: not shown)."""
+    """How an incoming event reads on a terminal (None: not shown); every field a
+    peer chose is neutralised, so no control or bidi character is printed raw."""
     formatter = _DESCRIBE.get(str(event.get("type")))
     return formatter(event) if formatter else None
 
@@ -400,7 +422,7 @@ def interactive(client_factory: Callable[..., ChatClient], *, name: str) -> int:
     done.set()
     try:
         if client.gone is not None:
-            printer.show(f"! {client.gone}")
+            printer.show(f"! {neutralize(client.gone)}")
             client.close()
             return 1
         client.leave()

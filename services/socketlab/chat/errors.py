@@ -16,6 +16,7 @@ event and, when the stream can no longer be trusted, its connection closed.
 from __future__ import annotations
 
 from socketlab.errors import SocketlabError
+from socketlab.terminal import neutralize
 
 
 class ChatError(SocketlabError):
@@ -26,7 +27,8 @@ class ChatRefused(ChatError):
     """The hub refused what we asked (e.g. the name is taken)."""
 
     def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"refused: {detail} ({code})")
+        # Printed on the user's terminal: the hub's words are shown, never obeyed.
+        super().__init__(f"refused: {neutralize(detail)} ({neutralize(code)})")
         self.code = code
         self.detail = detail
 

@@ -1,8 +1,11 @@
 """The chat hub on :data:`~socketlab.config.CHAT_PORT`: one selectors loop around :class:`ChatHub`.
 
-Sockets are non-blocking; the loop reads what is there, hands it to the core,
-and writes each connection's outbox as far as the kernel takes it (interest in
-``EVENT_WRITE`` only while something is left). Accepted sockets get a modest
+Sockets are non-blocking. Each loop turn reads what is there and hands it to
+the core, then gives every connection with something due one ``send`` of its
+mailbox's front (so a broadcast costs one append, and each participant one
+syscall per turn however many messages arrived meanwhile); interest in
+``EVENT_WRITE`` only while something is left. A sender the rate limiter has
+paused is not read until it may send again. Accepted sockets get a modest
 ``SO_SNDBUF`` so a slow reader's backlog piles up in the hub's bounded outbox
 (where it is counted and capped) rather than in an unbounded-looking kernel
 buffer, and ``TCP_NODELAY`` because chat lines are small and latency matters.
@@ -55,7 +58,8 @@ class HubServer:
         self._selector = selectors.DefaultSelector()
         self._listener: socket.socket | None = None
         self._socks: dict[int, socket.socket] = {}
-        self._writing: set[int] = set()  # connections registered for EVENT_WRITE
+        self._events: dict[int, int] = {}  # the selector events each connection is registered for
+        self._paused: dict[int, float] = {}  # rate-limited connections -> when to read again
         self._close_at: dict[int, float] = {}  # closing connections -> hard deadline
         self._accept_resume: float | None = None  # accepting paused (e.g. out of fds) until
 
@@ -81,15 +85,16 @@ class HubServer:
         last_tick = time.monotonic()
         try:
             while not stop.is_set():
-                self._turn()
+                writable = self._turn()
                 now = time.monotonic()
                 if now - last_tick >= self.config.poll_interval:
                     last_tick = now
                     self.hub.tick(now)
                     self._maybe_resume_accepting(now)
-                self._flush_and_close(now)
+                self._resume_reading(now)
+                self._flush_and_close(now, writable)
             self.hub.shutdown()
-            self._flush_and_close(time.monotonic())
+            self._flush_and_close(time.monotonic(), set())
             self._drain_closing()
         finally:
             for conn_id in list(self._socks):
@@ -100,16 +105,22 @@ class HubServer:
 
     # ------------------------------------------------------------------ loop
 
-    def _turn(self) -> None:
-        for key, mask in self._selector.select(timeout=self.config.poll_interval):
+    def _turn(self) -> set[int]:
+        """Accept and read what is ready; returns the connections ready for writing."""
+        writable: set[int] = set()
+        timeout = self.config.poll_interval
+        if self._paused:
+            timeout = max(0.0, min(timeout, min(self._paused.values()) - time.monotonic()))
+        for key, mask in self._selector.select(timeout=timeout):
             if key.data is None:
                 self._accept()
                 continue
             conn_id: int = key.data
             if mask & selectors.EVENT_READ:
                 self._on_readable(conn_id)
-            if mask & selectors.EVENT_WRITE and conn_id in self._socks:
-                self._flush(conn_id)
+            if mask & selectors.EVENT_WRITE:
+                writable.add(conn_id)
+        return writable
 
     def _accept(self) -> None:
         assert self._listener is not None  # noqa: S101 - run() binds first
@@ -131,6 +142,7 @@ class HubServer:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.send_buffer)
             conn_id = self.hub.open(time.monotonic())
             self._socks[conn_id] = sock
+            self._events[conn_id] = selectors.EVENT_READ
             self._selector.register(sock, selectors.EVENT_READ, conn_id)
 
     def _maybe_resume_accepting(self, now: float) -> None:
@@ -150,57 +162,82 @@ class HubServer:
                 log.info("event=chat_recv_failed conn=%d error=%r", conn_id, exc)
                 self.hub.connection_lost(conn_id)
                 return
-            self.hub.receive_data(conn_id, data, time.monotonic())
+            now = time.monotonic()
+            self.hub.receive_data(conn_id, data, now)
             if not data:
                 return
+            until = self.hub.read_paused_until(conn_id, now)
+            if until is not None:  # rate limited: its flood waits in its own socket
+                self._paused[conn_id] = until
+                self._update_interest(conn_id)
+                return
+
+    def _resume_reading(self, now: float) -> None:
+        for conn_id, until in list(self._paused.items()):
+            if now >= until:
+                del self._paused[conn_id]
+                if conn_id in self._socks:
+                    self._update_interest(conn_id)
 
     def _flush(self, conn_id: int) -> None:
+        """One send of what is due (at most one per connection per turn)."""
         sock = self._socks[conn_id]
         outbox = self.hub.outbox(conn_id)
-        while len(outbox):
+        if len(outbox):
             try:
                 sent = sock.send(outbox.peek())
             except (BlockingIOError, InterruptedError):
-                break
+                sent = 0
             except OSError as exc:
                 log.info("event=chat_send_failed conn=%d error=%r", conn_id, exc)
-                outbox.clear()
                 self.hub.connection_lost(conn_id)
-                break
-            self.hub.sent(conn_id, sent, time.monotonic())
-        self._want_write(conn_id, bool(len(outbox)))
+                sent = 0
+            if sent:
+                self.hub.sent(conn_id, sent, time.monotonic())
+        self._update_interest(conn_id)
 
-    def _want_write(self, conn_id: int, want: bool) -> None:
-        if want == (conn_id in self._writing):
+    def _update_interest(self, conn_id: int) -> None:
+        """Read unless closing or paused; write while something is due."""
+        sock = self._socks.get(conn_id)
+        if sock is None:
             return
         # A closing connection is not read any more (an EOF would keep it readable).
-        reading = 0 if conn_id in self._close_at else selectors.EVENT_READ
-        events = reading | (selectors.EVENT_WRITE if want else 0)
-        if events:
-            self._selector.modify(self._socks[conn_id], events, conn_id)
-        if want:
-            self._writing.add(conn_id)
+        reading = conn_id not in self._close_at and conn_id not in self._paused
+        events = (selectors.EVENT_READ if reading else 0) | (
+            selectors.EVENT_WRITE if len(self.hub.outbox(conn_id)) else 0
+        )
+        current = self._events.get(conn_id, 0)
+        if events == current:
+            return
+        if not current:
+            self._selector.register(sock, events, conn_id)
+        elif not events:
+            self._selector.unregister(sock)
         else:
-            self._writing.discard(conn_id)
+            self._selector.modify(sock, events, conn_id)
+        self._events[conn_id] = events
 
-    def _flush_and_close(self, now: float) -> None:
+    def _flush_and_close(self, now: float, writable: set[int]) -> None:
         # A flush can end a connection (send failure), whose left notice dirties
-        # others: repeat until the core has nothing new.
+        # others: repeat until the core has nothing new (each connection still
+        # gets one send per turn).
+        flushed: set[int] = set()
+        pending = writable
         while True:
-            dirty = self.hub.take_dirty()
+            dirty = self.hub.take_dirty() | pending
+            pending = set()
             closing = self.hub.take_closing()
-            if not dirty and not closing:
+            if not dirty - flushed and not closing:
                 break
             for item in closing:
                 if item.conn_id in self._socks:
                     self._close_at[item.conn_id] = now + self.config.close_grace
+                    self._paused.pop(item.conn_id, None)
                     self._log_close(item.conn_id, item.reason)
-                    self._selector.modify(
-                        self._socks[item.conn_id], selectors.EVENT_WRITE, item.conn_id
-                    )
-                    self._writing.add(item.conn_id)
-            for conn_id in dirty:
+                    self._update_interest(item.conn_id)
+            for conn_id in dirty - flushed:
                 if conn_id in self._socks:
+                    flushed.add(conn_id)
                     self._flush(conn_id)
         for conn_id, deadline in list(self._close_at.items()):
             if conn_id not in self._socks:
@@ -213,10 +250,7 @@ class HubServer:
         deadline = time.monotonic() + self.config.close_grace
         while self._close_at and time.monotonic() < deadline:
             self._selector.select(timeout=0.05)
-            for conn_id in list(self._close_at):
-                if conn_id in self._socks:
-                    self._flush(conn_id)
-            self._flush_and_close(time.monotonic())
+            self._flush_and_close(time.monotonic(), set(self._close_at))
 
     def _log_close(self, conn_id: int, reason: Reason) -> None:
         log.info(
@@ -229,10 +263,11 @@ class HubServer:
     def _drop(self, conn_id: int) -> None:
         sock = self._socks.pop(conn_id, None)
         self._close_at.pop(conn_id, None)
-        self._writing.discard(conn_id)
-        if sock is not None:
+        self._paused.pop(conn_id, None)
+        if self._events.pop(conn_id, 0) and sock is not None:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(sock)
+        if sock is not None:
             sock.close()
         self.hub.forget(conn_id)
 

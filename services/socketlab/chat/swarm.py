@@ -12,10 +12,15 @@ latency (all participants share this process's clock).
 reported apart, and the others' delivery is what the load test asserts on.
 
 ``--observers K`` (benchmarks at large N, where decoding every copy would
-make this process the bottleneck): once everyone is present, only K
-participants decode and check what they receive; the others drain their
-sockets without decoding. Throughput is then estimated as the observers'
-deliveries scaled to N.
+make this process the bottleneck): only K participants decode and check what
+they receive; the others drain their sockets without decoding from their
+``welcome`` on (so the join phase is not N² decodes either), and the K watch
+everyone arrive. Throughput is then estimated as the observers' deliveries
+scaled to N.
+
+The report includes this process's own CPU time over the measured phase
+(``generator_cpu``), so a reader can see whether the hub or the load
+generator was the limit.
 
 Prints one JSON object; exit 0 when every normal participant got all
 ``(N - 1) * M`` messages in per-sender order before the deadline.
@@ -48,6 +53,8 @@ LATENCY_SAMPLES: Final = 500_000  # reservoir size: memory stays bounded at N = 
 # Our own pings keep us alive at the hub even when its pings wait behind a long
 # backlog we are still reading; well under the hub's default peer timeout.
 KEEPALIVE: Final = 2.0
+CONNECTS_PER_TURN: Final = 20
+JOINS_IN_FLIGHT: Final = 64
 
 
 @env_config
@@ -86,6 +93,7 @@ class _Peer:
     ended: str | None = None
     writing: bool = False
     sink: bool = False  # drains without decoding (see --observers)
+    sink_after_welcome: bool = False
     sink_bytes: int = 0
     last_sent: float = 0.0
 
@@ -137,8 +145,10 @@ class Swarm:
         self.latency = _Latencies()
         self.slow_latency = _Latencies(size=50_000)
         self.start: float | None = None
+        self._cpu_start = 0.0
         self.last_delivery = 0.0
         self._last_keepalive = 0.0
+        self._welcomed = 0
         self._hub = f"the chat hub at {config.host}:{config.port}"
 
     @property
@@ -152,29 +162,66 @@ class Swarm:
     def connect(self) -> None:
         config = self.config
         self.names = {f"{config.prefix}-{i}" for i in range(config.participants)}
+        # Resolved once: a name lookup per connection, through a busy container DNS,
+        # can stall the connect loop longer than the hub's peer timeout.
+        with peer_errors(f"{config.host}:{config.port}", "connect", timeout=config.connect_timeout):
+            family, kind, proto, _, address = socket.getaddrinfo(
+                config.host, config.port, type=socket.SOCK_STREAM
+            )[0]
+        join_deadline = time.monotonic() + config.join_deadline
         for index in range(config.participants):
+            # At most a few joins in flight: connecting faster than the hub accepts
+            # fills its listen queue, and a blocked connect() stops the keepalives of
+            # everyone already in (the hub then times them out).
+            while self._joins_in_flight() >= JOINS_IN_FLIGHT:
+                if time.monotonic() > join_deadline:
+                    raise PeerUnavailable(
+                        f"{self._welcomed} of {len(self.peers)} welcomed "
+                        f"within {config.join_deadline:g} s"
+                    )
+                self._turn(0.05)
             name = f"{config.prefix}-{index}"
             slow = index < config.slow
             hub = f"{config.host}:{config.port} (for {name})"
             with peer_errors(hub, "connect", timeout=config.connect_timeout):
-                sock = socket.create_connection(
-                    (config.host, config.port), timeout=config.connect_timeout
-                )
+                sock = socket.socket(family, kind, proto)
+                sock.settimeout(config.connect_timeout)
+                try:
+                    sock.connect(address)
+                except OSError:
+                    sock.close()
+                    raise
             if slow:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
             peer = _Peer(index=index, name=name, sock=sock, slow=slow)
+            peer.sink_after_welcome = (
+                bool(config.observers) and index >= config.slow + config.observers
+            )
             self.peers.append(peer)
             if not slow:  # slow readers are polled on their own schedule, not on readiness
                 self.selector.register(sock, selectors.EVENT_READ, peer)
             self._queue(peer, wire.join(name))
+            if index % CONNECTS_PER_TURN == CONNECTS_PER_TURN - 1:
+                # Connecting 2,000 takes a while on a loaded machine: those already in
+                # must keep reading and sending keepalives, or the hub times them out.
+                self._turn(0)
+
+    def _joins_in_flight(self) -> int:
+        if len(self.peers) - self._welcomed < JOINS_IN_FLIGHT:
+            return len(self.peers) - self._welcomed  # cheap, and an upper bound
+        return sum(1 for p in self.peers if not p.welcomed and not p.ended)
 
     def run(self) -> dict[str, Any]:
         config = self.config
         t0 = time.monotonic()
         join_deadline = t0 + config.join_deadline
-        while not all(p.welcomed and p.present >= config.participants for p in self.peers):
+        watchers = [p for p in self.peers if not p.sink_after_welcome]
+        while not (
+            all(p.welcomed for p in self.peers)
+            and all(p.present >= config.participants for p in watchers)
+        ):
             if time.monotonic() > join_deadline:
                 raise PeerUnavailable(
                     f"not everyone was present within {config.join_deadline:g} s "
@@ -185,6 +232,7 @@ class Swarm:
             for peer in self.peers[config.slow + config.observers :]:
                 peer.sink = True
         self.start = time.monotonic()
+        self._cpu_start = time.process_time()
         deadline = self.start + config.deadline
         normal = self._checked()
         while not all(p.complete_at is not None or p.ended for p in normal):
@@ -193,8 +241,9 @@ class Swarm:
                 break
             self._send_due(now)
             self._turn(0.02)
+        end, cpu = time.monotonic(), time.process_time() - self._cpu_start
         self._leave()
-        return self._report(time.monotonic())
+        return self._report(end, cpu)
 
     # ------------------------------------------------------------------ loop
 
@@ -262,8 +311,11 @@ class Swarm:
         elif kind == "ping":
             self._queue(peer, wire.pong())
         elif kind == "welcome":
+            if not peer.welcomed:
+                self._welcomed += 1
             peer.welcomed = True
             peer.present = len(self.names.intersection(event.get("participants", [])))
+            peer.sink = peer.sink_after_welcome
         elif kind == "joined" and event.get("name") in self.names:
             peer.present += 1
         elif kind == "left" and event.get("name") in self.names:
@@ -357,7 +409,7 @@ class Swarm:
 
     # ------------------------------------------------------------------ report
 
-    def _report(self, end: float) -> dict[str, Any]:
+    def _report(self, end: float, cpu_s: float) -> dict[str, Any]:
         assert self.start is not None  # noqa: S101 - run() sets it
         normal = self._checked()
         slow = [p for p in self.peers if p.slow]
@@ -387,6 +439,10 @@ class Swarm:
             "duration_s": round(end - self.start, 3),
             "last_complete_s": round(max(finished), 3) if finished else None,
             "latency": self.latency.summary(),
+            "generator_cpu": {
+                "cpu_s": round(cpu_s, 3),
+                "percent_of_one_core": round(100 * cpu_s / max(end - self.start, 1e-9), 1),
+            },
             "slow": {
                 "count": len(slow),
                 "received": [p.received for p in slow],

@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
@@ -40,6 +40,7 @@ from socketlab.client.swarm import cmd_swarm
 from socketlab.client.timeouts import cmd_misbehave, cmd_timeout
 from socketlab.commandline import add_setting, command_parser
 from socketlab.config import LAB_PROTOCOL_PORT, SERVER_HOST, EnvConfig, env_config, env_field
+from socketlab.credentials import PICKLE_KEY_FILE, read_secret
 from socketlab.errors import SocketlabError
 
 DEFAULT_DEST: Final = "/tmp/socketlab-downloads"  # noqa: S108 - the documented default
@@ -63,8 +64,21 @@ class LabClientConfig(EnvConfig):
     pickle_key: bytes | None = env_field(
         "SOCKETLAB_PICKLE_KEY",
         None,
-        "shared HMAC key of the signed-pickle demo (server and client); unset or empty disables pickle",
+        "shared HMAC key of the signed-pickle demo (server and client), outside the lab; "
+        "unset: read from SOCKETLAB_PICKLE_KEY_FILE",
     )
+    pickle_key_file: Path = env_field(
+        "SOCKETLAB_PICKLE_KEY_FILE",
+        Path(PICKLE_KEY_FILE),
+        "file holding the signed-pickle demo's key (mounted by lab up in server and client); "
+        "absent or empty: pickle disabled",
+    )
+
+    def resolved(self) -> LabClientConfig:
+        """This config with the pickle key read from its file unless given (at the entry point)."""
+        if self.pickle_key is not None:
+            return self
+        return replace(self, pickle_key=read_secret(self.pickle_key_file))
 
 
 Command = Callable[[Endpoint, Output, argparse.Namespace], None]
@@ -164,7 +178,7 @@ def build_parser(config: LabClientConfig | None = None) -> argparse.ArgumentPars
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser(LabClientConfig.from_env()).parse_args(argv)
+    args = build_parser(LabClientConfig.from_env().resolved()).parse_args(argv)
     endpoint = Endpoint(
         host=args.host, port=args.port, timeout=args.timeout, read_timeout=args.read_timeout
     )

@@ -111,7 +111,8 @@ def _objects_pickle(endpoint: Endpoint, out: Output, args: argparse.Namespace) -
         sig = None
     elif not key:
         raise CommandFailed(
-            "no pickle key: set SOCKETLAB_PICKLE_KEY or --pickle-key, or --unsigned"
+            "no pickle key: lab up mounts it (SOCKETLAB_PICKLE_KEY_FILE); "
+            "or give --pickle-key, or --unsigned"
         )
     else:
         sig = objects.signature(payload, key)

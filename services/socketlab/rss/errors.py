@@ -10,6 +10,7 @@
         │   └── HttpStatusError  the server answered with an error status
         ├── UnsafeFeed           a document we refuse to hand to the parser at all
         ├── StateError           the SQLite state or the output file cannot be used
+        ├── PollFailed           rss-poller --once: a feed's poll did not succeed
         └── PublishError         the feed server refused or did not answer a publish
 """
 
@@ -48,6 +49,10 @@ class UnsafeFeed(RssError):
 
 class StateError(RssError):
     """The poller's state database or output file cannot be opened or written."""
+
+
+class PollFailed(RssError):
+    """``rss-poller --once``: at least one feed's poll failed (the message names each)."""
 
 
 class PublishError(RssError):

@@ -24,6 +24,12 @@ FEED_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 SEED_START = datetime(2026, 1, 1, tzinfo=UTC)
 MAX_TITLE = 500
 MAX_SUMMARY = 20_000
+DEFAULT_MAX_FEEDS = 32
+DEFAULT_MAX_ENTRIES = 200
+
+
+class QuotaExceeded(ValueError):
+    """A publish that would pass the lab's number of feeds or a feed's number of entries."""
 
 
 @dataclass(frozen=True)
@@ -207,7 +213,9 @@ class FeedRegistry:
 
     Feeds live in memory. Published guids are UUIDs, so a restarted server that
     starts again from its seed entries never reuses the guid of an entry a
-    poller has already seen.
+    poller has already seen. Quotas bound memory (and the journal): at most
+    ``max_feeds`` feeds and ``max_entries`` entries per feed are published;
+    what the journal restores is kept as it was.
     """
 
     def __init__(
@@ -217,9 +225,13 @@ class FeedRegistry:
         window: int,
         seed_entries: int = 3,
         on_publish: Callable[[str, Entry], None] | None = None,
+        max_feeds: int = DEFAULT_MAX_FEEDS,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.window = window
+        self.max_feeds = max_feeds
+        self.max_entries = max_entries
         # Called under the lock before an entry becomes visible (the server's
         # journal): an entry a client could have seen is always on disk first.
         self.on_publish = on_publish
@@ -249,7 +261,11 @@ class FeedRegistry:
             return sorted(self._feeds)
 
     def publish(self, name: str, *, title: str, summary: str, now: datetime | None = None) -> Entry:
-        """Append an entry to feed ``name`` (created on first publish) and return it."""
+        """Append an entry to feed ``name`` (created on first publish) and return it.
+
+        Raises :class:`QuotaExceeded` when the lab has ``max_feeds`` feeds and
+        ``name`` is a new one, or feed ``name`` has ``max_entries`` entries.
+        """
         if not valid_feed_name(name):
             raise ValueError(f"invalid feed name {name!r}")
         if len(title) > MAX_TITLE or len(summary) > MAX_SUMMARY:
@@ -257,7 +273,12 @@ class FeedRegistry:
         moment = (now or datetime.now(UTC)).replace(microsecond=0)
         ident = uuid.uuid4()
         with self._lock:
-            feed = self._feeds.setdefault(name, Feed(name=name, title=f"socketlab {name}"))
+            if name not in self._feeds and len(self._feeds) >= self.max_feeds:
+                raise QuotaExceeded(f"the lab has its {self.max_feeds} feeds already")
+            feed = self._feeds.get(name) or Feed(name=name, title=f"socketlab {name}")
+            if len(feed.entries) >= self.max_entries:
+                raise QuotaExceeded(f"feed {name!r} has its {self.max_entries} entries already")
+            self._feeds[name] = feed
             # Last-Modified has one-second resolution: keep it strictly increasing
             # so a client validating with If-Modified-Since alone never gets a 304
             # for a version published within the same second as the one it holds.

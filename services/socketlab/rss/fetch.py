@@ -148,11 +148,32 @@ def _read_body(
     return b"".join(chunks)
 
 
-def fetch(url: str, *, validators: Validators, timeout: float, max_bytes: int) -> FetchResult:
+def origin(url: str) -> str:
+    """``scheme://host:port`` of ``url`` (the default port spelled out), lowercase."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    port = port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+def fetch(
+    url: str,
+    *,
+    validators: Validators,
+    timeout: float,
+    max_bytes: int,
+    authorization: str | None = None,
+) -> FetchResult:
     """GET ``url`` conditionally within ``timeout`` seconds overall; follows redirects.
 
-    Returns a 200 or 304 result; raises :class:`FetchError` subclasses otherwise.
+    ``authorization`` (an ``Authorization`` header value) goes only to ``url``'s
+    own origin, never to where a redirect points elsewhere. Returns a 200 or 304
+    result; raises :class:`FetchError` subclasses otherwise.
     """
+    home = origin(url)
     watchdog = _Watchdog(time.monotonic() + timeout)
     try:
         current = url
@@ -167,6 +188,8 @@ def fetch(url: str, *, validators: Validators, timeout: float, max_bytes: int) -
                     "Connection": "close",
                     **conditional_headers(validators),
                 }
+                if authorization and origin(current) == home:
+                    headers["Authorization"] = authorization
                 conn.request("GET", target, headers=headers)
                 # Keep the socket itself: getresponse() hands it to the response
                 # and clears conn.sock when the server will close.

@@ -6,7 +6,10 @@ cap (:mod:`~socketlab.rss.fetch`), neutralise and parse
 (:mod:`~socketlab.rss.entries`), then for each entry not seen before: claim it
 in SQLite, print it, append it as a JSON line to the output file, confirm it
 (:mod:`~socketlab.rss.state`). Per-feed state is written to ``status.json``
-next to the database after every poll, for tests and ``lab``.
+next to the database after every poll, for tests and ``lab``. What is printed
+came from the network: every field goes through
+:func:`socketlab.terminal.neutralize`, so a title cannot clear the screen or
+forge a line. ``--once`` exits 1 naming each feed whose poll failed.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,12 +28,21 @@ from typing import Any, TextIO
 
 from socketlab.commandline import add_setting, command_parser
 from socketlab.config import FEED_HTTP_PORT, SERVER_HOST, EnvConfig, env_config, env_field
+from socketlab.credentials import ADMIN_TOKEN_FILE, read_token
 from socketlab.errors import ConfigError
 from socketlab.rss.entries import Item, ParsedFeed, display_text, parse_feed
-from socketlab.rss.errors import FetchError, HttpStatusError, RssError, StateError, UnsafeFeed
-from socketlab.rss.fetch import fetch
+from socketlab.rss.errors import (
+    FetchError,
+    HttpStatusError,
+    PollFailed,
+    RssError,
+    StateError,
+    UnsafeFeed,
+)
+from socketlab.rss.fetch import fetch, origin
 from socketlab.rss.state import StateStore
-from socketlab.supervisor import run_components
+from socketlab.supervisor import HeartbeatConfig, run_components
+from socketlab.terminal import neutralize
 
 log = logging.getLogger("socketlab.rss")
 
@@ -68,6 +80,17 @@ class PollerConfig(EnvConfig):
         Path(DEFAULT_DIR),
         "the poller's state directory: state.sqlite3, status.json, entries.jsonl",
     )
+    admin_token_file: Path = env_field(
+        "SOCKETLAB_ADMIN_TOKEN_FILE",
+        Path(ADMIN_TOKEN_FILE),
+        "file holding the lab's admin token (feed admin and faults, UDP reset); "
+        "absent: those requests are refused",
+    )
+    token_origin: str = env_field(
+        "SOCKETLAB_FEED_TOKEN_ORIGIN",
+        f"http://{SERVER_HOST}:{FEED_HTTP_PORT}",
+        "the one origin a poller holding the admin token sends it to (the lab's fault feeds)",
+    )
 
     def feeds(self) -> list[str]:
         """``SOCKETLAB_FEED_URLS``, else ``SOCKETLAB_FEED_URL``."""
@@ -86,6 +109,8 @@ class PollerOptions:
     state: Path = Path(DEFAULT_DIR) / "state.sqlite3"
     status: Path = Path(DEFAULT_DIR) / "status.json"
     stop_grace: float = STOP_GRACE  # how long a stop waits for fetches in flight
+    admin_token: str | None = None  # sent (as a bearer token) to token_origin only
+    token_origin: str | None = None
 
 
 def backoff_delay(failures: int, *, interval: float, cap: float) -> float:
@@ -116,6 +141,8 @@ class FeedStatus:
     last_status: int | None = None
     last_error: str | None = None
     bozo_reason: str | None = None
+    encoding_override: str | None = None  # feedparser read it in another encoding than declared
+    degraded_entries: int = 0  # entries of the last document that carried forbidden controls
     removed: list[str] = field(default_factory=list)
     last_poll_at: str | None = None
     last_success_at: str | None = None
@@ -124,6 +151,14 @@ class FeedStatus:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def entry_line(record: dict[str, Any]) -> str:
+    """The one line printed for an entry: ``title | link | summary``, every part neutralised."""
+    title = neutralize(record["title"]) or "(untitled)"
+    link = neutralize(record["link"]) or "-"
+    summary = neutralize(display_text(record["summary"])) or "-"
+    return f"{title} | {link} | {summary}"
 
 
 class Sink:
@@ -161,12 +196,7 @@ class Sink:
         os.fsync(self._file.fileno())
         self._torn = False
         try:
-            print(
-                f"{record['title'] or '(untitled)'} | {record['link'] or '-'} | "
-                f"{display_text(record['summary']) or '-'}",
-                file=self._stdout,
-                flush=True,
-            )
+            print(entry_line(record), file=self._stdout, flush=True)
         except OSError as exc:
             # The file is the record of what was delivered; a closed stdout
             # must not make the entry count as unwritten and come back later.
@@ -265,6 +295,7 @@ class Poller:
                 validators=self.store.validators(url),
                 timeout=self.options.timeout,
                 max_bytes=self.options.max_bytes,
+                authorization=self._authorization(url),
             )
             status.last_status = result.status
             if result.status == 304:
@@ -293,6 +324,12 @@ class Poller:
         )
         return True
 
+    def _authorization(self, url: str) -> str | None:
+        token, home = self.options.admin_token, self.options.token_origin
+        if token and home and origin(url) == origin(home):
+            return f"Bearer {token}"
+        return None
+
     def _succeeded(self, status: FeedStatus, parsed: ParsedFeed | None = None) -> None:
         status.consecutive_failures = 0
         status.last_error = None
@@ -302,6 +339,8 @@ class Poller:
                 status.state = "ok"
             return
         status.entries_in_feed = len(parsed.items)
+        status.encoding_override = parsed.encoding_override
+        status.degraded_entries = parsed.degraded_entries
         status.removed = list(parsed.removed)
         status.bozo_reason = parsed.bozo_reason if parsed.bozo else None
         degraded = parsed.bozo or bool(parsed.removed)
@@ -397,10 +436,10 @@ def show_status(path: Path) -> int:
         return 1
     print(f"{'STATE':<9} {'POLLS':>6} {'NEW':>5} {'304':>5} {'FAILS':>5}  FEED")
     for url, feed in sorted(document.get("feeds", {}).items()):
-        problem = feed.get("last_error") or feed.get("bozo_reason") or ""
+        problem = neutralize(feed.get("last_error") or feed.get("bozo_reason") or "")
         print(
             f"{feed['state']:<9} {feed['polls']:>6} {feed['new_entries']:>5} "
-            f"{feed['not_modified']:>5} {feed['failures']:>5}  {url}"
+            f"{feed['not_modified']:>5} {feed['failures']:>5}  {neutralize(url)}"
             + (f"  ({problem})" if problem else "")
         )
     print(f"updated {document.get('updated_at')}, running={document.get('running')}")
@@ -437,13 +476,30 @@ def main(argv: list[str]) -> int:
         output=args.output or args.dir / "entries.jsonl",
         state=args.dir / "state.sqlite3",
         status=args.dir / "status.json",
+        admin_token=read_token(config.admin_token_file),
+        token_origin=config.token_origin,
     )
     poller = Poller(feed_list(args.feeds, config), options)
     try:
         stopped = run_components(
-            {"poller": lambda stop: poller.run(stop, once=args.once)}, run_for=args.run_for
+            {"poller": lambda stop: poller.run(stop, once=args.once)},
+            run_for=args.run_for,
+            heartbeat=None if args.once else HeartbeatConfig.from_env().heartbeat(),
         )
     finally:
         poller.close()
     stopped.raise_for_failures()
+    if args.once:
+        raise_for_failed_polls(poller.status.values())
     return 0
+
+
+def raise_for_failed_polls(statuses: Iterable[FeedStatus]) -> None:
+    """Raise :class:`PollFailed` naming every feed whose last poll did not succeed."""
+    failed = [
+        f"{status.url}: {status.last_error or 'not polled'}"
+        for status in statuses
+        if status.state in {"failing", "pending"}
+    ]
+    if failed:
+        raise PollFailed("poll failed: " + "; ".join(failed))

@@ -10,7 +10,16 @@ entity references left behind make the feed "bozo"; feedparser's lenient
 parser then keeps what it can, without expanding anything.
 
 Byte-level scanning only works on ASCII-compatible encodings, so UTF-16/32 and
-EBCDIC documents are first transcoded to UTF-8.
+EBCDIC documents are first transcoded to UTF-8. An EBCDIC document is decoded
+with the code page its XML declaration names (cp500, ibm500, ebcdic-cp-be, ...),
+read through cp037, whose letters, digits and punctuation of a declaration are
+those of every EBCDIC code page; cp037 when it names none we know.
+
+C0 control characters (but tab, CR and LF) are not allowed anywhere in XML, so
+one hostile entry carrying an ESC would make the whole document malformed.
+Each is replaced by a reference to a private-use stand-in (U+E000 + its code,
+see :func:`restore_controls`), which parses, so the entry that carried it keeps
+its text and only that entry is marked.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ import defusedxml.ElementTree as SafeET
 
 from socketlab.rss.errors import UnsafeFeed
 
+_EBCDIC_SIGNATURE = b"\x4c\x6f\xa7\x94"  # "<?xm" in every EBCDIC code page
+
 # BOMs and the first bytes of '<?' in encodings that are not ASCII-compatible
 # (XML 1.0 appendix F), longest first so UTF-32 wins over UTF-16.
 _SIGNATURES: tuple[tuple[bytes, str, int], ...] = (
@@ -36,13 +47,21 @@ _SIGNATURES: tuple[tuple[bytes, str, int], ...] = (
     (codecs.BOM_UTF16_LE, "utf-16-le", 2),
     (b"\x00<\x00?", "utf-16-be", 0),
     (b"<\x00?\x00", "utf-16-le", 0),
-    (b"\x4c\x6f\xa7\x94", "cp037", 0),
+    (_EBCDIC_SIGNATURE, "cp037", 0),
     # No BOM and no declaration: not well-formed XML, but lenient parsers guess.
     (b"\x00<", "utf-16-be", 0),
     (b"<\x00", "utf-16-le", 0),
 )
 _WIDE_CHARSETS = {"utf16", "utf16be", "utf16le", "utf32", "utf32be", "utf32le"}
 _DECLARED_ENCODING = re.compile(rb"""^(\s*<\?xml[^>]*?encoding\s*=\s*)(["'])[^"']*\2""")
+_DECLARATION_NAME = re.compile(r"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]{1,40})["']""")
+
+# Control characters XML forbids, and where their private-use stand-ins start.
+_FORBIDDEN_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+STAND_IN_BASE = 0xE000
+_FORBIDDEN_CODES = (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20))
+_RESTORE = {STAND_IN_BASE + code: code for code in _FORBIDDEN_CODES}
+_CDATA = re.compile(rb"<!\[CDATA\[.*?(?:\]\]>|\Z)", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -52,11 +71,32 @@ class Neutralised:
     data: bytes
     removed: tuple[str, ...]  # kinds of declarations removed, e.g. ("DOCTYPE", "ENTITY")
     transcoded_from: str | None  # original encoding when the bytes were rewritten as UTF-8
+    controls: int = 0  # forbidden control characters replaced by their stand-ins
+
+
+def ebcdic_codepage(data: bytes) -> str:
+    """The EBCDIC code page an XML declaration names (``cp037`` when it names none we know)."""
+    head = data[:200].decode("cp037", errors="replace")
+    match = _DECLARATION_NAME.match(head)
+    if match is None:
+        return "cp037"
+    try:
+        name = codecs.lookup(match.group(1)).name
+    except LookupError:
+        return "cp037"
+    # Only a code page that reads the signature as "<?xm" is an EBCDIC one.
+    try:
+        is_ebcdic = _EBCDIC_SIGNATURE.decode(name) == "<?xm"
+    except (UnicodeDecodeError, LookupError):
+        is_ebcdic = False
+    return name if is_ebcdic else "cp037"
 
 
 def _wide_encoding(data: bytes, declared_charset: str | None) -> tuple[str, int] | None:
     for signature, encoding, skip in _SIGNATURES:
         if data.startswith(signature):
+            if signature == _EBCDIC_SIGNATURE:
+                return ebcdic_codepage(data), skip
             return encoding, skip
     charset = (declared_charset or "").strip().lower().replace("_", "-")
     if charset.replace("-", "") in _WIDE_CHARSETS:
@@ -131,6 +171,42 @@ def strip_declarations(data: bytes) -> tuple[bytes, tuple[str, ...]]:
     return b"".join(out), tuple(dict.fromkeys(removed))
 
 
+def _stand_in(match: re.Match[bytes]) -> bytes:
+    return b"&#x%X;" % (STAND_IN_BASE + match.group()[0])
+
+
+def _cdata_stand_in(match: re.Match[bytes]) -> bytes:
+    # A reference means nothing inside CDATA: close it, refer, reopen.
+    return b"]]>&#x%X;<![CDATA[" % (STAND_IN_BASE + match.group()[0])
+
+
+def replace_controls(data: bytes) -> tuple[bytes, int]:
+    """Replace each control character XML forbids by a reference to its stand-in.
+
+    The data must be in an ASCII-compatible encoding (in which those bytes are
+    always characters of their own). Returns the new bytes and how many were replaced.
+    """
+    count = len(_FORBIDDEN_CONTROL.findall(data))
+    if not count:
+        return data, 0
+    out: list[bytes] = []
+    position = 0
+    for section in _CDATA.finditer(data):
+        out.append(_FORBIDDEN_CONTROL.sub(_stand_in, data[position : section.start()]))
+        out.append(_FORBIDDEN_CONTROL.sub(_cdata_stand_in, section.group()))
+        position = section.end()
+    out.append(_FORBIDDEN_CONTROL.sub(_stand_in, data[position:]))
+    return b"".join(out), count
+
+
+def restore_controls(text: str) -> str:
+    """Turn the stand-ins of :func:`replace_controls` back into the control characters.
+
+    (A feed that used those private-use characters itself sees them shown as controls.)
+    """
+    return text.translate(_RESTORE)
+
+
 def neutralise(data: bytes, *, declared_charset: str | None = None) -> Neutralised:
     """Return ``data`` without any DTD, safe for feedparser; raise UnsafeFeed if that fails."""
     transcoded_from = None
@@ -139,6 +215,7 @@ def neutralise(data: bytes, *, declared_charset: str | None = None) -> Neutralis
         encoding, skip = wide
         data = _to_utf8(data, encoding, skip)
         transcoded_from = encoding
+    data, controls = replace_controls(data)
     cleaned, removed = strip_declarations(data)
     kinds = list(removed)
     # Removing one declaration can join its neighbours into a new one
@@ -152,4 +229,4 @@ def neutralise(data: bytes, *, declared_charset: str | None = None) -> Neutralis
         raise UnsafeFeed(f"a DTD survived neutralisation: {exc!r}") from exc
     except (StdET.ParseError, LookupError, ValueError):
         pass  # malformed or in an encoding expat lacks: feedparser's lenient parser copes
-    return Neutralised(cleaned, tuple(dict.fromkeys(kinds)), transcoded_from)
+    return Neutralised(cleaned, tuple(dict.fromkeys(kinds)), transcoded_from, controls)

@@ -15,7 +15,7 @@ split the way the chat hub is:
 
 Actions: ``hello``, ``echo``, ``time``, ``lookup``/``search`` (pure, see
 ``protocol.messages``); ``objects`` (JSON with a type registry); signed
-``pickle`` (only when ``SOCKETLAB_PICKLE_KEY`` is set); ``ls`` and ``fetch``
+``pickle`` (only with a key: ``SOCKETLAB_PICKLE_KEY_FILE``, mounted by ``lab up``); ``ls`` and ``fetch``
 (files under the data root, streamed with ``os.sendfile``); ``sink`` (the
 blocking/non-blocking demo: after the request the connection carries raw bytes
 until the client half-closes; the answer counts bytes, recv batches and time);
@@ -38,4 +38,4 @@ __all__ = ["HashCache", "LabServer", "ServerConfig", "serve"]
 
 def serve(stop: threading.Event) -> None:
     """The ``lab-protocol`` component of the server container."""
-    LabServer(ServerConfig.from_env()).serve(stop)
+    LabServer(ServerConfig.from_env().resolved()).serve(stop)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from socketlab.config import LAB_PROTOCOL_PORT, EnvConfig, env_config, env_field
+from socketlab.credentials import PICKLE_KEY_FILE, read_secret
 from socketlab.objects import DEFAULT_MAX_PICKLE, PICKLE_TYPE
 from socketlab.protocol import Limits
 from socketlab.sampledata import DEFAULT_DATA_ROOT
@@ -32,7 +33,14 @@ class ServerConfig(EnvConfig):
     pickle_key: bytes | None = env_field(
         "SOCKETLAB_PICKLE_KEY",
         None,
-        "shared HMAC key of the signed-pickle demo (server and client); unset or empty disables pickle",
+        "shared HMAC key of the signed-pickle demo (server and client), outside the lab; "
+        "unset: read from SOCKETLAB_PICKLE_KEY_FILE",
+    )
+    pickle_key_file: Path = env_field(
+        "SOCKETLAB_PICKLE_KEY_FILE",
+        Path(PICKLE_KEY_FILE),
+        "file holding the signed-pickle demo's key (mounted by lab up in server and client); "
+        "absent or empty: pickle disabled",
     )
     max_pickle: int = env_field(
         "SOCKETLAB_MAX_PICKLE",
@@ -40,7 +48,12 @@ class ServerConfig(EnvConfig):
         "largest signed pickle the server accepts, in bytes",
     )
     max_connections: int = env_field(
-        "SOCKETLAB_MAX_CONNECTIONS", 256, "connections served at once; more are refused as busy"
+        "SOCKETLAB_MAX_CONNECTIONS",
+        256,
+        "connections served at once; past it the one idle longest is evicted (busy if none is)",
+    )
+    max_per_peer: int = env_field(
+        "SOCKETLAB_MAX_PER_PEER", 64, "connections one address may hold at once; more are refused"
     )
     header_timeout: float = env_field(
         "SOCKETLAB_HEADER_TIMEOUT",
@@ -71,6 +84,12 @@ class ServerConfig(EnvConfig):
         "SOCKETLAB_MAX_CONTENT", 1024 * 1024, "largest message content the server accepts, in bytes"
     )
     generate_samples: bool = True  # create the sample files under data_root at start
+
+    def resolved(self) -> ServerConfig:
+        """This config with the pickle key read from its file unless given (at the entry point)."""
+        if self.pickle_key is not None:
+            return self
+        return replace(self, pickle_key=read_secret(self.pickle_key_file))
 
     def limits(self) -> Limits:
         """The size limits of every connection's decoder."""

@@ -21,6 +21,7 @@ import selectors
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -34,6 +35,7 @@ from socketlab.protocol import (
     RemoteProtocolError,
     encode_response,
 )
+from socketlab.server.admission import Admit, Evict, Idle, admit
 from socketlab.server.config import ServerConfig
 from socketlab.server.connection import ConnectionState, FileSlice, Mode
 from socketlab.server.dispatch import answer_message, one_line, settle
@@ -66,6 +68,7 @@ class Connection:
     sock: socket.socket
     fd: int
     state: ConnectionState
+    host: str = ""  # the peer's address, for the per-address limit
     events: int = 0
 
 
@@ -86,10 +89,18 @@ class LabServer:
         self._listener: socket.socket | None = None
         self._selector = selectors.DefaultSelector()
         self._conns: dict[int, Connection] = {}
+        self._per_host: Counter[str] = Counter()
         self._recv_buffer = bytearray(RECV_SIZE)
         self._recv_view = memoryview(self._recv_buffer)
         self._scheduler = Scheduler()
-        self.stats = {"accepted": 0, "closed": 0, "protocol_errors": 0, "refused_busy": 0}
+        self.stats = {
+            "accepted": 0,
+            "closed": 0,
+            "protocol_errors": 0,
+            "refused_busy": 0,
+            "refused_per_peer": 0,
+            "evicted_idle": 0,
+        }
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -186,7 +197,7 @@ class LabServer:
                 return
             sock.setblocking(False)
             peer = f"{address[0]}:{address[1]}"
-            refused = self._refusal(peer)
+            refused = self._refusal(str(address[0]), peer)
             if refused is not None:
                 with contextlib.suppress(OSError):
                     sock.send(encode_response(None, error=refused))
@@ -195,19 +206,45 @@ class LabServer:
             state = ConnectionState(
                 peer=peer, limits=self._limits, deadlines=self._deadlines, now=time.monotonic()
             )
-            conn = Connection(sock=sock, fd=sock.fileno(), state=state)
+            conn = Connection(sock=sock, fd=sock.fileno(), state=state, host=str(address[0]))
             self._conns[conn.fd] = conn
+            self._per_host[conn.host] += 1
             self._update_interest(conn)
             self.stats["accepted"] += 1
             log.info("event=accepted peer=%s connections=%d", peer, len(self._conns))
 
-    def _refusal(self, peer: str) -> str | None:
-        """Why a new connection from ``peer`` is not served (admission, in one place)."""
-        if len(self._conns) >= self.config.max_connections:
-            self.stats["refused_busy"] += 1
-            log.warning("event=refused reason=too_many_connections peer=%s", peer)
-            return "server busy: too many connections"
-        return None
+    def _refusal(self, host: str, peer: str) -> str | None:
+        """Why a new connection from ``peer`` is not served (admission, in one place).
+
+        May evict the connection idle the longest to make room (see
+        :mod:`~socketlab.server.admission`).
+        """
+        decision = admit(
+            from_peer=self._per_host[host],
+            total=len(self._conns),
+            idle=(
+                Idle(key=fd, last_active=max(conn.state.last_recv, conn.state.last_send))
+                for fd, conn in self._conns.items()
+                if conn.state.idle
+            ),
+            max_per_peer=self.config.max_per_peer,
+            max_connections=self.config.max_connections,
+        )
+        if isinstance(decision, Admit):
+            return None
+        if isinstance(decision, Evict):
+            victim = self._conns[decision.key]
+            self.stats["evicted_idle"] += 1
+            log.info("event=evicted peer=%s for=%s", victim.state.peer, peer)
+            with contextlib.suppress(OSError):
+                victim.sock.send(
+                    encode_response(None, error="closing connection: server full, you were idle")
+                )
+            self._close(victim, "evicted while idle")
+            return None
+        self.stats["refused_busy" if decision.busy else "refused_per_peer"] += 1
+        log.warning("event=refused reason=%r peer=%s", decision.reason, peer)
+        return decision.reason
 
     def _is_open(self, conn: Connection) -> bool:
         return self._conns.get(conn.fd) is conn
@@ -375,6 +412,9 @@ class LabServer:
         if not self._is_open(conn):
             return
         del self._conns[conn.fd]
+        self._per_host[conn.host] -= 1
+        if self._per_host[conn.host] <= 0:
+            del self._per_host[conn.host]
         if conn.events:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(conn.sock)

@@ -20,8 +20,6 @@ same seed and the same packets give the same verdicts (release times are
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import random
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -35,17 +33,19 @@ from socketlab.shaper.models import (
     ReorderGate,
     loss_process,
 )
+from socketlab.shaper.release import ReleaseQueue
 
 # Marks copies we inject ourselves, so the NFQUEUE rule lets them pass instead
 # of queueing them again (lab.shaping.builders adds the matching RETURN rule).
 INJECT_MARK = 0x50C1AB
 
 _IPV4_MIN_HEADER = 20
+_IPV6_HEADER = 40
 SHARES = ("loss", "duplicate", "reorder", "corrupt", "loss_correlation", "delay_correlation")
 
 
 class QueuedPacket(Protocol):
-    """What the core needs from a queued packet (``netfilterqueue.Packet`` fits)."""
+    """What the core needs from a queued packet (``nfnetlink.NfqPacket`` fits)."""
 
     def get_payload(self) -> bytes: ...
 
@@ -114,7 +114,7 @@ class Accept(Generic[P]):
 
 @dataclass(frozen=True, slots=True)
 class Inject:
-    """Send this copy of a packet (a full IPv4 datagram) through the injector now."""
+    """Send this copy of a packet (a full IPv4 or IPv6 datagram) through the injector now."""
 
     payload: bytes
 
@@ -133,23 +133,47 @@ class Counters:
     untouchable: int = 0  # chosen for corrupt/duplicate but only partly copied to us
 
 
+def ip_version(payload: bytes) -> int:
+    """4 or 6 from the first nibble (0 for anything else, or nothing)."""
+    return payload[0] >> 4 if payload else 0
+
+
 def is_whole_datagram(payload: bytes) -> bool:
-    """True when ``payload`` is one complete IPv4 datagram (its total length matches).
+    """True when ``payload`` is one complete IPv4 or IPv6 datagram (its length field matches:
+    IPv4's total length, IPv6's payload length plus the 40-byte header).
 
     The queue copies at most a few KiB of each packet; a coalesced (GRO)
     packet arrives cut short, and writing a cut copy back, or injecting it,
     would send a truncated packet. Those are passed on unmodified instead.
     """
-    return len(payload) >= _IPV4_MIN_HEADER and int.from_bytes(payload[2:4], "big") == len(payload)
+    version = ip_version(payload)
+    if version == 6:
+        return len(payload) >= _IPV6_HEADER and int.from_bytes(
+            payload[4:6], "big"
+        ) + _IPV6_HEADER == len(payload)
+    return (
+        version == 4
+        and len(payload) >= _IPV4_MIN_HEADER
+        and int.from_bytes(payload[2:4], "big") == len(payload)
+    )
 
 
 def corrupt_payload(payload: bytes, rng: random.Random) -> bytes:
-    """Flip one random bit after the IPv4 header (in the transport header or data).
+    """Flip one random bit after the IP header (in the transport header or data).
 
     The IP header stays intact so the packet is still routed and delivered;
     the receiver's TCP/UDP checksum is what notices, as on a real bad link.
-    A packet with nothing after its header is returned unchanged.
+    For IPv6 the fixed 40-byte header is kept (a bit of an extension header
+    may flip, which the receiver notices as well). A packet with nothing
+    after its header is returned unchanged.
     """
+    if ip_version(payload) == 6:
+        header_len = _IPV6_HEADER
+        if len(payload) <= header_len:
+            return payload
+        position = rng.randrange(header_len, len(payload))
+        flipped = payload[position] ^ (1 << rng.randrange(8))
+        return payload[:position] + bytes((flipped,)) + payload[position + 1 :]
     if len(payload) < _IPV4_MIN_HEADER:
         return payload
     header_len = (payload[0] & 0x0F) * 4
@@ -182,9 +206,8 @@ class ImpairmentScheduler(Generic[P]):
             rng=rng,
         )
         self._reorder = ReorderGate(impairment.reorder, impairment.reorder_gap)
-        self._held: list[tuple[float, int, Accept[P] | Inject]] = []
-        # Tie-breaker: equal release times leave in arrival order.
-        self._sequence = itertools.count()
+        # Equal release times leave in arrival order; a fixed delay costs O(1) a packet.
+        self._held: ReleaseQueue[Accept[P] | Inject] = ReleaseQueue()
 
     def __len__(self) -> int:
         return len(self._held)
@@ -216,26 +239,26 @@ class ImpairmentScheduler(Generic[P]):
 
     def pop_due(self, now: float) -> list[Accept[P] | Inject]:
         """Remove and return every held verdict whose release time has come, in order."""
-        due: list[Accept[P] | Inject] = []
-        held = self._held
-        while held and held[0][0] <= now:
-            due.append(heapq.heappop(held)[2])
+        due = self._held.pop_due(now)
         self._count(due)
         return due
 
     def drain(self) -> list[Accept[P] | Inject]:
         """Remove and return everything still held (on shutdown: release, don't lose)."""
-        due = [entry[2] for entry in sorted(self._held)]
-        self._held.clear()
+        due = self._held.drain()
         self._count(due)
         return due
 
+    def held(self) -> list[tuple[float, Accept[P] | Inject]]:
+        """(release time, verdict) of everything held, in release order (for inspection)."""
+        return self._held.entries()
+
     def next_release(self) -> float | None:
         """When the earliest held verdict falls due, or None when nothing is held."""
-        return self._held[0][0] if self._held else None
+        return self._held.next_time()
 
     def _hold(self, verdict: Accept[P] | Inject, at: float) -> None:
-        heapq.heappush(self._held, (at, next(self._sequence), verdict))
+        self._held.push(at, verdict)
 
     def _release_time(self, now: float) -> float:
         if self._reorder.immediate(self._rng):

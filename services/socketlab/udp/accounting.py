@@ -21,12 +21,28 @@ Counters per session:
 * ``duplicates``: a sequence number seen before.
 * ``late``: arrivals older than the tracking window (``window`` sequence
   numbers behind the highest); they cannot be told from duplicates and leave
-  ``lost`` unchanged.
+  ``lost`` unchanged. A datagram of the same sender id from another source port
+  that was not sent later than the session's newest (a straggler of an earlier
+  run, or a peer using the id) is counted ``late`` too, and changes nothing else.
+
+Bounds. Anyone on the lab network can send well-formed datagrams, so nothing
+one datagram does may cost much: a session keeps one bit per sequence number of
+its window (8 KiB for the default 65,536), at most ``max_sessions`` sessions are
+kept (the one heard from longest ago is folded into the totals), a datagram
+costs O(1) (a new session: one pass over the kept ones), and one
+that jumps ahead costs at most one pass over the ring. A jump of more than
+``max_jump`` sequence numbers (2^20 by default) is no sender's next datagram:
+it starts a new session instead of adding up to 2^64 to ``lost``. So a single
+datagram moves ``lost`` by at most ``max_jump``; ``missed_at_start`` only
+counts sessions whose first sequence number is within ``max_jump`` of 1 (the
+others are counted as ``implausible_starts``); every other counter moves by
+one, ``bytes`` by one datagram's size.
 * ``jitter_ms``: RFC 3550 section 6.4.1 interarrival jitter,
   ``J += (|D(i-1, i)| - J) / 16`` over consecutive arrivals, where ``D`` is
   the difference of transit times (arrival minus send time). Sender and
   listener share the host's clock in the lab, so ``transit_ms_*`` (one-way
-  delay) is meaningful too; jitter needs only differences.
+  delay) is meaningful too, with its p50 and p99 (``transit_ms_p50``,
+  ``transit_ms_p99``, from a bounded histogram); jitter needs only differences.
 
 Kernel counters. :func:`parse_udp_snmp` reads the ``Udp:`` lines of
 ``/proc/net/snmp`` (the listener's network namespace): ``RcvbufErrors`` are
@@ -40,8 +56,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from socketlab.udp.datagram import Classified, Kind, parse
+from socketlab.udp.latency import LatencyHistogram
 
 DEFAULT_WINDOW = 1 << 16
+DEFAULT_MAX_JUMP = 1 << 20
 DEFAULT_MAX_SESSIONS = 256
 DEFAULT_MAX_FOREIGN_SOURCES = 256
 _NS_PER_MS = 1_000_000
@@ -73,7 +91,14 @@ Event = SessionStarted | Rejected
 
 @dataclass(slots=True)
 class Session:
-    """Counters for one run of one sender (mutable; owned by :class:`Accounting`)."""
+    """Counters for one run of one sender (mutable; owned by :class:`Accounting`).
+
+    Which of the last ``window`` sequence numbers arrived is one bit each in a
+    ring (``window`` / 8 bytes, allocated once), so a datagram costs O(1) time
+    and memory, and one that jumps ahead costs at most one pass over the ring.
+    The ring describes ``[low, highest_seq]``, ``low`` being ``first_seq`` until
+    the window slides past it; every other bit is zero.
+    """
 
     sender_id: int
     host: str
@@ -86,18 +111,27 @@ class Session:
     first_arrival_ns: int
     last_arrival_ns: int
     window: int
+    plausible_start: bool = True  # first_seq - 1 within the largest plausible jump
     received: int = 0
     bytes: int = 0
     duplicates: int = 0
     reordered: int = 0
     late: int = 0
     lost_final: int = 0
-    missing: set[int] = field(default_factory=set)
-    horizon: int = 0
+    low: int = 0
+    in_window: int = 0  # set bits of the ring: seqs of [low, highest_seq] that arrived
+    seen: bytearray = field(default_factory=bytearray)
     jitter_ns: float = 0.0
     last_transit_ns: int | None = None
     transit_sum_ns: int = 0
     transit_max_ns: int = 0
+    transits: LatencyHistogram = field(default_factory=LatencyHistogram)  # for percentiles
+
+    def __post_init__(self) -> None:
+        if self.window < 8 or self.window % 8:
+            raise ValueError("the tracking window is a positive multiple of 8")
+        self.low = self.first_seq
+        self.seen = bytearray(self.window // 8)
 
     @property
     def name(self) -> str:
@@ -105,7 +139,8 @@ class Session:
 
     @property
     def lost(self) -> int:
-        return self.lost_final + len(self.missing)
+        tracked = self.highest_seq - self.low + 1
+        return self.lost_final + max(0, tracked - self.in_window)
 
     def add(self, seq: int, sent_ns: int, size: int, arrival_ns: int) -> None:
         """Account one valid datagram of this session."""
@@ -119,46 +154,87 @@ class Session:
         self.last_transit_ns = transit
         self.transit_sum_ns += transit
         self.transit_max_ns = max(self.transit_max_ns, transit)
+        self.transits.add(transit)
         if seq > self.highest_seq:
             self._advance(seq)
-        elif seq in self.missing:
-            self.missing.discard(seq)
+        elif seq >= self.low:
+            if self._test_and_set(seq):
+                self.duplicates += 1
+            else:
+                self.in_window += 1
+                self.reordered += 1
+        elif seq < self.first_seq == self.low and self.highest_seq - seq < self.window:
+            # An early datagram overtaken by a later one: it was not missed after
+            # all, and the numbers between it and the old start now count as gaps.
+            self.first_seq = self.low = seq
+            self._test_and_set(seq)
+            self.in_window += 1
             self.reordered += 1
-        elif seq < self.first_seq and self.horizon <= self.first_seq:
-            # An early datagram overtaken by a later one: it was not missed after all.
-            tracked = self.first_seq - seq - 1 <= self.window
-            self._track_gap(seq + 1, self.first_seq)
-            self.first_seq = seq
-            if tracked:
-                self.horizon = seq
-            self.reordered += 1
-        elif seq < self.horizon:
-            self.late += 1
         else:
-            self.duplicates += 1
+            self.late += 1  # older than the window: cannot be told from a duplicate
+
+    def add_stray(self, size: int, arrival_ns: int) -> None:
+        """Account a datagram of this sender id from another socket as ``late``."""
+        self.received += 1
+        self.bytes += size
+        self.late += 1
+        self.last_arrival_ns = arrival_ns
 
     def _advance(self, seq: int) -> None:
-        self._track_gap(self.highest_seq + 1, seq)
+        new_low = max(self.first_seq, seq - self.window + 1)
+        if new_low > self.low:
+            # What slides out of the window: arrived or lost for good.
+            leaving_end = min(new_low, self.highest_seq + 1)
+            if leaving_end > self.low:
+                arrived = self._clear(self.low, leaving_end)
+                self.in_window -= arrived
+                self.lost_final += leaving_end - self.low - arrived
+            if new_low > self.highest_seq + 1:
+                self.lost_final += new_low - (self.highest_seq + 1)  # never tracked at all
+            self.low = new_low
         self.highest_seq = seq
+        self._test_and_set(seq)
+        self.in_window += 1
 
-    def _track_gap(self, start: int, stop: int) -> None:
-        if stop - start > self.window:
-            # Too many to track one by one: count them lost for good.
-            self.lost_final += stop - start + len(self.missing)
-            self.missing.clear()
-            self.horizon = max(self.horizon, stop)
-            return
-        self.missing.update(range(start, stop))
-        if len(self.missing) > self.window:
-            self._prune()
+    def _test_and_set(self, seq: int) -> bool:
+        index = seq % self.window
+        mask = 1 << (index & 7)
+        byte = self.seen[index >> 3]
+        self.seen[index >> 3] = byte | mask
+        return bool(byte & mask)
 
-    def _prune(self) -> None:
-        # Keep the newest half of the window; older gaps become final losses.
-        keep_from = self.highest_seq - self.window // 2
-        old = {seq for seq in self.missing if seq < keep_from}
-        self.missing -= old
-        self.lost_final += len(old)
-        self.horizon = max(self.horizon, keep_from)
+    def _clear(self, start: int, stop: int) -> int:
+        """Clear the bits of seqs ``[start, stop)`` (at most a window); return how many were set."""
+        count = stop - start
+        first = start % self.window
+        if first + count <= self.window:
+            return self._clear_bits(first, first + count)
+        return self._clear_bits(first, self.window) + self._clear_bits(
+            0, first + count - self.window
+        )
+
+    def _clear_bits(self, start: int, stop: int) -> int:
+        set_bits = 0
+        index = start
+        while index < stop and index & 7:
+            set_bits += self._take(index)
+            index += 1
+        whole_end = stop & ~7
+        if whole_end > index:
+            first, last = index >> 3, whole_end >> 3
+            set_bits += int.from_bytes(self.seen[first:last], "little").bit_count()
+            self.seen[first:last] = bytes(last - first)
+            index = whole_end
+        while index < stop:
+            set_bits += self._take(index)
+            index += 1
+        return set_bits
+
+    def _take(self, index: int) -> int:
+        mask = 1 << (index & 7)
+        byte = self.seen[index >> 3]
+        self.seen[index >> 3] = byte & ~mask
+        return 1 if byte & mask else 0
 
     def snapshot(self, *, active: bool) -> dict[str, Any]:
         expected = self.highest_seq - self.first_seq + 1
@@ -172,6 +248,7 @@ class Session:
             "first_seq": self.first_seq,
             "highest_seq": self.highest_seq,
             "missed_at_start": self.first_seq - 1,
+            "plausible_start": self.plausible_start,
             "expected": expected,
             "received": self.received,
             "bytes": self.bytes,
@@ -183,6 +260,8 @@ class Session:
             "jitter_ms": self.jitter_ns / _NS_PER_MS,
             "transit_ms_mean": self.transit_sum_ns / self.received / _NS_PER_MS,
             "transit_ms_max": self.transit_max_ns / _NS_PER_MS,
+            "transit_ms_p50": self.transits.quantile_ms(0.5),
+            "transit_ms_p99": self.transits.quantile_ms(0.99),
             "first_sent_ns": self.first_sent_ns,
             "first_arrival_ns": self.first_arrival_ns,
             "last_arrival_ns": self.last_arrival_ns,
@@ -200,10 +279,12 @@ class Accounting:
         self,
         *,
         window: int = DEFAULT_WINDOW,
+        max_jump: int = DEFAULT_MAX_JUMP,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         max_foreign_sources: int = DEFAULT_MAX_FOREIGN_SOURCES,
     ) -> None:
-        self.window = window
+        self.window = -(-window // 8) * 8  # whole bytes of ring
+        self.max_jump = max(max_jump, self.window)
         self.max_sessions = max_sessions
         self.max_foreign_sources = max_foreign_sources
         self.datagrams = 0
@@ -226,6 +307,11 @@ class Accounting:
         sender_id, seq, sent_ns = fields
         key = (host, sender_id)
         session = self.active.get(key)
+        if session is not None and port != session.port and sent_ns <= session.max_sent_ns:
+            # Another socket's datagram, sent no later than this run's: a straggler of
+            # an earlier run, or someone else using the id. Counted, never followed.
+            session.add_stray(len(data), arrival_ns)
+            return None
         if session is not None and not self._continues(session, port, seq, sent_ns):
             session = None
         started = None
@@ -243,7 +329,7 @@ class Accounting:
                 first_arrival_ns=arrival_ns,
                 last_arrival_ns=arrival_ns,
                 window=self.window,
-                horizon=seq,
+                plausible_start=seq - 1 <= self.max_jump,
             )
             self.active[key] = session
             self.sessions.append(session)
@@ -254,8 +340,9 @@ class Accounting:
         session.add(seq, sent_ns, len(data), arrival_ns)
         return started
 
-    @staticmethod
-    def _continues(session: Session, port: int, seq: int, sent_ns: int) -> bool:
+    def _continues(self, session: Session, port: int, seq: int, sent_ns: int) -> bool:
+        if seq - session.highest_seq > self.max_jump:
+            return False  # no sender skips that far: a new run (or a forgery), apart
         sent_later = sent_ns > session.max_sent_ns
         if sent_later and port != session.port:
             return False
@@ -276,7 +363,11 @@ class Accounting:
 
     def _bound_sessions(self) -> None:
         while len(self.sessions) > self.max_sessions:
-            old = self.sessions.pop(0)
+            # The session heard from longest ago goes (into the totals), so a flood
+            # of new sender ids cannot push out a sender that keeps sending.
+            # (Never the one just started, which is last.)
+            old = min(self.sessions[:-1], key=lambda session: session.last_arrival_ns)
+            self.sessions.remove(old)
             if self.active.get((old.host, old.sender_id)) is old:
                 del self.active[(old.host, old.sender_id)]
             for name, value in _totals([old]).items():
@@ -304,7 +395,8 @@ def _totals(sessions: list[Session]) -> dict[str, int]:
     return {
         "valid": sum(s.received for s in sessions),
         "lost": sum(s.lost for s in sessions),
-        "missed_at_start": sum(s.first_seq - 1 for s in sessions),
+        "missed_at_start": sum(s.first_seq - 1 for s in sessions if s.plausible_start),
+        "implausible_starts": sum(1 for s in sessions if not s.plausible_start),
         "duplicates": sum(s.duplicates for s in sessions),
         "reordered": sum(s.reordered for s in sessions),
         "late": sum(s.late for s in sessions),

@@ -5,10 +5,13 @@ Three threads in one process:
 * the receive loop: a large ``SO_RCVBUF``; one ``poll`` per batch, then the
   socket is drained without blocking, and the batch is accounted under one
   lock (:mod:`socketlab.udp.accounting`);
-* the status server on 37021/tcp (HTTP): ``GET /stats`` (JSON: top-level
+* the status server on 37021/tcp (HTTP, a
+  :class:`~socketlab.bounded_http.BoundedHttpServer`: a few workers, whole-request
+  deadlines of ``SOCKETLAB_STATUS_TIMEOUT``): ``GET /stats`` (JSON: top-level
   totals incl. ``datagrams``, per-session counters, the kernel's UDP drop
   counters of this network namespace beside the application's own loss),
-  ``GET /health``, ``POST /reset`` (clear the counters, answer the last stats);
+  ``GET /health``, ``POST /reset`` (clear the counters, answer the last stats;
+  it needs the lab's admin token, ``Authorization: Bearer``, else 401);
 * the TCP sink (:mod:`socketlab.udp.tcp_sink`) for ``socketlab tcp-vs-udp``.
 
 A log line ``event=stats ...`` is written every ``--log-interval`` seconds
@@ -20,7 +23,8 @@ starts (with ``missed_at_start`` when its first sequence number is above 1).
     datagrams, bytes             everything received, of any kind
     valid, foreign, malformed    by kind (see socketlab.udp.datagram)
     lost, missed_at_start,       summed over sessions (see socketlab.udp.accounting)
-    duplicates, reordered, late
+    duplicates, reordered, late,
+    implausible_starts
     session_count                sessions seen (the list keeps the newest 256)
     sessions[]                   per session: session, source, sender_id, number,
                                  restarted, active, first_seq, highest_seq, expected,
@@ -47,14 +51,15 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from socketlab.bounded_http import BoundedHttpServer, BoundedRequestHandler, HttpLimits
 from socketlab.commandline import add_setting, command_parser
 from socketlab.config import UDP_PORT, UDP_STATUS_PORT, EnvConfig, env_config, env_field
+from socketlab.credentials import ADMIN_TOKEN_FILE, is_authorized, read_token
 from socketlab.errors import ServiceError
-from socketlab.supervisor import Component, run_components
+from socketlab.supervisor import Component, HeartbeatConfig, run_components
 from socketlab.udp import tcp_sink
 from socketlab.udp.accounting import Accounting, Event, Rejected, kernel_delta, parse_udp_snmp
 from socketlab.udp.datagram import MAX_DATAGRAM
@@ -89,7 +94,32 @@ class ListenerConfig(EnvConfig):
     status_timeout: float = env_field(
         "SOCKETLAB_STATUS_TIMEOUT", 5.0, "timeout of the UDP listener's status HTTP, seconds"
     )
+    status_workers: int = 4  # status requests answered at once
+    admin_token_file: Path = env_field(
+        "SOCKETLAB_ADMIN_TOKEN_FILE",
+        Path(ADMIN_TOKEN_FILE),
+        "file holding the lab's admin token (feed admin and faults, UDP reset); "
+        "absent: those requests are refused",
+    )
+    admin_token: str | None = None  # read from admin_token_file by :meth:`resolved`
     tcp_sink: tcp_sink.TcpSinkConfig = field(default_factory=tcp_sink.TcpSinkConfig)
+
+    def resolved(self) -> ListenerConfig:
+        """This config with the admin token read from its file (once, at the entry point)."""
+        if self.admin_token is not None:
+            return self
+        return replace(self, admin_token=read_token(self.admin_token_file))
+
+    def status_limits(self) -> HttpLimits:
+        timeout = self.status_timeout
+        return HttpLimits(
+            workers=self.status_workers,
+            queue=16,
+            max_pending=64,
+            head_timeout=timeout,
+            body_timeout=timeout,
+            io_timeout=timeout,
+        )
 
 
 def read_kernel_counters(path: str) -> dict[str, int]:
@@ -235,22 +265,18 @@ class Listener:
 
     def serve_status(self, stop: threading.Event) -> None:
         """Serve ``/stats``, ``/health`` and ``/reset`` until ``stop`` is set."""
-        try:
-            server = ThreadingHTTPServer(("0.0.0.0", self.options.status_port), _handler(self))
-        except OSError as exc:
-            raise ServiceError(f"cannot listen on {self.options.status_port}/tcp: {exc}") from exc
-        server.timeout = self.options.status_timeout
-        server.daemon_threads = True
-        thread = threading.Thread(
-            target=server.serve_forever, args=(self.options.recv_poll,), daemon=True
+        server = BoundedHttpServer(
+            ("0.0.0.0", self.options.status_port),
+            _handler(self),
+            limits=self.options.status_limits(),
+            name="udp-status",
         )
-        thread.start()
+        server.start()
         self._ready["status"].set()  # bound and listening since the constructor
         try:
             stop.wait()
         finally:
-            server.shutdown()
-            server.server_close()
+            server.close()
 
     def serve_tcp_sink(self, stop: threading.Event) -> None:
         tcp_sink.serve(
@@ -293,8 +319,8 @@ def _log_event(event: Event) -> None:
     )
 
 
-def _handler(listener: Listener) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+def _handler(listener: Listener) -> type[BoundedRequestHandler]:
+    class Handler(BoundedRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0].rstrip("/")
             if path == "/stats":
@@ -305,21 +331,26 @@ def _handler(listener: Listener) -> type[BaseHTTPRequestHandler]:
                 self.send_error(404)
 
         def do_POST(self) -> None:
-            if self.path.split("?", 1)[0].rstrip("/") == "/reset":
-                self._json(listener.reset())
-            else:
+            if self.path.split("?", 1)[0].rstrip("/") != "/reset":
                 self.send_error(404)
+                return
+            token = listener.options.admin_token
+            if not is_authorized(self.headers.get("Authorization"), token):
+                log.warning("event=unauthorized path=/reset client=%s", self.client_address[0])
+                why = "no admin token configured" if token is None else "admin token needed"
+                self._json({"error": f"reset refused: {why}"}, status=401)
+                return
+            self._json(listener.reset())
 
-        def _json(self, payload: dict[str, Any]) -> None:
+        def _json(self, payload: dict[str, Any], *, status: int = 200) -> None:
             body = json.dumps(payload).encode()
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
+            if status == 401:
+                self.send_header("WWW-Authenticate", 'Bearer realm="socketlab"')
             self.end_headers()
             self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            del format, args  # status polling would drown the datagram logs
 
     return Handler
 
@@ -332,7 +363,8 @@ def run(
     Signals are the caller's business here (tests run this in a thread); ``main``
     lets the supervisor handle SIGTERM and SIGINT.
     """
-    stopped = run_components(_components(listener or Listener(options)), stop=stop, signals=())
+    listener = listener or Listener(options.resolved())
+    stopped = run_components(_components(listener), stop=stop, signals=())
     return list(stopped.failures)
 
 
@@ -361,5 +393,8 @@ def main(argv: list[str]) -> int:
         rcvbuf=args.rcvbuf,
         log_interval=args.log_interval,
     )
-    run_components(_components(Listener(options))).raise_for_failures()
+    heartbeat = HeartbeatConfig.from_env().heartbeat()
+    run_components(
+        _components(Listener(options.resolved())), heartbeat=heartbeat
+    ).raise_for_failures()
     return 0

@@ -1,0 +1,187 @@
+"""A stack's tasks as the lab's containers (pure): :func:`stack_facts`.
+
+The manager alone answers for the whole stack: its services (``GET /services``),
+their tasks (``GET /tasks``: node, slot, state, error, container, addresses
+on each network) and the nodes' hostnames. One call each, however many nodes,
+so ``lab status`` and the health waits never touch a worker; only helpers,
+exec and logs go to the node that runs a task.
+
+Each slot of a service (each node, for a global service) is one container of
+the lab: its current task (desired state ``running``), else its latest one,
+so a task that ended or was rejected stays visible with Swarm's reason.
+Swarm keeps a task with a healthcheck in ``starting`` until its first passing
+check, and ends it when it turns unhealthy: ``running`` is therefore healthy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lab.swarm.plan import STACK_LABEL
+from lab.topology import ContainerFacts, EndpointFacts, ProjectModel
+
+WAITING_STATES = frozenset({"new", "pending", "assigned", "accepted", "ready", "preparing"})
+FAILED_STATES = frozenset({"failed", "rejected", "orphaned"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class StackService:
+    """One service of the stack (``GET /services``)."""
+
+    id: str
+    name: str  # the Compose service name, without the stack's prefix
+    full_name: str  # Swarm's: "<stack>_<service>"
+    replicas: int | None  # None for a global service
+
+
+def stack_services(services: Sequence[Mapping[str, Any]], *, project: str) -> list[StackService]:
+    """The services of stack ``project`` among ``services`` (the API's documents)."""
+    found = []
+    prefix = f"{project}_"
+    for attrs in services:
+        spec = attrs.get("Spec") or {}
+        labels = spec.get("Labels") or {}
+        full = str(spec.get("Name") or "")
+        if labels.get(STACK_LABEL) != project or not full.startswith(prefix):
+            continue
+        replicated = (spec.get("Mode") or {}).get("Replicated")
+        replicas = int(replicated.get("Replicas", 1)) if isinstance(replicated, Mapping) else None
+        found.append(
+            StackService(
+                id=str(attrs.get("ID", "")),
+                name=full.removeprefix(prefix),
+                full_name=full,
+                replicas=replicas,
+            )
+        )
+    return found
+
+
+def _order(task: Mapping[str, Any]) -> tuple[int, int, str]:
+    index = int((task.get("Version") or {}).get("Index", 0))
+    return (1 if task.get("DesiredState") == "running" else 0, index, str(task.get("CreatedAt")))
+
+
+def current_tasks(
+    tasks: Sequence[Mapping[str, Any]], service: StackService
+) -> list[tuple[int, Mapping[str, Any]]]:
+    """(number, task) for each slot of ``service``: its current or latest task, by number."""
+    mine = [t for t in tasks if t.get("ServiceID") == service.id]
+    by_slot: dict[str, Mapping[str, Any]] = {}
+    for task in mine:
+        key = str(task.get("Slot") or task.get("NodeID") or "")
+        if service.replicas is not None and int(task.get("Slot") or 0) > service.replicas:
+            continue  # a slot scaled away
+        kept = by_slot.get(key)
+        if kept is None or _order(task) > _order(kept):
+            by_slot[key] = task
+    if service.replicas is not None:
+        numbered = [(int(task.get("Slot") or 0), task) for task in by_slot.values()]
+    else:  # global: one per node, numbered in node order
+        ordered = sorted(by_slot.items())
+        numbered = [(index + 1, task) for index, (_, task) in enumerate(ordered)]
+    return sorted(numbered, key=lambda pair: pair[0])
+
+
+def _endpoints(task: Mapping[str, Any]) -> dict[str, EndpointFacts]:
+    endpoints = {}
+    for attachment in task.get("NetworksAttachments") or ():
+        network = (attachment.get("Network") or {}).get("Spec") or {}
+        name = str(network.get("Name") or "")
+        ipv4 = prefix4 = ipv6 = prefix6 = None
+        for cidr in attachment.get("Addresses") or ():
+            address, _, prefix = str(cidr).partition("/")
+            length = int(prefix) if prefix.isdigit() else None
+            if ":" in address:
+                ipv6, prefix6 = address, length
+            else:
+                ipv4, prefix4 = address, length
+        if name:
+            endpoints[name] = EndpointFacts(ipv4=ipv4, prefix4=prefix4, ipv6=ipv6, prefix6=prefix6)
+    return endpoints
+
+
+def task_state(state: str, *, healthcheck: bool) -> tuple[str, str | None]:
+    """Swarm's task state -> (the container state the lab shows, its health)."""
+    if state == "running":
+        return "running", "healthy" if healthcheck else None
+    if state == "starting":
+        return "running", "starting" if healthcheck else None
+    if state in WAITING_STATES:
+        return state, None
+    return "exited", None
+
+
+def task_problem(task: Mapping[str, Any]) -> str:
+    """Why a task cannot run, in Swarm's words ("" when nothing is wrong yet)."""
+    status = task.get("Status") or {}
+    state = str(status.get("State") or "")
+    error = str(status.get("Err") or "").strip()
+    if state in FAILED_STATES:
+        return f"{state}: {error or status.get('Message') or 'no reason given'}"
+    if state in WAITING_STATES and error:
+        return f"cannot be placed: {error}" if state == "pending" else f"{state}: {error}"
+    return ""
+
+
+def task_facts(
+    task: Mapping[str, Any],
+    *,
+    service: StackService,
+    number: int,
+    project: str,
+    nodes: Mapping[str, str],
+    healthcheck: bool,
+) -> ContainerFacts:
+    """One task -> the :class:`~lab.topology.ContainerFacts` of its container."""
+    status = task.get("Status") or {}
+    container = status.get("ContainerStatus") or {}
+    spec = (task.get("Spec") or {}).get("ContainerSpec") or {}
+    state, health = task_state(str(status.get("State") or "?"), healthcheck=healthcheck)
+    task_id = str(task.get("ID", ""))
+    slot = task.get("Slot") or task.get("NodeID") or number
+    node_id = str(task.get("NodeID") or "")
+    return ContainerFacts(
+        id=str(container.get("ContainerID") or ""),
+        name=f"{service.full_name}.{slot}.{task_id}",
+        project=project,
+        service=service.name,
+        number=number,
+        state=state,
+        health=health,
+        image=str(spec.get("Image") or "").split("@", 1)[0],
+        started_at=str(status.get("Timestamp") or "") if state == "running" else "",
+        endpoints=_endpoints(task),
+        node=nodes.get(node_id, node_id),
+        problem=task_problem(task),
+    )
+
+
+def stack_facts(
+    *,
+    model: ProjectModel,
+    services: Sequence[StackService],
+    tasks: Sequence[Mapping[str, Any]],
+    nodes: Mapping[str, str],
+) -> list[ContainerFacts]:
+    """Every container of the stack (``nodes``: node ID -> hostname)."""
+    declared = {spec.name: spec for spec in model.services}
+    facts = []
+    for service in services:
+        spec = declared.get(service.name)
+        if spec is None:
+            continue
+        for number, task in current_tasks(tasks, service):
+            facts.append(
+                task_facts(
+                    task,
+                    service=service,
+                    number=number,
+                    project=model.project,
+                    nodes=nodes,
+                    healthcheck=spec.healthcheck,
+                )
+            )
+    return facts

@@ -1,0 +1,226 @@
+"""The default lab as a stack on a real 3-node Swarm (nodes are containers, each with its
+own dockerd): client, server and udp-listener on three different nodes, traffic across
+the overlay (VXLAN seen between the nodes), the scenarios a user runs (hello, the image
+fetch verified by SHA-256, udp-basic, the shaped large-file, a partition), a shaping
+self-check on the overlay, the bad inputs (no Swarm, a node unreachable for helpers, a
+service that cannot be placed), and ``lab down`` leaving nothing labelled on any node.
+
+CI runs this module on its own (``.ci/run``, JUnit suite ``swarm``); the tests run in
+file order, ``lab down`` last.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from cluster import FIGURES, PROJECT_LABEL, Cluster
+
+from lab.api import Lab
+from lab.cli import main
+from lab.swarm.distribution import has_registry_host
+
+SCENARIOS = ("hello", "image", "udp-basic", "large-file", "timeouts")
+LAB_NETWORK_MTU = 1450  # VXLAN's 50 bytes off the nodes' 1500
+
+
+def node_client(cluster: Cluster, hostname: str) -> Any:
+    return next(cluster.client(node) for node in cluster.nodes if node.hostname == hostname)
+
+
+def test_client_server_and_listener_sit_on_three_nodes(swarm_lab: Lab) -> None:
+    nodes = {status.service: status.node for status in swarm_lab.status()}
+    assert set(nodes) == {"server", "udp-listener", "client", "rss-poller"}
+    assert len({nodes["client"], nodes["server"], nodes["udp-listener"]}) == 3, nodes
+    assert all(status.ready for status in swarm_lab.status())
+
+
+def test_lab_status_shows_the_node_of_each_task(
+    swarm_lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["-p", swarm_lab.project, "status"]) == 0
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if "│" in line]
+    header = next(line for line in out.splitlines() if "service" in line and "node" in line)
+    assert "node" in header
+    for status in swarm_lab.status():
+        row = next(line for line in table if f"│ {status.service} " in line)
+        assert f" {status.node} " in row
+
+
+def test_every_node_got_the_images_and_no_registry_was_needed(
+    swarm_lab: Lab, cluster: Cluster
+) -> None:
+    assert swarm_lab._images is not None
+    wanted = {swarm_lab._images.runtime, swarm_lab._images.netkit}
+    for node in cluster.nodes:
+        tags = {tag for image in cluster.client(node).images.list() for tag in image.tags}
+        assert wanted <= tags, node.hostname
+        assert not any(has_registry_host(tag) for tag in tags)  # docker load, not a pull
+
+
+def test_traffic_between_nodes_crosses_the_overlay_in_vxlan(
+    swarm_lab: Lab, cluster: Cluster, host: docker.DockerClient
+) -> None:
+    topology = swarm_lab.topology()
+    client, server = topology.one("client"), topology.one("server")
+    mtu = swarm_lab.exec("client", ["cat", "/sys/class/net/eth0/mtu"], timeout=10).check()
+    assert int(mtu.stdout) == LAB_NETWORK_MTU
+    client_node = next(n for n in cluster.nodes if n.hostname == client.node)
+    server_node = next(n for n in cluster.nodes if n.hostname == server.node)
+    # tcpdump in the client node's own namespace (the node container's eth0): the
+    # overlay's packets between the two nodes are VXLAN on UDP 4789.
+    sniffer = host.containers.run(
+        swarm_lab.netkit_image,
+        ["timeout", "60", "tcpdump", "-n", "-l", "-c", "4", "-i", "eth0", "udp", "port", "4789"],
+        network_mode=f"container:{client_node.container}",
+        cap_add=["NET_ADMIN", "NET_RAW"],
+        labels={PROJECT_LABEL: cluster.name},
+        detach=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while b"listening on" not in sniffer.logs(stdout=False, stderr=True):
+            assert time.monotonic() < deadline, "tcpdump did not start"
+            sniffer.reload()
+            assert sniffer.status in {"created", "running"}
+            time.sleep(0.2)  # polling tcpdump's start, bounded by the deadline
+        hello = swarm_lab.exec("client", ["socketlab", "client", "hello"], timeout=30).check()
+        assert "Hello" in hello.stdout
+        assert sniffer.wait(timeout=60)["StatusCode"] == 0
+        captured = sniffer.logs(stdout=True, stderr=False).decode()
+    finally:
+        sniffer.remove(force=True)
+    client_ip, server_ip = cluster.address(client_node), cluster.address(server_node)
+    lines = [line for line in captured.splitlines() if "VXLAN" in line]
+    assert lines, captured
+    between = re.compile(
+        rf"IP ({re.escape(client_ip)}\.\d+ > {re.escape(server_ip)}|"
+        rf"{re.escape(server_ip)}\.\d+ > {re.escape(client_ip)})\.4789: VXLAN"
+    )
+    assert any(between.search(line) for line in lines), captured
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_scenario_passes_on_the_swarm(swarm_lab: Lab, tmp_path: Path, name: str) -> None:
+    started = time.monotonic()
+    code = main(["-p", swarm_lab.project, "run", name, "--results", str(tmp_path)])
+    FIGURES[f"scenario {name}"] = f"{time.monotonic() - started:.1f} s"
+
+    (folder,) = tmp_path.iterdir()
+    document = json.loads((folder / "results.json").read_text())
+    (scenario,) = document["scenarios"]
+    assert scenario["name"] == name
+    assert scenario["passed"], scenario["reason"]
+    assert scenario["checks"]
+    assert all(check["passed"] for check in scenario["checks"])
+    assert code == 0
+
+
+def test_a_shaping_self_check_holds_across_the_overlay(
+    swarm_lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = swarm_lab.project
+    try:
+        code = main(["-p", project, "shape", "client", "server", "--delay", "30ms", "--check"])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        measured = re.search(r"added RTT\s+│\s+30ms\s+│\s+([\d.]+)ms", out)
+        assert measured is not None, out
+        FIGURES["self-check on the overlay, 30 ms asked"] = f"{measured[1]} ms added RTT"
+        baseline = re.search(r"baseline ([\d.]+)ms", out)
+        if baseline is not None:
+            FIGURES["overlay RTT (ICMP, unshaped baseline)"] = f"{baseline[1]} ms"
+    finally:
+        assert main(["-p", project, "unshape"]) == 0
+
+
+def test_a_node_unreachable_for_helpers_fails_shaping_naming_it(
+    swarm_lab: Lab,
+    cluster: Cluster,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client_node = swarm_lab.topology().one("client").node
+    endpoints = [
+        f"{n.hostname}={'unix:///nonexistent/docker.sock' if n.hostname == client_node else n.url}"
+        for n in cluster.nodes
+    ]
+    monkeypatch.setenv("SOCKETLAB_SWARM_NODES", ",".join(endpoints))
+    capsys.readouterr()
+    code = main(["-p", swarm_lab.project, "shape", "client", "server", "--delay", "10ms"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"lab: error: node {client_node} (for reaching client): cannot reach Docker at " in err
+    assert "unix:///nonexistent/docker.sock" in err
+    assert not swarm_lab.helpers("shaper")
+
+
+def test_no_swarm_says_this_engine_is_no_manager_and_how_to_make_one(
+    host_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", host_url)  # the host engine: no Swarm there
+    capsys.readouterr()
+    code = main(["-p", "socketlab-test-noswarm", "up", "--swarm"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"lab: error: the Docker engine at {host_url} is not a Swarm manager" in err
+    assert "docker swarm init" in err
+
+
+def test_a_service_that_cannot_be_placed_is_named_with_swarms_error(
+    swarm_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(
+        "services:\n"
+        "  lonely:\n"
+        "    image: ${SOCKETLAB_IMAGE:-socketlab/runtime:latest}\n"
+        "    command: [socketlab, idle]\n"
+        "    deploy:\n"
+        "      placement:\n"
+        "        constraints: [node.labels.zone == mars]\n"
+    )
+    project = "socketlab-test-unplaced"
+    capsys.readouterr()
+    try:
+        code = main(["-p", project, "-f", str(compose), "up", "--timeout", "60"])
+        err = capsys.readouterr().err
+        assert code == 1
+        assert (
+            "lab: error: lonely: cannot be placed: no suitable node "
+            "(scheduling constraints not satisfied on 3 nodes)"
+        ) in err
+    finally:
+        assert main(["-p", project, "-f", str(compose), "down"]) == 0
+
+
+def test_lab_down_leaves_nothing_labelled_on_any_node(swarm_lab: Lab, cluster: Cluster) -> None:
+    assert swarm_lab._images is not None
+    images = {swarm_lab._images.runtime, swarm_lab._images.netkit}
+    started = time.monotonic()
+    removed = swarm_lab.down()
+    FIGURES["lab down --swarm"] = f"{time.monotonic() - started:.1f} s"
+    assert removed["services"] == 4
+    assert removed["images"] == 2 * len(cluster.nodes)  # the tags the lab loaded
+    project = swarm_lab.project
+    manager = cluster.client(cluster.manager)
+    assert manager.services.list() == []
+    assert manager.configs.list() == []  # the record of loaded images too
+    for node in cluster.nodes:
+        client = cluster.client(node)
+        for label in (f"{PROJECT_LABEL}={project}", f"com.docker.stack.namespace={project}"):
+            found = {
+                "containers": client.containers.list(all=True, filters={"label": label}),
+                "networks": client.networks.list(filters={"label": label}),
+                "volumes": client.volumes.list(filters={"label": label}),
+            }
+            assert found == {"containers": [], "networks": [], "volumes": []}, node.hostname
+        tags = {tag for image in client.images.list() for tag in image.tags}
+        assert not tags & images, node.hostname

@@ -1,0 +1,307 @@
+"""The Swarm orchestrator under a Lab, against fake engines replaying the recorded Swarm:
+an engine that is no manager is refused before anything is built, a task Swarm cannot
+place stops the health wait with Swarm's reason, helpers and execs go to the engine of
+the node that runs the task (checked to be that node), a node without an endpoint is
+named, and ``--swarm``/``--spread`` reach the lab from any command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import lab.engine
+from lab.api import Lab
+from lab.cli import build_parser, status_rows
+from lab.commands import make_lab
+from lab.config import LabConfig
+from lab.errors import ServiceBlocked
+from lab.images import ImageSet
+from lab.interface import ServiceStatus
+from lab.orchestrator import ComposeOrchestrator
+from lab.swarm.config import SwarmConfig
+from lab.swarm.errors import NodeUnreachable, NotASwarmManager
+from lab.swarm.orchestrator import SwarmOrchestrator
+from lab.topology import NetworkSpec, ProjectModel, ServiceSpec
+
+RECORDED = json.loads((Path(__file__).parent / "fixtures" / "swarm" / "recorded.json").read_text())
+IDS = {attrs["Description"]["Hostname"]: attrs["ID"] for attrs in RECORDED["nodes"]}
+NETKIT = "socketlab/netkit:3155f8eb6eccbd41"
+MANAGER_HOST = "unix:///run/node-1.sock"
+
+MODEL = ProjectModel(
+    project="h19exp",
+    services=(
+        ServiceSpec(name="server", networks=("lab",), healthcheck=True),
+        ServiceSpec(name="udp-listener", networks=("lab",), healthcheck=True),
+        ServiceSpec(name="client", networks=("lab",), healthcheck=True, replicas=2),
+        ServiceSpec(name="rss-poller", networks=("lab",), healthcheck=True),
+    ),
+    networks=(NetworkSpec(key="lab", name="h19exp_lab"),),
+)
+
+
+class FakeContainer:
+    def __init__(self, container_id: str, engine: FakeEngine) -> None:
+        self.id = container_id
+        self.client = engine
+        self.name = f"c-{container_id[:6]}"
+        self.labels: dict[str, str] = {}
+
+
+class FakeContainers:
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine = engine
+        self.runs: list[tuple[str, list[str], dict[str, Any]]] = []
+
+    def get(self, container_id: str) -> FakeContainer:
+        self.engine.gets.append(container_id)
+        return FakeContainer(container_id, self.engine)
+
+    def run(self, image: str, argv: list[str], **options: Any) -> FakeContainer:
+        self.runs.append((image, argv, options))
+        return FakeContainer("helper0000000", self.engine)
+
+    def list(self, **_: Any) -> list[FakeContainer]:
+        return []
+
+
+class FakeApi:
+    def __init__(self, project: str) -> None:
+        self.project = project
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return list(RECORDED["nodes"])
+
+    def services(self, *, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        assert filters == {"label": f"com.docker.stack.namespace={self.project}"}
+        return list(RECORDED[f"{self.project}.services"])
+
+    def tasks(self, *, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        wanted = set(filters["service"])
+        return [t for t in RECORDED[f"{self.project}.tasks"] if t["ServiceID"] in wanted]
+
+
+class FakeEngine:
+    """One node's engine (or the manager, which also answers the Swarm API)."""
+
+    def __init__(self, info: dict[str, Any], *, project: str = "h19exp") -> None:
+        self._info = info
+        self.api = FakeApi(project)
+        self.containers = FakeContainers(self)
+        self.gets: list[str] = []
+
+    def info(self) -> dict[str, Any]:
+        return self._info
+
+    def ping(self) -> bool:
+        return True
+
+
+def node_info(hostname: str) -> dict[str, Any]:
+    return {"Name": hostname, "Swarm": {"NodeID": IDS[hostname], "LocalNodeState": "active"}}
+
+
+def swarm_lab(
+    tmp_path: Path,
+    *,
+    endpoints: tuple[str, ...] = (),
+    project: str = "h19exp",
+    model: ProjectModel = MODEL,
+    manager_info: dict[str, Any] | None = None,
+) -> Lab:
+    config = LabConfig(
+        orchestrator="swarm", docker_host=MANAGER_HOST, swarm=SwarmConfig(nodes=endpoints)
+    )
+    handle = Lab(project=project, repo_root=tmp_path, config=config)
+    handle.__dict__["docker"] = FakeEngine(
+        manager_info or RECORDED["info.manager"], project=project
+    )
+    handle.__dict__["model"] = model
+    handle._images = ImageSet(runtime="socketlab/runtime:x", netkit=NETKIT)
+    return handle
+
+
+@pytest.fixture
+def engines(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeEngine]:
+    """The node engines a lab connects to, by URL (unix:///run/node-N.sock is node N)."""
+    made: dict[str, FakeEngine] = {}
+
+    def connect_url(url: str, *, timeout: float) -> FakeEngine:
+        hostname = url.removeprefix("unix:///run/").removesuffix(".sock")
+        return made.setdefault(url, FakeEngine(node_info(hostname)))
+
+    monkeypatch.setattr(lab.engine, "connect_url", connect_url)
+    return made
+
+
+ALL_NODES = (
+    "node-2=unix:///run/node-2.sock",
+    "node-3=unix:///run/node-3.sock",
+)
+
+
+def test_an_engine_that_is_no_manager_is_refused_before_anything_is_built(
+    tmp_path: Path,
+) -> None:
+    handle = swarm_lab(tmp_path, manager_info=RECORDED["info.inactive"])
+    assert isinstance(handle.orchestrator, SwarmOrchestrator)
+    with pytest.raises(NotASwarmManager, match=r"is not a Swarm manager .*docker swarm init"):
+        handle.orchestrator.prepare()
+
+
+def test_status_comes_from_the_manager_alone_and_names_each_tasks_node(
+    tmp_path: Path, engines: dict[str, FakeEngine]
+) -> None:
+    handle = swarm_lab(tmp_path)
+    rows = [(s.service, s.node, s.ready) for s in handle.status()]
+    assert rows == [
+        ("server", "node-1", True),
+        ("udp-listener", "node-2", True),
+        ("client.1", "node-2", True),
+        ("client.2", "node-3", True),
+        ("rss-poller", "node-3", True),
+    ]
+    assert engines == {}  # no node was contacted
+    handle.wait_healthy(timeout=1.0)
+
+
+def test_a_task_swarm_cannot_place_stops_the_wait_with_its_reason(tmp_path: Path) -> None:
+    model = ProjectModel(
+        project="h19bad", services=(ServiceSpec(name="nowhere"), ServiceSpec(name="ghost"))
+    )
+    handle = swarm_lab(tmp_path, project="h19bad", model=model)
+    with pytest.raises(ServiceBlocked) as caught:
+        handle.wait_healthy(timeout=30.0)
+    assert str(caught.value) == (
+        "nowhere: cannot be placed: no suitable node (scheduling constraints not satisfied "
+        "on 3 nodes); ghost on node node-1: rejected: No such image: socketlab/runtime:nope"
+    )
+
+
+def test_a_helper_starts_on_the_engine_of_the_node_running_its_target(
+    tmp_path: Path, engines: dict[str, FakeEngine]
+) -> None:
+    handle = swarm_lab(tmp_path, endpoints=ALL_NODES)
+    client2 = handle.topology().one("client.2")
+    assert client2.node == "node-3"
+
+    handle.start_helper("client.2", ["tc", "qdisc", "show"], role="probe", caps=["NET_ADMIN"])
+
+    node3 = engines["unix:///run/node-3.sock"]
+    ((image, argv, options),) = node3.containers.runs
+    assert (image, argv) == (NETKIT, ["tc", "qdisc", "show"])
+    assert options["network_mode"] == f"container:{client2.container_id}"
+    assert node3.gets == [client2.container_id]
+    assert set(engines) == {"unix:///run/node-3.sock"}  # no other node was contacted
+
+
+def test_the_managers_own_tasks_need_no_endpoint(
+    tmp_path: Path, engines: dict[str, FakeEngine]
+) -> None:
+    handle = swarm_lab(tmp_path)  # no endpoints at all
+    handle.start_helper("server", ["true"], role="probe")
+    manager = handle.docker
+    assert isinstance(manager, FakeEngine)
+    assert len(manager.containers.runs) == 1
+    assert engines == {}
+
+
+def test_a_node_without_an_endpoint_is_named_when_a_helper_needs_it(
+    tmp_path: Path, engines: dict[str, FakeEngine]
+) -> None:
+    handle = swarm_lab(tmp_path, endpoints=ALL_NODES[:1])  # node-2 only
+    with pytest.raises(NodeUnreachable) as caught:
+        handle.start_helper("client.2", ["tc"], role="shaper", caps=["NET_ADMIN"])
+    assert str(caught.value).startswith(
+        "node node-3 has no Docker endpoint for reaching client.2: "
+        "set SOCKETLAB_SWARM_NODES=node-3=tcp://HOST:PORT"
+    )
+
+
+def test_an_endpoint_that_answers_as_another_node_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        lab.engine, "connect_url", lambda url, *, timeout: FakeEngine(node_info("node-2"))
+    )
+    handle = swarm_lab(tmp_path, endpoints=("node-3=unix:///run/swapped.sock",))
+    with pytest.raises(NodeUnreachable, match="is node-2, not node node-3"):
+        handle.exec("client.2", ["true"], timeout=5)
+
+
+def test_an_unreachable_node_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(url: str, *, timeout: float) -> FakeEngine:
+        raise lab.engine.DockerUnavailable(f"cannot reach Docker at {url}: is the daemon running?")
+
+    monkeypatch.setattr(lab.engine, "connect_url", refuse)
+    handle = swarm_lab(tmp_path, endpoints=ALL_NODES)
+    with pytest.raises(
+        NodeUnreachable, match=r"^node node-3 \(for reaching client.2\): cannot reach"
+    ):
+        handle.netkit_run("client.2", ["ping", "-c1", "server"], timeout=5)
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "swarm", "spread"),
+    [
+        pytest.param(["status"], {}, False, False, id="default-compose"),
+        pytest.param(["--swarm", "status"], {}, True, False, id="before"),
+        pytest.param(["status", "--swarm"], {}, True, False, id="after"),
+        pytest.param(["up", "--swarm"], {}, True, False, id="up"),
+        pytest.param(["up", "--spread"], {}, True, True, id="spread-implies-swarm"),
+        pytest.param(
+            ["shape", "client", "server", "--delay", "5ms", "--swarm"], {}, True, False, id="shape"
+        ),
+        pytest.param(["down"], {"SOCKETLAB_ORCHESTRATOR": "swarm"}, True, False, id="env"),
+        pytest.param(
+            ["up"],
+            {"SOCKETLAB_SWARM_SPREAD": "1", "SOCKETLAB_ORCHESTRATOR": "swarm"},
+            True,
+            True,
+            id="env-spread",
+        ),
+    ],
+)
+def test_swarm_and_spread_reach_the_lab_from_any_command(
+    argv: list[str], environ: dict[str, str], swarm: bool, spread: bool
+) -> None:
+    args = build_parser(LabConfig.from_env(environ)).parse_args(argv)
+    if argv[0] == "up" and getattr(args, "spread", False):
+        args.swarm = True  # what cmd_up does
+    handle = make_lab(args)
+    assert (handle.config.orchestrator == "swarm") is swarm
+    assert handle.config.swarm.spread is spread
+    kind = SwarmOrchestrator if swarm else ComposeOrchestrator
+    assert isinstance(handle.orchestrator, kind)
+
+
+def test_status_shows_a_node_column_only_on_a_swarm() -> None:
+    row = ServiceStatus(
+        service="client",
+        state="running",
+        health="healthy",
+        ip="172.30.4.7",
+        container="51d0711b15b8",
+        image="x",
+        node="node-3",
+    )
+    (with_node,) = status_rows([row], networks=False)
+    assert list(with_node) == [
+        "service",
+        "state",
+        "health",
+        "restarts",
+        "node",
+        "ip",
+        "container",
+        "image",
+    ]
+    assert with_node["node"] == "node-3"
+    (compose,) = status_rows([ServiceStatus(**{**row.__dict__, "node": ""})], networks=False)
+    assert "node" not in compose

@@ -1,0 +1,320 @@
+"""The stack a Compose project becomes (lab.swarm.plan), from Compose's own recorded
+``config`` of the example projects, v1's YAML and v2's JSON alike: overlay networks,
+images, labels, dnsrr, restart policies, waves for depends_on, what stack deploy ignores
+left out with a note, what a task cannot be refused with the key named."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.helpers import PROJECT_LABEL
+from lab.overlay import NETKIT_LABEL
+from lab.swarm.errors import StackPlanError
+from lab.swarm.placement import Placement
+from lab.swarm.plan import (
+    IGNORED,
+    dependency_waves,
+    escape_dollars,
+    placed_services,
+    restart_policy,
+    stack_plan,
+    stack_port,
+)
+from lab.topology import (
+    ProjectModel,
+    merge_service_extensions,
+    model_from_config,
+    parse_config_json,
+    parse_config_yaml,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "compose"
+FLAVOURS = ("v1", "v2")
+RUNTIME = "socketlab/runtime:latest"  # what the recorded configs name
+NETKIT = "socketlab/netkit:abc123"
+
+
+def recorded(name: str, flavour: str) -> dict[str, Any]:
+    if flavour == "v1":
+        return parse_config_yaml((FIXTURES / f"{name}.v1.yml").read_text())
+    data = parse_config_json((FIXTURES / f"{name}.v2.json").read_text())
+    return merge_service_extensions(
+        data, parse_config_yaml((FIXTURES / f"{name}.v2.yml").read_text())
+    )
+
+
+def model_of(config: dict[str, Any]) -> ProjectModel:
+    return model_from_config(config, project="lab14")
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_the_default_lab_becomes_a_stack_on_one_attachable_overlay(flavour: str) -> None:
+    config = recorded("default", flavour)
+    plan = stack_plan(config, model=model_of(config), netkit_image=NETKIT)
+    document = plan.document
+
+    assert document["version"] == "3.8"
+    assert set(document["services"]) == {"server", "udp-listener", "client", "rss-poller"}
+    network = document["networks"]["lab"]
+    assert (network["driver"], network["attachable"]) == ("overlay", True)
+    assert network["labels"][PROJECT_LABEL] == "lab14"
+    assert network["labels"][NETKIT_LABEL] == NETKIT  # helpers find their image here
+    assert "name" not in network  # lab14_lab is what stack deploy calls it anyway
+    for name, service in document["services"].items():
+        assert service["image"] == RUNTIME, name
+        assert service["networks"] == {"lab": None}
+        assert service["cap_drop"] == ["ALL"]
+        assert service["init"] is True
+        deploy = service["deploy"]
+        # names resolve to task addresses, as on a Compose network: shaping sees them
+        assert deploy["endpoint_mode"] == "dnsrr"
+        assert deploy["replicas"] == 1
+        # restart: "no" (Compose's default too) means an exited task stays down
+        assert deploy["restart_policy"] == {"condition": "none"}
+        assert deploy["labels"] == {PROJECT_LABEL: "lab14"}
+        assert service["labels"][PROJECT_LABEL] == "lab14"
+        assert service["labels"][NETKIT_LABEL] == NETKIT
+        for ignored in ("security_opt", "depends_on", "restart", "expose", "container_name"):
+            assert ignored not in service, (name, ignored)
+    server = document["services"]["server"]
+    assert server["healthcheck"]["retries"] == 30
+    assert server["healthcheck"]["test"][0] == "CMD-SHELL"
+    assert document["volumes"]["server-data"]["labels"] == {PROJECT_LABEL: "lab14"}
+    assert set(document["volumes"]) == {"server-data", "feed-state", "rss-state"}
+    assert plan.images == (RUNTIME,)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_depends_on_becomes_waves_dependencies_first(flavour: str) -> None:
+    config = recorded("default", flavour)
+    plan = stack_plan(config, model=model_of(config))
+    assert plan.waves == (("server", "udp-listener"), ("client", "rss-poller"))
+    first = plan.wave_document(1)
+    assert set(first["services"]) == {"server", "udp-listener"}
+    assert first["networks"] == plan.document["networks"]  # every network from the start
+    assert set(plan.wave_document(2)["services"]) == set(plan.document["services"])
+
+
+def test_what_stack_deploy_ignores_is_one_note_per_key_naming_the_services() -> None:
+    config = recorded("default", "v2")
+    plan = stack_plan(config, model=model_of(config))
+    security = [note for note in plan.notes if note.startswith("security_opt ")]
+    assert security == [
+        "security_opt (server, udp-listener, client, rss-poller): " + IGNORED["security_opt"]
+    ]
+    assert any(note.startswith("depends_on (client, rss-poller): ") for note in plan.notes)
+    assert any(note.startswith("expose (server, udp-listener): ") for note in plan.notes)
+
+
+def test_both_composes_give_the_same_services_but_for_mount_syntax() -> None:
+    documents = []
+    for flavour in FLAVOURS:
+        config = recorded("default", flavour)
+        document = copy.deepcopy(stack_plan(config, model=model_of(config)).document)
+        for service in document["services"].values():
+            service.pop("volumes", None)
+        documents.append(document)
+    assert documents[0]["services"] == documents[1]["services"]
+    assert documents[0]["networks"] == documents[1]["networks"]
+
+
+def test_v2_long_volume_syntax_keeps_what_a_stack_file_takes() -> None:
+    config = recorded("default", "v2")
+    server = stack_plan(config, model=model_of(config)).document["services"]["server"]
+    assert server["volumes"] == [
+        {"type": "volume", "source": "server-data", "target": "/srv/socketlab/data"},
+        {"type": "volume", "source": "feed-state", "target": "/var/lib/socketlab/feeds"},
+    ]
+
+
+def test_scale_images_placement_and_the_users_own_placement() -> None:
+    config = recorded("default", "v1")
+    config["services"]["rss-poller"]["deploy"] = {
+        "placement": {"constraints": ["node.role == manager"]}
+    }
+    model = model_of(config)
+    assert placed_services(model, config) == frozenset({"rss-poller"})
+    plan = stack_plan(
+        config,
+        model=model,
+        scale={"client": 3},
+        placements={"server": Placement(constraints=("node.id == abc",), node="node-1")},
+        image_refs={RUNTIME: "registry.lab:5000/socketlab/runtime:latest"},
+    )
+    services = plan.document["services"]
+    assert services["client"]["deploy"]["replicas"] == 3
+    assert services["server"]["deploy"]["placement"] == {"constraints": ["node.id == abc"]}
+    assert services["rss-poller"]["deploy"]["placement"] == {
+        "constraints": ["node.role == manager"]
+    }
+    assert "placement" not in services["client"]["deploy"]
+    assert {s["image"] for s in services.values()} == {"registry.lab:5000/socketlab/runtime:latest"}
+    assert plan.images == ("registry.lab:5000/socketlab/runtime:latest",)
+
+
+def test_a_built_service_runs_the_image_the_lab_built() -> None:
+    config = recorded("own-image", "v2")
+    model = model_of(config)
+    built = {spec.name: f"lab14-{spec.name}" for spec in model.services if spec.build}
+    assert built  # the example builds its own image
+    plan = stack_plan(config, model=model, built_images=built)
+    for name, image in built.items():
+        assert plan.document["services"][name]["image"] == image
+        assert "build" not in plan.document["services"][name]
+    assert any(note.startswith("build (") for note in plan.notes)
+    # its scripts are bind-mounted from the checkout: only a node with that path can run it
+    assert any(
+        note.startswith("volumes (") and "needs that path on the task's node" in note
+        for note in plan.notes
+    ), plan.notes
+
+
+def test_ipv6_networks_are_refused_with_the_network_named() -> None:
+    config = recorded("ipv6", "v1")
+    with pytest.raises(StackPlanError, match=r"network \w+: IPv6 on a Swarm overlay"):
+        stack_plan(config, model=model_of(config))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        pytest.param("network_mode", "host", id="network_mode"),
+        pytest.param("privileged", True, id="privileged"),
+        pytest.param("devices", ["/dev/net/tun"], id="devices"),
+        pytest.param("pid", "host", id="pid"),
+    ],
+)
+def test_what_a_task_cannot_be_is_refused_naming_service_and_key(key: str, value: Any) -> None:
+    config = recorded("default", "v1")
+    config["services"]["client"][key] = value
+    with pytest.raises(StackPlanError, match=rf"^service client: {key} cannot run on a Swarm"):
+        stack_plan(config, model=model_of(config))
+
+
+def test_privileged_false_and_no_devices_are_fine() -> None:
+    config = recorded("default", "v1")
+    config["services"]["client"] |= {"privileged": False, "devices": []}
+    assert (
+        "privileged"
+        not in stack_plan(config, model=model_of(config)).document["services"]["client"]
+    )
+
+
+def test_an_unknown_key_is_left_out_with_a_note() -> None:
+    config = recorded("default", "v1")
+    config["services"]["client"]["mem_swappiness"] = 10
+    plan = stack_plan(config, model=model_of(config))
+    assert "mem_swappiness" not in plan.document["services"]["client"]
+    assert "mem_swappiness (client): not a Swarm service option: left out" in plan.notes
+
+
+def test_dollars_are_escaped_so_stack_deploy_interpolates_nothing() -> None:
+    config = recorded("default", "v1")
+    config["services"]["client"]["command"] = ["sh", "-c", "echo $HOME ${X}"]
+    config["services"]["client"]["environment"]["PRICE"] = "5$"
+    service = stack_plan(config, model=model_of(config)).document["services"]["client"]
+    assert service["command"] == ["sh", "-c", "echo $$HOME $${X}"]
+    assert service["environment"]["PRICE"] == "5$$"
+    assert escape_dollars({"a": ("$", 1, None)}) == {"a": ["$$", 1, None]}
+
+
+@pytest.mark.parametrize(
+    ("restart", "policy"),
+    [
+        pytest.param(None, {"condition": "none"}, id="absent"),
+        pytest.param("no", {"condition": "none"}, id="no"),
+        pytest.param("always", {"condition": "any"}, id="always"),
+        pytest.param("unless-stopped", {"condition": "any"}, id="unless-stopped"),
+        pytest.param("on-failure", {"condition": "on-failure"}, id="on-failure"),
+        pytest.param("on-failure:3", {"condition": "on-failure", "max_attempts": 3}, id="n"),
+    ],
+)
+def test_restart_becomes_a_restart_policy(restart: str | None, policy: dict[str, Any]) -> None:
+    assert restart_policy(restart) == policy
+
+
+def test_a_bad_restart_is_refused() -> None:
+    with pytest.raises(StackPlanError, match="'sometimes' is not no, always"):
+        restart_policy("sometimes")
+    with pytest.raises(StackPlanError, match="must be a number"):
+        restart_policy("on-failure:x")
+
+
+@pytest.mark.parametrize(
+    ("port", "entry"),
+    [
+        pytest.param("80", {"target": 80, "protocol": "tcp", "mode": "host"}, id="target"),
+        pytest.param(
+            "8080:80/udp",
+            {"target": 80, "published": 8080, "protocol": "udp", "mode": "host"},
+            id="short",
+        ),
+        pytest.param(
+            "127.0.0.1:8080:80",
+            {"target": 80, "published": 8080, "protocol": "tcp", "mode": "host"},
+            id="host-ip",
+        ),
+        pytest.param(
+            {"mode": "ingress", "target": 80, "published": "8080", "protocol": "tcp"},
+            {"target": 80, "published": 8080, "protocol": "tcp", "mode": "host"},
+            id="v2-long",
+        ),
+    ],
+)
+def test_published_ports_become_host_mode(port: Any, entry: dict[str, Any]) -> None:
+    assert stack_port(port, "service web: ports") == entry
+
+
+@pytest.mark.parametrize("port", ["8000-8010:80", "eighty", "1:2:3:4"])
+def test_a_port_we_cannot_read_is_refused(port: str) -> None:
+    with pytest.raises(StackPlanError, match="service web: ports: port"):
+        stack_port(port, "service web: ports")
+
+
+def test_vip_endpoint_mode_becomes_dnsrr_with_a_note() -> None:
+    config = recorded("default", "v1")
+    config["services"]["server"]["deploy"] = {"endpoint_mode": "vip"}
+    plan = stack_plan(config, model=model_of(config))
+    assert plan.document["services"]["server"]["deploy"]["endpoint_mode"] == "dnsrr"
+    assert any(note.startswith("endpoint_mode (server): vip became dnsrr") for note in plan.notes)
+
+
+def test_waves_follow_depends_on_chains() -> None:
+    config = recorded("routed", "v2")
+    model = model_of(config)
+    waves = dependency_waves(model)
+    assert [name for wave in waves for name in wave] == list(model.service_names)
+    for index, wave in enumerate(waves):
+        for name in wave:
+            earlier = {n for w in waves[:index] for n in w}
+            assert set(model.service(name).depends_on) <= earlier
+
+
+def test_the_plan_is_json_a_cli_can_read() -> None:
+    config = recorded("replicas", "v2")
+    plan = stack_plan(config, model=model_of(config))
+    assert json.loads(json.dumps(plan.document)) == plan.document
+
+
+def test_container_limits_become_deploy_resource_limits() -> None:
+    config = recorded("default", "v1")
+    config["services"]["server"] |= {"mem_limit": "512m", "cpus": 2.0, "pids_limit": 256}
+    config["services"]["client"] |= {"mem_limit": 1073741824}
+    config["services"]["client"]["deploy"] = {"resources": {"limits": {"memory": "2g"}}}
+    plan = stack_plan(config, model=model_of(config))
+    services = plan.document["services"]
+    assert services["server"]["deploy"]["resources"] == {
+        "limits": {"memory": "512m", "cpus": "2.0"}
+    }
+    assert services["client"]["deploy"]["resources"] == {"limits": {"memory": "2g"}}
+    for key in ("mem_limit", "cpus", "pids_limit"):
+        assert key not in services["server"]
+    assert any(
+        note.startswith("pids_limit (server): no per-service pids limit") for note in plan.notes
+    )
+    assert not any(note.startswith(("mem_limit", "cpus")) for note in plan.notes)
