@@ -315,7 +315,16 @@ with open("/proc/self/mountinfo") as mounts:
         if fields[4] == path:
             fs = fields[fields.index("-") + 1]
 st = os.statvfs(path)
-print(json.dumps({"fs": fs, "free": st.f_bavail * st.f_frsize, "writable": os.access(path, os.W_OK)}))
+memory = None  # the container's memory limit (cgroup v2, then v1); tmpfs pages count against it
+for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    try:
+        text = open(limit_file).read().strip()
+    except OSError:
+        continue
+    memory = None if text == "max" or int(text) >= 1 << 60 else int(text)
+    break
+print(json.dumps({"fs": fs, "free": st.f_bavail * st.f_frsize, "writable": os.access(path, os.W_OK),
+                  "memory_limit": memory}))
 """
 
 
@@ -331,6 +340,8 @@ class Dest:
 
 DEST_PATHS: Final = {"disk": "/var/tmp", "tmpfs": "/mnt/tmpfs"}  # noqa: S108 - in the client
 DEST_ROOM: Final = 64 * 2**20  # spare bytes beyond the file the destination must have
+# What the client needs in memory beside a tmpfs file: fetch's buffers, Python, the probes.
+TMPFS_HEADROOM: Final = 384 * 2**20
 
 
 def check_dest(lab_: Lab, name: str, *, size: int) -> Dest:
@@ -355,7 +366,20 @@ def check_dest(lab_: Lab, name: str, *, size: int) -> Dest:
             f"--dest {name} ({path}) has {free / 2**20:.0f} MiB free; the bench file needs "
             f"{(size + DEST_ROOM) / 2**20:.0f} MiB: choose a smaller --file-size"
         )
+    limit = info.get("memory_limit")
+    if info["fs"] == "tmpfs" and isinstance(limit, int) and limit < size + TMPFS_HEADROOM:
+        raise BenchError(
+            f"--dest {name} ({path}) is RAM, charged to the client's memory limit of "
+            f"{limit / 2**20:.0f} MiB; a {size / 2**20:.0f} MiB file needs "
+            f"{(size + TMPFS_HEADROOM) / 2**20:.0f} MiB: start the lab with "
+            f"SOCKETLAB_CLIENT_MEM_LIMIT={_gib_up(size + TMPFS_HEADROOM)}g, or choose a smaller "
+            "--file-size"
+        )
     return Dest(name=name, path=path, fs=str(info["fs"]))
+
+
+def _gib_up(size: int) -> int:
+    return -(-size // 2**30)
 
 
 def load_average(lab_: Lab) -> float | None:

@@ -157,10 +157,20 @@ def check_bench_json(data: dict[str, Any], *, dest: str) -> BenchReport:
 @pytest.mark.parametrize("dest", ["disk", "tmpfs"])
 def test_bench_quick_writes_every_figure(lab: Lab, tmp_path: Path, dest: str) -> None:
     out = tmp_path / "bench.json"
-    argv = ["-p", lab.project, "bench", "--quick", "--dest", dest, "--json", str(out)]
+    # the engine's rows have their own test (--engine-only) below
+    argv = ["-p", lab.project, "bench", "--quick", "--no-engine", "--dest", dest,
+            "--json", str(out)]  # fmt: skip
     assert lab_main(argv) == 0
-    report = check_bench_json(json.loads(out.read_text()), dest=dest)
+    data = json.loads(out.read_text())
+    report = check_bench_json(data, dest=dest)
     assert report.quick is True
+    assert "engine" not in data
+    # the idle lab's CPU, measured first: every service, in % of one core
+    idle = data["idle_cpu"]
+    assert set(idle["percent_of_one_core"]) == set(lab.services)
+    assert all(v >= 0 for v in idle["percent_of_one_core"].values())
+    assert idle["total_percent_of_one_core"] > 0
+    assert idle["seconds"] >= 3.0
     assert lab.helpers("bench-peer") == []  # the peer's helpers are gone
     print(f"\nBENCHMARK lab-bench-quick-{dest} {json.dumps(report.ratio_rows())}")
 

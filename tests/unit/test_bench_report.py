@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import re
@@ -13,6 +14,7 @@ import matplotlib.image
 import pytest
 
 from lab.bench.errors import BenchError
+from lab.bench.idle import CpuSample, idle_cpu
 from lab.bench.records import (
     BenchReport,
     BenchRun,
@@ -329,6 +331,51 @@ def test_best_of_refuses_nothing_and_mixtures() -> None:
         best_of([])
     with pytest.raises(BenchError, match="mixes"):
         best_of([measurement("fetch", 1.0), measurement("peer", 1.0)])
+
+
+# 4 idle services over 5 s: 50 + 25 + 0 + 25 ms of CPU -> 1, 0.5, 0 and 0.5 % of one core.
+IDLE = idle_cpu(
+    CpuSample(at=10.0, usage_ns={"server": 0, "udp-listener": 7, "client": 0, "rss-poller": 0}),
+    CpuSample(
+        at=15.0,
+        usage_ns={
+            "server": 50_000_000,
+            "udp-listener": 7,
+            "client": 25_000_000,
+            "rss-poller": 25_000_000,
+        },
+    ),
+)
+
+
+def test_the_idle_lab_is_the_first_table_of_a_bench_with_its_target() -> None:
+    report = dataclasses.replace(BENCH, idle_cpu=IDLE)
+    assert report.idle_cpu_rows() == [
+        {"service": "server", "idle CPU": "1.00 %", "target": "-", "verdict": "-"},
+        {"service": "udp-listener", "idle CPU": "0.00 %", "target": "-", "verdict": "-"},
+        {"service": "client", "idle CPU": "0.50 %", "target": "-", "verdict": "-"},
+        {"service": "rss-poller", "idle CPU": "0.50 %", "target": "-", "verdict": "-"},
+        {"service": "lab (total)", "idle CPU": "2.00 %", "target": "<=2 %", "verdict": "met"},
+    ]
+    busy = dataclasses.replace(IDLE, per_service={**IDLE.per_service, "server": 1.01})  # 2.01 %
+    assert dataclasses.replace(BENCH, idle_cpu=busy).idle_cpu_rows()[-1]["verdict"] == "missed"
+    assert BENCH.idle_cpu_rows() == []  # not measured (--engine-only, or idle_seconds 0)
+
+
+def test_the_idle_lab_in_the_json_and_back() -> None:
+    report = dataclasses.replace(BENCH, idle_cpu=IDLE)
+    data = json.loads(json.dumps(report.to_json()))
+    assert data["idle_cpu"]["seconds"] == 5.0
+    assert data["idle_cpu"]["total_percent_of_one_core"] == 2.0
+    assert data["idle_cpu"]["percent_of_one_core"]["server"] == 1.0
+    again = BenchReport.from_json(data)
+    assert again.idle_cpu is not None
+    assert again.idle_cpu.total == pytest.approx(2.0)
+    assert again.idle_cpu.per_service == pytest.approx(IDLE.per_service)
+    assert BENCH.to_json()["idle_cpu"] is None
+    assert BenchReport.from_json(BENCH.to_json()).idle_cpu is None
+    with pytest.raises(BenchError, match="idle_cpu"):
+        BenchReport.from_json(data | {"idle_cpu": {"seconds": 5.0}})
 
 
 def test_bench_json_errors() -> None:

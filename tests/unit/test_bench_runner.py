@@ -191,6 +191,13 @@ def test_check_dest_reports_the_volume(fake_lab: Any) -> None:
             r"has 1024 MiB free; the bench file needs 2112 MiB: choose a smaller --file-size",
             id="too-small",
         ),
+        pytest.param(
+            "tmpfs",
+            {"fs": "tmpfs", "free": 6 * 2**30, "writable": True, "memory_limit": 2**30},
+            r"charged to the client's memory limit of 1024 MiB; a 2048 MiB file needs 2432 MiB: "
+            r"start the lab with SOCKETLAB_CLIENT_MEM_LIMIT=3g",
+            id="tmpfs-over-the-memory-limit",
+        ),
     ],
 )
 def test_check_dest_refuses_what_cannot_hold_the_file(
@@ -199,6 +206,41 @@ def test_check_dest_refuses_what_cannot_hold_the_file(
     fake_lab.commands = dest_answer(info)
     with pytest.raises(BenchError, match=message):
         check_dest(fake_lab, name, size=2 * 2**30)
+
+
+@pytest.mark.parametrize(
+    ("name", "fs", "limit"),
+    [
+        pytest.param("tmpfs", "tmpfs", 3 * 2**30, id="tmpfs-within-the-limit"),
+        pytest.param("tmpfs", "tmpfs", None, id="tmpfs-no-limit"),
+        pytest.param("disk", "ext4", 2**30, id="disk-page-cache-is-reclaimable"),
+    ],
+)
+def test_check_dest_accepts_a_memory_limit_that_holds_the_file(
+    fake_lab: Any, name: str, fs: str, limit: int | None
+) -> None:
+    info = {"fs": fs, "free": 6 * 2**30, "writable": True, "memory_limit": limit}
+    fake_lab.commands = dest_answer(info)
+    assert check_dest(fake_lab, name, size=2 * 2**30).fs == fs
+
+
+def test_the_idle_lab_is_measured_before_anything_of_the_bench_runs(fake_lab: Any) -> None:
+    asked: list[tuple[float, int]] = []
+
+    class Measured(Exception):
+        pass
+
+    def idle(seconds: float) -> Any:
+        asked.append((seconds, len(fake_lab.execs) + len(fake_lab.started)))
+        raise Measured
+
+    # every link unshaped (link_status finds no rules), and nothing else answered
+    fake_lab.commands = lambda lab, service, argv: ExecResult(exit_code=0, stdout="", stderr="")
+    with pytest.raises(Measured):
+        runner.run_bench(fake_lab, BenchOptions.short(), idle=idle)
+    # the quick preset's few seconds, before any exec or helper of the bench itself
+    assert asked == [(3.0, 0)]
+    assert fake_lab.netkit_runs  # after the check that nothing is shaped
 
 
 # --- the client's limits and the peer ----------------------------------------------------
