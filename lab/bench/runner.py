@@ -678,6 +678,7 @@ class BenchOptions:
     dest: str = "disk"
     repeat: int = 1  # tries of each ceiling figure, the peer and fetch; the best is kept
     idle_seconds: float = 10.0  # how long the idle lab's CPU is measured, first (0: not)
+    shaped_bytes: int = 32 * 2**20  # the file (and at most the naive file) on shaped links
     conditions: tuple[LinkSpec, ...] = field(default_factory=lambda: (LinkSpec(),))
 
     @classmethod
@@ -762,10 +763,36 @@ def run_steps(
 
 @dataclass(frozen=True, kw_only=True)
 class BenchFiles:
-    """The server's files a bench moves: (name, sha256) of the big one and the naive one."""
+    """The server's files a condition moves: (name, sha256) of the big one and the naive
+    one, and their sizes."""
 
     big: tuple[str, str]
     naive: tuple[str, str]
+    big_bytes: int
+    naive_bytes: int
+
+
+def bench_sizes(options: BenchOptions, spec: LinkSpec) -> tuple[int, int]:
+    """(file, naive file) bytes under ``spec``: a shaped link gets the smaller
+    ``shaped_bytes`` (cubic at 20 ms and 1 % loss moves a few Mbit/s: 2 GiB would take
+    most of an hour), the unshaped one the full size (pure)."""
+    if spec.is_empty:
+        return options.file_bytes, options.naive_bytes
+    shaped = min(options.shaped_bytes, options.file_bytes)
+    return shaped, min(options.naive_bytes, shaped)
+
+
+def bench_files(
+    lab_: Lab, options: BenchOptions, spec: LinkSpec, *, progress: Progress
+) -> BenchFiles:
+    """The server's files for ``spec`` (made once per size: :func:`ensure_bench_file`)."""
+    big_bytes, naive_bytes = bench_sizes(options, spec)
+    return BenchFiles(
+        big=ensure_bench_file(lab_, big_bytes, progress=progress),
+        naive=ensure_bench_file(lab_, naive_bytes, progress=progress),
+        big_bytes=big_bytes,
+        naive_bytes=naive_bytes,
+    )
 
 
 def bench_condition(
@@ -779,7 +806,7 @@ def bench_condition(
 ) -> BenchRun:
     """Every measurement under one condition, one after the other."""
     (name, sha256), (naive_name, naive_sha) = files.big, files.naive
-    size = options.file_bytes
+    size = files.big_bytes
     before = load_average(lab_)
     with shaped(lab_, BENCH_LINKS, spec, progress=progress, check=options.check) as engine:
         rtt = _rtt(lab_, "client", "server")
@@ -798,7 +825,7 @@ def bench_condition(
         once: list[Step] = [
             (
                 "naive recv(1024) loop",
-                lambda: naive(lab_, naive_name, naive_sha, options.naive_bytes, dest),
+                lambda: naive(lab_, naive_name, naive_sha, files.naive_bytes, dest),
             ),
             (
                 "iperf3 UDP",
@@ -863,12 +890,15 @@ def run_bench(
         idle_cpu = idle(options.idle_seconds)
         progress(f"the idle lab's CPU: {idle_cpu.total:.2f} % of one core")
     dest = check_dest(lab_, options.dest, size=options.file_bytes)
-    files = BenchFiles(
-        big=ensure_bench_file(lab_, options.file_bytes, progress=progress),
-        naive=ensure_bench_file(lab_, options.naive_bytes, progress=progress),
-    )
     runs = [
-        bench_condition(lab_, spec, options, dest=dest, files=files, progress=progress)
+        bench_condition(
+            lab_,
+            spec,
+            options,
+            dest=dest,
+            files=bench_files(lab_, options, spec, progress=progress),
+            progress=progress,
+        )
         for spec in options.conditions
     ]
     iperf_version = next(

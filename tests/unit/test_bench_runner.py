@@ -4,6 +4,7 @@ and best-of-N round-robin."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from lab.bench.runner import (
     write_fsync_rate,
 )
 from lab.interface import ExecResult
+from lab.shaping.spec import LinkSpec
 
 IPERF_OK = {
     "start": {"version": "iperf 3.12"},
@@ -99,6 +101,18 @@ def test_bench_options_presets() -> None:
     assert full.file_bytes >= 2 * 2**30  # the issue: at least 2 GiB at 28 Gbit/s
     assert full.naive_bytes < full.file_bytes  # the recv(1024) loop gets a smaller file
     assert (quick.dest, full.dest, full.repeat) == ("disk", "disk", 1)
+
+
+def test_shaped_links_move_the_smaller_file() -> None:
+    full = BenchOptions.full()
+    unshaped, shaped = full.conditions
+    assert runner.bench_sizes(full, unshaped) == (2 * 2**30, 128 * 2**20)
+    # cubic at 20 ms / 1 % loss moves a few Mbit/s: 32 MiB, and the naive loop no more
+    assert runner.bench_sizes(full, shaped) == (32 * 2**20, 32 * 2**20)
+    small = BenchOptions.short()  # --file-size below shaped_bytes: that size everywhere
+    small = dataclasses.replace(small, file_bytes=4 * 2**20, naive_bytes=2 * 2**20)
+    assert runner.bench_sizes(small, shaped) == (4 * 2**20, 2 * 2**20)
+    assert runner.bench_sizes(small, LinkSpec()) == (4 * 2**20, 2 * 2**20)
 
 
 def test_every_destination_has_a_path_in_the_client() -> None:
