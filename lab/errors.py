@@ -8,17 +8,30 @@ the CLI turns it into a one-line message and a non-zero exit code::
     ├── DockerError             a Docker API call failed (translated in lab.engine only)
     │   └── DockerNotFound      the container, network or volume is gone
     ├── ComposeError            the Compose CLI is missing or a compose command failed
+    │   └── ComposeConfigError  Compose rejects the project's files (lab.compose)
+    ├── TopologyError           lab.topology: the project is not a lab we can work with
+    │   ├── NoSharedNetwork     two containers share no network, or several and none chosen
+    │   └── NoIPv6              an IPv6 request on a network or container without IPv6
+    ├── PrerequisiteMissing     lab.doctor: a required prerequisite is missing on this machine
+    ├── TransferError           lab.transfer: a copy would escape its destination
     ├── ImageBuildError         base image, wheels or image build failed
     ├── NotReady                a service did not become healthy before its deadline
     │   ├── ServiceStopped      a service exited while the lab waited for it to be healthy
     │   ├── ServiceBlocked      its orchestrator says it cannot run (a Swarm task not placed)
     │   └── HelperNotReady      a helper container exited, or did not log what it should, in time
     ├── ServiceNotFound         no running container for a service in this project
+    │   └── UnknownTarget       lab.addressing: no such service, or a replica it does not run
     ├── CommandTimeout          a command in a container ran past its timeout
-    ├── ShapingError            lab.shaping (defined there: SpecError, SelfCheckFailed)
-    ├── BenchError              lab.bench: a benchmark or sweep could not run (GridError: bad grid)
+    ├── ShapingError            lab.shaping: a link could not be shaped, healed or read
+    │   ├── SpecError           a shaping option or profile entry is not valid
+    │   └── SelfCheckFailed     shaped, but the self-check measured something else
+    ├── BenchError              lab.bench: a benchmark or sweep could not run
+    │   └── GridError           a sweep grid option has a value we cannot use
     ├── CaptureError            lab.scenario.capture: a pcap helper could not start, stop or copy
-    ├── SwarmError              lab.swarm: not a Swarm manager, a node unreachable, a stack plan
+    ├── SwarmError              lab.swarm: the Swarm cannot run the lab
+    │   ├── NotASwarmManager    the engine the controller talks to is not a Swarm manager
+    │   ├── NodeUnreachable     a node's engine has no endpoint, does not answer, or is another
+    │   └── StackPlanError      something in the project has no meaning on a Swarm
     ├── ReportError             lab.report: report.html or a part of it could not be built
     │   ├── PcapError           a file is not a pcap the analysis reads (magic, link type, I/O)
     │   └── ResultsError        results.json is not what ``lab run`` writes (where, what)

@@ -28,12 +28,11 @@ from lab.bench.engine import (
 )
 from lab.bench.errors import BenchError
 from lab.bench.runner import iperf3, require_services
+from lab.congestion import ensure_congestion, read_congestion
 from lab.errors import LabError
 from lab.interface import Lab
 from lab.report.watch import parse_shaper_stats
 from lab.shaping import LinkSpec, measure_rtt, shape, unshape
-from lab.shaping.builders import render_script
-from lab.shaping.congestion import STATE_SCRIPT, congestion_steps, parse_state
 from lab.shaping.runner import SHAPER_ROLE, ShapeResult
 from lab.waiting import wait_for
 
@@ -83,19 +82,14 @@ def _shape(lab_: Lab, text: str) -> ShapeResult:
     return shape(lab_, SOURCE, DEST, LinkSpec.parse(text), engine="nfqueue")
 
 
-def _namespace_sh(lab_: Lab, script: str, *, what: str) -> str:
-    result = lab_.netkit_run(
-        SOURCE, ["sh", "-c", script], timeout=lab_.config.shaping.netns_timeout, net_admin=True
-    )
-    if not result.ok:
-        raise BenchError(f"{what} in {SOURCE}'s namespace failed: {result.stderr.strip()[-300:]}")
-    return result.stdout
-
-
 def _set_congestion(lab_: Lab, name: str | None) -> str:
-    """New connections from SOURCE use ``name`` (None: the default); returns what they use."""
-    _namespace_sh(lab_, render_script(congestion_steps(name)), what="setting congestion control")
-    return parse_state(_namespace_sh(lab_, STATE_SCRIPT, what="reading congestion control")).in_use
+    """New connections from SOURCE use ``name`` (None: what the Compose file asks, else the
+    namespace's default); returns what they use."""
+    if name is None:
+        ensure_congestion(lab_, names=[SOURCE], reset=True)
+    else:
+        ensure_congestion(lab_, overrides={SOURCE: name}, names=[SOURCE])
+    return read_congestion(lab_, SOURCE)
 
 
 def throughput(

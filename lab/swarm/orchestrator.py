@@ -16,7 +16,7 @@ to engines:
 (a registry push, or one ``docker save`` and a ``docker load`` per node that
 lacks them, recorded in a Swarm config); the stack plan
 (:func:`lab.swarm.plan.stack_plan`) is deployed wave by wave, each wave healthy
-before the next. ``lab down --swarm`` removes the services, waits until every
+before the next, and ``lab up`` goes on once every task runs. ``lab down --swarm`` removes the services, waits until every
 node has removed their containers, removes the stack's networks, every
 labelled helper and volume on each node, the loaded images' tags and the record.
 """
@@ -71,7 +71,7 @@ from lab.swarm.plan import (
     service_replicas,
     stack_plan,
 )
-from lab.swarm.tasks import StackService, stack_facts, stack_services
+from lab.swarm.tasks import StackService, not_started, stack_facts, stack_services
 from lab.topology import ContainerFacts, ProjectModel
 from lab.waiting import wait_for
 
@@ -85,6 +85,7 @@ EVERY_NODE = "*"  # in a record: every node that ran the stack (images pulled fr
 EXEC_TIMEOUT = 24 * 3600.0  # exec calls block for the whole command (bounded inside)
 SAVE_CHUNK = 1024 * 1024
 CLI_TAIL = 6  # lines of a failed docker CLI's output in the error
+START_POLL = 0.5  # seconds between two looks at the last wave's tasks
 
 
 class SwarmOrchestrator:
@@ -226,14 +227,22 @@ class SwarmOrchestrator:
     def engines(self) -> list[Any]:
         """The manager and every node that runs (or ran) a task of the stack."""
         nodes = {node.id: node for node in self.nodes()}
+        runs: dict[str, list[str]] = {}  # node ID -> the services it runs a task of
         if self._sweep is not None:
             wanted = set(self._sweep)
         else:
             services = self._services()
-            wanted = {str(t.get("NodeID")) for t in self._tasks(services) if t.get("NodeID")}
+            names = {service.id: service.name for service in services}
+            tasks = self._tasks(services)
+            wanted = {str(t.get("NodeID")) for t in tasks if t.get("NodeID")}
+            for task in tasks:
+                name = names.get(str(task.get("ServiceID")))
+                if task.get("DesiredState") == "running" and task.get("NodeID") and name:
+                    listed = runs.setdefault(str(task["NodeID"]), [])
+                    listed += [name] if name not in listed else []
         wanted.add(self.self_id)
         return [
-            self.node_client(nodes[node_id], purpose="the lab's helpers and leftovers")
+            self.node_client(nodes[node_id], purpose=_helpers_purpose(runs.get(node_id, [])))
             for node_id in sorted(wanted)
             if node_id in nodes
         ]
@@ -304,6 +313,7 @@ class SwarmOrchestrator:
         runtime = distribution.refs.get(images.runtime, images.runtime)
         self._install_secrets(runtime, receiving_nodes(nodes, targets))
         self._deploy(plan, deadline=deadline)
+        self._wait_started(dict(service_replicas(model, scale)), deadline=deadline)
         return dataclasses.replace(
             images, runtime=distribution.refs.get(images.runtime, images.runtime), netkit=netkit
         )
@@ -344,6 +354,22 @@ class SwarmOrchestrator:
                 # depends_on: the next wave starts once this one is healthy.
                 remaining = max(1.0, deadline - time.monotonic())
                 lab.wait_healthy(timeout=remaining, only=wave)
+
+    def _wait_started(self, wanted: Mapping[str, int], *, deadline: float) -> None:
+        """Until every task runs (what ``compose up`` gives ``lab up``): stack deploy
+        returns before the last wave's tasks are even placed, and routes and congestion
+        control are set only in namespaces that exist."""
+        waiting: list[str] = []
+
+        def started() -> bool:
+            waiting[:] = not_started(self.lab.topology().instances, wanted)
+            return not waiting
+
+        remaining = max(1.0, deadline - time.monotonic())
+        try:
+            wait_for(started, timeout=remaining, what="the stack's tasks", interval=START_POLL)
+        except NotReady as exc:
+            raise NotReady(f"not running after {remaining:.0f} s: {', '.join(waiting)}") from exc
 
     def _stack_deploy(self, document: Mapping[str, Any]) -> None:
         settings = self.settings
@@ -586,6 +612,13 @@ class SwarmOrchestrator:
 
 
 # --------------------------------------------------------------------------- image I/O
+
+
+def _helpers_purpose(services: Sequence[str]) -> str:
+    """Why the lab reaches a node's engine to list its helpers (named in an error):
+    shaping lists them all first, whatever node the shaped service is on."""
+    runs = f"; it runs {', '.join(services)}" if services else ""
+    return f"the lab's helpers and leftovers there{runs}"
 
 
 def _has_image(client: Any, ref: str) -> bool:

@@ -28,6 +28,13 @@ Engine 20.10.24 with CLIs 20.10 and 28; :data:`IGNORED` carries the notes
 * ``container_name``, ``links``, ``expose``: Swarm names tasks itself, service
   names resolve on the overlay, every port is reachable there: left out.
 
+* ``tmpfs`` (the service key): stack deploy drops it without a word (measured
+  with CLI 28: the task had no mount at all, so a service writing there met its
+  read-only root). Each entry becomes a ``type: tmpfs`` entry of ``volumes``,
+  with its ``size``. A Swarm tmpfs is root's with mode 1777 (the CLI sets no
+  mode, a 20.10 spec no owner), so the service's user can still write it;
+  ``uid``/``gid``/another ``mode`` are left out with a note.
+
 ``cap_add``/``cap_drop``, ``init``, ``sysctls`` and ``healthcheck`` are honoured
 by stack deploy on 20.10 and pass through. Every service gets
 ``endpoint_mode: dnsrr``: a service name then resolves to its tasks'
@@ -79,7 +86,6 @@ PASSED_KEYS = frozenset(
         "stop_grace_period",
         "stop_signal",
         "sysctls",
-        "tmpfs",
         "tty",
         "ulimits",
         "user",
@@ -143,6 +149,10 @@ DEPLOY_KEYS = frozenset(
         "endpoint_mode",
     }
 )
+# What a Swarm tmpfs mount is, whatever was asked: root's, world-writable, sticky.
+SWARM_TMPFS_MODE = 0o1777
+_TMPFS_SIZE = re.compile(r"^(?P<number>\d+)(?P<unit>[kmg]?)$", re.IGNORECASE)
+TMPFS_UNITS: Mapping[str, int] = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 HEALTHCHECK_KEYS = frozenset({"test", "interval", "timeout", "retries", "start_period", "disable"})
 VOLUME_MOUNT_KEYS = frozenset({"type", "source", "target", "read_only", "consistency"})
 TOP_VOLUME_KEYS = frozenset({"driver", "driver_opts", "external", "labels", "name"})
@@ -239,6 +249,56 @@ def stack_port(port: Any, where: str) -> dict[str, Any]:
     return entry
 
 
+def tmpfs_size(size: Any, where: str) -> int:
+    """A tmpfs ``size`` (bytes, or a number with k, m or g as the kernel reads it) in bytes."""
+    match = _TMPFS_SIZE.match(str(size).strip())
+    if match is None:
+        raise StackPlanError(f"{where}: tmpfs size {size!r} is not bytes or a number with k, m, g")
+    return int(match["number"]) * TMPFS_UNITS[match["unit"].lower()]
+
+
+def _swarm_mode(mode: Any) -> bool:
+    """Whether the tmpfs ``mode`` asked is what a Swarm tmpfs is anyway (1777)."""
+    try:
+        return (int(mode, 8) if isinstance(mode, str) else int(mode)) == SWARM_TMPFS_MODE
+    except (TypeError, ValueError):
+        return False
+
+
+def tmpfs_mounts(
+    value: Any, where: str, *, name: str, notes: list[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """The service key ``tmpfs`` (``PATH[:OPTIONS]``, one or a list) as ``volumes`` entries
+    of type tmpfs, the one form of it stack deploy keeps; options it cannot keep noted."""
+    mounts = []
+    for item in [value] if isinstance(value, str) else list(value):
+        target, _, options = str(item).strip().partition(":")
+        if not target.startswith("/"):
+            raise StackPlanError(f"{where}: tmpfs {item!r} does not start with an absolute path")
+        entry: dict[str, Any] = {"type": "tmpfs", "target": target}
+        left_out = []
+        for option in filter(None, (part.strip() for part in options.split(","))):
+            key, _, setting = option.partition("=")
+            if key == "size":
+                entry["tmpfs"] = {"size": tmpfs_size(setting, f"{where}: tmpfs {target}")}
+            elif key == "mode" and _swarm_mode(setting):
+                continue
+            elif key == "ro":
+                entry["read_only"] = True
+            elif key not in {"rw", "nosuid", "nodev", "noexec"}:  # a Swarm tmpfs has these
+                left_out.append(option)
+        if left_out:
+            notes.append(
+                (
+                    f"tmpfs: {target} without {','.join(left_out)}: a Swarm tmpfs is root's, "
+                    "mode 1777 (the service's user can still write it)",
+                    name,
+                )
+            )
+        mounts.append(entry)
+    return mounts
+
+
 def _volume_mount(value: Any, where: str) -> Any:
     if isinstance(value, str):
         return value
@@ -249,7 +309,7 @@ def _volume_mount(value: Any, where: str) -> Any:
         entry["volume"] = {"nocopy": True}
     size = _mapping(mount.get("tmpfs"), where).get("size")
     if size:
-        entry["tmpfs"] = {"size": int(size)}
+        entry["tmpfs"] = {"size": tmpfs_size(size, where)}
     return entry
 
 
@@ -365,6 +425,7 @@ def _service(
 ) -> dict[str, Any]:
     where = f"service {name}"
     out: dict[str, Any] = {}
+    tmpfs: list[dict[str, Any]] = []
     for key, value in raw.items():
         if value is None or key in {"deploy", "image"}:
             continue
@@ -379,10 +440,15 @@ def _service(
             if key not in {"restart", "scale", "profiles", *LIMIT_KEYS}:
                 notes.append((f"{key}: {IGNORED[key]}", name))
             continue
+        if key == "tmpfs":
+            tmpfs.extend(tmpfs_mounts(value, where, name=name, notes=notes))
+            continue
         if key not in PASSED_KEYS:
             notes.append((f"{key}: not a Swarm service option: left out", name))
             continue
         out[key] = _passed(key, value, where)
+    if tmpfs:
+        out["volumes"] = [*(out.get("volumes") or ()), *tmpfs]
     for source in _bind_sources(out.get("volumes") or ()):
         notes.append(
             (f"volumes: a bind mount of {source} needs that path on the task's node", name)

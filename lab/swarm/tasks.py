@@ -11,6 +11,10 @@ the lab: its current task (desired state ``running``), else its latest one,
 so a task that ended or was rejected stays visible with Swarm's reason.
 Swarm keeps a task with a healthcheck in ``starting`` until its first passing
 check, and ends it when it turns unhealthy: ``running`` is therefore healthy.
+
+:func:`not_started` is what ``lab up`` waits for after the last wave, as
+``compose up`` returns once every container runs: ``lab up`` sets routes and
+congestion control in the namespaces of the tasks that run, next.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.swarm.plan import STACK_LABEL
-from lab.topology import ContainerFacts, EndpointFacts, ProjectModel
+from lab.topology import ContainerFacts, EndpointFacts, Instance, ProjectModel
 
 WAITING_STATES = frozenset({"new", "pending", "assigned", "accepted", "ready", "preparing"})
 FAILED_STATES = frozenset({"failed", "rejected", "orphaned"})
@@ -185,3 +189,21 @@ def stack_facts(
                 )
             )
     return facts
+
+
+def not_started(instances: Sequence[Instance], wanted: Mapping[str, int]) -> list[str]:
+    """What is not running yet of ``wanted`` (service -> replicas), one phrase each (pure).
+
+    A task whose container runs counts, healthy or not; so does one that ended or
+    that Swarm cannot run (waiting cannot help: the health wait says why).
+    """
+    waiting = []
+    for service, replicas in wanted.items():
+        mine = [i for i in instances if i.service == service]
+        if len(mine) < replicas:
+            waiting.append(f"{service} ({len(mine)} of {replicas} tasks)")
+        for instance in mine:
+            settled = instance.state in {"exited", "dead"} or bool(instance.problem)
+            if not settled and not (instance.state == "running" and instance.container_id):
+                waiting.append(f"{instance.name} ({instance.state})")
+    return waiting

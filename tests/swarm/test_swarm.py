@@ -23,10 +23,21 @@ from cluster import FIGURES, PROJECT_LABEL, Cluster
 
 from lab.api import Lab
 from lab.cli import main
+from lab.congestion import congestion_in_use
+from lab.credentials import SECRET_VOLUMES, SECRETS_MOUNT, SERVICE_UID
 from lab.swarm.distribution import has_registry_host
 
 SCENARIOS = ("hello", "image", "udp-basic", "large-file", "timeouts")
 LAB_NETWORK_MTU = 1450  # VXLAN's 50 bytes off the nodes' 1500
+# docker-compose.yml's tmpfs (KiB, as /proc/mounts says), which stack deploy would drop
+TMPFS_KIB = {"server": {"/tmp": 65536}, "udp-listener": {"/tmp": 16384}, "rss-poller": {"/run/socketlab": 1024}}  # fmt: skip
+SECRETS_OF = {"server": "secrets-server", "client": "secrets-client", "udp-listener": "secrets-udp"}
+HARDENING_PROBE = (
+    "id -u; touch /probe 2>/dev/null && echo root-writable; "
+    "while read -r _ target kind options _; do "
+    '[ "$kind" = tmpfs ] && echo "tmpfs $target $options"; done </proc/mounts; '
+    f"ls {SECRETS_MOUNT} 2>/dev/null | sed 's/^/secret /'"
+)
 
 
 def node_client(cluster: Cluster, hostname: str) -> Any:
@@ -38,6 +49,41 @@ def test_client_server_and_listener_sit_on_three_nodes(swarm_lab: Lab) -> None:
     assert set(nodes) == {"server", "udp-listener", "client", "rss-poller"}
     assert len({nodes["client"], nodes["server"], nodes["udp-listener"]}) == 3, nodes
     assert all(status.ready for status in swarm_lab.status())
+
+
+def test_every_task_keeps_the_hardening_of_the_compose_file(swarm_lab: Lab) -> None:
+    # Its tmpfs (stack deploy drops the service key: the poller's heartbeat had
+    # nowhere to go and Swarm stopped it as unhealthy), a read-only root, the
+    # service user, and the secrets lab up wrote into each node's volumes.
+    for status in swarm_lab.status():
+        assert (status.state, status.health) == ("running", "healthy"), status
+    for service in ("server", "udp-listener", "client", "rss-poller"):
+        out = swarm_lab.exec(service, ["sh", "-c", HARDENING_PROBE], timeout=30).check().stdout
+        lines = out.splitlines()
+        assert lines[0] == str(SERVICE_UID), (service, out)
+        assert "root-writable" not in lines, service
+        sizes = {}
+        for line in lines:
+            if line.startswith("tmpfs "):
+                _, target, options = line.split(" ")
+                size = re.search(r"(?:^|,)size=(\d+)k(?:,|$)", options)
+                if target in TMPFS_KIB.get(service, {}):
+                    assert size is not None, (service, line)
+                    sizes[target] = int(size[1])
+        assert sizes == TMPFS_KIB.get(service, {}), (service, out)
+        secrets = {line.removeprefix("secret ") for line in lines if line.startswith("secret ")}
+        assert secrets == set(SECRET_VOLUMES.get(SECRETS_OF.get(service, ""), ())), service
+    heartbeat = swarm_lab.exec(
+        "rss-poller", ["stat", "-c", "%u %s", "/run/socketlab/heartbeat"], timeout=10
+    ).check()
+    assert heartbeat.stdout.split() == [str(SERVICE_UID), "0"]
+
+
+def test_every_task_runs_the_congestion_control_the_compose_file_asks(swarm_lab: Lab) -> None:
+    # lab up sets it only in namespaces that exist: it waits for the last wave's tasks
+    wanted = {spec.name: spec.tcp_congestion for spec in swarm_lab.model.services}
+    assert set(wanted.values()) == {"cubic"}
+    assert congestion_in_use(swarm_lab, list(wanted)) == wanted
 
 
 def test_lab_status_shows_the_node_of_each_task(
@@ -157,7 +203,14 @@ def test_a_node_unreachable_for_helpers_fails_shaping_naming_it(
     code = main(["-p", swarm_lab.project, "shape", "client", "server", "--delay", "10ms"])
     err = capsys.readouterr().err
     assert code == 1
-    assert f"lab: error: node {client_node} (for reaching client): cannot reach Docker at " in err
+    # shaping lists the lab's helpers on every node first: that is where it meets the node
+    named = re.search(
+        rf"^lab: error: node {client_node} \(for the lab's helpers and leftovers there; "
+        r"it runs ([^)]*)\): cannot reach Docker at ",
+        err,
+    )
+    assert named is not None, err
+    assert "client" in named[1].split(", "), err
     assert "unix:///nonexistent/docker.sock" in err
     assert not swarm_lab.helpers("shaper")
 

@@ -106,3 +106,13 @@ def test_a_restarted_service_gets_its_algorithm_back_at_once(lab: Any) -> None:
     )
     assert ("restart", "udp-listener") in lab.actions
     assert lab.congestion["udp-listener"] == "bbr"
+
+
+def test_the_engine_bench_puts_back_what_the_compose_file_asks(lab: Any) -> None:
+    from lab.bench.engine_runner import _set_congestion  # noqa: PLC0415 - the bench's own
+
+    ensure_congestion(lab)
+    assert _set_congestion(lab, "bbr") == "bbr"
+    # after the bench: cubic, as `lab up` set it, not the namespace's default
+    assert _set_congestion(lab, None) == "cubic"
+    assert congestion_in_use(lab, ["client"]) == {"client": "cubic"}

@@ -1,7 +1,8 @@
 """How images reach the nodes (lab.swarm.distribution: load only where missing, or push
 to a registry; the record lab down reads, hostile records refused) and a stack's recorded
 tasks as the lab's containers (lab.swarm.tasks: node, slot, addresses, health, the error
-of a task Swarm cannot place or rejected, the current task of each slot)."""
+of a task Swarm cannot place or rejected, the current task of each slot, what lab up
+still waits for before it sets routes and congestion control)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,14 @@ from lab.swarm.distribution import (
 )
 from lab.swarm.errors import SwarmError
 from lab.swarm.nodes import Node, node_from_attrs
-from lab.swarm.tasks import current_tasks, stack_facts, stack_services, task_problem, task_state
+from lab.swarm.tasks import (
+    current_tasks,
+    not_started,
+    stack_facts,
+    stack_services,
+    task_problem,
+    task_state,
+)
 from lab.topology import (
     NetworkSpec,
     ProjectModel,
@@ -301,3 +309,58 @@ def test_a_waiting_task_without_an_error_has_no_problem_yet() -> None:
         "preparing: pulling"
     )
     assert task_problem({"Status": {"State": "failed"}}) == "failed: no reason given"
+
+
+WANTED = {"server": 1, "udp-listener": 1, "client": 2, "rss-poller": 1}
+
+
+def client_task(number: int) -> dict[str, Any]:
+    client = next(
+        s
+        for s in stack_services(RECORDED["h19exp.services"], project="h19exp")
+        if s.name == "client"
+    )
+    return dict(current_tasks(RECORDED["h19exp.tasks"], client))[number]
+
+
+def replaced(task: dict[str, Any], **changes: Any) -> list[dict[str, Any]]:
+    """The recorded tasks with ``task`` changed as ``with_task`` says."""
+    return [with_task(t, **changes) if t is task else t for t in RECORDED["h19exp.tasks"]]
+
+
+def test_every_task_running_is_started() -> None:
+    assert not_started(recorded_topology().instances, WANTED) == []
+
+
+@pytest.mark.parametrize("state", ["new", "pending", "assigned", "accepted", "preparing"])
+def test_a_task_swarm_has_not_started_yet_is_waited_for(state: str) -> None:
+    tasks = replaced(client_task(2), Status__State=state, Status__ContainerStatus={})
+    assert not_started(recorded_topology(tasks).instances, WANTED) == [f"client.2 ({state})"]
+
+
+def test_a_task_whose_container_runs_is_started_before_its_first_healthcheck() -> None:
+    tasks = replaced(client_task(2), Status__State="starting")
+    topology = recorded_topology(tasks)
+    assert topology.one("client.2").health == "starting"
+    assert not_started(topology.instances, WANTED) == []
+
+
+def test_tasks_not_created_yet_are_counted() -> None:
+    instances = recorded_topology().instances
+    assert not_started(instances, {**WANTED, "client": 3}) == ["client (2 of 3 tasks)"]
+    without = [i for i in instances if i.service != "rss-poller"]
+    assert not_started(without, WANTED) == ["rss-poller (0 of 1 tasks)"]
+
+
+def test_a_task_that_ended_or_cannot_run_is_not_waited_for() -> None:
+    ended = replaced(client_task(1), Status__State="complete", DesiredState="shutdown")
+    assert not_started(recorded_topology(ended).instances, WANTED) == []
+    stuck = replaced(
+        client_task(1),
+        Status__State="pending",
+        Status__Err="no suitable node",
+        Status__ContainerStatus={},
+    )
+    instance = recorded_topology(stuck).one("client.1")
+    assert (instance.state, instance.problem) == ("pending", "cannot be placed: no suitable node")
+    assert not_started(recorded_topology(stuck).instances, WANTED) == []

@@ -2,7 +2,8 @@
 an engine that is no manager is refused before anything is built, a task Swarm cannot
 place stops the health wait with Swarm's reason, helpers and execs go to the engine of
 the node that runs the task (checked to be that node), a node without an endpoint is
-named, and ``--swarm``/``--spread`` reach the lab from any command."""
+named (with what it runs when helpers are listed), ``lab up`` goes on to routes and congestion control only once every task runs,
+and ``--swarm``/``--spread`` reach the lab from any command."""
 
 from __future__ import annotations
 
@@ -13,15 +14,17 @@ from typing import Any
 import pytest
 
 import lab.engine
+import lab.swarm.orchestrator
 from lab.api import Lab
 from lab.cli import build_parser, status_rows
 from lab.commands import make_lab
 from lab.config import LabConfig
-from lab.errors import ServiceBlocked
+from lab.errors import NotReady, ServiceBlocked
 from lab.images import ImageSet
 from lab.interface import ServiceStatus
 from lab.orchestrator import ComposeOrchestrator
 from lab.swarm.config import SwarmConfig
+from lab.swarm.distribution import DistributionPlan
 from lab.swarm.errors import NodeUnreachable, NotASwarmManager
 from lab.swarm.orchestrator import SwarmOrchestrator
 from lab.topology import NetworkSpec, ProjectModel, ServiceSpec
@@ -242,6 +245,111 @@ def test_an_unreachable_node_is_named(tmp_path: Path, monkeypatch: pytest.Monkey
         NodeUnreachable, match=r"^node node-3 \(for reaching client.2\): cannot reach"
     ):
         handle.netkit_run("client.2", ["ping", "-c1", "server"], timeout=5)
+
+
+def test_a_node_unreachable_while_helpers_are_listed_is_named_with_what_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # lab shape lists the lab's helpers on every node first (one queue number space)
+    def connect_url(url: str, *, timeout: float) -> FakeEngine:
+        if url == "unix:///run/node-3.sock":
+            raise lab.engine.DockerUnavailable(f"cannot reach Docker at {url}: is it running?")
+        return FakeEngine(node_info("node-2"))
+
+    monkeypatch.setattr(lab.engine, "connect_url", connect_url)
+    handle = swarm_lab(tmp_path, endpoints=ALL_NODES)
+    with pytest.raises(NodeUnreachable) as caught:
+        handle.helpers("shaper")
+    assert str(caught.value) == (
+        "node node-3 (for the lab's helpers and leftovers there; it runs client, rss-poller): "
+        "cannot reach Docker at unix:///run/node-3.sock: is it running?"
+    )
+
+
+# --------------------------------------------------------------------------- lab up
+
+CONFIG = {
+    "services": {
+        spec.name: {"image": "socketlab/runtime:x", "networks": {"lab": None}}
+        for spec in MODEL.services
+    },
+    "networks": {"lab": {}},
+}
+
+
+class FakeCompose:
+    def config(self, *, major: int) -> dict[str, Any]:
+        return CONFIG
+
+
+def starting(tasks: list[dict[str, Any]], state: str) -> list[dict[str, Any]]:
+    """The recorded tasks with client.2's in ``state`` and no container yet."""
+    client2 = next(t for t in tasks if t["ID"] == CLIENT2_TASK)
+    changed = json.loads(json.dumps(client2))
+    changed["Status"] |= {"State": state, "ContainerStatus": {}}
+    return [changed if t is client2 else t for t in tasks]
+
+
+CLIENT2_TASK = next(
+    t["ID"] for t in RECORDED["h19exp.tasks"] if t["Slot"] == 2 and t["DesiredState"] == "running"
+)
+
+
+def deployable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answers: list[list[dict[str, Any]]]
+) -> tuple[Lab, list[dict[str, Any]], list[list[dict[str, Any]]]]:
+    """A lab whose ``start`` deploys into fakes; the manager answers the task lists
+    ``answers`` in turn (the last one from then on). Returns it, the stack documents
+    deployed and the task lists it was given."""
+    handle = swarm_lab(tmp_path)
+    handle.__dict__["compose_version"] = 2
+    monkeypatch.setattr(handle, "compose", lambda *_, **__: FakeCompose())
+    orchestrator = handle.orchestrator
+    assert isinstance(orchestrator, SwarmOrchestrator)
+    deployed: list[dict[str, Any]] = []
+    given: list[list[dict[str, Any]]] = []
+    monkeypatch.setattr(orchestrator, "_stack_deploy", deployed.append)
+    monkeypatch.setattr(orchestrator, "_install_secrets", lambda *_: None)
+    monkeypatch.setattr(orchestrator, "_distribute", lambda *_, **__: DistributionPlan(refs={}))
+    api = handle.docker.api
+    assert isinstance(api, FakeApi)
+
+    def tasks(*, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        answer = answers[min(len(given), len(answers) - 1)]
+        given.append(answer)
+        return [t for t in answer if t["ServiceID"] in set(filters["service"])]
+
+    monkeypatch.setattr(api, "tasks", tasks)
+    monkeypatch.setattr(lab.swarm.orchestrator, "START_POLL", 0.01)
+    return handle, deployed, given
+
+
+def test_lab_up_goes_on_only_once_every_task_of_the_last_wave_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # stack deploy returns before Swarm even places the tasks; lab up then sets routes
+    # and congestion control in the namespaces that exist, so it must wait (issue 19:
+    # the last wave's client and rss-poller kept bbr where the Compose file says cubic).
+    recorded = RECORDED["h19exp.tasks"]
+    answers = [starting(recorded, "pending"), starting(recorded, "preparing"), recorded]
+    handle, deployed, given = deployable(tmp_path, monkeypatch, answers)
+    assert handle._images is not None
+    handle.orchestrator.start(MODEL, images=handle._images, scale={}, timeout=30.0)
+    assert len(deployed) == 1  # one wave: nothing depends on anything in MODEL
+    assert given[:3] == answers  # asked until client.2 ran
+    assert len(given) == 3
+
+
+def test_a_task_that_never_starts_is_named_at_the_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers = [starting(RECORDED["h19exp.tasks"], "preparing")]
+    handle, _, given = deployable(tmp_path, monkeypatch, answers)
+    assert handle._images is not None
+    with pytest.raises(NotReady) as caught:
+        handle.orchestrator.start(MODEL, images=handle._images, scale={}, timeout=0.1)
+    assert str(caught.value) == "not running after 1 s: client.2 (preparing)"
+    assert len(given) > 1
 
 
 # --------------------------------------------------------------------------- the CLI

@@ -1,7 +1,8 @@
 """The stack a Compose project becomes (lab.swarm.plan), from Compose's own recorded
 ``config`` of the example projects, v1's YAML and v2's JSON alike: overlay networks,
 images, labels, dnsrr, restart policies, waves for depends_on, what stack deploy ignores
-left out with a note, what a task cannot be refused with the key named."""
+left out with a note, what a task cannot be refused with the key named, the service key
+tmpfs (which stack deploy drops) as tmpfs mounts."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from lab.swarm.plan import (
     restart_policy,
     stack_plan,
     stack_port,
+    tmpfs_mounts,
 )
 from lab.topology import (
     ProjectModel,
@@ -34,6 +36,7 @@ from lab.topology import (
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "compose"
+CHECKOUT = Path(__file__).resolve().parents[2]
 FLAVOURS = ("v1", "v2")
 RUNTIME = "socketlab/runtime:latest"  # what the recorded configs name
 NETKIT = "socketlab/netkit:abc123"
@@ -318,3 +321,105 @@ def test_container_limits_become_deploy_resource_limits() -> None:
         note.startswith("pids_limit (server): no per-service pids limit") for note in plan.notes
     )
     assert not any(note.startswith(("mem_limit", "cpus")) for note in plan.notes)
+
+
+def checkout_tmpfs() -> dict[str, list[str]]:
+    """Each service's ``tmpfs`` in the checkout's docker-compose.yml, as both Composes'
+    ``config`` gives it (measured: the same ``PATH:OPTIONS`` strings, v1 and v2)."""
+    raw = parse_config_yaml((CHECKOUT / "docker-compose.yml").read_text())
+    return {name: spec["tmpfs"] for name, spec in raw["services"].items() if spec.get("tmpfs")}
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_the_default_labs_tmpfs_become_tmpfs_mounts_stack_deploy_keeps(flavour: str) -> None:
+    # stack deploy drops the service key tmpfs: the poller's heartbeat directory was
+    # then on its read-only root, it turned unhealthy and Swarm stopped it (issue 19).
+    tmpfs = checkout_tmpfs()
+    assert set(tmpfs) == {"server", "udp-listener", "rss-poller"}
+    config = recorded("default", flavour)
+    for name, entries in tmpfs.items():
+        config["services"][name]["tmpfs"] = entries
+    plan = stack_plan(config, model=model_of(config))
+    services = plan.document["services"]
+    for name, service in services.items():
+        assert "tmpfs" not in service, name
+    mounts = {
+        name: [
+            m for m in service.get("volumes") or () if isinstance(m, dict) and m["type"] == "tmpfs"
+        ]
+        for name, service in services.items()
+    }
+    assert mounts == {
+        "server": [{"type": "tmpfs", "target": "/tmp", "tmpfs": {"size": 64 * 1024**2}}],
+        "udp-listener": [{"type": "tmpfs", "target": "/tmp", "tmpfs": {"size": 16 * 1024**2}}],
+        "client": [],
+        "rss-poller": [{"type": "tmpfs", "target": "/run/socketlab", "tmpfs": {"size": 1024**2}}],
+    }
+    # the services' volumes are still there, before the tmpfs
+    without = stack_plan(recorded("default", flavour), model=model_of(config)).document
+    for name, service in services.items():
+        kept = without["services"][name].get("volumes") or []
+        assert service.get("volumes", []) == [*kept, *mounts[name]], name
+    assert (
+        "tmpfs (rss-poller): /run/socketlab without uid=10001,gid=10001,mode=0700: a Swarm "
+        "tmpfs is root's, mode 1777 (the service's user can still write it)"
+    ) in plan.notes
+    assert not any(note.startswith("tmpfs (server") for note in plan.notes)  # mode=1777 is kept
+
+
+@pytest.mark.parametrize(
+    ("value", "mounts", "left_out"),
+    [
+        ("/run", [{"type": "tmpfs", "target": "/run"}], None),
+        (["/a:size=10k", "/b:size=2G"], [
+            {"type": "tmpfs", "target": "/a", "tmpfs": {"size": 10240}},
+            {"type": "tmpfs", "target": "/b", "tmpfs": {"size": 2 * 1024**3}},
+        ], None),
+        (["/c:size=4096,mode=01777,nosuid,nodev,noexec,rw"], [
+            {"type": "tmpfs", "target": "/c", "tmpfs": {"size": 4096}},
+        ], None),
+        (["/d:ro,size=1m"], [
+            {"type": "tmpfs", "target": "/d", "tmpfs": {"size": 1024**2}, "read_only": True},
+        ], None),
+        (["/e:mode=0700,exec"], [{"type": "tmpfs", "target": "/e"}], "mode=0700,exec"),
+    ],
+)  # fmt: skip
+def test_tmpfs_entries_as_mounts(value: Any, mounts: list[Any], left_out: str | None) -> None:
+    notes: list[tuple[str, str]] = []
+    assert tmpfs_mounts(value, "service s", name="s", notes=notes) == mounts
+    if left_out is None:
+        assert notes == []
+    else:
+        ((note, service),) = notes
+        assert service == "s"
+        assert note.startswith(f"tmpfs: {mounts[0]['target']} without {left_out}: ")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (["/x:size=50%"], "service s: tmpfs /x: tmpfs size '50%' is not bytes or a number with k, m, g"),
+        (["/x:size="], "service s: tmpfs /x: tmpfs size '' is not bytes"),
+        (["/x:size=1t"], "tmpfs size '1t' is not bytes"),
+        (["run:size=1m"], "service s: tmpfs 'run:size=1m' does not start with an absolute path"),
+    ],
+)  # fmt: skip
+def test_a_tmpfs_a_swarm_cannot_have_is_refused_naming_it(value: Any, message: str) -> None:
+    with pytest.raises(StackPlanError) as caught:
+        tmpfs_mounts(value, "service s", name="s", notes=[])
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_long_syntax_tmpfs_size_may_have_a_unit() -> None:
+    config = recorded("default", "v1")
+    config["services"]["client"]["volumes"] = [
+        {"type": "tmpfs", "target": "/scratch", "tmpfs": {"size": "8m"}}
+    ]
+    plan = stack_plan(config, model=model_of(config))
+    assert plan.document["services"]["client"]["volumes"] == [
+        {"type": "tmpfs", "target": "/scratch", "tmpfs": {"size": 8 * 1024**2}}
+    ]
+    config["services"]["client"]["volumes"][0]["tmpfs"]["size"] = "lots"
+    with pytest.raises(StackPlanError, match="service client: volumes: tmpfs size 'lots'"):
+        stack_plan(config, model=model_of(config))
