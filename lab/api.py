@@ -59,7 +59,7 @@ from lab.helpers import (
     single_file,
 )
 from lab.images import ImageNames, ImageSet, ensure_images, find_inputs, tag_stable_names
-from lab.interface import TIMEOUT_EXIT_CODE, ExecResult, ServiceStatus
+from lab.interface import TIMEOUT_EXIT_CODE, ExecResult, ServiceStatus, VolumeAccess
 from lab.orchestrator import Action, Orchestrator, orchestrator_for
 from lab.overlay import NETKIT_LABEL
 from lab.project import Project, find_project, project_at, project_secret
@@ -560,6 +560,7 @@ class Lab:
         ready: str | None = None,
         ready_stream: Stream = "both",
         ready_timeout: float = 30.0,
+        volumes: VolumeAccess | None = None,
         cpu_shares: int | None = None,
     ) -> DockerHelper:
         """Start ``argv`` in a netkit helper joined to ``service``'s network namespace.
@@ -569,8 +570,10 @@ class Lab:
         project and ``role`` labels on top of ``labels`` (so ``lab down`` and
         :meth:`helpers` find it), and, with ``ready``, a wait until it runs and
         logs that text; a helper that does not get ready is removed before
-        :class:`~lab.errors.HelperNotReady` is raised. ``cpu_shares``: the
-        helper's CPU weight (Docker's default 1024), for timing-critical helpers.
+        :class:`~lab.errors.HelperNotReady` is raised. With ``volumes`` (``"ro"``
+        or ``"rw"``) the helper also mounts the service's volumes at their paths.
+        ``cpu_shares``: the helper's CPU weight (Docker's default 1024), for
+        timing-critical helpers.
         """
         target = self.container(service)
         options = helper_run_options(
@@ -580,6 +583,7 @@ class Lab:
             caps=caps,
             name=name,
             labels=labels,
+            volumes=volumes,
             cpu_shares=cpu_shares,
         )
         # On the engine that holds the target: only it can join that namespace.

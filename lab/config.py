@@ -173,6 +173,9 @@ class BenchConfig(EnvConfig):
     iperf_port: int = env_field(
         "SOCKETLAB_BENCH_IPERF_PORT", 5202, "port of the benchmark's iperf3 server"
     )
+    peer_port: int = env_field(
+        "SOCKETLAB_BENCH_PEER_PORT", 5203, "port of the benchmark's peer (socat) in the server"
+    )
     ready_timeout: float = env_field(
         "SOCKETLAB_BENCH_READY_TIMEOUT", 20.0, "seconds a benchmark server has to get ready"
     )

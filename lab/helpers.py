@@ -17,6 +17,7 @@ from typing import Any
 
 from lab.engine import docker_errors
 from lab.errors import CommandTimeout, DockerNotFound, LabError
+from lab.interface import VOLUME_ACCESS, VolumeAccess
 
 PROJECT_LABEL = "io.socketlab.project"
 ROLE_LABEL = "io.socketlab.role"
@@ -45,11 +46,14 @@ def helper_run_options(
     caps: Sequence[str],
     name: str | None,
     labels: Mapping[str, str] | None,
+    volumes: VolumeAccess | None = None,
     cpu_shares: int | None = None,
 ) -> dict[str, Any]:
     """The ``containers.run`` options of a helper (pure): joined to the target's
     network namespace, with exactly ``caps``, labelled so ``lab down`` finds it;
-    ``cpu_shares``: its CPU weight (Docker's default is 1024), when given."""
+    with ``volumes`` (``"ro"`` or ``"rw"``) it also mounts the target's volumes
+    at the same paths (Docker's ``volumes_from``); ``cpu_shares``: its CPU weight
+    (Docker's default is 1024), when given."""
     options: dict[str, Any] = {
         "network_mode": f"container:{target_id}",
         "cap_add": list(caps),
@@ -59,6 +63,10 @@ def helper_run_options(
     }
     if name is not None:
         options["name"] = name
+    if volumes is not None:
+        if volumes not in VOLUME_ACCESS:
+            raise ValueError(f"volume access must be one of {VOLUME_ACCESS}, not {volumes!r}")
+        options["volumes_from"] = [f"{target_id}:{volumes}"]
     if cpu_shares is not None:
         options["cpu_shares"] = cpu_shares
     return options

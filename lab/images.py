@@ -91,6 +91,7 @@ BASE_PACKAGES: tuple[str, ...] = (
     "iputils-ping",
     "iperf3",
     "socat",
+    "openssl",  # lab bench's peer: socat | tee | openssl dgst -sha256
     "tcpdump",
     "procps",
     "netbase",

@@ -22,12 +22,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import Final, Literal, Protocol
 
 from lab.config import LabConfig
 from lab.errors import LabError
 from lab.topology import Family, Topology
 from lab.waiting import Stream
+
+# How a helper may mount its service's volumes (Docker's volumes_from): read-only or not.
+VolumeAccess = Literal["ro", "rw"]
+VOLUME_ACCESS: Final = ("ro", "rw")
 
 TIMEOUT_EXIT_CODE = 124  # what coreutils `timeout` returns when it had to stop a command
 
@@ -237,14 +241,16 @@ class Lab(Protocol):
         ready: str | None = None,
         ready_stream: Stream = "both",
         ready_timeout: float = 30.0,
+        volumes: VolumeAccess | None = None,
         cpu_shares: int | None = None,
     ) -> HelperContainer:
         """Start ``argv`` in a helper joined to ``service``'s network namespace.
 
         With ``ready``, wait until the helper runs and logs that text (``""``:
         until it runs); if it does not, remove it and raise
-        :class:`~lab.errors.HelperNotReady`. ``cpu_shares``: its CPU weight
-        (Docker's default is 1024; None leaves it).
+        :class:`~lab.errors.HelperNotReady`. With ``volumes`` (``"ro"`` or
+        ``"rw"``) the helper also mounts the service's volumes at their paths.
+        ``cpu_shares``: its CPU weight (Docker's default is 1024; None leaves it).
         """
         ...
 

@@ -1,9 +1,11 @@
 """``lab bench`` and ``lab sweep``: registered by ``lab.cli``.
 
-``lab bench [--quick] [--json FILE] [--condition SPEC ...]`` prints a table of
-absolute figures and ratios to iperf3 (targets are reported, never enforced),
-then the NFQUEUE engine's tables (``--no-engine`` leaves them out,
-``--engine-only`` measures only them; JSON key ``engine``).
+``lab bench [--quick] [--dest disk|tmpfs] [--repeat N] [--file-size SIZE] [--json FILE]
+[--condition SPEC ...]`` prints the lab's idle CPU, then, per condition, a table of
+absolute figures (iperf3, the client's SHA-256 and write+fsync rates, their minimum:
+the ceiling, the peer, our fetch, ...) and a table of ratios with the issue's targets
+(reported, never enforced), then the NFQUEUE engine's tables (``--no-engine`` leaves
+them out, ``--engine-only`` measures only them; JSON key ``engine``).
 ``lab sweep tcp-vs-udp --loss 0,1,2,5,10 --delay 0,20,80 [--congestion cubic,bbr]
 [--offer 20mbit] [--out DIR]`` writes ``sweep.json``, PNG plots and ``report.html``
 into DIR.
@@ -13,17 +15,49 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from lab.bench.ceiling import DESTS
 from lab.bench.errors import GridError
 from lab.commands import EXIT_OK, make_lab
 from lab.console import out_console, print_figures, progress_printer
 from lab.interface import Lab
 
+if TYPE_CHECKING:
+    from lab.api import Lab as DockerLab
+    from lab.bench.idle import IdleCpu
+
 DEFAULT_RESULTS = Path("results")
+_SIZE = re.compile(r"(?P<number>\d+)\s*(?P<unit>|k|kib|m|mib|g|gib)", re.IGNORECASE)
+_UNITS = {"": 1, "k": 2**10, "kib": 2**10, "m": 2**20, "mib": 2**20, "g": 2**30, "gib": 2**30}
+MIN_FILE = 2**20
+
+
+def file_size(text: str) -> int:
+    """``--file-size``: bytes, or a number with K/M/G (KiB, MiB, GiB): ``2G``, ``512MiB``."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 2G, 512M or 1048576)")
+    size = int(match["number"]) * _UNITS[match["unit"].lower()]
+    if size < MIN_FILE:
+        raise argparse.ArgumentTypeError(f"{text!r} is below the smallest bench file, 1 MiB")
+    return size
+
+
+def positive(text: str) -> int:
+    """``--repeat``: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: at least 1")
+    return value
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -31,17 +65,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from lab.shaping.spec import LinkSpec  # noqa: PLC0415
 
     options = BenchOptions.short() if args.quick else BenchOptions.full()
-    options = dataclasses.replace(options, check=args.check)
+    options = dataclasses.replace(options, check=args.check, dest=args.dest, repeat=args.repeat)
+    if args.file_size is not None:
+        options = dataclasses.replace(options, file_bytes=args.file_size)
     if args.condition:
         conditions = tuple(LinkSpec.parse(text) for text in args.condition)
         options = dataclasses.replace(options, conditions=conditions)
     lab = make_lab(args)
     document: dict[str, Any] = {}
     if not args.engine_only:
-        report = run_bench(lab, options, progress=progress_printer)
+        idle = functools.partial(_idle_cpu, lab)
+        report = run_bench(lab, options, progress=progress_printer, idle=idle)
+        if report.idle_cpu is not None:
+            print_figures("the lab's idle CPU, before the measurements", report.idle_cpu_rows())
         for run in report.runs:
             print_figures(run.title, run.rows())
-        out_console.print("ratios are against iperf3 on the same link in this run", markup=False)
+            print_figures(
+                f"ratios ({run.condition.spec}, dest {run.condition.dest})", run.ratio_rows()
+            )
+        best = f"best of {report.repeat} tries; " if report.repeat > 1 else ""
+        out_console.print(
+            f"{best}figures and ratios measured between the same containers in this run; "
+            "targets are reported, not enforced",
+            markup=False,
+        )
         document = report.to_json()
     if not args.no_engine:
         document["engine"] = _engine_bench(lab, quick=args.quick)
@@ -50,6 +97,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(document, indent=2) + "\n")
         out_console.print(f"json: {args.json}", markup=False)
     return EXIT_OK
+
+
+def _idle_cpu(lab: DockerLab, seconds: float) -> IdleCpu:
+    """The lab's idle CPU over ``seconds``, from its containers' cgroup counters."""
+    from lab.bench.idle import measure_idle_cpu  # noqa: PLC0415 - keep --help fast
+
+    return measure_idle_cpu(lab, seconds=seconds)
 
 
 def _engine_bench(lab: Lab, *, quick: bool) -> dict[str, Any]:
@@ -108,12 +162,36 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``bench`` and ``sweep`` to the ``lab`` CLI."""
-    bench_help = "our transfers vs iperf3 on the same link, same run: table and JSON"
+    bench_help = (
+        "our verified transfer against its ceiling (min of iperf3, the client's SHA-256 "
+        "and write+fsync) and a socat | tee | openssl peer, same run: tables and JSON"
+    )
     bench = subparsers.add_parser("bench", help=bench_help, description=bench_help)
     bench.add_argument(
         "--quick", action="store_true", help="small transfers, unshaped link only (seconds)"
     )
     bench.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
+    bench.add_argument(
+        "--dest",
+        choices=DESTS,
+        default="disk",
+        help="where the client (and the peer) write: disk, a volume on the Docker host's "
+        "disk, or tmpfs, a RAM-backed volume (default: disk)",
+    )
+    bench.add_argument(
+        "--repeat",
+        type=positive,
+        default=1,
+        metavar="N",
+        help="tries of iperf3, SHA-256, both write+fsync, the peer and fetch, round-robin; "
+        "the best of each is reported (default: 1)",
+    )
+    bench.add_argument(
+        "--file-size",
+        type=file_size,
+        metavar="SIZE",
+        help="size of the transferred file, e.g. 2G or 512M (default: 2G, --quick: 32M)",
+    )
     bench.add_argument(
         "--condition",
         action="append",

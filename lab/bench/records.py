@@ -12,8 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from lab.bench.ceiling import Ceiling, Ratio, ceiling, ratios
 from lab.bench.errors import BenchError
-from lab.bench.throughput import mathis_bound, ratio, target_for
+from lab.bench.idle import TARGET_PERCENT, IdleCpu
+from lab.bench.throughput import mathis_bound
 
 T = TypeVar("T")
 
@@ -46,29 +48,59 @@ def _build(cls: type[T], data: Any, where: str, **nested: Any) -> T:
 
 @dataclass(frozen=True, kw_only=True)
 class Measurement:
-    """One figure of a bench run: what moved, how fast, compared with what."""
+    """One figure of a bench run: what moved (or was hashed, or written), how fast.
 
-    name: str  # fetch | naive | udp | iperf3-tcp | iperf3-udp
+    With several tries (``lab bench --repeat N``) the figures are the best try's
+    and ``samples`` holds every try's rate, in order.
+    """
+
+    name: str  # lab.bench.ceiling's names: iperf3-tcp, sha256, write-fsync, peer, fetch, ...
     label: str
-    transport: str  # tcp | udp
+    transport: str  # tcp | udp | local (no network: hashing, the disk)
     bytes: int
     seconds: float
     bits_per_second: float
-    reference: str | None = None  # the iperf3 measurement this one is compared with
     loss: float | None = None  # UDP: share of the datagrams that did not arrive
     verified: bool | None = None  # arrived identical to the source (None: not applicable)
     note: str = ""
+    samples: tuple[float, ...] = ()  # bit/s of every try
+
+
+def best_of(tries: Sequence[Measurement]) -> Measurement:
+    """The fastest of ``tries`` (same measurement), carrying every try's rate.
+
+    ``verified`` is True only if every try arrived intact: one corrupt try
+    makes the figure suspect, however fast the best one was.
+    """
+    if not tries:
+        raise BenchError("best_of needs at least one try")
+    names = {m.name for m in tries}
+    if len(names) != 1:
+        raise BenchError(f"best_of mixes measurements: {sorted(names)}")
+    best = max(tries, key=lambda m: m.bits_per_second)
+    checks = [m.verified for m in tries]
+    verified = None if all(v is None for v in checks) else all(v is True for v in checks)
+    samples = tuple(rate for m in tries for rate in (m.samples or (m.bits_per_second,)))
+    return dataclasses.replace(best, verified=verified, samples=samples)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Condition:
-    """The link a run measured: shaping asked for, engine that did it, RTT measured."""
+    """What a run measured under: the link, the engine, RTT, where the client wrote, load."""
 
     spec: str  # LinkSpec.describe(); "none" when unshaped
     engine: str  # netem | nfqueue | none
     rtt: float | None = None  # seconds, measured client -> server
+    dest: str = "disk"  # lab bench --dest: disk | tmpfs
+    dest_path: str = ""  # where that is in the client
+    dest_fs: str = ""  # its file system type, as the client's mount table says
+    load_average: tuple[float, ...] = ()  # 1-minute load before and after the run
     # container -> the TCP congestion control its new connections used in this run
     congestion: Mapping[str, str] = field(default_factory=dict)
+
+
+def _figure(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,28 +113,36 @@ class BenchRun:
     def get(self, name: str) -> Measurement | None:
         return next((m for m in self.measurements if m.name == name), None)
 
-    def ratio(self, measurement: Measurement) -> float | None:
-        """``measurement`` against its iperf3 reference in this run (None without one)."""
-        reference = self.get(measurement.reference) if measurement.reference else None
-        if reference is None:
-            return None
-        return ratio(measurement.bits_per_second, reference.bits_per_second)
+    def rates(self) -> dict[str, float]:
+        """Measurement name -> bit/s."""
+        return {m.name: m.bits_per_second for m in self.measurements}
+
+    def ceiling(self) -> Ceiling | None:
+        """min(iperf3, SHA-256, the best write+fsync) in this run; None if one is missing."""
+        return ceiling(self.rates())
+
+    def ratios(self) -> list[Ratio]:
+        """Every ratio of this run, with its target and verdict."""
+        return ratios(self.rates(), dest=self.condition.dest, condition=self.condition.spec)
 
     @property
     def title(self) -> str:
-        rtt = self.condition.rtt
-        shown = "-" if rtt is None else f"{rtt * 1000:.2f} ms"
-        congestion = ", ".join(f"{n} {a}" for n, a in self.condition.congestion.items())
+        c = self.condition
+        shown = "-" if c.rtt is None else f"{c.rtt * 1000:.2f} ms"
+        load = "/".join(f"{v:.2f}" for v in c.load_average) or "-"
+        where = f"{c.dest} ({c.dest_path}, {c.dest_fs})" if c.dest_path else c.dest
+        congestion = ", ".join(f"{n} {a}" for n, a in c.congestion.items())
         tcp = f", TCP {congestion}" if congestion else ""
-        return f"link: {self.condition.spec} (engine {self.condition.engine}, RTT {shown}{tcp})"
+        return (
+            f"link: {c.spec} (engine {c.engine}, RTT {shown}{tcp}), dest {where}, "
+            f"load average {load}"
+        )
 
     def rows(self) -> list[dict[str, str]]:
-        """One row per measurement: absolute figures, ratio to iperf3, target."""
+        """One row per measurement, then the ceiling: absolute figures."""
         rows = []
         for m in self.measurements:
-            value = self.ratio(m)
-            target = target_for(m.name, self.condition.spec)
-            met = target.met(value) if target else None
+            tries = "/".join(f"{rate / 1e6:.0f}" for rate in m.samples) if m.samples else "-"
             rows.append(
                 {
                     "measurement": m.label,
@@ -111,13 +151,36 @@ class BenchRun:
                     "s": f"{m.seconds:.2f}",
                     "loss%": "-" if m.loss is None else f"{m.loss * 100:.2f}",
                     "intact": {True: "yes", False: "NO", None: "-"}[m.verified],
-                    "ratio": "-" if value is None else f"{value:.2f}",
-                    "target": "-"
-                    if target is None
-                    else f">={target.minimum:g} {'met' if met else 'missed'}",
+                    "tries Mbit/s": tries,
+                }
+            )
+        found = self.ceiling()
+        if found is not None:
+            bound = self.get(found.bound_by)
+            rows.append(
+                {
+                    "measurement": f"ceiling: {bound.label if bound else found.bound_by}",
+                    "Mbit/s": f"{found.bits_per_second / 1e6:.1f}",
+                    "MB": "-",
+                    "s": "-",
+                    "loss%": "-",
+                    "intact": "-",
+                    "tries Mbit/s": "-",
                 }
             )
         return rows
+
+    def ratio_rows(self) -> list[dict[str, str]]:
+        """One row per ratio: its value, the target and whether it is met."""
+        return [
+            {
+                "ratio": r.label,
+                "value": _figure(r.value),
+                "target": "-" if r.target is None else f">={r.target:g}",
+                "verdict": {True: "met", False: "missed", None: "-"}[r.met],
+            }
+            for r in self.ratios()
+        ]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,27 +191,36 @@ class BenchReport:
     finished: str
     quick: bool
     file_bytes: int
+    repeat: int = 1
     versions: Mapping[str, str] = field(default_factory=dict)
     runs: tuple[BenchRun, ...] = ()
+    idle_cpu: IdleCpu | None = None  # the lab's, before the measurements
+
+    def idle_cpu_rows(self) -> list[dict[str, str]]:
+        """The idle lab's CPU, % of one core, per service and in total, with its target."""
+        if self.idle_cpu is None:
+            return []
+        return [row | {"target": "-", "verdict": "-"} for row in self.idle_cpu.rows()[:-1]] + [
+            {
+                "service": "lab (total)",
+                "idle CPU": f"{self.idle_cpu.total:.2f} %",
+                "target": f"<={TARGET_PERCENT:g} %",
+                "verdict": "met" if self.idle_cpu.within_target else "missed",
+            }
+        ]
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON, each measurement with its ratio and target added."""
+        """Plain JSON: every measurement, and per run the ceiling and every ratio."""
         runs = []
         for run in self.runs:
-            measurements = []
-            for m in run.measurements:
-                value = run.ratio(m)
-                target = target_for(m.name, run.condition.spec)
-                measurements.append(
-                    dataclasses.asdict(m)
-                    | {
-                        "ratio": value,
-                        "target": target.minimum if target else None,
-                        "target_met": target.met(value) if target else None,
-                    }
-                )
+            found = run.ceiling()
             runs.append(
-                {"condition": dataclasses.asdict(run.condition), "measurements": measurements}
+                {
+                    "condition": dataclasses.asdict(run.condition),
+                    "measurements": [dataclasses.asdict(m) for m in run.measurements],
+                    "ceiling": dataclasses.asdict(found) if found else None,
+                    "ratios": [dataclasses.asdict(r) for r in run.ratios()],
+                }
             )
         return {
             "kind": "bench",
@@ -156,28 +228,61 @@ class BenchReport:
             "finished": self.finished,
             "quick": self.quick,
             "file_bytes": self.file_bytes,
+            "repeat": self.repeat,
             "versions": dict(self.versions),
+            "idle_cpu": None if self.idle_cpu is None else self.idle_cpu.as_json(),
             "runs": runs,
         }
 
     @classmethod
     def from_json(cls, data: Any) -> BenchReport:
+        """A report from its JSON; the ceiling and ratios are derived again, not read."""
         if not isinstance(data, Mapping) or data.get("kind") != "bench":
             raise BenchError('not a lab bench result (expected "kind": "bench")')
         runs = []
         for index, run in enumerate(data.get("runs", [])):
             where = f"runs[{index}]"
-            condition = _build(Condition, run.get("condition"), f"{where}.condition")
+            raw = run.get("condition")
+            load = raw.get("load_average", ()) if isinstance(raw, Mapping) else ()
+            condition = _build(Condition, raw, f"{where}.condition", load_average=tuple(load))
             measurements = tuple(
-                _build(Measurement, m, f"{where}.measurements[{j}]")
+                _build(
+                    Measurement,
+                    m,
+                    f"{where}.measurements[{j}]",
+                    samples=tuple(m.get("samples", ()) if isinstance(m, Mapping) else ()),
+                )
                 for j, m in enumerate(run.get("measurements", []))
             )
             runs.append(BenchRun(condition=condition, measurements=measurements))
-        return _build(cls, data, "bench result", runs=tuple(runs))
+        idle = _idle_from_json(data.get("idle_cpu"))
+        return _build(cls, data, "bench result", runs=tuple(runs), idle_cpu=idle)
 
     def rows(self) -> list[dict[str, str]]:
-        """The result table: one row per measurement, ratios to iperf3 in the same run."""
+        """Every figure of every run, one table (the condition in the first column)."""
         return [{"condition": run.condition.spec} | row for run in self.runs for row in run.rows()]
+
+    def ratio_rows(self) -> list[dict[str, str]]:
+        """Every ratio of every run, one table."""
+        return [
+            {"condition": run.condition.spec, "dest": run.condition.dest} | row
+            for run in self.runs
+            for row in run.ratio_rows()
+        ]
+
+
+def _idle_from_json(data: Any) -> IdleCpu | None:
+    """:class:`IdleCpu` from its ``as_json``; None when the report has none."""
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        raise BenchError(f"idle_cpu: expected an object, got {type(data).__name__}")
+    try:
+        seconds = float(data["seconds"])
+        per_service = {str(k): float(v) for k, v in data["percent_of_one_core"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BenchError(f"idle_cpu: {exc!r}") from exc
+    return IdleCpu(seconds=seconds, per_service=per_service)
 
 
 # --------------------------------------------------------------------------- sweep

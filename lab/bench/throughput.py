@@ -1,4 +1,4 @@
-"""Throughput arithmetic: the Mathis et al. bound, ratios to iperf3, the issue's targets.
+"""Throughput arithmetic: the Mathis et al. bound and ratios (targets: ``lab.bench.ceiling``).
 
 Pure: numbers in, numbers out, unit-tested without Docker.
 """
@@ -6,7 +6,6 @@ Pure: numbers in, numbers out, unit-tested without Docker.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Final
 
 # Mathis, Semke, Mahdavi, Ott (1997): a Reno-style TCP losing a share p of its
@@ -44,30 +43,3 @@ def ratio(ours: float, reference: float) -> float | None:
     if reference <= 0:
         return None
     return ours / reference
-
-
-@dataclass(frozen=True, kw_only=True)
-class Target:
-    """A ratio the issue asks for under a condition (reported, never asserted)."""
-
-    measurement: str
-    condition: str
-    minimum: float
-
-    def met(self, value: float | None) -> bool | None:
-        """True/False against ``minimum``; None when there is no value to judge."""
-        return None if value is None else value >= self.minimum
-
-
-# The issue's targets: our verified transfer against iperf3 on the same link.
-TARGETS: Final = (
-    Target(measurement="fetch", condition="none", minimum=0.6),
-    Target(measurement="fetch", condition="delay=20ms loss=1%", minimum=0.9),
-)
-
-
-def target_for(measurement: str, condition: str) -> Target | None:
-    """The target for ``measurement`` under ``condition`` (a LinkSpec description)."""
-    return next(
-        (t for t in TARGETS if (t.measurement, t.condition) == (measurement, condition)), None
-    )

@@ -17,12 +17,13 @@ once the server has confirmed the prefix hash.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import queue
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Final
@@ -31,6 +32,9 @@ from socketlab.errors import SocketlabError
 
 PART_SUFFIX: Final = ".part"
 HASH_CHUNK: Final = 1024 * 1024
+# One receive buffer: big enough that per-chunk costs (a queue hand-off, a write
+# call) vanish at 10 Gbit/s, small enough that a few stay in the CPU's cache.
+CHUNK_SIZE: Final = 4 * 1024 * 1024
 MAX_NAME: Final = 255
 
 
@@ -140,29 +144,52 @@ def local_name(name: str) -> str:
     return tamed
 
 
+ReadInto = Callable[[memoryview], int]
+
+
+Filled = tuple[bytearray, int]  # a buffer and how many of its bytes are content
+
+
 @dataclass
 class PartialDownload:
     """The client's side of a fetch: ``NAME.part`` grows, is verified, then renamed.
 
-    Call :meth:`open` (which reports where to resume), :meth:`write` the
-    content, then :meth:`finish`. Nothing ever appears under the final name
-    unless its SHA-256 matched.
+    Call :meth:`open` (which reports where to resume), feed the content with
+    :meth:`receive` (straight from the socket into our buffers) or
+    :meth:`write` (bytes already in hand), then :meth:`finish`. Nothing ever
+    appears under the final name unless its SHA-256 matched.
 
-    With ``writer_depth`` > 0 the disk writes run in a background thread
-    (hashing stays with the caller), so receiving, hashing and writing overlap;
-    at most ``writer_depth`` chunks wait in memory, and :meth:`close` drains
-    them before it fsyncs.
+    Content lands in ``chunk_size`` buffers and is hashed and written from
+    that same memory: no copy between the socket and the file but the
+    kernel's. With ``writer_depth`` > 0 the buffers (that many, allocated once)
+    go round a pipeline, receiver -> hasher thread -> writer thread -> back to
+    the receiver, so receiving, hashing and the disk overlap, memory is bounded,
+    and a slow disk slows the receiver (and through TCP the sender).
+    :meth:`close` drains the pipeline before it fsyncs. With ``write_behind``
+    the writer asks the kernel to write each chunk out at once (and to forget
+    the ones already on disk), so the disk works while the transfer runs
+    instead of during the final fsync, and a big download does not crowd the
+    page cache. With ``writer_depth`` 0 the caller hashes and writes each
+    buffer itself.
     """
 
     dest: Path
     name: str
     writer_depth: int = 0
-    _handle: BinaryIO | None = None
-    _hasher: hashlib._Hash | None = None
+    chunk_size: int = CHUNK_SIZE
+    write_behind: bool = False
     offset: int = 0
-    _queue: queue.Queue[bytes | None] | None = None
-    _writer: threading.Thread | None = None
-    _writer_error: OSError | ValueError | None = None
+    _fd: int | None = None
+    _hasher: hashlib._Hash | None = None
+    _free: queue.Queue[bytearray] | None = None  # buffers the receiver may fill
+    _to_hash: queue.Queue[Filled | None] | None = None
+    _inline: bytearray | None = None  # the one buffer without a pipeline
+    _threads: tuple[threading.Thread, ...] = ()
+    _writer_error: OSError | None = None
+
+    def __post_init__(self) -> None:
+        if self.writer_depth < 0 or self.chunk_size < 1:
+            raise ValueError("writer_depth must be >= 0 and chunk_size >= 1")
 
     @property
     def final_path(self) -> Path:
@@ -191,35 +218,125 @@ class PartialDownload:
         if offset == 0:
             self._hasher = hashlib.sha256()
             self.offset = 0
-        handle = self.part_path.open("r+b" if self.part_path.exists() else "w+b")
-        handle.truncate(offset)
-        handle.seek(offset)
-        self._handle = handle
-        if self.writer_depth > 0:
-            self._queue = queue.Queue(maxsize=self.writer_depth)
-            self._writer = threading.Thread(
-                target=self._write_loop, args=(self._queue, handle), name="part-writer", daemon=True
-            )
-            self._writer.start()
-
-    def write(self, data: bytes) -> None:
-        if self._handle is None or self._hasher is None:
-            raise TransferError("write before open")
-        self._hasher.update(data)
-        self.offset += len(data)
-        if self._queue is None:
-            self._handle.write(data)
+        fd = os.open(self.part_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            os.ftruncate(fd, offset)
+            os.lseek(fd, offset, os.SEEK_SET)
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = fd
+        if self.writer_depth == 0:
+            self._inline = bytearray(self.chunk_size)
             return
-        self._check_writer()
-        self._queue.put(data)  # blocks when the disk is behind: back-pressure to the socket
+        free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(self.writer_depth):
+            free.put(bytearray(self.chunk_size))
+        to_hash: queue.Queue[Filled | None] = queue.Queue()
+        to_write: queue.Queue[Filled | None] = queue.Queue()
+        self._free, self._to_hash = free, to_hash
+        self._threads = (
+            threading.Thread(
+                target=self._hash_loop, args=(to_hash, to_write), name="part-hasher", daemon=True
+            ),
+            threading.Thread(
+                target=self._write_loop, args=(to_write, free, fd), name="part-writer", daemon=True
+            ),
+        )
+        for thread in self._threads:
+            thread.start()
 
-    def _write_loop(self, chunks: queue.Queue[bytes | None], handle: BinaryIO) -> None:
-        while (item := chunks.get()) is not None:
+    def receive(self, read_into: ReadInto, count: int) -> int:
+        """Read up to ``count`` content bytes (one buffer at most) with ``read_into``.
+
+        ``read_into(view)`` fills the start of ``view`` and returns how many
+        bytes it put there, 0 at EOF (``socket.recv_into``). Returns the bytes
+        received: fewer than asked only at EOF. What arrived is kept for the
+        ``.part`` even when ``read_into`` raises (a timeout, a reset), so the
+        next run resumes after it.
+        """
+        self._require_open()
+        if count < 1:
+            raise ValueError(f"receive needs a positive count, not {count}")
+        buffer = self._take()
+        view = memoryview(buffer)
+        want = min(count, len(buffer))
+        filled = 0
+        try:
+            while filled < want:
+                got = read_into(view[filled:want])
+                if not got:
+                    break
+                filled += got
+        finally:
+            view.release()
+            self._give(buffer, filled)
+        return filled
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Hash and write ``data`` (any length): content already in hand."""
+        self._require_open()
+        source = memoryview(data).cast("B")
+        while source:
+            buffer = self._take()
+            count = min(len(source), len(buffer))
+            buffer[:count] = source[:count]
+            self._give(buffer, count)
+            source = source[count:]
+
+    def _require_open(self) -> None:
+        if self._fd is None or self._hasher is None:
+            raise TransferError("write before open")
+        self._check_writer()
+
+    def _take(self) -> bytearray:
+        """A buffer to fill: waits for the writer to hand one back (back-pressure)."""
+        if self._free is not None:
+            return self._free.get()
+        if self._inline is None:
+            raise TransferError("write before open")
+        return self._inline
+
+    def _give(self, buffer: bytearray, count: int) -> None:
+        """Hash and write ``count`` bytes of ``buffer``: down the pipeline, or now."""
+        self.offset += count
+        if self._to_hash is not None and self._free is not None:
+            if count:
+                self._to_hash.put((buffer, count))
+            else:
+                self._free.put(buffer)
+        elif count and self._fd is not None and self._hasher is not None:
+            view = memoryview(buffer)[:count]
+            self._hasher.update(view)
+            _write_all(self._fd, view)
+
+    def _hash_loop(
+        self, to_hash: queue.Queue[Filled | None], to_write: queue.Queue[Filled | None]
+    ) -> None:
+        hasher = self._hasher
+        if hasher is None:  # pragma: no cover - open() set it before starting us
+            raise TransferError("hasher started before open")
+        while (item := to_hash.get()) is not None:
+            buffer, count = item
+            hasher.update(memoryview(buffer)[:count])
+            to_write.put(item)
+        to_write.put(None)
+
+    def _write_loop(
+        self, to_write: queue.Queue[Filled | None], free: queue.Queue[bytearray], fd: int
+    ) -> None:
+        position = previous = os.lseek(fd, 0, os.SEEK_CUR)
+        while (item := to_write.get()) is not None:
+            buffer, count = item
             if self._writer_error is None:
                 try:
-                    handle.write(item)
-                except (OSError, ValueError) as exc:  # ValueError: the file was closed
+                    _write_all(fd, memoryview(buffer)[:count])
+                    if self.write_behind:
+                        _write_behind(fd, previous, position, count)
+                    previous, position = position, position + count
+                except OSError as exc:
                     self._writer_error = exc  # reported to the caller by _check_writer
+            free.put(buffer)  # even after an error: the receiver must never wait forever
 
     def _check_writer(self) -> None:
         if self._writer_error is not None:
@@ -228,26 +345,34 @@ class PartialDownload:
             )
 
     def _stop_writer(self) -> None:
-        if self._writer is not None and self._queue is not None:
-            self._queue.put(None)
-            self._writer.join()
-        self._writer, self._queue = None, None
+        if self._to_hash is not None:
+            self._to_hash.put(None)  # the hasher passes it on to the writer
+            for thread in self._threads:
+                thread.join()
+        self._threads, self._to_hash, self._free, self._inline = (), None, None, None
 
     def flush(self) -> None:
         """Make what arrived so far durable, so a later run can resume from it."""
         self._stop_writer()
-        if self._handle is not None:
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
+        if self._fd is not None:
+            os.fsync(self._fd)
         self._check_writer()
 
     def close(self) -> None:
-        if self._handle is not None:
+        if self._fd is not None:
             try:
                 self.flush()
             finally:
-                self._handle.close()
-                self._handle = None
+                os.close(self._fd)
+                self._fd = None
+
+    def abort(self) -> None:
+        """Stop the pipeline and close the file, leaving ``.part`` as it is; raises nothing
+        of its own (the caller is already handling the error that brought it here)."""
+        self._stop_writer()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def finish(self, *, size: int, sha256: str) -> Path:
         """fsync, verify size and hash, rename to the final name; returns it."""
@@ -262,6 +387,24 @@ class PartialDownload:
         os.replace(self.part_path, self.final_path)
         _fsync_dir(self.dest)
         return self.final_path
+
+
+def _write_behind(fd: int, previous: int, position: int, count: int) -> None:
+    # POSIX_FADV_DONTNEED starts writeback of dirty pages without waiting (Linux)
+    # and drops clean ones: the chunk just written goes to the disk now, the one
+    # before (written back meanwhile) leaves the page cache. On tmpfs it does nothing.
+    os.posix_fadvise(fd, position, count, os.POSIX_FADV_DONTNEED)
+    if previous < position:
+        os.posix_fadvise(fd, previous, position - previous, os.POSIX_FADV_DONTNEED)
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    # os.write may write less than asked (a signal, a nearly full disk): loop.
+    while view:
+        written = os.write(fd, view)
+        if written == 0:
+            raise OSError(errno.ENOSPC, "no progress writing the file")
+        view = view[written:]
 
 
 def _fsync_dir(path: Path) -> None:

@@ -405,6 +405,7 @@ class FakeLab:
         ready: str | None = None,
         ready_stream: Stream = "both",
         ready_timeout: float = 30.0,
+        volumes: str | None = None,
         cpu_shares: int | None = None,
     ) -> FakeHelper:
         service = self.name(service)
@@ -416,6 +417,7 @@ class FakeLab:
                 "caps": tuple(caps),
                 "name": name,
                 "labels": dict(labels or {}),
+                "volumes": volumes,
                 "cpu_shares": cpu_shares,
             }
         )

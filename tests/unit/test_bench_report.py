@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import re
@@ -13,12 +14,14 @@ import matplotlib.image
 import pytest
 
 from lab.bench.errors import BenchError
+from lab.bench.idle import CpuSample, idle_cpu
 from lab.bench.records import (
     BenchReport,
     BenchRun,
     Condition,
     Measurement,
     SweepResult,
+    best_of,
 )
 from lab.bench.report import (
     DELIVERY_PLOT,
@@ -173,8 +176,8 @@ def test_write_sweep(tmp_path: Path) -> None:
 # --- bench records --------------------------------------------------------------------
 
 
-def measurement(name: str, bps: float, reference: str | None = None, **extra: Any) -> Measurement:
-    transport = "udp" if "udp" in name else "tcp"
+def measurement(name: str, bps: float, **extra: Any) -> Measurement:
+    transport = "udp" if "udp" in name else "local" if name in {"sha256", "write-fsync"} else "tcp"
     return Measurement(
         name=name,
         label=name,
@@ -182,7 +185,6 @@ def measurement(name: str, bps: float, reference: str | None = None, **extra: An
         bytes=16_000_000,
         seconds=1.0,
         bits_per_second=bps,
-        reference=reference,
         **extra,
     )
 
@@ -192,41 +194,67 @@ BENCH = BenchReport(
     finished="2026-11-21T10:01:00+00:00",
     quick=True,
     file_bytes=16_000_000,
+    repeat=2,
     versions={"iperf3": "iperf 3.12"},
     runs=(
         BenchRun(
-            condition=Condition(spec="none", engine="none", rtt=0.0001),
+            condition=Condition(
+                spec="none",
+                engine="none",
+                rtt=0.0001,
+                dest="disk",
+                dest_path="/var/tmp",
+                dest_fs="ext4",
+                load_average=(1.5, 2.25),
+            ),
             measurements=(
-                measurement("iperf3-tcp", 10e9),
-                measurement("fetch", 5e9, "iperf3-tcp", verified=True),
-                measurement("naive", 0.5e9, "iperf3-tcp", verified=True),
+                measurement("iperf3-tcp", 10e9, samples=(9e9, 10e9)),
+                measurement("sha256", 12e9, samples=(12e9, 11e9)),
+                measurement("write-fsync", 4e9, samples=(4e9, 3e9)),
+                measurement("write-fsync-behind", 3.5e9, samples=(3.5e9, 3.4e9)),
+                measurement("peer", 2e9, verified=True, samples=(2e9, 1.9e9)),
+                measurement("fetch", 3.8e9, verified=True, samples=(3.7e9, 3.8e9)),
+                measurement("naive", 0.5e9, verified=True),
                 measurement("iperf3-udp", 100e6, loss=0.01),
-                measurement("udp", 95e6, "iperf3-udp", loss=0.02),
+                measurement("udp", 95e6, loss=0.02),
             ),
         ),
         BenchRun(
             condition=Condition(spec="delay=20ms loss=1%", engine="nfqueue", rtt=0.0202),
             measurements=(
                 measurement("iperf3-tcp", 100e6),
-                measurement("fetch", 95e6, "iperf3-tcp", verified=True),
+                measurement("sha256", 12e9),
+                measurement("write-fsync", 4e9),
+                measurement("peer", 90e6, verified=True),
+                measurement("fetch", 95e6, verified=True),
             ),
         ),
     ),
 )
 
 
-def test_bench_ratios_and_targets() -> None:
-    data = BENCH.to_json()
-    first = {m["name"]: m for m in data["runs"][0]["measurements"]}
-    assert first["fetch"]["ratio"] == pytest.approx(0.5)
-    assert first["fetch"]["target"] == 0.6
-    assert first["fetch"]["target_met"] is False
-    assert first["naive"]["ratio"] == pytest.approx(0.05)
-    assert first["udp"]["ratio"] == pytest.approx(0.95)
-    assert first["iperf3-tcp"]["ratio"] is None
-    shaped = {m["name"]: m for m in data["runs"][1]["measurements"]}
-    assert shaped["fetch"]["target"] == 0.9
-    assert shaped["fetch"]["target_met"] is True
+def test_bench_json_has_the_ceiling_and_every_ratio_with_its_verdict() -> None:
+    data = json.loads(json.dumps(BENCH.to_json()))
+    first = data["runs"][0]
+    assert first["ceiling"] == {"bits_per_second": 4e9, "bound_by": "write-fsync"}
+    found = {r["name"]: r for r in first["ratios"]}
+    assert found["fetch/ceiling"]["value"] == pytest.approx(0.95)
+    assert (found["fetch/ceiling"]["target"], found["fetch/ceiling"]["met"]) == (0.9, True)
+    assert found["fetch/peer"]["value"] == pytest.approx(1.9)
+    assert (found["fetch/peer"]["target"], found["fetch/peer"]["met"]) == (1.5, True)
+    assert found["fetch/network-or-hash"]["value"] == pytest.approx(0.38)
+    assert found["fetch/network-or-hash"]["target"] is None  # a tmpfs target
+    assert found["naive/iperf3"]["value"] == pytest.approx(0.05)
+    assert found["udp/iperf3-udp"]["value"] == pytest.approx(0.95)
+    shaped = data["runs"][1]
+    assert shaped["ceiling"]["bound_by"] == "iperf3-tcp"
+    found = {r["name"]: r for r in shaped["ratios"]}
+    assert found["fetch/ceiling"]["met"] is True
+    assert found["fetch/peer"]["met"] is None  # no peer target on a shaped link
+    measured = {m["name"]: m for m in first["measurements"]}
+    assert measured["fetch"]["samples"] == [3.7e9, 3.8e9]
+    assert first["condition"]["load_average"] == [1.5, 2.25]
+    assert data["repeat"] == 2
 
 
 def test_bench_json_round_trip() -> None:
@@ -234,18 +262,120 @@ def test_bench_json_round_trip() -> None:
     assert again == BENCH
 
 
-def test_bench_rows() -> None:
+def test_bench_rows_hold_every_figure_and_the_ceiling() -> None:
     rows = BENCH.rows()
-    assert len(rows) == 7
+    assert len(rows) == 9 + 1 + 5 + 1  # measurements and a ceiling row per run
     fetch = next(r for r in rows if r["measurement"] == "fetch")
-    assert fetch["ratio"] == "0.50"
-    assert fetch["target"] == ">=0.6 missed"
-    assert fetch["condition"] == "none"
-    assert fetch["Mbit/s"] == "5000.0"
+    assert fetch["Mbit/s"] == "3800.0"
+    assert fetch["tries Mbit/s"] == "3700/3800"
+    assert fetch["intact"] == "yes"
+    ceilings = [r for r in rows if r["measurement"].startswith("ceiling")]
+    assert [r["Mbit/s"] for r in ceilings] == ["4000.0", "100.0"]
+    assert "write-fsync" in ceilings[0]["measurement"]
+
+
+def test_bench_ratio_rows() -> None:
+    rows = BENCH.ratio_rows()
+    first = next(r for r in rows if r["ratio"] == "fetch / ceiling")
+    assert first == {
+        "condition": "none",
+        "dest": "disk",
+        "ratio": "fetch / ceiling",
+        "value": "0.95",
+        "target": ">=0.9",
+        "verdict": "met",
+    }
+    naive = next(r for r in rows if r["ratio"] == "naive / iperf3")
+    assert (naive["target"], naive["verdict"]) == ("-", "-")
+
+
+def test_a_run_without_its_limits_has_no_ceiling() -> None:
+    run = BenchRun(
+        condition=Condition(spec="none", engine="none"),
+        measurements=(measurement("fetch", 1e9), measurement("iperf3-tcp", 2e9)),
+    )
+    assert run.ceiling() is None
+    assert not any(r["measurement"].startswith("ceiling") for r in run.rows())
+    assert {r.name: r.value for r in run.ratios()}["fetch/ceiling"] is None
 
 
 def test_bench_run_title() -> None:
-    assert BENCH.runs[1].title == "link: delay=20ms loss=1% (engine nfqueue, RTT 20.20 ms)"
+    assert BENCH.runs[0].title == (
+        "link: none (engine none, RTT 0.10 ms), dest disk (/var/tmp, ext4), load average 1.50/2.25"
+    )
+    assert BENCH.runs[1].title == (
+        "link: delay=20ms loss=1% (engine nfqueue, RTT 20.20 ms), dest disk, load average -"
+    )
+
+
+def test_best_of_keeps_the_fastest_try_and_every_sample() -> None:
+    tries = [
+        measurement("fetch", 2e9, verified=True),
+        measurement("fetch", 3e9, verified=True),
+        measurement("fetch", 1e9, verified=True),
+    ]
+    best = best_of(tries)
+    assert best.bits_per_second == 3e9
+    assert best.samples == (2e9, 3e9, 1e9)
+    assert best.verified is True
+
+
+def test_best_of_one_corrupt_try_marks_the_figure() -> None:
+    tries = [measurement("peer", 3e9, verified=True), measurement("peer", 1e9, verified=False)]
+    assert best_of(tries).verified is False
+    assert best_of([measurement("sha256", 1e9)]).verified is None
+
+
+def test_best_of_refuses_nothing_and_mixtures() -> None:
+    with pytest.raises(BenchError, match="at least one"):
+        best_of([])
+    with pytest.raises(BenchError, match="mixes"):
+        best_of([measurement("fetch", 1.0), measurement("peer", 1.0)])
+
+
+# 4 idle services over 5 s: 50 + 25 + 0 + 25 ms of CPU -> 1, 0.5, 0 and 0.5 % of one core.
+IDLE = idle_cpu(
+    CpuSample(at=10.0, usage_ns={"server": 0, "udp-listener": 7, "client": 0, "rss-poller": 0}),
+    CpuSample(
+        at=15.0,
+        usage_ns={
+            "server": 50_000_000,
+            "udp-listener": 7,
+            "client": 25_000_000,
+            "rss-poller": 25_000_000,
+        },
+    ),
+)
+
+
+def test_the_idle_lab_is_the_first_table_of_a_bench_with_its_target() -> None:
+    report = dataclasses.replace(BENCH, idle_cpu=IDLE)
+    assert report.idle_cpu_rows() == [
+        {"service": "server", "idle CPU": "1.00 %", "target": "-", "verdict": "-"},
+        {"service": "udp-listener", "idle CPU": "0.00 %", "target": "-", "verdict": "-"},
+        {"service": "client", "idle CPU": "0.50 %", "target": "-", "verdict": "-"},
+        {"service": "rss-poller", "idle CPU": "0.50 %", "target": "-", "verdict": "-"},
+        {"service": "lab (total)", "idle CPU": "2.00 %", "target": "<=2 %", "verdict": "met"},
+    ]
+    busy = dataclasses.replace(IDLE, per_service={**IDLE.per_service, "server": 1.01})  # 2.01 %
+    assert dataclasses.replace(BENCH, idle_cpu=busy).idle_cpu_rows()[-1]["verdict"] == "missed"
+    assert BENCH.idle_cpu_rows() == []  # not measured (--engine-only, or idle_seconds 0)
+
+
+def test_the_idle_lab_in_the_json_and_back() -> None:
+    report = dataclasses.replace(BENCH, idle_cpu=IDLE)
+    data = json.loads(json.dumps(report.to_json()))
+    assert data["idle_cpu"]["seconds"] == 5.0
+    assert data["idle_cpu"]["total_percent_of_one_core"] == 2.0
+    assert data["idle_cpu"]["percent_of_one_core"]["server"] == 1.0
+    again = BenchReport.from_json(data)
+    assert again.idle_cpu is not None
+    assert again.idle_cpu.total == pytest.approx(2.0)
+    assert again.idle_cpu.per_service == pytest.approx(IDLE.per_service)
+    assert BENCH.to_json()["idle_cpu"] is None
+    assert BenchReport.from_json(BENCH.to_json()).idle_cpu is None
+    with pytest.raises(BenchError, match="idle_cpu"):
+        BenchReport.from_json(data | {"idle_cpu": {"seconds": 5.0}})
 
 
 def test_bench_json_errors() -> None:

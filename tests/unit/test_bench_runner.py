@@ -1,19 +1,40 @@
-"""The pure helpers of lab.bench.runner: tool output parsing and readiness checks."""
+"""lab.bench.runner against the fake lab: tool output parsing, readiness, the destination,
+the client's SHA-256 and write+fsync probes (run for real on the host), the peer's helpers,
+and best-of-N round-robin."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from lab.bench import runner
+from lab.bench.ceiling import DESTS
 from lab.bench.errors import BenchError
+from lab.bench.records import Measurement
 from lab.bench.runner import (
+    DEST_PATHS,
+    PEER_ROLE,
     BenchOptions,
+    Dest,
+    check_dest,
     last_json,
     parse_iperf3_json,
+    peer,
+    peer_receive_argv,
+    peer_send_argv,
     require_services,
+    run_steps,
+    sha256_rate,
+    write_fsync_rate,
 )
+from lab.interface import ExecResult
+from lab.shaping.spec import LinkSpec
 
 IPERF_OK = {
     "start": {"version": "iperf 3.12"},
@@ -77,3 +98,320 @@ def test_bench_options_presets() -> None:
     assert [c.describe() for c in quick.conditions] == ["none"]
     assert [c.describe() for c in full.conditions] == ["none", "delay=20ms loss=1%"]
     assert quick.file_bytes < full.file_bytes
+    assert full.file_bytes >= 2 * 2**30  # the issue: at least 2 GiB at 28 Gbit/s
+    assert full.naive_bytes < full.file_bytes  # the recv(1024) loop gets a smaller file
+    assert (quick.dest, full.dest, full.repeat) == ("disk", "disk", 1)
+
+
+def test_shaped_links_move_the_smaller_file() -> None:
+    full = BenchOptions.full()
+    unshaped, shaped = full.conditions
+    assert runner.bench_sizes(full, unshaped) == (2 * 2**30, 128 * 2**20)
+    # cubic at 20 ms / 1 % loss moves a few Mbit/s: 32 MiB, and the naive loop no more
+    assert runner.bench_sizes(full, shaped) == (32 * 2**20, 32 * 2**20)
+    small = BenchOptions.short()  # --file-size below shaped_bytes: that size everywhere
+    small = dataclasses.replace(small, file_bytes=4 * 2**20, naive_bytes=2 * 2**20)
+    assert runner.bench_sizes(small, shaped) == (4 * 2**20, 2 * 2**20)
+    assert runner.bench_sizes(small, LinkSpec()) == (4 * 2**20, 2 * 2**20)
+
+
+def test_every_destination_has_a_path_in_the_client() -> None:
+    assert set(DEST_PATHS) == set(DESTS)
+
+
+# --- the probes, run on this host as they run in the client ---------------------------------
+
+
+def run_probe(script: str, *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, check=True
+    )
+    return last_json(done.stdout, what="probe")
+
+
+def test_sha_probe_hashes_the_size_asked_for() -> None:
+    report = run_probe(runner._SHA_PROBE, str(3 * 2**20 + 5))
+    assert report["bytes"] == 3 * 2**20 + 5
+    assert report["seconds"] > 0
+    assert 0 < report["cpu_seconds"] <= report["seconds"] * 1.05
+
+
+@pytest.mark.parametrize("mode", ["plain", "behind"])
+def test_write_probe_writes_fsyncs_and_removes_its_file(tmp_path: Path, mode: str) -> None:
+    target = tmp_path / "probe.bin"
+    report = run_probe(runner._WRITE_PROBE, str(9 * 2**20 + 7), str(target), mode)
+    assert report["bytes"] == 9 * 2**20 + 7
+    assert report["seconds"] > 0
+    assert not target.exists()
+
+
+def test_write_probe_refuses_an_existing_file(tmp_path: Path) -> None:
+    target = tmp_path / "probe.bin"
+    target.write_bytes(b"keep")
+    with pytest.raises(subprocess.CalledProcessError):
+        run_probe(runner._WRITE_PROBE, "10", str(target), "plain")
+    assert target.read_bytes() == b"keep"
+
+
+def test_dest_probe_finds_the_mount_of_a_mount_point(tmp_path: Path) -> None:
+    root = run_probe(runner._DEST_PROBE, "/")
+    assert root["fs"]  # / is always a mount point
+    assert root["free"] > 0
+    plain = run_probe(runner._DEST_PROBE, str(tmp_path))
+    assert plain["writable"] is True
+    mount_points = {
+        line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+    }
+    if str(tmp_path) not in mount_points:
+        assert plain["fs"] == ""
+
+
+# --- the destination ---------------------------------------------------------------------
+
+
+def dest_answer(info: dict[str, Any]) -> Any:
+    def answer(lab: Any, service: str, argv: list[str]) -> ExecResult:
+        assert service == "client"
+        assert argv[:2] == ["python3", "-c"]
+        return ExecResult(exit_code=0, stdout=json.dumps(info) + "\n", stderr="")
+
+    return answer
+
+
+def test_check_dest_reports_the_volume(fake_lab: Any) -> None:
+    fake_lab.commands = dest_answer({"fs": "tmpfs", "free": 6 * 2**30, "writable": True})
+    assert check_dest(fake_lab, "tmpfs", size=2 * 2**30) == Dest(
+        name="tmpfs", path="/mnt/tmpfs", fs="tmpfs"
+    )
+    assert fake_lab.execs[0][1][-1] == "/mnt/tmpfs"
+
+
+@pytest.mark.parametrize(
+    ("name", "info", "message"),
+    [
+        pytest.param("floppy", {}, "no bench destination 'floppy'", id="unknown"),
+        pytest.param(
+            "tmpfs",
+            {"fs": "", "free": 1 << 40, "writable": True},
+            r"no volume at /mnt/tmpfs .*older docker-compose.yml.*lab -p fake down",
+            id="not-mounted",
+        ),
+        pytest.param(
+            "disk", {"fs": "ext4", "free": 1 << 40, "writable": False}, "cannot write", id="ro"
+        ),
+        pytest.param(
+            "tmpfs",
+            {"fs": "tmpfs", "free": 2**30, "writable": True},
+            r"has 1024 MiB free; the bench file needs 2112 MiB: choose a smaller --file-size",
+            id="too-small",
+        ),
+        pytest.param(
+            "tmpfs",
+            {"fs": "tmpfs", "free": 6 * 2**30, "writable": True, "memory_limit": 2**30},
+            r"charged to the client's memory limit of 1024 MiB; a 2048 MiB file needs 2432 MiB: "
+            r"start the lab with SOCKETLAB_CLIENT_MEM_LIMIT=3g",
+            id="tmpfs-over-the-memory-limit",
+        ),
+    ],
+)
+def test_check_dest_refuses_what_cannot_hold_the_file(
+    fake_lab: Any, name: str, info: dict[str, Any], message: str
+) -> None:
+    fake_lab.commands = dest_answer(info)
+    with pytest.raises(BenchError, match=message):
+        check_dest(fake_lab, name, size=2 * 2**30)
+
+
+@pytest.mark.parametrize(
+    ("name", "fs", "limit"),
+    [
+        pytest.param("tmpfs", "tmpfs", 3 * 2**30, id="tmpfs-within-the-limit"),
+        pytest.param("tmpfs", "tmpfs", None, id="tmpfs-no-limit"),
+        pytest.param("disk", "ext4", 2**30, id="disk-page-cache-is-reclaimable"),
+    ],
+)
+def test_check_dest_accepts_a_memory_limit_that_holds_the_file(
+    fake_lab: Any, name: str, fs: str, limit: int | None
+) -> None:
+    info = {"fs": fs, "free": 6 * 2**30, "writable": True, "memory_limit": limit}
+    fake_lab.commands = dest_answer(info)
+    assert check_dest(fake_lab, name, size=2 * 2**30).fs == fs
+
+
+def test_the_idle_lab_is_measured_before_anything_of_the_bench_runs(fake_lab: Any) -> None:
+    asked: list[tuple[float, int]] = []
+
+    class Measured(Exception):
+        pass
+
+    def idle(seconds: float) -> Any:
+        asked.append((seconds, len(fake_lab.execs) + len(fake_lab.started)))
+        raise Measured
+
+    # every link unshaped (link_status finds no rules), and nothing else answered
+    fake_lab.commands = lambda lab, service, argv: ExecResult(exit_code=0, stdout="", stderr="")
+    with pytest.raises(Measured):
+        runner.run_bench(fake_lab, BenchOptions.short(), idle=idle)
+    # the quick preset's few seconds, before any exec or helper of the bench itself
+    assert asked == [(3.0, 0)]
+    assert fake_lab.netkit_runs  # after the check that nothing is shaped
+
+
+# --- the client's limits and the peer ----------------------------------------------------
+
+
+def scripted(replies: dict[str, str]) -> Any:
+    """Answer mkdir/rm, and each python probe by a word of its script."""
+
+    def answer(lab: Any, service: str, argv: list[str]) -> ExecResult:
+        if argv[0] in {"mkdir", "rm"}:
+            return ExecResult(exit_code=0, stdout="", stderr="")
+        for word, reply in replies.items():
+            if word in argv[2]:
+                return ExecResult(exit_code=0, stdout=reply, stderr="")
+        raise AssertionError(f"unexpected {argv}")
+
+    return answer
+
+
+DISK = Dest(name="disk", path="/var/tmp", fs="ext4")
+
+
+def test_sha256_and_write_rates(fake_lab: Any) -> None:
+    fake_lab.commands = scripted(
+        {
+            "hashlib": '{"bytes": 1000000000, "seconds": 2.5, "cpu_seconds": 0.5}\n',
+            "fsync": 'noise\n{"bytes": 1000000000, "seconds": 2.0}\n',
+        }
+    )
+    sha = sha256_rate(fake_lab, 10**9)
+    # one core's capacity: 0.5 s of CPU, though 2.5 s passed on a busy machine
+    assert (sha.name, sha.bits_per_second, sha.transport) == ("sha256", 16e9, "local")
+    assert "0.50 s of CPU in 2.50 s" in sha.note
+    write = write_fsync_rate(fake_lab, DISK, 10**9)
+    assert (write.name, write.bits_per_second) == ("write-fsync", 4e9)
+    behind = write_fsync_rate(fake_lab, DISK, 10**9, behind=True)
+    assert (behind.name, behind.label) == ("write-fsync-behind", "write+fsync, write-behind (disk)")
+    probes = [argv for _, argv in fake_lab.execs if "fsync" in " ".join(argv)]
+    assert [argv[-1] for argv in probes] == ["plain", "behind"]
+    for argv in probes:
+        assert argv[-2].startswith("/var/tmp/socketlab-bench-")
+        assert argv[-2].endswith("/write-probe.bin")
+    # each scratch folder is made before and removed after
+    made = [argv[0] for _, argv in fake_lab.execs if argv[0] in {"mkdir", "rm"}]
+    assert made == ["mkdir", "rm", "mkdir", "rm"]
+
+
+PEER_OUT = '{"bytes": 4000, "started": 100.25, "ended": 100.75, "sha256": "ab12"}\n'
+
+
+def test_the_peer_serves_from_the_server_and_receives_in_the_client(fake_lab: Any) -> None:
+    fake_lab.commands = scripted({})
+    fake_lab.queue_helper(name="send", stderr="2026/01/01 N listening on AF=2 0.0.0.0:5203\n")
+    receiver = fake_lab.queue_helper(name="receive", stdout=PEER_OUT)
+    found = peer(fake_lab, DISK, "bench-4000.bin", "ab12", 4000)
+    assert (found.name, found.bytes, found.seconds) == ("peer", 4000, 0.5)
+    assert found.bits_per_second == pytest.approx(4000 * 8 / 0.5)
+    assert found.verified is True
+    send, receive = fake_lab.started
+    assert (send["service"], send["role"], send["volumes"]) == ("server", PEER_ROLE, "ro")
+    assert send["caps"] == ()
+    assert send["argv"] == peer_send_argv(
+        "/srv/socketlab/data/bench-4000.bin", port=5203, idle=10.0
+    )
+    assert (receive["service"], receive["volumes"], receive["caps"]) == ("client", "rw", ())
+    out = receive["argv"][6]
+    assert out.startswith("/var/tmp/socketlab-bench-")
+    assert receive["argv"] == peer_receive_argv(
+        fake_lab.ip("server"), port=5203, out=out, idle=10.0, connect=2.0
+    )
+    assert all(helper.removed for helper in fake_lab.started_helpers)
+    assert receiver.calls[0] == "wait"
+
+
+@pytest.mark.parametrize(
+    ("out", "verified"),
+    [
+        pytest.param(PEER_OUT.replace("ab12", "ffff"), False, id="wrong-hash"),
+        pytest.param(PEER_OUT.replace("4000", "3999"), False, id="short"),
+    ],
+)
+def test_a_peer_copy_that_differs_is_not_verified(fake_lab: Any, out: str, verified: bool) -> None:
+    fake_lab.commands = scripted({})
+    fake_lab.queue_helper(name="send", stderr="listening on\n")
+    fake_lab.queue_helper(name="receive", stdout=out)
+    assert peer(fake_lab, DISK, "f", "ab12", 4000).verified is verified
+
+
+def test_a_failing_peer_is_a_bench_error_and_leaves_no_helper(fake_lab: Any) -> None:
+    fake_lab.commands = scripted({})
+    fake_lab.queue_helper(name="send", stderr="listening on\n")
+    fake_lab.queue_helper(name="receive", exit_code=1, stderr="socat: Connection refused\n")
+    with pytest.raises(BenchError, match=r"exited with 1: .*Connection refused"):
+        peer(fake_lab, DISK, "f", "ab12", 4000)
+    assert all(helper.removed for helper in fake_lab.started_helpers)
+    assert fake_lab.execs[-1][1][:2] == ("rm", "-rf")
+
+
+def test_the_peer_pipeline_is_the_issues() -> None:
+    argv = peer_receive_argv(
+        "10.0.0.2", port=5203, out="/mnt/tmpfs/x/peer.bin", idle=300, connect=20
+    )
+    script = argv[2]
+    assert argv[:2] == ["bash", "-c"]
+    assert "set -euo pipefail" in script  # a failing socat fails the measurement
+    assert '| tee "$out" | openssl dgst -sha256' in script
+    assert 'sync "$out"' in script  # durable, as our fetch's fsync
+    assert argv[3:] == ["peer", "10.0.0.2", "5203", "/mnt/tmpfs/x/peer.bin", "300", "20"]
+    send = peer_send_argv("/srv/socketlab/data/f", port=5203, idle=300)
+    assert send[-2:] == ["OPEN:/srv/socketlab/data/f,rdonly", "TCP-LISTEN:5203,reuseaddr"]
+    assert send[4:6] == ["-T", "300"]  # every socket has a timeout
+
+
+# --- best of N, round-robin ---------------------------------------------------------------
+
+
+def test_run_steps_round_robin_keeps_the_best_of_each() -> None:
+    order: list[str] = []
+    rates = {"a": iter([1.0, 3.0, 2.0]), "b": iter([5.0, 4.0, 6.0])}
+
+    def step(name: str) -> Measurement:
+        order.append(name)
+        return Measurement(
+            name=name, label=name, transport="tcp", bytes=1, seconds=1.0,
+            bits_per_second=next(rates[name]),
+        )  # fmt: skip
+
+    found = run_steps(
+        [("a", lambda: step("a")), ("b", lambda: step("b"))],
+        repeat=3,
+        progress=lambda message: None,
+        where="none",
+    )
+    assert order == ["a", "b", "a", "b", "a", "b"]
+    assert [(m.name, m.bits_per_second, m.samples) for m in found] == [
+        ("a", 3.0, (1.0, 3.0, 2.0)),
+        ("b", 6.0, (5.0, 4.0, 6.0)),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        pytest.param(
+            '{"started": 1, "ended": 2, "sha256": "x"}', "no number 'bytes'", id="missing"
+        ),
+        pytest.param(
+            '{"bytes": "4000", "started": 1, "ended": 2}', "no number 'bytes'", id="a-string"
+        ),
+        pytest.param('{"bytes": -1, "started": 1, "ended": 2}', "bytes = -1", id="negative"),
+        pytest.param('{"bytes": true, "started": 1, "ended": 2}', "no number", id="a-bool"),
+        pytest.param("garbage", "peer printed no JSON", id="no-json"),
+    ],
+)
+def test_a_peer_reporting_nonsense_is_a_bench_error(fake_lab: Any, out: str, message: str) -> None:
+    fake_lab.commands = scripted({})
+    fake_lab.queue_helper(name="send", stderr="listening on\n")
+    fake_lab.queue_helper(name="receive", stdout=out + "\n")
+    with pytest.raises(BenchError, match=message):
+        peer(fake_lab, DISK, "f", "ab12", 4000)

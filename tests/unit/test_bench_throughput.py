@@ -1,4 +1,4 @@
-"""The Mathis bound, ratios to iperf3 and the issue's targets."""
+"""The Mathis bound and ratios (the ceiling and targets: test_bench_ceiling.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lab.bench.throughput import (
-    DEFAULT_MSS,
-    MATHIS_C,
-    TARGETS,
-    Target,
-    mathis_bound,
-    ratio,
-    target_for,
-)
+from lab.bench.throughput import DEFAULT_MSS, MATHIS_C, mathis_bound, ratio
 
 
 def test_constant_is_sqrt_three_halves() -> None:
@@ -97,25 +89,3 @@ def test_more_loss_or_more_rtt_never_raises_the_bound(
 )
 def test_ratio(ours: float, reference: float, expected: float | None) -> None:
     assert ratio(ours, reference) == (pytest.approx(expected) if expected is not None else None)
-
-
-def test_targets_are_the_issues() -> None:
-    assert {(t.condition, t.minimum) for t in TARGETS} == {
-        ("none", 0.6),
-        ("delay=20ms loss=1%", 0.9),
-    }
-    assert target_for("fetch", "none") == Target(measurement="fetch", condition="none", minimum=0.6)
-    assert target_for("naive", "none") is None
-    assert target_for("fetch", "delay=80ms") is None
-
-
-@pytest.mark.parametrize(
-    ("value", "met"),
-    [
-        pytest.param(0.59, False, id="below"),
-        pytest.param(0.6, True, id="exact"),
-        pytest.param(None, None, id="no-value"),
-    ],
-)
-def test_target_met(value: float | None, met: bool | None) -> None:
-    assert Target(measurement="fetch", condition="none", minimum=0.6).met(value) is met

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from socketlab.files import (
     PartialDownload,
@@ -182,8 +184,160 @@ def test_writer_thread_error_surfaces(tmp_path: Path) -> None:
     download = PartialDownload(tmp_path, "f.bin", writer_depth=1)
     download.prefix_state()
     download.open(offset=0)
-    assert download._handle is not None
-    download._handle.close()  # the disk "fails" under the writer thread
+    assert download._fd is not None
+    # The disk "fails" under the writer thread: its descriptor now refuses writes.
+    read_only = os.open(tmp_path / "other", os.O_RDONLY | os.O_CREAT)
+    os.dup2(read_only, download._fd)
+    os.close(read_only)
     download.write(b"x" * 10)
-    with pytest.raises((TransferError, ValueError)):
+    with pytest.raises(TransferError, match=r"writing .*f\.bin\.part failed"):
         download.finish(size=10, sha256="0")
+    assert not (tmp_path / "f.bin").exists()
+
+
+class Pieces:
+    """A ``recv_into`` over ``data``: at most ``sizes[i]`` bytes per call, 0 at the end."""
+
+    def __init__(self, data: bytes, sizes: list[int], *, fail_after: int | None = None) -> None:
+        self.data, self.sizes, self.pos, self.calls = data, sizes or [1], 0, 0
+        self.fail_after = fail_after
+        self.buffers: set[int] = set()
+
+    def __call__(self, view: memoryview) -> int:
+        if self.fail_after is not None and self.pos >= self.fail_after:
+            raise TimeoutError("the peer went quiet")
+        self.buffers.add(id(view.obj))
+        size = min(len(view), self.sizes[self.calls % len(self.sizes)], len(self.data) - self.pos)
+        if self.fail_after is not None:
+            size = min(size, self.fail_after - self.pos)
+        self.calls += 1
+        view[:size] = self.data[self.pos : self.pos + size]
+        self.pos += size
+        return size
+
+
+def receive_all(download: PartialDownload, source: Pieces, size: int) -> None:
+    left = size
+    while left:
+        got = download.receive(source, left)
+        assert 0 < got <= min(left, download.chunk_size)
+        left -= got
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.binary(min_size=1, max_size=20_000),
+    sizes=st.lists(st.integers(min_value=1, max_value=5000), min_size=1, max_size=8),
+    chunk=st.integers(min_value=1, max_value=4096),
+    depth=st.integers(min_value=0, max_value=3),
+    head=st.integers(min_value=0, max_value=100),
+)
+def test_received_pieces_arrive_whole_and_verified(
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    data: bytes,
+    sizes: list[int],
+    chunk: int,
+    depth: int,
+    head: int,
+) -> None:
+    dest = tmp_path_factory.mktemp("dl")
+    download = PartialDownload(dest, "f.bin", writer_depth=depth, chunk_size=chunk)
+    download.prefix_state()
+    download.open(offset=0)
+    head = min(head, len(data))
+    download.write(data[:head])  # what came with the header, already decoded
+    source = Pieces(data[head:], sizes)
+    receive_all(download, source, len(data) - head)
+    assert download.receive(source, 10) == 0  # EOF: nothing more, nothing lost
+    final = download.finish(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    assert final.read_bytes() == data
+    # memory stays bounded: the same few buffers go round
+    assert len(source.buffers) <= max(depth, 1)
+
+
+def test_received_bytes_before_a_failure_stay_in_the_part(tmp_path: Path) -> None:
+    data = os.urandom(10_000)
+    download = PartialDownload(tmp_path, "f.bin", writer_depth=2, chunk_size=4096)
+    download.prefix_state()
+    download.open(offset=0)
+    source = Pieces(data, [1000], fail_after=6500)
+    with pytest.raises(TimeoutError):
+        receive_all(download, source, len(data))
+    assert download.offset == 6500
+    download.close()  # as fetch does when the peer fails: keep what we have
+    assert (tmp_path / "f.bin.part").read_bytes() == data[:6500]
+    again = PartialDownload(tmp_path, "f.bin", writer_depth=2, chunk_size=4096)
+    assert again.prefix_state() == (6500, hashlib.sha256(data[:6500]).hexdigest())
+    again.open(offset=6500)
+    receive_all(again, Pieces(data[6500:], [777]), len(data) - 6500)
+    assert again.finish(size=len(data), sha256=hashlib.sha256(data).hexdigest()).read_bytes() == (
+        data
+    )
+
+
+def test_write_behind_asks_for_writeback_of_each_chunk_and_drops_the_one_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    advice: list[tuple[int, int, int]] = []
+    real = os.posix_fadvise
+
+    def record(fd: int, offset: int, length: int, what: int) -> None:
+        advice.append((offset, length, what))
+        real(fd, offset, length, what)
+
+    monkeypatch.setattr(os, "posix_fadvise", record)
+    data = os.urandom(10_000)
+    (tmp_path / "f.bin.part").write_bytes(data[:1000])  # resumed: offsets start at 1000
+    download = PartialDownload(
+        tmp_path, "f.bin", writer_depth=2, chunk_size=4000, write_behind=True
+    )
+    download.prefix_state()
+    download.open(offset=1000)
+    receive_all(download, Pieces(data[1000:], [4000]), 9000)
+    download.finish(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    dontneed = os.POSIX_FADV_DONTNEED
+    assert advice == [
+        (1000, 4000, dontneed),
+        (5000, 4000, dontneed),
+        (1000, 4000, dontneed),
+        (9000, 1000, dontneed),
+        (5000, 4000, dontneed),
+    ]
+    assert (tmp_path / "f.bin").read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"writer_depth": -1}, id="depth"),
+        pytest.param({"chunk_size": 0}, id="chunk"),
+    ],
+)
+def test_download_options_are_checked(tmp_path: Path, kwargs: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        PartialDownload(tmp_path, "f.bin", **kwargs)
+
+
+def test_receive_before_open_and_without_a_count(tmp_path: Path) -> None:
+    download = PartialDownload(tmp_path, "f.bin")
+    with pytest.raises(TransferError, match="before open"):
+        download.receive(Pieces(b"x", [1]), 1)
+    download.prefix_state()
+    download.open(offset=0)
+    with pytest.raises(ValueError, match="positive count"):
+        download.receive(Pieces(b"x", [1]), 0)
+    download.close()
+
+
+def test_abort_stops_the_pipeline_and_keeps_the_part(tmp_path: Path) -> None:
+    download = PartialDownload(tmp_path, "f.bin", writer_depth=2, chunk_size=100)
+    download.prefix_state()
+    download.open(offset=0)
+    download.write(b"a" * 250)
+    threads = download._threads
+    download.abort()
+    assert all(not thread.is_alive() for thread in threads)
+    assert download._fd is None
+    assert (tmp_path / "f.bin.part").read_bytes() == b"a" * 250
+    download.abort()  # twice is harmless

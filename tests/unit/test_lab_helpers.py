@@ -167,6 +167,32 @@ def test_a_timing_critical_helper_gets_its_cpu_weight(tmp_path: Path) -> None:
     assert options["cpu_shares"] == 8192
 
 
+@pytest.mark.parametrize("access", ["ro", "rw"])
+def test_a_helper_can_mount_the_service_volumes(tmp_path: Path, access: str) -> None:
+    client = FakeDocker(FakeContainer())
+    make_lab(tmp_path, client).start_helper(
+        "client",
+        ["tee", "/var/tmp/x"],
+        role="r",
+        volumes=access,  # type: ignore[arg-type]
+    )
+    ((_, _, options),) = client.containers.runs
+    assert options["volumes_from"] == [f"id-proj-1-client-1:{access}"]
+    assert options["network_mode"] == "container:id-proj-1-client-1"
+
+
+def test_a_helper_volume_access_is_ro_or_rw(tmp_path: Path) -> None:
+    client = FakeDocker(FakeContainer())
+    with pytest.raises(ValueError, match="volume access must be one of"):
+        make_lab(tmp_path, client).start_helper(
+            "client",
+            ["true"],
+            role="r",
+            volumes="all",  # type: ignore[arg-type]
+        )
+    assert client.containers.runs == []
+
+
 def test_start_helper_waits_until_the_helper_logs_it_is_ready(tmp_path: Path) -> None:
     container = FakeContainer(stdout=[b"", b"starting\n", b"starting\nlistening\n"])
     lab = make_lab(tmp_path, FakeDocker(container))

@@ -275,3 +275,77 @@ def test_in_message_tracks_partial_input() -> None:
 def test_local_errors_on_invalid_sends(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(LocalProtocolError, match=match):
         encode_header("text/json", 3, **kwargs)  # type: ignore[arg-type]
+
+
+# --- content read around the decoder (consume_content) --------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    content=st.binary(min_size=1, max_size=3000),
+    with_header=st.integers(min_value=0, max_value=3000),
+    cuts=st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=6),
+)
+def test_content_read_directly_still_ends_the_message(
+    content: bytes, with_header: int, cuts: list[int]
+) -> None:
+    """A receiver drains what the decoder holds, reads the rest itself, and the
+    decoder still ends the message and goes on to the next one."""
+    first = encode_message("binary/file", content)
+    after = encode_message("text/json", b"{}", content_encoding="utf-8")
+    header_size = len(first) - len(content)
+    decoder = FrameDecoder(limits=BIG_LIMITS)
+    decoder.receive_data(first[: header_size + min(with_header, len(content))])
+    header = decoder.next_event()
+    assert isinstance(header, Header)
+    got = bytearray()
+    while decoder.buffered and decoder.content_remaining:
+        event = decoder.next_event()
+        assert isinstance(event, Content)
+        got += event.data
+    position, turn = header_size + len(got), 0
+    while decoder.content_remaining:
+        size = min(cuts[turn % len(cuts)], decoder.content_remaining)
+        got += first[position : position + size]  # "recv_into" our own buffer
+        decoder.consume_content(size)
+        position, turn = position + size, turn + 1
+    assert bytes(got) == content
+    assert isinstance(decoder.next_event(), MessageEnd)
+    decoder.receive_data(after)
+    events = drain(decoder)
+    assert isinstance(events[0], Header)
+    assert events[0].content_type == "text/json"
+    assert isinstance(events[-1], MessageEnd)
+
+
+def test_eof_while_reading_content_directly_is_a_remote_error() -> None:
+    decoder = FrameDecoder(limits=BIG_LIMITS)
+    message = encode_message("binary/file", b"x" * 100)
+    decoder.receive_data(message[: len(message) - 100])
+    assert isinstance(decoder.next_event(), Header)
+    decoder.consume_content(40)
+    assert decoder.content_remaining == 60
+    decoder.receive_data(b"")
+    with pytest.raises(RemoteProtocolError, match="middle of a message"):
+        decoder.next_event()
+
+
+@pytest.mark.parametrize(
+    ("feed", "count", "match"),
+    [
+        pytest.param(b"", 1, "inside a message's content", id="no-message"),
+        pytest.param(b"xy", 1, "empty buffer", id="bytes-buffered"),
+        pytest.param(b"header-only", 11, "with 10 bytes remaining", id="too-many"),
+        pytest.param(b"header-only", 0, "with 10 bytes remaining", id="zero"),
+    ],
+)
+def test_consume_content_refuses_caller_mistakes(feed: bytes, count: int, match: str) -> None:
+    decoder = FrameDecoder(limits=BIG_LIMITS)
+    message = encode_message("binary/file", b"0123456789")
+    if feed:
+        decoder.receive_data(message[:-10])
+        assert isinstance(decoder.next_event(), Header)
+        if feed == b"xy":
+            decoder.receive_data(b"xy")
+    with pytest.raises(RuntimeError, match=match):
+        decoder.consume_content(count)

@@ -72,6 +72,12 @@ class LabConnection:
         with peer_errors(str(self.endpoint), "send", timeout=self.endpoint.read_timeout):
             self.sock.sendall(data)
 
+    def recv_into(self, view: memoryview) -> int:
+        """Read straight into ``view`` (0 at EOF), bypassing the decoder: for content
+        the caller then reports with ``decoder.consume_content``."""
+        with peer_errors(str(self.endpoint), "read", timeout=self.endpoint.read_timeout):
+            return self.sock.recv_into(view)
+
     def next_event(self) -> Event:
         while True:
             event = self.decoder.next_event()

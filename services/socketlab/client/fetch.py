@@ -24,7 +24,8 @@ from socketlab.protocol import (
 )
 from socketlab.protocol.messages import response_result
 
-WRITER_DEPTH: Final = 16  # chunks (<= RECV_SIZE each) waiting for the disk
+WRITER_DEPTH: Final = 8  # CHUNK_SIZE buffers going round between receiver and writer
+PACED_READ: Final = 64 * 1024  # smallest read of a paced fetch; it reads ~1/20 s at a time
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def fetch(
     endpoint: Endpoint, name: str, dest: Path, *, progress: bool = True, max_rate: float = 0.0
 ) -> FetchResult:
     """Download ``name`` into ``dest`` (resuming a ``.part``), verified, then renamed."""
-    download = PartialDownload(dest, name, writer_depth=WRITER_DEPTH)
+    download = PartialDownload(dest, name, writer_depth=WRITER_DEPTH, write_behind=True)
     offset, prefix = download.prefix_state()
     started = time.monotonic()
     with LabConnection.open(endpoint) as conn:
@@ -67,6 +68,9 @@ def fetch(
                 f"fetch of {name} interrupted at {download.offset} of {size} bytes "
                 f"({exc}); run it again to resume"
             ) from exc
+        except BaseException:
+            download.abort()  # the disk failed, or we were interrupted: stop its threads
+            raise
         if bar:
             bar.update(download.offset, final=True)
     path = download.finish(size=size, sha256=digest)
@@ -82,6 +86,12 @@ class Pacer:
         self.started = time.monotonic()
         self.done = 0
 
+    def read_size(self, largest: int) -> int:
+        """How much to read at once: all of ``largest`` unless paced (then ~1/20 s)."""
+        if self.rate <= 0:
+            return largest
+        return max(PACED_READ, min(largest, int(self.rate / 20)))
+
     def account(self, size: int) -> None:
         if self.rate <= 0:
             return
@@ -94,13 +104,34 @@ class Pacer:
 def _receive_file(
     conn: LabConnection, download: PartialDownload, bar: Progress | None, pacer: Pacer
 ) -> None:
-    while not isinstance(event := conn.next_event(), MessageEnd):
-        if not isinstance(event, Content):
+    """The content: what the decoder holds already, then straight off the socket.
+
+    After the header the decoder may hold the content's first bytes; those come
+    as events. The rest goes from ``recv_into`` into the download's buffers,
+    hashed and written from there, and the decoder only counts it
+    (``consume_content``), so it still ends the message and sees EOF.
+    """
+    decoder = conn.decoder
+    while decoder.buffered and decoder.content_remaining:
+        event = conn.next_event()
+        if not isinstance(event, Content):  # pragma: no cover - content_remaining > 0
             raise RemoteProtocolError(f"unexpected {type(event).__name__} in a file")
         download.write(event.data)
         pacer.account(len(event.data))
-        if bar:
-            bar.update(download.offset)
+    while remaining := decoder.content_remaining:
+        want = min(remaining, pacer.read_size(download.chunk_size))
+        got = download.receive(conn.recv_into, want)
+        if got:
+            decoder.consume_content(got)
+            pacer.account(got)
+            if bar:
+                bar.update(download.offset)
+        if got < want:
+            decoder.receive_data(b"")  # EOF inside the content: the next event says so
+            break
+    event = conn.next_event()
+    if not isinstance(event, MessageEnd):
+        raise RemoteProtocolError(f"unexpected {type(event).__name__} after a file")
 
 
 def _finish_message(conn: LabConnection, header: Header) -> Message:

@@ -183,6 +183,24 @@ class FrameDecoder:
             self._pos = 0
         self._buffer += data
 
+    def consume_content(self, count: int) -> None:
+        """Count ``count`` content bytes the caller read off the stream itself.
+
+        For large content without copies in user space: once the buffered
+        bytes are drained, a receiver may ``recv_into`` its own buffer up to
+        :attr:`content_remaining` and report the count here instead of
+        feeding them through :meth:`receive_data`. The message then ends
+        (``MessageEnd``) as usual. RuntimeError when bytes are buffered, no
+        content is expected, or ``count`` exceeds what remains: all caller bugs.
+        """
+        if self._state is not _State.CONTENT or self.buffered:
+            raise RuntimeError("consume_content needs an empty buffer inside a message's content")
+        if not 0 < count <= self._remaining:
+            raise RuntimeError(f"consume_content({count}) with {self._remaining} bytes remaining")
+        self._remaining -= count
+        if not self._remaining:
+            self._state = _State.END
+
     def next_event(self) -> Event | _Sentinel:
         """Return the next event, or NEED_DATA; raises RemoteProtocolError."""
         if self._state is _State.ERROR:
