@@ -81,7 +81,7 @@ class CapacityPlan:
     @classmethod
     def short(cls) -> CapacityPlan:
         """A small budget (``--quick``): a few one-second trials."""
-        return cls(trials=4, attempts=1, seconds=1.0)
+        return cls(start=5_000.0, trials=4, attempts=1, seconds=1.0)
 
     def count(self, rate: float) -> int:
         """Datagrams one trial at ``rate`` sends."""
@@ -125,6 +125,7 @@ class Trial:
     missed_at_start: int | None = None  # before its first
     tail: int | None = None  # sent after its highest (sent - highest_seq)
     duplicates: int | None = None
+    send_errors: int | None = None  # numbered but refused by the sender's kernel (ENOBUFS, ICMP)
 
     @property
     def lost(self) -> int:

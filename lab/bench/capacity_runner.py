@@ -100,6 +100,7 @@ def our_trial(lab_: Lab, plan: CapacityPlan, *, size: int, rate: float) -> Trial
             missed_at_start=int(report["missed_at_start"]),
             tail=int(report["tail"]),
             duplicates=int(report["duplicates"]),
+            send_errors=int(report["buffer_full"]) + int(report["unreachable"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise BenchError(f"udp-trial gave an unusable result: {exc}") from exc
@@ -138,10 +139,18 @@ def iperf3_listening(lab_: Lab) -> Iterator[str]:
         yield lab_.ip(LISTENER)
 
 
-def iperf3_trial(lab_: Lab, plan: CapacityPlan, address: str, *, size: int, rate: float) -> Trial:
-    """iperf3 ``-u`` at ``rate`` ``size``-byte datagrams per second for one trial."""
+def iperf3_trial(
+    lab_: Lab, plan: CapacityPlan, address: str, *, size: int, rate: float, rcvbuf: int
+) -> Trial:
+    """iperf3 ``-u`` at ``rate`` ``size``-byte datagrams per second for one trial.
+
+    ``-w``: the socket buffers our listener has (``rcvbuf`` as the kernel reports
+    it, twice what was asked), so both receivers get the same room.
+    """
     seconds = max(1, round(plan.seconds))
     args = ["-u", "-b", str(round(rate * size * 8)), "-l", str(size), "-t", str(seconds)]
+    if rcvbuf > 0:
+        args += ["-w", str(rcvbuf // 2)]
     argv = client_argv(address, port=lab_.config.bench.iperf_port, args=args)
     before = snmp(lab_)
     result = lab_.netkit_run(SENDER, argv, timeout=seconds + EXEC_SLACK)
@@ -180,6 +189,7 @@ def run_udp_capacity(
     require_services(lab_, (SENDER, LISTENER))
     refuse_foreign_shaping(lab_)
     load = _Load()
+    rcvbuf = _rcvbuf(lab_)
     searches: list[Capacity] = []
 
     def show(tool: str, size: int) -> Callable[[Trial, Verdict], None]:
@@ -206,7 +216,7 @@ def run_udp_capacity(
         with iperf3_listening(lab_) as address:
 
             def theirs(rate: float, size: int = size, address: str = address) -> Trial:
-                return iperf3_trial(lab_, plan, address, size=size, rate=rate)
+                return iperf3_trial(lab_, plan, address, size=size, rate=rate, rcvbuf=rcvbuf)
 
             searches.append(
                 search(plan, theirs, tool=IPERF3, size=size, progress=show(IPERF3, size))
@@ -217,6 +227,6 @@ def run_udp_capacity(
         plan=plan,
         searches=tuple(searches),
         load=load.figures(),
-        rcvbuf=_rcvbuf(lab_),
+        rcvbuf=rcvbuf,
         versions=versions(lab_),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from socketlab.errors import PeerUnavailable
-from socketlab.udp import compare, status
+from socketlab.udp import compare, status, trial
 from socketlab.udp.datagram import encode
 from socketlab.udp.latency import HEADER_SIZE
 from socketlab.udp.listener import Listener, ListenerConfig, run
@@ -152,3 +153,32 @@ def test_sender_follows_a_name_to_its_new_address() -> None:
         assert sock.getpeername() == ("127.0.0.1", 9)
         follow(sock, "name-that-does-not-resolve.invalid")  # down: keep the old address
         assert sock.getpeername() == ("127.0.0.1", 9)
+
+
+def test_a_capacity_trial_counts_what_the_listener_received(
+    listener: ListenerConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--host", "127.0.0.1", "--port", str(listener.port),
+            "--status-port", str(listener.status_port),
+            "--count", "2000", "--rate", "20000", "--size", "64"]  # fmt: skip
+    assert trial.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["sent"], result["size"]) == (2000, 64)
+    assert result["received"] == 2000
+    assert (result["gaps"], result["missed_at_start"], result["tail"]) == (0, 0, 0)
+    assert result["duplicates"] == 0
+    assert result["rate_achieved"] > 0
+    assert result["session"].startswith("127.0.0.1/")
+
+
+def test_a_capacity_trial_with_nobody_listening_counts_everything_lost(
+    free_port: Callable[..., int], listener: ListenerConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--host", "127.0.0.1", "--port", str(free_port(socket.SOCK_DGRAM)),
+            "--status-port", str(listener.status_port),
+            "--count", "50", "--rate", "10000", "--size", "64"]  # fmt: skip
+    assert trial.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["received"] == 0
+    assert result["tail"] == 50  # the listener never saw the session
+    assert result["sent"] + result["unreachable"] == 50
