@@ -212,6 +212,23 @@ class Listener:
                     events.append(event)
         return events
 
+    def receive_batch(self, sock: socket.socket) -> list[Event]:
+        """Drain up to BATCH datagrams from non-blocking ``sock`` and account each as it
+        comes, under one lock: no per-datagram list or tuple on the hot path."""
+        events: list[Event] = []
+        recvfrom, clock = sock.recvfrom, time.time_ns
+        with self._lock:
+            receive = self.accounting.receive
+            for _ in range(BATCH):
+                try:
+                    data, (host, port) = recvfrom(MAX_DATAGRAM)
+                except (BlockingIOError, InterruptedError):
+                    break
+                event = receive(data, host=host, port=port, arrival_ns=clock())
+                if event is not None:
+                    events.append(event)
+        return events
+
     def serve_udp(self, stop: threading.Event) -> None:
         """Receive and account datagrams until ``stop`` is set."""
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -237,7 +254,7 @@ class Listener:
             logged = 0
             while not stop.is_set():
                 if poller.poll(self.options.recv_poll * 1000):
-                    for event in self.account(_drain(sock)):
+                    for event in self.receive_batch(sock):
                         _log_event(event)
                 if time.monotonic() >= next_log:
                     next_log = time.monotonic() + self.options.log_interval
@@ -282,19 +299,6 @@ class Listener:
         tcp_sink.serve(
             stop, totals=self.sink, config=self.options.tcp_sink, ready=self._ready["tcp-sink"]
         )
-
-
-def _drain(sock: socket.socket) -> list[tuple[bytes, tuple[str, int], int]]:
-    batch: list[tuple[bytes, tuple[str, int], int]] = []
-    recvfrom = sock.recvfrom
-    clock = time.time_ns
-    for _ in range(BATCH):
-        try:
-            data, addr = recvfrom(MAX_DATAGRAM)
-        except (BlockingIOError, InterruptedError):
-            break
-        batch.append((data, addr, clock()))
-    return batch
 
 
 def _log_event(event: Event) -> None:

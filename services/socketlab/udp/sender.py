@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from socketlab.commandline import add_setting, command_parser
 from socketlab.config import UDP_LISTENER_HOST, UDP_PORT, EnvConfig, env_config, env_field
 from socketlab.errors import ConfigError, PeerUnavailable, SendTimeout, peer_errors
-from socketlab.udp.datagram import MAX_DATAGRAM, encode, minimum_size
+from socketlab.udp.datagram import MAX_DATAGRAM, Encoder, minimum_size
 from socketlab.udp.pacing import Pacing
 
 log = logging.getLogger("socketlab.udp")
@@ -130,7 +130,9 @@ def follow(sock: socket.socket, host: str) -> None:
         log.info("event=target_moved host=%s old=%s new=%s", host, current[0], address[0])
 
 
-def _send(sock: socket.socket, data: bytes, poller: select.poll, timeout: float) -> None:
+def _send(
+    sock: socket.socket, data: bytes | bytearray, poller: select.poll, timeout: float
+) -> None:
     while True:
         try:
             sock.send(data)
@@ -160,25 +162,25 @@ def send_stream(
     last_ns = 0
     interrupted = False
     # Local names: this loop runs up to ~10^5 times a second.
-    send, clock = sock.send, time.time_ns
-    sender_id, size = options.sender_id, options.size
-    start = time.monotonic()
+    send, clock, monotonic = sock.send, time.time_ns, time.monotonic
+    build = Encoder(sender_id=options.sender_id, size=options.size).encode
+    verbose = options.verbose
+    start = monotonic()
     target = "{}:{}".format(*sock.getpeername()[:2])
     try:
         with peer_errors(target, "send", timeout=options.timeout):
             while not pacing.finished(seq):
-                elapsed = time.monotonic() - start
+                elapsed = monotonic() - start
                 burst = pacing.burst(sent=seq, elapsed=elapsed)
                 if burst == 0:
                     time.sleep(max(0.0, pacing.deadline(seq) - elapsed))  # pacing, not readiness
                     continue
-                for _ in range(burst):
-                    seq += 1
+                for seq in range(seq + 1, seq + burst + 1):  # noqa: B020 - seq goes on after
                     # Strictly increasing send times let the listener tell a restart
                     # (sent later, seq not higher) from reordering and duplicates.
                     now_ns = clock()
                     last_ns = now_ns if now_ns > last_ns else last_ns + 1
-                    data = encode(sender_id=sender_id, seq=seq, sent_ns=last_ns, size=size)
+                    data = build(seq, last_ns)
                     try:
                         try:
                             send(data)
@@ -189,8 +191,8 @@ def send_stream(
                         # gone) or a full device queue: this datagram is lost, go on.
                         if exc.errno in UNREACHABLE:
                             unreachable += 1
-                            if host is not None and time.monotonic() >= next_resolve:
-                                next_resolve = time.monotonic() + options.resolve_interval
+                            if host is not None and monotonic() >= next_resolve:
+                                next_resolve = monotonic() + options.resolve_interval
                                 follow(sock, host)
                         elif exc.errno == errno.ENOBUFS:
                             buffer_full += 1
@@ -199,11 +201,11 @@ def send_stream(
                         continue
                     sent += 1
                     total_bytes += len(data)
-                    if options.verbose:
+                    if verbose:
                         log.info("event=sent seq=%d bytes=%d", seq, len(data))
     except KeyboardInterrupt:
         interrupted = True
-    duration = time.monotonic() - start
+    duration = monotonic() - start
     peer = sock.getpeername()
     return SendReport(
         target=f"{peer[0]}:{peer[1]}",
