@@ -126,6 +126,7 @@ class Trial:
     tail: int | None = None  # sent after its highest (sent - highest_seq)
     duplicates: int | None = None
     send_errors: int | None = None  # numbered but refused by the sender's kernel (ENOBUFS, ICMP)
+    segments: int | None = None  # datagrams per send call (UDP GSO; 1: one call each)
 
     @property
     def lost(self) -> int:

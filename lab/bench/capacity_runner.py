@@ -101,6 +101,7 @@ def our_trial(lab_: Lab, plan: CapacityPlan, *, size: int, rate: float) -> Trial
             tail=int(report["tail"]),
             duplicates=int(report["duplicates"]),
             send_errors=int(report["buffer_full"]) + int(report["unreachable"]),
+            segments=int(report.get("segments", 1)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise BenchError(f"udp-trial gave an unusable result: {exc}") from exc

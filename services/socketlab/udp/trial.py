@@ -1,6 +1,8 @@
 """``socketlab udp-trial``: one capacity trial, ``--count`` datagrams at ``--rate``.
 
-Sends like ``socketlab udp-send`` (one fresh sender id), waits with a deadline
+Sends like ``socketlab udp-send`` (one fresh sender id; equal-size datagrams
+go to the kernel ``SOCKETLAB_UDP_TRIAL_SEGMENTS`` per call, UDP GSO, where it
+can: they leave as separate datagrams, the sender just spends less per one), waits with a deadline
 until the listener's count for that session stops moving, and prints one JSON
 line: what the sender sent and at which rate, and what the listener counted
 (its session's ``received``, and its own view of the rest: gaps between its
@@ -56,6 +58,11 @@ class TrialConfig(EnvConfig):
         0.5,
         "seconds the listener's count must stay still before tcp-vs-udp reads it",
     )
+    segments: int = env_field(
+        "SOCKETLAB_UDP_TRIAL_SEGMENTS",
+        64,
+        "datagrams udp-trial hands the kernel per call (UDP GSO; 1: one send per datagram)",
+    )
     settle_deadline: float = env_field(
         "SOCKETLAB_UDP_TRIAL_DEADLINE",
         30.0,
@@ -110,6 +117,7 @@ def trial_result(report: sender.SendReport, session: dict[str, Any] | None) -> d
         "duration_s": report.duration_s,
         "buffer_full": report.buffer_full,
         "unreachable": report.unreachable,
+        "segments": report.segments,
         "received": int(found.get("received", 0)),
         "gaps": int(found.get("lost", 0)),
         "missed_at_start": int(found.get("missed_at_start", 0)) if session else 0,
@@ -142,6 +150,7 @@ def main(argv: list[str]) -> int:
         size=args.size,
         sender_id=secrets.randbits(32),
         timeout=config.send_timeout,
+        segments=config.segments,
     )
     with sender.open_socket(args.host, args.port) as sock:
         report = sender.send_stream(sock, options)
