@@ -69,12 +69,16 @@ class CapacityPlan:
     precision: float = 0.05  # bisection stops when failed / passed <= 1 + precision
     loss_limit: float = LOSS_LIMIT
     shortfall: float = SHORTFALL
+    segments: int = 64  # our sender's datagrams per send call (UDP GSO; 1: one call each)
 
     def __post_init__(self) -> None:
         if not (0 < self.start <= self.ceiling and self.growth > 1):
             raise BenchError("capacity plan: need 0 < start <= ceiling and growth > 1")
-        if self.trials < 1 or self.attempts < 1 or self.seconds <= 0 or self.precision <= 0:
-            raise BenchError("capacity plan: trials, attempts, seconds, precision must be > 0")
+        counts = (self.trials, self.attempts, self.segments)
+        if min(counts) < 1 or self.seconds <= 0 or self.precision <= 0:
+            raise BenchError(
+                "capacity plan: trials, attempts, segments, seconds, precision must be > 0"
+            )
         if not (0 < self.loss_limit < 1 and 0 < self.shortfall <= 1):
             raise BenchError("capacity plan: loss_limit in (0, 1), shortfall in (0, 1]")
 

@@ -84,7 +84,7 @@ def our_trial(lab_: Lab, plan: CapacityPlan, *, size: int, rate: float) -> Trial
     """Our sender at ``rate`` for one trial, counted by the listener."""
     count = plan.count(rate)
     argv = ["socketlab", "udp-trial", "--count", str(count), "--rate", f"{rate:g}",
-            "--size", str(size)]  # fmt: skip
+            "--size", str(size), "--segments", str(plan.segments)]  # fmt: skip
     before = snmp(lab_)
     result = lab_.exec(SENDER, argv, timeout=plan.seconds + EXEC_SLACK).check("udp-trial")
     after = snmp(lab_)

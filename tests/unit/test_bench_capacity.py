@@ -94,7 +94,7 @@ def test_a_sender_that_fell_short_of_the_rate_never_offered_it() -> None:
     assert trial(1000, sent=0, received=0).verdict(plan) is Verdict.SHORT
 
 
-BAD_PLANS = [{"start": 0}, {"growth": 1.0}, {"trials": 0}, {"attempts": 0}, {"seconds": 0},
+BAD_PLANS = [{"start": 0}, {"growth": 1.0}, {"trials": 0}, {"attempts": 0}, {"seconds": 0}, {"segments": 0},
              {"loss_limit": 0}, {"shortfall": 1.5}, {"start": 10, "ceiling": 5}]  # fmt: skip
 
 

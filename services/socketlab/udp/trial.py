@@ -137,9 +137,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--count", type=int, required=True, help="datagrams to send")
     parser.add_argument("--rate", type=float, required=True, help="datagrams per second")
     parser.add_argument("--size", type=int, default=1200, help="datagram size in bytes")
+    add_setting(parser, "--segments", config=config, name="segments")
     args = parser.parse_args(argv)
-    if args.count < 1 or args.rate <= 0:
-        raise ConfigError("need --count >= 1 and --rate > 0")
+    if args.count < 1 or args.rate <= 0 or args.segments < 1:
+        raise ConfigError("need --count >= 1, --rate > 0 and --segments >= 1")
     if not minimum_size(args.count) <= args.size <= MAX_DATAGRAM:
         raise ConfigError(
             f"--size must be {minimum_size(args.count)} to {MAX_DATAGRAM} for {args.count} datagrams"
@@ -150,7 +151,7 @@ def main(argv: list[str]) -> int:
         size=args.size,
         sender_id=secrets.randbits(32),
         timeout=config.send_timeout,
-        segments=config.segments,
+        segments=args.segments,
     )
     with sender.open_socket(args.host, args.port) as sock:
         report = sender.send_stream(sock, options)
