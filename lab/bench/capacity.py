@@ -20,7 +20,9 @@ The kernel's drops in the listener's namespace (``/proc/net/snmp`` Udp
 ``InErrors``, ``RcvbufErrors``) are read before and after every trial and
 reported beside the application's loss: a datagram the kernel dropped for a
 full socket buffer is lost to the application too, but it says the receiver
-was too slow, not that the network lost it.
+was too slow, not that the network lost it. The kernel counts packets: when
+the listener takes coalesced reads (UDP GRO) of a GSO sender's batches, one
+drop may be a batch of up to 64 datagrams.
 
 The search is :func:`search` over a ``measure(rate) -> Trial`` function, so
 it is unit-tested with a fake sender and listener; :mod:`lab.bench.capacity_runner`
