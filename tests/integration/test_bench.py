@@ -168,8 +168,13 @@ def test_bench_udp_capacity_quick_reports_both_tools_and_sizes(lab: Lab, tmp_pat
             for figure in ("sent", "received", "seconds", "achieved"):
                 assert trial[figure] > 0, (key, figure, trial)
             assert trial["sent"] == trial["received"] + trial["lost"], (key, trial)
-            # the listener's namespace received at least what the receiving program counted
-            assert trial["kernel"]["in_datagrams"] >= trial["received"], (key, trial)
+            # the kernel counts what the receiving program read: one datagram per read, or
+            # with our GSO sender and GRO listener a batch of up to 64 per read
+            reads = trial["kernel"]["in_datagrams"]
+            if key[0] == "socketlab" and trial["segments"] > 1:
+                assert 0 < reads <= trial["received"], (key, trial)
+            else:
+                assert reads >= trial["received"], (key, trial)
             assert trial["kernel"]["in_errors"] >= trial["kernel"]["rcvbuf_errors"] >= 0
             if key[0] == "socketlab":
                 # every datagram numbered is accounted for by the listener: arrived once,
