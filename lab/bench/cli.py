@@ -5,7 +5,9 @@
 absolute figures (iperf3, the client's SHA-256 and write+fsync rates, their minimum:
 the ceiling, the peer, our fetch, ...) and a table of ratios with the issue's targets
 (reported, never enforced), then the NFQUEUE engine's tables (``--no-engine`` leaves
-them out, ``--engine-only`` measures only them; JSON key ``engine``).
+them out, ``--engine-only`` measures only them; JSON key ``engine``). ``--udp-capacity``
+measures only the UDP capacity search (:mod:`lab.bench.capacity`; JSON key
+``udp_capacity``).
 ``lab sweep tcp-vs-udp --loss 0,1,2,5,10 --delay 0,20,80 [--congestion cubic,bbr]
 [--offer 20mbit] [--out DIR]`` writes ``sweep.json``, PNG plots and ``report.html``
 into DIR.
@@ -73,7 +75,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         options = dataclasses.replace(options, conditions=conditions)
     lab = make_lab(args)
     document: dict[str, Any] = {}
-    if not args.engine_only:
+    if args.udp_capacity:
+        document["udp_capacity"] = _udp_capacity(lab, quick=args.quick)
+    elif not args.engine_only:
         idle = functools.partial(_idle_cpu, lab)
         report = run_bench(lab, options, progress=progress_printer, idle=idle)
         if report.idle_cpu is not None:
@@ -90,7 +94,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             markup=False,
         )
         document = report.to_json()
-    if not args.no_engine:
+    if not (args.no_engine or args.udp_capacity):
         document["engine"] = _engine_bench(lab, quick=args.quick)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -116,6 +120,19 @@ def _engine_bench(lab: Lab, *, quick: bool) -> dict[str, Any]:
     print_figures(engine.title, engine.throughput_rows())
     print_figures("NFQUEUE engine: added delay on a 50 ms link", engine.latency_rows())
     return engine.to_json()
+
+
+def _udp_capacity(lab: Lab, *, quick: bool) -> dict[str, Any]:
+    """The UDP capacity search, ours and iperf3's (``lab.bench.capacity``); returns its JSON."""
+    from lab.bench.capacity import CapacityPlan  # noqa: PLC0415 - keep --help fast
+    from lab.bench.capacity_runner import run_udp_capacity  # noqa: PLC0415
+
+    plan = CapacityPlan.short() if quick else CapacityPlan()
+    report = run_udp_capacity(lab, plan, progress=progress_printer)
+    print_figures("UDP capacity trials, client -> udp-listener", report.trial_rows())
+    print_figures("UDP capacity: highest offered rate with < 0.1 % loss", report.rows())
+    out_console.print(report.summary(), markup=False)
+    return report.to_json()
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -210,6 +227,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     engine.add_argument(
         "--engine-only", action="store_true", help="measure only the NFQUEUE engine's figures"
+    )
+    engine.add_argument(
+        "--udp-capacity",
+        action="store_true",
+        help="measure only UDP capacity: the highest rate with < 0.1%% loss, 64 and 1200-byte "
+        "datagrams, ours and iperf3 -u (--quick: a small budget)",
     )
     bench.set_defaults(func=cmd_bench)
 

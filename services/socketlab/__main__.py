@@ -57,6 +57,9 @@ COMMANDS: Final[dict[str, Command]] = {
     ),
     "udp-send": Command("socketlab.udp.sender", "main", "send 'Message #n' datagrams", SERVICE),
     "tcp-vs-udp": Command("socketlab.udp.compare", "main", "same payload over TCP and UDP: table"),
+    "udp-trial": Command(
+        "socketlab.udp.trial", "main", "one UDP capacity trial: send at a rate, read the count"
+    ),
     "udp-stats": Command(
         "socketlab.udp.status", "main", "print (or --reset) the UDP listener's stats"
     ),

@@ -240,6 +240,52 @@ def test_bench_engine_only_quick_reports_the_engine_rows(lab: Lab, tmp_path: Pat
     print(f"\nBENCHMARK lab-bench-engine-quick {json.dumps(engine)}")
 
 
+def test_bench_udp_capacity_quick_reports_both_tools_and_sizes(lab: Lab, tmp_path: Path) -> None:
+    out = tmp_path / "capacity.json"
+    argv = ["-p", lab.project, "bench", "--udp-capacity", "--quick", "--json", str(out)]
+    assert lab_main(argv) == 0
+    document = json.loads(out.read_text())
+    assert set(document) == {"udp_capacity"}  # only the capacity search ran
+    data = document["udp_capacity"]
+    assert data["kind"] == "bench-udp-capacity"
+    assert data["rcvbuf"] > 0
+    assert all(value >= 0 for value in data["load"])
+    searches = {(found["tool"], found["size"]): found for found in data["searches"]}
+    assert set(searches) == {
+        (tool, size) for tool in ("socketlab", "iperf3") for size in (64, 1200)
+    }
+    for key, found in searches.items():
+        trials = found["trials"]
+        assert 1 <= len(trials) <= data["plan"]["trials"] * data["plan"]["attempts"], key
+        for trial in trials:
+            assert trial["rate"] > 0, key
+            for figure in ("sent", "received", "seconds", "achieved"):
+                assert trial[figure] > 0, (key, figure, trial)
+            assert trial["sent"] == trial["received"] + trial["lost"], (key, trial)
+            # the kernel counts what the receiving program read: one datagram per read, or
+            # with our GSO sender and GRO listener a batch of up to 64 per read
+            reads = trial["kernel"]["in_datagrams"]
+            if key[0] == "socketlab" and trial["segments"] > 1:
+                assert 0 < reads <= trial["received"], (key, trial)
+            else:
+                assert reads >= trial["received"], (key, trial)
+            assert trial["kernel"]["in_errors"] >= trial["kernel"]["rcvbuf_errors"] >= 0
+            if key[0] == "socketlab":
+                # every datagram numbered is accounted for by the listener: arrived once,
+                # a gap it saw, before its first, after its highest, or refused at the sender
+                numbered = trial["sent"] + trial["send_errors"]
+                unique = trial["received"] - trial["duplicates"]
+                assert numbered == (
+                    unique + trial["gaps"] + trial["missed_at_start"] + trial["tail"]
+                ), trial
+        passing = [t["rate"] for t in trials if t["verdict"] == "pass"]
+        assert found["rate"] == max(passing, default=0.0), key
+        assert found["bits_per_second"] == found["rate"] * key[1] * 8
+    assert set(data["targets"]) == {"64", "1200"}
+    assert link_status(lab) == []
+    print(f"\nBENCHMARK lab-bench-udp-capacity-quick {json.dumps(data['targets'])}")
+
+
 # --- sweep ------------------------------------------------------------------------------
 
 

@@ -62,6 +62,7 @@ GOOD: dict[Any, tuple[str, Any]] = {
     Path | None: ("/some/where", Path("/some/where")),
     bytes | None: ("k3y", b"k3y"),
     tuple[str, ...]: ("a, b", ("a", "b")),
+    bool: ("no", False),  # a value other than the default: the boolean settings default on
 }
 BAD: dict[Any, tuple[str, str]] = {
     int: ("4.5", "is not an integer"),

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from socketlab.udp.accounting import (
     Accounting,
     Rejected,
+    Session,
     SessionStarted,
     kernel_delta,
     parse_udp_snmp,
@@ -394,3 +395,27 @@ def test_a_gap_of_a_whole_window_counts_each_lost_number_once() -> None:
     feed(accounting, [22, 30, 25])  # 23, 24, 26..29 missing; 25 fills its gap
     session = only_session(accounting)
     assert (session["lost"], session["reordered"]) == (16 + 6, 1)
+
+
+@given(
+    st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=400),
+    st.sampled_from([8, 16, 64]),
+)
+def test_the_in_order_fast_path_is_add_for_the_next_number(steps: list[int], window: int) -> None:
+    """``add_next`` (taken for the next number, sent later) leaves a session exactly as
+    ``add`` does, the window sliding included; gaps go through ``add`` in both."""
+    start = {"sender_id": 1, "host": HOST, "port": 1, "number": 1, "first_seq": 1,
+             "highest_seq": 0, "max_sent_ns": 0, "first_sent_ns": 0, "first_arrival_ns": 0,
+             "last_arrival_ns": 0}  # fmt: skip
+    fast, slow = Session(**start, window=window), Session(**start, window=window)
+    seq = 0
+    for step in steps:
+        seq += 1 if step > 8 else step  # mostly the next number, sometimes a gap
+        sent, arrival = seq * MS, seq * MS + (seq % 7) * 1000
+        if seq == fast.highest_seq + 1:
+            fast.add_next(seq, sent, 64, arrival)
+        else:
+            fast.add(seq, sent, 64, arrival)
+        slow.add(seq, sent, 64, arrival)
+        assert fast.snapshot(active=True) == slow.snapshot(active=True)
+    assert fast.seen == slow.seen

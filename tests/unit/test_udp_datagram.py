@@ -15,6 +15,7 @@ from socketlab.udp.datagram import (
     MAX_DATAGRAM,
     Datagram,
     DatagramError,
+    Encoder,
     Kind,
     classify,
     decode,
@@ -154,3 +155,34 @@ def test_text_line_must_be_the_canonical_one(text: bytes, seq: int) -> None:
     result = classify(forge(text, seq))
     assert result.kind is Kind.MALFORMED
     assert "text line" in result.reason
+
+
+@given(
+    sender_id=sender_ids,
+    size=st.sampled_from([0, 40, 47, 64, 1200, 9000]),
+    start=st.integers(min_value=1, max_value=10**19),
+    steps=st.lists(st.integers(min_value=1, max_value=10**6), min_size=1, max_size=30),
+    sent_ns=times,
+)
+def test_the_encoder_builds_what_encode_builds(
+    sender_id: int, size: int, start: int, steps: list[int], sent_ns: int
+) -> None:
+    encoder = Encoder(sender_id=sender_id, size=size)
+    seq = start
+    for step in steps:  # across changes of the text's length too
+        if seq > 2**64 - 1:
+            break
+        expected = encode(sender_id=sender_id, seq=seq, sent_ns=sent_ns, size=size)
+        assert bytes(encoder.encode(seq, sent_ns)) == expected
+        seq += step
+
+
+def test_the_encoder_refuses_what_encode_refuses() -> None:
+    with pytest.raises(DatagramError):
+        Encoder(sender_id=2**32, size=64)
+    with pytest.raises(DatagramError):
+        Encoder(sender_id=1, size=MAX_DATAGRAM + 1)
+    encoder = Encoder(sender_id=1, size=64)
+    for seq, sent_ns in ((0, 1), (2**64, 1), (1, -1), (1, 2**64)):
+        with pytest.raises(DatagramError):
+            encoder.encode(seq, sent_ns)

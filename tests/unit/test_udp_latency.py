@@ -10,9 +10,12 @@ from hypothesis import strategies as st
 
 from socketlab.udp.latency import (
     BUCKETS,
+    GROWTH,
     HEADER_SIZE,
     LatencyHistogram,
     MessageClock,
+    bucket,
+    bucket_by_log,
     stamp,
     stream_header,
 )
@@ -118,3 +121,15 @@ def test_a_header_in_pieces_is_still_read() -> None:
 def test_message_sizes_out_of_range_are_refused_by_the_sender() -> None:
     with pytest.raises(ValueError, match="message size"):
         stream_header(8)
+
+
+@given(st.integers(min_value=-(10**6), max_value=10**16))
+def test_the_bucket_lookup_agrees_with_the_logarithm(latency_ns: int) -> None:
+    assert bucket(latency_ns) == bucket_by_log(latency_ns)
+
+
+def test_the_bucket_lookup_agrees_at_every_bucket_edge() -> None:
+    edges = [int(GROWTH**index * 1000) for index in range(BUCKETS + 5)]
+    for edge in edges:
+        for latency_ns in (edge - 1, edge, edge + 1):
+            assert bucket(latency_ns) == bucket_by_log(latency_ns), latency_ns

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import select
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,11 +13,11 @@ from typing import Any
 import pytest
 
 from socketlab.errors import PeerUnavailable
-from socketlab.udp import compare, status
+from socketlab.udp import compare, status, trial
 from socketlab.udp.datagram import encode
 from socketlab.udp.latency import HEADER_SIZE
-from socketlab.udp.listener import Listener, ListenerConfig, run
-from socketlab.udp.sender import SendOptions, follow, open_socket, send_stream
+from socketlab.udp.listener import Listener, ListenerConfig, enable_gro, gro_segment, run
+from socketlab.udp.sender import SendOptions, follow, gso_segments, open_socket, send_stream
 from socketlab.udp.tcp_sink import TcpSinkConfig
 
 SNMP = """\
@@ -152,3 +155,98 @@ def test_sender_follows_a_name_to_its_new_address() -> None:
         assert sock.getpeername() == ("127.0.0.1", 9)
         follow(sock, "name-that-does-not-resolve.invalid")  # down: keep the old address
         assert sock.getpeername() == ("127.0.0.1", 9)
+
+
+def test_a_capacity_trial_counts_what_the_listener_received(
+    listener: ListenerConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--host", "127.0.0.1", "--port", str(listener.port),
+            "--status-port", str(listener.status_port),
+            "--count", "2000", "--rate", "20000", "--size", "64"]  # fmt: skip
+    assert trial.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["sent"], result["size"]) == (2000, 64)
+    assert result["received"] == 2000
+    assert (result["gaps"], result["missed_at_start"], result["tail"]) == (0, 0, 0)
+    assert result["duplicates"] == 0
+    assert result["rate_achieved"] > 0
+    assert result["session"].startswith("127.0.0.1/")
+
+
+def test_a_capacity_trial_with_nobody_listening_counts_everything_lost(
+    free_port: Callable[..., int], listener: ListenerConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--host", "127.0.0.1", "--port", str(free_port(socket.SOCK_DGRAM)),
+            "--status-port", str(listener.status_port),
+            "--count", "50", "--rate", "10000", "--size", "64"]  # fmt: skip
+    assert trial.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["received"] == 0
+    assert result["tail"] == 50  # the listener never saw the session
+    assert result["sent"] + result["unreachable"] == 50
+
+
+def test_a_gso_sender_batches_and_the_listener_counts_every_datagram(
+    listener: ListenerConfig, settled: Callable[..., Any]
+) -> None:
+    options = SendOptions(count=3000, rate=0, size=64, sender_id=0x5E6, segments=16)
+    with open_socket("127.0.0.1", listener.port) as sock:
+        report = send_stream(sock, options)
+    assert report.segments == 16  # GSO was used
+    assert (report.sent, report.bytes, report.last_seq) == (3000, 3000 * 64, 3000)
+
+    def counted() -> dict[str, Any] | None:
+        session = status.find_session(status.fetch_stats("127.0.0.1", listener.status_port), 0x5E6)
+        return session if session and session["received"] >= 3000 else None
+
+    session = settled(counted)
+    assert (session["received"], session["lost"], session["duplicates"]) == (3000, 0, 0)
+    assert (session["first_seq"], session["highest_seq"]) == (1, 3000)
+
+
+def test_gso_is_not_used_when_the_datagrams_differ_in_length() -> None:
+    with open_socket("127.0.0.1", 9) as sock:
+        # 40 bytes is below the minimum from seq 10 on: lengths grow with the digits
+        varying = SendOptions(count=20_000, rate=0, size=40, sender_id=1, segments=16)
+        assert gso_segments(sock, varying) == 1
+        chatty = SendOptions(count=5, rate=1, size=64, sender_id=1, segments=16, verbose=True)
+        assert gso_segments(sock, chatty) == 1
+        big = SendOptions(count=5, rate=0, size=9000, sender_id=1, segments=64)
+        assert gso_segments(sock, big) == 65000 // 9000
+        assert gso_segments(sock, SendOptions(count=5, rate=0, size=64, sender_id=1)) == 1
+
+
+def test_a_coalesced_read_is_split_and_every_datagram_accounted() -> None:
+    listener = Listener(ListenerConfig(snmp_path="/nonexistent"))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        assert enable_gro(receiver)
+        receiver.setblocking(False)
+        options = SendOptions(count=40, rate=0, size=100, sender_id=9, segments=40)
+        with open_socket(*receiver.getsockname()) as sock:
+            assert send_stream(sock, options).segments == 40
+        # and one foreign datagram of another size, alone in its read
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+            other.sendto(b"hello", receiver.getsockname())
+        select.select([receiver], [], [], 5)  # a timeout, not a sleep: ready at once
+        listener.receive_coalesced(receiver)
+    stats = listener.stats()
+    assert (stats["datagrams"], stats["valid"], stats["foreign"], stats["lost"]) == (41, 40, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("ancillary", "segment"),
+    [
+        ([], 1200),
+        ([(socket.SOL_UDP, 104, (100).to_bytes(4, sys.byteorder))], 100),
+        ([(socket.SOL_UDP, 104, (100).to_bytes(2, sys.byteorder))], 100),
+        ([(socket.SOL_UDP, 104, (0).to_bytes(4, sys.byteorder))], 1200),  # nonsense: whole
+        ([(socket.SOL_UDP, 104, (5000).to_bytes(4, sys.byteorder))], 1200),  # above the read
+        ([(socket.SOL_UDP, 104, b"\x01\x02\x03")], 1200),  # not an int
+        ([(socket.SOL_IP, 104, (100).to_bytes(4, sys.byteorder))], 1200),  # someone else's
+    ],
+)
+def test_the_gro_segment_size_is_read_defensively(
+    ancillary: list[tuple[int, int, bytes]], segment: int
+) -> None:
+    assert gro_segment(ancillary, 1200) == segment

@@ -47,10 +47,10 @@ from socketlab.config import (
 from socketlab.errors import ConfigError, PeerUnavailable, peer_errors
 from socketlab.udp import sender
 from socketlab.udp.latency import HEADER_SIZE, MAX_MESSAGE, MIN_MESSAGE, stream_header
-from socketlab.udp.status import STATUS_TIMEOUT, fetch_stats, find_session
+from socketlab.udp.status import STATUS_TIMEOUT, fetch_stats
 from socketlab.udp.tcp_sink import TCP_SINK_PORT
+from socketlab.udp.trial import await_session
 
-SETTLE_POLL = 0.1
 CHUNK = 64 * 1024
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux's number
 _OFFER = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>bit|kbit|mbit|gbit)?", re.IGNORECASE)
@@ -255,24 +255,15 @@ def run_udp(
     drops_before = fetch_stats(host, status_port, timeout=timeout).get("kernel_drops", 0)
     with sender.open_socket(host, port) as sock:
         report = sender.send_stream(sock, options)
-    # Wait, with a deadline, until the listener's count for us stops moving.
-    deadline = time.monotonic() + config.transfer_timeout
-    last: tuple[int, int] | None = None
-    stable_since = time.monotonic()
-    session: dict[str, Any] | None = None
-    stats: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        stats = fetch_stats(host, status_port, timeout=timeout)
-        session = find_session(stats, options.sender_id)
-        received = session["received"] if session else 0
-        current = (received, stats.get("kernel_drops", 0))
-        if session and received >= report.sent:
-            break
-        if current != last:
-            last, stable_since = current, time.monotonic()
-        elif time.monotonic() - stable_since >= config.settle:
-            break
-        time.sleep(SETTLE_POLL)  # polling the listener's counters, with a deadline
+    session, stats = await_session(
+        host,
+        status_port,
+        sender_id=options.sender_id,
+        sent=report.sent,
+        settle=config.settle,
+        deadline=config.transfer_timeout,
+        timeout=timeout,
+    )
     delivered = session["bytes"] if session else 0
     duration = (
         (session["last_arrival_ns"] - session["first_sent_ns"]) / 1e9

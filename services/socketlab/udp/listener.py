@@ -4,7 +4,10 @@ Three threads in one process:
 
 * the receive loop: a large ``SO_RCVBUF``; one ``poll`` per batch, then the
   socket is drained without blocking, and the batch is accounted under one
-  lock (:mod:`socketlab.udp.accounting`);
+  lock (:mod:`socketlab.udp.accounting`). With ``SOCKETLAB_UDP_GRO`` (on by
+  default, where the kernel has it) the kernel may hand over several equal-size
+  datagrams in one read (``UDP_GRO``, e.g. a GSO sender's batch): the read is
+  split at the segment size it reports and every datagram accounted alone;
 * the status server on 37021/tcp (HTTP, a
   :class:`~socketlab.bounded_http.BoundedHttpServer`: a few workers, whole-request
   deadlines of ``SOCKETLAB_STATUS_TIMEOUT``): ``GET /stats`` (JSON: top-level
@@ -38,6 +41,7 @@ starts (with ``missed_at_start`` when its first sequence number is above 1).
     kernel_drops                 InErrors (Linux counts RcvbufErrors and checksum
                                  errors in it too): dropped inside this namespace
     rcvbuf                       receive buffer the kernel granted (bytes)
+    gro                          coalesced reads (UDP_GRO) in use
     tcp_sink                     {"connections", "bytes"} of the TCP sink
     uptime_s, since_reset_s
 """
@@ -48,6 +52,7 @@ import json
 import logging
 import select
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -68,6 +73,10 @@ log = logging.getLogger("socketlab.udp")
 
 # Datagrams accounted per lock acquisition; bounds how long /stats waits.
 BATCH = 512
+SOL_UDP = getattr(socket, "SOL_UDP", 17)
+UDP_GRO = getattr(socket, "UDP_GRO", 104)  # Linux: receive coalesced datagrams
+GRO_READ = 65535  # a coalesced read carries at most one IP packet's worth
+_GRO_CMSG = socket.CMSG_SPACE(4)
 
 
 @env_config
@@ -85,6 +94,12 @@ class ListenerConfig(EnvConfig):
     )
     snmp_path: str = env_field(
         "SOCKETLAB_UDP_SNMP", "/proc/net/snmp", "where the kernel's UDP drop counters are read"
+    )
+    gro: bool = env_field(
+        "SOCKETLAB_UDP_GRO",
+        True,
+        "let the kernel hand the UDP listener equal-size datagrams in one read (UDP_GRO), "
+        "split and counted one by one",
     )
     recv_poll: float = env_field(
         "SOCKETLAB_UDP_POLL",
@@ -130,6 +145,25 @@ def read_kernel_counters(path: str) -> dict[str, int]:
         return {}
 
 
+def gro_segment(ancillary: list[tuple[int, int, bytes]], length: int) -> int:
+    """The datagram size of a coalesced read of ``length`` bytes (its ``UDP_GRO`` control
+    message), or ``length`` when it holds one datagram or the value makes no sense."""
+    for level, kind, value in ancillary:
+        if level == SOL_UDP and kind == UDP_GRO and len(value) in (2, 4):
+            segment = int.from_bytes(value, sys.byteorder)
+            return segment if 0 < segment < length else length
+    return length
+
+
+def enable_gro(sock: socket.socket) -> bool:
+    """Ask for coalesced reads; False where the kernel does not offer them."""
+    try:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        return False
+    return True
+
+
 def set_receive_buffer(sock: socket.socket, size: int) -> int:
     """Ask for ``size`` bytes of receive buffer; return what the kernel granted.
 
@@ -161,6 +195,7 @@ class Listener:
         self.started = time.time()
         self.reset_at = self.started
         self.rcvbuf = 0
+        self.gro = False
         self.sink = tcp_sink.SinkTotals()
         self._ready = {name: threading.Event() for name in ("udp", "status", "tcp-sink")}
 
@@ -185,6 +220,7 @@ class Listener:
             # InErrors already includes RcvbufErrors and InCsumErrors: do not add them.
             "kernel_drops": kernel.get("InErrors", kernel.get("RcvbufErrors", 0)),
             "rcvbuf": self.rcvbuf,
+            "gro": self.gro,
             "tcp_sink": self.sink.snapshot(),
             "uptime_s": now - self.started,
             "since_reset_s": now - reset_at,
@@ -212,10 +248,53 @@ class Listener:
                     events.append(event)
         return events
 
+    def receive_batch(self, sock: socket.socket) -> list[Event]:
+        """Drain up to BATCH datagrams from non-blocking ``sock`` and account each as it
+        comes, under one lock: no per-datagram list or tuple on the hot path."""
+        events: list[Event] = []
+        recvfrom, clock = sock.recvfrom, time.time_ns
+        with self._lock:
+            receive = self.accounting.receive
+            for _ in range(BATCH):
+                try:
+                    data, (host, port) = recvfrom(MAX_DATAGRAM)
+                except (BlockingIOError, InterruptedError):
+                    break
+                event = receive(data, host=host, port=port, arrival_ns=clock())
+                if event is not None:
+                    events.append(event)
+        return events
+
+    def receive_coalesced(self, sock: socket.socket) -> list[Event]:
+        """:meth:`receive_batch` for a ``UDP_GRO`` socket: a read may hold several
+        datagrams of one size from one source, split here and accounted one by one."""
+        events: list[Event] = []
+        recvmsg, clock = sock.recvmsg, time.time_ns
+        with self._lock:
+            receive = self.accounting.receive
+            count = 0
+            while count < BATCH:
+                try:
+                    data, ancillary, _, (host, port) = recvmsg(GRO_READ, _GRO_CMSG)
+                except (BlockingIOError, InterruptedError):
+                    break
+                arrival_ns = clock()
+                length = len(data)
+                segment = gro_segment(ancillary, length) if ancillary else length
+                for offset in range(0, length, segment) if segment < length else (0,):
+                    count += 1
+                    piece = data if segment >= length else data[offset : offset + segment]
+                    event = receive(piece, host=host, port=port, arrival_ns=arrival_ns)
+                    if event is not None:
+                        events.append(event)
+        return events
+
     def serve_udp(self, stop: threading.Event) -> None:
         """Receive and account datagrams until ``stop`` is set."""
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             self.rcvbuf = set_receive_buffer(sock, self.options.rcvbuf)
+            self.gro = self.options.gro and enable_gro(sock)
+            drain = self.receive_coalesced if self.gro else self.receive_batch
             try:
                 sock.bind(("0.0.0.0", self.options.port))
             except OSError as exc:
@@ -227,9 +306,10 @@ class Listener:
             poller = select.poll()
             poller.register(sock, select.POLLIN)
             log.info(
-                "event=listening port=%d rcvbuf=%d status_port=%d tcp_port=%d",
+                "event=listening port=%d rcvbuf=%d gro=%s status_port=%d tcp_port=%d",
                 self.options.port,
                 self.rcvbuf,
+                str(self.gro).lower(),
                 self.options.status_port,
                 self.options.tcp_sink.port,
             )
@@ -237,7 +317,7 @@ class Listener:
             logged = 0
             while not stop.is_set():
                 if poller.poll(self.options.recv_poll * 1000):
-                    for event in self.account(_drain(sock)):
+                    for event in drain(sock):
                         _log_event(event)
                 if time.monotonic() >= next_log:
                     next_log = time.monotonic() + self.options.log_interval
@@ -282,19 +362,6 @@ class Listener:
         tcp_sink.serve(
             stop, totals=self.sink, config=self.options.tcp_sink, ready=self._ready["tcp-sink"]
         )
-
-
-def _drain(sock: socket.socket) -> list[tuple[bytes, tuple[str, int], int]]:
-    batch: list[tuple[bytes, tuple[str, int], int]] = []
-    recvfrom = sock.recvfrom
-    clock = time.time_ns
-    for _ in range(BATCH):
-        try:
-            data, addr = recvfrom(MAX_DATAGRAM)
-        except (BlockingIOError, InterruptedError):
-            break
-        batch.append((data, addr, clock()))
-    return batch
 
 
 def _log_event(event: Event) -> None:

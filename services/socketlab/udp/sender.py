@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from socketlab.commandline import add_setting, command_parser
 from socketlab.config import UDP_LISTENER_HOST, UDP_PORT, EnvConfig, env_config, env_field
 from socketlab.errors import ConfigError, PeerUnavailable, SendTimeout, peer_errors
-from socketlab.udp.datagram import MAX_DATAGRAM, encode, minimum_size
+from socketlab.udp.datagram import MAX_DATAGRAM, Encoder, minimum_size
 from socketlab.udp.pacing import Pacing
 
 log = logging.getLogger("socketlab.udp")
@@ -35,6 +35,10 @@ DEFAULT_INTERVAL = 5.0
 CHATTY_RATE = 10.0
 RESOLVE_INTERVAL = 1.0
 UNREACHABLE = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN}
+SOL_UDP = getattr(socket, "SOL_UDP", 17)
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)  # Linux: segmentation offload (GSO)
+MAX_SEGMENTS = 64  # datagrams per GSO call (the kernel takes up to 64 or 128)
+MAX_GSO_BYTES = 65000  # one call's payload stays under UDP's 65,507
 
 
 @env_config
@@ -68,6 +72,10 @@ class SendOptions:
     verbose: bool = False
     timeout: float = SEND_TIMEOUT
     resolve_interval: float = RESOLVE_INTERVAL  # after an ICMP error, look the name up again
+    # Datagrams per send call: above 1, equal-size datagrams go to the kernel in one
+    # call (UDP GSO) where it can; they still leave as separate datagrams. On a shaped
+    # link an impairment may then treat a batch as one packet: scenarios keep 1.
+    segments: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +96,7 @@ class SendReport:
     first_seq: int
     last_seq: int
     interrupted: bool
+    segments: int = 1  # datagrams per send call used (1: no GSO)
 
 
 def resolve(host: str, port: int) -> tuple[str, int]:
@@ -130,7 +139,9 @@ def follow(sock: socket.socket, host: str) -> None:
         log.info("event=target_moved host=%s old=%s new=%s", host, current[0], address[0])
 
 
-def _send(sock: socket.socket, data: bytes, poller: select.poll, timeout: float) -> None:
+def _send(
+    sock: socket.socket, data: bytes | bytearray | memoryview, poller: select.poll, timeout: float
+) -> None:
     while True:
         try:
             sock.send(data)
@@ -143,6 +154,102 @@ def _send(sock: socket.socket, data: bytes, poller: select.poll, timeout: float)
             return
 
 
+def gso_segments(sock: socket.socket, options: SendOptions) -> int:
+    """Datagrams per call for ``options`` on ``sock``: turns UDP GSO on and returns
+    how many fit a call, or 1 when it cannot be used (sizes vary, option refused)."""
+    length = options.size
+    last = options.count or 2**63
+    if options.segments <= 1 or options.verbose or length < minimum_size(last):
+        return 1  # datagrams of one run differ in length: GSO needs them equal
+    segments = min(options.segments, MAX_SEGMENTS, MAX_GSO_BYTES // length)
+    if segments <= 1:
+        return 1
+    try:
+        sock.setsockopt(SOL_UDP, UDP_SEGMENT, length)
+    except OSError:
+        return 1
+    return segments
+
+
+class _Stream:
+    """One run of :func:`send_stream`: the numbering, the counters, the GSO batch."""
+
+    def __init__(self, sock: socket.socket, options: SendOptions, host: str | None) -> None:
+        self.sock, self.options, self.host = sock, options, host
+        self.segments = gso_segments(sock, options)
+        self.sent = self.unreachable = self.buffer_full = self.bytes = self.seq = 0
+        self.last_ns = 0
+        self.next_resolve = 0.0
+        self.build = Encoder(sender_id=options.sender_id, size=options.size).encode
+        self.batch = bytearray(options.size * self.segments)
+        self.batch_view = memoryview(self.batch)
+
+    def datagrams(self, many: int) -> bytearray | memoryview:
+        """The next ``many`` datagrams, numbered and stamped, back to back."""
+        build, clock, last_ns, seq = self.build, time.time_ns, self.last_ns, self.seq
+        if many == 1:
+            seq += 1
+            # Strictly increasing send times let the listener tell a restart
+            # (sent later, seq not higher) from reordering and duplicates.
+            now_ns = clock()
+            last_ns = now_ns if now_ns > last_ns else last_ns + 1
+            data: bytearray | memoryview = build(seq, last_ns)
+        else:
+            batch, length = self.batch, self.options.size
+            for offset in range(0, many * length, length):
+                seq += 1
+                now_ns = clock()
+                last_ns = now_ns if now_ns > last_ns else last_ns + 1
+                batch[offset : offset + length] = build(seq, last_ns)
+            data = self.batch_view[: many * length]
+        self.seq, self.last_ns = seq, last_ns
+        return data
+
+    def lost(self, exc: OSError, many: int) -> None:
+        """An ICMP error about an earlier datagram (nobody listening, host gone) or a full
+        device queue: these ``many`` are lost, go on. Any other error ends the stream."""
+        if exc.errno in UNREACHABLE:
+            self.unreachable += many
+            if self.host is not None and time.monotonic() >= self.next_resolve:
+                self.next_resolve = time.monotonic() + self.options.resolve_interval
+                follow(self.sock, self.host)
+        elif exc.errno == errno.ENOBUFS:
+            self.buffer_full += many
+        else:
+            raise exc
+
+    def run(self) -> None:
+        options, segments = self.options, self.segments
+        pacing = Pacing(rate=options.rate, count=options.count, batch=segments)
+        poller = select.poll()
+        poller.register(self.sock, select.POLLOUT)
+        # Local names: this loop runs up to ~10^5 times a second.
+        send, monotonic, datagrams = self.sock.send, time.monotonic, self.datagrams
+        start = monotonic()
+        while not pacing.finished(self.seq):
+            elapsed = monotonic() - start
+            burst = pacing.burst(sent=self.seq, elapsed=elapsed)
+            if burst == 0:
+                time.sleep(max(0.0, pacing.deadline(self.seq) - elapsed))  # pacing, not readiness
+                continue
+            while burst > 0:
+                many = min(burst, segments)
+                burst -= many
+                data = datagrams(many)
+                try:
+                    try:
+                        send(data)
+                    except BlockingIOError:
+                        _send(self.sock, data, poller, options.timeout)
+                except OSError as exc:
+                    self.lost(exc, many)
+                    continue
+                self.sent += many
+                self.bytes += len(data)
+                if options.verbose:
+                    log.info("event=sent seq=%d bytes=%d", self.seq, len(data))
+
+
 def send_stream(
     sock: socket.socket, options: SendOptions, *, host: str | None = None
 ) -> SendReport:
@@ -151,56 +258,15 @@ def send_stream(
     With ``host``, ICMP errors make the sender look the name up again (at most
     every ``options.resolve_interval`` seconds) and follow the listener to a new address.
     Other socket errors end the stream as a :class:`~socketlab.errors.PeerUnavailable`.
+    With ``options.segments`` above 1, equal-size datagrams go out in GSO batches.
     """
-    pacing = Pacing(rate=options.rate, count=options.count)
-    poller = select.poll()
-    poller.register(sock, select.POLLOUT)
-    next_resolve = 0.0
-    sent = unreachable = buffer_full = total_bytes = seq = 0
-    last_ns = 0
+    stream = _Stream(sock, options, host)
     interrupted = False
-    # Local names: this loop runs up to ~10^5 times a second.
-    send, clock = sock.send, time.time_ns
-    sender_id, size = options.sender_id, options.size
     start = time.monotonic()
     target = "{}:{}".format(*sock.getpeername()[:2])
     try:
         with peer_errors(target, "send", timeout=options.timeout):
-            while not pacing.finished(seq):
-                elapsed = time.monotonic() - start
-                burst = pacing.burst(sent=seq, elapsed=elapsed)
-                if burst == 0:
-                    time.sleep(max(0.0, pacing.deadline(seq) - elapsed))  # pacing, not readiness
-                    continue
-                for _ in range(burst):
-                    seq += 1
-                    # Strictly increasing send times let the listener tell a restart
-                    # (sent later, seq not higher) from reordering and duplicates.
-                    now_ns = clock()
-                    last_ns = now_ns if now_ns > last_ns else last_ns + 1
-                    data = encode(sender_id=sender_id, seq=seq, sent_ns=last_ns, size=size)
-                    try:
-                        try:
-                            send(data)
-                        except BlockingIOError:
-                            _send(sock, data, poller, options.timeout)
-                    except OSError as exc:
-                        # An ICMP error about an earlier datagram (nobody listening, host
-                        # gone) or a full device queue: this datagram is lost, go on.
-                        if exc.errno in UNREACHABLE:
-                            unreachable += 1
-                            if host is not None and time.monotonic() >= next_resolve:
-                                next_resolve = time.monotonic() + options.resolve_interval
-                                follow(sock, host)
-                        elif exc.errno == errno.ENOBUFS:
-                            buffer_full += 1
-                        else:
-                            raise
-                        continue
-                    sent += 1
-                    total_bytes += len(data)
-                    if options.verbose:
-                        log.info("event=sent seq=%d bytes=%d", seq, len(data))
+            stream.run()
     except KeyboardInterrupt:
         interrupted = True
     duration = time.monotonic() - start
@@ -209,17 +275,18 @@ def send_stream(
         target=f"{peer[0]}:{peer[1]}",
         sender_id=options.sender_id,
         count=options.count,
-        sent=sent,
-        unreachable=unreachable,
-        buffer_full=buffer_full,
-        bytes=total_bytes,
+        sent=stream.sent,
+        unreachable=stream.unreachable,
+        buffer_full=stream.buffer_full,
+        bytes=stream.bytes,
         size=options.size,
         rate_target=options.rate,
-        rate_achieved=sent / duration if duration > 0 else 0.0,
+        rate_achieved=stream.sent / duration if duration > 0 else 0.0,
         duration_s=duration,
-        first_seq=1 if seq else 0,
-        last_seq=seq,
+        first_seq=1 if stream.seq else 0,
+        last_seq=stream.seq,
         interrupted=interrupted,
+        segments=stream.segments,
     )
 
 
