@@ -51,11 +51,12 @@ lab-status: venv
 
 # Benchmarks measure and report (ratios to iperf3, the ceiling, a peer); they are not
 # pass/fail tests and run only with `make bench`.
-# Unit tests mostly wait on loopback deadlines, so they run in UNIT_WORKERS
-# processes (pytest-xdist); the integration tests share one lab, in order.
+# Unit tests run in UNIT_WORKERS processes (pytest-xdist). Integration tests
+# run in two: one has every test of the shared lab, in order; the other the
+# modules that bring up labs of their own (tests/conftest.py, STANDALONE).
 test: venv
 	$(BIN)/pytest tests/unit -m "not benchmark" -n $(UNIT_WORKERS) $(UNIT_PYTEST_ARGS)
-	$(BIN)/pytest tests/integration -m "not benchmark" $(PYTEST_ARGS)
+	$(BIN)/pytest tests/integration -m "not benchmark" -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 # The tmpfs bench keeps its 2 GiB file in RAM charged to the client: a larger memory limit.
 bench: venv
@@ -65,7 +66,7 @@ test-unit: venv
 	$(BIN)/pytest tests/unit -m "not benchmark" -n $(UNIT_WORKERS) $(PYTEST_ARGS)
 
 test-integration: venv
-	$(BIN)/pytest tests/integration -m "integration and not benchmark" $(PYTEST_ARGS)
+	$(BIN)/pytest tests/integration -m "integration and not benchmark" -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 scenarios: venv
 	$(BIN)/lab -p $(PROJECT) run --all
