@@ -536,10 +536,13 @@ class Lab:
             return self._images.netkit
         filters = {"label": [f"{PROJECT_LABEL}={self.project}", NETKIT_LABEL]}
         with docker_errors(f"cannot list the networks of lab {self.project!r}"):
-            labelled = [
-                n.attrs.get("Labels") or {} for n in self.docker.networks.list(filters=filters)
-            ]
-            labelled += [c.labels for c in self.docker.containers.list(all=True, filters=filters)]
+            containers = self.docker.containers.list(all=True, filters=filters)
+            networks = self.docker.networks.list(filters=filters)
+        # Compose recreates a container whose labels changed, never a network: the
+        # newest container names the netkit image of the last `lab up`.
+        containers.sort(key=lambda c: str(c.attrs.get("Created", "")), reverse=True)
+        labelled = [c.labels for c in containers]
+        labelled += [n.attrs.get("Labels") or {} for n in networks]
         for labels in labelled:
             image = labels.get(NETKIT_LABEL)
             if image:

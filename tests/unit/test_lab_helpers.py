@@ -8,6 +8,7 @@ import io
 import json
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import docker.errors
@@ -99,8 +100,13 @@ class FakeContainers:
         if any(label.startswith("com.docker.compose.service=") for label in labels):
             service = next(label.split("=", 1)[1] for label in labels if "service=" in label)
             return [FakeContainer(name=f"proj-1-{service}-1")]
-        # Docker's label filter: every label asked for is on the container.
-        return [c for c in self.listed if set(labels) <= {f"{k}={v}" for k, v in c.labels.items()}]
+        # Docker's label filter: every label asked for (key=value, or a bare key) is on it.
+        return [
+            c
+            for c in self.listed
+            if not [label for label in labels
+                    if label not in c.labels and label not in {f"{k}={v}" for k, v in c.labels.items()}]
+        ]  # fmt: skip
 
 
 class FakeDocker:
@@ -440,3 +446,29 @@ def test_single_file_refuses_anything_else_as_a_lab_error(archive: bytes, messag
     with pytest.raises(LabError, match=message) as caught:
         single_file(archive, what="x")
     assert "\n" not in str(caught.value)
+
+
+# --- netkit_image ---------------------------------------------------------------------------
+
+
+class FakeNetwork:
+    def __init__(self, labels: dict[str, str]) -> None:
+        self.attrs = {"Labels": labels}
+
+
+def test_the_netkit_image_is_the_newest_containers_not_the_networks(tmp_path: Path) -> None:
+    """A second `lab up` with new netkit sources recreates the containers (their label
+    changed) but keeps the network, which still names the old image."""
+    label = "io.socketlab.netkit-image"
+    project = {"io.socketlab.project": "proj-1"}
+    old = FakeContainer(name="proj-1-client-1", labels={**project, label: "socketlab/netkit:old"})
+    new = FakeContainer(name="proj-1-server-1", labels={**project, label: "socketlab/netkit:new"})
+    old.attrs["Created"] = "2026-01-01T09:00:00Z"
+    new.attrs["Created"] = "2026-01-01T10:00:00Z"
+    client = FakeDocker(listed=[old, new])
+    client.networks = SimpleNamespace(  # type: ignore[attr-defined]
+        list=lambda filters: [FakeNetwork({**project, label: "socketlab/netkit:old"})]
+    )
+    lab = make_lab(tmp_path, client)
+    lab._images = None
+    assert lab.netkit_image == "socketlab/netkit:new"

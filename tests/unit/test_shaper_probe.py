@@ -64,11 +64,15 @@ def test_a_stream_over_loopback_arrives_in_order(
     result: dict[str, Any] = {}
 
     def listen() -> None:
-        result["log"] = probe.listen_stream(port, count=200, run=5, wait=10, linger=1.0)
+        try:
+            result["log"] = probe.listen_stream(port, count=200, run=5, wait=10, linger=1.0)
+        except Exception as exc:  # shown by the test, not lost in the thread
+            result["error"] = exc
 
     listener = threading.Thread(target=listen)
     listener.start()
-    wait_until(lambda: _bound(port), "the stream listener to bind its port")
+    wait_until(lambda: "error" in result or _bound(port), "the stream listener to bind its port")
+    assert "error" not in result, f"the listener failed: {result['error']!r}"
     sent = probe.send_stream("127.0.0.1", port, count=200, interval=0.0005, run=5)
     listener.join(timeout=15)
     log = result["log"]
