@@ -113,8 +113,32 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(part for part in text.split(",") if part)
 
 
+class _LinkEnds:
+    """The keys of a link's two ends: each replica as ``service.N``, on its network."""
+
+    source: str
+    dest: str
+    network: str
+    source_service: str
+    source_replica: int
+    dest_service: str
+    dest_replica: int
+
+    @property
+    def source_key(self) -> str:
+        return f"{self.source_service or self.source}.{self.source_replica}"
+
+    @property
+    def dest_key(self) -> str:
+        return f"{self.dest_service or self.dest}.{self.dest_replica}"
+
+    @property
+    def link_key(self) -> tuple[str, str, str]:
+        return (self.source_key, self.dest_key, self.network)
+
+
 @dataclass(frozen=True, kw_only=True)
-class Helper:
+class Helper(_LinkEnds):
     """A shaping helper container as read back from its labels.
 
     ``source``, ``dest`` and ``netns`` are the names the containers go by
@@ -148,18 +172,6 @@ class Helper:
     @property
     def running(self) -> bool:
         return self.state == "running"
-
-    @property
-    def source_key(self) -> str:
-        return f"{self.source_service or self.source}.{self.source_replica}"
-
-    @property
-    def dest_key(self) -> str:
-        return f"{self.dest_service or self.dest}.{self.dest_replica}"
-
-    @property
-    def link_key(self) -> tuple[str, str, str]:
-        return (self.source_key, self.dest_key, self.network)
 
     @property
     def source_ips(self) -> tuple[str, ...]:
@@ -291,7 +303,7 @@ def _remove_helper(lab: Lab, helper: Helper) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class _Link:
+class _Link(_LinkEnds):
     """Everything needed to put one link's shaping in place or take it away."""
 
     source: str  # the containers' names now (client, client.2)
@@ -324,9 +336,7 @@ class _Link:
 
     @property
     def netns_key(self) -> str:
-        if self.needs_loop:
-            return f"{self.dest_service or self.dest}.{self.dest_replica}"
-        return f"{self.source_service or self.source}.{self.source_replica}"
+        return self.dest_key if self.needs_loop else self.source_key
 
     @property
     def name(self) -> str:
@@ -334,11 +344,7 @@ class _Link:
 
     @property
     def key(self) -> tuple[str, str, str]:
-        return (
-            f"{self.source_service or self.source}.{self.source_replica}",
-            f"{self.dest_service or self.dest}.{self.dest_replica}",
-            self.network,
-        )
+        return self.link_key
 
 
 def _link_of(helper: Helper) -> _Link:
