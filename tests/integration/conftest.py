@@ -16,6 +16,7 @@ import pytest
 
 from lab.api import Lab
 from lab.errors import DockerUnavailable
+from lab.waiting import wait_for
 
 
 def _progress(message: str) -> None:
@@ -39,3 +40,14 @@ def lab() -> Iterator[Lab]:
         yield handle
     finally:
         handle.down()
+
+
+@pytest.fixture(scope="module")
+def chat_hub(lab: Lab) -> Lab:
+    """The lab, once the chat hub answers on server:4572."""
+    wait_for(
+        lambda: lab.exec("client", ["socketlab", "health", "tcp", "server", "4572"], timeout=15).ok,
+        timeout=120,
+        what="the chat hub on server:4572",
+    )
+    return lab

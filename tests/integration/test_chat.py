@@ -30,18 +30,8 @@ HEARTBEAT_DEADLINE = 15.0  # the issue's bound for announcing a vanished peer
 
 
 @pytest.fixture(scope="module")
-def hub(lab: Lab) -> Lab:
-    """The lab, once the chat hub answers on its port."""
-    wait_for(
-        lambda: (
-            lab.exec(
-                "client", ["socketlab", "health", "tcp", "server", str(CHAT_PORT)], timeout=15
-            ).ok
-        ),
-        timeout=120,
-        what="the chat hub on server:4572",
-    )
-    return lab
+def hub(chat_hub: Lab) -> Lab:
+    return chat_hub
 
 
 def chat(lab: Lab, name: str, *args: str, timeout: float = 120) -> ExecResult:

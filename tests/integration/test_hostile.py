@@ -562,20 +562,6 @@ def _run_flood_part(lab: Lab, *args: str) -> Any:
     return json.loads(lines[-1])
 
 
-@pytest.fixture(scope="module")
-def chat_hub(lab: Lab) -> Lab:
-    wait_for(
-        lambda: (
-            lab.exec(
-                "client", ["socketlab", "health", "tcp", "server", str(CHAT_PORT)], timeout=15
-            ).ok
-        ),
-        timeout=120,
-        what="the chat hub on server:4572",
-    )
-    return lab
-
-
 def test_chat_flood_beside_fast_readers_throttles_the_flooder_only(chat_hub: Lab) -> None:
     tag = uuid.uuid4().hex[:6]
     readers: list[Any] = []
