@@ -46,32 +46,26 @@ def test_the_arrival_log_keeps_first_arrivals_in_order_and_is_bounded() -> None:
     assert (flood.order, flood.duplicates) == ([1], 9_999)
 
 
-def _bound(port: int) -> bool:
-    """Whether someone holds UDP ``port`` (the listener, once it has bound it)."""
-    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        try:
-            sock.bind(("::", port))
-        except OSError:
-            return True
-    return False
-
-
 def test_a_stream_over_loopback_arrives_in_order(
     free_port: Any, wait_until: Callable[..., Any]
 ) -> None:
     port = free_port(kind=socket.SOCK_DGRAM)
     result: dict[str, Any] = {}
+    listening = threading.Event()
 
     def listen() -> None:
         try:
-            result["log"] = probe.listen_stream(port, count=200, run=5, wait=10, linger=1.0)
+            result["log"] = probe.listen_stream(
+                port, count=200, run=5, wait=10, linger=1.0, on_listening=listening.set
+            )
         except Exception as exc:  # shown by the test, not lost in the thread
             result["error"] = exc
 
     listener = threading.Thread(target=listen)
     listener.start()
-    wait_until(lambda: "error" in result or _bound(port), "the stream listener to bind its port")
+    # readiness comes from the listener itself: probing the port by binding it would race
+    # the listener's own bind (EADDRINUSE)
+    wait_until(lambda: "error" in result or listening.is_set(), "the stream listener to bind")
     assert "error" not in result, f"the listener failed: {result['error']!r}"
     sent = probe.send_stream("127.0.0.1", port, count=200, interval=0.0005, run=5)
     listener.join(timeout=15)

@@ -259,10 +259,20 @@ def send_stream(host: str, port: int, *, count: int, interval: float, run: int) 
 
 
 def listen_stream(
-    port: int, *, count: int, run: int, wait: float, linger: float, socket_timeout: float = 1.0
+    port: int,
+    *,
+    count: int,
+    run: int,
+    wait: float,
+    linger: float,
+    socket_timeout: float = 1.0,
+    on_listening: Callable[[], object] | None = None,
 ) -> stream.ArrivalLog:
     """Record stream ``run`` arriving at ``port`` until all ``count`` came, ``linger``
-    seconds passed without one after the first, or ``wait`` seconds in all."""
+    seconds passed without one after the first, or ``wait`` seconds in all.
+
+    ``on_listening`` is called once the port is bound: an in-process caller's readiness
+    signal (the controller reads the ``LISTENING`` line on stderr instead)."""
     log = stream.ArrivalLog(count=count)
     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # both families
@@ -270,6 +280,8 @@ def listen_stream(
         _grow_receive_buffer(sock)
         sock.bind(("::", port))
         print(f"{LISTENING} port={port} run={run}", file=sys.stderr, flush=True)
+        if on_listening is not None:
+            on_listening()
         end = time.monotonic() + wait
         last: float | None = None
         while not log.complete:
