@@ -14,7 +14,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import itertools
+import os
 import re
 import socket
 import threading
@@ -499,11 +502,43 @@ def fake_lab(tmp_path: Path) -> FakeLab:
 # ---------------------------------------------------------------------- loopback helpers
 
 
+# free_port hands out ports from a block of its own per xdist worker, below the kernel's
+# ephemeral range (32768 and up): a port found with bind(0) and released at once could be
+# handed by the kernel to another worker's bind(0), or to any connect(), before the test's
+# server binds it, and that server then fails with EADDRINUSE.
+_PORT_BASE = 20_000
+_PORT_BLOCK = 1_000
+_MAX_BLOCKS = 12  # 20_000 + 12 * 1_000 stays below 32_768
+_port_offsets = itertools.count()
+
+
+def _worker_block() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # "gw3" under xdist
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    return _PORT_BASE + (index % _MAX_BLOCKS) * _PORT_BLOCK
+
+
+def _bindable(port: int, kind: socket.SocketKind) -> bool:
+    addresses = [(socket.AF_INET, ("127.0.0.1", port))]
+    if socket.has_ipv6:
+        addresses.append((socket.AF_INET6, ("::", port)))  # servers that bind both families
+    for family, address in addresses:
+        with socket.socket(family, kind) as probe:
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno != errno.EADDRNOTAVAIL:  # no IPv6 here: the v4 check decides
+                    return False
+    return True
+
+
 def _free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    block = _worker_block()
+    for _ in range(_PORT_BLOCK):
+        port = block + next(_port_offsets) % _PORT_BLOCK
+        if _bindable(port, kind):
+            return port
+    raise RuntimeError(f"no free port in {block}..{block + _PORT_BLOCK - 1}")
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,11 +18,13 @@ from socketlab.bounded_http import BoundedHttpServer, BoundedRequestHandler, Htt
 
 RELEASE = threading.Event()
 ENTERED = threading.Event()
+BLOCKED: list[str] = []  # one entry per handler inside /block (list.append is atomic)
 
 
 class _Handler(BoundedRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/block":
+            BLOCKED.append(threading.current_thread().name)
             ENTERED.set()
             RELEASE.wait(10)
         body = b"ok\n"
@@ -44,6 +46,7 @@ class _Handler(BoundedRequestHandler):
 def serving(**limits: Any) -> Iterator[BoundedHttpServer]:
     RELEASE.clear()
     ENTERED.clear()
+    BLOCKED.clear()
     server = BoundedHttpServer(("127.0.0.1", 0), _Handler, limits=HttpLimits(**limits), name="test")
     server.start()
     try:
@@ -168,20 +171,33 @@ def test_a_body_that_stops_arriving_meets_the_body_deadline() -> None:
         assert get(server) == 200, "the worker is free again"
 
 
-def test_many_connections_at_once_are_all_accepted_and_answered() -> None:
+def test_many_connections_at_once_are_all_accepted_and_answered(
+    wait_until: Callable[..., Any],
+) -> None:
     with serving(workers=4) as server:
         assert server.limits.backlog >= 128
         socks = [
             socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(200)
         ]
-        for sock in socks:
+        # every worker is held first, so how many fit is the queue's size and not how
+        # soon the worker threads were scheduled
+        for sock in socks[:4]:
+            sock.sendall(b"GET /block HTTP/1.0\r\n\r\n")
+        wait_until(lambda: len(BLOCKED) == 4, "all four workers to be busy")
+        for sock in socks[4:]:
             sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        wait_until(
+            lambda: server.counters["busy"] == 200 - 4 - 64, "the overflow to be told it is busy"
+        )
+        RELEASE.set()
         answers = [status_of(sock) for sock in socks]
         for sock in socks:
             sock.close()
     ok, busy = b"HTTP/1.0 200 OK", b"HTTP/1.0 503 Service Unavailable"
-    assert answers.count(ok) + answers.count(busy) == 200
-    assert answers.count(ok) >= 4 + 64, "every worker and queue place was used"
+    assert answers[:4] == [ok] * 4, "the held workers finish"
+    assert (answers.count(ok), answers.count(busy)) == (4 + 64, 200 - 4 - 64), (
+        "every worker and queue place was used, and only the overflow was busy"
+    )
 
 
 def test_past_max_pending_the_oldest_waiting_head_makes_room() -> None:
