@@ -11,6 +11,10 @@ PYTEST_ARGS ?=
 UNIT_PYTEST_ARGS ?=
 UNIT_WORKERS ?= 4
 
+# pytest keeps its assertion-rewritten test modules in __pycache__; an environment that
+# disables bytecode makes every run rewrite some 300 modules again (~3 s per worker).
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: help venv doctor images lab-up lab-down lab-status test test-unit test-integration bench scenarios check fmt settings-doc clean
 
 help:

@@ -75,7 +75,7 @@ def status_of(sock: socket.socket) -> bytes:
 
 def test_slow_clients_hold_no_worker_and_are_dropped_at_the_head_deadline() -> None:
     threads_before = threading.active_count()
-    with serving(workers=2, head_timeout=1.0) as server:
+    with serving(workers=2, head_timeout=0.5) as server:
         slow = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(100)]
         for sock in slow:
             sock.send(b"G")
@@ -93,7 +93,7 @@ def test_slow_clients_hold_no_worker_and_are_dropped_at_the_head_deadline() -> N
 
 def test_a_head_that_trickles_in_meets_the_whole_head_deadline() -> None:
     with (
-        serving(head_timeout=1.0) as server,
+        serving(head_timeout=0.5) as server,
         socket.create_connection(("127.0.0.1", server.port)) as sock,
     ):
         started = time.monotonic()

@@ -239,7 +239,11 @@ def test_slow_reader_overflows_alone(hub_factory: Callable[[HubServerConfig], Ru
     slow.close()
 
 
-def test_silent_peer_is_announced_left_within_the_timeout(hub: RunningHub) -> None:
+def test_silent_peer_is_announced_left_within_the_timeout(
+    hub_factory: Callable[[HubServerConfig], RunningHub],
+) -> None:
+    core = replace(CORE, peer_timeout=0.8)  # still well above the watcher's 0.3 s keepalive
+    hub = hub_factory(replace(BASE, core=core))
     watcher = hub.joined("watcher")
     silent = hub.raw()
     silent.sendall(wire.join("silent"))  # and then never a byte more, never reads
@@ -248,7 +252,7 @@ def test_silent_peer_is_announced_left_within_the_timeout(hub: RunningHub) -> No
     assert watcher.wait_until(lambda: "silent" in watcher.left, timeout=DEADLINE)
     took = time.monotonic() - started
     assert watcher.left["silent"] == "heartbeat timeout"
-    assert took >= CORE.peer_timeout - 0.5  # not before the configured timeout
+    assert took >= core.peer_timeout - 0.3  # not before the configured timeout
     assert watcher.gone is None  # the watcher's own keepalive kept it in
     silent.close()
 
@@ -390,7 +394,7 @@ def test_scripted_cli_writes_a_transcript_and_fails_on_a_missed_expectation(
 ) -> None:
     bob = hub.joined("bob")
     script = tmp_path / "alice.chat"
-    script.write_text("wait-for bob\nsay hi bob\ndeadline 1\nexpect bob: never said\n")
+    script.write_text("wait-for bob\nsay hi bob\ndeadline 0.3\nexpect bob: never said\n")
     transcript = tmp_path / "alice.jsonl"
     argv = [
         "--name",
@@ -412,7 +416,7 @@ def test_scripted_cli_writes_a_transcript_and_fails_on_a_missed_expectation(
         check=False,
     )
     assert result.returncode == 1
-    assert "message bob: 'never said' not seen within 1 s" in result.stderr
+    assert "message bob: 'never said' not seen within 0.3 s" in result.stderr
     assert bob.wait_until(lambda: [m["text"] for m in bob.messages] == ["hi bob"], timeout=DEADLINE)
     kinds = [
         (r["dir"], r["event"]["type"]) for r in map(json.loads, transcript.read_text().splitlines())

@@ -126,7 +126,9 @@ class _Status(http.server.BaseHTTPRequestHandler):
 
 def test_http_waits_for_the_status_asked() -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Status)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )  # a short poll: shutdown() waits for it
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/health"

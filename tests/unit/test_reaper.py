@@ -226,7 +226,9 @@ class FakeEngine:
             daemon_threads = True
 
         self.server = Server(path, Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )  # a short poll: shutdown() waits for it
         self.thread.start()
 
     def _matching(self, items: list[dict[str, Any]], filters: str) -> list[dict[str, Any]]:

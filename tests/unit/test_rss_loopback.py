@@ -136,7 +136,7 @@ def test_publish_three_restart_publish_one_exactly_once(
 ) -> None:
     url = base(server) + "/feeds/news.rss"
     output = tmp_path / "entries.jsonl"
-    with running_poller([url], tmp_path) as run:
+    with running_poller([url], tmp_path, interval=0.05) as run:
         wait_until(lambda: len(records(output)) == 3, what="the seeded entries")
         published = [publish(server, f"Story {n}") for n in (1, 2, 3)]
         wait_until(lambda: len(records(output)) == 6, what="three published entries")
@@ -149,7 +149,7 @@ def test_publish_three_restart_publish_one_exactly_once(
     assert [r["title"] for r in after_first[3:]] == ["Story 1", "Story 2", "Story 3"]
     assert stats(server, "/feeds/news.rss")["not_modified"] >= 3
 
-    with running_poller([url], tmp_path) as run:  # a restarted poller: same state
+    with running_poller([url], tmp_path, interval=0.05) as run:  # a restarted poller
         wait_until(lambda: run.status(url).polls >= 3, what="polls after the restart")
         assert run.out.getvalue() == "", "nothing already printed is printed again"
         extra = publish(server, "Story 4")
@@ -227,7 +227,7 @@ def test_a_stalled_feed_does_not_delay_the_others(
     news, slow = root + "/feeds/news.rss", root + "/faults/slow.rss"
     # The fetch timeout outlasts the test: the slow feed's poll is in flight throughout,
     # and stopping does not wait for it long.
-    with running_poller([news, slow], tmp_path, timeout=30.0, stop_grace=0.2) as run:
+    with running_poller([news, slow], tmp_path, interval=0.05, timeout=30.0, stop_grace=0.2) as run:
         wait_until(lambda: run.status(news).polls >= 10, what="ten polls of news")
         publish(server, "While slow stalls")
         wait_until(lambda: "While slow stalls" in run.out.getvalue(), what="entry during the stall")

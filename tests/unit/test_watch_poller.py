@@ -111,7 +111,9 @@ def stats_server() -> Iterator[Callable[[bytes], int]]:
     def start(body: bytes) -> int:
         handler = type("Handler", (StatsHandler,), {"body": body})
         server = http.server.HTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()  # a short poll: shutdown() waits for it
         servers.append(server)
         return server.server_address[1]
 
