@@ -4,6 +4,7 @@ the root CLI (``lab.cli``) except ``lab/__main__.py``, and the runners never tou
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import lab
@@ -24,13 +25,23 @@ def imported_modules(tree: ast.Module) -> set[str]:
     return names
 
 
+@functools.cache
+def _imports_by_module() -> dict[str, frozenset[str]]:
+    """Each ``lab/…`` file and what it imports, parsed once for every rule."""
+    return {
+        path.relative_to(LAB_PACKAGE.parent).as_posix(): frozenset(
+            imported_modules(ast.parse(path.read_text(), filename=str(path)))
+        )
+        for path in sorted(LAB_PACKAGE.rglob("*.py"))
+    }
+
+
 def modules_importing(module: str) -> list[str]:
-    found = []
-    for path in sorted(LAB_PACKAGE.rglob("*.py")):
-        names = imported_modules(ast.parse(path.read_text(), filename=str(path)))
-        if any(name == module or name.startswith(f"{module}.") for name in names):
-            found.append(path.relative_to(LAB_PACKAGE.parent).as_posix())
-    return found
+    return [
+        path
+        for path, names in _imports_by_module().items()
+        if any(name == module or name.startswith(f"{module}.") for name in names)
+    ]
 
 
 def test_only_the_main_module_imports_the_root_cli() -> None:
