@@ -17,9 +17,7 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from statistics import median
-from typing import Final
-
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING, Final
 
 from lab.bench.records import SweepResult
 from lab.bench.throughput import MATHIS_C, mathis_bound
@@ -33,6 +31,15 @@ RESULT_FILE: Final = "sweep.json"
 REPORT_FILE: Final = "report.html"
 CURVE_POINTS: Final = 60
 DPI: Final = 100
+
+if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn: it costs ~0.5 s
+    from matplotlib.figure import Figure
+
+
+def _figure() -> Figure:
+    from matplotlib.figure import Figure  # noqa: PLC0415 - only when drawing (see the imports)
+
+    return Figure(figsize=(10, 5))
 
 
 def _png(figure: Figure) -> bytes:
@@ -59,7 +66,7 @@ def _cc_label(algorithm: str) -> str:
 def plot_goodput(result: SweepResult) -> bytes:
     """Goodput vs loss, one colour per delay: TCP solid (one marker and line style per
     congestion control), UDP dotted, the Mathis bound dashed."""
-    figure = Figure(figsize=(10, 5))
+    figure = _figure()
     axes = figure.add_subplot()
     colours = [f"C{i}" for i in range(10)]
     positive: list[float] = []
@@ -121,7 +128,7 @@ def plot_latency(result: SweepResult) -> bytes | None:
     the points carry no latency (a sweep recorded before it was measured)."""
     if not any(p.tcp_latency_p99_ms is not None for p in result.points):
         return None
-    figure = Figure(figsize=(10, 5))
+    figure = _figure()
     axes = figure.add_subplot()
     for index, delay in enumerate(result.delays):
         colour = f"C{index % 10}"
@@ -179,7 +186,7 @@ def overlay_sentence(result: SweepResult) -> str:
 
 def plot_delivery(result: SweepResult) -> bytes:
     """Share of the payload delivered vs loss: TCP (all of it) vs UDP (what got through)."""
-    figure = Figure(figsize=(10, 5))
+    figure = _figure()
     axes = figure.add_subplot()
     all_losses = sorted({p.loss * 100 for p in result.points})
     axes.plot(all_losses, [100 - x for x in all_losses], "k--", alpha=0.4, label="100% - loss")

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.metadata
 import json
 import math
 import platform
@@ -48,8 +49,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
-
-import matplotlib
 
 import lab
 import socketlab
@@ -107,7 +106,7 @@ def versions(lab_: Lab, *, iperf3: str | None = None) -> dict[str, str]:
         "lab": lab.__version__,
         "socketlab": socketlab.__version__,
         "python": platform.python_version(),
-        "matplotlib": matplotlib.__version__,
+        "matplotlib": importlib.metadata.version("matplotlib"),
         "kernel": platform.release(),
     }
     with contextlib.suppress(LabError):

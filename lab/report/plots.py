@@ -13,13 +13,13 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
-
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING, Final
 
 from lab.report.analysis import OTHER, CaptureAnalysis, TimeBin
 from lab.report.timeline import MarkKind, Timeline, Verdict
+
+if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn: it costs ~0.5 s
+    from matplotlib.axes import Axes
 
 DPI: Final = 100
 WIDTH_INCHES: Final = 11.0
@@ -282,6 +282,8 @@ def scenario_figure(
     heights = [1.0 + 0.45 * (timeline.lanes + 1)] + [
         2.2 if kind == "goodput" else 1.8 for kind, _, _ in rows[1:]
     ]
+    from matplotlib.figure import Figure  # noqa: PLC0415 - only when drawing (see the imports)
+
     figure = Figure(figsize=(WIDTH_INCHES, sum(heights) + 0.6))
     grid = figure.add_gridspec(len(rows), 1, height_ratios=heights, hspace=0.45)
     top = figure.add_subplot(grid[0, 0])
