@@ -6,7 +6,19 @@ from pathlib import Path
 
 import pytest
 
+from lab.api import Lab
 from lab.cli import main
+from lab.topology import model_from_config, parse_config_json
+
+RECORDED = Path(__file__).parent / "fixtures" / "compose" / "default.v2.json"
+
+
+@pytest.fixture(autouse=True)
+def recorded_project(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default project as recorded from ``compose config``: no Compose binary is run."""
+    model = model_from_config(parse_config_json(RECORDED.read_text()), project="socketlab")
+    monkeypatch.setattr(Lab, "model", property(lambda _lab: model))
+
 
 GOOD = """\
 name: good
