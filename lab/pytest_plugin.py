@@ -203,7 +203,7 @@ class LabSession:
     def run_scenario(self, path: str | Path) -> ScenarioResult:
         """Run one scenario file (relative to the project's folder) and return its result
         (``.passed``, ``.reason()``, ``.checks``); reports under ``results/``."""
-        from lab.scenario.runner import run_files  # noqa: PLC0415
+        from lab.scenario.session import run_files  # noqa: PLC0415
 
         file = Path(path)
         if not file.is_absolute():

@@ -9,7 +9,10 @@ Python API (``lab run`` uses it; tests pass their own lab)::
 Modules: ``loader`` (YAML with line numbers), ``schema`` (JSON Schema,
 line-aware messages), ``plan`` (frozen dataclasses, pure builder), ``checks``
 (pure verdicts over observations), ``report`` (results.json, junit.xml),
-``runner`` (the I/O: steps, fault timeline, collection, cleanup), ``cli``.
+then the I/O: ``runner`` (one scenario, start to finish) with ``staging``
+(congestion, shaped links, cleanup), ``execution`` (the steps), ``faults`` (the
+fault timeline), ``observing`` (what checks read, and their verdicts) and
+``artifacts``; ``session`` (a run of several files, its reports) and ``cli``.
 The file format is described in ``scenarios/README.md``.
 """
 
@@ -26,7 +29,8 @@ from lab.scenario.plan import (
     load_scenario,
 )
 from lab.scenario.report import ScenarioResult
-from lab.scenario.runner import RunReport, ScenarioRunner, run_files
+from lab.scenario.runner import ScenarioRunner
+from lab.scenario.session import RunReport, run_files
 
 __all__ = [
     "Check",

@@ -28,7 +28,7 @@ def _folder(args: argparse.Namespace, repo_root: Path) -> Path:
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
     from lab.scenario.plan import load_scenario  # noqa: PLC0415 - keep `lab --help` fast
-    from lab.scenario.runner import placeholder_variables, scenario_files  # noqa: PLC0415
+    from lab.scenario.session import placeholder_variables, scenario_files  # noqa: PLC0415
 
     lab = make_lab(args)
     rows = []
@@ -48,7 +48,7 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lab.scenario.runner import resolve_names, run_files, scenario_files  # noqa: PLC0415
+    from lab.scenario.session import resolve_names, run_files, scenario_files  # noqa: PLC0415
 
     if bool(args.names) == bool(args.all):
         err_console.print("lab run: give scenario names (or .yaml paths), or --all", markup=False)
@@ -97,7 +97,7 @@ def _run_watched(args: argparse.Namespace, lab: Any, paths: list[Path]) -> Any:
     handle of its own), stopped and its helpers removed however the run ends."""
     import threading  # noqa: PLC0415
 
-    from lab.scenario.runner import run_files  # noqa: PLC0415
+    from lab.scenario.session import run_files  # noqa: PLC0415
     from lab.watch import Watcher, run_watch  # noqa: PLC0415
 
     stop = threading.Event()

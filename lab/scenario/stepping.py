@@ -1,7 +1,7 @@
 """Doing the steps that are not one command: daemons, waits and copies (the I/O).
 
 The pure parts (wrapper commands, probe commands, what a wait or copy means)
-are in :mod:`lab.scenario.steps`; :class:`lab.scenario.runner.ScenarioRunner`
+are in :mod:`lab.scenario.steps`; :class:`lab.scenario.execution.StepRunner`
 decides when each step happens. Everything here goes through the
 :class:`lab.interface.Lab` protocol, so the unit tests run it on the fake lab.
 

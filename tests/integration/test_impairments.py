@@ -25,7 +25,7 @@ from lab.congestion import congestion_in_use
 from lab.report.analysis import lab_datagram
 from lab.report.config import PcapLimits
 from lab.report.packets import ReadCounts, read_packets
-from lab.scenario.runner import run_files
+from lab.scenario.session import run_files
 from lab.shaping import (
     ShapingError,
     heal,

@@ -11,7 +11,7 @@ import pytest
 
 from lab.api import Lab
 from lab.cli import main
-from lab.scenario.runner import run_files, scenario_files
+from lab.scenario.session import run_files, scenario_files
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,11 @@ import pytest
 
 from lab.congestion import congestion_in_use, ensure_congestion, wanted
 from lab.interface import ExecResult
+from lab.scenario.faults import apply_fault, congestion_overrides
 from lab.scenario.loader import parse_text
 from lab.scenario.plan import Fault, build_scenario
 from lab.scenario.report import scenario_json
-from lab.scenario.runner import ScenarioRunner, apply_fault, congestion_overrides
+from lab.scenario.runner import ScenarioRunner
 
 
 @pytest.fixture

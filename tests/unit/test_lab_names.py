@@ -16,7 +16,7 @@ from lab.interface import ExecResult, ServiceStatus
 from lab.routing import ensure_routes, route_rows
 from lab.scenario.capture import tcpdump_argv
 from lab.scenario.plan import known_name
-from lab.scenario.runner import lab_variables
+from lab.scenario.session import lab_variables
 from lab.topology import build_topology, container_facts, model_from_config, parse_config_yaml
 
 FIXTURES = Path(__file__).parent / "fixtures" / "compose"

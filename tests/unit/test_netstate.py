@@ -38,7 +38,7 @@ from lab.reaper import (
     reset_script,
     socket_path,
 )
-from lab.scenario.runner import run_files
+from lab.scenario.session import run_files
 from lab.shaping import LinkState
 
 SPEC = ReaperSpec(

@@ -29,7 +29,7 @@ from lab.scenario.capture import (
 from lab.scenario.loader import parse_text
 from lab.scenario.plan import Scenario, build_scenario
 from lab.scenario.report import PcapRecord, ScenarioResult, scenario_json
-from lab.scenario.runner import RunReport
+from lab.scenario.session import RunReport
 
 SERVICES = ("server", "client", "udp-listener", "rss-poller")
 PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 113)
@@ -431,7 +431,7 @@ def test_lab_run_capture_flag_reaches_the_runner(
         seen.update(options)
         return RunReport(run_id="r", folder=tmp_path)
 
-    monkeypatch.setattr("lab.scenario.runner.run_files", fake_run_files)
+    monkeypatch.setattr("lab.scenario.session.run_files", fake_run_files)
     monkeypatch.setattr(
         "lab.scenario.cli.make_lab", lambda args: argparse.Namespace(repo_root=tmp_path)
     )

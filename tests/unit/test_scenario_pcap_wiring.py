@@ -18,7 +18,8 @@ from lab.report.errors import ReportError
 from lab.scenario import capture
 from lab.scenario.loader import parse_text
 from lab.scenario.plan import Scenario, build_scenario
-from lab.scenario.runner import ScenarioRunner, run_files
+from lab.scenario.runner import ScenarioRunner
+from lab.scenario.session import run_files
 
 SERVICES = ["server", "client", "udp-listener", "rss-poller"]
 LISTENING = "tcpdump: listening on any, link-type LINUX_SLL2\n"

@@ -21,7 +21,7 @@ from lab.scenario.plan import (
     load_scenario,
     phases,
 )
-from lab.scenario.runner import placeholder_variables, scenario_files
+from lab.scenario.session import placeholder_variables, scenario_files
 from lab.shaping.spec import LinkSpec
 
 FILE = "scenarios/p.yaml"

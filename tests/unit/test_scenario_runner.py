@@ -15,7 +15,8 @@ from lab.interface import ExecResult
 from lab.scenario.errors import ScenarioError
 from lab.scenario.loader import parse_text
 from lab.scenario.plan import Scenario, build_scenario
-from lab.scenario.runner import ScenarioRunner, resolve_names, run_files
+from lab.scenario.runner import ScenarioRunner
+from lab.scenario.session import resolve_names, run_files
 
 SERVICES = ["server", "client", "udp-listener", "rss-poller"]
 WAIT = 5.0  # generous bound on event waits between the fake lab's threads

@@ -29,7 +29,7 @@ from lab.report.watch import (
     link_rates,
     sampler_script,
 )
-from lab.scenario.runner import RunReport
+from lab.scenario.session import RunReport
 from lab.shaping import builders
 from lab.watch import LABEL_SERVICE, WATCH_CAPS, WATCH_ROLE, Watcher, docker_time, run_watch
 
@@ -415,7 +415,7 @@ def test_lab_run_watch_shows_the_watch_while_the_run_lasts_and_stops_it_after(
     closed: list[bool] = []
     monkeypatch.setattr(watch, "run_watch", fake_run_watch)
     monkeypatch.setattr(Watcher, "close", lambda self: closed.append(True))
-    monkeypatch.setattr("lab.scenario.runner.run_files", fake_run_files)
+    monkeypatch.setattr("lab.scenario.session.run_files", fake_run_files)
     monkeypatch.setattr("lab.scenario.cli.make_lab", lambda args: lab)
     lab.repo_root = tmp_path
 
