@@ -242,7 +242,7 @@ def test_slow_reader_overflows_alone(hub_factory: Callable[[HubServerConfig], Ru
 def test_silent_peer_is_announced_left_within_the_timeout(
     hub_factory: Callable[[HubServerConfig], RunningHub],
 ) -> None:
-    core = replace(CORE, peer_timeout=0.8)  # still well above the watcher's 0.3 s keepalive
+    core = replace(CORE, peer_timeout=1.0)  # still well above the watcher's 0.3 s keepalive
     hub = hub_factory(replace(BASE, core=core))
     watcher = hub.joined("watcher")
     silent = hub.raw()
