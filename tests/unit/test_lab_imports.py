@@ -4,6 +4,7 @@ the root CLI (``lab.cli``) except ``lab/__main__.py``, and the runners never tou
 from __future__ import annotations
 
 import ast
+import graphlib
 from pathlib import Path
 
 import lab
@@ -49,3 +50,39 @@ def test_docker_is_imported_only_where_its_errors_are_translated() -> None:
     # Docker error; lab.api is the Docker implementation of the Lab protocol.
     importing = {path for module in ("docker", "requests") for path in modules_importing(module)}
     assert importing <= {"lab/api.py", "lab/engine.py", "lab/images.py"}
+
+
+SHAPING = LAB_PACKAGE / "shaping"
+# lab.shaping's sans-IO side: no Lab, no module of the I/O side.
+SHAPING_PURE = {"errors", "spec", "builders", "expected", "measure", "partitions"}
+SHAPING_PURE |= {"congestion", "links"}
+
+
+def shaping_imports() -> dict[str, set[str]]:
+    """Each module of lab.shaping (not the package or its CLI) -> the siblings it imports."""
+    graph = {}
+    for path in sorted(SHAPING.glob("*.py")):
+        if path.stem in {"__init__", "cli"}:
+            continue
+        names = imported_modules(ast.parse(path.read_text(), filename=str(path)))
+        graph[path.stem] = {
+            name.split(".")[2] for name in names if name.startswith("lab.shaping.")
+        } - {path.stem}
+    return graph
+
+
+def test_the_shaping_modules_import_each_other_one_way() -> None:
+    graph = shaping_imports()
+    assert {"helpers", "shape", "cuts", "status", "selfcheck"} <= set(graph)
+    order = list(graphlib.TopologicalSorter(graph).static_order())  # CycleError on a cycle
+    assert order.index("helpers") < min(order.index(m) for m in ("shape", "cuts", "status"))
+    assert order.index("selfcheck") < order.index("shape")
+
+
+def test_the_pure_shaping_modules_import_nothing_of_the_io_side() -> None:
+    graph = shaping_imports()
+    io_side = set(graph) - SHAPING_PURE
+    for module in sorted(SHAPING_PURE):
+        names = imported_modules(ast.parse((SHAPING / f"{module}.py").read_text()))
+        assert "lab.interface" not in names, module
+        assert not graph[module] & io_side, (module, graph[module] & io_side)
