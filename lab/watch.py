@@ -5,7 +5,7 @@ The thin I/O part; everything shown is built by :mod:`lab.report.watch` (pure).
 
 * services and health: ``Lab.status()``;
 * the shaped links and whether they are in force: the shaping helpers' labels
-  against the rules each namespace has (:func:`lab.shaping.runner.evaluate_links`,
+  against the rules each namespace has (:func:`lab.shaping.status.evaluate_links`,
   what ``lab status`` shows), with the rules read by counter helpers instead of a
   throwaway container per namespace and second;
 * per-link counters: packets and bytes from the NFQUEUE rule in the destination's
@@ -66,7 +66,8 @@ from lab.report.watch import (
     udp_counters,
 )
 from lab.shaping import builders
-from lab.shaping.runner import SHAPER_ROLE, Helper, evaluate_links
+from lab.shaping.helpers import SHAPER_ROLE, Helper
+from lab.shaping.status import evaluate_links
 from socketlab.config import UDP_STATUS_PORT
 
 log = logging.getLogger("lab.watch")

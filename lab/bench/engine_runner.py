@@ -33,7 +33,8 @@ from lab.errors import LabError
 from lab.interface import Lab
 from lab.report.watch import parse_shaper_stats
 from lab.shaping import LinkSpec, measure_rtt, shape, unshape
-from lab.shaping.runner import SHAPER_ROLE, ShapeResult
+from lab.shaping.helpers import SHAPER_ROLE
+from lab.shaping.shape import ShapeResult
 from lab.waiting import wait_for
 
 Progress = Callable[[str], None]

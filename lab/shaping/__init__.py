@@ -11,29 +11,21 @@ Python API (scenarios use it; ``lab shape``/``partition``/... call it)::
 Modules: ``spec`` (units, LinkSpec, profiles), ``builders`` (tc/iptables
 argument lists and status parsing, pure), ``expected`` and ``measure``
 (self-check arithmetic, pure), ``partitions`` (groups, pure), ``congestion``
-(TCP congestion control steps, pure), ``runner`` (helpers and namespaces: the
-I/O), ``cli`` (subcommands).
+(TCP congestion control steps, pure), ``links`` (what a pair of names means on
+the topology, pure); the I/O: ``helpers`` (shaper helpers and namespace
+commands), ``shape`` (shape, unshape), ``cuts`` (partition, isolate, heal),
+``status`` (helpers against the rules in force), ``selfcheck`` (measurements);
+``cli`` (subcommands).
 """
 
 from lab.shaping.builders import Engine
+from lab.shaping.cuts import heal, isolate, partition
 from lab.shaping.errors import SelfCheckFailed, ShapingError, SpecError
 from lab.shaping.measure import CheckRow
-from lab.shaping.runner import (
-    LinkState,
-    ShapeResult,
-    heal,
-    isolate,
-    link_rows,
-    link_status,
-    measure_loss,
-    measure_rate,
-    measure_rtt,
-    partition,
-    shape,
-    status_tables,
-    unshape,
-)
+from lab.shaping.selfcheck import measure_loss, measure_rate, measure_rtt
+from lab.shaping.shape import ShapeResult, shape, unshape
 from lab.shaping.spec import LinkSpec, load_profiles, resolve_spec
+from lab.shaping.status import LinkState, link_rows, link_status, status_tables
 
 __all__ = [
     "CheckRow",

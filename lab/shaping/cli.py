@@ -40,7 +40,7 @@ def _pair_or_none(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 
 def cmd_shape(args: argparse.Namespace) -> int:
-    from lab.shaping.runner import shape  # noqa: PLC0415 - keep `lab --help` fast
+    from lab.shaping.shape import shape  # noqa: PLC0415 - keep `lab --help` fast
 
     spec = resolve_spec(
         profile=args.profile, options={name: getattr(args, name) for name in SPEC_OPTIONS}
@@ -74,7 +74,7 @@ def cmd_shape(args: argparse.Namespace) -> int:
 
 
 def cmd_unshape(args: argparse.Namespace) -> int:
-    from lab.shaping.runner import unshape  # noqa: PLC0415
+    from lab.shaping.shape import unshape  # noqa: PLC0415
 
     source, dest = _pair_or_none(args)
     removed = unshape(make_lab(args), source, dest, network=args.network)
@@ -83,7 +83,7 @@ def cmd_unshape(args: argparse.Namespace) -> int:
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
-    from lab.shaping.runner import isolate, partition  # noqa: PLC0415
+    from lab.shaping.cuts import isolate, partition  # noqa: PLC0415
 
     lab = make_lab(args)
     if args.isolate is not None:
@@ -103,7 +103,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
 
 
 def cmd_heal(args: argparse.Namespace) -> int:
-    from lab.shaping.runner import heal  # noqa: PLC0415
+    from lab.shaping.cuts import heal  # noqa: PLC0415
 
     source, dest = _pair_or_none(args)
     healed = heal(make_lab(args), source, dest, network=args.network, isolated=args.isolate)
@@ -112,7 +112,7 @@ def cmd_heal(args: argparse.Namespace) -> int:
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
-    from lab.shaping.runner import measure_rtt  # noqa: PLC0415
+    from lab.shaping.selfcheck import measure_rtt  # noqa: PLC0415
 
     lab = make_lab(args)
     topology = lab.topology()

@@ -38,7 +38,7 @@ from lab.shaping import (
     status_tables,
     unshape,
 )
-from lab.shaping.runner import measure_loaded_rtt
+from lab.shaping.selfcheck import measure_loaded_rtt
 
 pytestmark = pytest.mark.integration
 

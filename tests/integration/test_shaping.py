@@ -34,8 +34,8 @@ from lab.shaping import (
     unshape,
 )
 from lab.shaping.errors import SelfCheckFailed
+from lab.shaping.helpers import SHAPER_ROLE, helper_name
 from lab.shaping.measure import binomial_interval, median_one_way_delay
-from lab.shaping.runner import SHAPER_ROLE, helper_name
 
 pytestmark = pytest.mark.integration
 

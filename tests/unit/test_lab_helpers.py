@@ -30,7 +30,7 @@ from lab.helpers import single_file
 from lab.images import ImageSet
 from lab.interface import ExecResult
 from lab.iperf3 import SERVER_ROLE, client_argv, run_iperf3, server_argv
-from lab.shaping.runner import measure_rate
+from lab.shaping.selfcheck import measure_rate
 from lab.waiting import wait_for_log
 
 NETKIT = "socketlab/netkit:abc"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import graphlib
 from pathlib import Path
 
 import lab
@@ -60,3 +61,54 @@ def test_docker_is_imported_only_where_its_errors_are_translated() -> None:
     # Docker error; lab.api is the Docker implementation of the Lab protocol.
     importing = {path for module in ("docker", "requests") for path in modules_importing(module)}
     assert importing <= {"lab/api.py", "lab/engine.py", "lab/images.py"}
+
+
+SHAPING = LAB_PACKAGE / "shaping"
+# lab.shaping's sans-IO side: no Lab, no module of the I/O side.
+SHAPING_PURE = {"errors", "spec", "builders", "expected", "measure", "partitions"}
+SHAPING_PURE |= {"congestion", "links"}
+
+
+def sibling_imports(package: str) -> dict[str, set[str]]:
+    """Each module of ``lab.<package>`` (not the package or its CLI) -> the siblings it
+    imports."""
+    prefix = f"lab.{package}."
+    graph = {}
+    for path in sorted((LAB_PACKAGE / package).glob("*.py")):
+        if path.stem in {"__init__", "cli"}:
+            continue
+        names = _imports_by_module()[path.relative_to(LAB_PACKAGE.parent).as_posix()]
+        graph[path.stem] = {
+            name.removeprefix(prefix).split(".")[0] for name in names if name.startswith(prefix)
+        } - {path.stem}
+    return graph
+
+
+def shaping_imports() -> dict[str, set[str]]:
+    return sibling_imports("shaping")
+
+
+def test_the_shaping_modules_import_each_other_one_way() -> None:
+    graph = shaping_imports()
+    assert {"helpers", "shape", "cuts", "status", "selfcheck"} <= set(graph)
+    order = list(graphlib.TopologicalSorter(graph).static_order())  # CycleError on a cycle
+    assert order.index("helpers") < min(order.index(m) for m in ("shape", "cuts", "status"))
+    assert order.index("selfcheck") < order.index("shape")
+
+
+def test_the_pure_shaping_modules_import_nothing_of_the_io_side() -> None:
+    graph = shaping_imports()
+    io_side = set(graph) - SHAPING_PURE
+    for module in sorted(SHAPING_PURE):
+        names = imported_modules(ast.parse((SHAPING / f"{module}.py").read_text()))
+        assert "lab.interface" not in names, module
+        assert not graph[module] & io_side, (module, graph[module] & io_side)
+
+
+def test_the_scenario_modules_import_each_other_one_way() -> None:
+    graph = sibling_imports("scenario")
+    order = list(graphlib.TopologicalSorter(graph).static_order())  # CycleError on a cycle
+    # faults <- staging, execution <- runner (one scenario) <- session (many files)
+    assert order.index("faults") < order.index("execution") < order.index("runner")
+    assert order.index("staging") < order.index("runner") < order.index("session")
+    assert "session" not in set().union(*graph.values()), "only the CLI drives sessions"

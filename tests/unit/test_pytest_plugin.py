@@ -15,7 +15,7 @@ import pytest
 
 from lab.interface import ExecResult
 from lab.pytest_plugin import LabSession, close_session, open_session, parse_links
-from lab.shaping.runner import SHAPER_ROLE
+from lab.shaping.helpers import SHAPER_ROLE
 
 
 def namespace(lab: Any, service: str, argv: list[str]) -> ExecResult:

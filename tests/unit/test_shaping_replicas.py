@@ -18,7 +18,7 @@ from lab.shaping.builders import (
     LABEL_SOURCE,
     LABEL_SOURCE_REPLICA,
 )
-from lab.shaping.runner import SHAPER_ROLE, helper_name
+from lab.shaping.helpers import SHAPER_ROLE, helper_name
 from lab.shaping.spec import LinkSpec
 from lab.topology import NoIPv6
 

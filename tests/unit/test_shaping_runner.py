@@ -11,7 +11,7 @@ import pytest
 from lab.interface import ExecResult
 from lab.shaping import ShapingError, shape, unshape
 from lab.shaping.builders import LABEL_DEST, LABEL_ENGINE, LABEL_SOURCE, LABEL_SPEC
-from lab.shaping.runner import SHAPER_ROLE, SHAPER_STARTED, helper_name
+from lab.shaping.helpers import SHAPER_ROLE, SHAPER_STARTED, helper_name
 from lab.shaping.spec import LinkSpec
 
 

@@ -34,8 +34,9 @@ from lab.shaping.builders import (
     uses_htb,
 )
 from lab.shaping.errors import SpecError
-from lab.shaping.runner import SHAPER_STARTED, Helper, evaluate_links
+from lab.shaping.helpers import SHAPER_STARTED, Helper
 from lab.shaping.spec import LinkSpec, spec_from_options
+from lab.shaping.status import evaluate_links
 from socketlab.shaper.core import Accept, Impairment, ImpairmentScheduler, Inject
 from socketlab.shaper.invocation import ShaperInvocation, parse_invocation
 

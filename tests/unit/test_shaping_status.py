@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from lab.shaping.builders import Engine, RulesInForce, needs_verdict_loop
-from lab.shaping.runner import Helper, evaluate_links
+from lab.shaping.helpers import Helper
 from lab.shaping.spec import spec_from_options
+from lab.shaping.status import evaluate_links
 from socketlab.shaper.nfnetlink import QueueStats
 
 CLIENT, SERVER, LISTENER = "172.20.0.2", "172.20.0.3", "172.20.0.4"

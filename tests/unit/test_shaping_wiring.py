@@ -15,16 +15,12 @@ import pytest
 from lab.interface import ExecResult
 from lab.shaping import SelfCheckFailed, ShapingError, heal, isolate, partition, shape
 from lab.shaping.builders import LABEL_SPEC, Engine, RulesInForce
+from lab.shaping.helpers import SHAPER_ROLE, SHAPER_STARTED
 from lab.shaping.measure import parse_probe
-from lab.shaping.runner import (
-    SHAPER_ROLE,
-    SHAPER_STARTED,
-    STREAM_ROLE,
-    load_plan,
-    partition_groups,
-    pick_seed,
-)
+from lab.shaping.selfcheck import STREAM_ROLE, load_plan
+from lab.shaping.shape import pick_seed
 from lab.shaping.spec import LinkSpec, QueueLimit, resolve_spec
+from lab.shaping.status import partition_groups
 from socketlab.shaper.probe import LISTENING
 
 ROUTE = "route=10.0.0.3 dev eth0 src 10.0.0.2\n"
@@ -333,7 +329,7 @@ def test_a_queue_limit_is_checked_under_load(lab: Any, spaces: Namespaces) -> No
 
 def measure_only(lab: Any, spec: LinkSpec) -> None:
     """The self-check's rows with no host calibration, SelfCheckFailed as the runner raises it."""
-    from lab.shaping.runner import self_check  # noqa: PLC0415
+    from lab.shaping.selfcheck import self_check  # noqa: PLC0415
 
     baseline = parse_probe(json.dumps(echo(50, [0.0001] * 50)))
     rows = self_check(lab, "client", "server", spec, baseline=baseline)
