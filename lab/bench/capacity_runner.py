@@ -35,14 +35,8 @@ from lab.bench.capacity import (
     search,
 )
 from lab.bench.errors import BenchError
-from lab.bench.runner import (
-    last_json,
-    now_iso,
-    parse_iperf3_json,
-    refuse_foreign_shaping,
-    require_services,
-    versions,
-)
+from lab.bench.lab_state import now_iso, refuse_foreign_shaping, require_services, versions
+from lab.bench.tool_output import last_json, parse_iperf3_json
 from lab.errors import HelperNotReady
 from lab.interface import Lab
 from lab.iperf3 import SERVER_ROLE, client_argv

@@ -63,7 +63,7 @@ def positive(text: str) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from lab.bench.runner import BenchOptions, run_bench  # noqa: PLC0415 - keep --help fast
+    from lab.bench.bench_runner import BenchOptions, run_bench  # noqa: PLC0415 - keep --help fast
     from lab.shaping.spec import LinkSpec  # noqa: PLC0415
 
     options = BenchOptions.short() if args.quick else BenchOptions.full()
@@ -138,7 +138,7 @@ def _udp_capacity(lab: Lab, *, quick: bool) -> dict[str, Any]:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from lab.bench.grid import Grid  # noqa: PLC0415
     from lab.bench.report import write_sweep  # noqa: PLC0415
-    from lab.bench.runner import SWEEP_SCENARIOS, SweepOptions, run_sweep  # noqa: PLC0415
+    from lab.bench.sweep_runner import SWEEP_SCENARIOS, SweepOptions, run_sweep  # noqa: PLC0415
     from lab.shaping.congestion import parse_congestion_list  # noqa: PLC0415
     from lab.shaping.errors import SpecError  # noqa: PLC0415
     from lab.shaping.spec import parse_rate  # noqa: PLC0415

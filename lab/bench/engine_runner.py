@@ -27,7 +27,8 @@ from lab.bench.engine import (
     ThroughputRow,
 )
 from lab.bench.errors import BenchError
-from lab.bench.runner import iperf3, require_services
+from lab.bench.iperf3_runs import iperf3
+from lab.bench.lab_state import require_services
 from lab.congestion import ensure_congestion, read_congestion
 from lab.errors import LabError
 from lab.interface import Lab

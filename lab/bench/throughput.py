@@ -43,3 +43,8 @@ def ratio(ours: float, reference: float) -> float | None:
     if reference <= 0:
         return None
     return ours / reference
+
+
+def bit_rate(moved: int, seconds: float) -> float:
+    """``moved`` bytes over ``seconds`` in bit/s; 0 when no time passed."""
+    return moved * 8 / seconds if seconds > 0 else 0.0

@@ -18,6 +18,7 @@ import matplotlib.image
 import pytest
 
 from lab.api import Lab
+from lab.bench.bench_runner import ensure_bench_file
 from lab.bench.records import BenchReport, SweepResult
 from lab.bench.report import (
     DELIVERY_PLOT,
@@ -26,7 +27,7 @@ from lab.bench.report import (
     REPORT_FILE,
     RESULT_FILE,
 )
-from lab.bench.runner import DEST_PATHS, ensure_bench_file
+from lab.bench.storage import DEST_PATHS
 from lab.cli import main as lab_main
 from lab.shaping import link_status
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from lab.api import ExecResult, Lab
-from lab.bench.runner import iperf3_tcp
+from lab.bench.iperf3_runs import iperf3_tcp
 from lab.waiting import wait_for
 
 pytestmark = pytest.mark.integration

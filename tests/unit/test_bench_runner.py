@@ -1,6 +1,7 @@
-"""lab.bench.runner against the fake lab: tool output parsing, readiness, the destination,
-the client's SHA-256 and write+fsync probes (run for real on the host), the peer's helpers,
-and best-of-N round-robin."""
+"""lab.bench's I/O side against the fake lab: tool output parsing (tool_output),
+readiness (lab_state), the destination (storage), the client's SHA-256 and write+fsync
+probes (client_probes, run for real on the host), the peer's helpers (peer), and
+best-of-N round-robin (bench_runner)."""
 
 from __future__ import annotations
 
@@ -13,26 +14,16 @@ from typing import Any
 
 import pytest
 
-from lab.bench import runner
+from lab.bench import bench_runner, client_probes, storage
+from lab.bench.bench_runner import BenchOptions, run_steps
 from lab.bench.ceiling import DESTS
+from lab.bench.client_probes import sha256_rate, write_fsync_rate
 from lab.bench.errors import BenchError
+from lab.bench.lab_state import require_services
+from lab.bench.peer import PEER_ROLE, peer, peer_receive_argv, peer_send_argv
 from lab.bench.records import Measurement
-from lab.bench.runner import (
-    DEST_PATHS,
-    PEER_ROLE,
-    BenchOptions,
-    Dest,
-    check_dest,
-    last_json,
-    parse_iperf3_json,
-    peer,
-    peer_receive_argv,
-    peer_send_argv,
-    require_services,
-    run_steps,
-    sha256_rate,
-    write_fsync_rate,
-)
+from lab.bench.storage import DEST_PATHS, Dest, check_dest
+from lab.bench.tool_output import last_json, parse_iperf3_json
 from lab.interface import ExecResult
 from lab.shaping.spec import LinkSpec
 
@@ -106,13 +97,13 @@ def test_bench_options_presets() -> None:
 def test_shaped_links_move_the_smaller_file() -> None:
     full = BenchOptions.full()
     unshaped, shaped = full.conditions
-    assert runner.bench_sizes(full, unshaped) == (2 * 2**30, 128 * 2**20)
+    assert bench_runner.bench_sizes(full, unshaped) == (2 * 2**30, 128 * 2**20)
     # cubic at 20 ms / 1 % loss moves a few Mbit/s: 32 MiB, and the naive loop no more
-    assert runner.bench_sizes(full, shaped) == (32 * 2**20, 32 * 2**20)
+    assert bench_runner.bench_sizes(full, shaped) == (32 * 2**20, 32 * 2**20)
     small = BenchOptions.short()  # --file-size below shaped_bytes: that size everywhere
     small = dataclasses.replace(small, file_bytes=4 * 2**20, naive_bytes=2 * 2**20)
-    assert runner.bench_sizes(small, shaped) == (4 * 2**20, 2 * 2**20)
-    assert runner.bench_sizes(small, LinkSpec()) == (4 * 2**20, 2 * 2**20)
+    assert bench_runner.bench_sizes(small, shaped) == (4 * 2**20, 2 * 2**20)
+    assert bench_runner.bench_sizes(small, LinkSpec()) == (4 * 2**20, 2 * 2**20)
 
 
 def test_every_destination_has_a_path_in_the_client() -> None:
@@ -130,7 +121,7 @@ def run_probe(script: str, *args: str) -> dict[str, Any]:
 
 
 def test_sha_probe_hashes_the_size_asked_for() -> None:
-    report = run_probe(runner._SHA_PROBE, str(3 * 2**20 + 5))
+    report = run_probe(client_probes._SHA_PROBE, str(3 * 2**20 + 5))
     assert report["bytes"] == 3 * 2**20 + 5
     assert report["seconds"] > 0
     assert 0 < report["cpu_seconds"] <= report["seconds"] * 1.05
@@ -139,7 +130,7 @@ def test_sha_probe_hashes_the_size_asked_for() -> None:
 @pytest.mark.parametrize("mode", ["plain", "behind"])
 def test_write_probe_writes_fsyncs_and_removes_its_file(tmp_path: Path, mode: str) -> None:
     target = tmp_path / "probe.bin"
-    report = run_probe(runner._WRITE_PROBE, str(9 * 2**20 + 7), str(target), mode)
+    report = run_probe(client_probes._WRITE_PROBE, str(9 * 2**20 + 7), str(target), mode)
     assert report["bytes"] == 9 * 2**20 + 7
     assert report["seconds"] > 0
     assert not target.exists()
@@ -149,15 +140,15 @@ def test_write_probe_refuses_an_existing_file(tmp_path: Path) -> None:
     target = tmp_path / "probe.bin"
     target.write_bytes(b"keep")
     with pytest.raises(subprocess.CalledProcessError):
-        run_probe(runner._WRITE_PROBE, "10", str(target), "plain")
+        run_probe(client_probes._WRITE_PROBE, "10", str(target), "plain")
     assert target.read_bytes() == b"keep"
 
 
 def test_dest_probe_finds_the_mount_of_a_mount_point(tmp_path: Path) -> None:
-    root = run_probe(runner._DEST_PROBE, "/")
+    root = run_probe(storage._DEST_PROBE, "/")
     assert root["fs"]  # / is always a mount point
     assert root["free"] > 0
-    plain = run_probe(runner._DEST_PROBE, str(tmp_path))
+    plain = run_probe(storage._DEST_PROBE, str(tmp_path))
     assert plain["writable"] is True
     mount_points = {
         line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
@@ -251,7 +242,7 @@ def test_the_idle_lab_is_measured_before_anything_of_the_bench_runs(fake_lab: An
     # every link unshaped (link_status finds no rules), and nothing else answered
     fake_lab.commands = lambda lab, service, argv: ExecResult(exit_code=0, stdout="", stderr="")
     with pytest.raises(Measured):
-        runner.run_bench(fake_lab, BenchOptions.short(), idle=idle)
+        bench_runner.run_bench(fake_lab, BenchOptions.short(), idle=idle)
     # the quick preset's few seconds, before any exec or helper of the bench itself
     assert asked == [(3.0, 0)]
     assert fake_lab.netkit_runs  # after the check that nothing is shaped

@@ -8,6 +8,8 @@ import functools
 import graphlib
 from pathlib import Path
 
+import pytest
+
 import lab
 
 LAB_PACKAGE = Path(lab.__file__).parent
@@ -112,3 +114,63 @@ def test_the_scenario_modules_import_each_other_one_way() -> None:
     assert order.index("faults") < order.index("execution") < order.index("runner")
     assert order.index("staging") < order.index("runner") < order.index("session")
     assert "session" not in set().union(*graph.values()), "only the CLI drives sessions"
+
+
+# lab.bench, lowest layer first: a module imports only from the layers before its own;
+# the sans-IO modules may also import each other (acyclic), no other layer imports within.
+BENCH_LAYERS: tuple[frozenset[str], ...] = (
+    frozenset({"errors", "throughput", "ceiling", "grid", "idle", "records", "tool_output"})
+    | frozenset({"capacity", "engine", "report"}),
+    frozenset({"lab_state", "storage"}),
+    frozenset({"iperf3_runs", "client_probes", "peer", "transfers"}),
+    frozenset({"bench_runner", "sweep_runner", "engine_runner", "capacity_runner"}),
+)
+
+
+def layering_violations(
+    graph: dict[str, set[str]], layers: tuple[frozenset[str], ...]
+) -> list[str]:
+    """Each import of ``graph`` that does not go to an earlier layer (or, from the first
+    layer, to the first layer), and each module no layer names."""
+    layer_of = {module: index for index, layer in enumerate(layers) for module in layer}
+    found = [f"{module} is in no layer" for module in sorted(set(graph) - set(layer_of))]
+    for module, imported in sorted(graph.items()):
+        for name in sorted(imported):
+            own, theirs = layer_of.get(module), layer_of.get(name)
+            if own is None or theirs is None:
+                continue
+            if theirs > own or (theirs == own and own > 0):
+                found.append(f"{module} (layer {own}) imports {name} (layer {theirs})")
+    return found
+
+
+def test_the_bench_modules_import_each_other_one_way() -> None:
+    graph = sibling_imports("bench")
+    assert set(graph) == set().union(*BENCH_LAYERS)  # a new module must be placed
+    order = list(graphlib.TopologicalSorter(graph).static_order())  # CycleError on a cycle
+    assert layering_violations(graph, BENCH_LAYERS) == []
+    # tool output and storage under every measurement; each measurement under bench_runner
+    for measurement in ("iperf3_runs", "client_probes", "peer", "transfers"):
+        assert order.index("tool_output") < order.index(measurement)
+        assert order.index(measurement) < order.index("bench_runner")
+    for measurement in ("client_probes", "peer", "transfers"):
+        assert order.index("storage") < order.index(measurement)
+    assert order.index("lab_state") < min(
+        order.index(runner) for runner in ("bench_runner", "sweep_runner", "capacity_runner")
+    )
+    assert order.index("transfers") < order.index("sweep_runner")
+    runners = BENCH_LAYERS[-1]
+    assert not runners & set().union(*graph.values()), "only the CLI drives the runners"
+
+
+def test_the_bench_layering_rule_sees_a_cycle_and_an_upward_import() -> None:
+    graph = {"storage": {"tool_output", "peer"}, "peer": {"storage"}, "tool_output": set()}
+    with pytest.raises(graphlib.CycleError):
+        list(graphlib.TopologicalSorter(graph).static_order())
+    # peer -> storage goes down a layer; storage -> peer is the wrong way round
+    assert layering_violations(graph, BENCH_LAYERS) == ["storage (layer 1) imports peer (layer 2)"]
+    sideways = {"peer": {"transfers"}, "transfers": set()}
+    assert layering_violations(sideways, BENCH_LAYERS) == [
+        "peer (layer 2) imports transfers (layer 2)"
+    ]
+    assert layering_violations({"newcomer": set()}, BENCH_LAYERS) == ["newcomer is in no layer"]
