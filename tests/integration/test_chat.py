@@ -426,6 +426,7 @@ def test_benchmark_fan_out(hub: Lab, participants: int) -> None:
         "missing": report["missing"],
         "order_errors": report["order_errors"],
         "observers_complete": f"{report['complete']}/{report['normal']}",
+        "ended": sorted(set(report["ended"].values()))[:3],  # why observers stopped, if any
         "hub_rss_kib": {"before": rss_before, "peak": max(samples, default=-1)},
         "hub_cpu_s_whole_run": round(cpu_after - cpu_before, 2),
         "generator_cpu": report.get("generator_cpu"),

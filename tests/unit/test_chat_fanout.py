@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from socketlab.chat.fanout import BroadcastLog, Mailbox
+from socketlab.chat.fanout import RUN_CACHE, BroadcastLog, Mailbox
 
 NOTICE = b"<overflow notice>"
 
@@ -229,3 +229,42 @@ def test_a_reader_that_sends_while_behind_never_gets_its_own_frames() -> None:
     assert drain(me) == b"><private><p2>"
     assert me.frames == 0
     assert drain(peer) == b"<me1><me2>"
+
+
+def test_readers_at_the_same_cursor_share_one_joined_run() -> None:
+    log = BroadcastLog(max_frames=1000, max_bytes=1 << 20)
+    boxes = [Mailbox(log, owner=i) for i in range(50)]
+    for box in boxes:
+        box.attach()
+    log.append(b"<a>", origin=boxes[0])
+    log.append(b"<b>", origin=boxes[1])
+    log.append(b"<c>")
+    chunks = [box.peek() for box in boxes]
+    assert chunks[0] == b"<b><c>"
+    assert chunks[1] == b"<a><c>"
+    assert chunks[2] == b"<a><b><c>"
+    # One join for the 48 readers with nothing of their own in the run, not one each.
+    assert all(chunk is chunks[2] for chunk in chunks[2:])
+    for box, chunk in zip(boxes, chunks, strict=True):
+        box.consume(len(chunk))
+    assert boxes[0].peek() == boxes[1].peek() == b""
+    assert all(len(box) == 0 for box in boxes)
+    log.check()
+    assert len(log) == 0
+    assert not log._runs  # trimmed: no run outlives its frames
+
+
+def test_the_shared_runs_are_bounded_however_many_cursors() -> None:
+    log = BroadcastLog(max_frames=1000, max_bytes=1 << 20)
+    boxes = [Mailbox(log, owner=i) for i in range(40)]
+    for box in boxes:
+        box.attach()
+    for i, box in enumerate(boxes):  # every reader at a different cursor
+        log.append(b"<%d>" % i)
+        log.append(b"<%d'>" % i)
+        box.consume(len(box.peek()))
+    for box in boxes:
+        cursor = box._cursor
+        assert cursor is not None
+        assert box.peek() == b"".join(log._frames[cursor - log._base :])
+    assert len(log._runs) <= RUN_CACHE

@@ -17,8 +17,10 @@ by the fullest one at the last check is used up, so a broadcast stays O(1)
 amortised, and it drops the frames every cursor has passed at each check.
 
 :meth:`Mailbox.peek` joins what is due, up to :data:`PEEK_LIMIT` bytes, into one
-chunk for one ``send``; nothing of it is kept (a chunk per reader would cost
-N x the limit in memory), so copying is bounded by the limit per send.
+chunk for one ``send``. Nothing is kept per reader (a chunk per reader would cost
+N x the limit in memory); the log keeps the last few joined runs
+(:data:`RUN_CACHE`), because at one flush nearly every reader is at the same
+cursor and asks for the same run: one join serves them all.
 A detached mailbox keeps the frame in flight whole, so whatever is queued
 after it (an ``overflow`` notice) starts on a frame boundary.
 """
@@ -32,6 +34,10 @@ from typing import Final
 # Bytes handed to one send() at most: about what a socket with the hub's 64 KiB
 # SO_SNDBUF (doubled by the kernel) can take at once.
 PEEK_LIMIT: Final = 128 * 1024
+# Joined runs of log frames the log keeps for readers at the same cursor: at one
+# flush, nearly every reader asks for the same run (the senders of the frames in it
+# ask for it less their own), so a handful of entries serves N readers with one join.
+RUN_CACHE: Final = 8
 
 
 class BroadcastLog:
@@ -42,6 +48,7 @@ class BroadcastLog:
         "_bounds",
         "_frames",
         "_readers",
+        "_runs",
         "_slack_bytes",
         "_slack_frames",
         "max_bytes",
@@ -57,6 +64,9 @@ class BroadcastLog:
         self._bounds: list[int] = [0]
         self._base = 0  # absolute index of _frames[0]
         self._readers: dict[Mailbox, None] = {}  # attached mailboxes, in attach order
+        # (first, last) absolute -> frames first..last-1 joined. Frames never change
+        # once appended, so an entry stays right until the log is trimmed past it.
+        self._runs: dict[tuple[int, int], bytes] = {}
         self._slack_frames = max_frames
         self._slack_bytes = max_bytes
 
@@ -122,6 +132,19 @@ class BroadcastLog:
             del self._frames[:drop]
             del self._bounds[:drop]
             self._base += drop
+            self._runs.clear()
+
+    def _run(self, first: int, last: int) -> bytes:
+        """Frames ``first``..``last - 1`` (indices into ``_frames``) joined, shared."""
+        if last - first == 1:
+            return self._frames[first]
+        key = (self._base + first, self._base + last)
+        run = self._runs.get(key)
+        if run is None:
+            if len(self._runs) >= RUN_CACHE:
+                del self._runs[next(iter(self._runs))]  # the oldest: its readers moved on
+            run = self._runs[key] = b"".join(self._frames[first:last])
+        return run
 
     def _noted(self, mailbox: Mailbox) -> None:
         """``mailbox`` holds more (a private frame): its slack may be the smallest now."""
@@ -227,7 +250,18 @@ class Mailbox:
     # ------------------------------------------------------------------ sending
 
     def peek(self, limit: int = PEEK_LIMIT) -> bytes:
-        """The front of what is due, up to about ``limit`` bytes (at least one piece)."""
+        """The front of what is due, up to about ``limit`` bytes (at least one piece);
+        ``b""`` when nothing is."""
+        cursor = self._cursor
+        if cursor is not None and not self._private and not self._own and not self._offset:
+            # The common case, a reader with only log frames due: a shared run.
+            log = self._log
+            first, stop = cursor - log._base, len(log._frames)
+            if first >= stop:
+                return b""
+            bounds = log._bounds
+            last = bisect_right(bounds, bounds[first] + limit, first + 1, stop + 1) - 1
+            return log._run(first, max(first + 1, last))
         parts: list[bytes] = []
         size = 0
         for part in self._pieces(limit):
@@ -240,6 +274,16 @@ class Mailbox:
     def consume(self, size: int) -> None:
         """``size`` bytes from the front reached the socket."""
         log, private = self._log, self._private
+        cursor = self._cursor
+        if (  # the common case: only log frames were due, and all of them went
+            cursor is not None
+            and not private
+            and not self._own
+            and log._bounds[cursor - log._base] + self._offset + size == log._bounds[-1]
+        ):
+            self._cursor = log.end
+            self._offset = 0
+            return
         while size > 0:
             cursor = self._cursor
             if private and (cursor is None or private[0][0] <= cursor):
@@ -339,7 +383,7 @@ class Mailbox:
                 first, base, bounds = cursor - log._base, log._base, log._bounds
                 budget = bounds[first] + offset + (limit - size)
                 last = max(first + 1, bisect_right(bounds, budget, first + 1, stop - base + 1) - 1)
-                piece = b"".join(log._frames[first:last])
+                piece = log._run(first, last)
                 cursor = base + last
             else:
                 break

@@ -179,13 +179,12 @@ class HubServer:
                 if conn_id in self._socks:
                     self._update_interest(conn_id)
 
-    def _flush(self, conn_id: int) -> None:
+    def _flush(self, conn_id: int, now: float) -> None:
         """One send of what is due (at most one per connection per turn)."""
-        sock = self._socks[conn_id]
-        outbox = self.hub.outbox(conn_id)
-        if len(outbox):
+        chunk = self.hub.outbox(conn_id).peek()
+        if chunk:
             try:
-                sent = sock.send(outbox.peek())
+                sent = self._socks[conn_id].send(chunk)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError as exc:
@@ -193,7 +192,7 @@ class HubServer:
                 self.hub.connection_lost(conn_id)
                 sent = 0
             if sent:
-                self.hub.sent(conn_id, sent, time.monotonic())
+                self.hub.sent(conn_id, sent, now)
         self._update_interest(conn_id)
 
     def _update_interest(self, conn_id: int) -> None:
@@ -238,7 +237,7 @@ class HubServer:
             for conn_id in dirty - flushed:
                 if conn_id in self._socks:
                     flushed.add(conn_id)
-                    self._flush(conn_id)
+                    self._flush(conn_id, now)
         for conn_id, deadline in list(self._close_at.items()):
             if conn_id not in self._socks:
                 del self._close_at[conn_id]

@@ -16,7 +16,12 @@ make this process the bottleneck): only K participants decode and check what
 they receive; the others drain their sockets without decoding from their
 ``welcome`` on (so the join phase is not N² decodes either), and the K watch
 everyone arrive. Throughput is then estimated as the observers' deliveries
-scaled to N.
+scaled to N. While messages flow, those sinks are drained every
+:data:`SINK_POLL` seconds, a slice of them per loop turn, rather than on
+readiness: the hub's work is the same (the bytes wait in the sinks' receive
+buffers, far below their size), but this process does one ``recv`` per sink
+per poll instead of one per sink per hub flush, so its CPU stays off the hub's.
+Sends follow one :class:`SendSchedule`, so a loop turn costs what is due, not N.
 
 The report includes this process's own CPU time over the measured phase
 (``generator_cpu``), so a reader can see whether the hub or the load
@@ -41,12 +46,15 @@ from typing import Any, Final
 from socketlab.chat import wire
 from socketlab.commandline import add_setting, command_parser
 from socketlab.config import CHAT_PORT, SERVER_HOST, EnvConfig, env_config, env_field
-from socketlab.errors import PeerUnavailable, peer_errors
+from socketlab.errors import PeerUnavailable, peer_errors, translate_os_error
 from socketlab.protocol import ProtocolError
 
 log = logging.getLogger("socketlab.chat")
 
-RECV_SIZE: Final = 256 * 1024
+# 64 KiB, not more: recv(n) allocates n bytes first, and above glibc's mmap threshold
+# (128 KiB) every call maps and unmaps them (~12 us a read, measured).
+RECV_SIZE: Final = 64 * 1024
+SINK_BUFFER: Final = 256 * 1024  # one buffer all sinks read into (recv_into)
 SLOW_CHUNK: Final = 512
 SLOW_RCVBUF: Final = 4096
 LATENCY_SAMPLES: Final = 500_000  # reservoir size: memory stays bounded at N = 1000
@@ -54,6 +62,10 @@ LATENCY_SAMPLES: Final = 500_000  # reservoir size: memory stays bounded at N = 
 # backlog we are still reading; well under the hub's default peer timeout.
 KEEPALIVE: Final = 2.0
 CONNECTS_PER_TURN: Final = 20
+# How often each sink (see --observers) is drained while messages flow. At
+# N = 2,000 and 1 msg/s each, a sink gets ~0.3 MB/s: ~13 KB wait per poll.
+SINK_POLL: Final = 0.05
+MAX_TURN_WAIT: Final = 0.02  # the loop's longest select while messages flow
 JOINS_IN_FLIGHT: Final = 64
 
 
@@ -96,6 +108,7 @@ class _Peer:
     sink_after_welcome: bool = False
     sink_bytes: int = 0
     last_sent: float = 0.0
+    polled: bool = False  # read on a schedule (slow readers, sinks), not on readiness
 
 
 class _Latencies:
@@ -134,6 +147,45 @@ class _Latencies:
         }
 
 
+class SendSchedule:
+    """Whose message is due: ``messages`` each, ``rate`` a second each, evenly spread.
+
+    Participant ``i`` sends its ``k``-th message at ``(k * n + i) / (n * rate)``
+    seconds (each offset by ``i / (n * rate)`` from the others), so every send
+    has one place ``k * n + i`` in a single global order, and one pointer into
+    it says what is due: a call costs the sends due, not a look at all ``n``.
+    With ``rate == 0`` everything is due at once, participant by participant.
+    """
+
+    def __init__(self, participants: int, messages: int, rate: float) -> None:
+        self.participants = participants
+        self.messages = messages
+        self.rate = rate
+        self.total = participants * messages
+        self._next = 0  # the next send's place in the global order
+
+    def due(self, elapsed: float) -> list[int]:
+        """The participants (indices, in order) with a send due ``elapsed`` s in,
+        not returned before; a participant appears once per message."""
+        n, start = self.participants, self._next
+        if self.rate <= 0:
+            self._next = self.total
+            return [j // self.messages for j in range(start, self.total)] if n else []
+        stop = min(self.total, int(elapsed * n * self.rate) + 1)
+        if stop <= start:
+            return []
+        self._next = stop
+        return [j % n for j in range(start, stop)]
+
+    def next_at(self) -> float | None:
+        """Seconds from the start when the next send is due; None when all are done."""
+        if self._next >= self.total:
+            return None
+        if self.rate <= 0:
+            return 0.0
+        return self._next / (self.participants * self.rate)
+
+
 class Swarm:
     """The participants and the one selectors loop that drives them."""
 
@@ -150,6 +202,13 @@ class Swarm:
         self._last_keepalive = 0.0
         self._welcomed = 0
         self._hub = f"the chat hub at {config.host}:{config.port}"
+        self._schedule = SendSchedule(config.participants, config.messages, config.rate)
+        self._slow: list[_Peer] = []
+        self._sinks: list[_Peer] = []  # drained on a schedule while messages flow
+        self._sink_next = 0  # the next sink to drain (round robin)
+        self._sink_credit = 0.0  # sinks owed a drain by the time passed
+        self._sink_polled = 0.0
+        self._scratch = bytearray(SINK_BUFFER)
 
     @property
     def expected(self) -> int:
@@ -195,7 +254,9 @@ class Swarm:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
-            peer = _Peer(index=index, name=name, sock=sock, slow=slow)
+            peer = _Peer(index=index, name=name, sock=sock, slow=slow, polled=slow)
+            if slow:
+                self._slow.append(peer)
             peer.sink_after_welcome = (
                 bool(config.observers) and index >= config.slow + config.observers
             )
@@ -231,7 +292,8 @@ class Swarm:
         if config.observers:
             for peer in self.peers[config.slow + config.observers :]:
                 peer.sink = True
-        self.start = time.monotonic()
+                self._poll_instead(peer)
+        self.start = self._sink_polled = time.monotonic()
         self._cpu_start = time.process_time()
         deadline = self.start + config.deadline
         normal = self._checked()
@@ -240,7 +302,10 @@ class Swarm:
             if now > deadline:
                 break
             self._send_due(now)
-            self._turn(0.02)
+            self._poll_sinks(now)
+            next_at = self._schedule.next_at()
+            wait = MAX_TURN_WAIT if next_at is None else self.start + next_at - time.monotonic()
+            self._turn(min(MAX_TURN_WAIT, max(0.0, wait)))
         end, cpu = time.monotonic(), time.process_time() - self._cpu_start
         self._leave()
         return self._report(end, cpu)
@@ -249,18 +314,41 @@ class Swarm:
 
     def _send_due(self, now: float) -> None:
         assert self.start is not None  # noqa: S101 - set before sending starts
-        config = self.config
-        for peer in self.peers:
+        for index in self._schedule.due(now - self.start):
+            peer = self.peers[index]
             if peer.ended or peer.slow:
                 continue
-            while peer.sent < config.messages:
-                if config.rate > 0:
-                    offset = peer.index / config.participants / config.rate
-                    due = self.start + offset + peer.sent / config.rate
-                    if now < due:
-                        break
-                peer.sent += 1
-                self._queue(peer, wire.say(f"{peer.sent} {time.time():.6f}"))
+            peer.sent += 1
+            self._queue(peer, wire.say(f"{peer.sent} {time.time():.6f}"))
+
+    def _poll_sinks(self, now: float) -> None:
+        """Drain the sinks owed a drain since the last call, round robin, so each
+        is drained about every :data:`SINK_POLL` seconds."""
+        sinks = self._sinks
+        if not sinks:
+            return
+        credit = self._sink_credit + len(sinks) * (now - self._sink_polled) / SINK_POLL
+        self._sink_polled = now
+        count = min(len(sinks), int(credit))
+        # After a stall every sink is drained once, with no burst of catch-up drains.
+        self._sink_credit = credit - count if count < len(sinks) else 0.0
+        for _ in range(count):
+            peer = sinks[self._sink_next]
+            self._sink_next = (self._sink_next + 1) % len(sinks)
+            if not peer.ended:
+                self._read(peer, RECV_SIZE)
+
+    def _poll_instead(self, peer: _Peer) -> None:
+        """Read ``peer`` on the sinks' schedule from now on, not on readiness."""
+        if peer.ended or peer.polled:
+            return
+        peer.polled = True
+        self._sinks.append(peer)
+        registered = self._registered(peer)
+        if peer.writing:
+            self.selector.modify(peer.sock, selectors.EVENT_WRITE, peer)
+        elif registered:
+            self.selector.unregister(peer.sock)
 
     def _turn(self, timeout: float) -> None:
         now = time.monotonic()
@@ -269,8 +357,8 @@ class Swarm:
             for peer in self.peers:
                 if now - peer.last_sent >= KEEPALIVE:
                     self._queue(peer, wire.ping())
-        for peer in self.peers:  # slow readers: a little, now and then
-            if peer.slow and not peer.ended and now >= peer.next_read:
+        for peer in self._slow:  # slow readers: a little, now and then
+            if not peer.ended and now >= peer.next_read:
                 peer.next_read = now + SLOW_CHUNK / self.config.slow_rate
                 self._read(peer, SLOW_CHUNK)
         for key, mask in self.selector.select(timeout=timeout):
@@ -282,16 +370,19 @@ class Swarm:
 
     def _read(self, peer: _Peer, size: int) -> None:
         try:
-            with peer_errors(self._hub, "read"):
-                try:
-                    data = peer.sock.recv(size)
-                except (BlockingIOError, InterruptedError):
+            if peer.sink:  # counted, never decoded: no bytes object to allocate
+                count = peer.sock.recv_into(self._scratch)
+                if count:
+                    peer.sink_bytes += count
                     return
-        except PeerUnavailable as exc:
-            self._end(peer, f"receive failed: {exc}")
+                data = b""
+            else:
+                data = peer.sock.recv(size)
+        except (BlockingIOError, InterruptedError):
             return
-        if peer.sink and data:
-            peer.sink_bytes += len(data)
+        except OSError as exc:
+            failure = translate_os_error(exc, peer=self._hub, operation="read")
+            self._end(peer, f"receive failed: {failure}")
             return
         try:
             events = peer.stream.receive_data(data)
@@ -369,7 +460,7 @@ class Swarm:
         if want_write == peer.writing or peer.ended:
             return
         peer.writing = want_write
-        events = (0 if peer.slow else selectors.EVENT_READ) | (
+        events = (0 if peer.polled else selectors.EVENT_READ) | (
             selectors.EVENT_WRITE if want_write else 0
         )
         registered = self._registered(peer)
