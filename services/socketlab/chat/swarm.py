@@ -307,6 +307,7 @@ class Swarm:
             wait = MAX_TURN_WAIT if next_at is None else self.start + next_at - time.monotonic()
             self._turn(min(MAX_TURN_WAIT, max(0.0, wait)))
         end, cpu = time.monotonic(), time.process_time() - self._cpu_start
+        self._drain_sinks()
         self._leave()
         return self._report(end, cpu)
 
@@ -337,6 +338,19 @@ class Swarm:
             self._sink_next = (self._sink_next + 1) % len(sinks)
             if not peer.ended:
                 self._read(peer, RECV_SIZE)
+
+    def _drain_sinks(self, *, max_reads: int = 64) -> None:
+        """Count what already waits in every sink's receive buffer: a run can end
+        before the round robin reached a sink (at most ``max_reads`` reads each, as
+        the hub may still be sending)."""
+        for peer in self._sinks:
+            for _ in range(max_reads):
+                before = peer.sink_bytes
+                if peer.ended:
+                    break
+                self._read(peer, RECV_SIZE)
+                if peer.sink_bytes == before:  # would block, or ended
+                    break
 
     def _poll_instead(self, peer: _Peer) -> None:
         """Read ``peer`` on the sinks' schedule from now on, not on readiness."""
