@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import io
 import json
 import re
@@ -128,8 +129,15 @@ def _decode_png(data: bytes) -> Any:
     return matplotlib.image.imread(io.BytesIO(data), format="png")
 
 
+@functools.cache
+def fixed_sweep_plots() -> dict[str, bytes]:
+    """The fixed sweep's plots, drawn once for the tests that look at them (each costs
+    about 0.2 s of matplotlib)."""
+    return sweep_plots(SweepResult.from_json(SWEEP_JSON))
+
+
 def test_plots_are_valid_pngs() -> None:
-    plots = sweep_plots(SweepResult.from_json(SWEEP_JSON))
+    plots = fixed_sweep_plots()
     assert set(plots) == {GOODPUT_PLOT, DELIVERY_PLOT}
     for data in plots.values():
         image = _decode_png(data)
@@ -139,7 +147,7 @@ def test_plots_are_valid_pngs() -> None:
 
 def test_report_html_from_fixed_json() -> None:
     result = SweepResult.from_json(SWEEP_JSON)
-    page = render_html(result, sweep_plots(result))
+    page = render_html(result, fixed_sweep_plots())
     assert page.startswith("<!DOCTYPE html>")
     assert "<script" not in page  # nothing to run, nothing to fail in a browser
     # the table: header and one row per point
@@ -433,5 +441,4 @@ def test_one_algorithm_gets_no_overlay_sentence(tmp_path: Path) -> None:
     page = (tmp_path / REPORT_FILE).read_text()
     assert "every loss as congestion" not in page
     # a sweep saved before latency was measured still renders, without that plot
-    old = SweepResult.from_json(SWEEP_JSON)
-    assert LATENCY_PLOT not in sweep_plots(old)
+    assert LATENCY_PLOT not in fixed_sweep_plots()
