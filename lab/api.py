@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +62,7 @@ from lab.images import ImageNames, ImageSet, ensure_images, find_inputs, tag_sta
 from lab.interface import TIMEOUT_EXIT_CODE, ExecResult, ServiceStatus, VolumeAccess
 from lab.orchestrator import Action, Orchestrator, orchestrator_for
 from lab.overlay import NETKIT_LABEL
+from lab.progress import Progress
 from lab.project import Project, find_project, project_at, project_secret
 from lab.topology import (
     Family,
@@ -105,8 +106,6 @@ SECRETS_ROLE = "secrets"
 NETKIT_WAIT_GRACE = 30.0
 # Compose turns project names into resource names: keep them to what it accepts.
 PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-
-Progress = Callable[[str], None]
 
 
 def _quiet(message: str) -> None:

@@ -57,7 +57,7 @@ import sys
 import tarfile
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -66,6 +66,7 @@ import docker
 import docker.errors
 
 from lab.errors import ImageBuildError
+from lab.progress import Progress
 from socketlab.config import EnvConfig, env_config, env_field
 from socketlab.errors import ConfigError
 
@@ -138,7 +139,6 @@ MMDEBSTRAP_TIMEOUT = 1800
 PIP_DOWNLOAD_TIMEOUT = 900
 BUILD_LOG_TAIL = 15  # lines of a failed build step shown with the error
 
-Progress = Callable[[str], None]
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in build output
 
 # A Docker repository path: lowercase components joined by '/'.

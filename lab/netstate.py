@@ -30,17 +30,16 @@ import json
 import os
 import re
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from lab import shaping
 from lab.errors import LabError, NotReady
 from lab.interface import HelperContainer, Lab
+from lab.progress import Progress
 from lab.reaper import LABEL_OWNER, LABEL_RUN, LABEL_SCOPE, LABEL_STARTED, LABEL_WHAT, REAPER_ROLE
 from lab.shaping import LinkState
 from lab.waiting import wait_for
-
-Progress = Callable[[str], None]
 
 _JOURNAL = re.compile(r"event=journal run=\S* note=(\{.*\})\s*$")
 _REAPED = re.compile(r"event=reaped scope=run run=\S* (.*)$")

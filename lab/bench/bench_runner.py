@@ -46,14 +46,8 @@ from lab.bench.transfers import fetch, naive, udp
 from lab.congestion import congestion_in_use
 from lab.errors import LabError
 from lab.interface import Lab
+from lab.progress import Progress, silent
 from lab.shaping import LinkSpec, shape, unshape
-
-Progress = Callable[[str], None]
-
-
-def _quiet(message: str) -> None:
-    del message
-
 
 # A file made of socketlab.sampledata's deterministic blocks, written atomically.
 _MAKE_FILE: Final = """
@@ -69,7 +63,7 @@ if not path.exists() or path.stat().st_size != size:
 """
 
 
-def ensure_bench_file(lab_: Lab, size: int, *, progress: Progress = _quiet) -> tuple[str, str]:
+def ensure_bench_file(lab_: Lab, size: int, *, progress: Progress = silent) -> tuple[str, str]:
     """A ``size``-byte file in the server's data root; returns (name, sha256)."""
     name = f"bench-{size}.bin"
     progress(f"preparing {name} on the server")
@@ -286,7 +280,7 @@ def run_bench(
     lab_: Lab,
     options: BenchOptions,
     *,
-    progress: Progress = _quiet,
+    progress: Progress = silent,
     idle: IdleProbe | None = None,
 ) -> BenchReport:
     """``lab bench``: every condition in ``options``, same containers, one run.

@@ -40,18 +40,13 @@ from lab.bench.tool_output import last_json, parse_iperf3_json
 from lab.errors import HelperNotReady
 from lab.interface import Lab
 from lab.iperf3 import SERVER_ROLE, client_argv
-
-Progress = Callable[[str], None]
+from lab.progress import Progress, silent
 
 SENDER: Final = "client"
 LISTENER: Final = "udp-listener"
 SIZES: Final = (64, 1200)
 SNMP: Final = "/proc/net/snmp"
 EXEC_SLACK: Final = 60.0  # seconds beyond a trial's own length that its exec may take
-
-
-def _quiet(message: str) -> None:
-    del message
 
 
 class _Load:
@@ -177,7 +172,7 @@ def run_udp_capacity(
     *,
     sizes: Sequence[int] = SIZES,
     iperf3: bool = True,
-    progress: Progress = _quiet,
+    progress: Progress = silent,
 ) -> CapacityReport:
     """``lab bench --udp-capacity``: the search for each size, ours then iperf3's."""
     started = now_iso()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable
 from typing import Any, Final
 
 from lab.bench.engine import (
@@ -32,23 +31,18 @@ from lab.bench.lab_state import require_services
 from lab.congestion import ensure_congestion, read_congestion
 from lab.errors import LabError
 from lab.interface import Lab
+from lab.progress import Progress, silent
 from lab.report.watch import parse_shaper_stats
 from lab.shaping import LinkSpec, measure_rtt, shape, unshape
 from lab.shaping.helpers import SHAPER_ROLE
 from lab.shaping.shape import ShapeResult
 from lab.waiting import wait_for
 
-Progress = Callable[[str], None]
-
 SOURCE: Final = "client"
 DEST: Final = "server"
 # Under load, probing starts once the loop has queued this many packets of the transfer.
 LOAD_STARTED_PACKETS: Final = 1000
 PROBE_INTERVAL: Final = 0.02  # measure_rtt's spacing
-
-
-def _quiet(message: str) -> None:
-    del message
 
 
 def _load() -> tuple[float, float, float]:
@@ -196,7 +190,7 @@ def _ms(value: float | None) -> str:
 
 
 def run_engine_bench(
-    lab_: Lab, options: EngineOptions, *, progress: Progress = _quiet
+    lab_: Lab, options: EngineOptions, *, progress: Progress = silent
 ) -> EngineReport:
     """The engine's rows of ``lab bench``: throughput and latency, in one run."""
     require_services(lab_, (SOURCE, DEST))

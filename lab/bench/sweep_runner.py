@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -32,14 +31,8 @@ from lab.bench.transfers import tcp_vs_udp
 from lab.congestion import congestion_in_use, ensure_congestion
 from lab.errors import LabError
 from lab.interface import Lab
+from lab.progress import Progress, silent
 from lab.shaping import shape, unshape
-
-Progress = Callable[[str], None]
-
-
-def _quiet(message: str) -> None:
-    del message
-
 
 SWEEP_LINK: Final = ("client", "udp-listener")
 
@@ -108,7 +101,7 @@ def run_sweep(
     grid: Grid,
     options: SweepOptions,
     *,
-    progress: Progress = _quiet,
+    progress: Progress = silent,
 ) -> SweepResult:
     """``lab sweep``: every grid point, in delay-major order, once per TCP algorithm of
     ``options.congestion`` (set on both ends of the link, put back after), with progress."""

@@ -11,10 +11,10 @@ from pathlib import Path, PurePosixPath
 
 from lab.errors import LabError
 from lab.interface import Lab
+from lab.progress import Progress
 from lab.scenario.checks import FileFacts, StepRecord
 from lab.scenario.observing import read_logs
 from lab.scenario.plan import Scenario
-from lab.scenario.stepping import Progress
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 

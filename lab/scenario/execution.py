@@ -16,10 +16,11 @@ from pathlib import Path
 from lab.config import ScenarioConfig
 from lab.errors import LabError
 from lab.interface import Lab
+from lab.progress import Progress
 from lab.scenario.checks import FaultRecord, StepRecord
 from lab.scenario.faults import Journal, Timeline, congestion_overrides
 from lab.scenario.plan import Scenario, Step, phases
-from lab.scenario.stepping import Daemon, Progress, run_copy, run_wait, step_record
+from lab.scenario.stepping import Daemon, run_copy, run_wait, step_record
 
 
 class StepRunner:

@@ -14,10 +14,10 @@ from lab import congestion as tcp_congestion
 from lab import shaping
 from lab.errors import LabError
 from lab.interface import Lab
+from lab.progress import Progress
 from lab.scenario.checks import FaultRecord
 from lab.scenario.errors import ScenarioError
 from lab.scenario.plan import Fault, Scenario
-from lab.scenario.stepping import Progress
 
 Journal = Callable[[dict[str, object]], None]  # a note of what a run did to the network
 

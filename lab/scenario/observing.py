@@ -14,6 +14,7 @@ from typing import Final, cast
 from lab.config import ScenarioConfig
 from lab.errors import LabError, NotReady
 from lab.interface import Lab
+from lab.progress import Progress
 from lab.report.analysis import analyze_file
 from lab.report.errors import PcapError
 from lab.report.metrics import capture_point
@@ -29,7 +30,6 @@ from lab.scenario.checks import (
 )
 from lab.scenario.plan import Check, CheckKind, FileRef, Scenario, Source
 from lab.scenario.report import PcapRecord
-from lab.scenario.stepping import Progress
 from lab.waiting import Stream, wait_for
 
 log = logging.getLogger("lab.scenario")

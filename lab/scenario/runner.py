@@ -20,6 +20,7 @@ from pathlib import Path
 from lab.errors import LabError
 from lab.interface import Lab, Reaper
 from lab.netstate import prepare_network
+from lab.progress import Progress
 from lab.scenario.artifacts import keep_artifacts, safe_name
 from lab.scenario.capture import Capturer, run_targets
 from lab.scenario.checks import CheckResult, FaultRecord, FileFacts, StepRecord
@@ -29,7 +30,6 @@ from lab.scenario.observing import Observer, lab_addresses, pcap_keys
 from lab.scenario.plan import Scenario
 from lab.scenario.report import PcapRecord, ScenarioResult, rerun_command
 from lab.scenario.staging import clean_up, set_congestion, shape_links
-from lab.scenario.stepping import Progress
 
 log = logging.getLogger("lab.scenario")
 

@@ -18,12 +18,12 @@ from typing import Final
 from lab.errors import LabError
 from lab.interface import Lab, Reaper
 from lab.netstate import NetworkRefused, prepare_network
+from lab.progress import Progress
 from lab.report.errors import ReportError
 from lab.scenario.errors import ScenarioError
 from lab.scenario.plan import Scenario, load_scenario
 from lab.scenario.report import ScenarioResult, new_run_id, write_reports
 from lab.scenario.runner import ScenarioRunner, log_progress
-from lab.scenario.stepping import Progress
 
 SCENARIO_SUFFIX: Final = ".yaml"
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from lab import congestion as tcp_congestion
 from lab import routing, shaping
 from lab.interface import Lab
+from lab.progress import Progress
 from lab.scenario.faults import RECOVER_ACTIONS, Journal, congestion_overrides
 from lab.scenario.plan import Scenario
-from lab.scenario.stepping import Progress
 
 
 def set_congestion(lab: Lab, scenario: Scenario, say: Progress) -> dict[str, str]:

@@ -46,8 +46,6 @@ from lab.waiting import Stream, wait_for
 PROBE_OVERHEAD = 20.0
 SEEN_LINES = 3
 
-Progress = Callable[[str], None]
-
 
 class DaemonEnded(LabError):
     """The daemon a log wait watches ended without logging what was waited for."""
