@@ -432,7 +432,7 @@ class Lab:
                 and (only is None or spec.name in only)
             ]
             unready = [i for i in instances if not i.ready]
-            waiting.extend(f"{i.name} ({i.state}/{i.health})" for i in unready)
+            waiting.extend(_waiting_for(i) for i in unready)
             blocked = [i for i in unready if i.problem]
             if blocked:
                 # The orchestrator says why it cannot run (a task Swarm cannot place).
@@ -443,7 +443,9 @@ class Lab:
             if dead:
                 # It will not get healthy by waiting: say why now.
                 names = ", ".join(i.name for i in dead)
-                raise ServiceStopped(f"{names} stopped: {self._last_log_line(dead[0].key)}")
+                code = dead[0].exit_code
+                exited = f" (exit {code})" if code is not None else ""
+                raise ServiceStopped(f"{names} stopped{exited}: {self._last_log_line(dead[0].key)}")
             return not waiting
 
         try:
@@ -750,6 +752,12 @@ def _status_row(instance: Instance) -> ServiceStatus:
 
 def _on_node(instance: Instance) -> str:
     return f" on node {instance.node}" if instance.node else ""
+
+
+def _waiting_for(instance: Instance) -> str:
+    """``server (running/unhealthy: <what its healthcheck said>)``."""
+    said = instance.health_output if instance.health == "unhealthy" else ""
+    return f"{instance.name} ({instance.state}/{instance.health}{': ' + said if said else ''})"
 
 
 if TYPE_CHECKING:

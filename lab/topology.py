@@ -27,7 +27,7 @@ import ipaddress
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 
@@ -340,6 +340,22 @@ class ContainerFacts:
     endpoints: Mapping[str, EndpointFacts] = field(default_factory=dict)  # Docker network name
     node: str = ""  # the Swarm node running it ("" for a Compose container)
     problem: str = ""  # why it cannot run, as its orchestrator says ("": none known)
+    exit_code: int | None = None  # once it has exited
+    health_output: str = ""  # the last line its last healthcheck printed ("": none)
+
+
+HEALTH_OUTPUT_CHARS: Final = 200  # of a healthcheck's output kept for an error message
+
+
+def last_health_output(health: Any) -> str:
+    """The last non-empty line Docker kept of the latest healthcheck, bounded: why a
+    service is unhealthy, in its own words (``State.Health.Log[-1].Output``)."""
+    log = health.get("Log") if isinstance(health, Mapping) else None
+    if not isinstance(log, list) or not log or not isinstance(log[-1], Mapping):
+        return ""
+    output = log[-1].get("Output")
+    lines = [line.strip() for line in str(output or "").splitlines() if line.strip()]
+    return lines[-1][:HEALTH_OUTPUT_CHARS] if lines else ""
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -383,6 +399,12 @@ def container_facts(attrs: Mapping[str, Any]) -> ContainerFacts:
         restarts=_int_or_none(attrs.get("RestartCount")) or 0,
         oneoff=str(labels.get(COMPOSE_ONEOFF_LABEL, "False")).lower() == "true",
         endpoints=endpoints,
+        exit_code=(
+            _int_or_none(state.get("ExitCode"))
+            if str(state.get("Status", "")) in {"exited", "dead"}
+            else None
+        ),
+        health_output=last_health_output(health),
     )
 
 
@@ -432,6 +454,8 @@ class Instance:
     addresses: tuple[Address, ...] = ()
     node: str = ""  # the Swarm node running it ("" for a Compose container)
     problem: str = ""  # why it cannot run, as its orchestrator says ("": none known)
+    exit_code: int | None = None  # once it has exited
+    health_output: str = ""  # the last line its last healthcheck printed
 
     @property
     def key(self) -> str:
@@ -752,6 +776,8 @@ def _instance(
         addresses=tuple(addresses),
         node=facts.node,
         problem=facts.problem,
+        exit_code=facts.exit_code,
+        health_output=facts.health_output,
     )
 
 
