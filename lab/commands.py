@@ -22,6 +22,17 @@ EXIT_USAGE: Final = 2  # bad arguments or a bad setting
 EXIT_INTERRUPTED: Final = 130
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (``--repeat``, ``--count``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: at least 1")
+    return value
+
+
 def make_lab(args: argparse.Namespace) -> Lab:
     """The lab a command acts on: project ``-p``, Compose files ``-f``, ``--swarm`` and
     ``--spread``, settings read by the entry point."""

@@ -43,7 +43,7 @@ from typing import Any, Final
 from rich.console import Console
 from rich.live import Live
 
-from lab.commands import EXIT_OK, make_lab
+from lab.commands import EXIT_OK, make_lab, positive_int
 from lab.config import WatchConfig
 from lab.console import out_console
 from lab.errors import LabError
@@ -391,16 +391,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
 def register(subparsers: Any) -> None:
     """Add ``watch`` to ``lab``'s subparsers."""
     watch = subparsers.add_parser(
@@ -410,6 +400,6 @@ def register(subparsers: Any) -> None:
         "terminal, one line per refresh otherwise. Ctrl-C quits.",
     )
     watch.add_argument(
-        "--count", type=_positive, default=None, metavar="N", help="stop after N refreshes"
+        "--count", type=positive_int, default=None, metavar="N", help="stop after N refreshes"
     )
     watch.set_defaults(func=cmd_watch)

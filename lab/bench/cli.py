@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from lab.bench.ceiling import DESTS
 from lab.bench.errors import GridError
-from lab.commands import EXIT_OK, make_lab
+from lab.commands import EXIT_OK, make_lab, positive_int
 from lab.console import out_console, print_figures, progress_printer
 from lab.interface import Lab
 
@@ -49,17 +49,6 @@ def file_size(text: str) -> int:
     if size < MIN_FILE:
         raise argparse.ArgumentTypeError(f"{text!r} is below the smallest bench file, 1 MiB")
     return size
-
-
-def positive(text: str) -> int:
-    """``--repeat``: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: at least 1")
-    return value
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -197,7 +186,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     bench.add_argument(
         "--repeat",
-        type=positive,
+        type=positive_int,
         default=1,
         metavar="N",
         help="tries of iperf3, SHA-256, both write+fsync, the peer and fetch, round-robin; "
