@@ -21,12 +21,11 @@ from typing import TYPE_CHECKING, Final
 
 from lab.bench.records import SweepResult
 from lab.bench.throughput import MATHIS_C, mathis_bound
+from socketlab.udp.compare import LOSS_BASED  # the container's tcp-vs-udp words use it too
 
 GOODPUT_PLOT: Final = "goodput-vs-loss.png"
 DELIVERY_PLOT: Final = "delivery-vs-loss.png"
 LATENCY_PLOT: Final = "latency-vs-loss.png"
-# Congestion controls that back off on loss (the Mathis bound describes these).
-LOSS_BASED: Final = frozenset({"reno", "cubic", "bic", "htcp", "highspeed", "scalable"})
 RESULT_FILE: Final = "sweep.json"
 REPORT_FILE: Final = "report.html"
 CURVE_POINTS: Final = 60

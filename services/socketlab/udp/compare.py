@@ -57,6 +57,7 @@ _OFFER = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>bit|kbit|mbit|gbit)?"
 _OFFER_UNITS = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9}
 # Below this share lost, a run "lost nothing" in the sentence (a stray drop is not the link's).
 NEGLIGIBLE_LOSS = 0.005
+# Congestion controls that back off on loss (the Mathis bound describes these).
 LOSS_BASED = frozenset({"reno", "cubic", "bic", "htcp", "highspeed", "scalable", "illinois"})
 
 
