@@ -466,7 +466,10 @@ class Lab:
 
     def topology(self) -> Topology:
         """The lab now: the model from Compose and the project's containers."""
-        return build_topology(self.model, self.orchestrator.container_facts())
+        # The engine first: when Docker is down, that is the error, said before Compose
+        # is run (a second or so) only to be thrown away.
+        facts = self.orchestrator.container_facts()
+        return build_topology(self.model, facts)
 
     def instance(self, service: str) -> Instance:
         """The container ``service`` (``client``, ``client.2``) names; its first replica

@@ -29,8 +29,13 @@ def test_connect_reports_the_address_and_asks_about_the_daemon(no_engine: str) -
 
 
 def test_cli_prints_one_line_and_exits_1(
-    no_engine: str, capsys: pytest.CaptureFixture[str]
+    no_engine: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    def compose_config(self: object, *, major: int) -> object:
+        raise AssertionError("Compose was run although the engine does not answer")
+
+    # The engine is asked first: Compose (a second or so) is not run for nothing.
+    monkeypatch.setattr("lab.compose.Compose.config", compose_config)
     assert main(["status"]) == 1
     err = capsys.readouterr().err
     assert "lab: error: cannot reach Docker at" in err
