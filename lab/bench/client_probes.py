@@ -34,23 +34,39 @@ print(json.dumps({"bytes": size, "seconds": time.perf_counter() - started,
 
 
 # Write ``size`` bytes in 1 MiB blocks, then fsync: what the disk at the destination takes.
-# "behind": after every 4 MiB, ask the kernel to write them out now and to drop the
-# 4 MiB before (posix_fadvise DONTNEED), as fetch's writer does.
+# "behind", as fetch's writer does (socketlab.files._write_behind): after every 4 MiB,
+# start writing them out (sync_file_range), wait for the 4 MiB before and drop them
+# from the page cache; DONTNEED alone where libc has no sync_file_range.
 _WRITE_PROBE: Final = """
-import json, os, sys, time
+import ctypes, json, os, sys, time
 size, path, behind = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "behind"
 block, chunk = memoryview(os.urandom(1 << 20)), 4 << 20
+try:
+    sync = ctypes.CDLL(None, use_errno=True).sync_file_range
+    sync.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+except (OSError, AttributeError):
+    sync = None
+def sync_range(fd, offset, length, flags):
+    if sync(fd, offset, length, flags) != 0:
+        raise OSError(ctypes.get_errno(), "sync_file_range")
+def write_behind(fd, previous, position, count):
+    if sync is None:
+        os.posix_fadvise(fd, position, count, os.POSIX_FADV_DONTNEED)
+    else:
+        sync_range(fd, position, count, 2)
+    if previous < position:
+        if sync is not None:
+            sync_range(fd, previous, position - previous, 7)
+        os.posix_fadvise(fd, previous, position - previous, os.POSIX_FADV_DONTNEED)
 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 try:
     started = time.perf_counter()
-    done = kicked = 0
+    done = kicked = previous = 0
     while done < size:
         done += os.write(fd, block[: min(size - done, len(block))])
         if behind and (done - kicked >= chunk or done == size):
-            os.posix_fadvise(fd, kicked, done - kicked, os.POSIX_FADV_DONTNEED)
-            if kicked:
-                os.posix_fadvise(fd, max(0, kicked - chunk), chunk, os.POSIX_FADV_DONTNEED)
-            kicked = done
+            write_behind(fd, previous, kicked, done - kicked)
+            previous, kicked = kicked, done
     os.fsync(fd)
     seconds = time.perf_counter() - started
 finally:

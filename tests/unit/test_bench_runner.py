@@ -5,8 +5,11 @@ best-of-N round-robin (bench_runner)."""
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +29,7 @@ from lab.bench.storage import DEST_PATHS, Dest, check_dest
 from lab.bench.tool_output import last_json, parse_iperf3_json
 from lab.interface import ExecResult
 from lab.shaping.spec import LinkSpec
+from socketlab import files
 
 IPERF_OK = {
     "start": {"version": "iperf 3.12"},
@@ -134,6 +138,50 @@ def test_write_probe_writes_fsyncs_and_removes_its_file(tmp_path: Path, mode: st
     assert report["bytes"] == 9 * 2**20 + 7
     assert report["seconds"] > 0
     assert not target.exists()
+
+
+def test_the_write_behind_probe_does_what_fetchs_writer_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The probe's write-behind and fetch's writer (socketlab.files) ask the kernel for
+    the same ranges with the same flags, so the disk figure is the writer's own."""
+    size, chunk = 9 * 2**20 + 7, 4 * 2**20
+    calls: list[tuple[str, int, int, int]] = []
+
+    def sync(fd: int, offset: int, length: int, flags: int) -> int:
+        calls.append(("sync", offset, length, flags))
+        return 0
+
+    def fadvise(fd: int, offset: int, length: int, what: int) -> None:
+        calls.append(("fadvise", offset, length, what))
+
+    class Libc:
+        sync_file_range = staticmethod(sync)
+
+    monkeypatch.setattr(os, "posix_fadvise", fadvise)
+    monkeypatch.setattr(ctypes, "CDLL", lambda name, use_errno=False: Libc())
+    monkeypatch.setattr(sys, "argv", ["probe", str(size), str(tmp_path / "probe.bin"), "behind"])
+    exec(compile(client_probes._WRITE_PROBE, "probe", "exec"), {"__name__": "__main__"})  # noqa: S102
+    assert json.loads(capsys.readouterr().out)["bytes"] == size
+    probe, calls[:] = list(calls), []
+
+    monkeypatch.setattr(files, "sync_file_range", lambda: lambda *args: sync(*args) and None)
+    download = files.PartialDownload(
+        tmp_path, "f.bin", writer_depth=2, chunk_size=chunk, write_behind=True
+    )
+    download.open(offset=0)
+    source = io.BytesIO(bytes(size))
+    while download.offset < size:
+        download.receive(source.readinto, size - download.offset)
+    download.close()
+    assert calls == probe
+    assert [c[1:] for c in probe if c[0] == "sync"] == [
+        (0, chunk, 2),
+        (chunk, chunk, 2),
+        (0, chunk, 7),
+        (2 * chunk, size - 2 * chunk, 2),
+        (chunk, chunk, 7),
+    ]
 
 
 def test_write_probe_refuses_an_existing_file(tmp_path: Path) -> None:

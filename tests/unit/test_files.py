@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from socketlab import files
 from socketlab.files import (
     PartialDownload,
     PathRefused,
@@ -276,19 +279,10 @@ def test_received_bytes_before_a_failure_stay_in_the_part(tmp_path: Path) -> Non
     )
 
 
-def test_write_behind_asks_for_writeback_of_each_chunk_and_drops_the_one_before(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    advice: list[tuple[int, int, int]] = []
-    real = os.posix_fadvise
-
-    def record(fd: int, offset: int, length: int, what: int) -> None:
-        advice.append((offset, length, what))
-        real(fd, offset, length, what)
-
-    monkeypatch.setattr(os, "posix_fadvise", record)
+def _write_resumed_in_chunks(tmp_path: Path) -> bytes:
+    """A download resumed at 1000, written in 4000-byte chunks: 1000, 5000, 9000 (1000)."""
     data = os.urandom(10_000)
-    (tmp_path / "f.bin.part").write_bytes(data[:1000])  # resumed: offsets start at 1000
+    (tmp_path / "f.bin.part").write_bytes(data[:1000])
     download = PartialDownload(
         tmp_path, "f.bin", writer_depth=2, chunk_size=4000, write_behind=True
     )
@@ -296,15 +290,83 @@ def test_write_behind_asks_for_writeback_of_each_chunk_and_drops_the_one_before(
     download.open(offset=1000)
     receive_all(download, Pieces(data[1000:], [4000]), 9000)
     download.finish(size=len(data), sha256=hashlib.sha256(data).hexdigest())
-    dontneed = os.POSIX_FADV_DONTNEED
-    assert advice == [
-        (1000, 4000, dontneed),
-        (5000, 4000, dontneed),
-        (1000, 4000, dontneed),
-        (9000, 1000, dontneed),
-        (5000, 4000, dontneed),
+    return data
+
+
+def _record_fadvise(monkeypatch: pytest.MonkeyPatch, calls: list[tuple[Any, ...]]) -> None:
+    real = os.posix_fadvise
+
+    def record(fd: int, offset: int, length: int, what: int) -> None:
+        calls.append(("fadvise", offset, length, what))
+        real(fd, offset, length, what)
+
+    monkeypatch.setattr(os, "posix_fadvise", record)
+
+
+def test_write_behind_writes_each_chunk_out_then_waits_for_and_drops_the_one_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = files.sync_file_range()
+    assert real is not None  # Linux's libc has it: the test runs the real call too
+    calls: list[tuple[Any, ...]] = []
+
+    def record(fd: int, offset: int, length: int, flags: int) -> None:
+        calls.append(("sync", offset, length, flags))
+        real(fd, offset, length, flags)
+
+    monkeypatch.setattr(files, "sync_file_range", lambda: record)
+    _record_fadvise(monkeypatch, calls)
+    data = _write_resumed_in_chunks(tmp_path)
+    start, wait_all, dontneed = files.SYNC_FILE_RANGE_WRITE, 7, os.POSIX_FADV_DONTNEED
+    assert wait_all == files.SYNC_FILE_RANGE_WAIT_ALL
+    assert calls == [
+        ("sync", 1000, 4000, start),
+        ("sync", 5000, 4000, start),
+        ("sync", 1000, 4000, wait_all),
+        ("fadvise", 1000, 4000, dontneed),
+        ("sync", 9000, 1000, start),
+        ("sync", 5000, 4000, wait_all),
+        ("fadvise", 5000, 4000, dontneed),
     ]
     assert (tmp_path / "f.bin").read_bytes() == data
+
+
+def test_without_sync_file_range_write_behind_falls_back_to_dontneed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(files, "sync_file_range", lambda: None)
+    _record_fadvise(monkeypatch, calls)
+    data = _write_resumed_in_chunks(tmp_path)
+    dontneed = os.POSIX_FADV_DONTNEED
+    assert calls == [
+        ("fadvise", 1000, 4000, dontneed),
+        ("fadvise", 5000, 4000, dontneed),
+        ("fadvise", 1000, 4000, dontneed),
+        ("fadvise", 9000, 1000, dontneed),
+        ("fadvise", 5000, 4000, dontneed),
+    ]
+    assert (tmp_path / "f.bin").read_bytes() == data
+
+
+def test_a_writeback_error_stops_the_download_and_keeps_no_final_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(fd: int, offset: int, length: int, flags: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(files, "sync_file_range", lambda: failing)
+    with pytest.raises(TransferError, match="Input/output error"):
+        _write_resumed_in_chunks(tmp_path)
+    assert not (tmp_path / "f.bin").exists()
+
+
+def test_sync_file_range_reports_errors_as_oserror(tmp_path: Path) -> None:
+    sync = files.sync_file_range()
+    assert sync is not None
+    with pytest.raises(OSError, match="Bad file descriptor") as caught:
+        sync(-1, 0, 0, files.SYNC_FILE_RANGE_WRITE)
+    assert caught.value.errno == errno.EBADF
 
 
 @pytest.mark.parametrize(
