@@ -16,6 +16,7 @@ from lab.bench.storage import Dest, scratch_dir
 from lab.bench.throughput import bit_rate
 from lab.bench.tool_output import figure, last_json
 from lab.interface import Lab
+from socketlab.files import CHUNK_SIZE
 
 # hashlib SHA-256 on one core, over a block already in memory: the hash's own speed,
 # timed by the thread's CPU clock too (on a busy machine the wall clock times the queue).
@@ -34,13 +35,14 @@ print(json.dumps({"bytes": size, "seconds": time.perf_counter() - started,
 
 
 # Write ``size`` bytes in 1 MiB blocks, then fsync: what the disk at the destination takes.
-# "behind", as fetch's writer does (socketlab.files._write_behind): after every 4 MiB,
-# start writing them out (sync_file_range), wait for the 4 MiB before and drop them
-# from the page cache; DONTNEED alone where libc has no sync_file_range.
+# "behind", as fetch's writer does (socketlab.files._write_behind): after each chunk
+# (fetch's CHUNK_SIZE), start writing it out (sync_file_range), wait for the chunk
+# before and drop it from the page cache; DONTNEED alone where libc has no
+# sync_file_range.
 _WRITE_PROBE: Final = """
 import ctypes, json, os, sys, time
-size, path, behind = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "behind"
-block, chunk = memoryview(os.urandom(1 << 20)), 4 << 20
+size, path, behind, chunk = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "behind", int(sys.argv[4])
+block = memoryview(os.urandom(1 << 20))
 try:
     sync = ctypes.CDLL(None, use_errno=True).sync_file_range
     sync.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
@@ -103,16 +105,24 @@ def sha256_rate(lab_: Lab, size: int) -> Measurement:
 
 def write_fsync_rate(lab_: Lab, dest: Dest, size: int, *, behind: bool = False) -> Measurement:
     """Writing ``size`` bytes at ``dest`` in the client and fsyncing them; with ``behind``,
-    asking the kernel to write each 4 MiB out at once."""
+    asking the kernel to write each chunk out at once, as fetch's writer does."""
     mode = "behind" if behind else "plain"
     with scratch_dir(lab_, "client", dest.path) as folder:
-        argv = ["python3", "-c", _WRITE_PROBE, str(size), f"{folder}/write-probe.bin", mode]
+        argv = [
+            "python3",
+            "-c",
+            _WRITE_PROBE,
+            str(size),
+            f"{folder}/write-probe.bin",
+            mode,
+            str(CHUNK_SIZE),
+        ]
         result = lab_.exec("client", argv, timeout=lab_.config.bench.step_timeout)
     report = last_json(result.check("write+fsync").stdout, what="write+fsync probe")
     moved = int(figure(report, "bytes", what="write+fsync probe"))
     seconds = figure(report, "seconds", what="write+fsync probe")
     how = (
-        "1 MiB writes, each 4 MiB written out at once, then fsync"
+        f"1 MiB writes, each {CHUNK_SIZE >> 20} MiB written out at once, then fsync"
         if behind
         else ("1 MiB writes then fsync")
     )

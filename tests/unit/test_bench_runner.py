@@ -134,7 +134,7 @@ def test_sha_probe_hashes_the_size_asked_for() -> None:
 @pytest.mark.parametrize("mode", ["plain", "behind"])
 def test_write_probe_writes_fsyncs_and_removes_its_file(tmp_path: Path, mode: str) -> None:
     target = tmp_path / "probe.bin"
-    report = run_probe(client_probes._WRITE_PROBE, str(9 * 2**20 + 7), str(target), mode)
+    report = run_probe(client_probes._WRITE_PROBE, str(9 * 2**20 + 7), str(target), mode, "4096")
     assert report["bytes"] == 9 * 2**20 + 7
     assert report["seconds"] > 0
     assert not target.exists()
@@ -145,7 +145,8 @@ def test_the_write_behind_probe_does_what_fetchs_writer_does(
 ) -> None:
     """The probe's write-behind and fetch's writer (socketlab.files) ask the kernel for
     the same ranges with the same flags, so the disk figure is the writer's own."""
-    size, chunk = 9 * 2**20 + 7, 4 * 2**20
+    chunk = files.CHUNK_SIZE
+    size = 2 * chunk + 2**20 + 7
     calls: list[tuple[str, int, int, int]] = []
 
     def sync(fd: int, offset: int, length: int, flags: int) -> int:
@@ -160,15 +161,14 @@ def test_the_write_behind_probe_does_what_fetchs_writer_does(
 
     monkeypatch.setattr(os, "posix_fadvise", fadvise)
     monkeypatch.setattr(ctypes, "CDLL", lambda name, use_errno=False: Libc())
-    monkeypatch.setattr(sys, "argv", ["probe", str(size), str(tmp_path / "probe.bin"), "behind"])
+    target = str(tmp_path / "probe.bin")
+    monkeypatch.setattr(sys, "argv", ["probe", str(size), target, "behind", str(chunk)])
     exec(compile(client_probes._WRITE_PROBE, "probe", "exec"), {"__name__": "__main__"})  # noqa: S102
     assert json.loads(capsys.readouterr().out)["bytes"] == size
     probe, calls[:] = list(calls), []
 
     monkeypatch.setattr(files, "sync_file_range", lambda: lambda *args: sync(*args) and None)
-    download = files.PartialDownload(
-        tmp_path, "f.bin", writer_depth=2, chunk_size=chunk, write_behind=True
-    )
+    download = files.PartialDownload(tmp_path, "f.bin", writer_depth=2, write_behind=True)
     download.open(offset=0)
     source = io.BytesIO(bytes(size))
     while download.offset < size:
@@ -188,7 +188,7 @@ def test_write_probe_refuses_an_existing_file(tmp_path: Path) -> None:
     target = tmp_path / "probe.bin"
     target.write_bytes(b"keep")
     with pytest.raises(subprocess.CalledProcessError):
-        run_probe(client_probes._WRITE_PROBE, "10", str(target), "plain")
+        run_probe(client_probes._WRITE_PROBE, "10", str(target), "plain", "4096")
     assert target.read_bytes() == b"keep"
 
 
@@ -332,10 +332,13 @@ def test_sha256_and_write_rates(fake_lab: Any) -> None:
     behind = write_fsync_rate(fake_lab, DISK, 10**9, behind=True)
     assert (behind.name, behind.label) == ("write-fsync-behind", "write+fsync, write-behind (disk)")
     probes = [argv for _, argv in fake_lab.execs if "fsync" in " ".join(argv)]
-    assert [argv[-1] for argv in probes] == ["plain", "behind"]
+    assert [list(argv[-2:]) for argv in probes] == [
+        ["plain", str(files.CHUNK_SIZE)],
+        ["behind", str(files.CHUNK_SIZE)],
+    ]
     for argv in probes:
-        assert argv[-2].startswith("/var/tmp/socketlab-bench-")
-        assert argv[-2].endswith("/write-probe.bin")
+        assert argv[-3].startswith("/var/tmp/socketlab-bench-")
+        assert argv[-3].endswith("/write-probe.bin")
     # each scratch folder is made before and removed after
     made = [argv[0] for _, argv in fake_lab.execs if argv[0] in {"mkdir", "rm"}]
     assert made == ["mkdir", "rm", "mkdir", "rm"]
