@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from source_tree import parsed, python_files
 
 import socketlab
 from socketlab import client
@@ -142,11 +143,11 @@ ENV_READERS = {"env_str", "env_int", "env_float", "getenv", "environ"}
 
 def test_only_the_config_layer_reads_the_environment() -> None:
     offenders = []
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in python_files(PACKAGE):
         relative = path.relative_to(PACKAGE).as_posix()
         if relative in READERS_ALLOWED:
             continue
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        for node in ast.walk(parsed(path)):
             name = (
                 node.attr
                 if isinstance(node, ast.Attribute)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from source_tree import parsed, python_files
 
 import lab
 from lab.cli import main
@@ -251,8 +252,8 @@ def import_time_reads(tree: ast.Module) -> list[str]:
 
 def test_no_lab_module_reads_settings_at_import_time() -> None:
     offenders = {}
-    for path in sorted(LAB_PACKAGE.rglob("*.py")):
-        reads = import_time_reads(ast.parse(path.read_text(), filename=str(path)))
+    for path in python_files(LAB_PACKAGE):
+        reads = import_time_reads(parsed(path))
         if reads:
             offenders[str(path.relative_to(LAB_PACKAGE))] = reads
     assert offenders == {}

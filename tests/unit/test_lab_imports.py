@@ -9,6 +9,7 @@ import graphlib
 from pathlib import Path
 
 import pytest
+from source_tree import parsed, python_files
 
 import lab
 
@@ -32,10 +33,8 @@ def imported_modules(tree: ast.Module) -> set[str]:
 def _imports_by_module() -> dict[str, frozenset[str]]:
     """Each ``lab/…`` file and what it imports, parsed once for every rule."""
     return {
-        path.relative_to(LAB_PACKAGE.parent).as_posix(): frozenset(
-            imported_modules(ast.parse(path.read_text(), filename=str(path)))
-        )
-        for path in sorted(LAB_PACKAGE.rglob("*.py"))
+        path.relative_to(LAB_PACKAGE.parent).as_posix(): frozenset(imported_modules(parsed(path)))
+        for path in python_files(LAB_PACKAGE)
     }
 
 
@@ -102,7 +101,7 @@ def test_the_pure_shaping_modules_import_nothing_of_the_io_side() -> None:
     graph = shaping_imports()
     io_side = set(graph) - SHAPING_PURE
     for module in sorted(SHAPING_PURE):
-        names = imported_modules(ast.parse((SHAPING / f"{module}.py").read_text()))
+        names = imported_modules(parsed(SHAPING / f"{module}.py"))
         assert "lab.interface" not in names, module
         assert not graph[module] & io_side, (module, graph[module] & io_side)
 
