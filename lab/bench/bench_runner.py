@@ -41,7 +41,7 @@ from lab.bench.lab_state import (
 )
 from lab.bench.peer import peer
 from lab.bench.records import UNSHAPED, BenchReport, BenchRun, Condition, Measurement, best_of
-from lab.bench.storage import DATA_ROOT, Dest, check_dest
+from lab.bench.storage import DATA_ROOT, Dest, check_dest, server_cache_warning
 from lab.bench.transfers import fetch, naive, udp
 from lab.congestion import congestion_in_use
 from lab.errors import LabError
@@ -299,6 +299,9 @@ def run_bench(
         idle_cpu = idle(options.idle_seconds)
         progress(f"the idle lab's CPU: {idle_cpu.total:.2f} % of one core")
     dest = check_dest(lab_, options.dest, size=options.file_bytes)
+    warnings = tuple(w for w in [server_cache_warning(lab_, size=options.file_bytes)] if w)
+    for warning in warnings:
+        progress(f"warning: {warning}")
     runs = [
         bench_condition(
             lab_,
@@ -322,4 +325,5 @@ def run_bench(
         versions=versions(lab_, iperf3=iperf_version),
         runs=tuple(runs),
         idle_cpu=idle_cpu,
+        warnings=warnings,
     )

@@ -76,6 +76,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print_figures(
                 f"ratios ({run.condition.spec}, dest {run.condition.dest})", run.ratio_rows()
             )
+        for warning in report.warnings:
+            out_console.print(f"warning: {warning}", markup=False)
         best = f"best of {report.repeat} tries; " if report.repeat > 1 else ""
         out_console.print(
             f"{best}figures and ratios measured between the same containers in this run; "

@@ -195,6 +195,7 @@ class BenchReport:
     versions: Mapping[str, str] = field(default_factory=dict)
     runs: tuple[BenchRun, ...] = ()
     idle_cpu: IdleCpu | None = None  # the lab's, before the measurements
+    warnings: tuple[str, ...] = ()  # what may have skewed the figures, said beside them
 
     def idle_cpu_rows(self) -> list[dict[str, str]]:
         """The idle lab's CPU, % of one core, per service and in total, with its target."""
@@ -231,6 +232,7 @@ class BenchReport:
             "repeat": self.repeat,
             "versions": dict(self.versions),
             "idle_cpu": None if self.idle_cpu is None else self.idle_cpu.as_json(),
+            "warnings": list(self.warnings),
             "runs": runs,
         }
 
@@ -256,7 +258,12 @@ class BenchReport:
             )
             runs.append(BenchRun(condition=condition, measurements=measurements))
         idle = _idle_from_json(data.get("idle_cpu"))
-        return _build(cls, data, "bench result", runs=tuple(runs), idle_cpu=idle)
+        warnings = data.get("warnings", [])
+        if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+            raise BenchError("warnings: expected a list of strings")
+        return _build(
+            cls, data, "bench result", runs=tuple(runs), idle_cpu=idle, warnings=tuple(warnings)
+        )
 
     def rows(self) -> list[dict[str, str]]:
         """Every figure of every run, one table (the condition in the first column)."""

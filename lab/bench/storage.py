@@ -64,6 +64,8 @@ DEST_ROOM: Final = 64 * 2**20  # spare bytes beyond the file the destination mus
 
 # What the client needs in memory beside a tmpfs file: fetch's buffers, Python, the probes.
 TMPFS_HEADROOM: Final = 384 * 2**20
+# What the server needs beside the bench file in its page cache: its own memory.
+SERVER_CACHE_HEADROOM: Final = 256 * 2**20
 
 
 def check_dest(lab_: Lab, name: str, *, size: int) -> Dest:
@@ -98,6 +100,29 @@ def check_dest(lab_: Lab, name: str, *, size: int) -> Dest:
             "--file-size"
         )
     return Dest(name=name, path=path, fs=str(info["fs"]))
+
+
+def server_cache_warning(lab_: Lab, *, size: int) -> str | None:
+    """Why the server may read the bench file from its disk at every try, or None.
+
+    The page cache of the file the server sends is charged to the server's cgroup:
+    under a memory limit below the file's size it cannot stay cached, so fetch
+    and the peer would be bounded by the server's disk reads, which no ceiling
+    row measures (on this kind of host: ~4 Gbit/s against 12 from the cache).
+    """
+    result = lab_.exec(
+        "server", ["python3", "-c", _DEST_PROBE, DATA_ROOT], timeout=lab_.config.bench.ready_timeout
+    )
+    info = last_json(result.check("inspecting the server's memory").stdout, what="server probe")
+    limit = info.get("memory_limit")
+    if not isinstance(limit, int) or limit >= size + SERVER_CACHE_HEADROOM:
+        return None
+    return (
+        f"the server's memory limit of {limit / 2**20:.0f} MiB cannot keep the "
+        f"{size / 2**20:.0f} MiB bench file in its page cache: fetch and the peer may read it "
+        "from the server's disk, which no ceiling row measures; start the lab with "
+        f"SOCKETLAB_SERVER_MEM_LIMIT={_gib_up(size + SERVER_CACHE_HEADROOM)}g (make bench does)"
+    )
 
 
 def _gib_up(size: int) -> int:

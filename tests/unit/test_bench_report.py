@@ -273,6 +273,17 @@ def test_bench_json_round_trip() -> None:
     assert again == BENCH
 
 
+def test_bench_warnings_round_trip_and_are_checked() -> None:
+    warned = dataclasses.replace(BENCH, warnings=("the server may read from its disk",))
+    data = json.loads(json.dumps(warned.to_json()))
+    assert data["warnings"] == ["the server may read from its disk"]
+    assert BenchReport.from_json(data) == warned
+    del data["warnings"]  # a result saved before warnings existed
+    assert BenchReport.from_json(data).warnings == ()
+    with pytest.raises(BenchError, match="warnings: expected a list of strings"):
+        BenchReport.from_json(data | {"warnings": "not a list"})
+
+
 def test_bench_rows_hold_every_figure_and_the_ceiling() -> None:
     rows = BENCH.rows()
     assert len(rows) == 9 + 1 + 5 + 1  # measurements and a ceiling row per run

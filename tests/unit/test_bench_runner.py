@@ -25,7 +25,7 @@ from lab.bench.errors import BenchError
 from lab.bench.lab_state import require_services
 from lab.bench.peer import PEER_ROLE, peer, peer_receive_argv, peer_send_argv
 from lab.bench.records import Measurement
-from lab.bench.storage import DEST_PATHS, Dest, check_dest
+from lab.bench.storage import DATA_ROOT, DEST_PATHS, Dest, check_dest, server_cache_warning
 from lab.bench.tool_output import last_json, parse_iperf3_json
 from lab.interface import ExecResult
 from lab.shaping.spec import LinkSpec
@@ -275,6 +275,38 @@ def test_check_dest_accepts_a_memory_limit_that_holds_the_file(
     info = {"fs": fs, "free": 6 * 2**30, "writable": True, "memory_limit": limit}
     fake_lab.commands = dest_answer(info)
     assert check_dest(fake_lab, name, size=2 * 2**30).fs == fs
+
+
+@pytest.mark.parametrize(
+    ("limit", "warned"),
+    [
+        pytest.param(512 * 2**20, True, id="default-512m"),
+        pytest.param(3 * 2**30, False, id="holds-the-file"),
+        pytest.param(None, False, id="no-limit"),
+    ],
+)
+def test_the_server_is_warned_about_when_it_cannot_cache_the_file(
+    fake_lab: Any, limit: int | None, warned: bool
+) -> None:
+    asked: list[tuple[str, list[str]]] = []
+
+    def answer(lab: Any, service: str, argv: list[str]) -> ExecResult:
+        asked.append((service, argv))
+        info = {"fs": "ext4", "free": 1 << 40, "writable": True, "memory_limit": limit}
+        return ExecResult(exit_code=0, stdout=json.dumps(info) + "\n", stderr="")
+
+    fake_lab.commands = answer
+    warning = server_cache_warning(fake_lab, size=2 * 2**30)
+    assert [(service, argv[-1]) for service, argv in asked] == [("server", DATA_ROOT)]
+    if warned:
+        assert warning == (
+            "the server's memory limit of 512 MiB cannot keep the 2048 MiB bench file in its "
+            "page cache: fetch and the peer may read it from the server's disk, which no "
+            "ceiling row measures; start the lab with SOCKETLAB_SERVER_MEM_LIMIT=3g "
+            "(make bench does)"
+        )
+    else:
+        assert warning is None
 
 
 def test_the_idle_lab_is_measured_before_anything_of_the_bench_runs(fake_lab: Any) -> None:
