@@ -38,7 +38,7 @@ from socketlab.protocol.messages import JSON_TYPE
 DEADLINE = 30.0  # generous: the machine is shared
 
 CORE = HubConfig(heartbeat_interval=0.5, peer_timeout=1.5)
-BASE = HubServerConfig(host="127.0.0.1", port=0, poll_interval=0.05, core=CORE)
+BASE = HubServerConfig(host="127.0.0.1", port=0, poll_interval=0.01, core=CORE)  # quick teardown
 
 
 class RunningHub:

@@ -24,7 +24,7 @@ CONFIG = ServerConfig(
     header_timeout=5.0,
     stall_timeout=5.0,
     idle_timeout=10.0,
-    poll_interval=0.05,
+    poll_interval=0.01,  # how soon a stopped server ends: at every test's teardown
     max_connections=128,
     max_per_peer=128,  # a hundred clients from one address, like the lab's multi-client demo
 )

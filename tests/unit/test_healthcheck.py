@@ -20,7 +20,7 @@ from socketlab.rss.feed_server import FeedServer, ServerOptions
 from socketlab.server import LabServer, ServerConfig
 
 SCRIPT = Path(socketlab.__file__).with_name("healthcheck.sh")
-CONFIG = ServerConfig(host="127.0.0.1", port=0, generate_samples=False, poll_interval=0.05)
+CONFIG = ServerConfig(host="127.0.0.1", port=0, generate_samples=False, poll_interval=0.01)
 
 
 def probe(*args: str, timeout: str = "2") -> subprocess.CompletedProcess[str]:

@@ -22,7 +22,7 @@ from socketlab.udp.status import ResetRefused
 from socketlab.udp.tcp_sink import TcpSinkConfig
 
 TOKEN = "udp-hardening-token"  # noqa: S105 - a test token
-POLL = 0.05
+POLL = 0.01  # how soon the loops notice stop (keeps teardown short)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ SNMP = """\
 Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors
 Udp: 10 0 {drops} 10 {drops} 0 0
 """
-POLL = 0.05  # how soon the listener's loops notice stop (keeps teardown short)
+POLL = 0.01  # how soon the listener's loops notice stop (keeps teardown short)
 TOKEN = "udp-admin-token"  # noqa: S105 - a test token
 
 
