@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from lab.shaping import expected
 from lab.shaping.errors import ShapingError
 from lab.shaping.spec import LinkSpec, format_duration, format_percent, format_rate
+from lab.topology import Family
 
 # z for a two-sided 99 % interval
 Z_99 = 2.576
@@ -47,10 +48,33 @@ RATE_TOLERANCE = 0.15
 # iperf3 reports TCP goodput; htb counts whole frames. With a 1500-byte MTU and
 # TCP timestamps a full segment carries 1448 payload bytes in a 1514-byte frame.
 GOODPUT_PER_WIRE = 1448 / 1514
-# UDP probes of the rate carry this much payload; a frame adds UDP, IP and Ethernet headers.
+# UDP probes of the rate carry this much payload, or less where the path's MTU is smaller:
+# a fragmented datagram is lost whenever any one of its fragments is, so on a lossy link
+# it would read the rate low. A frame adds UDP, IP and Ethernet headers.
 UDP_PAYLOAD = 1400
-UDP_PAYLOAD_PER_WIRE = UDP_PAYLOAD / (UDP_PAYLOAD + 8 + 20 + 14)
-UDP_FRAME_BYTES = UDP_PAYLOAD + 8 + 20 + 14
+UDP_HEADER = 8
+IP_HEADER: dict[Family, int] = {4: 20, 6: 40}
+ETHERNET_HEADER = 14
+UDP_FRAME_BYTES = UDP_PAYLOAD + UDP_HEADER + IP_HEADER[4] + ETHERNET_HEADER
+
+
+def udp_payload(mtu: int | None, family: Family = 4) -> int:
+    """A rate probe's payload: :data:`UDP_PAYLOAD`, or what one unfragmented datagram
+    holds on a path of ``mtu`` bytes (None: unknown, the default)."""
+    if mtu is None:
+        return UDP_PAYLOAD
+    fits = mtu - IP_HEADER[family] - UDP_HEADER
+    if fits < 1:
+        raise ShapingError(f"a path MTU of {mtu} bytes leaves no room for a UDP payload")
+    return min(UDP_PAYLOAD, fits)
+
+
+def udp_payload_per_wire(payload: int = UDP_PAYLOAD, family: Family = 4) -> float:
+    """Share of a probe's frame that is payload (what iperf3 counts of what htb counts)."""
+    return payload / (payload + UDP_HEADER + IP_HEADER[family] + ETHERNET_HEADER)
+
+
+UDP_PAYLOAD_PER_WIRE = udp_payload_per_wire()
 # Percentile bands: the host's share on top of the sampling band.
 PERCENTILE_TOLERANCE = 0.05
 PERCENTILES = (0.5, 0.9, 0.99)
@@ -291,20 +315,29 @@ def check_rate(*, requested: int, goodput: float) -> CheckRow:
     )
 
 
-def check_rate_udp(*, requested: int, received: float, forward: LinkSpec) -> CheckRow:
+def check_rate_udp(
+    *,
+    requested: int,
+    received: float,
+    forward: LinkSpec,
+    payload: int = UDP_PAYLOAD,
+    family: Family = 4,
+) -> CheckRow:
     """Rate through loss: an over-offered UDP stream arrives at the rate, less what is lost.
 
     TCP would slow down at the first loss and say nothing about the limit.
+    ``received`` is payload bit/s of ``payload``-byte datagrams over IPv``family``.
     """
     share = (1.0 - lost_share(forward)) * (1.0 + forward.duplicate)
     expected = requested * share
-    wire = received / UDP_PAYLOAD_PER_WIRE
+    wire = received / udp_payload_per_wire(payload, family)
+    size = "" if payload == UDP_PAYLOAD else f" ({payload}-byte datagrams: the path's MTU)"
     return CheckRow(
         "rate",
         f"{requested / 1e6:g}Mbit/s",
         f"{wire / 1e6:.2f}Mbit/s",
         ok=abs(wire - expected) <= RATE_TOLERANCE * expected,
-        note=f"UDP received; expected {expected / 1e6:.2f} after loss/duplicates",
+        note=f"UDP received{size}; expected {expected / 1e6:.2f} after loss/duplicates",
     )
 
 

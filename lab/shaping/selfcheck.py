@@ -95,6 +95,33 @@ def measure_loss(
     return _probe(lab, source, peer, count=probes, interval=interval, linger=linger)
 
 
+# The path MTU towards an address, as the kernel has it for a connected UDP socket
+# (the route's, else the device's): IP_MTU and IPV6_MTU of <linux/in.h>, <linux/in6.h>.
+_PATH_MTU_PROBE = """
+import socket, sys
+address, family = sys.argv[1], int(sys.argv[2])
+inet, level, option = (
+    (socket.AF_INET, socket.IPPROTO_IP, 14) if family == 4 else (socket.AF_INET6, socket.IPPROTO_IPV6, 24)
+)
+with socket.socket(inet, socket.SOCK_DGRAM) as probe:
+    probe.connect((address, 9))
+    print(probe.getsockopt(level, option))
+"""
+
+
+def path_mtu(lab: Lab, source: str, address: str, *, family: Family = 4) -> int | None:
+    """The MTU of ``source``'s path to ``address`` (None if it could not be read)."""
+    result = lab.netkit_run(
+        source,
+        ["python3", "-c", _PATH_MTU_PROBE, address, str(family)],
+        timeout=lab.config.shaping.helper_ready_timeout + 10,
+    )
+    text = result.stdout.strip()
+    if result.exit_code != 0 or not text.isdigit():
+        return None
+    return int(text)
+
+
 def measure_rate(
     lab: Lab,
     source: str,
@@ -102,20 +129,21 @@ def measure_rate(
     *,
     seconds: int | None = None,
     udp_offered: int | None = None,
+    udp_payload: int = measure.UDP_PAYLOAD,
     network: str | None = None,
     family: Family = 4,
 ) -> float:
     """Received payload bit/s ``source -> dest`` with iperf3 (server in dest's namespace).
 
-    TCP by default; with ``udp_offered`` (bit/s) a UDP stream of 1,400-byte datagrams.
-    ``seconds`` defaults to the configured ``check_rate_seconds``.
+    TCP by default; with ``udp_offered`` (bit/s) a UDP stream of ``udp_payload``-byte
+    datagrams. ``seconds`` defaults to the configured ``check_rate_seconds``.
     """
     server_ip = _peer_ip(lab, source, dest, network, family)
     config = lab.config.shaping
     seconds = config.check_rate_seconds if seconds is None else seconds
     args = ["-t", str(seconds), "-O", "1"]
     if udp_offered is not None:
-        args += ["-u", "-b", str(udp_offered), "-l", str(measure.UDP_PAYLOAD)]
+        args += ["-u", "-b", str(udp_offered), "-l", str(udp_payload)]
     result = run_iperf3(
         lab,
         server=dest,
@@ -362,5 +390,17 @@ def _rate_row(
         goodput = measure_rate(lab, source, dest, network=network, family=family)
         return measure.check_rate(requested=spec.rate, goodput=goodput)
     offered = int(spec.rate * UDP_OVEROFFER)
-    received = measure_rate(lab, source, dest, udp_offered=offered, network=network, family=family)
-    return measure.check_rate_udp(requested=spec.rate, received=received, forward=spec)
+    mtu = path_mtu(lab, source, _peer_ip(lab, source, dest, network, family), family=family)
+    payload = measure.udp_payload(mtu, family)
+    received = measure_rate(
+        lab,
+        source,
+        dest,
+        udp_offered=offered,
+        udp_payload=payload,
+        network=network,
+        family=family,
+    )
+    return measure.check_rate_udp(
+        requested=spec.rate, received=received, forward=spec, payload=payload, family=family
+    )

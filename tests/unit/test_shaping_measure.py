@@ -36,6 +36,8 @@ from lab.shaping.measure import (
     round_trip_loss,
     sample_quantile,
     self_check_band,
+    udp_payload,
+    udp_payload_per_wire,
 )
 from lab.shaping.spec import spec_from_options
 from socketlab.shaper.icmp import checksum, echo_request, parse_echo_reply
@@ -172,6 +174,40 @@ def test_check_rate_udp_expects_the_rate_less_the_loss() -> None:
     assert check_rate_udp(requested=20_000_000, received=received, forward=lossy).ok
     assert not check_rate_udp(requested=20_000_000, received=30e6, forward=lossy).ok
     assert not check_rate_udp(requested=20_000_000, received=5e6, forward=lossy).ok
+
+
+@pytest.mark.parametrize(
+    ("mtu", "family", "payload"),
+    [
+        pytest.param(None, 4, 1400, id="unknown"),
+        pytest.param(1500, 4, 1400, id="ethernet"),
+        pytest.param(1500, 6, 1400, id="ethernet-v6"),
+        pytest.param(1420, 4, 1392, id="wireguard"),
+        pytest.param(1280, 4, 1252, id="small-v4"),
+        pytest.param(1280, 6, 1232, id="ipv6-minimum"),
+    ],
+)
+def test_a_rate_probe_fits_the_path_in_one_datagram(
+    mtu: int | None, family: int, payload: int
+) -> None:
+    assert udp_payload(mtu, family) == payload  # type: ignore[arg-type]
+
+
+def test_a_path_too_small_for_udp_is_one_clear_error() -> None:
+    with pytest.raises(ShapingError, match="MTU of 20 bytes leaves no room"):
+        udp_payload(20, 4)
+
+
+def test_a_small_mtu_rate_check_counts_the_headers_of_its_own_datagrams() -> None:
+    lossy = spec_from_options({"rate": "20mbit", "loss": "5%"})
+    assert udp_payload_per_wire(1232, 6) == 1232 / (1232 + 8 + 40 + 14)
+    received = 20e6 * 0.95 * udp_payload_per_wire(1232, 6)
+    row = check_rate_udp(
+        requested=20_000_000, received=received, forward=lossy, payload=1232, family=6
+    )
+    assert row.ok
+    assert row.measured == "19.00Mbit/s"  # the rate less the 5 % lost
+    assert "1232-byte datagrams: the path's MTU" in row.note
 
 
 def test_rate_is_not_checked_with_tcp_through_loss() -> None:

@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 
 from lab.interface import ExecResult
-from lab.shaping import SelfCheckFailed, ShapingError, heal, isolate, partition, shape
+from lab.shaping import (
+    SelfCheckFailed,
+    ShapingError,
+    heal,
+    isolate,
+    partition,
+    selfcheck,
+    shape,
+)
 from lab.shaping.builders import LABEL_SPEC, Engine, RulesInForce
 from lab.shaping.helpers import SHAPER_ROLE, SHAPER_STARTED
 from lab.shaping.measure import parse_probe
@@ -435,3 +443,37 @@ def test_status_reads_the_rules_in_force_back_as_groups() -> None:
     }
     groups = partition_groups(rules, names)
     assert [g.describe() for g in groups] == ["client, rss-poller <-> server"]
+
+
+# --------------------------------------------------------------------------- rate probes
+
+
+@pytest.mark.parametrize(
+    ("answer", "payload"),
+    [
+        pytest.param("1280\n", "1252", id="small-mtu"),
+        pytest.param("1500\n", "1400", id="ethernet"),
+        pytest.param("", "1400", id="unreadable"),
+    ],
+)
+def test_a_udp_rate_check_sends_datagrams_that_fit_the_path(
+    fake_lab: Any, answer: str, payload: str
+) -> None:
+    runs: list[list[str]] = []
+
+    def commands(lab: Any, service: str, argv: list[str]) -> ExecResult:
+        runs.append(argv)
+        if argv[:2] == ["python3", "-c"]:  # the path MTU probe, in the client's namespace
+            assert argv[-2:] == [lab.ip("server"), "4"]
+            return ExecResult(exit_code=0, stdout=answer, stderr="")
+        report = {"end": {"sum_received": {"bits_per_second": 19e6 * 0.95}}}
+        return ExecResult(exit_code=0, stdout=json.dumps(report), stderr="")
+
+    fake_lab.commands = commands
+    fake_lab.queue_helper(stdout="Server listening on 5201\n")
+    spec = resolve_spec(options={"rate": "20mbit", "loss": "5%"})
+    row = selfcheck._rate_row(fake_lab, "client", "server", spec, None, network=None, family=4)
+    (iperf,) = [argv for argv in runs if "iperf3" in argv]
+    assert iperf[iperf.index("-l") + 1] == payload
+    assert row.metric == "rate"
+    assert ("-byte datagrams" in row.note) == (payload != "1400")
