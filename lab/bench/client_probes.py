@@ -35,31 +35,14 @@ print(json.dumps({"bytes": size, "seconds": time.perf_counter() - started,
 
 
 # Write ``size`` bytes in 1 MiB blocks, then fsync: what the disk at the destination takes.
-# "behind", as fetch's writer does (socketlab.files._write_behind): after each chunk
-# (fetch's CHUNK_SIZE), start writing it out (sync_file_range), wait for the chunk
-# before and drop it from the page cache; DONTNEED alone where libc has no
-# sync_file_range.
+# "behind": after each chunk (fetch's CHUNK_SIZE), socketlab.files.write_behind, the
+# call fetch's writer makes: the chunk goes to the disk now, the one before is waited
+# for and dropped from the page cache.
 _WRITE_PROBE: Final = """
-import ctypes, json, os, sys, time
+import json, os, sys, time
+from socketlab.files import write_behind
 size, path, behind, chunk = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "behind", int(sys.argv[4])
 block = memoryview(os.urandom(1 << 20))
-try:
-    sync = ctypes.CDLL(None, use_errno=True).sync_file_range
-    sync.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-except (OSError, AttributeError):
-    sync = None
-def sync_range(fd, offset, length, flags):
-    if sync(fd, offset, length, flags) != 0:
-        raise OSError(ctypes.get_errno(), "sync_file_range")
-def write_behind(fd, previous, position, count):
-    if sync is None:
-        os.posix_fadvise(fd, position, count, os.POSIX_FADV_DONTNEED)
-    else:
-        sync_range(fd, position, count, 2)
-    if previous < position:
-        if sync is not None:
-            sync_range(fd, previous, position - previous, 7)
-        os.posix_fadvise(fd, previous, position - previous, os.POSIX_FADV_DONTNEED)
 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 try:
     started = time.perf_counter()

@@ -335,7 +335,7 @@ class PartialDownload:
                 try:
                     _write_all(fd, memoryview(buffer)[:count])
                     if self.write_behind:
-                        _write_behind(fd, previous, position, count)
+                        write_behind(fd, previous, position, count)
                     previous, position = position, position + count
                 except OSError as exc:
                     self._writer_error = exc  # reported to the caller by _check_writer
@@ -422,8 +422,9 @@ def sync_file_range() -> SyncFileRange | None:
     return call
 
 
-def _write_behind(fd: int, previous: int, position: int, count: int) -> None:
-    """Keep a streaming write's page cache to about two chunks.
+def write_behind(fd: int, previous: int, position: int, count: int) -> None:
+    """Keep a streaming write's page cache to about two chunks (fetch's writer and the
+    bench's write-behind probe call it after each chunk).
 
     The chunk just written (``position``, ``count``) goes to the disk now; the one
     before (``previous`` up to ``position``), started a chunk ago, is waited for

@@ -5,7 +5,6 @@ best-of-N round-robin (bench_runner)."""
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import io
 import json
@@ -143,31 +142,26 @@ def test_write_probe_writes_fsyncs_and_removes_its_file(tmp_path: Path, mode: st
 def test_the_write_behind_probe_does_what_fetchs_writer_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The probe's write-behind and fetch's writer (socketlab.files) ask the kernel for
-    the same ranges with the same flags, so the disk figure is the writer's own."""
+    """The probe and fetch's writer ask the kernel for the same ranges, with the same
+    flags, at the same points, so the disk figure is the writer's own."""
     chunk = files.CHUNK_SIZE
     size = 2 * chunk + 2**20 + 7
     calls: list[tuple[str, int, int, int]] = []
 
-    def sync(fd: int, offset: int, length: int, flags: int) -> int:
+    def sync(fd: int, offset: int, length: int, flags: int) -> None:
         calls.append(("sync", offset, length, flags))
-        return 0
 
     def fadvise(fd: int, offset: int, length: int, what: int) -> None:
         calls.append(("fadvise", offset, length, what))
 
-    class Libc:
-        sync_file_range = staticmethod(sync)
-
     monkeypatch.setattr(os, "posix_fadvise", fadvise)
-    monkeypatch.setattr(ctypes, "CDLL", lambda name, use_errno=False: Libc())
+    monkeypatch.setattr(files, "sync_file_range", lambda: sync)
     target = str(tmp_path / "probe.bin")
     monkeypatch.setattr(sys, "argv", ["probe", str(size), target, "behind", str(chunk)])
     exec(compile(client_probes._WRITE_PROBE, "probe", "exec"), {"__name__": "__main__"})  # noqa: S102
     assert json.loads(capsys.readouterr().out)["bytes"] == size
     probe, calls[:] = list(calls), []
 
-    monkeypatch.setattr(files, "sync_file_range", lambda: lambda *args: sync(*args) and None)
     download = files.PartialDownload(tmp_path, "f.bin", writer_depth=2, write_behind=True)
     download.open(offset=0)
     source = io.BytesIO(bytes(size))
