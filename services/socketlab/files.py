@@ -401,6 +401,11 @@ SYNC_FILE_RANGE_WAIT_ALL: Final = (
 )
 
 SyncFileRange = Callable[[int, int, int, int], None]
+# sync_file_range refused, not failed: a seccomp profile or a file system without it.
+# Writeback is only a hint, so these fall back to DONTNEED; what the disk says stays fatal.
+HINT_REFUSED: Final = frozenset(
+    {errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.ESPIPE, errno.EOPNOTSUPP}
+)
 
 
 @functools.cache
@@ -434,12 +439,18 @@ def write_behind(fd: int, previous: int, position: int, count: int) -> None:
     from run to run. On tmpfs both calls do nothing.
     """
     sync = sync_file_range()
+    if sync is not None:
+        try:
+            sync(fd, position, count, SYNC_FILE_RANGE_WRITE)
+        except OSError as exc:
+            if exc.errno not in HINT_REFUSED:
+                raise
+            sync = None
     if sync is None:  # no sync_file_range: DONTNEED starts writeback (Linux), drops clean
         os.posix_fadvise(fd, position, count, os.POSIX_FADV_DONTNEED)
         if previous < position:
             os.posix_fadvise(fd, previous, position - previous, os.POSIX_FADV_DONTNEED)
         return
-    sync(fd, position, count, SYNC_FILE_RANGE_WRITE)
     if previous < position:
         sync(fd, previous, position - previous, SYNC_FILE_RANGE_WAIT_ALL)
         os.posix_fadvise(fd, previous, position - previous, os.POSIX_FADV_DONTNEED)

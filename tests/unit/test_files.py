@@ -349,6 +349,28 @@ def test_without_sync_file_range_write_behind_falls_back_to_dontneed(
     assert (tmp_path / "f.bin").read_bytes() == data
 
 
+@pytest.mark.parametrize("code", [errno.EPERM, errno.ENOSYS, errno.EINVAL])
+def test_a_refused_sync_file_range_falls_back_to_dontneed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    calls: list[tuple[Any, ...]] = []
+
+    def refused(fd: int, offset: int, length: int, flags: int) -> None:
+        raise OSError(code, os.strerror(code))  # a seccomp profile, a file system without it
+
+    monkeypatch.setattr(files, "sync_file_range", lambda: refused)
+    _record_fadvise(monkeypatch, calls)
+    data = _write_resumed_in_chunks(tmp_path)  # the download completes, verified
+    assert [c[1:3] for c in calls] == [
+        (1000, 4000),
+        (5000, 4000),
+        (1000, 4000),
+        (9000, 1000),
+        (5000, 4000),
+    ]
+    assert (tmp_path / "f.bin").read_bytes() == data
+
+
 def test_a_writeback_error_stops_the_download_and_keeps_no_final_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
