@@ -12,7 +12,9 @@
 
 The first six (iperf3 TCP to fetch; write+fsync counts twice, plain and write-behind)
 run ``repeat`` times round-robin and keep their best try; the rest run once. The
-destination (``--dest``, :mod:`lab.bench.storage`) is checked once, before the first.
+destination (``--dest``, :mod:`lab.bench.storage`) is checked once, before the first,
+and so is the server's memory: a warning in the report when its limit cannot keep the
+bench file in its page cache.
 Shaped conditions shape both links the measurements cross (server -> client
 and client -> udp-listener) and remove that shaping afterwards. Each condition
 records the TCP congestion control each end's connections used.

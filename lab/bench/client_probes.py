@@ -40,7 +40,11 @@ print(json.dumps({"bytes": size, "seconds": time.perf_counter() - started,
 # for and dropped from the page cache.
 _WRITE_PROBE: Final = """
 import json, os, sys, time
-from socketlab.files import write_behind
+try:
+    from socketlab.files import write_behind
+except ImportError:
+    sys.exit("the client's image predates this controller (no socketlab.files.write_behind): "
+             "run lab down, then lab up, to rebuild it")
 size, path, behind, chunk = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "behind", int(sys.argv[4])
 block = memoryview(os.urandom(1 << 20))
 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

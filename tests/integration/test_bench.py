@@ -182,7 +182,7 @@ def test_bench_quick_writes_every_figure(lab: Lab, tmp_path: Path, dest: str) ->
 def test_a_fetch_to_a_bench_dest_reads_back_identical(lab: Lab, path: str) -> None:
     """fetch's writer drops what it wrote from the page cache (write-behind): the file
     read back from the destination, not only the hash of what arrived, must match."""
-    size = 48 * 2**20 + 5  # several of the writer's 4 MiB buffers, and a ragged end
+    size = 48 * 2**20 + 5  # many of the writer's 2 MiB buffers, and a ragged end
     name, digest = ensure_bench_file(lab, size)
     folder = f"{path}/socketlab-readback-{uuid.uuid4().hex[:8]}"
     try:

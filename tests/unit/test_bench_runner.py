@@ -178,6 +178,27 @@ def test_the_write_behind_probe_does_what_fetchs_writer_does(
     ]
 
 
+def test_the_write_probe_on_an_older_client_image_says_to_rebuild_it(tmp_path: Path) -> None:
+    old = tmp_path / "old-image" / "socketlab"  # a socketlab without write_behind
+    old.mkdir(parents=True)
+    (old / "__init__.py").write_text("")
+    (old / "files.py").write_text("def _write_behind(*args): pass\n")
+    argv = [str(9 * 2**20), str(tmp_path / "probe.bin"), "behind", "4096"]
+    done = subprocess.run(
+        [sys.executable, "-c", client_probes._WRITE_PROBE, *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(old.parent)},
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "the client's image predates this controller (no socketlab.files.write_behind): "
+        "run lab down, then lab up, to rebuild it"
+    ]
+    assert not (tmp_path / "probe.bin").exists()
+
+
 def test_write_probe_refuses_an_existing_file(tmp_path: Path) -> None:
     target = tmp_path / "probe.bin"
     target.write_bytes(b"keep")
@@ -301,6 +322,40 @@ def test_the_server_is_warned_about_when_it_cannot_cache_the_file(
         )
     else:
         assert warning is None
+
+
+def test_a_server_that_cannot_cache_the_file_is_a_warning_in_the_report(
+    fake_lab: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def answer(lab: Any, service: str, argv: list[str]) -> ExecResult:
+        limit = 512 * 2**20 if service == "server" else None
+        info = {"fs": "ext4", "free": 1 << 40, "writable": True, "memory_limit": limit}
+        return ExecResult(exit_code=0, stdout=json.dumps(info) + "\n", stderr="")
+
+    fake_lab.commands = answer
+    monkeypatch.setattr(bench_runner, "refuse_foreign_shaping", lambda lab: None)
+    monkeypatch.setattr(bench_runner, "bench_files", lambda *args, **kwargs: None)
+    monkeypatch.setattr(bench_runner, "versions", lambda *args, **kwargs: {})
+    ran: list[str] = []
+
+    def condition(lab: Any, spec: LinkSpec, options: Any, **kwargs: Any) -> Any:
+        ran.append(spec.describe())
+        return bench_runner.BenchRun(
+            condition=bench_runner.Condition(
+                spec=spec.describe(), dest=options.dest, engine="none"
+            ),
+            measurements=(),
+        )
+
+    monkeypatch.setattr(bench_runner, "bench_condition", condition)
+    said: list[str] = []
+    options = dataclasses.replace(BenchOptions.full(), conditions=(LinkSpec(),))
+    report = bench_runner.run_bench(fake_lab, options, progress=said.append)
+    (warning,) = report.warnings
+    assert warning.startswith("the server's memory limit of 512 MiB cannot keep the 2048 MiB")
+    assert f"warning: {warning}" in said
+    assert ran  # the bench went on: a warning, not a refusal
+    assert [service for service, _ in fake_lab.execs] == ["client", "server"]
 
 
 def test_the_idle_lab_is_measured_before_anything_of_the_bench_runs(fake_lab: Any) -> None:

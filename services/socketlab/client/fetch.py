@@ -28,7 +28,7 @@ from socketlab.protocol.messages import response_result
 # hasher reads each buffer just after the receiver filled it on the other core;
 # measured on 2 GiB, SHA-256 keeps its one-core rate (~1.1 s of CPU) while the
 # ring fits in cache (<= 16 MiB), and loses 40 % of it at 24-32 MiB (the old 4 MiB
-# x 8): fetch went from 8.4-9.1 to 11.8-13.4 Gbit/s.
+# x 8): by hand, fetch went from 8.4-9.1 to 11.8-13.4 Gbit/s.
 WRITER_DEPTH: Final = 6
 PACED_READ: Final = 64 * 1024  # smallest read of a paced fetch; it reads ~1/20 s at a time
 
