@@ -8,6 +8,7 @@ Timeouts and probe counts come from :class:`lab.config.ShapingConfig`.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Sequence
 
@@ -109,12 +110,17 @@ with socket.socket(inet, socket.SOCK_DGRAM) as probe:
 """
 
 
+PATH_MTU_SECONDS = 10.0  # the probe itself, once its helper runs: one socket, one syscall
+
+
 def path_mtu(lab: Lab, source: str, address: str, *, family: Family = 4) -> int | None:
-    """The MTU of ``source``'s path to ``address`` (None if it could not be read)."""
+    """The MTU of ``source``'s path to ``address``, read in ``source``'s namespace; None
+    when the probe ran but said nothing usable (a helper that cannot run raises, as
+    ``netkit_run`` does)."""
     result = lab.netkit_run(
         source,
         ["python3", "-c", _PATH_MTU_PROBE, address, str(family)],
-        timeout=lab.config.shaping.helper_ready_timeout + 10,
+        timeout=lab.config.shaping.helper_ready_timeout + PATH_MTU_SECONDS,
     )
     text = result.stdout.strip()
     if result.exit_code != 0 or not text.isdigit():
@@ -401,6 +407,11 @@ def _rate_row(
         network=network,
         family=family,
     )
-    return measure.check_rate_udp(
+    row = measure.check_rate_udp(
         requested=spec.rate, received=received, forward=spec, payload=payload, family=family
     )
+    if mtu is None:  # said, since a fragmenting path would read the rate low
+        return dataclasses.replace(
+            row, note=f"{row.note}; path MTU unknown, sent {payload}-byte datagrams"
+        )
+    return row

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -475,5 +477,24 @@ def test_a_udp_rate_check_sends_datagrams_that_fit_the_path(
     row = selfcheck._rate_row(fake_lab, "client", "server", spec, None, network=None, family=4)
     (iperf,) = [argv for argv in runs if "iperf3" in argv]
     assert iperf[iperf.index("-l") + 1] == payload
+    probes = [(service, argv[:2]) for service, argv, _ in fake_lab.netkit_runs if "-c" in argv]
+    assert ("client", ("python3", "-c")) in probes  # the MTU as the sender's namespace has it
     assert row.metric == "rate"
-    assert ("-byte datagrams" in row.note) == (payload != "1400")
+    assert ("-byte datagrams: the path's MTU" in row.note) == (payload != "1400")
+    assert ("path MTU unknown, sent 1400-byte datagrams" in row.note) == (answer == "")
+
+
+@pytest.mark.parametrize(
+    ("address", "family"), [pytest.param("127.0.0.1", 4, id="v4"), pytest.param("::1", 6, id="v6")]
+)
+def test_the_path_mtu_probe_reads_the_kernels_figure(address: str, family: int) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", selfcheck._PATH_MTU_PROBE, address, str(family)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    loopback = int(Path("/sys/class/net/lo/mtu").read_text())
+    # IPv4's IP_MTU is capped at the largest IP packet; IPv6 reports the device's.
+    assert int(done.stdout) == (min(loopback, 65535) if family == 4 else loopback)
