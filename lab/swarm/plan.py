@@ -20,6 +20,10 @@ Engine 20.10.24 with CLIs 20.10 and 28; :data:`IGNORED` carries the notes
   health at the end.
 * ``restart`` becomes ``deploy.restart_policy`` (``no``, Compose's default, is
   ``condition: none``: a task that exits stays down, as a container would).
+  ``on-failure`` on a service with a healthcheck becomes ``condition: any``,
+  with a note: Swarm ends a task that turns unhealthy with SIGTERM, and one that
+  then exits 0 (the lab's services, most servers) is "complete", which
+  ``on-failure`` never replaces (measured on 20.10: the slot stayed empty).
 * ``security_opt`` (``no-new-privileges``) has no field in a 20.10 service
   spec: left out, with a note. Our services also drop every capability,
   which empties the bounding set, so a setuid binary still gains none.
@@ -50,7 +54,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from lab.helpers import PROJECT_LABEL
 from lab.overlay import NETKIT_LABEL
@@ -342,6 +346,24 @@ def _bind_sources(mounts: Iterable[Any]) -> list[str]:
     return sources
 
 
+UNHEALTHY_ON_FAILURE: Final = (
+    "restart: on-failure with a healthcheck became condition any (Swarm stops an "
+    "unhealthy task with SIGTERM, and on-failure would not replace one that then exits 0)"
+)
+
+
+def has_healthcheck(value: Any) -> bool:
+    """Whether Compose's normalised ``healthcheck`` runs a check (not absent, disabled, NONE)."""
+    if not isinstance(value, Mapping) or value.get("disable"):
+        return False
+    test = value.get("test")
+    if isinstance(test, str):
+        return bool(test.strip())
+    if isinstance(test, list | tuple) and test:
+        return str(test[0]).upper() != "NONE"
+    return False
+
+
 def _healthcheck(value: Any, where: str) -> dict[str, Any]:
     check = _mapping(value, where)
     return {k: v for k, v in check.items() if k in HEALTHCHECK_KEYS and v is not None}
@@ -396,7 +418,11 @@ def _deploy(
         notes.append(("endpoint_mode: vip became dnsrr (shaping matches task addresses)", name))
     deploy["endpoint_mode"] = "dnsrr"
     if "restart_policy" not in deploy:
-        deploy["restart_policy"] = restart_policy(raw.get("restart"))
+        policy = restart_policy(raw.get("restart"))
+        if policy["condition"] == "on-failure" and has_healthcheck(raw.get("healthcheck")):
+            policy["condition"] = "any"
+            notes.append((UNHEALTHY_ON_FAILURE, name))
+        deploy["restart_policy"] = policy
     if placement is not None:
         deploy["placement"] = placement.deploy_entry()
     labels = _pairs(deploy.get("labels"), f"service {name}: deploy.labels")

@@ -11,6 +11,12 @@ the lab: its current task (desired state ``running``), else its latest one,
 so a task that ended or was rejected stays visible with Swarm's reason.
 Swarm keeps a task with a healthcheck in ``starting`` until its first passing
 check, and ends it when it turns unhealthy: ``running`` is therefore healthy.
+A slot's earlier tasks that ended on their own (an exit, 0 or not; a
+healthcheck that turned unhealthy, which Swarm stops with SIGTERM; a
+rejection) are its restarts, as Docker's ``RestartCount`` is a container's:
+Swarm replaced each one. Tasks Swarm shut down itself (a service update) are
+not. It counts the tasks the manager still keeps (5 per slot unless
+``docker swarm update --task-history-limit`` says).
 
 :func:`not_started` is what ``lab up`` waits for after the last wave, as
 ``compose up`` returns once every container runs: ``lab up`` sets routes and
@@ -28,6 +34,7 @@ from lab.topology import ContainerFacts, EndpointFacts, Instance, ProjectModel
 
 WAITING_STATES = frozenset({"new", "pending", "assigned", "accepted", "ready", "preparing"})
 FAILED_STATES = frozenset({"failed", "rejected", "orphaned"})
+ENDED_STATES = FAILED_STATES | {"complete"}  # ended on its own, not shut down by Swarm
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +75,10 @@ def _order(task: Mapping[str, Any]) -> tuple[int, int, str]:
     return (1 if task.get("DesiredState") == "running" else 0, index, str(task.get("CreatedAt")))
 
 
+def _slot(task: Mapping[str, Any]) -> str:
+    return str(task.get("Slot") or task.get("NodeID") or "")
+
+
 def current_tasks(
     tasks: Sequence[Mapping[str, Any]], service: StackService
 ) -> list[tuple[int, Mapping[str, Any]]]:
@@ -75,7 +86,7 @@ def current_tasks(
     mine = [t for t in tasks if t.get("ServiceID") == service.id]
     by_slot: dict[str, Mapping[str, Any]] = {}
     for task in mine:
-        key = str(task.get("Slot") or task.get("NodeID") or "")
+        key = _slot(task)
         if service.replicas is not None and int(task.get("Slot") or 0) > service.replicas:
             continue  # a slot scaled away
         kept = by_slot.get(key)
@@ -87,6 +98,20 @@ def current_tasks(
         ordered = sorted(by_slot.items())
         numbered = [(index + 1, task) for index, (_, task) in enumerate(ordered)]
     return sorted(numbered, key=lambda pair: pair[0])
+
+
+def replaced_tasks(tasks: Sequence[Mapping[str, Any]], current: Mapping[str, Any]) -> int:
+    """How many earlier tasks of ``current``'s slot ended on their own: the times Swarm
+    replaced one (an unhealthy task Swarm stopped counts, whatever it exited with)."""
+    return sum(
+        1
+        for task in tasks
+        if task.get("ServiceID") == current.get("ServiceID")
+        and _slot(task) == _slot(current)
+        and task.get("ID") != current.get("ID")
+        and str((task.get("Status") or {}).get("State") or "") in ENDED_STATES
+        and _order(task) < _order(current)
+    )
 
 
 def _endpoints(task: Mapping[str, Any]) -> dict[str, EndpointFacts]:
@@ -138,8 +163,10 @@ def task_facts(
     project: str,
     nodes: Mapping[str, str],
     healthcheck: bool,
+    restarts: int = 0,
 ) -> ContainerFacts:
-    """One task -> the :class:`~lab.topology.ContainerFacts` of its container."""
+    """One task -> the :class:`~lab.topology.ContainerFacts` of its container
+    (``restarts``: its slot's earlier tasks that ended, :func:`replaced_tasks`)."""
     status = task.get("Status") or {}
     container = status.get("ContainerStatus") or {}
     spec = (task.get("Spec") or {}).get("ContainerSpec") or {}
@@ -160,6 +187,7 @@ def task_facts(
         endpoints=_endpoints(task),
         node=nodes.get(node_id, node_id),
         problem=task_problem(task),
+        restarts=restarts,
     )
 
 
@@ -186,6 +214,7 @@ def stack_facts(
                     project=model.project,
                     nodes=nodes,
                     healthcheck=spec.healthcheck,
+                    restarts=replaced_tasks(tasks, task),
                 )
             )
     return facts

@@ -3,7 +3,8 @@ own dockerd): client, server and udp-listener on three different nodes, traffic 
 the overlay (VXLAN seen between the nodes), the scenarios a user runs (hello, the image
 fetch verified by SHA-256, udp-basic, the shaped large-file, a partition), a shaping
 self-check on the overlay, the bad inputs (no Swarm, a node unreachable for helpers, a
-service that cannot be placed), and ``lab down`` leaving nothing labelled on any node.
+service that cannot be placed), a task that turns unhealthy replaced by Swarm and
+counted as a restart, and ``lab down`` leaving nothing labelled on any node.
 
 CI runs this module on its own (``.ci/run``, JUnit suite ``swarm``); the tests run in
 file order, ``lab down`` last.
@@ -26,6 +27,7 @@ from lab.cli import main
 from lab.congestion import congestion_in_use
 from lab.credentials import SECRET_VOLUMES, SECRETS_MOUNT, SERVICE_UID
 from lab.swarm.distribution import has_registry_host
+from lab.waiting import wait_for
 
 SCENARIOS = ("hello", "image", "udp-basic", "large-file", "timeouts")
 LAB_NETWORK_MTU = 1450  # VXLAN's 50 bytes off the nodes' 1500
@@ -252,6 +254,74 @@ def test_a_service_that_cannot_be_placed_is_named_with_swarms_error(
         ) in err
     finally:
         assert main(["-p", project, "-f", str(compose), "down"]) == 0
+
+
+def poller_task(manager: Any, service_id: str, accept: Any) -> dict[str, Any] | None:
+    """The poller's running task, once ``accept(task)`` says it is the one awaited."""
+    for task in manager.api.tasks(filters={"service": service_id}):
+        running = (task.get("Status") or {}).get("State") == "running"
+        if running and task.get("DesiredState") == "running" and accept(task):
+            return dict(task)
+    return None
+
+
+def test_a_task_that_turns_unhealthy_is_replaced_and_counted_as_a_restart(
+    swarm_lab: Lab, cluster: Cluster
+) -> None:
+    # restart: on-failure with a healthcheck became condition any in the stack. Swarm
+    # stops a task whose healthcheck turns unhealthy with SIGTERM and, whatever it
+    # exits with, starts another in its slot: lab status counts it as a restart, as
+    # Docker's RestartCount would.
+    manager = cluster.client(cluster.manager)
+    service = manager.services.get(f"{swarm_lab.project}_rss-poller")
+    check = service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Healthcheck"]
+    # the compose file's 12 retries 5 s apart would take a minute: 2, 1 s apart. This
+    # update replaces the task too, but as shut down, not failed: no restart.
+    fast = check | {"Interval": 10**9, "Retries": 2, "StartPeriod": 0}
+    manager.api.update_service(
+        service.id,
+        service.version,
+        task_template={"ContainerSpec": {"Healthcheck": fast}},
+        fetch_current_spec=True,
+    )
+
+    def updated(task: dict[str, Any]) -> bool:
+        return bool(task["Spec"]["ContainerSpec"].get("Healthcheck", {}).get("Retries") == 2)
+
+    first = wait_for(
+        lambda: poller_task(manager, service.id, updated), timeout=90, what="the updated poller"
+    )
+    assert swarm_lab.topology().one("rss-poller").restarts == 0
+    hostname = manager.nodes.get(first["NodeID"]).attrs["Description"]["Hostname"]
+    container = node_client(cluster, hostname).containers.get(
+        first["Status"]["ContainerStatus"]["ContainerID"]
+    )
+    # The poller keeps running, but its heartbeat can no longer be touched: root (with
+    # no capabilities, as the task's bounding set is empty) owns Swarm's tmpfs and puts
+    # a stale directory of its own in the heartbeat's place.
+    heartbeat = "/run/socketlab/heartbeat"
+    broke = container.exec_run(
+        ["sh", "-c", f"rm -f {heartbeat} && mkdir {heartbeat} && touch -d @1 {heartbeat}"],
+        user="0",
+    )
+    assert broke.exit_code == 0, broke.output
+    started = time.monotonic()
+    second = wait_for(
+        lambda: poller_task(manager, service.id, lambda t: t["ID"] != first["ID"]),
+        timeout=90,
+        what="Swarm to replace the unhealthy poller",
+    )
+    FIGURES["unhealthy poller replaced"] = f"{time.monotonic() - started:.1f} s"
+    assert second["Slot"] == first["Slot"]
+    # Swarm stopped it as unhealthy, and it exited 0 on the SIGTERM: "complete", the
+    # state on-failure never replaces (the slot stayed empty before the plan said any)
+    container.reload()
+    assert container.attrs["State"]["Health"]["Status"] == "unhealthy"
+    ended = manager.api.inspect_task(first["ID"])["Status"]
+    assert (ended["State"], ended["ContainerStatus"]["ExitCode"]) == ("complete", 0), ended
+    poller = swarm_lab.topology().one("rss-poller")
+    assert (poller.state, poller.health, poller.restarts) == ("running", "healthy", 1)
+    assert poller.container_id == second["Status"]["ContainerStatus"]["ContainerID"]
 
 
 def test_lab_down_leaves_nothing_labelled_on_any_node(swarm_lab: Lab, cluster: Cluster) -> None:

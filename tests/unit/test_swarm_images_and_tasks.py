@@ -278,6 +278,40 @@ def test_each_slot_is_its_current_task_not_its_history() -> None:
     assert (server.state, server.problem) == ("exited", "failed: task: non-zero exit (1)")
 
 
+def test_a_slots_earlier_failed_tasks_are_its_restarts() -> None:
+    tasks = RECORDED["h19exp.tasks"]
+    services = {s.name: s.id for s in stack_services(RECORDED["h19exp.services"], project="h19exp")}
+    server = next(t for t in tasks if t["ServiceID"] == services["server"])
+    client = next(t for t in tasks if t["ServiceID"] == services["client"] and t["Slot"] == 1)
+
+    def earlier(base: dict[str, Any], name: str, state: str, index: int) -> dict[str, Any]:
+        return with_task(
+            base, ID=name, DesiredState="shutdown", Status__State=state, Version__Index=index
+        )
+
+    history = [
+        earlier(server, "crashed", "failed", 2),  # a non-zero exit
+        earlier(server, "unhealthy", "complete", 4),  # stopped as unhealthy, exited 0
+        earlier(server, "rejected", "rejected", 1),  # its image was missing on the node
+        earlier(server, "updated", "shutdown", 3),  # replaced by a service update: no restart
+        earlier(client, "client-exit", "failed", 1),
+    ]
+    topology = recorded_topology([*history, *tasks])
+    restarts = {i.name: i.restarts for i in topology.instances}
+    assert restarts == {
+        "server": 3,
+        "udp-listener": 0,
+        "client.1": 1,
+        "client.2": 0,
+        "rss-poller": 0,
+    }
+    # a slot whose latest task failed shows that task, and only the earlier ones as restarts
+    down = [with_task(server, ID="latest", DesiredState="shutdown", Status__State="failed")]
+    others = [t for t in tasks if t is not server]
+    shown = recorded_topology([*down, *history, *others]).one("server")
+    assert (shown.state, shown.restarts) == ("exited", 3)
+
+
 def test_a_slot_scaled_away_is_gone() -> None:
     services = stack_services(RECORDED["h19exp.services"], project="h19exp")
     client = next(s for s in services if s.name == "client")

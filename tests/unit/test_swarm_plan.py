@@ -21,6 +21,7 @@ from lab.swarm.plan import (
     IGNORED,
     dependency_waves,
     escape_dollars,
+    has_healthcheck,
     placed_services,
     restart_policy,
     stack_plan,
@@ -239,6 +240,50 @@ def test_dollars_are_escaped_so_stack_deploy_interpolates_nothing() -> None:
 )
 def test_restart_becomes_a_restart_policy(restart: str | None, policy: dict[str, Any]) -> None:
     assert restart_policy(restart) == policy
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_on_failure_with_a_healthcheck_restarts_any_exit(flavour: str) -> None:
+    # Swarm stops an unhealthy task with SIGTERM; one that exits 0 then is "complete",
+    # and on-failure left its slot empty (tests/swarm: the poller).
+    config = recorded("default", flavour)
+    services = config["services"]
+    for name in services:
+        services[name]["restart"] = "on-failure"
+    services["client"]["healthcheck"] = {"disable": True}
+    services["udp-listener"].pop("healthcheck")
+    services["rss-poller"]["restart"] = "on-failure:3"
+    plan = stack_plan(config, model=model_of(config))
+    conditions = {
+        name: service["deploy"]["restart_policy"]
+        for name, service in plan.document["services"].items()
+    }
+    assert conditions == {
+        "server": {"condition": "any"},
+        "udp-listener": {"condition": "on-failure"},
+        "client": {"condition": "on-failure"},
+        "rss-poller": {"condition": "any", "max_attempts": 3},
+    }
+    assert (
+        "restart (server, rss-poller): on-failure with a healthcheck became condition any "
+        "(Swarm stops an unhealthy task with SIGTERM, and on-failure would not replace one "
+        "that then exits 0)"
+    ) in plan.notes
+
+
+@pytest.mark.parametrize(
+    ("check", "runs"),
+    [
+        (None, False),
+        ({"disable": True, "test": ["CMD", "true"]}, False),
+        ({"test": ["NONE"]}, False),
+        ({"test": []}, False),
+        ({"test": ["CMD-SHELL", "true"]}, True),
+        ({"test": "true"}, True),
+    ],
+)
+def test_which_healthchecks_run(check: Any, runs: bool) -> None:
+    assert has_healthcheck(check) is runs
 
 
 def test_a_bad_restart_is_refused() -> None:
