@@ -47,7 +47,9 @@ DELAY_SLACK = 0.002
 RATE_TOLERANCE = 0.15
 # iperf3 reports TCP goodput; htb counts whole frames. With a 1500-byte MTU and
 # TCP timestamps a full segment carries 1448 payload bytes in a 1514-byte frame.
-GOODPUT_PER_WIRE = 1448 / 1514
+DEFAULT_MTU = 1500
+TCP_HEADER = 20
+TCP_TIMESTAMPS = 12
 # UDP probes of the rate carry this much payload, or less where the path's MTU is smaller:
 # a fragmented datagram is lost whenever any one of its fragments is, so on a lossy link
 # it would read the rate low. A frame adds UDP, IP and Ethernet headers.
@@ -55,7 +57,25 @@ UDP_PAYLOAD = 1400
 UDP_HEADER = 8
 IP_HEADER: dict[Family, int] = {4: 20, 6: 40}
 ETHERNET_HEADER = 14
-UDP_FRAME_BYTES = UDP_PAYLOAD + UDP_HEADER + IP_HEADER[4] + ETHERNET_HEADER
+
+
+def tcp_goodput_per_wire(mtu: int | None = None, family: Family = 4) -> float:
+    """Share of a full TCP segment's frame that is payload, on a path of ``mtu`` bytes
+    (None: unknown, :data:`DEFAULT_MTU`) over IPv``family``, timestamps on (Linux's default)."""
+    path = DEFAULT_MTU if mtu is None else mtu
+    segment = path - IP_HEADER[family] - TCP_HEADER - TCP_TIMESTAMPS
+    if segment < 1:
+        raise ShapingError(f"a path MTU of {path} bytes leaves no room for a TCP segment")
+    return segment / (path + ETHERNET_HEADER)
+
+
+def udp_frame_bytes(payload: int = UDP_PAYLOAD, family: Family = 4) -> int:
+    """The frame one ``payload``-byte datagram makes on the wire (what a packet queue holds)."""
+    return payload + UDP_HEADER + IP_HEADER[family] + ETHERNET_HEADER
+
+
+GOODPUT_PER_WIRE = tcp_goodput_per_wire()
+UDP_FRAME_BYTES = udp_frame_bytes()
 
 
 def udp_payload(mtu: int | None, family: Family = 4) -> int:
@@ -71,7 +91,7 @@ def udp_payload(mtu: int | None, family: Family = 4) -> int:
 
 def udp_payload_per_wire(payload: int = UDP_PAYLOAD, family: Family = 4) -> float:
     """Share of a probe's frame that is payload (what iperf3 counts of what htb counts)."""
-    return payload / (payload + UDP_HEADER + IP_HEADER[family] + ETHERNET_HEADER)
+    return payload / udp_frame_bytes(payload, family)
 
 
 UDP_PAYLOAD_PER_WIRE = udp_payload_per_wire()
@@ -303,15 +323,23 @@ def check_duplicates(*, expected: float, stats: PingStats) -> CheckRow:
     )
 
 
-def check_rate(*, requested: int, goodput: float) -> CheckRow:
-    """Wire rate (goodput scaled by header overhead) within 15 % of the requested rate."""
-    wire = goodput / GOODPUT_PER_WIRE
+def check_rate(
+    *, requested: int, goodput: float, mtu: int | None = DEFAULT_MTU, family: Family = 4
+) -> CheckRow:
+    """Wire rate (goodput scaled by the headers of full segments on a path of ``mtu``
+    bytes, None: unknown) within 15 % of the requested rate."""
+    wire = goodput / tcp_goodput_per_wire(mtu, family)
+    path = ""
+    if mtu is None:
+        path = f"; path MTU unknown, {DEFAULT_MTU} assumed"
+    elif mtu != DEFAULT_MTU:
+        path = f"; {mtu}-byte path MTU"
     return CheckRow(
         "rate",
         f"{requested / 1e6:g}Mbit/s",
         f"{wire / 1e6:.2f}Mbit/s",
         ok=abs(wire - requested) <= RATE_TOLERANCE * requested,
-        note=f"TCP goodput {goodput / 1e6:.2f}Mbit/s",
+        note=f"TCP goodput {goodput / 1e6:.2f}Mbit/s{path}",
     )
 
 

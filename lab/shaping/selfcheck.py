@@ -221,14 +221,15 @@ def measure_reorder(
     return measure.parse_arrivals(output)
 
 
-def load_plan(spec: LinkSpec) -> tuple[int, float]:
-    """(offered bit/s, seconds of load before probing) that fill ``spec``'s queue.
+def load_plan(spec: LinkSpec, *, frame_bytes: int = measure.UDP_FRAME_BYTES) -> tuple[int, float]:
+    """(offered bit/s, seconds of load before probing) that fill ``spec``'s queue with
+    ``frame_bytes`` frames.
 
     At least 30 % over the rate, and enough more that a full queue is reached
     in about :data:`LOAD_FILL_SECONDS`; never above :data:`MAX_OVEROFFER` times it.
     """
     assert spec.rate is not None  # noqa: S101 - only links with a rate have a queue
-    full = expected.queue_delay(spec, frame_bytes=measure.UDP_FRAME_BYTES) or 0.0
+    full = expected.queue_delay(spec, frame_bytes=frame_bytes) or 0.0
     queue_bits = full * spec.rate
     excess = max((UDP_OVEROFFER - 1.0) * spec.rate, queue_bits / LOAD_FILL_SECONDS)
     offered = min(spec.rate + excess, MAX_OVEROFFER * spec.rate)
@@ -245,13 +246,16 @@ def measure_loaded_rtt(
     count: int,
     network: str | None = None,
     family: Family = 4,
+    payload: int = measure.UDP_PAYLOAD,
 ) -> measure.PingStats:
-    """Echo probes ``source -> dest`` while UDP over-offered at ``spec``'s rate fills the queue."""
-    offered, warmup = load_plan(spec)
+    """Echo probes ``source -> dest`` while UDP over-offered at ``spec``'s rate fills the
+    queue, in ``payload``-byte datagrams (no more than one frame holds on the path)."""
+    offered, warmup = load_plan(spec, frame_bytes=measure.udp_frame_bytes(payload, family))
     peer = _peer_ip(lab, source, dest, network, family)
     argv = ["socketlab", "probe", peer, "--count", str(count),
             "--interval", f"{LOAD_PROBE_INTERVAL:g}", "--linger", "3",
-            "--load-rate", str(offered), "--load-warmup", f"{warmup:.3f}"]  # fmt: skip
+            "--load-rate", str(offered), "--load-warmup", f"{warmup:.3f}",
+            "--load-size", str(payload)]  # fmt: skip
     timeout = warmup + count * LOAD_PROBE_INTERVAL + 3 + 15.0
     result = lab.netkit_run(source, argv, timeout=timeout, net_admin=True)
     if not result.ok:
@@ -351,13 +355,30 @@ def self_check(
         rows.append(measure.check_duplicates(expected=expected_duplicates, stats=stats))
     if spec.reorder:
         rows.append(_reorder_row(lab, source, dest, spec, network=network, family=family))
-    if spec.rate is not None:
-        rows.append(_rate_row(lab, source, dest, spec, reverse, network=network, family=family))
-    if spec.queue_limit is not None and spec.rate is not None:
+    if spec.rate is None:
+        return rows
+    # Rate probes and load are sized to the path: a fragmented datagram is lost
+    # with any of its fragments, and a packet queue holds frames, not datagrams.
+    mtu = path_mtu(lab, source, _peer_ip(lab, source, dest, network, family), family=family)
+    rows.append(
+        _rate_row(lab, source, dest, spec, reverse, network=network, family=family, mtu=mtu)
+    )
+    if spec.queue_limit is not None:
+        payload = measure.udp_payload(mtu, family)
         loaded = measure_loaded_rtt(
-            lab, source, dest, spec, count=config.check_load_probes, network=network, family=family
+            lab,
+            source,
+            dest,
+            spec,
+            count=config.check_load_probes,
+            network=network,
+            family=family,
+            payload=payload,
         )
-        rows.append(measure.check_bufferbloat(idle=stats, loaded=loaded, spec=spec))
+        frame = measure.udp_frame_bytes(payload, family)
+        rows.append(
+            measure.check_bufferbloat(idle=stats, loaded=loaded, spec=spec, frame_bytes=frame)
+        )
     return rows
 
 
@@ -390,13 +411,15 @@ def _rate_row(
     *,
     network: str | None,
     family: Family,
+    mtu: int | None,
 ) -> CheckRow:
+    """The rate row: TCP goodput, or over-offered UDP through loss; ``mtu`` is the
+    path's (:func:`path_mtu`, None: unknown), which sizes datagrams and headers."""
     assert spec.rate is not None  # noqa: S101 - the caller checked
     if measure.rate_is_checkable(spec, reverse):
         goodput = measure_rate(lab, source, dest, network=network, family=family)
-        return measure.check_rate(requested=spec.rate, goodput=goodput)
+        return measure.check_rate(requested=spec.rate, goodput=goodput, mtu=mtu, family=family)
     offered = int(spec.rate * UDP_OVEROFFER)
-    mtu = path_mtu(lab, source, _peer_ip(lab, source, dest, network, family), family=family)
     payload = measure.udp_payload(mtu, family)
     received = measure_rate(
         lab,

@@ -126,4 +126,20 @@ def test_echo_sequence_numbers_unwrap_to_the_latest_probe(
 
 def test_load_rate_counts_whole_frames() -> None:
     load = probe.Load(rate=1442 * 8 * 1000)  # a thousand full filler frames a second
-    assert load.datagrams_per_second == pytest.approx(1000)
+    assert load.datagrams_per_second() == pytest.approx(1000)
+    # IPv6's header is 20 bytes longer; a small path's filler is smaller
+    assert probe.Load(rate=1462 * 8 * 1000).datagrams_per_second(socket.AF_INET6) == (
+        pytest.approx(1000)
+    )
+    assert probe.Load(rate=1294 * 8 * 1000, payload=1252).datagrams_per_second() == (
+        pytest.approx(1000)
+    )
+
+
+@pytest.mark.parametrize("size", ["0", "65001"])
+def test_a_load_size_out_of_range_is_one_line(
+    size: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        probe.main(["127.0.0.1", "--load-rate", "1000", "--load-size", size])
+    assert "--load-size must be between 1 and 65000 bytes" in capsys.readouterr().err

@@ -36,10 +36,12 @@ from lab.shaping.measure import (
     round_trip_loss,
     sample_quantile,
     self_check_band,
+    tcp_goodput_per_wire,
     udp_payload,
     udp_payload_per_wire,
 )
 from lab.shaping.spec import spec_from_options
+from lab.topology import Family
 from socketlab.shaper.icmp import checksum, echo_request, parse_echo_reply
 from socketlab.shaper.probe import percentile
 
@@ -162,10 +164,34 @@ def test_check_duplicates() -> None:
 
 
 def test_check_rate_allows_for_header_overhead() -> None:
+    assert GOODPUT_PER_WIRE == 1448 / 1514
     assert check_rate(requested=20_000_000, goodput=20e6 * GOODPUT_PER_WIRE).ok
     assert check_rate(requested=20_000_000, goodput=17.8e6).ok
     assert not check_rate(requested=20_000_000, goodput=14e6).ok
     assert not check_rate(requested=20_000_000, goodput=900e6).ok
+
+
+@pytest.mark.parametrize(
+    ("mtu", "family", "share"),
+    [
+        pytest.param(1500, 4, 1448 / 1514, id="ethernet"),
+        pytest.param(None, 4, 1448 / 1514, id="unknown"),
+        pytest.param(1450, 4, 1398 / 1464, id="vxlan"),
+        pytest.param(1500, 6, 1428 / 1514, id="v6"),
+        pytest.param(1280, 6, 1208 / 1294, id="v6-minimum"),
+    ],
+)
+def test_tcp_goodput_per_wire_follows_the_path(
+    mtu: int | None, family: Family, share: float
+) -> None:
+    assert tcp_goodput_per_wire(mtu, family) == pytest.approx(share)
+    row = check_rate(requested=20_000_000, goodput=20e6 * share, mtu=mtu, family=family)
+    assert row.measured == "20.00Mbit/s"
+
+
+def test_a_path_too_small_for_tcp_is_refused() -> None:
+    with pytest.raises(ShapingError, match="a path MTU of 60 bytes leaves no room"):
+        tcp_goodput_per_wire(60, 6)
 
 
 def test_check_rate_udp_expects_the_rate_less_the_loss() -> None:

@@ -47,6 +47,8 @@ class Namespaces:
         self.probes: list[list[str]] = []
         self.fail_on: str | None = None  # a script containing this fails
         self.reports: dict[str, Any] = {}
+        self.mtu = "1500\n"  # what the path MTU probe prints
+        self.mtu_probes: list[tuple[str, list[str]]] = []
 
     def __call__(self, lab: Any, service: str, argv: list[str]) -> ExecResult:
         if argv[:2] == ["sh", "-c"]:
@@ -62,6 +64,9 @@ class Namespaces:
         if argv[:2] == ["socketlab", "probe"]:
             self.probes.append(argv)
             return ExecResult(exit_code=0, stdout=json.dumps(self.report(argv)), stderr="")
+        if argv[:2] == ["python3", "-c"]:  # the path MTU probe
+            self.mtu_probes.append((service, argv[-2:]))
+            return ExecResult(exit_code=0, stdout=self.mtu, stderr="")
         raise AssertionError(f"unexpected command {argv}")
 
     def report(self, argv: list[str]) -> Any:
@@ -337,6 +342,41 @@ def test_a_queue_limit_is_checked_under_load(lab: Any, spaces: Namespaces) -> No
     assert float(load[load.index("--load-warmup") + 1]) == pytest.approx(warmup, abs=1e-3)
 
 
+@pytest.mark.parametrize(
+    ("answer", "payload", "note"),
+    [
+        pytest.param("1280\n", 1252, "; 1280-byte path MTU", id="small-mtu"),
+        pytest.param("1500\n", 1400, "", id="ethernet"),
+        pytest.param("", 1400, "; path MTU unknown, 1500 assumed", id="unreadable"),
+    ],
+)
+def test_rate_and_load_are_sized_to_the_path(
+    lab: Any, spaces: Namespaces, answer: str, payload: int, note: str
+) -> None:
+    # a 100-packet queue: how long it takes to drain depends on the frames it holds
+    spec = resolve_spec(options={"rate": "10mbit", "queue_limit": "100p"})
+    spaces.mtu = answer
+    frame = payload + 8 + 20 + 14
+    full = 100 * frame * 8 / 10e6
+    spaces.reports["load"] = lambda n: echo(n, [0.0001 + full] * n)
+    lab.queue_helper()
+    lab.queue_helper(stdout="Server listening on 5201\n")
+    lab.commands = _with_iperf(spaces)
+    result = shape(lab, "client", "server", spec, check=True)
+    rows = {row.metric: row for row in result.checks}
+    assert spaces.mtu_probes == [("client", [lab.ip("server"), "4"])]  # once, from the sender
+    (load,) = [p for p in spaces.probes if "--load-rate" in p]
+    assert load[load.index("--load-size") + 1] == str(payload)
+    offered, _ = load_plan(spec, frame_bytes=frame)
+    assert load[load.index("--load-rate") + 1] == str(offered)
+    assert f"+{full * 1000:.1f}ms (queue 100p" in rows["RTT under load"].requested
+    assert rows["RTT under load"].ok, rows["RTT under load"]
+    assert rows["rate"].note == f"TCP goodput 9.50Mbit/s{note}"
+    path = int(answer) if answer else 1500
+    goodput_share = (path - 20 - 20 - 12) / (path + 14)  # IP, TCP and timestamps; Ethernet
+    assert rows["rate"].measured == f"{9.5e6 / goodput_share / 1e6:.2f}Mbit/s"
+
+
 def measure_only(lab: Any, spec: LinkSpec) -> None:
     """The self-check's rows with no host calibration, SelfCheckFailed as the runner raises it."""
     from lab.shaping.selfcheck import self_check  # noqa: PLC0415
@@ -474,7 +514,10 @@ def test_a_udp_rate_check_sends_datagrams_that_fit_the_path(
     fake_lab.commands = commands
     fake_lab.queue_helper(stdout="Server listening on 5201\n")
     spec = resolve_spec(options={"rate": "20mbit", "loss": "5%"})
-    row = selfcheck._rate_row(fake_lab, "client", "server", spec, None, network=None, family=4)
+    mtu = selfcheck.path_mtu(fake_lab, "client", fake_lab.ip("server"), family=4)
+    row = selfcheck._rate_row(
+        fake_lab, "client", "server", spec, None, network=None, family=4, mtu=mtu
+    )
     (iperf,) = [argv for argv in runs if "iperf3" in argv]
     assert iperf[iperf.index("-l") + 1] == payload
     probes = [(service, argv[:2]) for service, argv, _ in fake_lab.netkit_runs if "-c" in argv]

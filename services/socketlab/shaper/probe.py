@@ -6,8 +6,9 @@
   in send order, which probes were lost (``lost``: ``"0010..."``) and each
   one's round-trip time (``rtts``, null when lost), for burst lengths and
   delay percentiles. With ``--load-rate BITS`` it also sends UDP filler to
-  HOST at that rate, starting ``--load-warmup`` seconds before the first
-  probe, so the probes measure the RTT of a loaded link (bufferbloat).
+  HOST at that rate (of wire frames, ``--load-size`` payload bytes each),
+  starting ``--load-warmup`` seconds before the first probe, so the probes
+  measure the RTT of a loaded link (bufferbloat).
 * ``socketlab probe HOST --stream PORT``: ``--count`` numbered UDP datagrams
   ``--interval`` apart to HOST:PORT (one way, no replies), for reordering.
 * ``socketlab probe --listen PORT``: receive such a stream and print the order
@@ -46,6 +47,7 @@ MAX_PROBES = 200_000
 MAX_SECONDS = 600.0
 MAX_LOAD_RATE = 10**9  # bit/s of filler a Python sender can at least try
 LOAD_PAYLOAD = 1400  # filler datagrams: full-size frames fill a queue fastest
+MAX_LOAD_PAYLOAD = 65_000  # below IPv4's and IPv6's UDP limits
 LOAD_PORT = 9  # discard: nobody needs to listen, the filler only has to cross the link
 STREAM_SIZE = 64
 LISTENING = "event=probe_listening"
@@ -85,10 +87,10 @@ class Load:
     payload: int = LOAD_PAYLOAD
     port: int = LOAD_PORT
 
-    @property
-    def datagrams_per_second(self) -> float:
+    def datagrams_per_second(self, family: socket.AddressFamily = socket.AF_INET) -> float:
         # what the rate counts: the frame on the wire (UDP, IP and Ethernet headers)
-        return self.rate / ((self.payload + 8 + 20 + 14) * 8)
+        ip_header = 40 if family == socket.AF_INET6 else 20
+        return self.rate / ((self.payload + 8 + ip_header + 14) * 8)
 
 
 def _grow_receive_buffer(sock: socket.socket) -> None:
@@ -119,7 +121,7 @@ class _Filler:
         # not connected: ICMP errors for the discard port are not reported to us
         self.sock.setblocking(False)
         self.target = (address, load.port)
-        self.pacing = Pacing(rate=load.datagrams_per_second, count=0)
+        self.pacing = Pacing(rate=load.datagrams_per_second(family), count=0)
         self.data = b"\0" * load.payload
         self.sent = 0
         self.dropped = 0
@@ -308,6 +310,10 @@ def _problem(args: argparse.Namespace) -> str | None:
             0 <= args.load_rate <= MAX_LOAD_RATE,
             f"--load-rate must be between 0 and {MAX_LOAD_RATE} bit/s",
         ),
+        (
+            1 <= args.load_size <= MAX_LOAD_PAYLOAD,
+            f"--load-size must be between 1 and {MAX_LOAD_PAYLOAD} bytes",
+        ),
         (args.run is None or 0 <= args.run <= stream.MAX_RUN, "--run must fit in 32 bits"),
         (
             (args.host is None) != (args.listen is None),
@@ -338,6 +344,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--load-warmup", type=float, default=1.0, help="seconds of filler before the first probe"
     )
+    parser.add_argument(
+        "--load-size",
+        type=int,
+        default=LOAD_PAYLOAD,
+        help="payload bytes of each filler datagram (the path's MTU less its headers)",
+    )
     parser.add_argument("--stream", type=int, metavar="PORT", help="send a numbered UDP stream")
     parser.add_argument("--listen", type=int, metavar="PORT", help="receive a numbered stream")
     parser.add_argument("--run", type=int, default=None, help="stream number (default: random)")
@@ -365,7 +377,9 @@ def main(argv: list[str]) -> int:
             )
             result = {"sent": sent, "run": run}
         else:
-            load = Load(rate=args.load_rate, warmup=args.load_warmup) if args.load_rate else None
+            load = None
+            if args.load_rate:
+                load = Load(rate=args.load_rate, warmup=args.load_warmup, payload=args.load_size)
             report = probe(
                 args.host,
                 count=args.count,
