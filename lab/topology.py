@@ -210,13 +210,18 @@ def _replicas(name: str, raw: Mapping[str, Any]) -> int:
     return replicas
 
 
-def _has_healthcheck(raw: Mapping[str, Any]) -> bool:
-    check = raw.get("healthcheck")
+def has_healthcheck(check: Any) -> bool:
+    """Whether Compose's normalised ``healthcheck`` makes Docker run a probe: a ``test``
+    of CMD or CMD-SHELL (a string is CMD-SHELL); not [NONE] (v1 writes ``disable: true``
+    so), an empty test, ``disable`` or none at all."""
     if not isinstance(check, Mapping) or check.get("disable"):
         return False
     test = check.get("test")
-    # v1 writes `disable: true` as test [NONE]
-    return bool(test) and test not in (["NONE"], "NONE")
+    if isinstance(test, str):
+        return bool(test.strip()) and test.strip() != "NONE"
+    if isinstance(test, list | tuple) and test:
+        return str(test[0]) != "NONE"
+    return False
 
 
 def _service_networks(raw: Mapping[str, Any]) -> tuple[str, ...]:
@@ -289,7 +294,7 @@ def model_from_config(data: Mapping[str, Any], *, project: str) -> ProjectModel:
             replicas=_replicas(str(name), raw),
             router=extension.router,
             tcp_congestion=extension.tcp_congestion,
-            healthcheck=_has_healthcheck(raw),
+            healthcheck=has_healthcheck(raw.get("healthcheck")),
             depends_on=_depends_on(raw),
             image=str(raw["image"]) if raw.get("image") else None,
             build=raw.get("build") is not None,

@@ -71,7 +71,13 @@ from lab.swarm.plan import (
     service_replicas,
     stack_plan,
 )
-from lab.swarm.tasks import StackService, not_started, stack_facts, stack_services
+from lab.swarm.tasks import (
+    STOPPED_LABEL,
+    StackService,
+    not_started,
+    stack_facts,
+    stack_services,
+)
 from lab.topology import ContainerFacts, ProjectModel
 from lab.waiting import wait_for
 
@@ -248,14 +254,20 @@ class SwarmOrchestrator:
         ]
 
     def act(self, service: str, action: Action) -> None:
+        if action == "stop":
+            self._stop(service)
+            return
         if action in {"start", "restart"}:
             # A task that ended stays ended: Swarm makes a new one (a new container,
-            # perhaps a new address) when the service is updated with --force.
+            # perhaps a new address) when the service is scaled back or updated with --force.
             topology = self.lab.topology()
             chosen = topology.select(service)
-            if action == "start" and all(i.state == "running" for i in chosen):
+            names = list(dict.fromkeys(i.service for i in chosen))
+            stopped = {name for name in names if self._scale_back(name)}
+            rest = [i for i in chosen if i.service not in stopped]
+            if action == "start" and all(i.state == "running" for i in rest):
                 return
-            for name in dict.fromkeys(i.service for i in chosen):
+            for name in dict.fromkeys(i.service for i in rest):
                 full = f"{self.lab.project}_{name}"
                 with docker_errors(f"cannot {action} {name} (service {full})"):
                     self.lab.docker.services.get(full).force_update()
@@ -263,6 +275,69 @@ class SwarmOrchestrator:
         for container in self.containers(service):
             with docker_errors(f"cannot {action} {service}"):
                 getattr(container, action)()
+
+    def _stop(self, service: str) -> None:
+        """Scale the services ``service`` names to 0 and wait until their tasks are down.
+
+        Stopping a task's container would not do: its restart policy (``any`` for
+        a service with a healthcheck, see :mod:`lab.swarm.plan`) starts another
+        after 5 s. A task Swarm shut down itself is restarted by no policy, and
+        the service's label says how many replicas ``start`` brings back.
+        """
+        topology = self.lab.topology()
+        chosen = topology.select(service)
+        for name in dict.fromkeys(i.service for i in chosen):
+            every = [i for i in topology.instances if i.service == name]
+            if len([i for i in chosen if i.service == name]) < len(every):
+                raise LabError(
+                    f"cannot stop {service} alone: on a Swarm, stop scales a whole service to 0 "
+                    f"({name} has {len(every)} replicas: stop {name})"
+                )
+            full = f"{self.lab.project}_{name}"
+            with docker_errors(f"cannot stop {name} (service {full})"):
+                found = self.lab.docker.services.get(full)
+                spec = found.attrs["Spec"]
+                replicated = (spec.get("Mode") or {}).get("Replicated")
+                if replicated is None:
+                    raise LabError(
+                        f"cannot stop {name}: it is a global service, one task on every node, "
+                        "and on a Swarm stop scales a replicated service to 0"
+                    )
+                replicas = int(replicated.get("Replicas", 1))
+                if replicas == 0:
+                    continue  # stopped already
+                labels = {**(spec.get("Labels") or {}), STOPPED_LABEL: str(replicas)}
+                self.lab.docker.api.update_service(
+                    found.id,
+                    found.version,
+                    mode={"Replicated": {"Replicas": 0}},
+                    labels=labels,
+                    fetch_current_spec=True,
+                )
+
+        def down() -> bool:
+            return not any(i.state == "running" for i in self.lab.topology().select(service))
+
+        wait_for(down, timeout=self.settings.api_timeout, what=f"{service} to stop")
+
+    def _scale_back(self, name: str) -> bool:
+        """Give a service a ``stop`` scaled to 0 its replicas back; False if it was not."""
+        full = f"{self.lab.project}_{name}"
+        with docker_errors(f"cannot start {name} (service {full})"):
+            found = self.lab.docker.services.get(full)
+            spec = found.attrs["Spec"]
+            labels = dict(spec.get("Labels") or {})
+            replicas = str(labels.pop(STOPPED_LABEL, ""))
+            if not replicas.isdigit():
+                return False
+            self.lab.docker.api.update_service(
+                found.id,
+                found.version,
+                mode={"Replicated": {"Replicas": int(replicas)}},
+                labels=labels,
+                fetch_current_spec=True,
+            )
+        return True
 
     # ------------------------------------------------------------------ up
 

@@ -24,6 +24,7 @@ Engine 20.10.24 with CLIs 20.10 and 28; :data:`IGNORED` carries the notes
   with a note: Swarm ends a task that turns unhealthy with SIGTERM, and one that
   then exits 0 (the lab's services, most servers) is "complete", which
   ``on-failure`` never replaces (measured on 20.10: the slot stayed empty).
+  A ``stop`` fault therefore scales the service to 0 (:mod:`lab.swarm.orchestrator`).
 * ``security_opt`` (``no-new-privileges``) has no field in a 20.10 service
   spec: left out, with a note. Our services also drop every capability,
   which empties the bounding set, so a setuid binary still gains none.
@@ -60,7 +61,7 @@ from lab.helpers import PROJECT_LABEL
 from lab.overlay import NETKIT_LABEL
 from lab.swarm.errors import StackPlanError
 from lab.swarm.placement import Placement
-from lab.topology import ProjectModel
+from lab.topology import ProjectModel, has_healthcheck
 
 STACK_FILE_VERSION = "3.8"
 STACK_LABEL = "com.docker.stack.namespace"
@@ -350,18 +351,6 @@ UNHEALTHY_ON_FAILURE: Final = (
     "restart: on-failure with a healthcheck became condition any (Swarm stops an "
     "unhealthy task with SIGTERM, and on-failure would not replace one that then exits 0)"
 )
-
-
-def has_healthcheck(value: Any) -> bool:
-    """Whether Compose's normalised ``healthcheck`` runs a check (not absent, disabled, NONE)."""
-    if not isinstance(value, Mapping) or value.get("disable"):
-        return False
-    test = value.get("test")
-    if isinstance(test, str):
-        return bool(test.strip())
-    if isinstance(test, list | tuple) and test:
-        return str(test[0]).upper() != "NONE"
-    return False
 
 
 def _healthcheck(value: Any, where: str) -> dict[str, Any]:

@@ -8,14 +8,16 @@ exec and logs go to the node that runs a task.
 
 Each slot of a service (each node, for a global service) is one container of
 the lab: its current task (desired state ``running``), else its latest one,
-so a task that ended or was rejected stays visible with Swarm's reason.
+so a task that ended or was rejected stays visible with Swarm's reason, and a
+service a ``stop`` fault scaled to 0 (:data:`STOPPED_LABEL`) shows its
+shut-down tasks as exited containers, as Compose shows stopped ones.
 Swarm keeps a task with a healthcheck in ``starting`` until its first passing
 check, and ends it when it turns unhealthy: ``running`` is therefore healthy.
 A slot's earlier tasks that ended on their own (an exit, 0 or not; a
 healthcheck that turned unhealthy, which Swarm stops with SIGTERM; a
 rejection) are its restarts, as Docker's ``RestartCount`` is a container's:
-Swarm replaced each one. Tasks Swarm shut down itself (a service update) are
-not. It counts the tasks the manager still keeps (5 per slot unless
+Swarm replaced each one. Tasks Swarm shut down itself (a service update, a
+``stop`` fault, which scales the service to 0) are not. It counts the tasks the manager still keeps (5 per slot unless
 ``docker swarm update --task-history-limit`` says).
 
 :func:`not_started` is what ``lab up`` waits for after the last wave, as
@@ -32,6 +34,9 @@ from typing import Any
 from lab.swarm.plan import STACK_LABEL
 from lab.topology import ContainerFacts, EndpointFacts, Instance, ProjectModel
 
+# On a service ``lab`` stopped (scaled to 0, its tasks shut down, so no restart policy
+# brings them back): how many replicas ``start`` scales it back to.
+STOPPED_LABEL = "io.socketlab.stopped-replicas"
 WAITING_STATES = frozenset({"new", "pending", "assigned", "accepted", "ready", "preparing"})
 FAILED_STATES = frozenset({"failed", "rejected", "orphaned"})
 ENDED_STATES = FAILED_STATES | {"complete"}  # ended on its own, not shut down by Swarm
@@ -45,6 +50,12 @@ class StackService:
     name: str  # the Compose service name, without the stack's prefix
     full_name: str  # Swarm's: "<stack>_<service>"
     replicas: int | None  # None for a global service
+    stopped: int = 0  # the replicas it had before a lab stop scaled it to 0 (0: not stopped)
+
+    @property
+    def slots(self) -> int | None:
+        """How many slots to show: its replicas, or those it had while stopped."""
+        return self.stopped or self.replicas
 
 
 def stack_services(services: Sequence[Mapping[str, Any]], *, project: str) -> list[StackService]:
@@ -59,12 +70,14 @@ def stack_services(services: Sequence[Mapping[str, Any]], *, project: str) -> li
             continue
         replicated = (spec.get("Mode") or {}).get("Replicated")
         replicas = int(replicated.get("Replicas", 1)) if isinstance(replicated, Mapping) else None
+        stopped = str(labels.get(STOPPED_LABEL) or "")
         found.append(
             StackService(
                 id=str(attrs.get("ID", "")),
                 name=full.removeprefix(prefix),
                 full_name=full,
                 replicas=replicas,
+                stopped=int(stopped) if stopped.isdigit() and replicas == 0 else 0,
             )
         )
     return found
@@ -87,12 +100,12 @@ def current_tasks(
     by_slot: dict[str, Mapping[str, Any]] = {}
     for task in mine:
         key = _slot(task)
-        if service.replicas is not None and int(task.get("Slot") or 0) > service.replicas:
+        if service.slots is not None and int(task.get("Slot") or 0) > service.slots:
             continue  # a slot scaled away
         kept = by_slot.get(key)
         if kept is None or _order(task) > _order(kept):
             by_slot[key] = task
-    if service.replicas is not None:
+    if service.slots is not None:
         numbered = [(int(task.get("Slot") or 0), task) for task in by_slot.values()]
     else:  # global: one per node, numbered in node order
         ordered = sorted(by_slot.items())
@@ -205,7 +218,8 @@ def stack_facts(
         spec = declared.get(service.name)
         if spec is None:
             continue
-        for number, task in current_tasks(tasks, service):
+        shown = current_tasks(tasks, service)
+        for number, task in shown:
             facts.append(
                 task_facts(
                     task,
@@ -217,7 +231,27 @@ def stack_facts(
                     restarts=replaced_tasks(tasks, task),
                 )
             )
+        # Swarm deletes the tasks of slots scaled away once they end: a stopped
+        # service's slots are shown still, as containers that exited.
+        have = {number for number, _ in shown}
+        for number in range(1, service.stopped + 1):
+            if number not in have:
+                facts.append(stopped_facts(service, number, project=model.project))
     return facts
+
+
+def stopped_facts(service: StackService, number: int, *, project: str) -> ContainerFacts:
+    """A slot of a service a ``stop`` scaled to 0 whose task Swarm has deleted."""
+    return ContainerFacts(
+        id="",
+        name=f"{service.full_name}.{number}",
+        project=project,
+        service=service.name,
+        number=number,
+        state="exited",
+        health=None,
+        problem="stopped (scaled to 0 by lab; lab start brings it back)",
+    )
 
 
 def not_started(instances: Sequence[Instance], wanted: Mapping[str, int]) -> list[str]:

@@ -3,8 +3,9 @@ own dockerd): client, server and udp-listener on three different nodes, traffic 
 the overlay (VXLAN seen between the nodes), the scenarios a user runs (hello, the image
 fetch verified by SHA-256, udp-basic, the shaped large-file, a partition), a shaping
 self-check on the overlay, the bad inputs (no Swarm, a node unreachable for helpers, a
-service that cannot be placed), a task that turns unhealthy replaced by Swarm and
-counted as a restart, and ``lab down`` leaving nothing labelled on any node.
+service that cannot be placed), a stopped service staying down until started, a task
+that turns unhealthy replaced by Swarm and counted as a restart, and ``lab down``
+leaving nothing labelled on any node.
 
 CI runs this module on its own (``.ci/run``, JUnit suite ``swarm``); the tests run in
 file order, ``lab down`` last.
@@ -27,6 +28,7 @@ from lab.cli import main
 from lab.congestion import congestion_in_use
 from lab.credentials import SECRET_VOLUMES, SECRETS_MOUNT, SERVICE_UID
 from lab.swarm.distribution import has_registry_host
+from lab.swarm.tasks import STOPPED_LABEL
 from lab.waiting import wait_for
 
 SCENARIOS = ("hello", "image", "udp-basic", "large-file", "timeouts")
@@ -256,6 +258,31 @@ def test_a_service_that_cannot_be_placed_is_named_with_swarms_error(
         assert main(["-p", project, "-f", str(compose), "down"]) == 0
 
 
+def test_a_stopped_service_stays_down_until_started(swarm_lab: Lab, cluster: Cluster) -> None:
+    # Its restart policy is any (it has a healthcheck): a stopped container would be
+    # replaced after Swarm's 5 s restart delay, so stop scales the service to 0.
+    before = swarm_lab.topology().one("udp-listener")
+    swarm_lab.stop("udp-listener")
+    stopped = swarm_lab.topology().one("udp-listener")
+    assert (stopped.state, stopped.restarts) == ("exited", before.restarts)
+    until = time.monotonic() + 8.0  # well past the restart delay
+
+    def stays_down() -> bool:
+        state = swarm_lab.topology().one("udp-listener").state
+        assert state == "exited", f"udp-listener came back by itself ({state})"
+        return time.monotonic() >= until
+
+    wait_for(stays_down, timeout=30, what="8 s with udp-listener stopped", interval=0.5)
+    swarm_lab.start("udp-listener")
+    swarm_lab.wait_healthy(timeout=120)
+    started = swarm_lab.topology().one("udp-listener")
+    assert started.container_id != before.container_id  # a new task, as start says
+    assert started.restarts == before.restarts  # Swarm shut it down: no restart
+    manager = cluster.client(cluster.manager)
+    labels = manager.services.get(f"{swarm_lab.project}_udp-listener").attrs["Spec"]["Labels"]
+    assert STOPPED_LABEL not in labels
+
+
 def poller_task(manager: Any, service_id: str, accept: Any) -> dict[str, Any] | None:
     """The poller's running task, once ``accept(task)`` says it is the one awaited."""
     for task in manager.api.tasks(filters={"service": service_id}):
@@ -288,10 +315,11 @@ def test_a_task_that_turns_unhealthy_is_replaced_and_counted_as_a_restart(
     def updated(task: dict[str, Any]) -> bool:
         return bool(task["Spec"]["ContainerSpec"].get("Healthcheck", {}).get("Retries") == 2)
 
+    earlier = swarm_lab.topology().one("rss-poller").restarts  # a fault may have made some
     first = wait_for(
         lambda: poller_task(manager, service.id, updated), timeout=90, what="the updated poller"
     )
-    assert swarm_lab.topology().one("rss-poller").restarts == 0
+    assert swarm_lab.topology().one("rss-poller").restarts == earlier
     hostname = manager.nodes.get(first["NodeID"]).attrs["Description"]["Hostname"]
     container = node_client(cluster, hostname).containers.get(
         first["Status"]["ContainerStatus"]["ContainerID"]
@@ -320,7 +348,7 @@ def test_a_task_that_turns_unhealthy_is_replaced_and_counted_as_a_restart(
     ended = manager.api.inspect_task(first["ID"])["Status"]
     assert (ended["State"], ended["ContainerStatus"]["ExitCode"]) == ("complete", 0), ended
     poller = swarm_lab.topology().one("rss-poller")
-    assert (poller.state, poller.health, poller.restarts) == ("running", "healthy", 1)
+    assert (poller.state, poller.health, poller.restarts) == ("running", "healthy", earlier + 1)
     assert poller.container_id == second["Status"]["ContainerStatus"]["ContainerID"]
 
 

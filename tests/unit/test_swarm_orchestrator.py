@@ -7,6 +7,7 @@ and ``--swarm``/``--spread`` reach the lab from any command."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from lab.api import Lab
 from lab.cli import build_parser, status_rows
 from lab.commands import make_lab
 from lab.config import LabConfig
-from lab.errors import NotReady, ServiceBlocked
+from lab.errors import LabError, NotReady, ServiceBlocked
 from lab.images import ImageSet
 from lab.interface import ServiceStatus
 from lab.orchestrator import ComposeOrchestrator
@@ -27,6 +28,7 @@ from lab.swarm.config import SwarmConfig
 from lab.swarm.distribution import DistributionPlan
 from lab.swarm.errors import NodeUnreachable, NotASwarmManager
 from lab.swarm.orchestrator import SwarmOrchestrator
+from lab.swarm.tasks import STOPPED_LABEL
 from lab.topology import NetworkSpec, ProjectModel, ServiceSpec
 
 RECORDED = json.loads((Path(__file__).parent / "fixtures" / "swarm" / "recorded.json").read_text())
@@ -72,19 +74,75 @@ class FakeContainers:
 
 
 class FakeApi:
+    """The manager's API on the recorded stack; a scale shuts down or adds tasks, as
+    Swarm would (a task scaled away is "shutdown", one scaled back a new "running")."""
+
     def __init__(self, project: str) -> None:
         self.project = project
+        self.stack = copy.deepcopy(RECORDED[f"{project}.services"])
+        self.all_tasks = copy.deepcopy(RECORDED[f"{project}.tasks"])
+        self.updates: list[tuple[str, int, dict[str, str]]] = []
 
     def nodes(self) -> list[dict[str, Any]]:
         return list(RECORDED["nodes"])
 
     def services(self, *, filters: dict[str, Any]) -> list[dict[str, Any]]:
         assert filters == {"label": f"com.docker.stack.namespace={self.project}"}
-        return list(RECORDED[f"{self.project}.services"])
+        return copy.deepcopy(self.stack)
 
     def tasks(self, *, filters: dict[str, Any]) -> list[dict[str, Any]]:
         wanted = set(filters["service"])
-        return [t for t in RECORDED[f"{self.project}.tasks"] if t["ServiceID"] in wanted]
+        return [copy.deepcopy(t) for t in self.all_tasks if t["ServiceID"] in wanted]
+
+    def update_service(
+        self, service_id: str, version: int, *, mode: Any, labels: Any, fetch_current_spec: bool
+    ) -> None:
+        assert fetch_current_spec  # nothing of the spec but what is named may change
+        attrs = next(a for a in self.stack if a["ID"] == service_id)
+        assert version == attrs["Version"]["Index"]
+        replicas = int(mode["Replicated"]["Replicas"])
+        self.updates.append((attrs["Spec"]["Name"], replicas, dict(labels)))
+        attrs["Spec"]["Mode"] = {"Replicated": {"Replicas": replicas}}
+        attrs["Spec"]["Labels"] = dict(labels)
+        attrs["Version"]["Index"] += 1
+        mine = [t for t in self.all_tasks if t["ServiceID"] == service_id]
+        for task in mine:
+            if task["DesiredState"] == "running" and int(task["Slot"]) > replicas:
+                task["DesiredState"] = "shutdown"
+                task["Status"]["State"] = "shutdown"
+                task["Version"]["Index"] = attrs["Version"]["Index"]
+        for slot in range(1, replicas + 1):
+            if not any(t["DesiredState"] == "running" and t["Slot"] == slot for t in mine):
+                recorded = RECORDED[f"{self.project}.tasks"]
+                model = next(
+                    t for t in recorded if t["ServiceID"] == service_id and t["Slot"] == slot
+                )
+                new = copy.deepcopy(model)
+                new["ID"] = f"{model['ID']}-again"
+                new["DesiredState"] = "running"
+                new["Status"]["State"] = "running"
+                new["Version"]["Index"] = attrs["Version"]["Index"] + 1
+                self.all_tasks.append(new)
+
+
+class FakeService:
+    def __init__(self, api: FakeApi, name: str) -> None:
+        attrs = next(a for a in api.services(filters=api_filter(api)) if a["Spec"]["Name"] == name)
+        self.attrs = attrs
+        self.id = attrs["ID"]
+        self.version = attrs["Version"]["Index"]
+
+
+def api_filter(api: FakeApi) -> dict[str, Any]:
+    return {"label": f"com.docker.stack.namespace={api.project}"}
+
+
+class FakeServices:
+    def __init__(self, api: FakeApi) -> None:
+        self.api = api
+
+    def get(self, name: str) -> FakeService:
+        return FakeService(self.api, name)
 
 
 class FakeEngine:
@@ -93,6 +151,7 @@ class FakeEngine:
     def __init__(self, info: dict[str, Any], *, project: str = "h19exp") -> None:
         self._info = info
         self.api = FakeApi(project)
+        self.services = FakeServices(self.api)
         self.containers = FakeContainers(self)
         self.gets: list[str] = []
 
@@ -169,6 +228,48 @@ def test_status_comes_from_the_manager_alone_and_names_each_tasks_node(
     ]
     assert engines == {}  # no node was contacted
     handle.wait_healthy(timeout=1.0)
+
+
+def test_stop_scales_the_service_to_0_and_start_brings_its_replicas_back(
+    tmp_path: Path, engines: dict[str, FakeEngine]
+) -> None:
+    # Stopping the task's container would not do: its restart policy starts another.
+    handle = swarm_lab(tmp_path)
+    api = handle.docker.api
+    handle.stop("client")
+    assert api.updates == [("h19exp_client", 0, {**api.updates[0][2]})]
+    assert api.updates[0][2][STOPPED_LABEL] == "2"
+    rows = {s.service: (s.state, s.restarts) for s in handle.status()}
+    # shown as stopped containers, not counted as restarts (Swarm shut them down)
+    assert rows["client.1"] == rows["client.2"] == ("exited", 0)
+    assert rows["server"] == ("running", 0)
+    # Swarm deletes the tasks of slots scaled away soon after: still shown as stopped
+    client_id = next(a["ID"] for a in api.stack if a["Spec"]["Name"] == "h19exp_client")
+    api.all_tasks = [t for t in api.all_tasks if t["ServiceID"] != client_id]
+    shown = {i.name: i for i in handle.topology().instances}
+    assert (shown["client.1"].state, shown["client.2"].state) == ("exited", "exited")
+    assert shown["client.2"].problem == "stopped (scaled to 0 by lab; lab start brings it back)"
+    handle.stop("client")  # stopped already: nothing to do
+    assert len(api.updates) == 1
+    handle.start("client")
+    name, replicas, labels = api.updates[-1]
+    assert (name, replicas) == ("h19exp_client", 2)
+    assert STOPPED_LABEL not in labels
+    assert labels == {k: v for k, v in api.updates[0][2].items() if k != STOPPED_LABEL}
+    rows = {s.service: (s.state, s.restarts) for s in handle.status()}
+    assert rows["client.1"] == rows["client.2"] == ("running", 0)
+    assert engines == {}  # the manager alone did it
+
+
+def test_one_replica_cannot_be_stopped_alone(tmp_path: Path) -> None:
+    handle = swarm_lab(tmp_path)
+    with pytest.raises(LabError) as caught:
+        handle.stop("client.2")
+    assert str(caught.value) == (
+        "cannot stop client.2 alone: on a Swarm, stop scales a whole service to 0 "
+        "(client has 2 replicas: stop client)"
+    )
+    assert handle.docker.api.updates == []
 
 
 def test_a_task_swarm_cannot_place_stops_the_wait_with_its_reason(tmp_path: Path) -> None:

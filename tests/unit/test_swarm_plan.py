@@ -21,7 +21,6 @@ from lab.swarm.plan import (
     IGNORED,
     dependency_waves,
     escape_dollars,
-    has_healthcheck,
     placed_services,
     restart_policy,
     stack_plan,
@@ -30,6 +29,7 @@ from lab.swarm.plan import (
 )
 from lab.topology import (
     ProjectModel,
+    has_healthcheck,
     merge_service_extensions,
     model_from_config,
     parse_config_json,
@@ -280,6 +280,10 @@ def test_on_failure_with_a_healthcheck_restarts_any_exit(flavour: str) -> None:
         ({"test": []}, False),
         ({"test": ["CMD-SHELL", "true"]}, True),
         ({"test": "true"}, True),
+        ({"test": ["CMD", "true"]}, True),
+        ({"test": "NONE"}, False),
+        ({"test": "  "}, False),
+        ({"test": ["NONE", "x"]}, False),
     ],
 )
 def test_which_healthchecks_run(check: Any, runs: bool) -> None:
