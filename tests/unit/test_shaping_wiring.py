@@ -377,6 +377,32 @@ def test_rate_and_load_are_sized_to_the_path(
     assert rows["rate"].measured == f"{9.5e6 / goodput_share / 1e6:.2f}Mbit/s"
 
 
+def test_a_lossy_rate_check_gets_the_path_mtu_from_the_self_check(
+    lab: Any, spaces: Namespaces
+) -> None:
+    from lab.shaping.selfcheck import self_check  # noqa: PLC0415
+
+    spaces.mtu = "1280\n"
+    iperfs: list[list[str]] = []
+
+    def commands(lab_: Any, service: str, argv: list[str]) -> ExecResult:
+        if argv[0] == "iperf3":
+            iperfs.append(argv)
+            report = {"end": {"sum_received": {"bits_per_second": 18e6}}}
+            return ExecResult(exit_code=0, stdout=json.dumps(report), stderr="")
+        return spaces(lab_, service, argv)
+
+    lab.commands = commands
+    lab.queue_helper(stdout="Server listening on 5201\n")
+    spec = resolve_spec(options={"rate": "20mbit", "loss": "5%"})  # UDP: TCP backs off
+    baseline = parse_probe(json.dumps(echo(50, [0.0001] * 50)))
+    rows = {row.metric: row for row in self_check(lab, "client", "server", spec, baseline=baseline)}
+    (iperf,) = iperfs
+    assert iperf[iperf.index("-l") + 1] == "1252"
+    assert "1252-byte datagrams: the path's MTU" in rows["rate"].note
+    assert spaces.mtu_probes == [("client", [lab.ip("server"), "4"])]
+
+
 def measure_only(lab: Any, spec: LinkSpec) -> None:
     """The self-check's rows with no host calibration, SelfCheckFailed as the runner raises it."""
     from lab.shaping.selfcheck import self_check  # noqa: PLC0415
