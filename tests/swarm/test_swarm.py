@@ -3,7 +3,8 @@ own dockerd): client, server and udp-listener on three different nodes, traffic 
 the overlay (VXLAN seen between the nodes), the scenarios a user runs (hello, the image
 fetch verified by SHA-256, udp-basic, the shaped large-file, a partition), a shaping
 self-check on the overlay, the bad inputs (no Swarm, a node unreachable for helpers, a
-service that cannot be placed), a stopped service staying down until started, a task
+service that cannot be placed), a killed run's partition undone by the next run on
+every node (a Swarm run has no reaper), a stopped service staying down until started, a task
 that turns unhealthy replaced by Swarm and counted as a restart, and ``lab down``
 leaving nothing labelled on any node.
 
@@ -15,6 +16,9 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,7 @@ from lab.api import Lab
 from lab.cli import main
 from lab.congestion import congestion_in_use
 from lab.credentials import SECRET_VOLUMES, SECRETS_MOUNT, SERVICE_UID
+from lab.shaping import link_status
 from lab.swarm.distribution import has_registry_host
 from lab.swarm.tasks import STOPPED_LABEL
 from lab.waiting import wait_for
@@ -256,6 +261,68 @@ def test_a_service_that_cannot_be_placed_is_named_with_swarms_error(
         ) in err
     finally:
         assert main(["-p", project, "-f", str(compose), "down"]) == 0
+
+
+KILLED = """\
+name: killed-partition
+description: a partition, then a step long enough to be killed during it
+steps:
+  - {name: hold, service: client, run: [sleep, "300"], timeout: 400}
+faults:
+  - {at: 0, partition: [client, server]}
+checks:
+  - {kind: duration, step: hold, min: 0}
+"""
+
+
+def test_a_killed_runs_partition_is_undone_by_the_next_run_on_every_node(
+    swarm_lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = tmp_path / "killed.yaml"
+    scenario.write_text(KILLED)
+    argv = [sys.executable, "-m", "lab", "-p", swarm_lab.project, "run", str(scenario),
+            "--results", str(tmp_path / "r")]  # fmt: skip
+    log = tmp_path / "killed.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        try:
+
+            def partitioned() -> bool:
+                return any(s.shaping == "partition" for s in link_status(swarm_lab))
+
+            wait_for(partitioned, timeout=120, what="the run's partition", interval=1.0)
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    # A reaper needs the engine's socket on the controller's machine: there is none on a
+    # Swarm, and the run said so (its helpers, rules and tasks are on the nodes).
+    said = re.sub(r"\s+", " ", log.read_text())
+    assert "warning: this run has no reaper" in said, said[-2000:]
+    assert "if it dies, the next run undoes its faults" in said
+    assert any(s.shaping == "partition" for s in link_status(swarm_lab)), "nobody healed it"
+
+    def drops_in(service: str) -> list[str]:
+        """The partition rules in ``service``'s namespace (the filter table's DROPs)."""
+        argv = ["iptables-save", "-t", "filter"]
+        saved = swarm_lab.netkit_run(service, argv, timeout=60, net_admin=True)
+        lines = saved.check(f"iptables-save in {service}").stdout.splitlines()
+        return [line for line in lines if line.startswith("-A SOCKETLAB ") and "DROP" in line]
+
+    assert drops_in("client"), "the partition's rules, on the client's node"
+
+    capsys.readouterr()
+    code = main(["-p", swarm_lab.project, "run", "hello", "--results", str(tmp_path / "next")])
+    next_run = re.sub(r"\s+", " ", capsys.readouterr().err)
+    assert code == 0, next_run[-2000:]
+    assert (
+        "undoing what was left on the lab's network by hand (no run recorded it): "
+        "partition client <-> server"
+    ) in next_run
+    assert not link_status(swarm_lab)  # on every node: no helper, no rule left
+    for service in ("client", "server"):
+        assert drops_in(service) == [], service
 
 
 def test_a_stopped_service_stays_down_until_started(swarm_lab: Lab, cluster: Cluster) -> None:
