@@ -3,7 +3,7 @@
 One Dockerfile (``services/Dockerfile``), three stages:
 
 * **wheels** — the builder. It compiles every Python dependency of the images
-  (NetfilterQueue and every pinned pure-Python package alike) from its sdist,
+  (every pinned package, pure Python or not) from its sdist,
   with the Python the images run. Compilers and headers live only here.
 * **runtime** — what the four services run, with the builder's wheels.
 * **netkit** — the helper that joins a service's network namespace to shape or
@@ -96,7 +96,6 @@ BASE_PACKAGES: tuple[str, ...] = (
     "tcpdump",
     "procps",
     "netbase",
-    "libnetfilter-queue1",
     "ethtool",
 )
 # What the netkit stage adds to a base that lacks it (a registry image).
@@ -109,12 +108,11 @@ NETKIT_PACKAGES: tuple[str, ...] = (
     "tcpdump",
     "procps",
     "netbase",
-    "libnetfilter-queue1",
     "ethtool",
 )
 # What the builder stage adds to a base that lacks it (plus python3-dev when
 # that base's python3 has no headers).
-BUILD_PACKAGES: tuple[str, ...] = ("gcc", "libc6-dev", "libnetfilter-queue-dev")
+BUILD_PACKAGES: tuple[str, ...] = ("gcc", "libc6-dev")
 # The offline builder base: the same python3 as the local base, with everything
 # the builder stage needs already installed.
 BUILD_BASE_PACKAGES: tuple[str, ...] = ("python3", "python3-venv", "python3-dev", *BUILD_PACKAGES)
@@ -593,8 +591,8 @@ def tools_download_argv(python: str, *, dest: str, tools_file: str) -> list[str]
     """``pip download`` of the pinned build tools' pure wheels (py3-none-any).
 
     Pure wheels run on whatever Python the builder stage has; asking for them
-    explicitly keeps the host's interpreter out of the choice (Cython, say,
-    also has compiled wheels for the host's Python).
+    explicitly keeps the host's interpreter out of the choice (a build tool
+    may also have compiled wheels for the host's Python).
     """
     return [
         python,
