@@ -348,16 +348,8 @@ def test_a_crashing_daemon_fails_its_scenario_with_the_crash_output(
     assert done.returncode == 1  # the crashing one failed the run
 
 
-KILLED = """\
-name: killed-partition
-description: a partition, then a step long enough to be killed during it
-steps:
-  - {name: hold, service: client, run: [sleep, "300"], timeout: 400}
-faults:
-  - {at: 0, partition: [client, server]}
-checks:
-  - {kind: duration, step: hold, min: 0}
-"""
+# a partition, then a step long enough to be killed during it (tests/swarm runs it too)
+KILLED = (Path(__file__).resolve().parent / "scenarios" / "killed-partition.yaml").read_text()
 
 
 def _killed_mid_partition(echo: Echo, scenario: Path, *, kill_reaper_too: bool) -> str:

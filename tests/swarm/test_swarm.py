@@ -263,16 +263,10 @@ def test_a_service_that_cannot_be_placed_is_named_with_swarms_error(
         assert main(["-p", project, "-f", str(compose), "down"]) == 0
 
 
-KILLED = """\
-name: killed-partition
-description: a partition, then a step long enough to be killed during it
-steps:
-  - {name: hold, service: client, run: [sleep, "300"], timeout: 400}
-faults:
-  - {at: 0, partition: [client, server]}
-checks:
-  - {kind: duration, step: hold, min: 0}
-"""
+# the byo tests' killed run: a partition, then a long step
+KILLED = (
+    Path(__file__).resolve().parents[1] / "integration" / "scenarios" / "killed-partition.yaml"
+).read_text()
 
 
 def test_a_killed_runs_partition_is_undone_by_the_next_run_on_every_node(
