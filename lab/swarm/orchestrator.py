@@ -307,13 +307,7 @@ class SwarmOrchestrator:
                 if replicas == 0:
                     continue  # stopped already
                 labels = {**(spec.get("Labels") or {}), STOPPED_LABEL: str(replicas)}
-                self.lab.docker.api.update_service(
-                    found.id,
-                    found.version,
-                    mode={"Replicated": {"Replicas": 0}},
-                    labels=labels,
-                    fetch_current_spec=True,
-                )
+                self._set_replicas(found, 0, labels)
 
         def down() -> bool:
             return not any(i.state == "running" for i in self.lab.topology().select(service))
@@ -330,14 +324,19 @@ class SwarmOrchestrator:
             replicas = str(labels.pop(STOPPED_LABEL, ""))
             if not replicas.isdigit():
                 return False
-            self.lab.docker.api.update_service(
-                found.id,
-                found.version,
-                mode={"Replicated": {"Replicas": int(replicas)}},
-                labels=labels,
-                fetch_current_spec=True,
-            )
+            self._set_replicas(found, int(replicas), labels)
         return True
+
+    def _set_replicas(self, found: Any, replicas: int, labels: Mapping[str, str]) -> None:
+        """One update of a service's replica count and labels, the rest of its spec as
+        it is: neither is part of the task template, so no other task is replaced."""
+        self.lab.docker.api.update_service(
+            found.id,
+            found.version,
+            mode={"Replicated": {"Replicas": replicas}},
+            labels=dict(labels),
+            fetch_current_spec=True,
+        )
 
     # ------------------------------------------------------------------ up
 

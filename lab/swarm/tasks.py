@@ -17,8 +17,9 @@ A slot's earlier tasks that ended on their own (an exit, 0 or not; a
 healthcheck that turned unhealthy, which Swarm stops with SIGTERM; a
 rejection) are its restarts, as Docker's ``RestartCount`` is a container's:
 Swarm replaced each one. Tasks Swarm shut down itself (a service update, a
-``stop`` fault, which scales the service to 0) are not. It counts the tasks the manager still keeps (5 per slot unless
-``docker swarm update --task-history-limit`` says).
+``stop`` fault, which scales the service to 0) are not. It counts the tasks
+the manager still keeps (5 per slot unless ``docker swarm update
+--task-history-limit`` says).
 
 :func:`not_started` is what ``lab up`` waits for after the last wave, as
 ``compose up`` returns once every container runs: ``lab up`` sets routes and
