@@ -114,6 +114,10 @@ def test_taken_name_gets_a_clear_error(hub: Lab) -> None:
     )
     holder.start()
     try:
+        # The holder must own the name before the probe: a probe that joined first would
+        # take it, speak and leave, and the holder would be the one refused.
+        present = chat(hub, f"look-{name}", "--wait-for", name, "--deadline", "60", timeout=90)
+        assert present.ok, f"the holder never joined: {present.stderr}"
         taken = wait_for(
             lambda: (
                 (r := chat(hub, name, "--say", "me too", timeout=30)).exit_code == 1
