@@ -48,19 +48,20 @@ def hello_from(lab: Lab, service: str) -> dict[str, Any]:
 # --- services -------------------------------------------------------------------------
 
 FLOOD = """
-    import socket, time
+    import select, socket, time
     held, refused = [], 0
     for _ in range({count}):
         sock = socket.create_connection(("server", 4571), timeout=5)
         held.append(sock)
-    time.sleep(1.0)  # the refusals arrive at once; the held ones stay silent
-    for sock in held:
-        sock.setblocking(False)
-        try:
-            if b"too many connections from your address" in sock.recv(4096):
-                refused += 1
-        except BlockingIOError:
-            pass
+    # The refusals come as the server accepts (later on a loaded machine); the held ones
+    # stay silent. Read until no more than {most} can be held, then a second longer.
+    unread, deadline, settle = list(held), time.monotonic() + 30, None
+    while unread and time.monotonic() < (settle or deadline):
+        if settle is None and len(held) - refused <= {most}:
+            settle = time.monotonic() + 1.0
+        for sock in select.select(unread, [], [], 0.2)[0]:
+            unread.remove(sock)
+            refused += b"too many connections from your address" in sock.recv(4096)
     open("{marker}", "w").write(str(refused))
     deadline = time.monotonic() + {hold}
     while time.monotonic() < deadline:  # until the test says it has seen enough
@@ -76,7 +77,7 @@ FLOOD = """
 
 def test_one_host_flooding_idle_connections_locks_nobody_else_out(lab: Lab) -> None:
     marker = f"/tmp/flood-{uuid.uuid4().hex[:8]}"
-    in_background(lab, "client", FLOOD.format(count=200, marker=marker, hold=45))
+    in_background(lab, "client", FLOOD.format(count=200, most=128, marker=marker, hold=45))
 
     def refusals() -> int | None:
         result = lab.exec("client", ["cat", marker], timeout=10)
@@ -119,7 +120,15 @@ STALLED_READER = """
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.sendall(encode_request("fetch", {{"name": "{name}"}}))
     sock.recv(1)
-    time.sleep(8)  # a reader that stopped reading: the transfer waits, the file stays open
+    # A reader that stopped reading: the transfer waits, the file stays open, until the
+    # test has counted it (or a minute has gone).
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            open("{stop}")
+            break
+        except OSError:
+            time.sleep(0.2)
     sock.close()
 """
 
@@ -179,12 +188,16 @@ def test_resets_right_after_a_fetch_leave_no_descriptor_open(lab: Lab) -> None:
         ],
         timeout=60,
     ).check("making the stalled file")
-    in_background(lab, "client", STALLED_READER.format(name=STALLED))
-    wait_for(
-        lambda: python(lab, "server", count_fds).split() == ["1", "1"],
-        timeout=30,
-        what="the count to see the stalled transfer's descriptor",
-    )
+    stop = f"/tmp/stalled-{uuid.uuid4().hex[:8]}.stop"
+    in_background(lab, "client", STALLED_READER.format(name=STALLED, stop=stop))
+    try:
+        wait_for(
+            lambda: python(lab, "server", count_fds).split() == ["1", "1"],
+            timeout=30,
+            what="the count to see the stalled transfer's descriptor",
+        )
+    finally:
+        lab.exec("client", ["touch", stop], timeout=10)
     count_fds = count_fds_on(f"{DATA_ROOT}/{TEXT}")
     assert python(lab, "client", FETCH_AND_RESET.format(name=TEXT)).strip() == "reset 5 times"
     # The server may hold the file for a moment while hashing it; then never again.
@@ -333,24 +346,37 @@ FORGED_DATAGRAMS = """
 def test_forged_datagrams_leave_a_normal_sender_accounted_right(lab: Lab) -> None:
     lab.exec("client", ["socketlab", "udp-stats", "--reset"], timeout=30).check("reset")
     sender_id = 0x5EED0000 + int(uuid.uuid4().hex[:4], 16)
-    honest = f"""
-        import subprocess
-        print(subprocess.run(["socketlab", "udp-send", "--count", "1000", "--rate", "200",
-                              "--sender-id", "{sender_id:#x}"], capture_output=True).returncode)
-    """
-    in_background(lab, "rss-poller", honest)
-    forged = int(python(lab, "client", FORGED_DATAGRAMS).strip())
+    honest: list[ExecResult] = []
+    send = ["socketlab", "udp-send", "--count", "1000", "--rate", "200"]
+    sender = threading.Thread(
+        target=lambda: honest.append(
+            lab.exec("rss-poller", [*send, "--sender-id", f"{sender_id:#x}"], timeout=90)
+        )
+    )
+    sender.start()
+    try:
+        forged = int(python(lab, "client", FORGED_DATAGRAMS).strip())
+    finally:
+        sender.join(timeout=120)
+    assert honest, "the honest sender did not finish"
+    assert honest[0].ok, honest[0].stderr
 
     def accounted() -> dict[str, Any] | None:
         stats = json.loads(
             lab.exec("client", ["socketlab", "udp-stats"], timeout=30).check("stats").stdout
         )
         mine = [s for s in stats["sessions"] if s["sender_id"] == sender_id]
-        return stats if mine and mine[-1]["received"] >= 1000 else None
+        return stats if mine and mine[-1]["highest_seq"] >= 1000 else None
 
-    stats = wait_for(accounted, timeout=60, what="the honest sender's 1000 datagrams")
+    stats = wait_for(accounted, timeout=60, what="the honest sender's last datagram")
     session = next(s for s in stats["sessions"] if s["sender_id"] == sender_id)
-    assert (session["received"], session["lost"], session["duplicates"]) == (1000, 0, 0)
+    # Every honest datagram is accounted for, once. A loaded listener may miss some of them
+    # while the forged burst fills its socket buffer: the kernel counts those, and only
+    # those may be missing (on a quiet machine, none are).
+    missing = session["lost"] + session["missed_at_start"]
+    assert session["received"] + missing == 1000, session
+    assert session["duplicates"] == 0, session
+    assert missing <= stats["kernel_drops"], (session, stats["kernel_drops"])
     assert session["number"] == 1, "never split into sessions by the forgeries"
     assert stats["datagrams"] >= forged + 1000 - stats["kernel_drops"]
     assert stats["lost"] < forged * (1 << 20), "no datagram adds more than 2^20 to lost"
