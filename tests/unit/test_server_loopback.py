@@ -442,8 +442,8 @@ def _readable(sock: socket.socket, timeout: float) -> bool:
 def test_idle_connection_is_closed(data_root: Path, serve: Callable[..., Any]) -> None:
     idle = 0.3  # shorter than BASE_CONFIG's, which leaves room for slow steps elsewhere
     lab = start(replace(BASE_CONFIG, data_root=data_root, idle_timeout=idle), serve)
+    started = time.monotonic()  # before the connect: the server's idle clock starts at accept
     with client.LabConnection.open(lab.endpoint(read_timeout=5)) as conn:
-        started = time.monotonic()
         with pytest.raises(ServerRefused, match="idle"):
             client.response_result(conn.read_message())
         assert idle * 0.9 < time.monotonic() - started < 4
