@@ -100,8 +100,9 @@ def test_datagrams_sent_while_listener_is_down_are_lost(lab: Lab) -> None:
     )
     assert session["first_seq"] > 50
     assert session["missed_at_start"] == session["first_seq"] - 1
-    logs = lab.logs("udp-listener")
-    assert f"first_seq={session['first_seq']} missed_at_start={session['missed_at_start']}" in logs
+    # The listener logs the session after its stats show it: wait for the line too.
+    line = f"first_seq={session['first_seq']} missed_at_start={session['missed_at_start']}"
+    wait_for(lambda: line in lab.logs("udp-listener"), timeout=30, what=f"the log line {line}")
     thread.join(timeout=120)
     assert results, "the sender finished"
     sent = summary(results[0])
@@ -155,7 +156,11 @@ def test_socat_text_datagrams_are_counted_as_foreign(lab: Lab) -> None:
     assert totals["sessions"] == []
     client = lab.ip("client")
     assert all(source.startswith(f"{client}:") for source in totals["foreign_sources"])
-    assert "event=foreign_datagram" in lab.logs("udp-listener")
+    wait_for(
+        lambda: "event=foreign_datagram" in lab.logs("udp-listener"),
+        timeout=30,
+        what="the foreign datagrams' log line",
+    )
     # The listener carries on with datagrams of its own kind.
     send(lab, "--count", "5", "--rate", "100", "--sender-id", "0x400")
     wait_for(
