@@ -224,6 +224,27 @@ def has_healthcheck(check: Any) -> bool:
     return False
 
 
+def image_has_healthcheck(check: Any) -> bool:
+    """Whether an image's ``Config.Healthcheck`` (a Dockerfile ``HEALTHCHECK``) runs a
+    probe: a test other than ``NONE``."""
+    if not isinstance(check, Mapping):
+        return False
+    test = check.get("Test")
+    return isinstance(test, list | tuple) and bool(test) and str(test[0]) != "NONE"
+
+
+def runs_healthcheck(check: Any, *, image_has_one: bool) -> bool:
+    """Whether the container runs a probe, given Compose's ``healthcheck`` and whether
+    the image has one: Compose's decides when it disables or names a test; otherwise
+    (none, or only ``interval`` and the like) Docker runs the image's."""
+    if isinstance(check, Mapping):
+        test = check.get("test")
+        names_test = bool(test.strip()) if isinstance(test, str) else bool(test)
+        if check.get("disable") or names_test:
+            return has_healthcheck(check)
+    return image_has_one
+
+
 def _service_networks(raw: Mapping[str, Any]) -> tuple[str, ...]:
     if raw.get("network_mode"):
         return ()  # host, none, or another container's namespace: no network of the project

@@ -78,7 +78,7 @@ from lab.swarm.tasks import (
     stack_facts,
     stack_services,
 )
-from lab.topology import ContainerFacts, ProjectModel
+from lab.topology import ContainerFacts, ProjectModel, image_has_healthcheck
 from lab.waiting import wait_for
 
 if TYPE_CHECKING:
@@ -361,6 +361,7 @@ class SwarmOrchestrator:
         with override_file(document, project=lab.project) as extra:
             config = lab.compose(images, extra=(extra,)).config(major=lab.compose_version)
         first = stack_plan(config, model=model, scale=scale, built_images=built)
+        checked = _images_with_healthchecks(self.build_engine(), first.images)
         placements = None
         targets = None
         if self.settings.spread:
@@ -381,6 +382,7 @@ class SwarmOrchestrator:
             image_refs=distribution.refs,
             built_images=built,
             netkit_image=netkit,
+            image_healthchecks=checked,
         )
         for note in plan.notes:
             lab.progress(f"swarm: {note}")
@@ -693,6 +695,22 @@ def _helpers_purpose(services: Sequence[str]) -> str:
     shaping lists them all first, whatever node the shaped service is on."""
     runs = f"; it runs {', '.join(services)}" if services else ""
     return f"the lab's helpers and leftovers there{runs}"
+
+
+def _images_with_healthchecks(client: Any, images: Sequence[str]) -> frozenset[str]:
+    """The images whose own config has a healthcheck, on the build engine (where the
+    lab builds and from where it sends images). One it does not have is left out: a
+    node pulls it, and its healthcheck stays unknown (the restart policy is Compose's)."""
+    checked = set()
+    for ref in images:
+        try:
+            with docker_errors(f"cannot look up image {ref}"):
+                attrs = client.images.get(ref).attrs
+        except DockerNotFound:
+            continue
+        if image_has_healthcheck((attrs.get("Config") or {}).get("Healthcheck")):
+            checked.add(ref)
+    return frozenset(checked)
 
 
 def _has_image(client: Any, ref: str) -> bool:

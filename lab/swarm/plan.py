@@ -24,6 +24,8 @@ Engine 20.10.24 with CLIs 20.10 and 28; :data:`IGNORED` carries the notes
   with a note: Swarm ends a task that turns unhealthy with SIGTERM, and one that
   then exits 0 (the lab's services, most servers) is "complete", which
   ``on-failure`` never replaces (measured on 20.10: the slot stayed empty).
+  The healthcheck may be the image's own (a Dockerfile ``HEALTHCHECK``): the
+  orchestrator looks the images up and says which have one.
   A ``stop`` fault therefore scales the service to 0 (:mod:`lab.swarm.orchestrator`).
 * ``security_opt`` (``no-new-privileges``) has no field in a 20.10 service
   spec: left out, with a note. Our services also drop every capability,
@@ -61,7 +63,7 @@ from lab.helpers import PROJECT_LABEL
 from lab.overlay import NETKIT_LABEL
 from lab.swarm.errors import StackPlanError
 from lab.swarm.placement import Placement
-from lab.topology import ProjectModel, has_healthcheck
+from lab.topology import ProjectModel, runs_healthcheck
 
 STACK_FILE_VERSION = "3.8"
 STACK_LABEL = "com.docker.stack.namespace"
@@ -387,6 +389,7 @@ def _deploy(
     project: str,
     replicas: int,
     placement: Placement | None,
+    image_healthcheck: bool,
     notes: list[tuple[str, str]],
 ) -> dict[str, Any]:
     given = _mapping(raw.get("deploy"), f"service {name}: deploy")
@@ -408,7 +411,8 @@ def _deploy(
     deploy["endpoint_mode"] = "dnsrr"
     if "restart_policy" not in deploy:
         policy = restart_policy(raw.get("restart"))
-        if policy["condition"] == "on-failure" and has_healthcheck(raw.get("healthcheck")):
+        checked = runs_healthcheck(raw.get("healthcheck"), image_has_one=image_healthcheck)
+        if policy["condition"] == "on-failure" and checked:
             policy["condition"] = "any"
             notes.append((UNHEALTHY_ON_FAILURE, name))
         deploy["restart_policy"] = policy
@@ -435,6 +439,7 @@ def _service(
     replicas: int,
     placement: Placement | None,
     image: str | None,
+    image_healthcheck: bool,
     netkit_image: str,
     notes: list[tuple[str, str]],
 ) -> dict[str, Any]:
@@ -478,7 +483,13 @@ def _service(
         **({NETKIT_LABEL: netkit_image} if netkit_image else {}),
     }
     out["deploy"] = _deploy(
-        raw, name=name, project=project, replicas=replicas, placement=placement, notes=notes
+        raw,
+        name=name,
+        project=project,
+        replicas=replicas,
+        placement=placement,
+        image_healthcheck=image_healthcheck,
+        notes=notes,
     )
     return out
 
@@ -583,12 +594,14 @@ def stack_plan(
     image_refs: Mapping[str, str] | None = None,
     built_images: Mapping[str, str] | None = None,
     netkit_image: str = "",
+    image_healthchecks: frozenset[str] = frozenset(),
 ) -> StackPlan:
     """The stack of the project ``config`` describes (see the module docstring).
 
     ``scale``: replicas per service (``lab up --scale``); ``placements``: from
     ``--spread``; ``image_refs``: local image -> the reference nodes run
-    (a registry's); ``built_images``: service -> image the lab built for it.
+    (a registry's); ``built_images``: service -> image the lab built for it;
+    ``image_healthchecks``: the local images whose own config has a healthcheck.
     """
     project = model.project
     scale = dict(scale or {})
@@ -611,6 +624,7 @@ def stack_plan(
             replicas=replicas,
             placement=placements.get(spec.name),
             image=image,
+            image_healthcheck=local in image_healthchecks,
             netkit_image=netkit_image,
             notes=notes,
         )

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
 
 import lab.engine
@@ -145,6 +146,23 @@ class FakeServices:
         return FakeService(self.api, name)
 
 
+class FakeImage:
+    def __init__(self, attrs: dict[str, Any]) -> None:
+        self.attrs = attrs
+
+
+class FakeImages:
+    """The images an engine has: reference -> ``attrs`` (``Config`` as Docker reports it)."""
+
+    def __init__(self) -> None:
+        self.attrs: dict[str, dict[str, Any]] = {}
+
+    def get(self, ref: str) -> FakeImage:
+        if ref not in self.attrs:
+            raise docker.errors.ImageNotFound(f"No such image: {ref}")
+        return FakeImage(self.attrs[ref])
+
+
 class FakeEngine:
     """One node's engine (or the manager, which also answers the Swarm API)."""
 
@@ -153,6 +171,7 @@ class FakeEngine:
         self.api = FakeApi(project)
         self.services = FakeServices(self.api)
         self.containers = FakeContainers(self)
+        self.images = FakeImages()
         self.gets: list[str] = []
 
     def info(self) -> dict[str, Any]:
@@ -439,6 +458,51 @@ def test_lab_up_goes_on_only_once_every_task_of_the_last_wave_runs(
     assert len(deployed) == 1  # one wave: nothing depends on anything in MODEL
     assert given[:3] == answers  # asked until client.2 ran
     assert len(given) == 3
+
+
+def test_an_images_own_healthcheck_makes_on_failure_restart_any_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Dockerfile HEALTHCHECK and none in the Compose file: Swarm still ends the task
+    # when it turns unhealthy, so on-failure would leave its slot empty.
+    monkeypatch.setitem(
+        CONFIG,
+        "services",
+        {
+            "server": {
+                "image": "user/checked:1",
+                "restart": "on-failure",
+                "networks": {"lab": None},
+            },
+            **{
+                name: {"image": image, "restart": "on-failure", "networks": {"lab": None}}
+                for name, image in [
+                    ("udp-listener", "user/unchecked:1"),
+                    ("client", "user/disabled:1"),
+                    ("rss-poller", "user/absent:1"),
+                ]
+            },
+        },
+    )
+    handle, deployed, _ = deployable(tmp_path, monkeypatch, [RECORDED["h19exp.tasks"]])
+    images = handle.docker.images
+    assert isinstance(images, FakeImages)
+    images.attrs["user/checked:1"] = {"Config": {"Healthcheck": {"Test": ["CMD", "probe"]}}}
+    images.attrs["user/unchecked:1"] = {"Config": {"Healthcheck": None}}
+    images.attrs["user/disabled:1"] = {"Config": {"Healthcheck": {"Test": ["NONE"]}}}
+    assert handle._images is not None
+    handle.orchestrator.start(MODEL, images=handle._images, scale={}, timeout=30.0)
+    (document,) = deployed
+    conditions = {
+        name: service["deploy"]["restart_policy"]["condition"]
+        for name, service in document["services"].items()
+    }
+    assert conditions == {
+        "server": "any",
+        "udp-listener": "on-failure",
+        "client": "on-failure",
+        "rss-poller": "on-failure",  # not on the controller's engine: unknown, Compose's
+    }
 
 
 def test_a_task_that_never_starts_is_named_at_the_deadline(

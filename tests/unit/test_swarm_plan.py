@@ -30,10 +30,12 @@ from lab.swarm.plan import (
 from lab.topology import (
     ProjectModel,
     has_healthcheck,
+    image_has_healthcheck,
     merge_service_extensions,
     model_from_config,
     parse_config_json,
     parse_config_yaml,
+    runs_healthcheck,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "compose"
@@ -288,6 +290,72 @@ def test_on_failure_with_a_healthcheck_restarts_any_exit(flavour: str) -> None:
 )
 def test_which_healthchecks_run(check: Any, runs: bool) -> None:
     assert has_healthcheck(check) is runs
+
+
+@pytest.mark.parametrize(
+    ("check", "image_has_one", "runs"),
+    [
+        (None, True, True),  # none in Compose: the image's
+        (None, False, False),
+        ({"interval": "5s"}, True, True),  # Docker merges the interval onto the image's test
+        ({"test": []}, True, True),  # an empty test inherits the image's
+        ({"disable": True}, True, False),
+        ({"test": ["NONE"]}, True, False),
+        ({"test": "NONE"}, True, False),
+        ({"test": ["CMD", "true"]}, False, True),
+        ({"test": "  "}, True, True),
+    ],
+)
+def test_which_healthchecks_run_with_the_images(
+    check: Any, image_has_one: bool, runs: bool
+) -> None:
+    assert runs_healthcheck(check, image_has_one=image_has_one) is runs
+
+
+@pytest.mark.parametrize(
+    ("check", "runs"),
+    [
+        (None, False),
+        ({}, False),
+        ({"Test": []}, False),
+        ({"Test": ["NONE"]}, False),  # HEALTHCHECK NONE
+        ({"Test": ["CMD-SHELL", "probe"]}, True),
+        ({"Test": ["CMD", "probe"], "Interval": 5_000_000_000}, True),
+    ],
+)
+def test_which_image_healthchecks_run(check: Any, runs: bool) -> None:
+    assert image_has_healthcheck(check) is runs
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_an_images_healthcheck_counts_unless_compose_disables_it(flavour: str) -> None:
+    config = recorded("default", flavour)
+    services = config["services"]
+    for name, raw in services.items():
+        raw["restart"] = "on-failure"
+        raw.pop("healthcheck", None)
+        if name != "udp-listener":
+            raw["image"] = "user/checked:1"
+    services["client"]["healthcheck"] = {"disable": True}
+    services["rss-poller"]["healthcheck"] = {"interval": "5s"}
+    checked = frozenset({"user/checked:1"})
+    plan = stack_plan(config, model=model_of(config), image_healthchecks=checked)
+    conditions = {
+        name: service["deploy"]["restart_policy"]["condition"]
+        for name, service in plan.document["services"].items()
+    }
+    assert conditions == {
+        "server": "any",
+        "udp-listener": "on-failure",  # its image has none
+        "client": "on-failure",  # Compose disables the image's
+        "rss-poller": "any",  # Compose only sets the interval of the image's
+    }
+    assert any(note.startswith("restart (server, rss-poller): on-failure") for note in plan.notes)
+    unknown = stack_plan(config, model=model_of(config))
+    assert {
+        service["deploy"]["restart_policy"]["condition"]
+        for service in unknown.document["services"].values()
+    } == {"on-failure"}
 
 
 def test_a_bad_restart_is_refused() -> None:
