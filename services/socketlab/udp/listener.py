@@ -167,19 +167,11 @@ def enable_gro(sock: socket.socket) -> bool:
 def set_receive_buffer(sock: socket.socket, size: int) -> int:
     """Ask for ``size`` bytes of receive buffer; return what the kernel granted.
 
-    ``SO_RCVBUFFORCE`` passes ``net.core.rmem_max`` but needs CAP_NET_ADMIN,
-    which service containers do not have; plain ``SO_RCVBUF`` is capped there.
+    Plain ``SO_RCVBUF``: the kernel caps the request at ``net.core.rmem_max`` and
+    doubles it for its own bookkeeping. ``SO_RCVBUFFORCE`` would pass the cap but
+    needs CAP_NET_ADMIN, which only the netkit helpers have.
     """
-    force = getattr(socket, "SO_RCVBUFFORCE", None)
-    forced = False
-    if force is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, force, size)
-            forced = True
-        except PermissionError:
-            pass
-    if not forced:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
     granted: int = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     return granted
 
