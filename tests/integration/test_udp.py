@@ -88,6 +88,7 @@ def test_datagrams_sent_while_listener_is_down_are_lost(lab: Lab) -> None:
             timeout=30,
             what="the listener to receive the first datagrams",
         )
+        stopped_at = time.time()  # the restarted listener's log lines come after this
         lab.stop("udp-listener")
     finally:
         lab.start("udp-listener")  # never leave the lab without its listener
@@ -101,8 +102,15 @@ def test_datagrams_sent_while_listener_is_down_are_lost(lab: Lab) -> None:
     assert session["first_seq"] > 50
     assert session["missed_at_start"] == session["first_seq"] - 1
     # The listener logs the session after its stats show it: wait for the line too.
-    line = f"first_seq={session['first_seq']} missed_at_start={session['missed_at_start']}"
-    wait_for(lambda: line in lab.logs("udp-listener"), timeout=30, what=f"the log line {line}")
+    line = (
+        f"sender_id=00000200 first_seq={session['first_seq']} "
+        f"missed_at_start={session['missed_at_start']}"
+    )
+    wait_for(
+        lambda: line in lab.logs("udp-listener", since=stopped_at),
+        timeout=30,
+        what=f"the log line {line}",
+    )
     thread.join(timeout=120)
     assert results, "the sender finished"
     sent = summary(results[0])
@@ -145,6 +153,7 @@ def test_socat_text_datagrams_are_counted_as_foreign(lab: Lab) -> None:
     script = (
         f'for i in 1 2 3; do echo "hello from socat $i" | socat -u - UDP:{listener}:37020; done'
     )
+    sent_at = time.time()
     lab.netkit_run("client", ["sh", "-c", script], timeout=60).check("socat")
     totals = wait_for(
         lambda: (s := stats(lab))["foreign"] >= 3 and s,
@@ -157,7 +166,7 @@ def test_socat_text_datagrams_are_counted_as_foreign(lab: Lab) -> None:
     client = lab.ip("client")
     assert all(source.startswith(f"{client}:") for source in totals["foreign_sources"])
     wait_for(
-        lambda: "event=foreign_datagram" in lab.logs("udp-listener"),
+        lambda: "event=foreign_datagram" in lab.logs("udp-listener", since=sent_at),
         timeout=30,
         what="the foreign datagrams' log line",
     )
