@@ -355,6 +355,17 @@ def test_forged_datagrams_leave_a_normal_sender_accounted_right(lab: Lab) -> Non
     )
     sender.start()
     try:
+        # The forgeries go out once the honest session is under way, so they meet it.
+        wait_for(
+            lambda: any(
+                s["sender_id"] == sender_id
+                for s in json.loads(
+                    lab.exec("client", ["socketlab", "udp-stats"], timeout=30).check("stats").stdout
+                )["sessions"]
+            ),
+            timeout=60,
+            what="the honest sender's first datagrams",
+        )
         forged = int(python(lab, "client", FORGED_DATAGRAMS).strip())
     finally:
         sender.join(timeout=120)
@@ -480,7 +491,8 @@ CHAT_PORT = 4572
 # Runs in the client container (python3 -c SCRIPT MODE TAG ...). "readers N": N
 # participants that read everything until the flooder's end marker; "flood S": one
 # participant that sends as fast as the socket takes for S seconds (bounded in
-# count too), then pauses and sends the end marker. Each prints one JSON report.
+# count too), then waits until the hub has read all of it (its answer to who) and
+# sends the end marker. Each prints one JSON report.
 _FLOOD_SCRIPT = r"""
 import json, selectors, socket, sys, time
 from socketlab.chat import wire
@@ -533,8 +545,11 @@ def on_event(peer, event):
     elif kind == "participants":
         peer["who"] = True
     elif kind == "ping":
-        peer["sock"].setblocking(True)
-        peer["sock"].sendall(wire.pong())
+        peer["sock"].settimeout(10)
+        try:
+            peer["sock"].sendall(wire.pong())
+        except OSError as exc:
+            peer["ended"] = peer["ended"] or f"pong failed: {exc}"
         peer["sock"].setblocking(False)
     elif kind == "error":
         peer["errors"][event["code"]] = peer["errors"].get(event["code"], 0) + 1
@@ -578,7 +593,10 @@ else:
     # The hub reads a throttled sender only as its bucket refills, so seconds of flood may still
     # wait in the sockets. It answers "who" in stream order and without a token: the answer
     # means it has read everything before it, and the marker will not meet an empty bucket.
-    me["sock"].sendall(out + wire.who())
+    try:
+        me["sock"].sendall(out + wire.who())
+    except OSError as exc:
+        me["ended"] = me["ended"] or f"send failed: {exc}"
     me["sock"].setblocking(False)
     drain_t0 = time.monotonic()
     while time.monotonic() < DEADLINE and not me["who"] and not me["ended"]:
@@ -587,8 +605,12 @@ else:
     refill_end = time.monotonic() + 1.0  # a second's tokens for the marker
     while time.monotonic() < refill_end:
         pump(sel, on_event, 0.1)
-    me["sock"].setblocking(True)
-    me["sock"].sendall(wire.say("__end__"))
+    me["sock"].settimeout(60)
+    try:
+        me["sock"].sendall(wire.say("__end__"))
+    except OSError as exc:
+        me["ended"] = me["ended"] or f"send failed: {exc}"
+    me["sock"].setblocking(False)
     end = time.monotonic() + 2.0
     while time.monotonic() < end:
         pump(sel, on_event, 0.1)
