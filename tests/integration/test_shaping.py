@@ -247,9 +247,9 @@ def test_every_model_reaches_the_loop_and_checks_out(
     self-check's loss and duplicate counts pass, and no packet leaves before its delay;
     the seed it runs with is logged, for a replay. The delay's upper bound is loose: a
     busy shared host makes the loop late by more than the self-check's few ms, so the
-    self-check here allows what test_self_check_passes_and_records_the_engine does."""
+    self-check here allows 50 ms of lateness above the percentiles (CI saw 12 ms)."""
     link = spec(**options)
-    shaping = dataclasses.replace(lab.config.shaping, check_host_slack=0.25)
+    shaping = dataclasses.replace(lab.config.shaping, check_host_slack=0.05)
     roomy = Lab(project=lab.project, config=dataclasses.replace(lab.config, shaping=shaping))
     try:
         result = shape(roomy, "client", "server", link, engine="nfqueue", check=True)
