@@ -343,6 +343,17 @@ FORGED_DATAGRAMS = """
 """
 
 
+def _udp_stats(lab: Lab) -> dict[str, Any]:
+    stats: dict[str, Any] = json.loads(
+        lab.exec("client", ["socketlab", "udp-stats"], timeout=30).check("stats").stdout
+    )
+    return stats
+
+
+def _sessions_of(stats: dict[str, Any], sender_id: int) -> list[dict[str, Any]]:
+    return [s for s in stats["sessions"] if s["sender_id"] == sender_id]
+
+
 def test_forged_datagrams_leave_a_normal_sender_accounted_right(lab: Lab) -> None:
     lab.exec("client", ["socketlab", "udp-stats", "--reset"], timeout=30).check("reset")
     sender_id = 0x5EED0000 + int(uuid.uuid4().hex[:4], 16)
@@ -356,16 +367,7 @@ def test_forged_datagrams_leave_a_normal_sender_accounted_right(lab: Lab) -> Non
     sender.start()
     try:
         # The forgeries go out once the honest session is under way, so they meet it.
-        wait_for(
-            lambda: any(
-                s["sender_id"] == sender_id
-                for s in json.loads(
-                    lab.exec("client", ["socketlab", "udp-stats"], timeout=30).check("stats").stdout
-                )["sessions"]
-            ),
-            timeout=60,
-            what="the honest sender's first datagrams",
-        )
+        wait_for(lambda: _sessions_of(_udp_stats(lab), sender_id), timeout=60, what="its start")
         forged = int(python(lab, "client", FORGED_DATAGRAMS).strip())
     finally:
         sender.join(timeout=120)
@@ -373,14 +375,12 @@ def test_forged_datagrams_leave_a_normal_sender_accounted_right(lab: Lab) -> Non
     assert honest[0].ok, honest[0].stderr
 
     def accounted() -> dict[str, Any] | None:
-        stats = json.loads(
-            lab.exec("client", ["socketlab", "udp-stats"], timeout=30).check("stats").stdout
-        )
-        mine = [s for s in stats["sessions"] if s["sender_id"] == sender_id]
+        stats = _udp_stats(lab)
+        mine = _sessions_of(stats, sender_id)
         return stats if mine and mine[-1]["highest_seq"] >= 1000 else None
 
     stats = wait_for(accounted, timeout=60, what="the honest sender's last datagram")
-    session = next(s for s in stats["sessions"] if s["sender_id"] == sender_id)
+    session = _sessions_of(stats, sender_id)[0]
     # Every honest datagram is accounted for, once. A loaded listener may miss some of them
     # while the forged burst fills its socket buffer: the kernel counts those, and only
     # those may be missing (on a quiet machine, none are).
